@@ -1,0 +1,70 @@
+"""accelerator-prefect: host scientific computations on Prefect.
+
+Authors write routines and jobflows and describe them in a manifest; users
+launch them through :class:`Accelerator`, the CLI or the catalog.
+
+Example:
+    >>> from accelerator_prefect import Accelerator
+    >>> acc = Accelerator.connect()  # doctest: +SKIP
+    >>> run = acc.launch("climate-downscaling", conf={"scenario": "ssp245",
+    ...                  "target_region": "alps"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from accelerator_prefect.errors import (
+    AcceleratorError,
+    AccessDenied,
+    InvalidConf,
+    InvalidInputs,
+    ManifestError,
+    NotFound,
+    PlatformError,
+    PublishError,
+    RunTimeout,
+    ValidationFailed,
+)
+from accelerator_prefect.jobflow import Conf, Inputs, Output, Secrets, jobflow, routine
+
+if TYPE_CHECKING:
+    from accelerator_prefect.client import Accelerator, AsyncAccelerator
+    from accelerator_prefect.runs import Run
+
+__all__ = [
+    "AcceleratorError",
+    "AccessDenied",
+    "Accelerator",
+    "AsyncAccelerator",
+    "Conf",
+    "Inputs",
+    "InvalidConf",
+    "InvalidInputs",
+    "ManifestError",
+    "NotFound",
+    "Output",
+    "PlatformError",
+    "PublishError",
+    "Run",
+    "RunTimeout",
+    "Secrets",
+    "ValidationFailed",
+    "jobflow",
+    "routine",
+]
+
+_LAZY = {
+    "Accelerator": "accelerator_prefect.client",
+    "AsyncAccelerator": "accelerator_prefect.client",
+    "Run": "accelerator_prefect.runs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The client side pulls in more than a jobflow process needs: load it on use.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'accelerator_prefect' has no attribute {name!r}")

@@ -1,0 +1,180 @@
+"""Hosted models as the catalog sees them, read from Prefect deployments.
+
+Each hosted version is one deployment ``<model>@<version>`` tagged
+``acc:model:…``; its hosting record (title, owner, code pin …) travels in the
+deployment's parameter schema under ``x-accelerator``. Listing filters on tags
+in the server, so it never reads deployments that are not hosted models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import semver
+from pydantic import BaseModel, Field
+
+from accelerator_prefect.errors import NotFound
+from accelerator_prefect.manifest import Scope, Status
+from accelerator_prefect.validation import EXTENSION_KEY
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.responses import DeploymentResponse
+
+HOSTED_TAG = "acc:hosted"
+
+
+def tag(kind: str, value: str) -> str:
+    """A hosting tag, e.g. ``tag("model", "climate-downscaling")``."""
+    return f"acc:{kind}:{value}"
+
+
+class HostingRecord(BaseModel):
+    """What publishing records about a version beyond Prefect's own fields."""
+
+    title: str
+    owner: str
+    project: str
+    scope: Scope
+    status: Status
+    tags: list[str] = Field(default_factory=list)
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    repository: str
+    commit: str | None = None
+    dirty: bool = False
+    code_fingerprint: str
+    schema_fingerprint: str
+    published_at: datetime
+    published_by: str
+
+
+class HostedVersion(BaseModel):
+    """One published version of a hosted model (one Prefect deployment)."""
+
+    name: str
+    version: str
+    description: str
+    record: HostingRecord
+    deployment_id: UUID
+    deployment_name: str
+    flow_name: str
+    work_pool: str | None
+    parameter_schema: dict[str, Any]
+    default_parameters: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        return self.record.title
+
+    @property
+    def status(self) -> Status:
+        return self.record.status
+
+    @property
+    def semver(self) -> semver.Version:
+        return semver.Version.parse(self.version)
+
+
+class HostedModel(BaseModel):
+    """A model with all its versions, newest first."""
+
+    name: str
+    versions: list[HostedVersion]
+
+    @property
+    def latest(self) -> HostedVersion:
+        """The newest active version, else the newest version."""
+        active = [v for v in self.versions if v.status == Status.active]
+        return (active or self.versions)[0]
+
+
+def hosted_version(deployment: DeploymentResponse, flow_name: str) -> HostedVersion | None:
+    """The hosted version behind a deployment, or ``None`` if it is not one."""
+    schema = dict(deployment.parameter_openapi_schema or {})
+    raw = schema.pop(EXTENSION_KEY, None)
+    if raw is None or "@" not in deployment.name:
+        return None
+    name, version = deployment.name.rsplit("@", 1)
+    return HostedVersion(
+        name=name,
+        version=version,
+        description=deployment.description or "",
+        record=HostingRecord.model_validate(raw),
+        deployment_id=deployment.id,
+        deployment_name=deployment.name,
+        flow_name=flow_name,
+        work_pool=deployment.work_pool_name,
+        parameter_schema=schema,
+        default_parameters=dict(deployment.parameters or {}),
+    )
+
+
+async def read_versions(
+    client: PrefectClient, *, model: str | None = None, extra_tags: list[str] | None = None
+) -> list[HostedVersion]:
+    """Hosted versions, filtered in the server by tags (all of one model if named)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    tags = [HOSTED_TAG, *(extra_tags or [])]
+    if model:
+        tags.append(tag("model", model))
+    deployments: list[DeploymentResponse] = []
+    offset, page = 0, 200
+    while True:
+        batch = await client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=tags)),
+            limit=page,
+            offset=offset,
+        )
+        deployments += batch
+        if len(batch) < page:
+            break
+        offset += page
+    flow_names = await _flow_names(client, {d.flow_id for d in deployments})
+    versions = [hosted_version(d, flow_names.get(d.flow_id, "")) for d in deployments]
+    found = [v for v in versions if v is not None]
+    return sorted(found, key=lambda v: (v.name, v.semver), reverse=True)
+
+
+async def _flow_names(client: PrefectClient, ids: set[UUID]) -> dict[UUID, str]:
+    if not ids:
+        return {}
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+
+    flows = await client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=list(ids))))
+    return {f.id: f.name for f in flows}
+
+
+def group_models(versions: list[HostedVersion]) -> list[HostedModel]:
+    """Versions grouped into models, models by name, versions newest first."""
+    by_name: dict[str, list[HostedVersion]] = {}
+    for v in versions:
+        by_name.setdefault(v.name, []).append(v)
+    return [
+        HostedModel(name=name, versions=sorted(vs, key=lambda v: v.semver, reverse=True))
+        for name, vs in sorted(by_name.items())
+    ]
+
+
+async def read_model(client: PrefectClient, model: str) -> HostedModel:
+    """One hosted model with every version, or :class:`NotFound`."""
+    versions = await read_versions(client, model=model)
+    if not versions:
+        raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
+    return group_models(versions)[0]
+
+
+def pick_version(model: HostedModel, version: str | None) -> HostedVersion:
+    """The version asked for, or the newest active one."""
+    if version is None:
+        active = [v for v in model.versions if v.status == Status.active]
+        if not active:
+            raise NotFound(f"model {model.name!r} has no active version; name one with --version")
+        return active[0]
+    for v in model.versions:
+        if v.version == version:
+            return v
+    known = ", ".join(v.version for v in model.versions)
+    raise NotFound(f"{model.name}: version {version!r} not found (published: {known})")

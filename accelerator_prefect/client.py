@@ -1,0 +1,230 @@
+"""``Accelerator``: the Python API for one principal, and its async core.
+
+``AsyncAccelerator`` talks to Prefect with its async client; ``Accelerator`` is
+the synchronous facade users call, running the async core on one background
+event loop (as Prefect's own sync APIs do), so it also works inside notebooks
+and Streamlit, which have loops of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from accelerator_prefect.errors import PlatformError
+from accelerator_prefect.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+    from accelerator_prefect.catalog import HostedModel
+    from accelerator_prefect.publish import PublishResult
+    from accelerator_prefect.runs import Run
+
+T = TypeVar("T")
+
+
+def _ui_url(api_url: str) -> str:
+    return api_url.rstrip("/").removesuffix("/api")
+
+
+def resolve_api_url(settings: Settings, api_url: str | None = None) -> str:
+    """The Prefect API to use: explicit, then ``ACC_API_URL``, then the local platform."""
+    if api_url or settings.api_url:
+        return (api_url or settings.api_url or "").rstrip("/")
+    from accelerator_prefect.platform import read_platform
+
+    platform = read_platform(settings.home)
+    if platform is None:
+        raise PlatformError(
+            f"no platform is running under {settings.home}; start one with `acc up`, "
+            "or set ACC_API_URL to a Prefect API"
+        )
+    return platform.api_url
+
+
+class AsyncAccelerator:
+    """The async client for one principal. Prefer :class:`Accelerator` unless you are async."""
+
+    def __init__(self, api_url: str, *, user: str, settings: Settings | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.ui_url = _ui_url(self.api_url)
+        self.user = user
+        self.settings = settings or get_settings()
+        self._client: PrefectClient | None = None
+
+    @classmethod
+    def connect(
+        cls, api_url: str | None = None, *, home: str | Path | None = None, user: str | None = None
+    ) -> AsyncAccelerator:
+        settings = get_settings(home=home, user=user)
+        return cls(resolve_api_url(settings, api_url), user=settings.user, settings=settings)
+
+    async def client(self) -> PrefectClient:
+        if self._client is None:
+            from prefect.client.orchestration import PrefectClient
+
+            client = PrefectClient(self.api_url)
+            await client.__aenter__()
+            self._client = client
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+            self._client = None
+
+    async def publish(
+        self, manifest: str | Path, *, allow_dirty: bool = False, force: bool = False,
+        repository: str | None = None,
+    ) -> PublishResult:
+        from accelerator_prefect.publish import publish
+
+        return await publish(
+            await self.client(), manifest, published_by=self.user,
+            default_work_pool=self.settings.work_pool, allow_dirty=allow_dirty, force=force,
+            repository=repository,
+        )
+
+    async def catalog(self) -> list[HostedModel]:
+        from accelerator_prefect.catalog import group_models, read_versions
+
+        return group_models(await read_versions(await self.client()))
+
+    async def get(self, model: str) -> HostedModel:
+        from accelerator_prefect.catalog import read_model
+
+        return await read_model(await self.client(), model)
+
+    async def launch(
+        self, model: str, conf: Any = None, *, version: str | None = None, inputs: Any = None,
+        output: Any = None, via: str = "python",
+    ) -> str:
+        """Launch ``model`` and return the new run's id (see ``Accelerator.launch``)."""
+        from accelerator_prefect.launch import launch
+
+        hosted, flow_run = await launch(
+            await self.client(), model, user=self.user, version=version, conf=conf,
+            inputs=inputs, output=output, via=via,
+        )
+        if hosted.status.value == "deprecated":
+            warnings.warn(
+                f"{hosted.name}@{hosted.version} is deprecated", DeprecationWarning, stacklevel=3
+            )
+        return str(flow_run.id)
+
+
+class _Loop:
+    """One daemon thread running an event loop for every sync facade in the process."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="accelerator-client", daemon=True
+                ).start()
+                cls._loop = loop
+            return cls._loop
+
+
+class Accelerator:
+    """The Python API of accelerator-prefect, acting as one principal.
+
+    Example:
+        >>> acc = Accelerator.connect()  # doctest: +SKIP
+        >>> run = acc.launch("climate-downscaling",
+        ...                  conf={"scenario": "ssp245", "target_region": "alps"})  # doctest: +SKIP
+        >>> run.wait(timeout=120)  # doctest: +SKIP
+        'Completed'
+    """
+
+    def __init__(self, core: AsyncAccelerator) -> None:
+        self._core = core
+
+    @classmethod
+    def connect(
+        cls, api_url: str | None = None, *, home: str | Path | None = None, user: str | None = None
+    ) -> Accelerator:
+        """A client for the platform at ``api_url``, or the local one started by ``acc up``."""
+        return cls(AsyncAccelerator.connect(api_url, home=home, user=user))
+
+    @property
+    def user(self) -> str:
+        return self._core.user
+
+    @property
+    def api_url(self) -> str:
+        return self._core.api_url
+
+    @property
+    def ui_url(self) -> str:
+        return self._core.ui_url
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        async def wrapped() -> T:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), _Loop.get()).result()
+
+    def _call(self, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
+        async def with_client() -> T:
+            return await fn(await self._core.client())
+
+        return self._run(with_client())
+
+    def close(self) -> None:
+        self._run(self._core.aclose())
+
+    def __enter__(self) -> Accelerator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def publish(
+        self, manifest: str | Path, *, allow_dirty: bool = False, force: bool = False,
+        repository: str | None = None,
+    ) -> PublishResult:
+        """Publish ``deployments/<model>.yaml`` as the deployment ``<model>@<version>``."""
+        return self._run(self._core.publish(
+            manifest, allow_dirty=allow_dirty, force=force, repository=repository
+        ))
+
+    def catalog(self) -> list[HostedModel]:
+        """Every hosted model, with its versions newest first."""
+        return self._run(self._core.catalog())
+
+    def get(self, model: str) -> HostedModel:
+        """One hosted model, or :class:`~accelerator_prefect.NotFound`."""
+        return self._run(self._core.get(model))
+
+    def launch(
+        self, model: str, conf: Any = None, *, version: str | None = None, inputs: Any = None,
+        output: Any = None, via: str = "python",
+    ) -> Run:
+        """Launch a run of ``model`` (its newest active version unless ``version``).
+
+        ``conf`` is checked against the version's schema first; a refused launch
+        raises :class:`~accelerator_prefect.InvalidConf` and creates no run.
+        """
+        from accelerator_prefect.runs import Run
+
+        run_id = self._run(self._core.launch(
+            model, conf, version=version, inputs=inputs, output=output, via=via
+        ))
+        return Run(self, run_id)
+
+    def run(self, run_id: str) -> Run:
+        """A handle on an existing run."""
+        from accelerator_prefect.runs import Run, read_run
+
+        return Run(self, self._call(lambda c: read_run(c, run_id)).id)

@@ -1,0 +1,54 @@
+"""The error hierarchy every front end shows to users.
+
+Each message names the thing, the field path and what was expected, so the
+CLI, the catalog and the Python API can print it as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AcceleratorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class NotFound(AcceleratorError):
+    """The model, version or run does not exist (or is not visible to you)."""
+
+
+class AccessDenied(AcceleratorError):
+    """The principal may see the thing but not do this with it."""
+
+
+class ManifestError(AcceleratorError):
+    """A hosting manifest is missing, unreadable or invalid."""
+
+
+class PublishError(AcceleratorError):
+    """A manifest is valid but cannot be published as asked."""
+
+
+class ValidationFailed(AcceleratorError):
+    """One or more fields were refused; ``problems`` lists one line per field."""
+
+    def __init__(self, problems: Sequence[str], *, what: str = "launch") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{what} refused, {len(self.problems)} problem(s):\n{lines}")
+
+
+class InvalidConf(ValidationFailed):
+    """The configuration does not match the version's conf schema."""
+
+
+class InvalidInputs(ValidationFailed):
+    """The selected inputs do not fit the model's input mapping."""
+
+
+class PlatformError(AcceleratorError):
+    """The embedded platform could not be started, reached or stopped."""
+
+
+class RunTimeout(AcceleratorError):
+    """A run did not reach a final state within the time asked."""

@@ -1,0 +1,200 @@
+"""Hosting manifests: the YAML an author writes to host one model version.
+
+``deployments/<model>.yaml`` is validated by :class:`Manifest`; every error
+names the file, the field path and what was expected. The manifest's JSON
+Schema (``Manifest.model_json_schema()``) is published next to the manifests
+so editors validate and complete them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from accelerator_prefect.errors import ManifestError
+
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Slug = Annotated[str, Field(pattern=SLUG)]
+SCHEMA_FILE = "manifest.schema.json"
+
+
+class Scope(StrEnum):
+    """Who may see and run a model (decided by the access layer)."""
+
+    private = "private"
+    project = "project"
+    public = "public"
+    link = "link"
+
+
+class Status(StrEnum):
+    """Where a version is in its lifecycle."""
+
+    active = "active"
+    deprecated = "deprecated"
+    archived = "archived"
+
+
+class Source(StrEnum):
+    """Where selected inputs may come from."""
+
+    storage = "storage"
+    cloud = "cloud"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccessPolicy(_Strict):
+    """Who may see and run the model."""
+
+    scope: Scope = Field(default=Scope.private, description="private, project, public or link.")
+
+
+class InputMapping(_Strict):
+    """What a launcher may select as inputs."""
+
+    min_files: int = Field(default=0, ge=0, description="Fewest files (folders expanded).")
+    max_files: int | None = Field(default=None, ge=1, description="Most files (folders expanded).")
+    accepted_types: list[str] = Field(
+        default_factory=list,
+        description="Accepted extensions ('.nc') or media types ('text/csv'); empty accepts all.",
+    )
+    sources: list[Source] = Field(default_factory=lambda: [Source.storage])
+    max_total_size: str | None = Field(
+        default=None, pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="Largest total size of the selection, e.g. '500 MB'.",
+    )
+
+
+class OutputMapping(_Strict):
+    """Where a run writes its results unless the caller chooses another place."""
+
+    location: str = Field(
+        default="acc://{project}/results/{model}/{version}/{run_id}/",
+        description="Template; {project}, {model}, {version}, {user} and {run_id} are filled in.",
+    )
+
+
+class SecretSpec(_Strict):
+    """A credential the jobflow needs; its value never leaves a Secret block."""
+
+    description: str = ""
+    required: bool = True
+
+
+class Manifest(_Strict):
+    """One hosted model version, as its author describes it."""
+
+    name: Slug = Field(description="The model's name: lowercase letters, digits and dashes.")
+    title: str = Field(min_length=1, max_length=120, description="Shown in the catalog.")
+    description: str = Field(default="", description="Markdown shown on the model's page.")
+    version: str = Field(description="Semantic version, e.g. 1.2.0.")
+    jobflow: str = Field(
+        pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
+        description="The jobflow, as path/to/file.py:function relative to the repository root.",
+    )
+    owner: Slug = Field(description="The user who owns the model.")
+    project: Slug = Field(description="The project (team) the model belongs to.")
+    access: AccessPolicy = Field(default_factory=AccessPolicy)
+    inputs: InputMapping = Field(default_factory=InputMapping)
+    output: OutputMapping = Field(default_factory=OutputMapping)
+    secrets: dict[str, SecretSpec] = Field(default_factory=dict)
+    status: Status = Status.active
+    work_pool: str | None = Field(default=None, description="Defaults to the platform's pool.")
+    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not SEMVER.match(value):
+            raise ValueError("expected a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: dict[str, SecretSpec]) -> dict[str, SecretSpec]:
+        for name in value:
+            if not re.match(r"^[A-Z][A-Z0-9_]*$", name):
+                raise ValueError(f"secret name {name!r}: expected UPPER_SNAKE_CASE")
+        return value
+
+    @property
+    def entrypoint_path(self) -> str:
+        return self.jobflow.rsplit(":", 1)[0]
+
+    @property
+    def function_name(self) -> str:
+        return self.jobflow.rsplit(":", 1)[1]
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    path = _field_path(tuple(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown field (check the spelling; see {SCHEMA_FILE})"
+    if error["type"] == "missing":
+        return f"{path}: required field is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{path}: {message} (got {error['input']!r})"
+
+
+def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
+    """Validate already-loaded manifest data; errors name ``source`` and each field."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
+        raise ManifestError(f"{source}: invalid manifest:\n{lines}") from None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate ``deployments/<model>.yaml``.
+
+    Example:
+        >>> load_manifest("deployments/climate-downscaling.yaml").name
+        'climate-downscaling'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_manifest(data, str(path))
+
+
+def manifest_json_schema() -> str:
+    """The JSON Schema of manifests, as published in ``deployments/manifest.schema.json``."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "accelerator-prefect hosting manifest"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

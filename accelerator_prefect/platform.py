@@ -1,0 +1,326 @@
+"""The embedded platform behind ``acc up``: a Prefect server on SQLite, a process
+work pool with a worker, local ``acc://`` storage and the bundled examples.
+
+Everything lives under one home folder (``--home`` / ``ACC_HOME``). The running
+platform is described in ``<home>/platform.json`` so a second ``acc up`` reuses
+it and ``acc down`` stops it; that file is for this machine's CLI only, and no
+worker reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+from pydantic import BaseModel
+
+from accelerator_prefect.errors import AcceleratorError, PlatformError
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+    from accelerator_prefect.client import Accelerator
+    from accelerator_prefect.publish import PublishResult
+
+RESULTS_BLOCK = "acc-results"
+Report = Callable[[str], None]
+
+
+class PlatformInfo(BaseModel):
+    """A running embedded platform, as recorded in ``platform.json``."""
+
+    home: Path
+    api_url: str
+    ui_url: str
+    port: int
+    server_pid: int
+    worker_pid: int | None = None
+    work_pool: str
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0): reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def read_platform(home: Path) -> PlatformInfo | None:
+    """The platform running under ``home``, or ``None`` if none is."""
+    path = home / "platform.json"
+    if not path.exists():
+        return None
+    try:
+        info = PlatformInfo.model_validate_json(path.read_text())
+    except ValueError:
+        return None
+    return info if _alive(info.server_pid) else None
+
+
+def _write_platform(info: PlatformInfo) -> None:
+    path = info.home / "platform.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(info.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log written)"
+    return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+def _prefect_bin() -> str:
+    candidate = Path(sys.executable).parent / "prefect"
+    return str(candidate) if candidate.exists() else "prefect"
+
+
+def _base_env(home: Path, api_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLI_COLORS": "false",
+        "ACC_HOME": str(home),
+    })
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # stopped by us, in order, not by the terminal's Ctrl-C
+        )
+
+
+def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
+    """Start the Prefect server and wait until it answers; return its pid."""
+    if not _port_free(port):
+        raise PlatformError(
+            f"port {port} on 127.0.0.1 is taken by another program; choose another with --port"
+        )
+    api_url = f"http://127.0.0.1:{port}/api"
+    log = home / "logs" / "server.log"
+    env = _base_env(home, api_url)
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = (
+        f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"
+    )
+    env["PREFECT_UI_API_URL"] = api_url
+    process = _spawn(
+        [_prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log
+    )
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise PlatformError(
+                f"the Prefect server exited with code {process.returncode} before it was "
+                f"ready; the last lines of {log}:\n{_tail(log)}"
+            )
+        if healthy(api_url, timeout=1.0):
+            return process.pid
+        time.sleep(0.25)
+    stop_process(process.pid)
+    raise PlatformError(
+        f"the Prefect server did not answer within {deadline:g} s; the last lines of {log}:\n"
+        f"{_tail(log)}"
+    )
+
+
+def start_worker(home: Path, api_url: str, pool: str) -> int:
+    """Start a process worker polling ``pool`` every second; return its pid."""
+    env = _base_env(home, api_url)
+    env.update({
+        # Poll every second: users should not wait for a polling interval.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"local-file-system/{RESULTS_BLOCK}",
+    })
+    process = _spawn(
+        [_prefect_bin(), "worker", "start", "--pool", pool, "--type", "process",
+         "--name", f"acc-worker-{socket.gethostname()}-{home.name}"],
+        env, home / "logs" / "worker.log",
+    )
+    return process.pid
+
+
+def stop_process(pid: int | None, deadline: float = 15.0) -> None:
+    """Stop a child and its process group: SIGTERM, then SIGKILL after ``deadline`` s."""
+    if not _alive(pid):
+        return
+    assert pid is not None
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if not _alive(pid):
+                return
+            time.sleep(0.1)
+
+
+async def _prepare(client: PrefectClient, home: Path, pool: str) -> None:
+    """Create the work pool and the result storage block if they are missing."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.filesystems import LocalFileSystem
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        await client.read_work_pool(pool)
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(
+            name=pool, type="process",
+            base_job_template=ProcessWorker.get_default_base_job_template(),
+            description="Runs hosted models as local processes (created by acc up).",
+        ))
+    results = home / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    await LocalFileSystem(basepath=str(results)).asave(RESULTS_BLOCK, overwrite=True, client=client)
+
+
+async def _worker_online(client: PrefectClient, pool: str) -> bool:
+    workers = await client.read_workers_for_work_pool(pool)
+    return any(str(w.status).upper().endswith("ONLINE") for w in workers)
+
+
+def bundled_examples() -> list[Path]:
+    """The example manifests shipped next to the package in its repository."""
+    folder = Path(__file__).resolve().parents[1] / "deployments"
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def up(
+    home: Path,
+    *,
+    port: int = 4200,
+    pool: str = "acc-process",
+    examples: list[Path] | None = None,
+    report: Report = lambda _: None,
+    deadline: float = 120.0,
+) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
+    """Start (or reuse) the embedded platform and publish the examples."""
+    from accelerator_prefect.client import Accelerator, AsyncAccelerator
+
+    home = home.expanduser().resolve()
+    (home / "storage").mkdir(parents=True, exist_ok=True)
+    info = read_platform(home)
+    if info is not None and healthy(info.api_url):
+        report(f"reusing the Prefect server at {info.api_url}")
+    else:
+        if info is not None:
+            stop_process(info.worker_pid)
+            stop_process(info.server_pid)
+        report(f"starting the Prefect server on 127.0.0.1:{port} (SQLite under {home})")
+        server_pid = start_server(home, port, deadline)
+        api_url = f"http://127.0.0.1:{port}/api"
+        info = PlatformInfo(home=home, api_url=api_url, ui_url=api_url.removesuffix("/api"),
+                            port=port, server_pid=server_pid, work_pool=pool)
+        _write_platform(info)
+    acc = Accelerator(AsyncAccelerator(info.api_url, user="operator"))
+    report(f"preparing the work pool {pool!r} and result storage")
+    acc._call(lambda c: _prepare(c, home, pool))
+    if not _alive(info.worker_pid):
+        report("starting a process worker")
+        info.worker_pid = start_worker(home, info.api_url, pool)
+        _write_platform(info)
+    _wait_for_worker(acc, info, pool, deadline)
+    published = publish_examples(acc, examples if examples is not None else bundled_examples(),
+                                 report)
+    acc.close()
+    return info, published
+
+
+def _wait_for_worker(acc: Accelerator, info: PlatformInfo, pool: str, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    log = info.home / "logs" / "worker.log"
+    while time.monotonic() < end:
+        if not _alive(info.worker_pid):
+            raise PlatformError(f"the worker exited; the last lines of {log}:\n{_tail(log)}")
+        if acc._call(lambda c: _worker_online(c, pool)):
+            return
+        time.sleep(0.25)
+    raise PlatformError(f"the worker did not come online within {deadline:g} s; see {log}")
+
+
+def publish_examples(
+    acc: Accelerator, manifests: list[Path], report: Report
+) -> list[PublishResult | AcceleratorError]:
+    """Publish each manifest; a refusal is reported and does not stop the others."""
+    results: list[PublishResult | AcceleratorError] = []
+    for manifest in manifests:
+        report(f"publishing {manifest.name}")
+        try:
+            results.append(acc.publish(manifest))
+        except AcceleratorError as exc:
+            results.append(exc)
+    return results
+
+
+def down(home: Path) -> bool:
+    """Stop the platform under ``home``; ``False`` if none was running."""
+    home = home.expanduser().resolve()
+    path = home / "platform.json"
+    if not path.exists():
+        return False
+    try:
+        info = PlatformInfo.model_validate_json(path.read_text())
+    except ValueError:
+        path.unlink()
+        return False
+    running = _alive(info.server_pid) or _alive(info.worker_pid)
+    stop_process(info.worker_pid)
+    stop_process(info.server_pid)
+    path.unlink(missing_ok=True)
+    return running
+
+
+def platform_json(info: PlatformInfo) -> str:
+    return json.dumps(info.model_dump(mode="json"), indent=2)

@@ -1,0 +1,137 @@
+"""Runs of hosted models: the ``Run`` handle and the reads behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from accelerator_prefect.errors import AcceleratorError, NotFound, RunTimeout
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
+
+    from accelerator_prefect.client import Accelerator
+
+
+async def read_run(client: PrefectClient, run_id: UUID | str) -> FlowRun:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return await client.read_flow_run(UUID(str(run_id)))
+    except (ObjectNotFound, ValueError):
+        raise NotFound(f"run {run_id!r} not found") from None
+
+
+async def wait_for(
+    client: PrefectClient, run_id: UUID | str, timeout: float | None, poll: float = 0.5
+) -> FlowRun:
+    """The run once it reaches a final state; :class:`RunTimeout` after ``timeout`` s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        flow_run = await read_run(client, run_id)
+        if flow_run.state is not None and flow_run.state.is_final():
+            return flow_run
+        if deadline is not None and time.monotonic() >= deadline:
+            state = flow_run.state.name if flow_run.state else "unknown"
+            raise RunTimeout(f"run {run_id} is still {state} after {timeout:g} s")
+        await asyncio.sleep(poll)
+
+
+async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[str]:
+    """The run's log lines, oldest first, as ``HH:MM:SS LEVEL message``."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    lines: list[str] = []
+    offset, page = 0, 200
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(str(run_id))]))
+    while True:
+        batch = await client.read_logs(
+            log_filter=log_filter, limit=page, offset=offset, sort=LogSort.TIMESTAMP_ASC
+        )
+        lines += [
+            f"{log.timestamp:%H:%M:%S} {logging.getLevelName(log.level):<7} {log.message}"
+            for log in batch
+        ]
+        if len(batch) < page:
+            return lines
+        offset += page
+
+
+async def read_result(client: PrefectClient, flow_run: FlowRun) -> Any:
+    """The jobflow's return value, read from the result storage the worker wrote to."""
+    from prefect.blocks.core import Block
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultRecord, ResultRecordMetadata
+
+    state = flow_run.state
+    if state is None or not state.is_final():
+        raise AcceleratorError(f"run {flow_run.id} has not finished yet; wait() for it first")
+    if not state.is_completed():
+        raise AcceleratorError(f"run {flow_run.id} ended {state.name}: {state.message or ''}")
+    data = state.data
+    if not isinstance(data, ResultRecordMetadata):
+        return data
+    if data.storage_block_id is None:
+        storage: Any = LocalFileSystem()
+    else:
+        document = await client.read_block_document(data.storage_block_id)
+        storage = Block._from_block_document(document)
+    content = await storage.read_path(data.storage_key)
+    return ResultRecord.deserialize(content).result
+
+
+class Run:
+    """A handle on one run of a hosted model.
+
+    Example:
+        >>> run = acc.launch("climate-downscaling", conf={...})  # doctest: +SKIP
+        >>> run.wait(timeout=120)  # doctest: +SKIP
+        'Completed'
+    """
+
+    def __init__(self, accelerator: Accelerator, run_id: UUID | str) -> None:
+        self._acc = accelerator
+        self.id = UUID(str(run_id))
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.id)!r})"
+
+    def _flow_run(self) -> FlowRun:
+        return self._acc._call(lambda c: read_run(c, self.id))  # type: ignore[no-any-return]
+
+    @property
+    def name(self) -> str:
+        return self._flow_run().name
+
+    @property
+    def state(self) -> str:
+        """The run's current state name, e.g. ``Scheduled``, ``Running``, ``Completed``."""
+        state = self._flow_run().state
+        return state.name if state else "Unknown"
+
+    @property
+    def url(self) -> str:
+        """The run's page in the Prefect UI."""
+        return f"{self._acc.ui_url}/runs/flow-run/{self.id}"
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run ends; return its final state name."""
+        flow_run = self._acc._call(lambda c: wait_for(c, self.id, timeout))
+        return flow_run.state.name  # type: ignore[no-any-return]
+
+    def logs(self) -> list[str]:
+        """The run's log lines so far, oldest first."""
+        return self._acc._call(lambda c: read_logs(c, self.id))  # type: ignore[no-any-return]
+
+    def result(self) -> Any:
+        """The jobflow's return value (raises if the run did not complete)."""
+        return self._acc._call(lambda c: _result(c, self.id))
+
+
+async def _result(client: PrefectClient, run_id: UUID) -> Any:
+    return await read_result(client, await read_run(client, run_id))

@@ -1,0 +1,54 @@
+"""Settings of one installation, read from ``ACC_*`` environment variables.
+
+Worker processes on other machines receive the same settings through their
+environment (or Prefect job variables), never through a shared local file.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".accelerator"
+
+
+class Settings(BaseSettings):
+    """Where the platform lives and how a client reaches it.
+
+    Example:
+        >>> Settings(home="/tmp/acc").platform_file.name
+        'platform.json'
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACC_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="The platform's home folder.")
+    api_url: str | None = Field(
+        default=None,
+        description="Prefect API URL; when unset, the local platform under `home` is used.",
+    )
+    user: str = Field(default="operator", description="Who launches, until sign-in lands.")
+    work_pool: str = Field(default="acc-process", description="Default work pool for models.")
+    storage_url: str | None = Field(
+        default=None,
+        description="Backing URL of acc:// storage; a folder under `home` when unset.",
+    )
+
+    @cached_property
+    def platform_file(self) -> Path:
+        return self.home / "platform.json"
+
+    @property
+    def storage_root(self) -> str:
+        return self.storage_url or (self.home / "storage").as_uri()
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides winning."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)  # type: ignore[arg-type]

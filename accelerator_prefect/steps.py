@@ -1,0 +1,63 @@
+"""Deployment pull steps that pin a hosted version to its code.
+
+``checkout`` runs on the worker before each flow run: it materialises the
+repository at the version's commit in a per-commit cache (cloned once, then
+reused), so publishing version N+1 never changes what version N runs and a
+warm run pays no clone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from accelerator_prefect.errors import AcceleratorError
+
+
+def _cache_root() -> Path:
+    configured = os.environ.get("ACC_CODE_CACHE")
+    if configured:
+        return Path(configured)
+    home = os.environ.get("ACC_HOME")
+    base = Path(home) if home else Path.home() / ".accelerator"
+    return base / "code"
+
+
+def _git(*args: str, cwd: Path | None = None) -> None:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise AcceleratorError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def checkout(repository: str, commit: str) -> dict[str, str]:
+    """Materialise ``repository`` at ``commit`` and return ``{"directory": path}``.
+
+    Example (a pull step in a deployment):
+        {"accelerator_prefect.steps.checkout": {"id": "code",
+            "repository": "https://example.org/team/models.git", "commit": "3f2c…"}}
+    """
+    key = hashlib.sha256(repository.encode()).hexdigest()[:16]
+    target = _cache_root() / key / commit
+    if (target / ".acc-complete").exists():
+        return {"directory": str(target)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=target.parent))
+    try:
+        _git("init", "--quiet", str(scratch))
+        _git("fetch", "--quiet", "--depth", "1", repository, commit, cwd=scratch)
+        _git("-c", "advice.detachedHead=false", "checkout", "--quiet", commit, cwd=scratch)
+        (scratch / ".acc-complete").touch()
+        try:
+            scratch.rename(target)
+        except OSError:
+            # Another run of the same version finished the checkout first.
+            if not (target / ".acc-complete").exists():
+                raise
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return {"directory": str(target)}

@@ -1,0 +1,360 @@
+"""Statistical downscaling of coarse climate projections to a fine regional grid.
+
+Three routines, as a regional climate service would run them:
+
+1. ``preprocess``: read the coarse (1°) model fields for the reference period and
+   the scenario, crop them to the region and bias-correct them against the
+   observed reference climatology (the delta method: additive for temperature,
+   multiplicative for precipitation).
+2. ``regional_model``: interpolate the corrected fields to the fine grid and
+   correct temperature for elevation with a lapse rate on the terrain grid
+   (and precipitation with an orographic factor).
+3. ``postprocess``: write the fine grid as NetCDF (CF conventions), a CSV
+   summary per sub-region and a PNG quick-look map.
+
+The coarse fields and the terrain come from a small deterministic generator
+(``coarse_fields``, ``terrain``), so the model runs anywhere without a
+download; the arithmetic on them is the real method.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from accelerator_prefect import Conf, Output, jobflow, routine
+
+LAPSE_RATE_K_PER_M = -0.0065
+OROGRAPHIC_PER_M = 0.0004
+COARSE_STEP_DEG = 1.0
+FUTURE_YEAR = 2085
+
+
+class Scenario(StrEnum):
+    ssp126 = "ssp126"
+    ssp245 = "ssp245"
+    ssp370 = "ssp370"
+    ssp585 = "ssp585"
+
+
+class Region(StrEnum):
+    alps = "alps"
+    pyrenees = "pyrenees"
+    carpathians = "carpathians"
+    scandes = "scandes"
+
+
+# (south, north, west, east) in degrees, and the peaks that shape the terrain:
+# (lat, lon, height m, width deg).
+REGIONS: dict[Region, tuple[tuple[float, float, float, float], list[tuple[float, ...]]]] = {
+    Region.alps: ((43.5, 48.5, 5.0, 16.5), [(45.9, 6.9, 3600, 0.6), (46.5, 8.5, 3200, 0.8),
+                                           (46.9, 11.0, 3000, 0.9), (47.2, 13.2, 2600, 0.8)]),
+    Region.pyrenees: ((41.5, 43.8, -2.5, 3.5), [(42.6, 0.6, 2800, 0.7), (42.7, -0.9, 2300, 0.6),
+                                               (42.5, 1.9, 2500, 0.5)]),
+    Region.carpathians: ((44.5, 49.5, 18.0, 27.0), [(49.1, 20.1, 2200, 0.5),
+                                                    (47.6, 24.7, 1900, 0.8),
+                                                    (45.5, 24.6, 2300, 0.6)]),
+    Region.scandes: ((59.0, 70.0, 5.0, 20.0), [(61.6, 8.3, 2200, 1.2), (64.0, 13.0, 1500, 1.5),
+                                              (68.3, 18.0, 1800, 1.0)]),
+}
+
+# Global-mean warming (K) and precipitation change (fraction) by 2085 vs 1995.
+SCENARIOS: dict[Scenario, tuple[float, float]] = {
+    Scenario.ssp126: (1.5, 0.02),
+    Scenario.ssp245: (2.6, 0.04),
+    Scenario.ssp370: (3.6, 0.05),
+    Scenario.ssp585: (4.6, 0.07),
+}
+
+
+class DownscalingConf(Conf):
+    """What to downscale, where, and how finely."""
+
+    scenario: Scenario = Field(description="Emission scenario (SSP) of the projection.")
+    target_region: Region = Field(description="Region to downscale.")
+    base_year: int = Field(
+        default=1995, ge=1950, le=2100,
+        description="Centre of the 30-year reference period the change is measured against.",
+    )
+    resolution_km: float = Field(
+        default=5.0, ge=1.0, le=50.0, description="Cell size of the fine grid, in kilometres."
+    )
+
+
+@dataclass
+class Grid:
+    lat: np.ndarray
+    lon: np.ndarray
+
+
+@dataclass
+class CoarseFields:
+    grid: Grid
+    elevation: np.ndarray  # (lat, lon) m
+    tas: np.ndarray  # (month, lat, lon) °C, bias-corrected future climate
+    tas_change: np.ndarray  # (month, lat, lon) K vs the reference period
+    pr: np.ndarray  # (month, lat, lon) mm/day
+    pr_change: np.ndarray  # (month, lat, lon) fraction
+
+
+@dataclass
+class FineFields:
+    grid: Grid
+    elevation: np.ndarray
+    tas: np.ndarray
+    tas_change: np.ndarray
+    pr: np.ndarray
+    pr_change: np.ndarray
+
+
+def _seed(*parts: object) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def terrain(region: Region, grid: Grid) -> np.ndarray:
+    """Elevation (m) of ``region`` on ``grid``: Gaussian massifs plus seeded relief."""
+    _, peaks = REGIONS[region]
+    lat, lon = np.meshgrid(grid.lat, grid.lon, indexing="ij")
+    z = np.full(lat.shape, 300.0)
+    for plat, plon, height, width in peaks:
+        z += height * np.exp(-(((lat - plat) / width) ** 2 + ((lon - plon) / (1.6 * width)) ** 2))
+    rng = np.random.default_rng(_seed("terrain", region.value))
+    waves = rng.uniform(0.5, 3.0, size=(4, 2))
+    for ky, kx in waves:
+        z += 120.0 * np.sin(ky * 2 * np.pi * lat) * np.cos(kx * 2 * np.pi * lon)
+    return np.clip(z, 0.0, None)
+
+
+def _climatology(grid: Grid, elevation: np.ndarray, year: float) -> tuple[np.ndarray, np.ndarray]:
+    """Observed-like monthly temperature (°C) and precipitation (mm/day)."""
+    month = np.arange(12)[:, None, None]
+    lat = grid.lat[None, :, None]
+    seasonal = -np.cos(2 * np.pi * (month + 0.5) / 12) * (4 + 0.18 * np.abs(lat))
+    tas = 27.0 - 0.45 * np.abs(lat) + seasonal + LAPSE_RATE_K_PER_M * elevation[None]
+    tas = tas + 0.018 * (year - 1995)
+    pr = 1.6 + 0.0009 * elevation[None] + 0.5 * np.cos(2 * np.pi * (month - 10.5) / 12)
+    return tas, np.clip(pr, 0.05, None)
+
+
+def coarse_fields(
+    region: Region, scenario: Scenario, base_year: int
+) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
+    """The coarse inputs: observations and a (biased) model, historical and future."""
+    (south, north, west, east), _ = REGIONS[region]
+    grid = Grid(
+        lat=np.arange(south - 1, north + 1 + 1e-9, COARSE_STEP_DEG),
+        lon=np.arange(west - 1, east + 1 + 1e-9, COARSE_STEP_DEG),
+    )
+    elevation = _block_mean_elevation(region, grid)
+    obs_tas, obs_pr = _climatology(grid, elevation, base_year)
+    rng = np.random.default_rng(_seed("model", region.value, scenario.value, base_year))
+    shape = obs_tas.shape
+    warm, wet = SCENARIOS[scenario]
+    horizon = max(0.0, (FUTURE_YEAR - base_year) / (FUTURE_YEAR - 1995))
+    mountain = 1.0 + 0.3 * elevation[None] / max(float(elevation.max()), 1.0)
+    model_bias = 1.3 + 0.4 * rng.standard_normal(shape[1:])[None]
+    model_hist_tas = obs_tas + model_bias + 0.3 * rng.standard_normal(shape)
+    model_future_tas = model_hist_tas + warm * horizon * mountain + 0.2 * rng.standard_normal(shape)
+    model_hist_pr = obs_pr * (1.15 + 0.05 * rng.standard_normal(shape))
+    model_future_pr = model_hist_pr * (1 + wet * horizon * (1 - 0.5 * np.cos(
+        2 * np.pi * np.arange(12)[:, None, None] / 12)))
+    return grid, elevation, {
+        "obs_tas": obs_tas, "obs_pr": obs_pr,
+        "model_hist_tas": model_hist_tas, "model_future_tas": model_future_tas,
+        "model_hist_pr": np.clip(model_hist_pr, 0.01, None),
+        "model_future_pr": np.clip(model_future_pr, 0.01, None),
+    }
+
+
+def _block_mean_elevation(region: Region, coarse: Grid) -> np.ndarray:
+    """Coarse-cell elevation as the mean of the terrain inside each cell."""
+    sub = 8
+    offsets = (np.arange(sub) + 0.5) / sub - 0.5
+    fine = Grid(
+        lat=(coarse.lat[:, None] + offsets * COARSE_STEP_DEG).ravel(),
+        lon=(coarse.lon[:, None] + offsets * COARSE_STEP_DEG).ravel(),
+    )
+    z = terrain(region, fine)
+    return z.reshape(len(coarse.lat), sub, len(coarse.lon), sub).mean(axis=(1, 3))
+
+
+@routine(retries=1, retry_delay_seconds=1)
+def preprocess(conf: DownscalingConf) -> CoarseFields:
+    """Read the coarse fields, crop to the region, bias-correct against observations."""
+    grid, elevation, f = coarse_fields(conf.target_region, conf.scenario, conf.base_year)
+    tas_change = f["model_future_tas"] - f["model_hist_tas"]
+    pr_change = f["model_future_pr"] / f["model_hist_pr"] - 1.0
+    tas = f["obs_tas"] + tas_change
+    pr = f["obs_pr"] * (1.0 + pr_change)
+    bias = float(np.mean(f["model_hist_tas"] - f["obs_tas"]))
+    print(
+        f"preprocess: {conf.target_region.value} {conf.scenario.value}, coarse grid "
+        f"{len(grid.lat)}x{len(grid.lon)}, removed a mean model bias of {bias:+.2f} K"
+    )
+    return CoarseFields(grid, elevation, tas, tas_change, pr, pr_change)
+
+
+def _interpolate(coarse: Grid, values: np.ndarray, fine: Grid) -> np.ndarray:
+    from scipy.interpolate import RegularGridInterpolator
+
+    lat, lon = np.meshgrid(fine.lat, fine.lon, indexing="ij")
+    points = np.stack([lat.ravel(), lon.ravel()], axis=-1)
+    stack = values if values.ndim == 3 else values[None]
+    out = np.stack([
+        RegularGridInterpolator((coarse.lat, coarse.lon), layer, method="linear")(points)
+        for layer in stack
+    ]).reshape(len(stack), len(fine.lat), len(fine.lon))
+    return out if values.ndim == 3 else out[0]
+
+
+@routine
+def regional_model(conf: DownscalingConf, coarse: CoarseFields) -> FineFields:
+    """Interpolate to the fine grid and correct for elevation on the terrain grid."""
+    (south, north, west, east), _ = REGIONS[conf.target_region]
+    dlat = conf.resolution_km / 111.0
+    dlon = conf.resolution_km / (111.0 * np.cos(np.radians((south + north) / 2)))
+    fine = Grid(lat=np.arange(south, north, dlat), lon=np.arange(west, east, dlon))
+    z_fine = terrain(conf.target_region, fine)
+    z_smooth = _interpolate(coarse.grid, coarse.elevation, fine)
+    dz = (z_fine - z_smooth)[None]
+    tas = _interpolate(coarse.grid, coarse.tas, fine) + LAPSE_RATE_K_PER_M * dz
+    pr = _interpolate(coarse.grid, coarse.pr, fine) * np.clip(1 + OROGRAPHIC_PER_M * dz, 0.3, 3.0)
+    print(f"regional_model: fine grid {len(fine.lat)}x{len(fine.lon)} at {conf.resolution_km} km")
+    return FineFields(
+        fine, z_fine, tas,
+        _interpolate(coarse.grid, coarse.tas_change, fine),
+        pr, _interpolate(coarse.grid, coarse.pr_change, fine),
+    )
+
+
+def sub_regions(fields: FineFields) -> dict[str, np.ndarray]:
+    """West, central and east thirds of the region, split into lowland and highland."""
+    lon = np.broadcast_to(fields.grid.lon[None, :], fields.elevation.shape)
+    edges = np.quantile(fields.grid.lon, [1 / 3, 2 / 3])
+    bands = {"west": lon < edges[0], "central": (lon >= edges[0]) & (lon < edges[1]),
+             "east": lon >= edges[1]}
+    high = fields.elevation >= 1500.0
+    masks = {}
+    for band, mask in bands.items():
+        masks[f"{band} lowland"] = mask & ~high
+        masks[f"{band} highland"] = mask & high
+    return {name: mask for name, mask in masks.items() if mask.any()}
+
+
+def summary_rows(fields: FineFields) -> list[dict[str, Any]]:
+    tas_year = fields.tas.mean(axis=0)
+    change_year = fields.tas_change.mean(axis=0)
+    pr_year = fields.pr.mean(axis=0)
+    pr_change_year = fields.pr_change.mean(axis=0)
+    return [
+        {
+            "sub_region": name,
+            "cells": int(mask.sum()),
+            "mean_elevation_m": round(float(fields.elevation[mask].mean()), 1),
+            "tas_annual_mean_c": round(float(tas_year[mask].mean()), 2),
+            "tas_change_k": round(float(change_year[mask].mean()), 2),
+            "pr_annual_mean_mm_day": round(float(pr_year[mask].mean()), 3),
+            "pr_change_pct": round(100 * float(pr_change_year[mask].mean()), 1),
+        }
+        for name, mask in sub_regions(fields).items()
+    ]
+
+
+def netcdf_bytes(conf: DownscalingConf, fields: FineFields) -> bytes:
+    from scipy.io import netcdf_file
+
+    buffer = io.BytesIO()
+    nc = netcdf_file(buffer, "w", version=2)
+    nc.title = f"Downscaled {conf.scenario.value} climate for {conf.target_region.value}"
+    nc.Conventions = "CF-1.8"
+    nc.reference_period = f"{conf.base_year - 15}-{conf.base_year + 14}"
+    nc.projection_period = f"{FUTURE_YEAR - 14}-{FUTURE_YEAR + 15}"
+    nc.createDimension("month", 12)
+    nc.createDimension("lat", len(fields.grid.lat))
+    nc.createDimension("lon", len(fields.grid.lon))
+    for name, data, units, dims in [
+        ("month", np.arange(1, 13), "1", ("month",)),
+        ("lat", fields.grid.lat, "degrees_north", ("lat",)),
+        ("lon", fields.grid.lon, "degrees_east", ("lon",)),
+        ("elevation", fields.elevation, "m", ("lat", "lon")),
+        ("tas", fields.tas, "degC", ("month", "lat", "lon")),
+        ("tas_change", fields.tas_change, "K", ("month", "lat", "lon")),
+        ("pr", fields.pr, "mm day-1", ("month", "lat", "lon")),
+    ]:
+        var = nc.createVariable(name, "f4" if name not in {"month"} else "i4", dims)
+        var[:] = data
+        var.units = units
+    nc.flush()
+    data = buffer.getvalue()
+    nc.close()
+    return data
+
+
+def quicklook_png(conf: DownscalingConf, fields: FineFields) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    extent = (fields.grid.lon[0], fields.grid.lon[-1], fields.grid.lat[0], fields.grid.lat[-1])
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, data, title, cmap in [
+        (axes[0], fields.tas.mean(axis=0), "Annual mean temperature (°C)", "RdYlBu_r"),
+        (axes[1], fields.tas_change.mean(axis=0), "Warming vs reference (K)", "Reds"),
+    ]:
+        image = ax.imshow(data, origin="lower", extent=extent, cmap=cmap, aspect="auto")
+        ax.contour(fields.grid.lon, fields.grid.lat, fields.elevation, levels=[1500, 2500],
+                   colors="k", linewidths=0.4)
+        ax.set_title(title)
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
+        figure.colorbar(image, ax=ax, shrink=0.85)
+    figure.suptitle(
+        f"{conf.target_region.value.title()} · {conf.scenario.value} · {FUTURE_YEAR - 14}–"
+        f"{FUTURE_YEAR + 15} vs {conf.base_year - 15}–{conf.base_year + 14}"
+    )
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+@routine
+def postprocess(conf: DownscalingConf, fields: FineFields, output: Output) -> dict[str, Any]:
+    """Write the NetCDF grid, the CSV summary per sub-region and the PNG quick-look."""
+    rows = summary_rows(fields)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    files = {
+        "downscaled.nc": netcdf_bytes(conf, fields),
+        "summary.csv": text.getvalue().encode(),
+        "quicklook.png": quicklook_png(conf, fields),
+    }
+    for name, data in files.items():
+        with output.open(name, "wb") as f:
+            f.write(data)
+    print(f"postprocess: wrote {', '.join(files)} to {output.uri}")
+    return {
+        "output": output.uri,
+        "files": sorted(files),
+        "grid": [len(fields.grid.lat), len(fields.grid.lon)],
+        "tas_change_k": round(float(fields.tas_change.mean()), 2),
+        "sub_regions": rows,
+    }
+
+
+@jobflow(name="climate-downscaling")
+def climate_downscaling(conf: DownscalingConf, output: Output) -> dict[str, Any]:
+    """Downscale a coarse climate projection to a fine regional grid."""
+    coarse = preprocess(conf)
+    fine = regional_model(conf, coarse)
+    return postprocess(conf, fine, output)  # type: ignore[no-any-return]
