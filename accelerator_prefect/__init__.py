@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from accelerator_prefect.runs import Run
 
 __all__ = [
+    "Accelerator",
     "AcceleratorError",
     "AccessDenied",
-    "Accelerator",
     "AsyncAccelerator",
     "Conf",
     "Inputs",

@@ -79,14 +79,22 @@ class AsyncAccelerator:
             self._client = None
 
     async def publish(
-        self, manifest: str | Path, *, allow_dirty: bool = False, force: bool = False,
+        self,
+        manifest: str | Path,
+        *,
+        allow_dirty: bool = False,
+        force: bool = False,
         repository: str | None = None,
     ) -> PublishResult:
         from accelerator_prefect.publish import publish
 
         return await publish(
-            await self.client(), manifest, published_by=self.user,
-            default_work_pool=self.settings.work_pool, allow_dirty=allow_dirty, force=force,
+            await self.client(),
+            manifest,
+            published_by=self.user,
+            default_work_pool=self.settings.work_pool,
+            allow_dirty=allow_dirty,
+            force=force,
             repository=repository,
         )
 
@@ -101,15 +109,27 @@ class AsyncAccelerator:
         return await read_model(await self.client(), model)
 
     async def launch(
-        self, model: str, conf: Any = None, *, version: str | None = None, inputs: Any = None,
-        output: Any = None, via: str = "python",
+        self,
+        model: str,
+        conf: Any = None,
+        *,
+        version: str | None = None,
+        inputs: Any = None,
+        output: Any = None,
+        via: str = "python",
     ) -> str:
         """Launch ``model`` and return the new run's id (see ``Accelerator.launch``)."""
         from accelerator_prefect.launch import launch
 
         hosted, flow_run = await launch(
-            await self.client(), model, user=self.user, version=version, conf=conf,
-            inputs=inputs, output=output, via=via,
+            await self.client(),
+            model,
+            user=self.user,
+            version=version,
+            conf=conf,
+            inputs=inputs,
+            output=output,
+            via=via,
         )
         if hosted.status.value == "deprecated":
             warnings.warn(
@@ -191,13 +211,19 @@ class Accelerator:
         self.close()
 
     def publish(
-        self, manifest: str | Path, *, allow_dirty: bool = False, force: bool = False,
+        self,
+        manifest: str | Path,
+        *,
+        allow_dirty: bool = False,
+        force: bool = False,
         repository: str | None = None,
     ) -> PublishResult:
         """Publish ``deployments/<model>.yaml`` as the deployment ``<model>@<version>``."""
-        return self._run(self._core.publish(
-            manifest, allow_dirty=allow_dirty, force=force, repository=repository
-        ))
+        return self._run(
+            self._core.publish(
+                manifest, allow_dirty=allow_dirty, force=force, repository=repository
+            )
+        )
 
     def catalog(self) -> list[HostedModel]:
         """Every hosted model, with its versions newest first."""
@@ -208,8 +234,14 @@ class Accelerator:
         return self._run(self._core.get(model))
 
     def launch(
-        self, model: str, conf: Any = None, *, version: str | None = None, inputs: Any = None,
-        output: Any = None, via: str = "python",
+        self,
+        model: str,
+        conf: Any = None,
+        *,
+        version: str | None = None,
+        inputs: Any = None,
+        output: Any = None,
+        via: str = "python",
     ) -> Run:
         """Launch a run of ``model`` (its newest active version unless ``version``).
 
@@ -218,9 +250,9 @@ class Accelerator:
         """
         from accelerator_prefect.runs import Run
 
-        run_id = self._run(self._core.launch(
-            model, conf, version=version, inputs=inputs, output=output, via=via
-        ))
+        run_id = self._run(
+            self._core.launch(model, conf, version=version, inputs=inputs, output=output, via=via)
+        )
         return Run(self, run_id)
 
     def run(self, run_id: str) -> Run:

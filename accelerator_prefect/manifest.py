@@ -74,7 +74,8 @@ class InputMapping(_Strict):
     )
     sources: list[Source] = Field(default_factory=lambda: [Source.storage])
     max_total_size: str | None = Field(
-        default=None, pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        default=None,
+        pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="Largest total size of the selection, e.g. '500 MB'.",
     )
 

@@ -120,13 +120,15 @@ def _prefect_bin() -> str:
 
 def _base_env(home: Path, api_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_CLI_COLORS": "false",
-        "ACC_HOME": str(home),
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_CLI_COLORS": "false",
+            "ACC_HOME": str(home),
+        }
+    )
     return env
 
 
@@ -134,7 +136,11 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            args,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # stopped by us, in order, not by the terminal's Ctrl-C
         )
 
@@ -175,16 +181,28 @@ def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
 def start_worker(home: Path, api_url: str, pool: str) -> int:
     """Start a process worker polling ``pool`` every second; return its pid."""
     env = _base_env(home, api_url)
-    env.update({
-        # Poll every second: users should not wait for a polling interval.
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"local-file-system/{RESULTS_BLOCK}",
-    })
+    env.update(
+        {
+            # Poll every second: users should not wait for a polling interval.
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"local-file-system/{RESULTS_BLOCK}",
+        }
+    )
     process = _spawn(
-        [_prefect_bin(), "worker", "start", "--pool", pool, "--type", "process",
-         "--name", f"acc-worker-{socket.gethostname()}-{home.name}"],
-        env, home / "logs" / "worker.log",
+        [
+            _prefect_bin(),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
+            "--name",
+            f"acc-worker-{socket.gethostname()}-{home.name}",
+        ],
+        env,
+        home / "logs" / "worker.log",
     )
     return process.pid
 
@@ -216,11 +234,14 @@ async def _prepare(client: PrefectClient, home: Path, pool: str) -> None:
     try:
         await client.read_work_pool(pool)
     except ObjectNotFound:
-        await client.create_work_pool(WorkPoolCreate(
-            name=pool, type="process",
-            base_job_template=ProcessWorker.get_default_base_job_template(),
-            description="Runs hosted models as local processes (created by acc up).",
-        ))
+        await client.create_work_pool(
+            WorkPoolCreate(
+                name=pool,
+                type="process",
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+                description="Runs hosted models as local processes (created by acc up).",
+            )
+        )
     results = home / "results"
     results.mkdir(parents=True, exist_ok=True)
     await LocalFileSystem(basepath=str(results)).asave(RESULTS_BLOCK, overwrite=True, client=client)
@@ -261,8 +282,14 @@ def up(
         report(f"starting the Prefect server on 127.0.0.1:{port} (SQLite under {home})")
         server_pid = start_server(home, port, deadline)
         api_url = f"http://127.0.0.1:{port}/api"
-        info = PlatformInfo(home=home, api_url=api_url, ui_url=api_url.removesuffix("/api"),
-                            port=port, server_pid=server_pid, work_pool=pool)
+        info = PlatformInfo(
+            home=home,
+            api_url=api_url,
+            ui_url=api_url.removesuffix("/api"),
+            port=port,
+            server_pid=server_pid,
+            work_pool=pool,
+        )
         _write_platform(info)
     acc = Accelerator(AsyncAccelerator(info.api_url, user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
@@ -272,8 +299,9 @@ def up(
         info.worker_pid = start_worker(home, info.api_url, pool)
         _write_platform(info)
     _wait_for_worker(acc, info, pool, deadline)
-    published = publish_examples(acc, examples if examples is not None else bundled_examples(),
-                                 report)
+    published = publish_examples(
+        acc, examples if examples is not None else bundled_examples(), report
+    )
     acc.close()
     return info, published
 

@@ -154,12 +154,18 @@ def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str,
 
 def _pull_steps(source: CodeSource) -> list[dict[str, Any]]:
     if source.dirty:
-        return [{"prefect.deployments.steps.set_working_directory": {"directory": str(source.root)}}]
+        return [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(source.root)}}
+        ]
     return [
-        {"accelerator_prefect.steps.checkout": {
-            "id": "code", "repository": source.repository, "commit": source.commit}},
-        {"prefect.deployments.steps.set_working_directory": {
-            "directory": "{{ code.directory }}"}},
+        {
+            "accelerator_prefect.steps.checkout": {
+                "id": "code",
+                "repository": source.repository,
+                "commit": source.commit,
+            }
+        },
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ code.directory }}"}},
     ]
 
 
@@ -185,16 +191,27 @@ async def publish(
     await _check_work_pool(client, work_pool, path)
 
     existing = next(
-        (v for v in await read_versions(client, model=manifest.name)
-         if v.version == manifest.version),
+        (
+            v
+            for v in await read_versions(client, model=manifest.name)
+            if v.version == manifest.version
+        ),
         None,
     )
     record = HostingRecord(
-        title=manifest.title, owner=manifest.owner, project=manifest.project,
-        scope=manifest.access.scope, status=manifest.status, tags=manifest.tags,
-        manifest=manifest.model_dump(mode="json"), repository=source.repository,
-        commit=source.commit, dirty=source.dirty, code_fingerprint=source.fingerprint,
-        schema_fingerprint=_fingerprint(schema), published_at=datetime.now(UTC),
+        title=manifest.title,
+        owner=manifest.owner,
+        project=manifest.project,
+        scope=manifest.access.scope,
+        status=manifest.status,
+        tags=manifest.tags,
+        manifest=manifest.model_dump(mode="json"),
+        repository=source.repository,
+        commit=source.commit,
+        dirty=source.dirty,
+        code_fingerprint=source.fingerprint,
+        schema_fingerprint=_fingerprint(schema),
+        published_at=datetime.now(UTC),
         published_by=published_by,
     )
     status: PublishStatus = "created"
@@ -250,10 +267,15 @@ def _compare(
             )
         return "replaced", new
     # Same code: keep the original pin and publication time; only metadata may change.
-    kept = new.model_copy(update={
-        "repository": old.repository, "commit": old.commit, "dirty": old.dirty,
-        "published_at": old.published_at, "published_by": old.published_by,
-    })
+    kept = new.model_copy(
+        update={
+            "repository": old.repository,
+            "commit": old.commit,
+            "dirty": old.dirty,
+            "published_at": old.published_at,
+            "published_by": old.published_by,
+        }
+    )
     unchanged = (
         kept.model_dump(exclude={"manifest"}) == old.model_dump(exclude={"manifest"})
         and kept.manifest == old.manifest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from accelerator_prefect.errors import AcceleratorError, NotFound, RunTimeout
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
+    from prefect.results import ResultRecordMetadata
 
     from accelerator_prefect.client import Accelerator
 
@@ -64,8 +66,6 @@ async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[str]:
 
 async def read_result(client: PrefectClient, flow_run: FlowRun) -> Any:
     """The jobflow's return value, read from the result storage the worker wrote to."""
-    from prefect.blocks.core import Block
-    from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultRecord, ResultRecordMetadata
 
     state = flow_run.state
@@ -76,13 +76,24 @@ async def read_result(client: PrefectClient, flow_run: FlowRun) -> Any:
     data = state.data
     if not isinstance(data, ResultRecordMetadata):
         return data
+    content = await _read_result_bytes(client, data)
+    return ResultRecord.deserialize(content, backup_serializer=data.serializer).result
+
+
+async def _read_result_bytes(client: PrefectClient, data: ResultRecordMetadata) -> bytes:
+    from prefect.blocks.core import Block
+
+    key = str(data.storage_key)
     if data.storage_block_id is None:
-        storage: Any = LocalFileSystem()
-    else:
-        document = await client.read_block_document(data.storage_block_id)
-        storage = Block._from_block_document(document)
-    content = await storage.read_path(data.storage_key)
-    return ResultRecord.deserialize(content).result
+        return Path(key).read_bytes()
+    document = await client.read_block_document(data.storage_block_id)
+    if document.block_type and document.block_type.slug == "local-file-system":
+        # Read the file directly: a block method call would emit a Prefect event
+        # through the process-wide settings, which need not point at this server.
+        base = Path(str(document.data.get("basepath") or "")).expanduser()
+        return (base / key).read_bytes()
+    storage = Block._from_block_document(document)
+    return await storage.read_path(key)  # type: ignore[attr-defined,no-any-return]
 
 
 class Run:
@@ -106,7 +117,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self._flow_run().name
+        return str(self._flow_run().name)
 
     @property
     def state(self) -> str:
@@ -122,7 +133,7 @@ class Run:
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; return its final state name."""
         flow_run = self._acc._call(lambda c: wait_for(c, self.id, timeout))
-        return flow_run.state.name  # type: ignore[no-any-return]
+        return str(flow_run.state.name)
 
     def logs(self) -> list[str]:
         """The run's log lines so far, oldest first."""

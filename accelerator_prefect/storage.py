@@ -33,7 +33,7 @@ def split(uri: str) -> list[str]:
     """
     if not uri.startswith(PREFIX):
         raise StoragePathError(f"{uri!r}: expected a URI starting with {PREFIX}")
-    rest = uri[len(PREFIX):]
+    rest = uri[len(PREFIX) :]
     if "\\" in rest or "%" in rest or unquote(rest) != rest:
         raise StoragePathError(f"{uri!r}: backslashes and percent-encoding are not allowed")
     if rest.startswith("/"):

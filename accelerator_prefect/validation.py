@@ -54,10 +54,11 @@ def _describe(schema: dict[str, Any], error: ValidationError) -> str:
 def parameter_problems(schema: dict[str, Any], parameters: dict[str, Any]) -> list[str]:
     """Every way ``parameters`` fails ``schema``, one readable line each (empty if valid)."""
     clean = {k: v for k, v in schema.items() if k != EXTENSION_KEY}
+    known = sorted(clean.get("properties", {}))
     problems = [
-        f"{name}: unknown parameter (expected one of: {', '.join(sorted(clean.get('properties', {})))})"
+        f"{name}: unknown parameter (expected one of: {', '.join(known)})"
         for name in parameters
-        if name not in clean.get("properties", {})
+        if name not in known
     ]
     validator = Draft202012Validator(clean, format_checker=FormatChecker())
     errors = sorted(validator.iter_errors(parameters), key=lambda e: list(map(str, e.path)))

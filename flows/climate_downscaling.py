@@ -54,15 +54,27 @@ class Region(StrEnum):
 # (south, north, west, east) in degrees, and the peaks that shape the terrain:
 # (lat, lon, height m, width deg).
 REGIONS: dict[Region, tuple[tuple[float, float, float, float], list[tuple[float, ...]]]] = {
-    Region.alps: ((43.5, 48.5, 5.0, 16.5), [(45.9, 6.9, 3600, 0.6), (46.5, 8.5, 3200, 0.8),
-                                           (46.9, 11.0, 3000, 0.9), (47.2, 13.2, 2600, 0.8)]),
-    Region.pyrenees: ((41.5, 43.8, -2.5, 3.5), [(42.6, 0.6, 2800, 0.7), (42.7, -0.9, 2300, 0.6),
-                                               (42.5, 1.9, 2500, 0.5)]),
-    Region.carpathians: ((44.5, 49.5, 18.0, 27.0), [(49.1, 20.1, 2200, 0.5),
-                                                    (47.6, 24.7, 1900, 0.8),
-                                                    (45.5, 24.6, 2300, 0.6)]),
-    Region.scandes: ((59.0, 70.0, 5.0, 20.0), [(61.6, 8.3, 2200, 1.2), (64.0, 13.0, 1500, 1.5),
-                                              (68.3, 18.0, 1800, 1.0)]),
+    Region.alps: (
+        (43.5, 48.5, 5.0, 16.5),
+        [
+            (45.9, 6.9, 3600, 0.6),
+            (46.5, 8.5, 3200, 0.8),
+            (46.9, 11.0, 3000, 0.9),
+            (47.2, 13.2, 2600, 0.8),
+        ],
+    ),
+    Region.pyrenees: (
+        (41.5, 43.8, -2.5, 3.5),
+        [(42.6, 0.6, 2800, 0.7), (42.7, -0.9, 2300, 0.6), (42.5, 1.9, 2500, 0.5)],
+    ),
+    Region.carpathians: (
+        (44.5, 49.5, 18.0, 27.0),
+        [(49.1, 20.1, 2200, 0.5), (47.6, 24.7, 1900, 0.8), (45.5, 24.6, 2300, 0.6)],
+    ),
+    Region.scandes: (
+        (59.0, 70.0, 5.0, 20.0),
+        [(61.6, 8.3, 2200, 1.2), (64.0, 13.0, 1500, 1.5), (68.3, 18.0, 1800, 1.0)],
+    ),
 }
 
 # Global-mean warming (K) and precipitation change (fraction) by 2085 vs 1995.
@@ -80,7 +92,9 @@ class DownscalingConf(Conf):
     scenario: Scenario = Field(description="Emission scenario (SSP) of the projection.")
     target_region: Region = Field(description="Region to downscale.")
     base_year: int = Field(
-        default=1995, ge=1950, le=2100,
+        default=1995,
+        ge=1950,
+        le=2100,
         description="Centre of the 30-year reference period the change is measured against.",
     )
     resolution_km: float = Field(
@@ -163,14 +177,21 @@ def coarse_fields(
     model_hist_tas = obs_tas + model_bias + 0.3 * rng.standard_normal(shape)
     model_future_tas = model_hist_tas + warm * horizon * mountain + 0.2 * rng.standard_normal(shape)
     model_hist_pr = obs_pr * (1.15 + 0.05 * rng.standard_normal(shape))
-    model_future_pr = model_hist_pr * (1 + wet * horizon * (1 - 0.5 * np.cos(
-        2 * np.pi * np.arange(12)[:, None, None] / 12)))
-    return grid, elevation, {
-        "obs_tas": obs_tas, "obs_pr": obs_pr,
-        "model_hist_tas": model_hist_tas, "model_future_tas": model_future_tas,
-        "model_hist_pr": np.clip(model_hist_pr, 0.01, None),
-        "model_future_pr": np.clip(model_future_pr, 0.01, None),
-    }
+    model_future_pr = model_hist_pr * (
+        1 + wet * horizon * (1 - 0.5 * np.cos(2 * np.pi * np.arange(12)[:, None, None] / 12))
+    )
+    return (
+        grid,
+        elevation,
+        {
+            "obs_tas": obs_tas,
+            "obs_pr": obs_pr,
+            "model_hist_tas": model_hist_tas,
+            "model_future_tas": model_future_tas,
+            "model_hist_pr": np.clip(model_hist_pr, 0.01, None),
+            "model_future_pr": np.clip(model_future_pr, 0.01, None),
+        },
+    )
 
 
 def _block_mean_elevation(region: Region, coarse: Grid) -> np.ndarray:
@@ -207,10 +228,12 @@ def _interpolate(coarse: Grid, values: np.ndarray, fine: Grid) -> np.ndarray:
     lat, lon = np.meshgrid(fine.lat, fine.lon, indexing="ij")
     points = np.stack([lat.ravel(), lon.ravel()], axis=-1)
     stack = values if values.ndim == 3 else values[None]
-    out = np.stack([
-        RegularGridInterpolator((coarse.lat, coarse.lon), layer, method="linear")(points)
-        for layer in stack
-    ]).reshape(len(stack), len(fine.lat), len(fine.lon))
+    out = np.stack(
+        [
+            RegularGridInterpolator((coarse.lat, coarse.lon), layer, method="linear")(points)
+            for layer in stack
+        ]
+    ).reshape(len(stack), len(fine.lat), len(fine.lon))
     return out if values.ndim == 3 else out[0]
 
 
@@ -228,9 +251,12 @@ def regional_model(conf: DownscalingConf, coarse: CoarseFields) -> FineFields:
     pr = _interpolate(coarse.grid, coarse.pr, fine) * np.clip(1 + OROGRAPHIC_PER_M * dz, 0.3, 3.0)
     print(f"regional_model: fine grid {len(fine.lat)}x{len(fine.lon)} at {conf.resolution_km} km")
     return FineFields(
-        fine, z_fine, tas,
+        fine,
+        z_fine,
+        tas,
         _interpolate(coarse.grid, coarse.tas_change, fine),
-        pr, _interpolate(coarse.grid, coarse.pr_change, fine),
+        pr,
+        _interpolate(coarse.grid, coarse.pr_change, fine),
     )
 
 
@@ -238,8 +264,11 @@ def sub_regions(fields: FineFields) -> dict[str, np.ndarray]:
     """West, central and east thirds of the region, split into lowland and highland."""
     lon = np.broadcast_to(fields.grid.lon[None, :], fields.elevation.shape)
     edges = np.quantile(fields.grid.lon, [1 / 3, 2 / 3])
-    bands = {"west": lon < edges[0], "central": (lon >= edges[0]) & (lon < edges[1]),
-             "east": lon >= edges[1]}
+    bands = {
+        "west": lon < edges[0],
+        "central": (lon >= edges[0]) & (lon < edges[1]),
+        "east": lon >= edges[1],
+    }
     high = fields.elevation >= 1500.0
     masks = {}
     for band, mask in bands.items():
@@ -310,8 +339,14 @@ def quicklook_png(conf: DownscalingConf, fields: FineFields) -> bytes:
         (axes[1], fields.tas_change.mean(axis=0), "Warming vs reference (K)", "Reds"),
     ]:
         image = ax.imshow(data, origin="lower", extent=extent, cmap=cmap, aspect="auto")
-        ax.contour(fields.grid.lon, fields.grid.lat, fields.elevation, levels=[1500, 2500],
-                   colors="k", linewidths=0.4)
+        ax.contour(
+            fields.grid.lon,
+            fields.grid.lat,
+            fields.elevation,
+            levels=[1500, 2500],
+            colors="k",
+            linewidths=0.4,
+        )
         ax.set_title(title)
         ax.set_xlabel("longitude")
         ax.set_ylabel("latitude")

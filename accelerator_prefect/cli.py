@@ -1,0 +1,396 @@
+"""The ``acc`` command line: a front end over the service layer, with no rules of its own."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
+
+from accelerator_prefect.errors import AcceleratorError, ValidationFailed
+from accelerator_prefect.settings import get_settings
+
+if TYPE_CHECKING:
+    from accelerator_prefect.catalog import HostedVersion
+    from accelerator_prefect.client import Accelerator
+
+app = typer.Typer(
+    name="acc",
+    help="Host scientific computations on Prefect: publish models, launch and follow runs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+class _Options:
+    home: Path | None = None
+    api_url: str | None = None
+    user: str | None = None
+
+
+options = _Options()
+
+
+@app.callback()
+def _global(
+    home: Path | None = typer.Option(
+        None, "--home", envvar="ACC_HOME", help="The platform's home folder."
+    ),
+    api_url: str | None = typer.Option(
+        None, "--api-url", envvar="ACC_API_URL", help="A Prefect API instead of the local platform."
+    ),
+    user: str | None = typer.Option(None, "--user", envvar="ACC_USER", help="Act as this user."),
+) -> None:
+    options.home, options.api_url, options.user = home, api_url, user
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def connect() -> Accelerator:
+    from accelerator_prefect.client import Accelerator
+
+    try:
+        return Accelerator.connect(options.api_url, home=options.home, user=options.user)
+    except AcceleratorError as exc:
+        fail(str(exc))
+
+
+def _home() -> Path:
+    return get_settings(home=options.home).home
+
+
+# -- the platform -----------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    port: int = typer.Option(4200, help="Port of the Prefect server (127.0.0.1)."),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Start and return; stop with `acc down`."
+    ),
+    examples: bool = typer.Option(True, help="Publish the bundled example models."),
+) -> None:
+    """Start the embedded platform: Prefect server, worker, storage and the example models."""
+    from accelerator_prefect import platform
+
+    home = _home()
+    started = time.monotonic()
+    try:
+        with console.status("starting the platform…") as status:
+            info, published = platform.up(
+                home,
+                port=port,
+                examples=None if examples else [],
+                report=lambda message: status.update(message),
+            )
+    except AcceleratorError as exc:
+        fail(str(exc))
+    ready = time.monotonic() - started
+    for result in published:
+        if isinstance(result, AcceleratorError):
+            errors.print(f"[yellow]not published:[/] {result}", highlight=False)
+        else:
+            console.print(f"[green]published[/] {result}")
+    table = Table.grid(padding=(0, 2))
+    table.add_row("Prefect UI", info.ui_url)
+    table.add_row("Prefect API", info.api_url)
+    table.add_row("home", str(info.home))
+    table.add_row("logs", str(info.home / "logs"))
+    console.print(Panel(table, title=f"accelerator-prefect is up ({ready:.1f} s)", expand=False))
+    if detach:
+        console.print("Stop it with [bold]acc down[/].")
+        return
+    console.print("Press Ctrl-C to stop.")
+    try:
+        while platform.read_platform(home) is not None:
+            time.sleep(1.0)
+        fail("the Prefect server stopped; see its log in " + str(info.home / "logs"))
+    except KeyboardInterrupt:
+        with console.status("stopping…"):
+            platform.down(home)
+        console.print("stopped.")
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded platform started by `acc up`."""
+    from accelerator_prefect import platform
+
+    with console.status("stopping…"):
+        stopped = platform.down(_home())
+    console.print("stopped." if stopped else "nothing was running.")
+
+
+# -- publishing and the catalog ---------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    manifests: list[Path] = typer.Argument(..., help="Manifests, e.g. deployments/model.yaml."),
+    allow_dirty: bool = typer.Option(
+        False, help="Publish uncommitted code (recorded on the deployment)."
+    ),
+    force: bool = typer.Option(False, help="Replace a published version that has other code."),
+    repository: str | None = typer.Option(
+        None, help="Clone URL workers use (default: this repository's local path)."
+    ),
+) -> None:
+    """Publish manifests as versioned deployments `<model>@<version>`."""
+    acc = connect()
+    failed = False
+    for manifest in manifests:
+        try:
+            with console.status(f"publishing {manifest}…"):
+                result = acc.publish(
+                    manifest, allow_dirty=allow_dirty, force=force, repository=repository
+                )
+        except AcceleratorError as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+            failed = True
+            continue
+        console.print(f"[green]{result.status}[/] {result}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("manifest-schema")
+def manifest_schema() -> None:
+    """Print the JSON Schema of hosting manifests (for editors)."""
+    from accelerator_prefect.manifest import manifest_json_schema
+
+    typer.echo(manifest_json_schema(), nl=False)
+
+
+@app.command("list")
+def list_models() -> None:
+    """List the hosted models."""
+    acc = connect()
+    try:
+        models = acc.catalog()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    if not models:
+        console.print("No hosted models yet. Publish one with `acc publish deployments/x.yaml`.")
+        return
+    table = Table("model", "title", "latest", "status", "scope", "project", "owner", "versions")
+    for model in models:
+        latest = model.latest
+        table.add_row(
+            model.name,
+            latest.title,
+            latest.version,
+            latest.status.value,
+            latest.record.scope.value,
+            latest.record.project,
+            latest.record.owner,
+            str(len(model.versions)),
+        )
+    console.print(table)
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return " | ".join(map(str, schema["enum"]))
+    return str(schema.get("type", "any"))
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    parts = []
+    if "minimum" in schema:
+        parts.append(f"≥ {schema['minimum']}")
+    if "maximum" in schema:
+        parts.append(f"≤ {schema['maximum']}")
+    return ", ".join(parts)
+
+
+def _conf_table(hosted: HostedVersion) -> Table:
+    from accelerator_prefect.validation import field_schema, property_schema
+
+    conf = property_schema(hosted.parameter_schema, "conf")
+    required = set(conf.get("required", []))
+    table = Table("field", "type", "default", "bounds", "description", title="conf")
+    for name in conf.get("properties", {}):
+        field = field_schema(hosted.parameter_schema, "conf", name)
+        table.add_row(
+            name + (" *" if name in required else ""),
+            _type_of(field),
+            json.dumps(field["default"]) if "default" in field else "",
+            _bounds(field),
+            str(field.get("description", "")),
+        )
+    return table
+
+
+@app.command()
+def show(
+    model: str,
+    version: str | None = typer.Option(None, "--version", help="Show this version."),
+) -> None:
+    """Show a model: description, versions and its configuration form."""
+    from accelerator_prefect.catalog import pick_version
+
+    acc = connect()
+    try:
+        hosted_model = acc.get(model)
+        hosted = pick_version(hosted_model, version)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    record = hosted.record
+    console.print(
+        Panel(
+            Markdown(hosted.description or "_no description_"),
+            title=f"[bold]{record.title}[/] — {hosted.name}@{hosted.version}",
+            subtitle=(
+                f"owner {record.owner} · project {record.project} · scope {record.scope.value}"
+            ),
+        )
+    )
+    versions = Table("version", "status", "code", "published", "by", title="versions")
+    for v in hosted_model.versions:
+        pin = "working tree (dirty)" if v.record.dirty else (v.record.commit or "")[:12]
+        versions.add_row(
+            v.version,
+            v.status.value,
+            pin,
+            f"{v.record.published_at:%Y-%m-%d %H:%M}",
+            v.record.published_by,
+        )
+    console.print(versions)
+    console.print(_conf_table(hosted))
+    console.print(f"Prefect UI: {acc.ui_url}/deployments/deployment/{hosted.deployment_id}")
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def _coerce(text: str, schema: dict[str, Any]) -> Any:
+    """A `--conf` value as the field's type says; JSON for anything structured."""
+    kind = schema.get("type")
+    if kind == "string" or ("enum" in schema and all(isinstance(e, str) for e in schema["enum"])):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_conf(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b": {"c": "x"}}``, typed by the conf schema."""
+    from accelerator_prefect.validation import field_schema
+
+    conf: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--conf {pair!r}: expected FIELD=VALUE, e.g. --conf scenario=ssp245")
+        *parents, leaf = key.split(".")
+        target = conf
+        for part in parents:
+            target = target.setdefault(part, {})
+        field = field_schema(schema, "conf", parents[0] if parents else leaf)
+        target[leaf] = _coerce(value, {} if parents else field)
+    return conf
+
+
+def _read_conf_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"--conf-file {path}: cannot read it as YAML or JSON ({exc})")
+    if not isinstance(data, dict):
+        fail(f"--conf-file {path}: expected a mapping of conf fields")
+    return data
+
+
+@app.command()
+def run(
+    model: str,
+    conf: list[str] = typer.Option([], "--conf", "-c", help="A conf field, FIELD=VALUE (repeat)."),
+    conf_file: Path | None = typer.Option(None, help="Conf fields from a YAML or JSON file."),
+    version: str | None = typer.Option(None, "--version", help="Run this version."),
+    output: str | None = typer.Option(None, help="Write results here (an acc:// folder)."),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the run until it ends."),
+    timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
+) -> None:
+    """Launch a run of a hosted model."""
+    from accelerator_prefect.catalog import pick_version
+
+    acc = connect()
+    try:
+        hosted = pick_version(acc.get(model), version)
+        values = _read_conf_file(conf_file) if conf_file else {}
+        values.update(parse_conf(conf, hosted.parameter_schema))
+        handle = acc.launch(model, values, version=hosted.version, output=output, via="cli")
+    except ValidationFailed as exc:
+        fail(str(exc), code=2)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"[green]launched[/] {hosted.name}@{hosted.version} run [bold]{handle.id}[/]")
+    console.print(f"Prefect UI: {handle.url}")
+    if not wait:
+        console.print(f"Follow it with: acc logs --follow {handle.id}")
+        return
+    state = _follow(acc, str(handle.id), timeout)
+    if state != "Completed":
+        raise typer.Exit(1)
+
+
+def _follow(acc: Accelerator, run_id: str, timeout: float) -> str:
+    """Print log lines as they arrive until the run ends; return the final state."""
+    handle = acc.run(run_id)
+    seen, deadline = 0, time.monotonic() + timeout
+    with console.status("waiting for the run…") as status:
+        while True:
+            state = handle.state
+            lines = handle.logs()
+            for line in lines[seen:]:
+                console.print(line, highlight=False, markup=False)
+            seen = len(lines)
+            status.update(f"run is {state}")
+            if state in {"Completed", "Failed", "Crashed", "Cancelled"}:
+                break
+            if time.monotonic() > deadline:
+                fail(f"run {run_id} is still {state} after {timeout:g} s")
+            time.sleep(1.0)
+    colour = "green" if state == "Completed" else "red"
+    console.print(f"[{colour}]{state}[/]")
+    return state
+
+
+@app.command()
+def logs(
+    run_id: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+) -> None:
+    """Print a run's logs."""
+    acc = connect()
+    try:
+        if follow:
+            _follow(acc, run_id, timeout=24 * 3600)
+            return
+        for line in acc.run(run_id).logs():
+            console.print(line, highlight=False, markup=False)
+    except AcceleratorError as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
