@@ -356,12 +356,15 @@ def _follow(acc: Accelerator, run_id: str, timeout: float) -> str:
     with console.status("waiting for the run…") as status:
         while True:
             state = handle.state
+            final = state in {"Completed", "Failed", "Crashed", "Cancelled"}
+            if final:
+                handle.wait()  # returns once the closing log lines are in
             lines = handle.logs()
             for line in lines[seen:]:
                 console.print(line, highlight=False, markup=False)
             seen = len(lines)
             status.update(f"run is {state}")
-            if state in {"Completed", "Failed", "Crashed", "Cancelled"}:
+            if final:
                 break
             if time.monotonic() > deadline:
                 fail(f"run {run_id} is still {state} after {timeout:g} s")

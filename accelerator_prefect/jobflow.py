@@ -130,6 +130,8 @@ def _check_signature(fn: Callable[..., Any]) -> None:
             annotation = typing.get_type_hints(fn).get("conf", conf.annotation)
         except NameError:
             annotation = conf.annotation
+        if isinstance(annotation, str):
+            return  # a forward reference Prefect resolves later; nothing to check here
         if not (inspect.isclass(annotation) and issubclass(annotation, BaseModel)):
             raise AcceleratorError(
                 f"jobflow {fn.__name__}: conf must be annotated with a pydantic model, "

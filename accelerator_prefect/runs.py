@@ -45,23 +45,41 @@ async def wait_for(
 
 async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[str]:
     """The run's log lines, oldest first, as ``HH:MM:SS LEVEL message``."""
+    return [
+        f"{log.timestamp:%H:%M:%S} {logging.getLevelName(log.level):<7} {log.message}"
+        for log in await _read_log_records(client, run_id)
+    ]
+
+
+async def _read_log_records(client: PrefectClient, run_id: UUID | str) -> list[Any]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
-    lines: list[str] = []
+    records: list[Any] = []
     offset, page = 0, 200
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(str(run_id))]))
     while True:
         batch = await client.read_logs(
             log_filter=log_filter, limit=page, offset=offset, sort=LogSort.TIMESTAMP_ASC
         )
-        lines += [
-            f"{log.timestamp:%H:%M:%S} {logging.getLevelName(log.level):<7} {log.message}"
-            for log in batch
-        ]
+        records += batch
         if len(batch) < page:
-            return lines
+            return records
         offset += page
+
+
+async def wait_for_final_logs(client: PrefectClient, run_id: UUID, deadline: float = 10.0) -> None:
+    """Wait (bounded) until the run's closing log line has reached the server.
+
+    The engine sets the final state before its log handler flushes, so logs
+    read at that moment can miss the last lines.
+    """
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        records = await _read_log_records(client, run_id)
+        if any(r.task_run_id is None and r.message.startswith("Finished in state") for r in records):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def read_result(client: PrefectClient, flow_run: FlowRun) -> Any:
@@ -133,6 +151,7 @@ class Run:
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; return its final state name."""
         flow_run = self._acc._call(lambda c: wait_for(c, self.id, timeout))
+        self._acc._call(lambda c: wait_for_final_logs(c, self.id))
         return str(flow_run.state.name)
 
     def logs(self) -> list[str]:

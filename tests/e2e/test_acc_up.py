@@ -1,0 +1,92 @@
+"""The README's promise, as a new user lives it: `acc up`, the Python snippet, `acc run`, `acc down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from accelerator_prefect.platform import free_port
+from tests.conftest import ROOT
+from tests.test_launch import count_runs
+
+ACC = str(Path(sys.executable).parent / "acc")
+
+README_SNIPPET = textwrap.dedent("""
+    from accelerator_prefect import Accelerator
+    acc = Accelerator.connect()                      # the local platform, as its operator
+    run = acc.launch("climate-downscaling",
+                     conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995})
+    run.wait(timeout=120)                            # -> Completed
+    print(run.state, run.logs()[-3:], run.result())
+""")
+
+
+def acc(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ACC_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [ACC, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("acc-up")
+    yield home
+    acc(home, "down")
+
+
+def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> None:
+    port = free_port()
+    first = acc(home, "up", "--detach", "--port", str(port))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"http://127.0.0.1:{port}" in first.stdout
+    assert "published climate-downscaling@1.0.0: created" in first.stdout
+    info = json.loads((home / "platform.json").read_text())
+
+    again = acc(home, "up", "--detach", "--port", str(port))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "climate-downscaling@1.0.0: unchanged" in again.stdout
+    assert json.loads((home / "platform.json").read_text())["server_pid"] == info["server_pid"]
+
+    listed = acc(home, "list")
+    assert "climate-downscaling" in listed.stdout and "Climate downscaling" in listed.stdout
+
+    snippet = subprocess.run(
+        [sys.executable, "-c", README_SNIPPET], env={**os.environ, "ACC_HOME": str(home)},
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert snippet.returncode == 0, snippet.stderr
+    assert snippet.stdout.startswith("Completed ["), snippet.stdout
+    assert "'files': ['downscaled.nc', 'quicklook.png', 'summary.csv']" in snippet.stdout
+
+    refused = acc(
+        home, "run", "climate-downscaling", "--conf", "scenario=ssp245",
+        "--conf", "target_region=alps", "--conf", "base_year=3000",
+    )
+    assert refused.returncode == 2
+    assert "conf.base_year: 3000 is greater than the maximum of 2100" in refused.stderr
+    assert count_runs(info["api_url"], "climate-downscaling@1.0.0") == 1  # the snippet's only
+
+
+def test_a_taken_port_is_named(home: Path, tmp_path: Path) -> None:
+    port = json.loads((home / "platform.json").read_text())["port"]
+    result = acc(tmp_path / "other-home", "up", "--detach", "--port", str(port))
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is taken by another program" in result.stderr
+
+
+def test_acc_down_stops_every_process(home: Path) -> None:
+    info = json.loads((home / "platform.json").read_text())
+    result = acc(home, "down")
+    assert result.returncode == 0 and "stopped." in result.stdout
+    for pid in (info["server_pid"], info["worker_pid"]):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (home / "platform.json").exists()
+    assert acc(home, "down").stdout.strip() == "nothing was running."

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from accelerator_prefect import Accelerator
+from accelerator_prefect.cli import app
+from accelerator_prefect.platform import PlatformInfo
+from tests.conftest import ModelRepo
+from tests.test_launch import count_runs
+
+runner = CliRunner()
+
+
+def acc_cli(platform: PlatformInfo, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["--api-url", platform.api_url, *args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_publish_list_and_show(platform: PlatformInfo, echo_repo: ModelRepo) -> None:
+    code, out = acc_cli(platform, "publish", str(echo_repo.manifest))
+    assert code == 0, out
+    assert f"created {echo_repo.name}@1.0.0: created (commit" in out
+
+    code, out = acc_cli(platform, "list")
+    assert code == 0
+    assert re.search(rf"{echo_repo.name}\s+│\s+Echo\s+│\s+1.0.0\s+│\s+active\s+│\s+project", out)
+
+    code, out = acc_cli(platform, "show", echo_repo.name)
+    assert code == 0
+    assert "Says what you ask, louder." in out
+    assert re.search(r"repeat\s+│\s+integer\s+│\s+1\s+│\s+≥ 1, ≤ 10", out)
+    assert echo_repo.repo.head.commit.hexsha[:12] in out
+
+
+def test_run_with_an_out_of_range_field_prints_the_path_and_leaves_no_run(
+    platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    code, out = acc_cli(platform, "run", echo_repo.name, "--conf", "repeat=3000")
+    assert code == 2
+    assert "conf.repeat: 3000 is greater than the maximum of 10" in out
+    assert count_runs(platform.api_url, f"{echo_repo.name}@1.0.0") == 0
+
+
+def test_run_wait_and_logs(platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo) -> None:
+    acc.publish(echo_repo.manifest)
+    code, out = acc_cli(
+        platform, "run", echo_repo.name, "--conf", "message=123", "--conf", "repeat=2", "--wait"
+    )
+    assert code == 0, out
+    assert "Completed" in out
+    run_id = re.search(r"run ([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
+    # `message` is a string field: 123 stays the text "123".
+    assert acc.run(run_id).result()["text"] == "123 123"
+
+    code, out = acc_cli(platform, "logs", run_id)
+    assert code == 0
+    assert "shouting '123' x2" in out
+
+
+def test_malformed_conf_pair_is_explained(platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo) -> None:
+    acc.publish(echo_repo.manifest)
+    code, out = acc_cli(platform, "run", echo_repo.name, "--conf", "repeat")
+    assert code == 1
+    assert "expected FIELD=VALUE" in out
+
+
+def test_unknown_model_is_not_found(platform: PlatformInfo) -> None:
+    code, out = acc_cli(platform, "show", "nope")
+    assert code == 1
+    assert "model 'nope' not found" in out
+
+
+def test_manifest_schema_command_prints_json_schema() -> None:
+    result = runner.invoke(app, ["manifest-schema"])
+    schema = json.loads(result.output)
+    assert schema["properties"]["version"]["description"].startswith("Semantic version")

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.exceptions import PrefectHTTPStatusError
+
+from accelerator_prefect import Accelerator, InvalidConf, NotFound
+from accelerator_prefect.platform import PlatformInfo
+from tests.conftest import ROOT, ModelRepo
+
+
+def count_runs(api_url: str, deployment_name: str) -> int:
+    async def count() -> int:
+        async with PrefectClient(api_url) as client:
+            return await client.count_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name]))
+            )
+
+    return asyncio.run(count())
+
+
+@pytest.fixture(scope="module")
+def climate_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
+    """The bundled climate-downscaling example, committed in its own repository."""
+    repo = ModelRepo(tmp_path_factory.mktemp("climate"), "climate-downscaling")
+    repo.write("flows/climate_downscaling.py", (ROOT / "flows" / "climate_downscaling.py").read_text())
+    repo.write(
+        "deployments/climate-downscaling.yaml",
+        (ROOT / "deployments" / "climate-downscaling.yaml").read_text(),
+    )
+    repo.commit("climate downscaling 1.0.0")
+    return repo
+
+
+def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
+    acc: Accelerator, platform: PlatformInfo, climate_repo: ModelRepo
+) -> None:
+    acc.publish(climate_repo.manifest)
+    run = acc.launch(
+        "climate-downscaling", conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995}
+    )
+    assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
+    assert run.state == "Completed"
+
+    result = run.result()
+    assert result["files"] == ["downscaled.nc", "quicklook.png", "summary.csv"]
+    assert result["output"] == f"acc://climate/results/climate-downscaling/1.0.0/{run.id}/"
+    folder = platform.home / "storage" / "climate" / "results" / "climate-downscaling" / "1.0.0" / str(run.id)
+    assert (folder / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (folder / "downscaled.nc").read_bytes()[:3] == b"CDF"
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
+    assert {r["sub_region"] for r in rows} >= {"west lowland", "central highland"}
+    # Highlands are colder than lowlands after the lapse-rate correction, and ssp245 warms.
+    by_name = {r["sub_region"]: r for r in rows}
+    assert float(by_name["central highland"]["tas_annual_mean_c"]) < float(
+        by_name["central lowland"]["tas_annual_mean_c"]
+    )
+    assert all(float(r["tas_change_k"]) > 1.0 for r in rows)
+
+    logs = run.logs()
+    assert any("postprocess: wrote downscaled.nc" in line for line in logs)
+    assert run.url == f"{platform.ui_url}/runs/flow-run/{run.id}"
+
+
+def test_run_is_tagged_and_named_after_model_version_and_user(
+    acc: Accelerator, platform: PlatformInfo, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    run = acc.launch(echo_repo.name, conf={"message": "hi", "repeat": 2})
+    assert run.wait(timeout=120) == "Completed"
+    assert run.result() == {"code": "v1", "text": "HI HI"}
+
+    async def read() -> object:
+        async with PrefectClient(platform.api_url) as client:
+            return await client.read_flow_run(run.id)
+
+    flow_run = asyncio.run(read())
+    assert {
+        f"acc:model:{echo_repo.name}", "acc:version:1.0.0", "acc:user:operator", "acc:via:python"
+    } <= set(flow_run.tags)  # type: ignore[attr-defined]
+    assert flow_run.name.startswith(f"{echo_repo.name} 1.0.0 · operator · ")  # type: ignore[attr-defined]
+    assert any("shouting 'hi' x2" in line for line in run.logs())
+
+
+def test_invalid_conf_is_refused_with_field_paths_and_creates_no_run(
+    acc: Accelerator, platform: PlatformInfo, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    with pytest.raises(InvalidConf) as error:
+        acc.launch(echo_repo.name, conf={"repeat": 30, "mesage": "typo"})
+    assert error.value.problems == [
+        "conf.mesage: unknown field (expected one of: message, repeat)",
+        "conf.repeat: 30 is greater than the maximum of 10",
+    ]
+    assert count_runs(platform.api_url, f"{echo_repo.name}@1.0.0") == 0
+
+
+def test_the_server_enforces_the_schema_for_clients_that_skip_the_launcher(
+    platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    deployment_id = acc.get(echo_repo.name).latest.deployment_id
+
+    async def raw_launch() -> None:
+        async with PrefectClient(platform.api_url) as client:
+            await client.create_flow_run_from_deployment(
+                deployment_id, parameters={"conf": {"repeat": 99}}
+            )
+
+    with pytest.raises(PrefectHTTPStatusError, match="409"):
+        asyncio.run(raw_launch())
+
+
+def test_launch_takes_the_newest_version_unless_one_is_named(
+    acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    echo_repo.echo(version="1.10.0", code_version="v1.10")
+    echo_repo.commit("1.10.0")
+    acc.publish(echo_repo.manifest)
+    echo_repo.echo(version="1.9.0", code_version="v1.9")
+    echo_repo.commit("1.9.0 published later")
+    acc.publish(echo_repo.manifest)
+
+    assert [v.version for v in acc.get(echo_repo.name).versions] == ["1.10.0", "1.9.0", "1.0.0"]
+    newest, pinned = acc.launch(echo_repo.name), acc.launch(echo_repo.name, version="1.0.0")
+    assert newest.wait(timeout=120) == "Completed" and pinned.wait(timeout=120) == "Completed"
+    # Each version ran its own commit, although the work tree now holds 1.9.0.
+    assert newest.result()["code"] == "v1.10"
+    assert pinned.result()["code"] == "v1"
+
+
+def test_unknown_model_and_version_are_not_found(acc: Accelerator, echo_repo: ModelRepo) -> None:
+    with pytest.raises(NotFound, match="model 'no-such-model' not found"):
+        acc.launch("no-such-model")
+    acc.publish(echo_repo.manifest)
+    with pytest.raises(NotFound, match=r"version '9.9.9' not found \(published: 1.0.0\)"):
+        acc.launch(echo_repo.name, version="9.9.9")
+
+
+def test_a_failing_run_reports_failure(acc: Accelerator, echo_repo: ModelRepo, tmp_path: Path) -> None:
+    flow = echo_repo.path / "flows" / "echo.py"
+    flow.write_text(flow.read_text().replace('return {"code"', 'raise RuntimeError("model broke")\n    return {"code"'))
+    echo_repo.commit("break it")
+    acc.publish(echo_repo.manifest)
+    run = acc.launch(echo_repo.name)
+    assert run.wait(timeout=120) == "Failed"
+    with pytest.raises(Exception, match="ended Failed"):
+        run.result()
+    assert any("model broke" in line for line in run.logs())

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from accelerator_prefect import ManifestError
+from accelerator_prefect.manifest import Scope, load_manifest, manifest_json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "deployments" / "climate-downscaling.yaml"
+
+
+def write(tmp_path: Path, data: dict[str, object] | str) -> Path:
+    path = tmp_path / "model.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def valid() -> dict[str, object]:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_bundled_example_manifest_is_valid() -> None:
+    manifest = load_manifest(EXAMPLE)
+    assert manifest.name == "climate-downscaling"
+    assert manifest.access.scope is Scope.public
+    assert manifest.function_name == "climate_downscaling"
+
+
+def test_bad_version_names_file_field_and_expectation(tmp_path: Path) -> None:
+    path = write(tmp_path, {**valid(), "version": "1.2"})
+    with pytest.raises(ManifestError) as error:
+        load_manifest(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "version: expected a semantic version MAJOR.MINOR.PATCH" in message
+    assert "'1.2'" in message
+
+
+def test_every_problem_is_reported_with_its_field_path(tmp_path: Path) -> None:
+    data = {**valid(), "access": {"scope": "everyone"}, "colour": "blue"}
+    del data["owner"]
+    with pytest.raises(ManifestError) as error:
+        load_manifest(write(tmp_path, data))
+    message = str(error.value)
+    assert "access.scope: Input should be 'private', 'project', 'public' or 'link'" in message
+    assert "colour: unknown field" in message
+    assert "owner: required field is missing" in message
+
+
+def test_jobflow_must_be_path_and_function(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"jobflow: String should match pattern"):
+        load_manifest(write(tmp_path, {**valid(), "jobflow": "flows/climate.py"}))
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\ntitle: [unclosed\nversion: 1.0.0\n")
+    with pytest.raises(ManifestError, match=r"not valid YAML at line 3, column 8"):
+        load_manifest(path)
+
+
+def test_missing_file_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read the manifest"):
+        load_manifest(tmp_path / "absent.yaml")
+
+
+def test_published_json_schema_is_current() -> None:
+    committed = (ROOT / "deployments" / "manifest.schema.json").read_text()
+    assert committed == manifest_json_schema(), "run: acc manifest-schema > deployments/manifest.schema.json"
+
+
+def test_editors_validate_manifests_with_the_published_schema() -> None:
+    schema = json.loads(manifest_json_schema())
+    jsonschema.Draft202012Validator(schema).validate(valid())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate({**valid(), "status": "gone"})
