@@ -77,7 +77,9 @@ async def wait_for_final_logs(client: PrefectClient, run_id: UUID, deadline: flo
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         records = await _read_log_records(client, run_id)
-        if any(r.task_run_id is None and r.message.startswith("Finished in state") for r in records):
+        if any(
+            r.task_run_id is None and r.message.startswith("Finished in state") for r in records
+        ):
             return
         await asyncio.sleep(0.2)
 

@@ -21,7 +21,7 @@ from accelerator_prefect.platform import PlatformInfo, down, free_port, up
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ECHO_FLOW = '''
+ECHO_FLOW = """
 from pydantic import Field
 
 from accelerator_prefect import Conf, jobflow, routine
@@ -43,7 +43,7 @@ def shout(conf: EchoConf) -> str:
 @jobflow(name="echo")
 def echo(conf: EchoConf) -> dict:
     return {{"code": CODE_VERSION, "text": shout(conf)}}
-'''
+"""
 
 ECHO_MANIFEST = """
 name: {name}

@@ -61,7 +61,9 @@ def test_run_wait_and_logs(platform: PlatformInfo, acc: Accelerator, echo_repo: 
     assert "shouting '123' x2" in out
 
 
-def test_malformed_conf_pair_is_explained(platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo) -> None:
+def test_malformed_conf_pair_is_explained(
+    platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo
+) -> None:
     acc.publish(echo_repo.manifest)
     code, out = acc_cli(platform, "run", echo_repo.name, "--conf", "repeat")
     assert code == 1

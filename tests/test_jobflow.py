@@ -10,8 +10,13 @@ from accelerator_prefect import AcceleratorError, Conf, Inputs, Output, jobflow,
 
 
 def test_routine_keeps_prefect_task_options() -> None:
-    @routine(retries=3, retry_delay_seconds=2, timeout_seconds=30, cache_policy=INPUTS,
-             cache_expiration=timedelta(hours=1))
+    @routine(
+        retries=3,
+        retry_delay_seconds=2,
+        timeout_seconds=30,
+        cache_policy=INPUTS,
+        cache_expiration=timedelta(hours=1),
+    )
     def step(x: int) -> int:
         return x
 
@@ -47,6 +52,7 @@ def test_jobflow_is_a_flow_with_persisted_results_and_printed_logs() -> None:
 
 def test_jobflow_refuses_parameters_other_than_the_reserved_ones() -> None:
     with pytest.raises(AcceleratorError, match=r"parameter\(s\) threshold are not allowed"):
+
         @jobflow
         def bad(conf: Conf, threshold: float) -> None:
             return None
@@ -54,6 +60,7 @@ def test_jobflow_refuses_parameters_other_than_the_reserved_ones() -> None:
 
 def test_jobflow_conf_must_be_a_pydantic_model() -> None:
     with pytest.raises(AcceleratorError, match="conf must be annotated with a pydantic model"):
+
         @jobflow
         def bad(conf: dict) -> None:  # type: ignore[type-arg]
             return None

@@ -18,7 +18,9 @@ def count_runs(api_url: str, deployment_name: str) -> int:
     async def count() -> int:
         async with PrefectClient(api_url) as client:
             return await client.count_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name]))
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=[deployment_name])
+                )
             )
 
     return asyncio.run(count())
@@ -28,7 +30,9 @@ def count_runs(api_url: str, deployment_name: str) -> int:
 def climate_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
     """The bundled climate-downscaling example, committed in its own repository."""
     repo = ModelRepo(tmp_path_factory.mktemp("climate"), "climate-downscaling")
-    repo.write("flows/climate_downscaling.py", (ROOT / "flows" / "climate_downscaling.py").read_text())
+    repo.write(
+        "flows/climate_downscaling.py", (ROOT / "flows" / "climate_downscaling.py").read_text()
+    )
     repo.write(
         "deployments/climate-downscaling.yaml",
         (ROOT / "deployments" / "climate-downscaling.yaml").read_text(),
@@ -42,7 +46,8 @@ def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
 ) -> None:
     acc.publish(climate_repo.manifest)
     run = acc.launch(
-        "climate-downscaling", conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995}
+        "climate-downscaling",
+        conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995},
     )
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     assert run.state == "Completed"
@@ -50,7 +55,15 @@ def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
     result = run.result()
     assert result["files"] == ["downscaled.nc", "quicklook.png", "summary.csv"]
     assert result["output"] == f"acc://climate/results/climate-downscaling/1.0.0/{run.id}/"
-    folder = platform.home / "storage" / "climate" / "results" / "climate-downscaling" / "1.0.0" / str(run.id)
+    folder = (
+        platform.home
+        / "storage"
+        / "climate"
+        / "results"
+        / "climate-downscaling"
+        / "1.0.0"
+        / str(run.id)
+    )
     assert (folder / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "downscaled.nc").read_bytes()[:3] == b"CDF"
     rows = list(csv.DictReader((folder / "summary.csv").open()))
@@ -81,7 +94,10 @@ def test_run_is_tagged_and_named_after_model_version_and_user(
 
     flow_run = asyncio.run(read())
     assert {
-        f"acc:model:{echo_repo.name}", "acc:version:1.0.0", "acc:user:operator", "acc:via:python"
+        f"acc:model:{echo_repo.name}",
+        "acc:version:1.0.0",
+        "acc:user:operator",
+        "acc:via:python",
     } <= set(flow_run.tags)  # type: ignore[attr-defined]
     assert flow_run.name.startswith(f"{echo_repo.name} 1.0.0 · operator · ")  # type: ignore[attr-defined]
     assert any("shouting 'hi' x2" in line for line in run.logs())
@@ -143,9 +159,15 @@ def test_unknown_model_and_version_are_not_found(acc: Accelerator, echo_repo: Mo
         acc.launch(echo_repo.name, version="9.9.9")
 
 
-def test_a_failing_run_reports_failure(acc: Accelerator, echo_repo: ModelRepo, tmp_path: Path) -> None:
+def test_a_failing_run_reports_failure(
+    acc: Accelerator, echo_repo: ModelRepo, tmp_path: Path
+) -> None:
     flow = echo_repo.path / "flows" / "echo.py"
-    flow.write_text(flow.read_text().replace('return {"code"', 'raise RuntimeError("model broke")\n    return {"code"'))
+    flow.write_text(
+        flow.read_text().replace(
+            'return {"code"', 'raise RuntimeError("model broke")\n    return {"code"'
+        )
+    )
     echo_repo.commit("break it")
     acc.publish(echo_repo.manifest)
     run = acc.launch(echo_repo.name)

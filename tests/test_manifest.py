@@ -70,7 +70,9 @@ def test_missing_file_is_a_manifest_error(tmp_path: Path) -> None:
 
 def test_published_json_schema_is_current() -> None:
     committed = (ROOT / "deployments" / "manifest.schema.json").read_text()
-    assert committed == manifest_json_schema(), "run: acc manifest-schema > deployments/manifest.schema.json"
+    assert committed == manifest_json_schema(), (
+        "run: acc manifest-schema > deployments/manifest.schema.json"
+    )
 
 
 def test_editors_validate_manifests_with_the_published_schema() -> None:

@@ -33,8 +33,14 @@ def test_publish_creates_a_versioned_pinned_deployment(
     assert deployment.enforce_parameter_schema is True  # type: ignore[attr-defined]
     assert deployment.work_pool_name == platform.work_pool  # type: ignore[attr-defined]
     assert {
-        "acc:hosted", f"acc:model:{echo_repo.name}", "acc:version:1.0.0", "acc:owner:alice",
-        "acc:project:demo", "acc:scope:project", "acc:status:active", "test",
+        "acc:hosted",
+        f"acc:model:{echo_repo.name}",
+        "acc:version:1.0.0",
+        "acc:owner:alice",
+        "acc:project:demo",
+        "acc:scope:project",
+        "acc:status:active",
+        "test",
     } <= set(deployment.tags)  # type: ignore[attr-defined]
     checkout = deployment.pull_steps[0]["accelerator_prefect.steps.checkout"]  # type: ignore[attr-defined]
     assert checkout["commit"] == head
@@ -91,7 +97,9 @@ def test_dirty_work_tree_is_refused_unless_allowed_and_then_recorded(
     (echo_repo.path / "flows" / "echo.py").write_text(
         (echo_repo.path / "flows" / "echo.py").read_text() + "\n# tweak\n"
     )
-    with pytest.raises(PublishError, match=r"(?s)uncommitted changes.*--allow-dirty.*M flows/echo.py"):
+    with pytest.raises(
+        PublishError, match=r"(?s)uncommitted changes.*--allow-dirty.*M flows/echo.py"
+    ):
         acc.publish(echo_repo.manifest)
     assert acc.catalog() is not None
     assert all(m.name != echo_repo.name for m in acc.catalog())

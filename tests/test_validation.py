@@ -24,7 +24,10 @@ SCHEMA: dict[str, Any] = parameter_schema(model).model_dump_for_openapi()
 
 
 def test_valid_parameters_have_no_problems() -> None:
-    assert parameter_problems(SCHEMA, {"conf": {"name": "x"}, "output": {"location": "acc://p/"}}) == []
+    assert (
+        parameter_problems(SCHEMA, {"conf": {"name": "x"}, "output": {"location": "acc://p/"}})
+        == []
+    )
 
 
 def test_every_problem_is_reported_with_its_field_path() -> None:
@@ -33,11 +36,16 @@ def test_every_problem_is_reported_with_its_field_path() -> None:
     )
     assert "conf.base_year: 3000 is greater than the maximum of 2100" in problems
     assert "conf.name: required field is missing" in problems
-    assert any(p.startswith("conf.nmae: unknown field (expected one of: base_year, name)") for p in problems)
+    assert any(
+        p.startswith("conf.nmae: unknown field (expected one of: base_year, name)")
+        for p in problems
+    )
     assert "output.location: 5 is not of type 'string'" in problems
     assert "extra: unknown parameter (expected one of: conf, output)" in problems
     assert len(problems) == 5
 
 
 def test_missing_top_level_parameter_is_named() -> None:
-    assert parameter_problems(SCHEMA, {"conf": {"name": "x"}}) == ["output: required field is missing"]
+    assert parameter_problems(SCHEMA, {"conf": {"name": "x"}}) == [
+        "output: required field is missing"
+    ]

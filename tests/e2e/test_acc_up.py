@@ -1,4 +1,4 @@
-"""The README's promise, as a new user lives it: `acc up`, the Python snippet, `acc run`, `acc down`."""
+"""The README's promise as a new user lives it: `acc up`, the snippet, `acc run`, `acc down`."""
 
 from __future__ import annotations
 
@@ -58,16 +58,27 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert "climate-downscaling" in listed.stdout and "Climate downscaling" in listed.stdout
 
     snippet = subprocess.run(
-        [sys.executable, "-c", README_SNIPPET], env={**os.environ, "ACC_HOME": str(home)},
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [sys.executable, "-c", README_SNIPPET],
+        env={**os.environ, "ACC_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert snippet.returncode == 0, snippet.stderr
     assert snippet.stdout.startswith("Completed ["), snippet.stdout
     assert "'files': ['downscaled.nc', 'quicklook.png', 'summary.csv']" in snippet.stdout
 
     refused = acc(
-        home, "run", "climate-downscaling", "--conf", "scenario=ssp245",
-        "--conf", "target_region=alps", "--conf", "base_year=3000",
+        home,
+        "run",
+        "climate-downscaling",
+        "--conf",
+        "scenario=ssp245",
+        "--conf",
+        "target_region=alps",
+        "--conf",
+        "base_year=3000",
     )
     assert refused.returncode == 2
     assert "conf.base_year: 3000 is greater than the maximum of 2100" in refused.stderr

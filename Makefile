@@ -1,0 +1,24 @@
+# The two commands of the README: `make up` runs the product, `make test` tests it.
+# Each sets up what it needs first (uv, then the locked environment in .venv).
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+
+.PHONY: setup up down test lint
+
+setup:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
+	$(UV) sync --frozen
+
+up: setup
+	$(UV) run --frozen acc up
+
+down:
+	$(UV) run --frozen acc down
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+test: lint
+	$(UV) run --frozen pytest
