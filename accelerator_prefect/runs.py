@@ -44,10 +44,23 @@ async def wait_for(
 
 
 async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[str]:
-    """The run's log lines, oldest first, as ``HH:MM:SS LEVEL message``."""
+    """The run's log lines, oldest first, as ``HH:MM:SS LEVEL source │ message``.
+
+    The source is the routine that logged (its task run name) or ``jobflow``.
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    records = await _read_log_records(client, run_id)
+    names: dict[UUID, str] = {}
+    if any(r.task_run_id for r in records):
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run_id))]))
+        )
+        names = {t.id: t.name for t in task_runs}
     return [
-        f"{log.timestamp:%H:%M:%S} {logging.getLevelName(log.level):<7} {log.message}"
-        for log in await _read_log_records(client, run_id)
+        f"{r.timestamp:%H:%M:%S} {logging.getLevelName(r.level):<7} "
+        f"{names.get(r.task_run_id, 'routine') if r.task_run_id else 'jobflow'} │ {r.message}"
+        for r in records
     ]
 
 

@@ -132,14 +132,16 @@ def _seed(*parts: object) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
-def terrain(region: Region, grid: Grid) -> np.ndarray:
-    """Elevation (m) of ``region`` on ``grid``: Gaussian massifs plus seeded relief."""
-    _, peaks = REGIONS[region]
+def terrain(grid: Grid) -> np.ndarray:
+    """Elevation (m) on ``grid``: Gaussian massifs plus seeded relief."""
     lat, lon = np.meshgrid(grid.lat, grid.lon, indexing="ij")
     z = np.full(lat.shape, 300.0)
-    for plat, plon, height, width in peaks:
-        z += height * np.exp(-(((lat - plat) / width) ** 2 + ((lon - plon) / (1.6 * width)) ** 2))
-    rng = np.random.default_rng(_seed("terrain", region.value))
+    for _, peaks in REGIONS.values():
+        for plat, plon, height, width in peaks:
+            z += height * np.exp(
+                -(((lat - plat) / width) ** 2 + ((lon - plon) / (1.6 * width)) ** 2)
+            )
+    rng = np.random.default_rng(_seed("terrain"))
     waves = rng.uniform(0.5, 3.0, size=(4, 2))
     for ky, kx in waves:
         z += 120.0 * np.sin(ky * 2 * np.pi * lat) * np.cos(kx * 2 * np.pi * lon)
@@ -157,18 +159,23 @@ def _climatology(grid: Grid, elevation: np.ndarray, year: float) -> tuple[np.nda
     return tas, np.clip(pr, 0.05, None)
 
 
+# The coarse model's domain: the region is cropped out of it in `preprocess`.
+DOMAIN = (34.0, 72.0, -12.0, 32.0)
+
+
 def coarse_fields(
     region: Region, scenario: Scenario, base_year: int
 ) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
-    """The coarse inputs: observations and a (biased) model, historical and future."""
-    (south, north, west, east), _ = REGIONS[region]
+    """The coarse inputs on the whole domain: observations and a biased model run,
+    historical and future."""
+    south, north, west, east = DOMAIN
     grid = Grid(
-        lat=np.arange(south - 1, north + 1 + 1e-9, COARSE_STEP_DEG),
-        lon=np.arange(west - 1, east + 1 + 1e-9, COARSE_STEP_DEG),
+        lat=np.arange(south, north + 1e-9, COARSE_STEP_DEG),
+        lon=np.arange(west, east + 1e-9, COARSE_STEP_DEG),
     )
-    elevation = _block_mean_elevation(region, grid)
+    elevation = _block_mean_elevation(grid)
     obs_tas, obs_pr = _climatology(grid, elevation, base_year)
-    rng = np.random.default_rng(_seed("model", region.value, scenario.value, base_year))
+    rng = np.random.default_rng(_seed("model", scenario.value, base_year))
     shape = obs_tas.shape
     warm, wet = SCENARIOS[scenario]
     horizon = max(0.0, (FUTURE_YEAR - base_year) / (FUTURE_YEAR - 1995))
@@ -177,9 +184,8 @@ def coarse_fields(
     model_hist_tas = obs_tas + model_bias + 0.3 * rng.standard_normal(shape)
     model_future_tas = model_hist_tas + warm * horizon * mountain + 0.2 * rng.standard_normal(shape)
     model_hist_pr = obs_pr * (1.15 + 0.05 * rng.standard_normal(shape))
-    model_future_pr = model_hist_pr * (
-        1 + wet * horizon * (1 - 0.5 * np.cos(2 * np.pi * np.arange(12)[:, None, None] / 12))
-    )
+    seasonal = 1 - 0.5 * np.cos(2 * np.pi * np.arange(12)[:, None, None] / 12)
+    model_future_pr = model_hist_pr * (1 + wet * horizon * seasonal)
     return (
         grid,
         elevation,
@@ -194,7 +200,22 @@ def coarse_fields(
     )
 
 
-def _block_mean_elevation(region: Region, coarse: Grid) -> np.ndarray:
+def crop(
+    grid: Grid,
+    fields: dict[str, np.ndarray],
+    elevation: np.ndarray,
+    region: Region,
+    margin: float = 1.0,
+) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
+    """The part of the domain covering ``region`` plus ``margin`` degrees for interpolation."""
+    (south, north, west, east), _ = REGIONS[region]
+    rows = (grid.lat >= south - margin) & (grid.lat <= north + margin)
+    cols = (grid.lon >= west - margin) & (grid.lon <= east + margin)
+    cropped = {name: values[:, rows][:, :, cols] for name, values in fields.items()}
+    return Grid(grid.lat[rows], grid.lon[cols]), elevation[rows][:, cols], cropped
+
+
+def _block_mean_elevation(coarse: Grid) -> np.ndarray:
     """Coarse-cell elevation as the mean of the terrain inside each cell."""
     sub = 8
     offsets = (np.arange(sub) + 0.5) / sub - 0.5
@@ -202,22 +223,26 @@ def _block_mean_elevation(region: Region, coarse: Grid) -> np.ndarray:
         lat=(coarse.lat[:, None] + offsets * COARSE_STEP_DEG).ravel(),
         lon=(coarse.lon[:, None] + offsets * COARSE_STEP_DEG).ravel(),
     )
-    z = terrain(region, fine)
+    z = terrain(fine)
     return z.reshape(len(coarse.lat), sub, len(coarse.lon), sub).mean(axis=(1, 3))
 
 
 @routine(retries=1, retry_delay_seconds=1)
 def preprocess(conf: DownscalingConf) -> CoarseFields:
     """Read the coarse fields, crop to the region, bias-correct against observations."""
-    grid, elevation, f = coarse_fields(conf.target_region, conf.scenario, conf.base_year)
+    domain, domain_elevation, fields = coarse_fields(
+        conf.target_region, conf.scenario, conf.base_year
+    )
+    grid, elevation, f = crop(domain, fields, domain_elevation, conf.target_region)
     tas_change = f["model_future_tas"] - f["model_hist_tas"]
     pr_change = f["model_future_pr"] / f["model_hist_pr"] - 1.0
     tas = f["obs_tas"] + tas_change
     pr = f["obs_pr"] * (1.0 + pr_change)
     bias = float(np.mean(f["model_hist_tas"] - f["obs_tas"]))
     print(
-        f"preprocess: {conf.target_region.value} {conf.scenario.value}, coarse grid "
-        f"{len(grid.lat)}x{len(grid.lon)}, removed a mean model bias of {bias:+.2f} K"
+        f"preprocess: {conf.target_region.value} {conf.scenario.value}, cropped "
+        f"{len(grid.lat)}x{len(grid.lon)} of the {len(domain.lat)}x{len(domain.lon)} coarse "
+        f"grid, removed a mean model bias of {bias:+.2f} K"
     )
     return CoarseFields(grid, elevation, tas, tas_change, pr, pr_change)
 
@@ -244,7 +269,7 @@ def regional_model(conf: DownscalingConf, coarse: CoarseFields) -> FineFields:
     dlat = conf.resolution_km / 111.0
     dlon = conf.resolution_km / (111.0 * np.cos(np.radians((south + north) / 2)))
     fine = Grid(lat=np.arange(south, north, dlat), lon=np.arange(west, east, dlon))
-    z_fine = terrain(conf.target_region, fine)
+    z_fine = terrain(fine)
     z_smooth = _interpolate(coarse.grid, coarse.elevation, fine)
     dz = (z_fine - z_smooth)[None]
     tas = _interpolate(coarse.grid, coarse.tas, fine) + LAPSE_RATE_K_PER_M * dz

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,10 @@ def test_run_is_tagged_and_named_after_model_version_and_user(
         "acc:via:python",
     } <= set(flow_run.tags)  # type: ignore[attr-defined]
     assert flow_run.name.startswith(f"{echo_repo.name} 1.0.0 · operator · ")  # type: ignore[attr-defined]
-    assert any("shouting 'hi' x2" in line for line in run.logs())
+    # Each line says which routine logged it.
+    assert any(re.search(r"INFO +shout-\w+ │ shouting 'hi' x2", line) for line in run.logs()), (
+        run.logs()
+    )
 
 
 def test_invalid_conf_is_refused_with_field_paths_and_creates_no_run(
