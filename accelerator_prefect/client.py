@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -121,7 +120,7 @@ class AsyncAccelerator:
         """Launch ``model`` and return the new run's id (see ``Accelerator.launch``)."""
         from accelerator_prefect.launch import launch
 
-        hosted, flow_run = await launch(
+        _, flow_run = await launch(
             await self.client(),
             model,
             user=self.user,
@@ -131,10 +130,6 @@ class AsyncAccelerator:
             output=output,
             via=via,
         )
-        if hosted.status.value == "deprecated":
-            warnings.warn(
-                f"{hosted.name}@{hosted.version} is deprecated", DeprecationWarning, stacklevel=3
-            )
         return str(flow_run.id)
 
 

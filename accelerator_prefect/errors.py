@@ -6,7 +6,15 @@ CLI, the catalog and the Python API can print it as it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+
+def field_path(parts: Iterable[int | str]) -> str:
+    """``("conf", "layers", 0, "depth")`` -> ``conf.layers[0].depth``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 class AcceleratorError(Exception):

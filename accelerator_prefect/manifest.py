@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from accelerator_prefect.errors import ManifestError
+from accelerator_prefect.errors import ManifestError, field_path
 
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -143,15 +143,8 @@ class Manifest(_Strict):
         return self.jobflow.rsplit(":", 1)[1]
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(top level)"
-
-
 def _describe(error: Any) -> str:
-    path = _field_path(tuple(error["loc"]))
+    path = field_path(error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{path}: unknown field (check the spelling; see {SCHEMA_FILE})"
     if error["type"] == "missing":

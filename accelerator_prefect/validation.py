@@ -12,14 +12,9 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from accelerator_prefect.errors import field_path
+
 EXTENSION_KEY = "x-accelerator"
-
-
-def _path(parts: Any) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -33,16 +28,17 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(schema: dict[str, Any], error: ValidationError) -> str:
-    where = _path(error.absolute_path)
+    where = field_path(error.absolute_path)
     if error.validator == "required":
         missing = error.message.split("'")[1]
-        return f"{_path([*error.absolute_path, missing])}: required field is missing"
+        return f"{field_path([*error.absolute_path, missing])}: required field is missing"
     if error.validator == "additionalProperties":
         properties = sorted(error.schema.get("properties", {}))  # type: ignore[union-attr]
         extra = sorted(set(error.instance) - set(properties))
         expected = ", ".join(properties) or "no fields"
         return "; ".join(
-            f"{_path([*error.absolute_path, name])}: unknown field (expected one of: {expected})"
+            f"{field_path([*error.absolute_path, name])}: unknown field "
+            f"(expected one of: {expected})"
             for name in extra
         )
     if error.validator in {"anyOf", "oneOf"} and error.context:
