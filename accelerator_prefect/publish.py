@@ -152,17 +152,15 @@ def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str,
     return {"output": {"location": location}}
 
 
-def _pull_steps(source: CodeSource) -> list[dict[str, Any]]:
-    if source.dirty:
-        return [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(source.root)}}
-        ]
+def _pull_steps(record: HostingRecord, root: Path) -> list[dict[str, Any]]:
+    if record.dirty:
+        return [{"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}]
     return [
         {
             "accelerator_prefect.steps.checkout": {
                 "id": "code",
-                "repository": source.repository,
-                "commit": source.commit,
+                "repository": record.repository,
+                "commit": record.commit,
             }
         },
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ code.directory }}"}},
@@ -217,8 +215,10 @@ async def publish(
     status: PublishStatus = "created"
     if existing is not None:
         status, record = _compare(existing, record, manifest, force)
-        if status == "unchanged" and existing.work_pool == work_pool:
-            return _result(manifest, status, str(existing.deployment_id), existing.record)
+        if status == "unchanged":
+            if existing.work_pool == work_pool:
+                return _result(manifest, status, str(existing.deployment_id), existing.record)
+            status = "updated"
 
     deployment_id = await client.create_deployment(
         flow_id=await client.create_flow_from_name(flow_name),
@@ -231,9 +231,7 @@ async def publish(
         enforce_parameter_schema=True,
         work_pool_name=work_pool,
         entrypoint=manifest.jobflow,
-        pull_steps=_pull_steps(
-            CodeSource(source.root, record.repository, record.commit, record.dirty, "")
-        ),
+        pull_steps=_pull_steps(record, source.root),
         paused=manifest.status == Status.archived,
     )
     return _result(manifest, status, str(deployment_id), record)
