@@ -30,7 +30,10 @@ from accelerator_prefect.jobflow import Conf, Inputs, Output, Secrets, jobflow, 
 
 if TYPE_CHECKING:
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
+    from accelerator_prefect.mapping import InputFile
+    from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.runs import Run
+    from accelerator_prefect.storage import Storage
 
 __all__ = [
     "Accelerator",
@@ -38,17 +41,20 @@ __all__ = [
     "AccessDenied",
     "AsyncAccelerator",
     "Conf",
+    "InputFile",
     "Inputs",
     "InvalidConf",
     "InvalidInputs",
     "ManifestError",
     "NotFound",
     "Output",
+    "OutputFile",
     "PlatformError",
     "PublishError",
     "Run",
     "RunTimeout",
     "Secrets",
+    "Storage",
     "ValidationFailed",
     "jobflow",
     "routine",
@@ -58,6 +64,9 @@ _LAZY = {
     "Accelerator": "accelerator_prefect.client",
     "AsyncAccelerator": "accelerator_prefect.client",
     "Run": "accelerator_prefect.runs",
+    "InputFile": "accelerator_prefect.mapping",
+    "OutputFile": "accelerator_prefect.outputs",
+    "Storage": "accelerator_prefect.storage",
 }
 
 

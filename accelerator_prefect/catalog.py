@@ -16,7 +16,7 @@ import semver
 from pydantic import BaseModel, Field
 
 from accelerator_prefect.errors import NotFound
-from accelerator_prefect.manifest import Scope, Status
+from accelerator_prefect.manifest import InputMapping, Scope, Status
 from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
@@ -71,6 +71,11 @@ class HostedVersion(BaseModel):
     @property
     def status(self) -> Status:
         return self.record.status
+
+    @property
+    def input_mapping(self) -> InputMapping:
+        """What a launcher may select, as the manifest said when it was published."""
+        return InputMapping.model_validate(self.record.manifest.get("inputs") or {})
 
     @property
     def semver(self) -> semver.Version:

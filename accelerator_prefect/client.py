@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.catalog import HostedModel
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import Run
+    from accelerator_prefect.storage import Storage
 
 T = TypeVar("T")
 
@@ -164,6 +165,7 @@ class Accelerator:
 
     def __init__(self, core: AsyncAccelerator) -> None:
         self._core = core
+        self._storage: Storage | None = None
 
     @classmethod
     def connect(
@@ -183,6 +185,19 @@ class Accelerator:
     @property
     def ui_url(self) -> str:
         return self._core.ui_url
+
+    @property
+    def storage(self) -> Storage:
+        """``acc://`` storage: ``put``, ``get``, ``ls``, ``open``.
+
+        Example:
+            >>> acc.storage.put("stations/", "acc://meteo/incoming/")  # doctest: +SKIP
+        """
+        from accelerator_prefect.storage import Storage
+
+        if self._storage is None:
+            self._storage = Storage()
+        return self._storage
 
     def _run(self, coro: Awaitable[T]) -> T:
         async def wrapped() -> T:

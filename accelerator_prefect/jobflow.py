@@ -8,15 +8,18 @@ signature, so the run form, the server and the launcher all agree.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
-from collections.abc import Callable, Iterator
-from typing import IO, Any, TypeVar, overload
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from accelerator_prefect import storage
 from accelerator_prefect.errors import AcceleratorError
+
+if TYPE_CHECKING:
+    from accelerator_prefect.mapping import InputFile
 
 F = TypeVar("F", bound=Callable[..., Any])
 RESERVED = ("conf", "inputs", "output", "secrets")
@@ -29,28 +32,45 @@ class Conf(BaseModel):
 
 
 class Inputs(BaseModel):
-    """What the launcher selected: ``acc://`` files and folders, or cloud URLs."""
+    """What the launcher selected: ``acc://`` files and folders, or cloud URLs.
+
+    Example:
+        >>> @routine
+        ... def count_rows(inputs: Inputs) -> int:
+        ...     return sum(len(f.read_text().splitlines()) for f in inputs.files())
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     selected_files: list[str] = Field(default_factory=list, description="Selected files.")
     selected_folders: list[str] = Field(default_factory=list, description="Selected folders.")
+    accepted_types: list[str] = Field(
+        default_factory=list, description="Set from the model's input mapping at launch."
+    )
 
     @property
     def paths(self) -> list[str]:
+        """The selected URIs, files first, as the launcher gave them."""
         return [*self.selected_files, *self.selected_folders]
 
-    def files(self) -> Iterator[str]:
-        """Every selected file, with folders expanded, as ``acc://`` URIs."""
-        yield from self.selected_files
-        for folder in self.selected_folders:
-            fs, root = storage.resolve(folder)
-            for path in sorted(fs.find(root)):
-                yield folder.rstrip("/") + "/" + path[len(root.rstrip("/")) + 1 :]
+    def files(self) -> list[InputFile]:
+        """Every selected file, folders expanded and filtered by the accepted types."""
+        from accelerator_prefect.mapping import expand
+
+        return expand(self.selected_files, self.selected_folders, self.accepted_types)
 
 
 class Output(BaseModel):
-    """Where the run writes its results; ``{run_id}`` is filled in at run time."""
+    """Where the run writes its results; ``{run_id}`` is filled in at run time.
+
+    Every file is written atomically: it appears under its name only once
+    complete, so a run that fails never leaves a half-written file behind.
+
+    Example:
+        >>> with output.open("summary.csv", "w") as f:  # doctest: +SKIP
+        ...     f.write("region,tas\\n")
+        >>> frame.to_parquet(output.path("table.parquet"))  # doctest: +SKIP
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +78,7 @@ class Output(BaseModel):
 
     @property
     def uri(self) -> str:
+        """The output folder of this run, ending with ``/``."""
         if "{run_id}" not in self.location:
             return self.location.rstrip("/") + "/"
         from prefect.runtime import flow_run
@@ -70,7 +91,9 @@ class Output(BaseModel):
 
     def open(self, name: str, mode: str = "wb", **kwargs: Any) -> IO[Any]:
         """Open ``name`` inside the output location (folders are created)."""
-        return storage.open_uri(self.path(name), mode, **kwargs)
+        from accelerator_prefect.storage import Storage
+
+        return Storage().open(self.path(name), mode, **kwargs)  # type: ignore[no-any-return]
 
 
 class Secrets(BaseModel):
@@ -139,6 +162,46 @@ def _check_signature(fn: Callable[..., Any]) -> None:
             )
 
 
+def _reporting_outputs(fn: F) -> F:
+    """``fn``, reporting what it wrote: a table artifact when it succeeds, and a
+    ``_INCOMPLETE.json`` marker beside the partial outputs when it fails."""
+    from accelerator_prefect import outputs
+
+    signature = inspect.signature(fn)
+
+    def output_of(args: Any, kwargs: Any) -> Output | None:
+        value = signature.bind_partial(*args, **kwargs).arguments.get("output")
+        return value if isinstance(value, Output) else None
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            output = output_of(args, kwargs)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                outputs.mark_incomplete(output, exc)
+                raise
+            outputs.report(output)
+            return result
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        output = output_of(args, kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            outputs.mark_incomplete(output, exc)
+            raise
+        outputs.report(output)
+        return result
+
+    return run  # type: ignore[return-value]
+
+
 @overload
 def jobflow(fn: F, /) -> Any: ...
 @overload
@@ -162,6 +225,6 @@ def jobflow(fn: F | None = None, /, **options: Any) -> Any:
 
     def decorate(f: F) -> Any:
         _check_signature(f)
-        return flow(f, **options)
+        return flow(_reporting_outputs(f), **options)
 
     return decorate if fn is None else decorate(fn)

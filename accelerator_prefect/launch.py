@@ -6,13 +6,15 @@ no flow run, and every problem is reported at once with its field path.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from accelerator_prefect.catalog import HostedVersion, pick_version, read_model, tag
-from accelerator_prefect.errors import InvalidConf, NotFound
+from accelerator_prefect.errors import InvalidConf, InvalidInputs, NotFound
 from accelerator_prefect.manifest import Status
+from accelerator_prefect.mapping import input_problems, output_problems
 from accelerator_prefect.validation import parameter_problems
 
 if TYPE_CHECKING:
@@ -24,6 +26,23 @@ VIA = ("python", "cli", "catalog", "portal", "link")
 
 def _plain(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _inputs(value: Any, accepted: list[str]) -> dict[str, Any]:
+    """The ``inputs`` parameter from a mapping, an ``Inputs`` or a list of URIs.
+
+    In a list, URIs ending with ``/`` are folders and the others files.
+    """
+    if isinstance(value, list | tuple):
+        value = {
+            "selected_files": [str(u) for u in value if not str(u).endswith("/")],
+            "selected_folders": [str(u) for u in value if str(u).endswith("/")],
+        }
+    plain = dict(_plain(value) or {})
+    plain.setdefault("selected_files", [])
+    plain.setdefault("selected_folders", [])
+    plain["accepted_types"] = accepted  # always the manifest's, whatever the caller sent
+    return plain
 
 
 def build_parameters(
@@ -39,8 +58,9 @@ def build_parameters(
     parameters: dict[str, Any] = {}
     if conf is not None or "conf" in accepted:
         parameters["conf"] = _plain(conf) if conf is not None else {}
-    if inputs is not None:
-        parameters["inputs"] = _plain(inputs)
+    if inputs is not None or "inputs" in accepted:
+        mapping = hosted.input_mapping
+        parameters["inputs"] = _inputs(inputs, list(mapping.accepted_types))
     if output is not None:
         parameters["output"] = {"location": output} if isinstance(output, str) else _plain(output)
     elif "output" in hosted.default_parameters:
@@ -48,6 +68,16 @@ def build_parameters(
         default["location"] = str(default["location"]).replace("{user}", user)
         parameters["output"] = default
     return parameters
+
+
+def _mapping_problems(hosted: HostedVersion, parameters: dict[str, Any]) -> list[str]:
+    """The selection and the output location, checked against storage as it is now."""
+    problems = []
+    if "inputs" in parameters:
+        problems += input_problems(hosted.input_mapping, parameters["inputs"])
+    if "output" in parameters:
+        problems += output_problems(str(parameters["output"].get("location", "")))
+    return problems
 
 
 def run_name(hosted: HostedVersion, user: str) -> str:
@@ -74,9 +104,14 @@ async def launch(
     if hosted.status == Status.archived:
         raise NotFound(f"{hosted.name}@{hosted.version} is archived and cannot be launched")
     parameters = build_parameters(hosted, user=user, conf=conf, inputs=inputs, output=output)
+    what = f"launch of {hosted.name}@{hosted.version}"
     problems = parameter_problems(hosted.parameter_schema, parameters)
     if problems:
-        raise InvalidConf(problems, what=f"launch of {hosted.name}@{hosted.version}")
+        kind = InvalidConf if any(p.startswith("conf") for p in problems) else InvalidInputs
+        raise kind(problems, what=what)
+    problems = await asyncio.to_thread(_mapping_problems, hosted, parameters)
+    if problems:
+        raise InvalidInputs(problems, what=what)
     flow_run = await client.create_flow_run_from_deployment(
         hosted.deployment_id,
         parameters=parameters,

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from accelerator_prefect.errors import ManifestError, field_path
 
@@ -78,6 +85,25 @@ class InputMapping(_Strict):
         pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="Largest total size of the selection, e.g. '500 MB'.",
     )
+
+    @model_validator(mode="after")
+    def _counts(self) -> InputMapping:
+        if self.max_files is not None and self.max_files < self.min_files:
+            raise ValueError(
+                f"max_files ({self.max_files}) is less than min_files ({self.min_files})"
+            )
+        return self
+
+    @field_validator("accepted_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not re.match(r"^(\.[A-Za-z0-9][A-Za-z0-9._-]*|[a-z]+/([a-z0-9.+-]+|\*))$", entry):
+                raise ValueError(
+                    f"accepted type {entry!r}: expected an extension such as '.csv' or a media "
+                    "type such as 'text/csv' or 'image/*'"
+                )
+        return value
 
 
 class OutputMapping(_Strict):

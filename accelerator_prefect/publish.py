@@ -24,7 +24,8 @@ from accelerator_prefect.catalog import (
     tag,
 )
 from accelerator_prefect.errors import ManifestError, PublishError
-from accelerator_prefect.manifest import Manifest, Status, load_manifest
+from accelerator_prefect.manifest import InputMapping, Manifest, Status, load_manifest
+from accelerator_prefect.mapping import constrain_schema
 from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
@@ -141,15 +142,33 @@ def _tags(manifest: Manifest, dirty: bool) -> list[str]:
     return [*tags, "acc:dirty"] if dirty else tags
 
 
+def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: Path) -> None:
+    """A manifest may only constrain parameters its jobflow takes."""
+    properties = schema.get("properties", {})
+    if "inputs" not in properties and manifest.inputs != InputMapping():
+        raise ManifestError(
+            f"{path}: inputs: the jobflow {manifest.jobflow} takes no `inputs` parameter; "
+            "add `inputs: Inputs` to its signature or remove the input mapping"
+        )
+
+
 def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str, Any]:
-    if "output" not in schema.get("properties", {}):
-        return {}
-    location = (
-        manifest.output.location.replace("{project}", manifest.project)
-        .replace("{model}", manifest.name)
-        .replace("{version}", manifest.version)
-    )
-    return {"output": {"location": location}}
+    properties = schema.get("properties", {})
+    defaults: dict[str, Any] = {}
+    if "inputs" in properties:
+        defaults["inputs"] = {
+            "selected_files": [],
+            "selected_folders": [],
+            "accepted_types": list(manifest.inputs.accepted_types),
+        }
+    if "output" in properties:
+        location = (
+            manifest.output.location.replace("{project}", manifest.project)
+            .replace("{model}", manifest.name)
+            .replace("{version}", manifest.version)
+        )
+        defaults["output"] = {"location": location}
+    return defaults
 
 
 def _pull_steps(record: HostingRecord, root: Path) -> list[dict[str, Any]]:
@@ -185,6 +204,8 @@ async def publish(
     if source.dirty and not allow_dirty:
         raise PublishError(f"{manifest.name}@{manifest.version}: {_dirty_message(repo, source)}")
     flow_name, schema = _load_schema(manifest, path, source.root)
+    _check_mappings(manifest, schema, path)
+    schema = constrain_schema(schema, manifest)
     work_pool = manifest.work_pool or default_work_pool
     await _check_work_pool(client, work_pool, path)
 

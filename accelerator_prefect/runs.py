@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from prefect.results import ResultRecordMetadata
 
     from accelerator_prefect.client import Accelerator
+    from accelerator_prefect.outputs import OutputFile
 
 
 async def read_run(client: PrefectClient, run_id: UUID | str) -> FlowRun:
@@ -172,6 +173,34 @@ class Run:
     def logs(self) -> list[str]:
         """The run's log lines so far, oldest first."""
         return self._acc._call(lambda c: read_logs(c, self.id))  # type: ignore[no-any-return]
+
+    def outputs(self) -> list[OutputFile]:
+        """The files the run wrote so far (path, size, media type).
+
+        Every file listed is complete; :attr:`outputs_complete` says whether the
+        run finished writing them all.
+        """
+        from accelerator_prefect.outputs import list_outputs, run_folder
+
+        folder = run_folder(self._flow_run().parameters, self.id)
+        return list_outputs(folder) if folder else []
+
+    @property
+    def output_location(self) -> str | None:
+        """The ``acc://`` folder the run writes into."""
+        from accelerator_prefect.outputs import run_folder
+
+        return run_folder(self._flow_run().parameters, self.id)
+
+    @property
+    def outputs_complete(self) -> bool:
+        """Whether the run completed and left no ``_INCOMPLETE.json`` marker."""
+        from accelerator_prefect.outputs import is_incomplete, run_folder
+
+        flow_run = self._flow_run()
+        folder = run_folder(flow_run.parameters, self.id)
+        completed = bool(flow_run.state and flow_run.state.is_completed())
+        return completed and not (folder and is_incomplete(folder))
 
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(
         default=None,
         description="Backing URL of acc:// storage; a folder under `home` when unset.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options of the backing filesystem, as JSON "
+        '(e.g. {"endpoint_url": "http://127.0.0.1:9000"}); credentials come from the '
+        "backend's own environment (AWS_ACCESS_KEY_ID …).",
     )
 
     @cached_property

@@ -1,65 +1,490 @@
-"""``acc://<project>/<path>`` URIs and the one place they are mapped to a backend.
+"""``acc://`` storage: one fsspec filesystem over one configured backend.
 
-``acc://`` maps onto one configured backing URL (``ACC_STORAGE_URL``): a folder
-under the platform home by default, or any fsspec URL. Translation happens in
-:func:`resolve`, which refuses any path that could escape its root.
+``acc://<project>/<path>`` maps onto the backing URL of the installation
+(``ACC_STORAGE_URL``): a folder under the platform home by default,
+``s3://bucket/prefix`` through s3fs, or any fsspec URL, opened with
+``ACC_STORAGE_OPTIONS``. Worker processes on other machines get the same two
+settings from their environment (a work pool's job variables), never from a
+shared local file.
+
+:class:`AccFileSystem` is fsspec's ``DirFileSystem`` with two differences:
+:func:`check_path`, called from the one path-translation method, refuses any
+path that could leave the root; and writes are atomic per file (written
+aside, then moved into place, or committed as one object on object stores),
+so a crashed writer never leaves a half-written file under its final name.
+
+:class:`Storage` is the same storage as users handle it: ``put``, ``get``,
+``ls``, ``open``, streaming in chunks with progress.
+
+Example:
+    >>> import fsspec
+    >>> with fsspec.open("acc://climate/obs/t2m.csv", "w") as f:  # doctest: +SKIP
+    ...     f.write("date,t2m\\n")
 """
 
 from __future__ import annotations
 
+import io
+import mimetypes
+import os
 import re
-from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import unquote
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
 
-from accelerator_prefect.errors import AcceleratorError
+from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
+from accelerator_prefect.errors import AcceleratorError, NotFound
 
+PROTOCOL = "acc"
 PREFIX = "acc://"
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.@+=,-][A-Za-z0-9 _.@+=,()-]*$")
+PARTIAL_MARK = ".acc-partial-"
+CHUNK = 8 * 2**20
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+_FORBIDDEN = re.compile(r"[\\%\x00-\x1f\x7f]")
+
+mimetypes.add_type("application/x-netcdf", ".nc")
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
+mimetypes.add_type("text/markdown", ".md")
+mimetypes.add_type("application/geo+json", ".geojson")
+mimetypes.add_type("image/tiff", ".tif")
+
+Progress = Callable[[int], None]
 
 
-class StoragePathError(AcceleratorError):
-    """An acc:// path is malformed or would escape its root."""
+class StoragePathError(AcceleratorError, ValueError):
+    """An ``acc://`` path is malformed or would leave the storage root."""
 
 
-def split(uri: str) -> list[str]:
-    """The checked path segments of an ``acc://`` URI.
+def check_path(path: str) -> str:
+    """``path`` relative to the ``acc://`` root, if it cannot leave the root.
+
+    Refused: absolute paths, ``.`` and ``..`` segments, empty segments,
+    backslashes, percent-encoding and control characters.
 
     Example:
-        >>> split("acc://climate/results/run.csv")
-        ['climate', 'results', 'run.csv']
+        >>> check_path("acc://climate/obs/t2m.csv")
+        'climate/obs/t2m.csv'
     """
-    if not uri.startswith(PREFIX):
-        raise StoragePathError(f"{uri!r}: expected a URI starting with {PREFIX}")
-    rest = uri[len(PREFIX) :]
-    if "\\" in rest or "%" in rest or unquote(rest) != rest:
-        raise StoragePathError(f"{uri!r}: backslashes and percent-encoding are not allowed")
+    rest = path[len(PREFIX) :] if path.startswith(PREFIX) else path
+    rest = rest.rstrip("/")
+    if not rest:
+        return ""
+    shown = PREFIX + rest
     if rest.startswith("/"):
-        raise StoragePathError(f"{uri!r}: expected acc://<project>/<path>, not an absolute path")
-    parts = [p for p in rest.split("/") if p]
-    if not parts:
-        raise StoragePathError(f"{uri!r}: expected acc://<project>/<path>")
-    for part in parts:
-        if part in {".", ".."} or not _SEGMENT.match(part):
-            raise StoragePathError(f"{uri!r}: path segment {part!r} is not allowed")
-    return parts
+        raise StoragePathError(f"{shown}: expected acc://<project>/<path>, not an absolute path")
+    if _FORBIDDEN.search(rest):
+        raise StoragePathError(
+            f"{shown}: backslashes, percent-encoding and control characters are not allowed"
+        )
+    for part in rest.split("/"):
+        if part in {"", ".", ".."}:
+            raise StoragePathError(f"{shown}: path segment {part!r} is not allowed")
+    return rest
 
 
-def resolve(uri: str, root: str | None = None) -> tuple[AbstractFileSystem, str]:
-    """The filesystem and backend path behind ``uri`` (never outside ``root``)."""
-    from fsspec.core import url_to_fs
-
-    from accelerator_prefect.settings import get_settings
-
-    fs, base = url_to_fs(root or get_settings().storage_root)
-    return fs, "/".join([base.rstrip("/"), *split(uri)])
+def to_uri(path: str) -> str:
+    """``climate/obs`` -> ``acc://climate/obs`` (checked)."""
+    return PREFIX + check_path(path)
 
 
-def open_uri(uri: str, mode: str = "rb", **kwargs: Any) -> IO[Any]:
-    """Open an ``acc://`` URI, creating parent folders when writing."""
-    fs, path = resolve(uri)
-    if any(c in mode for c in "wax"):
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    return fs.open(path, mode, **kwargs)  # type: ignore[no-any-return]
+def media_type(name: str) -> str:
+    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+
+
+def accepts(name: str, accepted: Iterable[str]) -> bool:
+    """Whether a file called ``name`` matches any accepted extension or media type.
+
+    Example:
+        >>> accepts("t2m.CSV", [".csv"]), accepts("map.png", ["image/*"])
+        (True, True)
+    """
+    accepted = list(accepted)
+    if not accepted:
+        return True
+    lower, kind = name.lower(), media_type(name)
+    for entry in accepted:
+        entry = entry.lower()
+        if entry.startswith("."):
+            if lower.endswith(entry):
+                return True
+        elif entry.endswith("/*"):
+            if kind.startswith(entry[:-1]):
+                return True
+        elif kind == entry:
+            return True
+    return False
+
+
+def is_hidden(path: str) -> bool:
+    """Dot-files, including the partial files of unfinished writes."""
+    return path.rsplit("/", 1)[-1].startswith(".")
+
+
+class AtomicWriter(io.RawIOBase):
+    """A binary file that appears under its final name only when closed cleanly.
+
+    Leaving a ``with`` block through an exception discards what was written.
+    """
+
+    def __init__(
+        self, raw: IO[bytes], commit: Callable[[], None], discard: Callable[[], None], name: str
+    ) -> None:
+        self._raw = raw
+        self._commit = commit
+        self._discard = discard
+        self._position = 0
+        self._aborted = False
+        self.name = name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        count = len(memoryview(data))
+        if not self._aborted:
+            self._raw.write(data)
+        self._position += count
+        return count
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        if not self.closed and not self._aborted and not self._raw.closed:
+            self._raw.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._aborted:
+                self._raw.close()
+                self._commit()
+        finally:
+            super().close()
+
+    def abort(self) -> None:
+        """Throw away what was written; nothing appears under the final name."""
+        if self.closed or self._aborted:
+            return
+        self._aborted = True
+        self._discard()
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        self.close()
+
+
+class _AtomicText(io.TextIOWrapper):
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None:
+            self.buffer.raw.abort()  # type: ignore[attr-defined]
+        self.close()
+
+
+class AccFileSystem(DirFileSystem):  # type: ignore[misc]
+    """The ``acc://`` protocol: ``acc://<project>/<path>`` under one backing URL.
+
+    ``root`` and ``storage_options`` default to the settings
+    ``ACC_STORAGE_URL`` and ``ACC_STORAGE_OPTIONS`` (JSON).
+    """
+
+    protocol = PROTOCOL
+    root_marker = ""
+    # Built from the settings of the process using it, so never shared from a cache.
+    cachable = False
+
+    def __init__(
+        self,
+        root: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from fsspec.core import url_to_fs
+
+        from accelerator_prefect.settings import get_settings
+
+        if kwargs.pop("fo", None) or kwargs.pop("target_protocol", None):
+            raise StoragePathError("acc:// is a storage root of its own and cannot be chained")
+        kwargs.pop("target_options", None)
+        settings = get_settings()
+        self.root_url = root or settings.storage_root
+        options = settings.storage_options if storage_options is None else storage_options
+        fs, base = url_to_fs(self.root_url, **options)
+        self._local_root: str | None = None
+        if isinstance(fs, LocalFileSystem):
+            fs.makedirs(base, exist_ok=True)
+            self._local_root = os.path.realpath(base)
+        super().__init__(path=base, fs=fs, **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        text = str(path.as_posix() if isinstance(path, Path) else path)
+        return (text[len(PREFIX) :] if text.startswith(PREFIX) else text).rstrip("/")
+
+    def unstrip_protocol(self, name: str) -> str:
+        return PREFIX + self._strip_protocol(name)
+
+    def _join(self, path: Any) -> Any:
+        if isinstance(path, str):
+            relative = check_path(path)
+            full = f"{self.path}{self.fs.sep}{relative}" if relative else self.path
+            if self._local_root is not None:
+                self._check_inside(full, relative)
+            return full
+        if isinstance(path, dict):
+            return {self._join(p): value for p, value in path.items()}
+        return [self._join(p) for p in path]
+
+    def _check_inside(self, full: str, relative: str) -> None:
+        assert self._local_root is not None
+        real = os.path.realpath(full)
+        if real != self._local_root and not real.startswith(self._local_root + os.sep):
+            raise StoragePathError(
+                f"{PREFIX}{relative}: leads outside the storage root through a symbolic link"
+            )
+
+    @property
+    def is_object_store(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool(OBJECT_STORES.intersection(protocols))
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """Open a file; writing (``w``, ``wb``, ``x``) is atomic per file."""
+        if "r" in mode or "a" in mode or "+" in mode:
+            return super().open(path, mode, **kwargs)
+        text = "b" not in mode
+        encoding = kwargs.pop("encoding", None) or "utf-8"
+        errors = kwargs.pop("errors", None)
+        newline = kwargs.pop("newline", None)
+        kwargs.pop("compression", None)
+        writer = self.open_atomic(path, exclusive="x" in mode, **kwargs)
+        if not text:
+            return writer
+        return _AtomicText(
+            io.BufferedWriter(writer), encoding=encoding, errors=errors, newline=newline
+        )
+
+    def open_atomic(self, path: str, *, exclusive: bool = False, **kwargs: Any) -> AtomicWriter:
+        """A binary writer that publishes ``path`` only when closed cleanly."""
+        target = self._join(path)
+        if exclusive and self.fs.exists(target):
+            raise FileExistsError(f"{to_uri(path)} already exists")
+        parent, name = target.rsplit(self.fs.sep, 1)
+        if self.is_object_store:
+            raw = self.fs.open(target, "wb", **kwargs)
+            if isinstance(raw, AbstractBufferedFile):
+                # An object appears only when its upload completes: already atomic.
+                return AtomicWriter(
+                    raw, commit=lambda: None, discard=lambda: _discard(raw), name=to_uri(path)
+                )
+            raw.close()
+        self.fs.makedirs(parent, exist_ok=True)
+        temp = f"{parent}{self.fs.sep}.{name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
+        raw = self.fs.open(temp, "wb", **kwargs)
+
+        def commit() -> None:
+            if isinstance(self.fs, LocalFileSystem):
+                os.replace(temp, target)
+            else:
+                self.fs.mv(temp, target)
+
+        def discard() -> None:
+            raw.close()
+            self.fs.rm_file(temp)
+
+        return AtomicWriter(raw, commit=commit, discard=discard, name=to_uri(path))
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        with self.open_atomic(path, exclusive=mode == "create") as f:
+            f.write(value)
+
+    def put_file(self, lpath: str, rpath: str, callback: Any = None, **kwargs: Any) -> None:
+        if self.is_object_store:
+            super().put_file(lpath, rpath, **kwargs)
+            return
+        with open(lpath, "rb") as source, self.open_atomic(rpath) as target:
+            _copy(source, target, None)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        if self.is_object_store:
+            super().cp_file(path1, path2, **kwargs)
+            return
+        with self.open(path1, "rb") as source, self.open_atomic(path2) as target:
+            _copy(source, target, None)
+
+
+def _discard(raw: AbstractBufferedFile) -> None:
+    raw.discard()
+    raw.closed = True
+
+
+def _copy(source: IO[bytes], target: IO[bytes] | AtomicWriter, progress: Progress | None) -> int:
+    total = 0
+    while chunk := source.read(CHUNK):
+        target.write(chunk)
+        total += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return total
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file or folder in ``acc://`` storage."""
+
+    uri: str
+    kind: str  # "file" or "folder"
+    size: int
+    modified: datetime | None
+    media_type: str | None
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def is_folder(self) -> bool:
+        return self.kind == "folder"
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _entry(info: dict[str, Any]) -> Entry:
+    uri = to_uri(str(info["name"]))
+    if info.get("type") == "directory":
+        return Entry(uri + "/", "folder", 0, _modified(info), None)
+    return Entry(uri, "file", int(info.get("size") or 0), _modified(info), media_type(uri))
+
+
+class Storage:
+    """``acc://`` storage as users handle it: list, bring data in, take results out.
+
+    Everything streams in chunks of 8 MiB, so memory stays flat whatever the
+    file size; ``progress`` is called with the number of bytes of each chunk.
+
+    Example:
+        >>> storage = Storage()  # doctest: +SKIP
+        >>> storage.put("t2m.csv", "acc://climate/obs/")  # doctest: +SKIP
+        [Entry(uri='acc://climate/obs/t2m.csv', kind='file', ...)]
+    """
+
+    def __init__(self, fs: AccFileSystem | None = None) -> None:
+        self.fs = fs or AccFileSystem()
+
+    def _missing(self, uri: str) -> NotFound:
+        return NotFound(f"{to_uri(uri)}: no such file or folder")
+
+    def info(self, uri: str) -> Entry:
+        check_path(uri)
+        try:
+            return _entry(self.fs.info(uri))
+        except FileNotFoundError:
+            raise self._missing(uri) from None
+
+    def exists(self, uri: str) -> bool:
+        return bool(self.fs.exists(uri))
+
+    def ls(self, uri: str = PREFIX) -> list[Entry]:
+        """The files and folders directly inside ``uri`` (dot-files hidden)."""
+        try:
+            infos = self.fs.ls(uri, detail=True)
+        except FileNotFoundError:
+            raise self._missing(uri) from None
+        entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]))]
+        return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
+
+    def files(self, uri: str, accepted: Iterable[str] = ()) -> list[Entry]:
+        """Every file under folder ``uri``, recursively, matching ``accepted`` types."""
+        accepted = list(accepted)
+        try:
+            found = self.fs.find(uri, detail=True)
+        except FileNotFoundError:
+            raise self._missing(uri) from None
+        return [
+            _entry(info)
+            for name, info in sorted(found.items())
+            if not any(is_hidden(part) for part in name.split("/")) and accepts(name, accepted)
+        ]
+
+    def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """Open a file; writes appear only once the file is closed cleanly."""
+        try:
+            return self.fs.open(uri, mode, **kwargs)
+        except FileNotFoundError:
+            raise self._missing(uri) from None
+
+    def rm(self, uri: str, recursive: bool = False) -> None:
+        try:
+            self.fs.rm(uri, recursive=recursive)
+        except FileNotFoundError:
+            raise self._missing(uri) from None
+
+    def _into(self, uri: str, name: str) -> str:
+        """``uri`` itself, or ``uri/name`` when ``uri`` is a folder."""
+        if uri.endswith("/") or check_path(uri).count("/") == 0 or self.fs.isdir(uri):
+            return to_uri(check_path(uri) + "/" + name)
+        return to_uri(uri)
+
+    def plan_put(self, local: str | Path, uri: str) -> list[tuple[Path, str]]:
+        """The (local file, acc:// URI) pairs ``put`` would copy."""
+        source = Path(local)
+        if not source.exists():
+            raise NotFound(f"{source}: no such local file or folder")
+        target = self._into(uri, source.name)
+        if source.is_file():
+            return [(source, target)]
+        return [
+            (path, target + "/" + path.relative_to(source).as_posix())
+            for path in sorted(source.rglob("*"))
+            if path.is_file()
+        ]
+
+    def put(self, local: str | Path, uri: str, progress: Progress | None = None) -> list[Entry]:
+        """Copy a local file or folder into ``uri`` (into it, if ``uri`` is a folder)."""
+        done = []
+        for source, target in self.plan_put(local, uri):
+            with source.open("rb") as f, self.fs.open_atomic(target) as out:
+                _copy(f, out, progress)
+            done.append(target)
+        return [self.info(target) for target in done]
+
+    def plan_get(self, uri: str, local: str | Path) -> list[tuple[Entry, Path]]:
+        """The (acc:// file, local path) pairs ``get`` would copy."""
+        entry = self.info(uri)
+        destination = Path(local)
+        if destination.is_dir() or str(local).endswith(os.sep):
+            destination = destination / entry.name
+        if not entry.is_folder:
+            return [(entry, destination)]
+        base = entry.uri
+        return [(f, destination / f.uri[len(base) :]) for f in self.files(uri)]
+
+    def get(self, uri: str, local: str | Path, progress: Progress | None = None) -> list[Path]:
+        """Copy a file or folder out of storage; a local file appears only once complete."""
+        done = []
+        for entry, target in self.plan_get(uri, local):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}")
+            try:
+                with self.fs.open(entry.uri, "rb") as f, temp.open("wb") as out:
+                    _copy(f, out, progress)
+                os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+            done.append(target)
+        return done

@@ -1,0 +1,346 @@
+"""Input and output mappings: what a launch may select, and where a run writes.
+
+The manifest's input mapping (counts, accepted types, sources, total size)
+goes into the deployment's parameter schema where JSON Schema can say it, so
+the Prefect UI and the server enforce it too; :func:`input_problems` checks it
+in full at launch, against the files as they are in storage. Inside a run,
+:func:`expand` turns the selection into the files a routine reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from accelerator_prefect.manifest import InputMapping, Manifest, Source
+from accelerator_prefect.storage import PREFIX, StoragePathError, accepts, check_path, media_type
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+CLOUD_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "https", "http")
+_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
+
+
+def parse_size(text: str) -> int:
+    """``"500 MB"`` -> ``500000000``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*", text)
+    if not match:
+        raise ValueError(f"{text!r}: expected a size such as '500 MB' or '2 GiB'")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+def source_of(uri: str) -> Source | None:
+    """Where ``uri`` lives: ``storage`` (acc://), ``cloud`` (s3://, https:// …) or unknown."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "acc":
+        return Source.storage
+    return Source.cloud if scheme in CLOUD_SCHEMES else None
+
+
+def _filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
+    if uri.startswith(PREFIX):
+        from accelerator_prefect.storage import AccFileSystem
+
+        return AccFileSystem(), uri
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(uri)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One selected file (folders expanded), as a routine reads it.
+
+    Example:
+        >>> for f in inputs.files():  # doctest: +SKIP
+        ...     with f.open() as stream:
+        ...         header = stream.readline()
+    """
+
+    uri: str
+    size: int
+    selected: str  # the file or folder the user selected
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def relative(self) -> str:
+        """The path below the selected folder (the name, for a selected file)."""
+        if self.selected == self.uri:
+            return self.name
+        return self.uri[len(self.selected.rstrip("/")) + 1 :]
+
+    @property
+    def suffix(self) -> str:
+        return "." + self.name.rsplit(".", 1)[-1].lower() if "." in self.name else ""
+
+    @property
+    def media_type(self) -> str:
+        return media_type(self.name)
+
+    def open(self, mode: str = "rb", **kwargs: Any) -> IO[Any]:
+        """Open the file for reading (``"rb"`` or ``"r"``); it streams, nothing is loaded."""
+        if "r" not in mode:
+            raise ValueError(f"{self.uri}: inputs are read-only; write to the run's output")
+        fs, path = _filesystem(self.uri)
+        return fs.open(path, mode, **kwargs)  # type: ignore[no-any-return]
+
+    def read_bytes(self) -> bytes:
+        with self.open("rb") as f:
+            return f.read()  # type: ignore[no-any-return]
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def _hidden(path: str) -> bool:
+    return any(part.startswith(".") for part in path.split("/"))
+
+
+def _folder_files(fs: AbstractFileSystem, path: str, accepted: list[str]) -> list[tuple[str, int]]:
+    found = fs.find(path, detail=True)
+    base = fs._strip_protocol(path).rstrip("/")
+    files = []
+    for name, info in sorted(found.items()):
+        relative = name[len(base) + 1 :] if name.startswith(base + "/") else name
+        if info.get("type") == "file" and not _hidden(relative) and accepts(name, accepted):
+            files.append((relative, int(info.get("size") or 0)))
+    return files
+
+
+def expand(
+    selected_files: Iterable[str], selected_folders: Iterable[str], accepted: Iterable[str] = ()
+) -> list[InputFile]:
+    """The selected files with folders expanded (matching ``accepted``), in order."""
+    accepted = list(accepted)
+    files: list[InputFile] = []
+    for uri in selected_files:
+        fs, path = _filesystem(uri)
+        files.append(InputFile(uri, int(fs.info(path).get("size") or 0), uri))
+    for folder in selected_folders:
+        fs, path = _filesystem(folder)
+        base = folder.rstrip("/")
+        files += [
+            InputFile(f"{base}/{relative}", size, folder)
+            for relative, size in _folder_files(fs, path, accepted)
+        ]
+    return files
+
+
+def _check_one(
+    where: str, uri: str, mapping: InputMapping, folder: bool
+) -> tuple[list[str], list[InputFile]]:
+    """Problems with one selected file or folder, and the files it contributes."""
+    source = source_of(uri)
+    if source is None:
+        return [f"{where}: {uri!r} is not an acc:// path or a cloud URL (s3://, https:// …)"], []
+    if source not in mapping.sources:
+        allowed = " or ".join(s.value for s in mapping.sources)
+        return [f"{where}: {uri} comes from {source.value}; this model accepts {allowed} only"], []
+    if source == Source.storage:
+        try:
+            check_path(uri)
+        except StoragePathError as exc:
+            return [f"{where}: {exc}"], []
+    try:
+        fs, path = _filesystem(uri)
+        info = fs.info(path)
+    except FileNotFoundError:
+        return [f"{where}: {uri} does not exist"], []
+    except PermissionError:
+        return [f"{where}: {uri} cannot be read (permission denied)"], []
+    except Exception as exc:  # a cloud backend's own error: say which input it was
+        return [f"{where}: {uri} cannot be read ({type(exc).__name__}: {exc})"], []
+    is_folder = info.get("type") == "directory"
+    if folder and not is_folder:
+        return [f"{where}: {uri} is a file, not a folder; select it as a file"], []
+    if not folder and is_folder:
+        return [f"{where}: {uri} is a folder; select it as a folder"], []
+    if not folder:
+        if not accepts(uri, mapping.accepted_types):
+            kinds = ", ".join(mapping.accepted_types)
+            return [f"{where}: {uri} is not an accepted type (accepted: {kinds})"], []
+        return [], [InputFile(uri, int(info.get("size") or 0), uri)]
+    base = uri.rstrip("/")
+    files = [
+        InputFile(f"{base}/{relative}", size, uri)
+        for relative, size in _folder_files(fs, path, mapping.accepted_types)
+    ]
+    if not files:
+        kinds = f" of type {', '.join(mapping.accepted_types)}" if mapping.accepted_types else ""
+        return [f"{where}: {uri} contains no files{kinds}"], []
+    return [], files
+
+
+def input_problems(mapping: InputMapping, inputs: dict[str, Any]) -> list[str]:
+    """Every way a selection fails the model's input mapping, one line per problem."""
+    problems: list[str] = []
+    files: list[InputFile] = []
+    for key, folder in (("selected_files", False), ("selected_folders", True)):
+        for index, uri in enumerate(inputs.get(key) or []):
+            found, contributed = _check_one(f"inputs.{key}[{index}]", uri, mapping, folder)
+            problems += found
+            files += contributed
+    if problems:
+        return problems
+    count = len({f.uri for f in files})
+    kinds = f" of type {', '.join(mapping.accepted_types)}" if mapping.accepted_types else ""
+    if count < mapping.min_files:
+        problems.append(
+            f"inputs: {count} file(s){kinds} selected (folders expanded); "
+            f"at least {mapping.min_files} required"
+        )
+    if mapping.max_files is not None and count > mapping.max_files:
+        problems.append(
+            f"inputs: {count} files selected (folders expanded); at most {mapping.max_files} "
+            "allowed"
+        )
+    if mapping.max_total_size is not None:
+        total, limit = sum(f.size for f in files), parse_size(mapping.max_total_size)
+        if total > limit:
+            problems.append(
+                f"inputs: the selection totals {human_size(total)}; at most "
+                f"{mapping.max_total_size} allowed"
+            )
+    return problems
+
+
+def output_problems(location: str) -> list[str]:
+    """Problems with an output location (an acc:// folder, not an existing file)."""
+    if not location.startswith(PREFIX):
+        return [f"output.location: {location!r} must be an acc:// folder"]
+    concrete = location.replace("{run_id}", "run")
+    try:
+        relative = check_path(concrete)
+    except StoragePathError as exc:
+        return [f"output.location: {exc}"]
+    if "/" not in relative:
+        return [f"output.location: {location} is a project root; choose a folder inside it"]
+    from accelerator_prefect.storage import AccFileSystem
+
+    fs = AccFileSystem()
+    if fs.isfile(concrete):
+        return [f"output.location: {location} is an existing file; choose a folder"]
+    return []
+
+
+# -- the parameter schema ------------------------------------------------------------------------
+
+
+def _insensitive(suffix: str) -> str:
+    return "".join(
+        f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in suffix.lstrip(".")
+    )
+
+
+def _uri_pattern(sources: list[Source]) -> str:
+    schemes = ["acc"] if Source.storage in sources else []
+    if Source.cloud in sources:
+        schemes += list(CLOUD_SCHEMES)
+    return f"^({'|'.join(schemes)})://"
+
+
+def _file_pattern(accepted: list[str]) -> str | None:
+    """A JSON Schema pattern for accepted extensions (``None`` if media types are used)."""
+    if not accepted or any(not a.startswith(".") for a in accepted):
+        return None
+    return f"\\.({'|'.join(_insensitive(a) for a in accepted)})$"
+
+
+def inputs_schema(mapping: InputMapping, title: str = "inputs") -> dict[str, Any]:
+    """The ``inputs`` parameter's schema with the mapping's constraints inlined."""
+    uri = {"type": "string", "pattern": _uri_pattern(mapping.sources)}
+    file_item: dict[str, Any] = dict(uri)
+    pattern = _file_pattern(mapping.accepted_types)
+    if pattern:
+        file_item = {"type": "string", "allOf": [uri, {"pattern": pattern}]}
+    files: dict[str, Any] = {
+        "type": "array",
+        "title": "Selected files",
+        "items": file_item,
+        "description": "Files to read (acc:// paths"
+        + (", or cloud URLs" if Source.cloud in mapping.sources else "")
+        + ").",
+    }
+    if mapping.max_files is not None:
+        files["maxItems"] = mapping.max_files
+    return {
+        "type": "object",
+        "title": title,
+        "additionalProperties": False,
+        "properties": {
+            "selected_files": files,
+            "selected_folders": {
+                "type": "array",
+                "title": "Selected folders",
+                "items": dict(uri),
+                "description": "Folders whose matching files are all read.",
+            },
+            "accepted_types": {
+                "type": "array",
+                "title": "Accepted types",
+                "items": {"type": "string"},
+                "default": list(mapping.accepted_types),
+                "description": "Set from the model's input mapping at launch.",
+            },
+        },
+    }
+
+
+def constrain_schema(schema: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """The jobflow's parameter schema with the manifest's input and output mappings."""
+    schema = copy.deepcopy(schema)
+    properties = schema.get("properties", {})
+    if "inputs" in properties:
+        position = properties["inputs"].get("position")
+        properties["inputs"] = {**inputs_schema(manifest.inputs), "position": position}
+    if "output" in properties:
+        position = properties["output"].get("position")
+        properties["output"] = {
+            "type": "object",
+            "title": "output",
+            "position": position,
+            "additionalProperties": False,
+            "required": ["location"],
+            "properties": {
+                "location": {
+                    "type": "string",
+                    "title": "Output location",
+                    "pattern": "^acc://",
+                    "description": "The acc:// folder the run writes its results into.",
+                }
+            },
+        }
+    definitions = schema.get("definitions", {})
+    for name in ("Inputs", "Output"):
+        if name in definitions and f'"#/definitions/{name}"' not in json.dumps(properties):
+            del definitions[name]
+    return schema

@@ -1,0 +1,135 @@
+"""What a run wrote: the listing users get, the artifact operators see, and the
+marker a failed run leaves beside its partial outputs.
+
+Files are written atomically (see :mod:`accelerator_prefect.storage`), so a
+listing never shows a half-written file; when the jobflow fails, it leaves
+``_INCOMPLETE.json`` in its output folder, so the files that did get written
+are never mistaken for a complete result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from accelerator_prefect.mapping import human_size
+
+if TYPE_CHECKING:
+    from accelerator_prefect.jobflow import Output
+
+INCOMPLETE = "_INCOMPLETE.json"
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file a run wrote."""
+
+    uri: str
+    path: str  # relative to the run's output folder
+    size: int
+    media_type: str
+
+
+def list_outputs(folder: str) -> list[OutputFile]:
+    """The files under the output ``folder`` (empty if the run wrote none)."""
+    from accelerator_prefect.errors import NotFound
+    from accelerator_prefect.storage import Storage
+
+    base = folder.rstrip("/") + "/"
+    try:
+        entries = Storage().files(base)
+    except NotFound:
+        return []
+    return [
+        OutputFile(e.uri, e.uri[len(base) :], e.size, e.media_type or "application/octet-stream")
+        for e in entries
+        if e.uri[len(base) :] != INCOMPLETE
+    ]
+
+
+def is_incomplete(folder: str) -> bool:
+    from accelerator_prefect.storage import Storage
+
+    return Storage().exists(folder.rstrip("/") + "/" + INCOMPLETE)
+
+
+def run_folder(parameters: dict[str, Any], run_id: object) -> str | None:
+    """The output folder a run with these parameters writes into."""
+    location = (parameters.get("output") or {}).get("location")
+    if not location:
+        return None
+    return str(location).replace("{run_id}", str(run_id)).rstrip("/") + "/"
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()  # type: ignore[no-any-return]
+    except MissingContextError:
+        return _log
+
+
+def report(output: Output | None) -> None:
+    """Publish the outputs of a finished jobflow as a Prefect table artifact."""
+    if output is None:
+        return
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+    from prefect.runtime import flow_run
+
+    from accelerator_prefect.storage import Storage
+
+    folder = output.uri
+    if is_incomplete(folder):  # an earlier attempt of this run failed; this one did not
+        Storage().fs.rm_file(folder + INCOMPLETE)
+    files = list_outputs(folder)
+    total = sum(f.size for f in files)
+    _logger().info("wrote %d file(s), %s, to %s", len(files), human_size(total), folder)
+    if FlowRunContext.get() is None:
+        return
+    create_table_artifact(
+        key=re.sub(r"[^a-z0-9-]+", "-", str(flow_run.flow_name).lower()).strip("-") + "-outputs",
+        table=[
+            {"file": f.path, "size": human_size(f.size), "bytes": f.size, "type": f.media_type}
+            for f in files
+        ],
+        description=f"**Outputs** of this run, in `{folder}` ({human_size(total)}).",
+    )
+
+
+def mark_incomplete(output: Output | None, error: BaseException) -> None:
+    """Leave ``_INCOMPLETE.json`` beside the partial outputs of a failed jobflow.
+
+    The marker names the error's type only: its message could carry data the
+    run should not publish.
+    """
+    if output is None:
+        return
+    try:
+        from accelerator_prefect.storage import Storage
+
+        folder = output.uri
+        files = list_outputs(folder)
+        if not files:
+            return
+        marker = {
+            "complete": False,
+            "error": type(error).__name__,
+            "at": datetime.now(UTC).isoformat(),
+            "files": [f.path for f in files],
+            "note": "The run failed before finishing; these files are partial results.",
+        }
+        with Storage().open(folder + INCOMPLETE, "w") as f:
+            f.write(json.dumps(marker, indent=2))
+        _logger().warning(
+            "the run failed; %d partial file(s) in %s are marked %s", len(files), folder, INCOMPLETE
+        )
+    except Exception as exc:  # never hide the jobflow's own error behind this one
+        _logger().warning("could not mark the partial outputs as incomplete: %s", exc)
