@@ -186,7 +186,7 @@ def _reporting_outputs(fn: F) -> F:
             outputs.report(output)
             return result
 
-        return run_async  # type: ignore[return-value]
+        return _with_signature(run_async, fn)  # type: ignore[no-any-return]
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -199,7 +199,29 @@ def _reporting_outputs(fn: F) -> F:
         outputs.report(output)
         return result
 
-    return run  # type: ignore[return-value]
+    return _with_signature(run, fn)  # type: ignore[no-any-return]
+
+
+def _with_signature(wrapper: Callable[..., Any], fn: Callable[..., Any]) -> Any:
+    """Give ``wrapper`` the signature of ``fn`` with its annotations evaluated.
+
+    Prefect resolves string annotations in the namespace of the function it
+    calls; the wrapper lives here, not in the author's module, so it carries
+    the evaluated types instead.
+    """
+    signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except NameError:
+        return wrapper
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+        ],
+        return_annotation=hints.get("return", signature.return_annotation),
+    )
+    return wrapper
 
 
 @overload
