@@ -17,8 +17,11 @@ from accelerator_prefect.errors import AcceleratorError, ValidationFailed
 from accelerator_prefect.settings import get_settings
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from accelerator_prefect.catalog import HostedVersion
     from accelerator_prefect.client import Accelerator
+    from accelerator_prefect.storage import Storage
 
 app = typer.Typer(
     name="acc",
@@ -322,6 +325,12 @@ def run(
     conf: list[str] = typer.Option([], "--conf", "-c", help="A conf field, FIELD=VALUE (repeat)."),
     conf_file: Path | None = typer.Option(None, help="Conf fields from a YAML or JSON file."),
     version: str | None = typer.Option(None, "--version", help="Run this version."),
+    inputs: list[str] = typer.Option(
+        [],
+        "--input",
+        "-i",
+        help="An input file or folder (acc://…; folders end with /). Repeat for more.",
+    ),
     output: str | None = typer.Option(None, help="Write results here (an acc:// folder)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Follow the run until it ends."),
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
@@ -334,7 +343,14 @@ def run(
         hosted = pick_version(acc.get(model), version)
         values = _read_conf_file(conf_file) if conf_file else {}
         values.update(parse_conf(conf, hosted.parameter_schema))
-        handle = acc.launch(model, values, version=hosted.version, output=output, via="cli")
+        handle = acc.launch(
+            model,
+            values,
+            version=hosted.version,
+            inputs=inputs or None,
+            output=output,
+            via="cli",
+        )
     except ValidationFailed as exc:
         fail(str(exc), code=2)
     except AcceleratorError as exc:
@@ -345,6 +361,7 @@ def run(
         console.print(f"Follow it with: acc logs --follow {handle.id}")
         return
     state = _follow(acc, str(handle.id), timeout)
+    _print_outputs(acc, str(handle.id))
     if state != "Completed":
         raise typer.Exit(1)
 
@@ -389,6 +406,120 @@ def logs(
             console.print(line, highlight=False, markup=False)
     except AcceleratorError as exc:
         fail(str(exc))
+
+
+def _print_outputs(acc: Accelerator, run_id: str) -> None:
+    from accelerator_prefect.mapping import human_size
+
+    handle = acc.run(run_id)
+    files = handle.outputs()
+    if not files:
+        return
+    complete = handle.outputs_complete
+    title = f"outputs in {handle.output_location}" + ("" if complete else " (INCOMPLETE)")
+    table = Table("file", "size", "type", title=title)
+    for f in files:
+        table.add_row(f.path, human_size(f.size), f.media_type)
+    console.print(table)
+    console.print(f"Download them with: acc get {handle.output_location} .")
+
+
+@app.command()
+def outputs(run_id: str) -> None:
+    """List the files a run wrote."""
+    acc = connect()
+    try:
+        _print_outputs(acc, run_id)
+    except AcceleratorError as exc:
+        fail(str(exc))
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+def _storage() -> Storage:
+    from accelerator_prefect.storage import AccFileSystem, Storage
+
+    return Storage(AccFileSystem.from_settings(get_settings(home=options.home)))
+
+
+def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def ls(uri: str = typer.Argument("acc://", help="An acc:// folder.")) -> None:
+    """List files and folders in acc:// storage."""
+    from accelerator_prefect.mapping import human_size
+
+    try:
+        entries = _storage().ls(uri)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("name", "size", "modified", "type", title=uri, title_justify="left")
+    for e in entries:
+        table.add_row(
+            e.name + ("/" if e.is_folder else ""),
+            "" if e.is_folder else human_size(e.size),
+            f"{e.modified:%Y-%m-%d %H:%M}" if e.modified else "",
+            e.media_type or "folder",
+        )
+    console.print(table)
+
+
+@app.command()
+def put(
+    sources: list[Path] = typer.Argument(..., help="Local files or folders."),
+    destination: str = typer.Argument(..., help="An acc:// folder (ending with /) or file."),
+) -> None:
+    """Copy local files or folders into acc:// storage."""
+    storage = _storage()
+    try:
+        plan = [pair for source in sources for pair in storage.plan_put(source, destination)]
+        total = sum(local.stat().st_size for local, _ in plan)
+        with _progress() as progress:
+            task = progress.add_task(f"put {len(plan)} file(s)", total=total)
+            for source in sources:
+                storage.put(source, destination, lambda n: progress.advance(task, n))
+    except AcceleratorError as exc:
+        fail(str(exc))
+    for _, uri in plan:
+        console.print(f"[green]✓[/] {uri}", highlight=False)
+
+
+@app.command()
+def get(
+    uri: str = typer.Argument(..., help="An acc:// file or folder."),
+    destination: Path = typer.Argument(Path("."), help="A local folder or file name."),
+) -> None:
+    """Copy files or folders out of acc:// storage."""
+    storage = _storage()
+    try:
+        plan = storage.plan_get(uri, destination)
+        total = sum(entry.size for entry, _ in plan)
+        with _progress() as progress:
+            task = progress.add_task(f"get {len(plan)} file(s)", total=total)
+            written = storage.get(uri, destination, lambda n: progress.advance(task, n))
+    except AcceleratorError as exc:
+        fail(str(exc))
+    for path in written:
+        console.print(f"[green]✓[/] {path}", highlight=False)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.catalog import HostedModel
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import Run
-    from accelerator_prefect.storage import Storage
+    from accelerator_prefect.storage import AccFileSystem, Storage
 
 T = TypeVar("T")
 
@@ -56,6 +56,7 @@ class AsyncAccelerator:
         self.user = user
         self.settings = settings or get_settings()
         self._client: PrefectClient | None = None
+        self._storage_fs: AccFileSystem | None = None
 
     @classmethod
     def connect(
@@ -63,6 +64,14 @@ class AsyncAccelerator:
     ) -> AsyncAccelerator:
         settings = get_settings(home=home, user=user)
         return cls(resolve_api_url(settings, api_url), user=settings.user, settings=settings)
+
+    def storage_fs(self) -> AccFileSystem:
+        """The ``acc://`` filesystem of this installation (from its settings)."""
+        from accelerator_prefect.storage import AccFileSystem
+
+        if self._storage_fs is None:
+            self._storage_fs = AccFileSystem.from_settings(self.settings)
+        return self._storage_fs
 
     async def client(self) -> PrefectClient:
         if self._client is None:
@@ -130,6 +139,7 @@ class AsyncAccelerator:
             inputs=inputs,
             output=output,
             via=via,
+            storage=self.storage_fs(),
         )
         return str(flow_run.id)
 
@@ -196,7 +206,7 @@ class Accelerator:
         from accelerator_prefect.storage import Storage
 
         if self._storage is None:
-            self._storage = Storage()
+            self._storage = Storage(self._core.storage_fs())
         return self._storage
 
     def _run(self, coro: Awaitable[T]) -> T:
@@ -255,8 +265,12 @@ class Accelerator:
     ) -> Run:
         """Launch a run of ``model`` (its newest active version unless ``version``).
 
-        ``conf`` is checked against the version's schema first; a refused launch
-        raises :class:`~accelerator_prefect.InvalidConf` and creates no run.
+        ``conf`` is checked against the version's schema, and ``inputs`` (a list of
+        ``acc://`` URIs, folders ending with ``/``, or ``{"selected_files": [...],
+        "selected_folders": [...]}``) against the model's input mapping and the
+        files in storage. A refused launch raises
+        :class:`~accelerator_prefect.InvalidConf` or
+        :class:`~accelerator_prefect.InvalidInputs` and creates no run.
         """
         from accelerator_prefect.runs import Run
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
+    from accelerator_prefect.storage import AccFileSystem
+
 VIA = ("python", "cli", "catalog", "portal", "link")
 
 
@@ -70,13 +72,15 @@ def build_parameters(
     return parameters
 
 
-def _mapping_problems(hosted: HostedVersion, parameters: dict[str, Any]) -> list[str]:
+def _mapping_problems(
+    hosted: HostedVersion, parameters: dict[str, Any], storage: AccFileSystem | None
+) -> list[str]:
     """The selection and the output location, checked against storage as it is now."""
     problems = []
     if "inputs" in parameters:
-        problems += input_problems(hosted.input_mapping, parameters["inputs"])
+        problems += input_problems(hosted.input_mapping, parameters["inputs"], storage)
     if "output" in parameters:
-        problems += output_problems(str(parameters["output"].get("location", "")))
+        problems += output_problems(str(parameters["output"].get("location", "")), storage)
     return problems
 
 
@@ -96,6 +100,7 @@ async def launch(
     inputs: Any = None,
     output: Any = None,
     via: str = "python",
+    storage: AccFileSystem | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none)."""
     if via not in VIA:
@@ -109,7 +114,7 @@ async def launch(
     if problems:
         kind = InvalidConf if any(p.startswith("conf") for p in problems) else InvalidInputs
         raise kind(problems, what=what)
-    problems = await asyncio.to_thread(_mapping_problems, hosted, parameters)
+    problems = await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
     if problems:
         raise InvalidInputs(problems, what=what)
     flow_run = await client.create_flow_run_from_deployment(

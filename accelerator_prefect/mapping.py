@@ -22,6 +22,8 @@ from accelerator_prefect.storage import PREFIX, StoragePathError, accepts, check
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
+    from accelerator_prefect.storage import AccFileSystem
+
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "https", "http")
 _UNITS = {
     "B": 1,
@@ -60,11 +62,11 @@ def source_of(uri: str) -> Source | None:
     return Source.cloud if scheme in CLOUD_SCHEMES else None
 
 
-def _filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
+def _filesystem(uri: str, storage: AccFileSystem | None = None) -> tuple[AbstractFileSystem, str]:
     if uri.startswith(PREFIX):
         from accelerator_prefect.storage import AccFileSystem
 
-        return AccFileSystem(), uri
+        return storage or AccFileSystem(), uri
     from fsspec.core import url_to_fs
 
     return url_to_fs(uri)  # type: ignore[no-any-return]
@@ -156,7 +158,7 @@ def expand(
 
 
 def _check_one(
-    where: str, uri: str, mapping: InputMapping, folder: bool
+    where: str, uri: str, mapping: InputMapping, folder: bool, storage: AccFileSystem | None
 ) -> tuple[list[str], list[InputFile]]:
     """Problems with one selected file or folder, and the files it contributes."""
     source = source_of(uri)
@@ -171,7 +173,7 @@ def _check_one(
         except StoragePathError as exc:
             return [f"{where}: {exc}"], []
     try:
-        fs, path = _filesystem(uri)
+        fs, path = _filesystem(uri, storage)
         info = fs.info(path)
     except FileNotFoundError:
         return [f"{where}: {uri} does not exist"], []
@@ -200,13 +202,15 @@ def _check_one(
     return [], files
 
 
-def input_problems(mapping: InputMapping, inputs: dict[str, Any]) -> list[str]:
+def input_problems(
+    mapping: InputMapping, inputs: dict[str, Any], storage: AccFileSystem | None = None
+) -> list[str]:
     """Every way a selection fails the model's input mapping, one line per problem."""
     problems: list[str] = []
     files: list[InputFile] = []
     for key, folder in (("selected_files", False), ("selected_folders", True)):
         for index, uri in enumerate(inputs.get(key) or []):
-            found, contributed = _check_one(f"inputs.{key}[{index}]", uri, mapping, folder)
+            found, contributed = _check_one(f"inputs.{key}[{index}]", uri, mapping, folder, storage)
             problems += found
             files += contributed
     if problems:
@@ -233,7 +237,7 @@ def input_problems(mapping: InputMapping, inputs: dict[str, Any]) -> list[str]:
     return problems
 
 
-def output_problems(location: str) -> list[str]:
+def output_problems(location: str, storage: AccFileSystem | None = None) -> list[str]:
     """Problems with an output location (an acc:// folder, not an existing file)."""
     if not location.startswith(PREFIX):
         return [f"output.location: {location!r} must be an acc:// folder"]
@@ -246,7 +250,7 @@ def output_problems(location: str) -> list[str]:
         return [f"output.location: {location} is a project root; choose a folder inside it"]
     from accelerator_prefect.storage import AccFileSystem
 
-    fs = AccFileSystem()
+    fs = storage or AccFileSystem()
     if fs.isfile(concrete):
         return [f"output.location: {location} is an existing file; choose a folder"]
     return []

@@ -20,6 +20,7 @@ from accelerator_prefect.mapping import human_size
 
 if TYPE_CHECKING:
     from accelerator_prefect.jobflow import Output
+    from accelerator_prefect.storage import Storage
 
 INCOMPLETE = "_INCOMPLETE.json"
 _log = logging.getLogger(__name__)
@@ -35,14 +36,14 @@ class OutputFile:
     media_type: str
 
 
-def list_outputs(folder: str) -> list[OutputFile]:
+def list_outputs(folder: str, storage: Storage | None = None) -> list[OutputFile]:
     """The files under the output ``folder`` (empty if the run wrote none)."""
     from accelerator_prefect.errors import NotFound
     from accelerator_prefect.storage import Storage
 
     base = folder.rstrip("/") + "/"
     try:
-        entries = Storage().files(base)
+        entries = (storage or Storage()).files(base)
     except NotFound:
         return []
     return [
@@ -52,10 +53,10 @@ def list_outputs(folder: str) -> list[OutputFile]:
     ]
 
 
-def is_incomplete(folder: str) -> bool:
+def is_incomplete(folder: str, storage: Storage | None = None) -> bool:
     from accelerator_prefect.storage import Storage
 
-    return Storage().exists(folder.rstrip("/") + "/" + INCOMPLETE)
+    return (storage or Storage()).exists(folder.rstrip("/") + "/" + INCOMPLETE)
 
 
 def run_folder(parameters: dict[str, Any], run_id: object) -> str | None:

@@ -24,12 +24,14 @@ import httpx
 from pydantic import BaseModel
 
 from accelerator_prefect.errors import AcceleratorError, PlatformError
+from accelerator_prefect.settings import get_settings
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
     from accelerator_prefect.client import Accelerator
     from accelerator_prefect.publish import PublishResult
+    from accelerator_prefect.storage import Storage
 
 RESULTS_BLOCK = "acc-results"
 Report = Callable[[str], None]
@@ -258,6 +260,30 @@ def bundled_examples() -> list[Path]:
     return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def bundled_data() -> Path:
+    """Sample inputs of the examples: ``examples/data/<project>/…`` in the repository."""
+    return Path(__file__).resolve().parents[1] / "examples" / "data"
+
+
+def seed_example_data(storage: Storage, folder: Path | None = None) -> list[str]:
+    """Copy the examples' sample inputs to ``acc://<project>/examples/…``; return what was new.
+
+    Files already there with the same size are left alone, so users' edits survive.
+    """
+    folder = folder or bundled_data()
+    copied: list[str] = []
+    if not folder.is_dir():
+        return copied
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        project, *rest = path.relative_to(folder).parts
+        uri = f"acc://{project}/examples/{'/'.join(rest)}"
+        if storage.exists(uri) and storage.info(uri).size == path.stat().st_size:
+            continue
+        storage.put(path, uri)
+        copied.append(uri)
+    return copied
+
+
 def up(
     home: Path,
     *,
@@ -299,6 +325,12 @@ def up(
         info.worker_pid = start_worker(home, info.api_url, pool)
         _write_platform(info)
     _wait_for_worker(acc, info, pool, deadline)
+    if examples is None:
+        from accelerator_prefect.storage import AccFileSystem, Storage
+
+        storage = Storage(AccFileSystem.from_settings(get_settings(home=home)))
+        copied = seed_example_data(storage)
+        report(f"sample inputs: {len(copied)} new file(s) under acc://<project>/examples/")
     published = publish_examples(
         acc, examples if examples is not None else bundled_examples(), report
     )

@@ -183,7 +183,7 @@ class Run:
         from accelerator_prefect.outputs import list_outputs, run_folder
 
         folder = run_folder(self._flow_run().parameters, self.id)
-        return list_outputs(folder) if folder else []
+        return list_outputs(folder, self._acc.storage) if folder else []
 
     @property
     def output_location(self) -> str | None:
@@ -200,7 +200,7 @@ class Run:
         flow_run = self._flow_run()
         folder = run_folder(flow_run.parameters, self.id)
         completed = bool(flow_run.state and flow_run.state.is_completed())
-        return completed and not (folder and is_incomplete(folder))
+        return completed and not (folder and is_incomplete(folder, self._acc.storage))
 
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""

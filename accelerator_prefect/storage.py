@@ -33,13 +33,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from accelerator_prefect.errors import AcceleratorError, NotFound
+
+if TYPE_CHECKING:
+    from accelerator_prefect.settings import Settings
 
 PROTOCOL = "acc"
 PREFIX = "acc://"
@@ -223,6 +226,11 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
             fs.makedirs(base, exist_ok=True)
             self._local_root = os.path.realpath(base)
         super().__init__(path=base, fs=fs, **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccFileSystem:
+        """The storage of the installation ``settings`` describe."""
+        return cls(root=settings.storage_root, storage_options=settings.storage_options)
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:

@@ -12,9 +12,12 @@ Three routines, as a regional climate service would run them:
 3. ``postprocess``: write the fine grid as NetCDF (CF conventions), a CSV
    summary per sub-region and a PNG quick-look map.
 
-The coarse fields and the terrain come from a small deterministic generator
-(``coarse_fields``, ``terrain``), so the model runs anywhere without a
-download; the arithmetic on them is the real method.
+The user selects the coarse inputs: ``observations.nc`` (the observed
+reference climatology on the coarse grid) and one ``model_<scenario>.nc`` per
+scenario (a global model's historical and future monthly climate). The
+bundled sample inputs under ``examples/data/climate/coarse-cmip6/`` come from
+:func:`coarse_fields`, a small deterministic generator, so the model runs
+anywhere without a download; the arithmetic on them is the real method.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from accelerator_prefect import Conf, Output, jobflow, routine
+from accelerator_prefect import Conf, InputFile, Inputs, Output, jobflow, routine
 
 LAPSE_RATE_K_PER_M = -0.0065
 OROGRAPHIC_PER_M = 0.0004
 COARSE_STEP_DEG = 1.0
 FUTURE_YEAR = 2085
+REFERENCE_YEAR = 1995  # the centre of the reference period of the coarse inputs
 
 
 class Scenario(StrEnum):
@@ -163,29 +167,26 @@ def _climatology(grid: Grid, elevation: np.ndarray, year: float) -> tuple[np.nda
 DOMAIN = (34.0, 72.0, -12.0, 32.0)
 
 
-def coarse_fields(
-    region: Region, scenario: Scenario, base_year: int
-) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
-    """The coarse inputs on the whole domain: observations and a biased model run,
-    historical and future."""
+def coarse_fields(scenario: Scenario) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
+    """Sample coarse inputs on the whole domain: observations and a biased model run,
+    historical (around REFERENCE_YEAR) and future (around FUTURE_YEAR)."""
     south, north, west, east = DOMAIN
     grid = Grid(
         lat=np.arange(south, north + 1e-9, COARSE_STEP_DEG),
         lon=np.arange(west, east + 1e-9, COARSE_STEP_DEG),
     )
     elevation = _block_mean_elevation(grid)
-    obs_tas, obs_pr = _climatology(grid, elevation, base_year)
-    rng = np.random.default_rng(_seed("model", scenario.value, base_year))
+    obs_tas, obs_pr = _climatology(grid, elevation, REFERENCE_YEAR)
+    rng = np.random.default_rng(_seed("model", scenario.value, REFERENCE_YEAR))
     shape = obs_tas.shape
     warm, wet = SCENARIOS[scenario]
-    horizon = max(0.0, (FUTURE_YEAR - base_year) / (FUTURE_YEAR - 1995))
     mountain = 1.0 + 0.3 * elevation[None] / max(float(elevation.max()), 1.0)
     model_bias = 1.3 + 0.4 * rng.standard_normal(shape[1:])[None]
     model_hist_tas = obs_tas + model_bias + 0.3 * rng.standard_normal(shape)
-    model_future_tas = model_hist_tas + warm * horizon * mountain + 0.2 * rng.standard_normal(shape)
+    model_future_tas = model_hist_tas + warm * mountain + 0.2 * rng.standard_normal(shape)
     model_hist_pr = obs_pr * (1.15 + 0.05 * rng.standard_normal(shape))
     seasonal = 1 - 0.5 * np.cos(2 * np.pi * np.arange(12)[:, None, None] / 12)
-    model_future_pr = model_hist_pr * (1 + wet * horizon * seasonal)
+    model_future_pr = model_hist_pr * (1 + wet * seasonal)
     return (
         grid,
         elevation,
@@ -227,22 +228,127 @@ def _block_mean_elevation(coarse: Grid) -> np.ndarray:
     return z.reshape(len(coarse.lat), sub, len(coarse.lon), sub).mean(axis=(1, 3))
 
 
+def write_netcdf(target: Any, variables: dict[str, np.ndarray], grid: Grid, **attrs: Any) -> None:
+    """Coarse fields as a NetCDF file (CF conventions) on the open binary ``target``."""
+    from scipy.io import netcdf_file
+
+    nc = netcdf_file(target, "w", version=2)
+    for key, value in attrs.items():
+        setattr(nc, key, value)
+    nc.Conventions = "CF-1.8"
+    nc.createDimension("month", 12)
+    nc.createDimension("lat", len(grid.lat))
+    nc.createDimension("lon", len(grid.lon))
+    for name, data, units in [
+        ("lat", grid.lat, "degrees_north"),
+        ("lon", grid.lon, "degrees_east"),
+    ]:
+        var = nc.createVariable(name, "f8", (name,))
+        var[:] = data
+        var.units = units
+    for name, data in variables.items():
+        dims = ("month", "lat", "lon") if data.ndim == 3 else ("lat", "lon")
+        var = nc.createVariable(name, "f4", dims)
+        var[:] = data
+        var.units = "m" if name == "elevation" else ("degC" if "tas" in name else "mm day-1")
+    nc.flush()
+    nc.close()
+
+
+def sample_inputs() -> dict[str, tuple[dict[str, np.ndarray], Grid, dict[str, Any]]]:
+    """The bundled sample inputs: file name -> (variables, grid, attributes)."""
+    files: dict[str, tuple[dict[str, np.ndarray], Grid, dict[str, Any]]] = {}
+    for scenario in Scenario:
+        grid, elevation, fields = coarse_fields(scenario)
+        if "observations.nc" not in files:
+            files["observations.nc"] = (
+                {"obs_tas": fields["obs_tas"], "obs_pr": fields["obs_pr"], "elevation": elevation},
+                grid,
+                {
+                    "title": "Observed reference climatology (sample)",
+                    "reference_year": REFERENCE_YEAR,
+                },
+            )
+        files[f"model_{scenario.value}.nc"] = (
+            {
+                name.removeprefix("model_"): values
+                for name, values in fields.items()
+                if name.startswith("model_")
+            },
+            grid,
+            {
+                "title": f"Global model run, {scenario.value} (sample)",
+                "scenario": scenario.value,
+                "reference_year": REFERENCE_YEAR,
+                "future_year": FUTURE_YEAR,
+            },
+        )
+    return files
+
+
+def _attribute(nc: Any, name: str) -> str | None:
+    value = getattr(nc, name, None)
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
+def read_inputs(
+    files: list[InputFile], scenario: Scenario
+) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
+    """The observations and the scenario's model run among the selected files."""
+    from scipy.io import netcdf_file
+
+    observations: dict[str, np.ndarray] | None = None
+    runs: dict[str, dict[str, np.ndarray]] = {}
+    grid = None
+    for f in files:
+        with f.open("rb") as stream:
+            nc = netcdf_file(stream, "r", mmap=False)
+            variables = {name: np.array(v[:]) for name, v in nc.variables.items()}
+            found = _attribute(nc, "scenario")
+            nc.close()
+        here = Grid(variables.pop("lat"), variables.pop("lon"))
+        if grid is not None and (
+            here.lat.shape != grid.lat.shape or here.lon.shape != grid.lon.shape
+        ):
+            raise ValueError(f"inputs: {f.uri} is on another grid than the other files")
+        grid = here
+        if "obs_tas" in variables:
+            observations = variables
+        elif found:
+            runs[found] = variables
+    if observations is None:
+        raise ValueError("inputs: no observations file (with obs_tas) among the selected files")
+    if scenario.value not in runs:
+        have = ", ".join(sorted(runs)) or "none"
+        raise ValueError(
+            f"inputs: no model run for scenario {scenario.value} among the selected files "
+            f"(found: {have}); select model_{scenario.value}.nc too"
+        )
+    assert grid is not None
+    model = runs[scenario.value]
+    elevation = observations.pop("elevation")
+    return grid, elevation, {**observations, **{f"model_{k}": v for k, v in model.items()}}
+
+
 @routine(retries=1, retry_delay_seconds=1)
-def preprocess(conf: DownscalingConf) -> CoarseFields:
+def preprocess(conf: DownscalingConf, files: list[InputFile]) -> CoarseFields:
     """Read the coarse fields, crop to the region, bias-correct against observations."""
-    domain, domain_elevation, fields = coarse_fields(
-        conf.target_region, conf.scenario, conf.base_year
-    )
+    domain, domain_elevation, fields = read_inputs(files, conf.scenario)
     grid, elevation, f = crop(domain, fields, domain_elevation, conf.target_region)
-    tas_change = f["model_future_tas"] - f["model_hist_tas"]
-    pr_change = f["model_future_pr"] / f["model_hist_pr"] - 1.0
-    tas = f["obs_tas"] + tas_change
+    # The inputs describe REFERENCE_YEAR -> FUTURE_YEAR; a later base year sees less of
+    # the change, and an observed reference warmer by the observed trend.
+    horizon = max(0.0, (FUTURE_YEAR - conf.base_year) / (FUTURE_YEAR - REFERENCE_YEAR))
+    obs_tas = f["obs_tas"] + 0.018 * (conf.base_year - REFERENCE_YEAR)
+    tas_change = horizon * (f["model_future_tas"] - f["model_hist_tas"])
+    pr_change = horizon * (f["model_future_pr"] / f["model_hist_pr"] - 1.0)
+    tas = obs_tas + tas_change
     pr = f["obs_pr"] * (1.0 + pr_change)
     bias = float(np.mean(f["model_hist_tas"] - f["obs_tas"]))
     print(
-        f"preprocess: {conf.target_region.value} {conf.scenario.value}, cropped "
-        f"{len(grid.lat)}x{len(grid.lon)} of the {len(domain.lat)}x{len(domain.lon)} coarse "
-        f"grid, removed a mean model bias of {bias:+.2f} K"
+        f"preprocess: read {len(files)} file(s); {conf.target_region.value} "
+        f"{conf.scenario.value}, cropped {len(grid.lat)}x{len(grid.lon)} of the "
+        f"{len(domain.lat)}x{len(domain.lon)} coarse grid, removed a mean model bias of "
+        f"{bias:+.2f} K"
     )
     return CoarseFields(grid, elevation, tas, tas_change, pr, pr_change)
 
@@ -413,8 +519,8 @@ def postprocess(conf: DownscalingConf, fields: FineFields, output: Output) -> di
 
 
 @jobflow(name="climate-downscaling")
-def climate_downscaling(conf: DownscalingConf, output: Output) -> dict[str, Any]:
+def climate_downscaling(conf: DownscalingConf, inputs: Inputs, output: Output) -> dict[str, Any]:
     """Downscale a coarse climate projection to a fine regional grid."""
-    coarse = preprocess(conf)
+    coarse = preprocess(conf, inputs.files())
     fine = regional_model(conf, coarse)
     return postprocess(conf, fine, output)  # type: ignore[no-any-return]
