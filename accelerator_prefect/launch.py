@@ -75,12 +75,17 @@ def build_parameters(
 def _mapping_problems(
     hosted: HostedVersion, parameters: dict[str, Any], storage: AccFileSystem | None
 ) -> list[str]:
-    """The selection and the output location, checked against storage as it is now."""
+    """The selection and the output location, checked against storage as it is now
+    (when their shape is right; the schema reports it otherwise)."""
     problems = []
-    if "inputs" in parameters:
-        problems += input_problems(hosted.input_mapping, parameters["inputs"], storage)
-    if "output" in parameters:
-        problems += output_problems(str(parameters["output"].get("location", "")), storage)
+    inputs, output = parameters.get("inputs"), parameters.get("output")
+    if isinstance(inputs, dict) and all(
+        isinstance(inputs.get(k, []), list) and all(isinstance(u, str) for u in inputs.get(k, []))
+        for k in ("selected_files", "selected_folders")
+    ):
+        problems += input_problems(hosted.input_mapping, inputs, storage)
+    if isinstance(output, dict) and isinstance(output.get("location"), str):
+        problems += output_problems(output["location"], storage)
     return problems
 
 
@@ -111,12 +116,15 @@ async def launch(
     parameters = build_parameters(hosted, user=user, conf=conf, inputs=inputs, output=output)
     what = f"launch of {hosted.name}@{hosted.version}"
     problems = parameter_problems(hosted.parameter_schema, parameters)
+    flagged = {p.split(":", 1)[0] for p in problems}
+    problems += [
+        p
+        for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
+        if p.split(":", 1)[0] not in flagged
+    ]
     if problems:
         kind = InvalidConf if any(p.startswith("conf") for p in problems) else InvalidInputs
         raise kind(problems, what=what)
-    problems = await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
-    if problems:
-        raise InvalidInputs(problems, what=what)
     flow_run = await client.create_flow_run_from_deployment(
         hosted.deployment_id,
         parameters=parameters,

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from accelerator_prefect.manifest import InputMapping, Manifest, Source
 from accelerator_prefect.storage import PREFIX, StoragePathError, accepts, check_path, media_type
+from accelerator_prefect.validation import MESSAGE_KEY
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -141,7 +142,8 @@ def _folder_files(fs: AbstractFileSystem, path: str, accepted: list[str]) -> lis
 def expand(
     selected_files: Iterable[str], selected_folders: Iterable[str], accepted: Iterable[str] = ()
 ) -> list[InputFile]:
-    """The selected files with folders expanded (matching ``accepted``), in order."""
+    """The selected files with folders expanded (matching ``accepted``), in order,
+    each once."""
     accepted = list(accepted)
     files: list[InputFile] = []
     for uri in selected_files:
@@ -154,7 +156,10 @@ def expand(
             InputFile(f"{base}/{relative}", size, folder)
             for relative, size in _folder_files(fs, path, accepted)
         ]
-    return files
+    unique: dict[str, InputFile] = {}
+    for f in files:
+        unique.setdefault(f.uri, f)
+    return list(unique.values())
 
 
 def _check_one(
@@ -281,11 +286,20 @@ def _file_pattern(accepted: list[str]) -> str | None:
 
 def inputs_schema(mapping: InputMapping, title: str = "inputs") -> dict[str, Any]:
     """The ``inputs`` parameter's schema with the mapping's constraints inlined."""
-    uri = {"type": "string", "pattern": _uri_pattern(mapping.sources)}
+    cloud = Source.cloud in mapping.sources
+    uri = {
+        "type": "string",
+        "pattern": _uri_pattern(mapping.sources),
+        MESSAGE_KEY: "is not an acc:// path or a cloud URL (s3://, https:// …)"
+        if cloud
+        else "is not an acc:// path (this model reads acc:// storage only)",
+    }
     file_item: dict[str, Any] = dict(uri)
     pattern = _file_pattern(mapping.accepted_types)
     if pattern:
-        file_item = {"type": "string", "allOf": [uri, {"pattern": pattern}]}
+        kinds = ", ".join(mapping.accepted_types)
+        types = {"pattern": pattern, MESSAGE_KEY: f"is not an accepted type (accepted: {kinds})"}
+        file_item = {"type": "string", "allOf": [uri, types]}
     files: dict[str, Any] = {
         "type": "array",
         "title": "Selected files",
@@ -339,6 +353,7 @@ def constrain_schema(schema: dict[str, Any], manifest: Manifest) -> dict[str, An
                     "type": "string",
                     "title": "Output location",
                     "pattern": "^acc://",
+                    MESSAGE_KEY: "is not an acc:// folder",
                     "description": "The acc:// folder the run writes its results into.",
                 }
             },

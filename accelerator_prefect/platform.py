@@ -180,9 +180,13 @@ def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
     )
 
 
-def start_worker(home: Path, api_url: str, pool: str) -> int:
-    """Start a process worker polling ``pool`` every second; return its pid."""
-    env = _base_env(home, api_url)
+def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None = None) -> int:
+    """Start a process worker polling ``pool`` every second; return its pid.
+
+    ``env`` adds settings its runs inherit, e.g. ``ACC_STORAGE_URL``.
+    """
+    extra, env = env or {}, _base_env(home, api_url)
+    env.update(extra)
     env.update(
         {
             # Poll every second: users should not wait for a polling interval.

@@ -15,6 +15,8 @@ from jsonschema.exceptions import ValidationError
 from accelerator_prefect.errors import field_path
 
 EXTENSION_KEY = "x-accelerator"
+# A schema node may say in words what its pattern means (the ajv-errors convention).
+MESSAGE_KEY = "errorMessage"
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +31,10 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 def _describe(schema: dict[str, Any], error: ValidationError) -> str:
     where = field_path(error.absolute_path)
+    said = error.schema.get(MESSAGE_KEY) if isinstance(error.schema, dict) else None
+    if said:
+        shown = error.instance if isinstance(error.instance, str) else repr(error.instance)
+        return f"{where or 'parameters'}: {shown} {said}"
     if error.validator == "required":
         missing = error.message.split("'")[1]
         return f"{field_path([*error.absolute_path, missing])}: required field is missing"

@@ -8,16 +8,23 @@ and `acc down` do it.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from git import Repo
 
 from accelerator_prefect import Accelerator
 from accelerator_prefect.platform import PlatformInfo, down, free_port, up
+from accelerator_prefect.storage import AccFileSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,8 +67,133 @@ tags: [test]
 """
 
 
+@dataclass(frozen=True)
+class S3Server:
+    """moto in server mode: a real S3 HTTP endpoint on loopback."""
+
+    endpoint: str
+    bucket: str
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"endpoint_url": self.endpoint}
+
+    def filesystem(self) -> Any:
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, skip_instance_cache=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A moto S3 server process; its credentials and endpoint are in this process's
+    environment, so the platform's worker (started later) inherits them too."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not _answers(endpoint):
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"moto did not answer: {log.read_text()}"
+        time.sleep(0.1)
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+    )
+    server = S3Server(endpoint, "acc-test")
+    server.filesystem().mkdir(server.bucket)
+    yield server
+    process.terminate()
+    process.wait(timeout=10)
+
+
+TABLES_FLOW = """
+import os
+import signal
+
+from pydantic import Field
+
+from accelerator_prefect import Conf, Inputs, Output, jobflow, routine
+
+
+class TablesConf(Conf):
+    fail_after: int = Field(default=0, ge=0, description="Fail after this many files (0: never).")
+    crash: bool = Field(default=False, description="Die mid-write, as a killed process does.")
+
+
+@routine
+def count_rows(inputs: Inputs) -> dict[str, int]:
+    rows = {{}}
+    for f in inputs.files():
+        with f.open("r") as stream:
+            rows[f.relative] = sum(1 for _ in stream) - 1
+    print(f"counted the rows of {{len(rows)}} file(s)")
+    return rows
+
+
+@routine
+def write(conf: TablesConf, rows: dict[str, int], output: Output) -> None:
+    for done, (name, count) in enumerate(sorted(rows.items()), 1):
+        with output.open(name.replace("/", "_") + ".rows.txt", "w") as f:
+            f.write(str(count))
+        if done == conf.fail_after:
+            raise RuntimeError("failing on purpose")
+    if conf.crash:
+        f = output.open("big.bin", "wb")
+        f.write(b"x" * 1_000_000)
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    with output.open("summary.csv", "w") as f:
+        f.write("file,rows\\n" + "".join(f"{{k}},{{v}}\\n" for k, v in sorted(rows.items())))
+
+
+@jobflow(name="tables")
+def tables(conf: TablesConf, inputs: Inputs, output: Output) -> dict[str, int]:
+    rows = count_rows(inputs)
+    write(conf, rows, output)
+    return rows
+"""
+
+TABLES_MANIFEST = """
+name: {name}
+title: Tables
+version: {version}
+jobflow: flows/tables.py:tables
+owner: alice
+project: demo
+access:
+  scope: project
+inputs:
+  min_files: 1
+  max_files: 3
+  accepted_types: [".csv"]
+  sources: [{sources}]
+  max_total_size: "1 KB"
+{extra}
+"""
+
+
+@pytest.fixture(scope="session")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[PlatformInfo]:
     home = tmp_path_factory.mktemp("acc-home")
     previous = os.environ.get("ACC_HOME")
     os.environ["ACC_HOME"] = str(home)  # this process reads acc:// outputs like the worker
@@ -72,6 +204,16 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]
         os.environ.pop("ACC_HOME", None)
     else:
         os.environ["ACC_HOME"] = previous
+
+
+@pytest.fixture(params=["local", "s3"])
+def acc_fs(request: pytest.FixtureRequest, tmp_path: Path) -> AccFileSystem:
+    """acc:// storage on each backend: a local folder, and a prefix in a moto bucket."""
+    if request.param == "local":
+        return AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    server: S3Server = request.getfixturevalue("s3_server")
+    prefix = f"s3://{server.bucket}/{uuid.uuid4().hex[:10]}"
+    return AccFileSystem(root=prefix, storage_options=server.options)
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +246,17 @@ class ModelRepo:
         self.write("flows/echo.py", ECHO_FLOW.format(code_version=code_version))
         self.write(
             f"deployments/{self.name}.yaml", ECHO_MANIFEST.format(name=self.name, version=version)
+        )
+        return self
+
+    def tables(
+        self, version: str = "1.0.0", sources: str = "storage", extra: str = ""
+    ) -> ModelRepo:
+        """A model counting the rows of the CSV files it is given, writing one file each."""
+        self.write("flows/tables.py", TABLES_FLOW.format())
+        self.write(
+            f"deployments/{self.name}.yaml",
+            TABLES_MANIFEST.format(name=self.name, version=version, sources=sources, extra=extra),
         )
         return self
 

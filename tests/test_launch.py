@@ -11,7 +11,8 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.exceptions import PrefectHTTPStatusError
 
 from accelerator_prefect import Accelerator, InvalidConf, NotFound
-from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.platform import PlatformInfo, seed_example_data
+from accelerator_prefect.storage import Storage
 from tests.conftest import ROOT, ModelRepo
 
 
@@ -39,6 +40,7 @@ def climate_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
         (ROOT / "deployments" / "climate-downscaling.yaml").read_text(),
     )
     repo.commit("climate downscaling 1.0.0")
+    seed_example_data(Storage())
     return repo
 
 
@@ -49,9 +51,16 @@ def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
     run = acc.launch(
         "climate-downscaling",
         conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995},
+        inputs=["acc://climate/examples/coarse-cmip6/"],
     )
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     assert run.state == "Completed"
+    assert [(f.path, f.media_type) for f in run.outputs()] == [
+        ("downscaled.nc", "application/x-netcdf"),
+        ("quicklook.png", "image/png"),
+        ("summary.csv", "text/csv"),
+    ]
+    assert run.outputs_complete
 
     result = run.result()
     assert result["files"] == ["downscaled.nc", "quicklook.png", "summary.csv"]

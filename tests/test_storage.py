@@ -1,29 +1,225 @@
+"""acc:// storage on both backends: the local disk and S3 (moto's server on loopback)."""
+
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import fsspec
 import pytest
 
-from accelerator_prefect.storage import StoragePathError, resolve, split
+from accelerator_prefect.errors import NotFound
+from accelerator_prefect.storage import (
+    PARTIAL_MARK,
+    AccFileSystem,
+    Storage,
+    StoragePathError,
+    accepts,
+    check_path,
+)
+from tests.conftest import S3Server
+
+ESCAPES = [
+    "acc://climate/../other/secret.csv",
+    "acc://climate/a/../../etc/passwd",
+    "acc://../outside.csv",
+    "acc:///etc/passwd",
+    "acc://climate/%2e%2e/%2e%2e/x",
+    "acc://climate/%2F..%2Fx",
+    "acc://climate\\..\\..\\x",
+    "acc://climate/./x",
+    "acc://climate//x",
+    "acc://climate/a\x00b",
+]
+
+
+@pytest.mark.parametrize("uri", ESCAPES)
+def test_paths_that_could_escape_the_root_are_refused(uri: str) -> None:
+    with pytest.raises(StoragePathError, match=r"not allowed|absolute path"):
+        check_path(uri)
+
+
+@pytest.mark.parametrize("uri", ESCAPES)
+def test_no_operation_reaches_outside_the_root(acc_fs: AccFileSystem, uri: str) -> None:
+    acc_fs.pipe_file("acc://climate/ok.txt", b"fine")
+    for operation in (
+        lambda: acc_fs.open(uri, "rb"),
+        lambda: acc_fs.open(uri, "wb"),
+        lambda: acc_fs.ls(uri),
+        lambda: acc_fs.info(uri),
+        lambda: acc_fs.pipe_file(uri, b"x"),
+        lambda: acc_fs.rm(uri),
+        lambda: acc_fs.cp_file("acc://climate/ok.txt", uri),
+    ):
+        with pytest.raises(StoragePathError):
+            operation()
+
+
+def test_a_symlink_out_of_the_local_root_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not yours")
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    project = tmp_path / "storage" / "climate"
+    project.mkdir()
+    (project / "door").symlink_to(outside, target_is_directory=True)
+    (project / "key.txt").symlink_to(outside / "secret.txt")
+
+    with pytest.raises(StoragePathError, match="symbolic link"):
+        fs.cat_file("acc://climate/door/secret.txt")
+    with pytest.raises(StoragePathError, match="symbolic link"):
+        fs.cat_file("acc://climate/key.txt")
+    with pytest.raises(StoragePathError, match="symbolic link"):
+        fs.pipe_file("acc://climate/door/planted.txt", b"x")
+    assert not (outside / "planted.txt").exists()
+
+
+def test_a_symlink_inside_the_root_still_works(tmp_path: Path) -> None:
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    fs.pipe_file("acc://climate/data/t2m.csv", b"t\n1\n")
+    (tmp_path / "storage" / "climate" / "latest").symlink_to(
+        tmp_path / "storage" / "climate" / "data"
+    )
+    assert fs.cat_file("acc://climate/latest/t2m.csv") == b"t\n1\n"
+
+
+def test_acc_is_an_fsspec_protocol_that_pandas_and_xarray_use(
+    platform: object, tmp_path: Path
+) -> None:
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    assert fsspec.get_filesystem_class("acc") is AccFileSystem
+    frame = pd.DataFrame({"date": ["2020-01-01", "2020-01-02"], "t2m": [3.5, 4.0]})
+    frame.to_csv("acc://climate/obs/t2m.csv", index=False)
+    assert pd.read_csv("acc://climate/obs/t2m.csv")["t2m"].tolist() == [3.5, 4.0]
+    frame.to_parquet("acc://climate/obs/t2m.parquet")
+    assert pd.read_parquet("acc://climate/obs/t2m.parquet").shape == (2, 2)
+
+    grid = xr.Dataset({"tas": (("lat", "lon"), np.arange(6.0).reshape(2, 3))})
+    with fsspec.open("acc://climate/obs/grid.nc", "wb") as f:
+        f.write(grid.to_netcdf())
+    with fsspec.open("acc://climate/obs/grid.nc", "rb") as f:
+        assert float(xr.open_dataset(f, engine="scipy")["tas"].sum()) == 15.0
+
+
+def test_files_round_trip_on_both_backends(acc_fs: AccFileSystem) -> None:
+    with acc_fs.open("acc://climate/obs/t2m.csv", "w") as f:
+        f.write("date,t2m\n2020-01-01,3.5\n")
+    assert acc_fs.cat_file("acc://climate/obs/t2m.csv") == b"date,t2m\n2020-01-01,3.5\n"
+    assert acc_fs.ls("acc://climate/obs", detail=False) == ["climate/obs/t2m.csv"]
+    assert acc_fs.find("acc://climate") == ["climate/obs/t2m.csv"]
+    assert acc_fs.info("acc://climate/obs/t2m.csv")["size"] == 24
+
+
+def test_a_write_that_fails_leaves_nothing_and_keeps_the_old_file(acc_fs: AccFileSystem) -> None:
+    acc_fs.pipe_file("acc://climate/results/summary.csv", b"old,complete\n")
+    for mode in ("w", "wb"):
+        with (
+            pytest.raises(RuntimeError),
+            acc_fs.open("acc://climate/results/summary.csv", mode) as f,
+        ):
+            f.write("half" if mode == "w" else b"half")
+            raise RuntimeError("the routine failed mid-write")
+        with pytest.raises(RuntimeError), acc_fs.open("acc://climate/results/new.csv", mode) as f:
+            f.write("half" if mode == "w" else b"half")
+            raise RuntimeError("the routine failed mid-write")
+    assert acc_fs.cat_file("acc://climate/results/summary.csv") == b"old,complete\n"
+    assert acc_fs.find("acc://climate/results") == ["climate/results/summary.csv"]
+
+
+def test_a_crashed_writer_leaves_no_complete_looking_file(tmp_path: Path) -> None:
+    """A process killed mid-write (no cleanup at all) leaves only a hidden partial file."""
+    root = (tmp_path / "storage").as_uri()
+    script = textwrap.dedent(f"""
+        import os
+        from accelerator_prefect.storage import AccFileSystem
+        fs = AccFileSystem(root={root!r}, storage_options={{}})
+        f = fs.open("acc://climate/results/grid.nc", "wb")
+        f.write(b"x" * 1_000_000)
+        f.flush()
+        os._exit(9)  # killed: no close, no finally, no atexit
+    """)
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert crashed.returncode == 9, crashed.stderr
+    fs = AccFileSystem(root=root, storage_options={})
+    assert not fs.exists("acc://climate/results/grid.nc")
+    leftovers = os.listdir(tmp_path / "storage" / "climate" / "results")
+    assert len(leftovers) == 1 and leftovers[0].startswith(".grid.nc" + PARTIAL_MARK)
+    assert Storage(fs).ls("acc://climate/results") == []
+    assert Storage(fs).files("acc://climate/results") == []
+
+
+def test_storage_put_get_and_ls_on_both_backends(acc_fs: AccFileSystem, tmp_path: Path) -> None:
+    storage = Storage(acc_fs)
+    local = tmp_path / "stations"
+    (local / "north").mkdir(parents=True)
+    (local / "a.csv").write_text("a\n1\n")
+    (local / "north" / "b.csv").write_text("b\n2\n")
+    (local / ".hidden").write_text("x")
+
+    seen: list[int] = []
+    put = storage.put(local, "acc://meteo/incoming/", progress=seen.append)
+    assert sorted(e.uri for e in put) == [
+        "acc://meteo/incoming/stations/.hidden",
+        "acc://meteo/incoming/stations/a.csv",
+        "acc://meteo/incoming/stations/north/b.csv",
+    ]
+    assert sum(seen) == 9
+    listing = storage.ls("acc://meteo/incoming/stations")
+    assert [(e.name, e.kind) for e in listing] == [("north", "folder"), ("a.csv", "file")]
+    assert listing[1].media_type == "text/csv" and listing[1].size == 4
+    assert [e.uri for e in storage.files("acc://meteo/incoming/", [".csv"])] == [
+        "acc://meteo/incoming/stations/a.csv",
+        "acc://meteo/incoming/stations/north/b.csv",
+    ]
+
+    out = tmp_path / "out"
+    out.mkdir()
+    written = storage.get("acc://meteo/incoming/stations/", out)
+    assert sorted(p.relative_to(out).as_posix() for p in written) == [
+        "stations/a.csv",
+        "stations/north/b.csv",
+    ]
+    assert (out / "stations" / "north" / "b.csv").read_text() == "b\n2\n"
+    with pytest.raises(NotFound, match="acc://meteo/nothing: no such file or folder"):
+        storage.ls("acc://meteo/nothing")
+
+
+def test_a_worker_process_finds_its_storage_in_the_environment(s3_server: S3Server) -> None:
+    """ACC_STORAGE_URL and ACC_STORAGE_OPTIONS are all another machine's process needs."""
+    env = {
+        **os.environ,
+        "ACC_STORAGE_URL": f"s3://{s3_server.bucket}/from-env",
+        "ACC_STORAGE_OPTIONS": f'{{"endpoint_url": "{s3_server.endpoint}"}}',
+    }
+    script = (
+        "import fsspec\n"
+        "with fsspec.open('acc://climate/hello.txt', 'w') as f:\n"
+        "    f.write('from a worker')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    s3 = s3_server.filesystem()
+    assert s3.cat_file(f"{s3_server.bucket}/from-env/climate/hello.txt") == b"from a worker"
 
 
 @pytest.mark.parametrize(
-    "uri",
+    ("name", "accepted", "expected"),
     [
-        "acc://climate/../other/secret.csv",
-        "acc://climate/a/../../etc/passwd",
-        "acc:///etc/passwd",
-        "acc://climate/%2e%2e/x",
-        "acc://climate\\..\\x",
-        "acc://./x",
-        "s3://bucket/key",
-        "acc://",
+        ("t2m.CSV", [".csv"], True),
+        ("t2m.csv.gz", [".csv"], False),
+        ("grid.nc", ["application/x-netcdf"], True),
+        ("map.png", ["image/*"], True),
+        ("notes.txt", [".csv", "image/*"], False),
+        ("anything.bin", [], True),
     ],
 )
-def test_paths_that_could_escape_the_root_are_refused(uri: str) -> None:
-    with pytest.raises(StoragePathError):
-        split(uri)
-
-
-def test_resolve_maps_onto_the_backing_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    fs, path = resolve("acc://climate/results/a.csv", root=tmp_path.as_uri())
-    assert path == f"{tmp_path}/climate/results/a.csv"
-    assert fs.protocol[0] in {"file", "local"}
+def test_accepted_types_match_extensions_and_media_types(
+    name: str, accepted: list[str], expected: bool
+) -> None:
+    assert accepts(name, accepted) is expected
