@@ -443,6 +443,19 @@ def _storage() -> Storage:
     return Storage(AccFileSystem.from_settings(get_settings(home=options.home)))
 
 
+def _storage_failed(exc: Exception) -> NoReturn:
+    """Say what went wrong without a traceback: our own errors as they are, the
+    backend's (S3 credentials, network …) named as such."""
+    if isinstance(exc, AcceleratorError):
+        fail(str(exc))
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+    fail(
+        f"the storage backend refused: {type(exc).__name__}: {exc} (check ACC_STORAGE_URL, "
+        "ACC_STORAGE_OPTIONS and the backend's credentials)"
+    )
+
+
 def _progress() -> Progress:
     from rich.progress import (
         BarColumn,
@@ -470,8 +483,8 @@ def ls(uri: str = typer.Argument("acc://", help="An acc:// folder.")) -> None:
 
     try:
         entries = _storage().ls(uri)
-    except AcceleratorError as exc:
-        fail(str(exc))
+    except Exception as exc:
+        _storage_failed(exc)
     table = Table("name", "size", "modified", "type", title=uri, title_justify="left")
     for e in entries:
         table.add_row(
@@ -497,8 +510,8 @@ def put(
             task = progress.add_task(f"put {len(plan)} file(s)", total=total)
             for source in sources:
                 storage.put(source, destination, lambda n: progress.advance(task, n))
-    except AcceleratorError as exc:
-        fail(str(exc))
+    except Exception as exc:
+        _storage_failed(exc)
     for _, uri in plan:
         console.print(f"[green]✓[/] {uri}", highlight=False)
 
@@ -516,8 +529,8 @@ def get(
         with _progress() as progress:
             task = progress.add_task(f"get {len(plan)} file(s)", total=total)
             written = storage.get(uri, destination, lambda n: progress.advance(task, n))
-    except AcceleratorError as exc:
-        fail(str(exc))
+    except Exception as exc:
+        _storage_failed(exc)
     for path in written:
         console.print(f"[green]✓[/] {path}", highlight=False)
 

@@ -412,6 +412,8 @@ class Storage:
         try:
             infos = self.fs.ls(uri, detail=True)
         except FileNotFoundError:
+            if not check_path(uri):
+                return []  # an empty storage (an object store has no folder until a file)
             raise self._missing(uri) from None
         entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]))]
         return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
