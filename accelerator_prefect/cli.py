@@ -163,7 +163,7 @@ def publish(
             errors.print(f"[bold red]error:[/] {exc}", highlight=False)
             failed = True
             continue
-        console.print(f"[green]{result.status}[/] {result}")
+        console.print(f"[green]published[/] {result}")
     if failed:
         raise typer.Exit(1)
 

@@ -22,7 +22,7 @@ def acc_cli(platform: PlatformInfo, *args: str) -> tuple[int, str]:
 def test_publish_list_and_show(platform: PlatformInfo, echo_repo: ModelRepo) -> None:
     code, out = acc_cli(platform, "publish", str(echo_repo.manifest))
     assert code == 0, out
-    assert f"created {echo_repo.name}@1.0.0: created (commit" in out
+    assert f"published {echo_repo.name}@1.0.0: created (commit" in out
 
     code, out = acc_cli(platform, "list")
     assert code == 0

@@ -188,3 +188,48 @@ def test_a_failing_run_reports_failure(
     with pytest.raises(Exception, match="ended Failed"):
         run.result()
     assert any("model broke" in line for line in run.logs())
+
+
+def test_data_harmonization_turns_station_tables_into_one_dataset(
+    acc: Accelerator, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    repo = ModelRepo(tmp_path / "meteo", "data-harmonization")
+    repo.write(
+        "flows/data_harmonization.py", (ROOT / "flows" / "data_harmonization.py").read_text()
+    )
+    repo.write(
+        "deployments/data-harmonization.yaml",
+        (ROOT / "deployments" / "data-harmonization.yaml").read_text(),
+    )
+    repo.commit("data harmonization 1.0.0")
+    acc.publish(repo.manifest)
+    seed_example_data(Storage())
+
+    run = acc.launch(
+        "data-harmonization",
+        conf={"tas_unit": "F", "pr_unit": "in"},
+        inputs=["acc://meteo/examples/stations/"],
+    )
+    assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
+    assert [f.path for f in run.outputs()] == [
+        "harmonized.parquet",
+        "quality.csv",
+        "quality_report.md",
+        "timeseries.png",
+    ]
+    with acc.storage.open(f"{run.output_location}harmonized.parquet") as f:
+        table = pd.read_parquet(f)
+    assert set(table["station"]) == {"CH-SAE", "DE-HPB", "ES-MAD", "FI-SOD", "US-BOU"}
+    assert {"tas_f", "pr_in"} <= set(table.columns)
+    # One row per station and day, whatever the sources repeated.
+    assert not table.duplicated(["station", "date"]).any()
+    # Fahrenheit: a cold Säntis winter and a hot Madrid summer, no Kelvin or °C left over.
+    assert table["tas_f"].dropna().between(-80, 125).all()
+    with acc.storage.open(f"{run.output_location}quality.csv") as f:
+        quality = pd.read_csv(f).set_index("station")
+    assert quality.loc["US-BOU", "duplicates_dropped"] >= 1
+    assert quality.loc["FI-SOD", "tas_out_of_range"] >= 1  # 0 K in the Finnish file
+    assert quality.loc["FI-SOD", "longest_gap_days"] == 12
+    assert quality.loc["CH-SAE", "date_column"] == "obs_date"

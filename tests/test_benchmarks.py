@@ -1,0 +1,53 @@
+"""The benchmarks run end to end on tiny sizes and write their results (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks import storage_throughput
+
+
+def test_storage_throughput_reports_acc_and_raw_for_local_and_s3(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+
+    storage_throughput.main(["--size-mb", "4", "--repeat", "2", "--out", str(out)])
+
+    report = json.loads((out / "storage_throughput.json").read_text())
+    results = {(r["backend"], r["operation"]): r for r in report["results"]}
+    assert set(results) == {
+        (backend, operation)
+        for backend in ("local", "s3")
+        for operation in ("write", "read", "put", "get")
+    }
+    for result in results.values():
+        assert result["size_bytes"] == 4 * 2**20
+        for side in ("acc", "raw"):
+            assert len(result[side]["seconds"]) == 2
+            assert result[side]["median_mb_per_s"] > 0
+        assert result["ratio"] > 0
+    assert report["machine"]["packages"]["fsspec"]
+    assert report["machine"]["cpus"]
+
+    markdown = (out / "storage_throughput.md").read_text()
+    assert markdown.startswith("# B4")
+    assert "Machine:" in markdown
+    for backend in ("local", "s3"):
+        for operation in ("write", "read", "put", "get"):
+            assert f"| {backend} | {operation} |" in markdown
+    assert "Raw MB/s median" in markdown and "acc MB/s median" in markdown
+
+
+def test_moto_server_is_stopped_even_when_the_benchmark_fails(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match="benchmark failed"),
+        storage_throughput.moto_server(tmp_path / "moto.log") as url,
+    ):
+        httpx.get(url, timeout=5)
+        raise RuntimeError("benchmark failed")
+
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url, timeout=5)
