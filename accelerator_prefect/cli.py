@@ -18,6 +18,7 @@ from accelerator_prefect.settings import get_settings
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from rich.status import Status
 
     from accelerator_prefect.catalog import HostedVersion
     from accelerator_prefect.client import Accelerator
@@ -77,6 +78,11 @@ def _home() -> Path:
 # -- the platform -----------------------------------------------------------------------------
 
 
+def _step(status: Status, message: str) -> None:
+    console.print(f"[dim]· {message}[/]", highlight=False)
+    status.update(message + "…")
+
+
 @app.command()
 def up(
     port: int = typer.Option(4200, help="Port of the Prefect server (127.0.0.1)."),
@@ -96,7 +102,7 @@ def up(
                 home,
                 port=port,
                 examples=None if examples else [],
-                report=lambda message: status.update(message),
+                report=lambda message: _step(status, message),
             )
     except AcceleratorError as exc:
         fail(str(exc))

@@ -21,9 +21,10 @@ README_SNIPPET = textwrap.dedent("""
     from accelerator_prefect import Accelerator
     acc = Accelerator.connect()                      # the local platform, as its operator
     run = acc.launch("climate-downscaling",
-                     conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995})
+                     conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995},
+                     inputs=["acc://climate/examples/coarse-cmip6/"])   # a folder: ends with /
     run.wait(timeout=120)                            # -> Completed
-    print(run.state, run.logs()[-3:], run.result())
+    print(run.state, [(f.path, f.size) for f in run.outputs()], run.result()["tas_change_k"])
 """)
 
 
@@ -47,6 +48,8 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"http://127.0.0.1:{port}" in first.stdout
     assert "published climate-downscaling@1.0.0: created" in first.stdout
+    assert "published data-harmonization@1.0.0: created" in first.stdout
+    assert "sample inputs: 10 new file(s)" in first.stdout
     info = json.loads((home / "platform.json").read_text())
 
     again = acc(home, "up", "--detach", "--port", str(port))
@@ -66,22 +69,17 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
         cwd=ROOT,
     )
     assert snippet.returncode == 0, snippet.stderr
-    assert snippet.stdout.startswith("Completed ["), snippet.stdout
-    assert "'files': ['downscaled.nc', 'quicklook.png', 'summary.csv']" in snippet.stdout
+    assert snippet.stdout.startswith("Completed [('downscaled.nc', "), snippet.stdout
+    assert "('quicklook.png'" in snippet.stdout and "('summary.csv'" in snippet.stdout
 
     refused = acc(
         home,
-        "run",
-        "climate-downscaling",
-        "--conf",
-        "scenario=ssp245",
-        "--conf",
-        "target_region=alps",
-        "--conf",
-        "base_year=3000",
+        *("run", "climate-downscaling", "-c", "scenario=ssp245", "-c", "target_region=alps"),
+        *("-c", "base_year=3000", "-i", "acc://climate/examples/coarse-cmip6/model_ssp245.nc"),
     )
     assert refused.returncode == 2
     assert "conf.base_year: 3000 is greater than the maximum of 2100" in refused.stderr
+    assert "inputs: 1 file(s) of type .nc selected (folders expanded); at least 2" in refused.stderr
     assert count_runs(info["api_url"], "climate-downscaling@1.0.0") == 1  # the snippet's only
 
 
