@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: setup up down test lint
+.PHONY: setup up down test lint bench
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
@@ -22,3 +22,7 @@ lint: setup
 
 test: lint
 	$(UV) run --frozen pytest
+
+# Not part of `make test` (which runs a small smoke of it): minutes, and a 1 GB file.
+bench: setup
+	$(UV) run --frozen python -m benchmarks.storage_throughput --out benchmarks/results
