@@ -180,12 +180,14 @@ def _check_one(
     try:
         fs, path = _filesystem(uri, storage)
         info = fs.info(path)
+    except StoragePathError as exc:  # e.g. through a link leading out of the root
+        return [f"{where}: {exc}"], []
     except FileNotFoundError:
         return [f"{where}: {uri} does not exist"], []
-    except PermissionError:
-        return [f"{where}: {uri} cannot be read (permission denied)"], []
+    except OSError as exc:  # the reason only: the message may name backend paths
+        return [f"{where}: {uri} cannot be read ({exc.strerror or type(exc).__name__})"], []
     except Exception as exc:  # a cloud backend's own error: say which input it was
-        return [f"{where}: {uri} cannot be read ({type(exc).__name__}: {exc})"], []
+        return [f"{where}: {uri} cannot be read ({type(exc).__name__})"], []
     is_folder = info.get("type") == "directory"
     if folder and not is_folder:
         return [f"{where}: {uri} is a file, not a folder; select it as a file"], []
@@ -256,8 +258,19 @@ def output_problems(location: str, storage: AccFileSystem | None = None) -> list
     from accelerator_prefect.storage import AccFileSystem
 
     fs = storage or AccFileSystem()
-    if fs.isfile(concrete):
-        return [f"output.location: {location} is an existing file; choose a folder"]
+    parts = relative.split("/")
+    try:
+        for depth in range(2, len(parts) + 1):
+            here = "/".join(parts[:depth])
+            if fs.isfile(here):
+                what = (
+                    "is an existing file"
+                    if depth == len(parts)
+                    else f"is inside the file {PREFIX}{here}"
+                )
+                return [f"output.location: {location} {what}; choose a folder"]
+    except StoragePathError as exc:
+        return [f"output.location: {exc}"]
     return []
 
 

@@ -29,7 +29,8 @@ import mimetypes
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Any
 from fsspec.callbacks import Callback
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
-from fsspec.spec import AbstractBufferedFile
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from accelerator_prefect.errors import AcceleratorError, NotFound
 
@@ -262,6 +263,125 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
                 f"{PREFIX}{relative}: leads outside the storage root through a symbolic link"
             )
 
+    # -- what the local backend would otherwise get wrong -------------------------------------
+    #
+    # DirFileSystem hands bulk, glob and recursive calls to the backend whole, and the
+    # backend expands them itself: a symbolic link met on the way would never pass
+    # through _join. On the local backend those calls take fsspec's generic, per-file
+    # road instead, so every file they touch is checked; object stores have no links.
+
+    @contextmanager
+    def _hiding_root(self) -> Iterator[None]:
+        """Backend errors name ``acc://`` paths, never where the root lives."""
+        try:
+            yield
+        except OSError as exc:
+            root = str(self.path)
+            filename = exc.filename if isinstance(exc.filename, str) else None
+            if filename and filename.startswith(root):
+                uri = PREFIX + filename[len(root) :].lstrip(self.fs.sep)
+                raise type(exc)(exc.errno, exc.strerror, uri) from None
+            if root in str(exc):
+                message = str(exc).replace(root + self.fs.sep, PREFIX).replace(root, PREFIX)
+                raise type(exc)(message) from None
+            raise
+
+    def _visible(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """A listing entry as users may see it, or ``None`` if it must not be listed."""
+        entry = {k: v for k, v in entry.items() if k != "destination"}
+        try:
+            check_path(str(entry["name"]))
+            if entry.get("islink"):
+                self._join(str(entry["name"]))  # refuses a link leading outside
+        except StoragePathError:
+            return None
+        return entry
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        with self._hiding_root():
+            entries = super().ls(path, detail=True, **kwargs)
+        visible = [e for e in map(self._visible, entries) if e is not None]
+        return visible if detail else [e["name"] for e in visible]
+
+    def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        detail = kwargs.pop("detail", False)
+        with self._hiding_root():
+            found = super().find(path, *args, detail=True, **kwargs)
+        visible = {n: e for n, e in ((n, self._visible(e)) for n, e in found.items()) if e}
+        return visible if detail else sorted(visible)
+
+    def info(self, path: str, **kwargs: Any) -> Any:
+        with self._hiding_root():
+            return {k: v for k, v in super().info(path, **kwargs).items() if k != "destination"}
+
+    def cat_file(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        with self._hiding_root():
+            return super().cat_file(path, *args, **kwargs)
+
+    def get_file(self, rpath: str, lpath: str, **kwargs: Any) -> Any:
+        with self._hiding_root():
+            return super().get_file(rpath, lpath, **kwargs)
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        with self._hiding_root():
+            if self._local_root is None:
+                super().rm(path, recursive=recursive, maxdepth=maxdepth)
+                return
+            # Exactly what the (checked) expansion found, deepest first.
+            for found in sorted(self.expand_path(path, recursive, maxdepth), reverse=True):
+                full = self._join(found)
+                if os.path.isdir(full) and not os.path.islink(full):
+                    os.rmdir(full)
+                else:
+                    os.remove(full)
+
+    def cat(
+        self, path: Any, recursive: bool = False, on_error: str = "raise", **kwargs: Any
+    ) -> Any:
+        if self._local_root is None:
+            return super().cat(path, recursive=recursive, on_error=on_error, **kwargs)
+        return AbstractFileSystem.cat(self, path, recursive, on_error, **kwargs)
+
+    def copy(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().copy(path1, path2, recursive=recursive, **kwargs)
+        return AbstractFileSystem.copy(self, path1, path2, recursive=recursive, **kwargs)
+
+    def mv(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().mv(path1, path2, recursive=recursive, **kwargs)
+        return AbstractFileSystem.mv(self, path1, path2, recursive=recursive, **kwargs)
+
+    def get(self, rpath: Any, lpath: Any, recursive: bool = False, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().get(rpath, lpath, recursive=recursive, **kwargs)
+        return AbstractFileSystem.get(self, rpath, lpath, recursive=recursive, **kwargs)
+
+    def put(self, lpath: Any, rpath: Any, recursive: bool = False, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().put(lpath, rpath, recursive=recursive, **kwargs)
+        return AbstractFileSystem.put(self, lpath, rpath, recursive=recursive, **kwargs)
+
+    def walk(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().walk(path, *args, **kwargs)
+        return AbstractFileSystem.walk(self, path, *args, **kwargs)
+
+    def glob(self, path: str, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().glob(path, **kwargs)
+        return AbstractFileSystem.glob(self, path, **kwargs)
+
+    def du(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().du(path, *args, **kwargs)
+        return AbstractFileSystem.du(self, path, *args, **kwargs)
+
+    def expand_path(self, path: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._local_root is None:
+            return super().expand_path(path, *args, **kwargs)
+        return AbstractFileSystem.expand_path(self, path, *args, **kwargs)
+
     @property
     def is_object_store(self) -> bool:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
@@ -270,13 +390,15 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open a file; writing (``w``, ``wb``, ``x``) is atomic per file."""
         if "r" in mode or "a" in mode or "+" in mode:
-            return super().open(path, mode, **kwargs)
+            with self._hiding_root():
+                return super().open(path, mode, **kwargs)
         text = "b" not in mode
         encoding = kwargs.pop("encoding", None) or "utf-8"
         errors = kwargs.pop("errors", None)
         newline = kwargs.pop("newline", None)
         kwargs.pop("compression", None)
-        writer = self.open_atomic(path, exclusive="x" in mode, **kwargs)
+        with self._hiding_root():
+            writer = self.open_atomic(path, exclusive="x" in mode, **kwargs)
         if not text:
             return writer
         return _AtomicText(
@@ -318,6 +440,9 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
             f.write(value)
 
     def put_file(self, lpath: str, rpath: str, callback: Any = None, **kwargs: Any) -> None:
+        if os.path.isdir(lpath):  # a folder met by a recursive put
+            self.makedirs(rpath, exist_ok=True)
+            return
         if self.is_object_store:
             # The backend's own upload: parallel parts, and atomic (an object appears
             # only when its multipart upload completes; s3fs aborts it on error).
@@ -335,6 +460,9 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         if self.is_object_store:
             super().cp_file(path1, path2, **kwargs)
+            return
+        if self.isdir(path1):  # a folder met by a recursive copy
+            self.makedirs(path2, exist_ok=True)
             return
         with self.open(path1, "rb") as source, self.open_atomic(path2) as target:
             _copy(source, target, None)
@@ -425,15 +553,18 @@ class Storage:
     def __init__(self, fs: AccFileSystem | None = None) -> None:
         self.fs = fs or AccFileSystem()
 
-    def _missing(self, uri: str) -> NotFound:
-        return NotFound(f"{to_uri(uri)}: no such file or folder")
+    def _failed(self, uri: str, exc: OSError) -> AcceleratorError:
+        """A backend error as users should read it: about their acc:// path."""
+        if isinstance(exc, FileNotFoundError):
+            return NotFound(f"{to_uri(uri)}: no such file or folder")
+        return AcceleratorError(f"{to_uri(uri)}: {exc.strerror or type(exc).__name__}")
 
     def info(self, uri: str) -> Entry:
         check_path(uri)
         try:
             return _entry(self.fs.info(uri))
-        except FileNotFoundError:
-            raise self._missing(uri) from None
+        except OSError as exc:
+            raise self._failed(uri, exc) from None
 
     def exists(self, uri: str) -> bool:
         return bool(self.fs.exists(uri))
@@ -442,10 +573,10 @@ class Storage:
         """The files and folders directly inside ``uri`` (dot-files hidden)."""
         try:
             infos = self.fs.ls(uri, detail=True)
-        except FileNotFoundError:
-            if not check_path(uri):
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not check_path(uri):
                 return []  # an empty storage (an object store has no folder until a file)
-            raise self._missing(uri) from None
+            raise self._failed(uri, exc) from None
         entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]))]
         return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
 
@@ -454,8 +585,8 @@ class Storage:
         accepted = list(accepted)
         try:
             found = self.fs.find(uri, detail=True)
-        except FileNotFoundError:
-            raise self._missing(uri) from None
+        except OSError as exc:
+            raise self._failed(uri, exc) from None
         return [
             _entry(info)
             for name, info in sorted(found.items())
@@ -466,14 +597,14 @@ class Storage:
         """Open a file; writes appear only once the file is closed cleanly."""
         try:
             return self.fs.open(uri, mode, **kwargs)
-        except FileNotFoundError:
-            raise self._missing(uri) from None
+        except OSError as exc:
+            raise self._failed(uri, exc) from None
 
     def rm(self, uri: str, recursive: bool = False) -> None:
         try:
             self.fs.rm(uri, recursive=recursive)
-        except FileNotFoundError:
-            raise self._missing(uri) from None
+        except OSError as exc:
+            raise self._failed(uri, exc) from None
 
     def _into(self, uri: str, name: str) -> str:
         """``uri`` itself, or ``uri/name`` when ``uri`` is a folder."""

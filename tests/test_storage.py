@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from accelerator_prefect.errors import NotFound
+from accelerator_prefect.errors import AcceleratorError, NotFound
 from accelerator_prefect.storage import (
     PARTIAL_MARK,
     AccFileSystem,
@@ -75,6 +76,94 @@ def test_a_symlink_out_of_the_local_root_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoragePathError, match="symbolic link"):
         fs.pipe_file("acc://climate/door/planted.txt", b"x")
     assert not (outside / "planted.txt").exists()
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> tuple[AccFileSystem, Path]:
+    """Local storage with a folder link and a file link leading out of the root."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET")
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    fs.pipe_file("acc://climate/ok.txt", b"fine")
+    project = tmp_path / "storage" / "climate"
+    (project / "door").symlink_to(outside, target_is_directory=True)
+    (project / "key.txt").symlink_to(outside / "secret.txt")
+    return fs, outside
+
+
+def test_bulk_glob_and_recursive_calls_never_follow_a_link_out(
+    linked: tuple[AccFileSystem, Path], tmp_path: Path
+) -> None:
+    fs, outside = linked
+    fs.pipe_file("acc://src/door/planted.txt", b"x")
+    local = tmp_path / "local" / "door"
+    local.mkdir(parents=True)
+    (local / "put.txt").write_text("x")
+    attempts = [
+        lambda: fs.cat("acc://climate/key*"),
+        lambda: fs.get("acc://climate/key*", str(tmp_path / "dl") + "/"),
+        lambda: fs.get("acc://climate", str(tmp_path / "dl2"), recursive=True),
+        lambda: fs.copy("acc://climate", "acc://loot", recursive=True),
+        lambda: fs.copy("acc://src/*", "acc://climate/", recursive=True),
+        lambda: fs.put(str(tmp_path / "local") + "/", "acc://climate/", recursive=True),
+        lambda: fs.rm("acc://climate/*", recursive=True),
+    ]
+    for attempt in attempts:
+        # Refused, or done without the link (listings do not show it): either way
+        # nothing outside is read or written.
+        with contextlib.suppress(StoragePathError, FileNotFoundError):
+            attempt()
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "secret.txt").read_text() == "SECRET"
+    copies = [
+        path
+        for path in tmp_path.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == b"SECRET"
+    ]
+    assert copies == [outside / "secret.txt"]
+    # The glob removed what it may see, and left the links (and what they lead to) alone.
+    assert not fs.exists("acc://climate/ok.txt")
+    assert (tmp_path / "storage" / "climate" / "key.txt").is_symlink()
+
+
+def test_listings_do_not_reveal_where_links_lead(linked: tuple[AccFileSystem, Path]) -> None:
+    fs, outside = linked
+    for listing in (fs.ls("acc://climate"), list(fs.find("acc://climate", detail=True).values())):
+        assert [e["name"] for e in listing] == ["climate/ok.txt"]
+        assert str(outside) not in repr(listing)
+    assert fs.du("acc://climate", total=False) == {"climate/ok.txt": 4}
+    assert [e.name for e in Storage(fs).ls("acc://climate")] == ["ok.txt"]
+
+
+def test_errors_name_acc_paths_never_the_root(
+    linked: tuple[AccFileSystem, Path], tmp_path: Path
+) -> None:
+    from accelerator_prefect.manifest import InputMapping
+    from accelerator_prefect.mapping import input_problems, output_problems
+
+    fs, _ = linked
+    root = str(tmp_path / "storage")
+    storage = Storage(fs)
+    failures: list[str] = []
+    for attempt in (
+        lambda: fs.cat_file("acc://climate/nope"),
+        lambda: fs.open("acc://climate/nope", "rb"),
+        lambda: storage.info("acc://climate/ok.txt/x"),
+        lambda: storage.open("acc://climate"),
+        lambda: storage.ls("acc://climate/ok.txt/x"),
+    ):
+        with pytest.raises((OSError, AcceleratorError)) as raised:
+            attempt()
+        failures.append(str(raised.value))
+    failures += input_problems(InputMapping(), {"selected_files": ["acc://climate/ok.txt/x"]}, fs)
+    failures += output_problems("acc://climate/ok.txt/x/", fs)
+    assert all(root not in text for text in failures), failures
+    assert "acc://climate/nope" in failures[0]
+    assert failures[-1] == (
+        "output.location: acc://climate/ok.txt/x/ is inside the file acc://climate/ok.txt; "
+        "choose a folder"
+    )
 
 
 def test_a_symlink_inside_the_root_still_works(tmp_path: Path) -> None:
