@@ -15,6 +15,7 @@ from uuid import UUID
 import semver
 from pydantic import BaseModel, Field
 
+from accelerator_prefect.access import Principal, may_see, visible_tags
 from accelerator_prefect.errors import NotFound
 from accelerator_prefect.manifest import InputMapping, Scope, Status
 from accelerator_prefect.validation import EXTENSION_KEY
@@ -117,19 +118,28 @@ def hosted_version(deployment: DeploymentResponse, flow_name: str) -> HostedVers
 
 
 async def read_versions(
-    client: PrefectClient, *, model: str | None = None, extra_tags: list[str] | None = None
+    client: PrefectClient,
+    *,
+    model: str | None = None,
+    extra_tags: list[str] | None = None,
+    principal: Principal | None = None,
 ) -> list[HostedVersion]:
-    """Hosted versions, filtered in the server by tags (all of one model if named)."""
+    """Hosted versions, filtered in the server by tags (all of one model if named).
+
+    With a ``principal``, only the versions they may see: the server narrows
+    by tags, then :func:`~accelerator_prefect.access.may_see` decides.
+    """
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
     tags = [HOSTED_TAG, *(extra_tags or [])]
     if model:
         tags.append(tag("model", model))
+    any_tags = visible_tags(principal) if principal is not None else None
     deployments: list[DeploymentResponse] = []
     offset, page = 0, 200
     while True:
         batch = await client.read_deployments(
-            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=tags)),
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=tags, any_=any_tags)),
             limit=page,
             offset=offset,
         )
@@ -139,7 +149,15 @@ async def read_versions(
         offset += page
     flow_names = await _flow_names(client, {d.flow_id for d in deployments})
     versions = [hosted_version(d, flow_names.get(d.flow_id, "")) for d in deployments]
-    found = [v for v in versions if v is not None]
+    found = [
+        v
+        for v in versions
+        if v is not None
+        and (
+            principal is None
+            or may_see(principal, v.record.owner, v.record.project, v.record.scope)
+        )
+    ]
     return sorted(found, key=lambda v: (v.name, v.semver), reverse=True)
 
 
@@ -163,9 +181,11 @@ def group_models(versions: list[HostedVersion]) -> list[HostedModel]:
     ]
 
 
-async def read_model(client: PrefectClient, model: str) -> HostedModel:
-    """One hosted model with every version, or :class:`NotFound`."""
-    versions = await read_versions(client, model=model)
+async def read_model(
+    client: PrefectClient, model: str, principal: Principal | None = None
+) -> HostedModel:
+    """One hosted model with every version (``principal`` may see), or :class:`NotFound`."""
+    versions = await read_versions(client, model=model, principal=principal)
     if not versions:
         raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
     return group_models(versions)[0]

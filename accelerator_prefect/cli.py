@@ -541,6 +541,91 @@ def get(
         console.print(f"[green]✓[/] {path}", highlight=False)
 
 
+# -- users and tokens ---------------------------------------------------------------------------
+
+users_app = typer.Typer(help="The directory of users (operators only).", no_args_is_help=True)
+tokens_app = typer.Typer(help="Personal API tokens (operators only).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+
+def _projects(values: list[str]) -> dict[str, str]:
+    projects = {}
+    for value in values:
+        project, _, role = value.partition(":")
+        if role not in {"", "member", "author"}:
+            fail(f"--project {value!r}: expected PROJECT or PROJECT:member or PROJECT:author")
+        projects[project] = role or "member"
+    return projects
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    project: list[str] = typer.Option(
+        [], "--project", "-p", help="PROJECT or PROJECT:author (repeat)."
+    ),
+    operator: bool = typer.Option(False, help="Operates the whole platform."),
+) -> None:
+    """Add a user (or change their projects) and print a new token for them, once."""
+    acc = connect()
+    try:
+        record, token = acc.add_user(name, _projects(project), operator)
+    except (AcceleratorError, ValueError) as exc:
+        fail(str(exc))
+    roles = ", ".join(f"{p} ({r.value})" for p, r in record.projects.items()) or "no project"
+    console.print(f"[green]user[/] {record.name}: {roles}" + (" · operator" if operator else ""))
+    console.print(f"token (shown once; give it to {name}): [bold]{token}[/]", highlight=False)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users, their projects and roles."""
+    acc = connect()
+    try:
+        users = acc.users()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("user", "projects", "operator")
+    for user in users:
+        roles = ", ".join(f"{p} ({r.value})" for p, r in user.projects.items())
+        table.add_row(user.name, roles, "yes" if user.operator else "")
+    console.print(table)
+
+
+@tokens_app.command("add")
+def tokens_add(
+    user: str,
+    expires: str | None = typer.Option(None, help="Lifetime, e.g. 30d or 12h."),
+) -> None:
+    """Print a new token for a user, once."""
+    from datetime import timedelta
+
+    lifetime = None
+    if expires:
+        number, unit = expires[:-1], expires[-1:]
+        if not number.isdigit() or unit not in {"d", "h"}:
+            fail(f"--expires {expires!r}: expected a number of days or hours, e.g. 30d or 12h")
+        lifetime = timedelta(**{"days" if unit == "d" else "hours": int(number)})
+    acc = connect()
+    try:
+        token = acc.add_token(user, lifetime)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"token (shown once): [bold]{token}[/]", highlight=False)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str) -> None:
+    """Revoke a token by its id, the part after acc_ (effective at once)."""
+    acc = connect()
+    try:
+        acc.revoke_token(token_id)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"revoked token {token_id}")
+
+
 def main() -> None:
     app()
 

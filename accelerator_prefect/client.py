@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from accelerator_prefect.errors import PlatformError
+from accelerator_prefect.errors import NotFound, PlatformError
 from accelerator_prefect.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
+    from accelerator_prefect.access import Principal
     from accelerator_prefect.catalog import HostedModel
+    from accelerator_prefect.directory import UserRecord
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import Run
     from accelerator_prefect.storage import AccFileSystem, Storage
@@ -50,20 +53,61 @@ def resolve_api_url(settings: Settings, api_url: str | None = None) -> str:
 class AsyncAccelerator:
     """The async client for one principal. Prefer :class:`Accelerator` unless you are async."""
 
-    def __init__(self, api_url: str, *, user: str, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        user: str,
+        settings: Settings | None = None,
+        token: str | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.ui_url = _ui_url(self.api_url)
         self.user = user
         self.settings = settings or get_settings()
+        self._token = token
+        self._principal: Principal | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
 
     @classmethod
     def connect(
-        cls, api_url: str | None = None, *, home: str | Path | None = None, user: str | None = None
+        cls,
+        api_url: str | None = None,
+        *,
+        home: str | Path | None = None,
+        user: str | None = None,
+        token: str | None = None,
     ) -> AsyncAccelerator:
+        """A client acting for the holder of ``token`` (or ``ACC_TOKEN``).
+
+        Without a token: as ``user`` on a trusted network, else as the local
+        platform's operator (its token is in the home folder), else as ``ACC_USER``.
+        """
         settings = get_settings(home=home, user=user)
-        return cls(resolve_api_url(settings, api_url), user=settings.user, settings=settings)
+        if token is None and settings.token is not None:
+            token = settings.token.get_secret_value()
+        if token is None and user is None and settings.operator_token_file.is_file():
+            token = settings.operator_token_file.read_text().strip()
+        url = resolve_api_url(settings, api_url)
+        return cls(url, user=settings.user, settings=settings, token=token)
+
+    async def principal(self) -> Principal:
+        """Who this client acts for (the token is checked once, on first use)."""
+        if self._principal is None:
+            from accelerator_prefect.access import Principal
+            from accelerator_prefect.directory import authenticate, read_user
+
+            client = await self.client()
+            if self._token is not None:
+                self._principal = await authenticate(client, self._token)
+            else:
+                try:
+                    self._principal = (await read_user(client, self.user)).principal()
+                except NotFound:  # signed in, in no project yet
+                    self._principal = Principal(self.user)
+            self.user = self._principal.name
+        return self._principal
 
     def storage_fs(self) -> AccFileSystem:
         """The ``acc://`` filesystem of this installation (from its settings)."""
@@ -97,10 +141,12 @@ class AsyncAccelerator:
     ) -> PublishResult:
         from accelerator_prefect.publish import publish
 
+        principal = await self.principal()
         return await publish(
             await self.client(),
             manifest,
-            published_by=self.user,
+            principal=principal,
+            published_by=principal.name,
             default_work_pool=self.settings.work_pool,
             allow_dirty=allow_dirty,
             force=force,
@@ -110,12 +156,52 @@ class AsyncAccelerator:
     async def catalog(self) -> list[HostedModel]:
         from accelerator_prefect.catalog import group_models, read_versions
 
-        return group_models(await read_versions(await self.client()))
+        principal = await self.principal()
+        return group_models(await read_versions(await self.client(), principal=principal))
 
     async def get(self, model: str) -> HostedModel:
         from accelerator_prefect.catalog import read_model
 
-        return await read_model(await self.client(), model)
+        principal = await self.principal()
+        return await read_model(await self.client(), model, principal)
+
+    async def add_user(
+        self, name: str, projects: dict[str, str] | None = None, operator: bool = False
+    ) -> tuple[UserRecord, str]:
+        """Add (or update) a user and give them a new token, shown once (operators only)."""
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import UserRecord, create_token, save_user
+
+        require_operator(await self.principal(), f"add user {name}")
+        client = await self.client()
+        record = UserRecord.model_validate(
+            {"name": name, "projects": projects or {}, "operator": operator}
+        )
+        await save_user(client, record)
+        _, token = await create_token(client, name)
+        return record, token
+
+    async def users(self) -> list[UserRecord]:
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import list_users
+
+        require_operator(await self.principal(), "list users")
+        return await list_users(await self.client())
+
+    async def add_token(self, user: str, expires_in: timedelta | None = None) -> str:
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import create_token
+
+        require_operator(await self.principal(), f"create a token for {user}")
+        _, token = await create_token(await self.client(), user, expires_in)
+        return token
+
+    async def revoke_token(self, token_id: str) -> None:
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import revoke_token
+
+        require_operator(await self.principal(), "revoke a token")
+        await revoke_token(await self.client(), token_id)
 
     async def launch(
         self,
@@ -130,10 +216,12 @@ class AsyncAccelerator:
         """Launch ``model`` and return the new run's id (see ``Accelerator.launch``)."""
         from accelerator_prefect.launch import launch
 
+        principal = await self.principal()
         _, flow_run = await launch(
             await self.client(),
             model,
-            user=self.user,
+            principal=principal,
+            user=principal.name,
             version=version,
             conf=conf,
             inputs=inputs,
@@ -179,14 +267,29 @@ class Accelerator:
 
     @classmethod
     def connect(
-        cls, api_url: str | None = None, *, home: str | Path | None = None, user: str | None = None
+        cls,
+        api_url: str | None = None,
+        *,
+        home: str | Path | None = None,
+        user: str | None = None,
+        token: str | None = None,
     ) -> Accelerator:
-        """A client for the platform at ``api_url``, or the local one started by ``acc up``."""
-        return cls(AsyncAccelerator.connect(api_url, home=home, user=user))
+        """A client for the platform at ``api_url``, or the local one started by ``acc up``,
+        acting for the holder of ``token`` (``ACC_TOKEN``); an unknown, revoked or
+        expired token raises :class:`~accelerator_prefect.AccessDenied`."""
+        accelerator = cls(AsyncAccelerator.connect(api_url, home=home, user=user, token=token))
+        if token is not None:
+            accelerator._run(accelerator._core.principal())  # a bad token fails here
+        return accelerator
+
+    @property
+    def principal(self) -> Principal:
+        """Who this client acts for: name, projects and roles, operator or not."""
+        return self._run(self._core.principal())
 
     @property
     def user(self) -> str:
-        return self._core.user
+        return self.principal.name
 
     @property
     def api_url(self) -> str:
@@ -244,6 +347,25 @@ class Accelerator:
                 manifest, allow_dirty=allow_dirty, force=force, repository=repository
             )
         )
+
+    def add_user(
+        self, name: str, projects: dict[str, str] | None = None, operator: bool = False
+    ) -> tuple[UserRecord, str]:
+        """Add a user, e.g. ``add_user("alice", {"climate": "author"})``; returns their
+        record and a new token (shown once). Operators only."""
+        return self._run(self._core.add_user(name, projects, operator))
+
+    def users(self) -> list[UserRecord]:
+        """Every user in the directory (operators only)."""
+        return self._run(self._core.users())
+
+    def add_token(self, user: str, expires_in: timedelta | None = None) -> str:
+        """A new token for ``user``, shown once (operators only)."""
+        return self._run(self._core.add_token(user, expires_in))
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke a token by its id (``acc_<id>_…``); the next request with it fails."""
+        self._run(self._core.revoke_token(token_id))
 
     def catalog(self) -> list[HostedModel]:
         """Every hosted model, with its versions newest first."""

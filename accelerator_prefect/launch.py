@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from accelerator_prefect.access import Principal, may_run
 from accelerator_prefect.catalog import HostedVersion, pick_version, read_model, tag
 from accelerator_prefect.errors import InvalidConf, InvalidInputs, NotFound
 from accelerator_prefect.manifest import Status
@@ -106,11 +107,18 @@ async def launch(
     output: Any = None,
     via: str = "python",
     storage: AccFileSystem | None = None,
+    principal: Principal | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
-    """Validate and create exactly one flow run of ``model`` (or raise, creating none)."""
+    """Validate and create exactly one flow run of ``model`` (or raise, creating none).
+
+    A model ``principal`` may not run is not found for them.
+    """
     if via not in VIA:
         raise ValueError(f"via: expected one of {', '.join(VIA)}, got {via!r}")
-    hosted = pick_version(await read_model(client, model), version)
+    hosted = pick_version(await read_model(client, model, principal), version)
+    record = hosted.record
+    if principal is not None and not may_run(principal, record.owner, record.project, record.scope):
+        raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
     if hosted.status == Status.archived:
         raise NotFound(f"{hosted.name}@{hosted.version} is archived and cannot be launched")
     parameters = build_parameters(hosted, user=user, conf=conf, inputs=inputs, output=output)

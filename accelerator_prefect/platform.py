@@ -253,6 +253,23 @@ async def _prepare(client: PrefectClient, home: Path, pool: str) -> None:
     await LocalFileSystem(basepath=str(results)).asave(RESULTS_BLOCK, overwrite=True, client=client)
 
 
+async def _ensure_operator(client: PrefectClient, token_file: Path) -> str | None:
+    """Make sure the operator exists and has a token on this machine; a new token or None."""
+    from accelerator_prefect.directory import UserRecord, create_token, read_user, save_user
+    from accelerator_prefect.errors import NotFound
+
+    try:
+        await read_user(client, "operator")
+    except NotFound:
+        await save_user(client, UserRecord(name="operator", operator=True))
+    if token_file.is_file():
+        return None
+    _, token = await create_token(client, "operator")
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    return token
+
+
 async def _worker_online(client: PrefectClient, pool: str) -> bool:
     workers = await client.read_workers_for_work_pool(pool)
     return any(str(w.status).upper().endswith("ONLINE") for w in workers)
@@ -324,6 +341,9 @@ def up(
     acc = Accelerator(AsyncAccelerator(info.api_url, user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
     acc._call(lambda c: _prepare(c, home, pool))
+    token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))
+    if token is not None:
+        report(f"created the operator; its token (kept for the local CLI) is {token}")
     if not _alive(info.worker_pid):
         report("starting a process worker")
         info.worker_pid = start_worker(home, info.api_url, pool)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from accelerator_prefect.access import Principal, may_publish
 from accelerator_prefect.catalog import (
     HOSTED_TAG,
     HostedVersion,
@@ -23,7 +24,7 @@ from accelerator_prefect.catalog import (
     read_versions,
     tag,
 )
-from accelerator_prefect.errors import ManifestError, PublishError
+from accelerator_prefect.errors import AccessDenied, ManifestError, PublishError
 from accelerator_prefect.manifest import InputMapping, Manifest, Status, load_manifest
 from accelerator_prefect.mapping import constrain_schema
 from accelerator_prefect.validation import EXTENSION_KEY
@@ -195,10 +196,17 @@ async def publish(
     allow_dirty: bool = False,
     force: bool = False,
     repository: str | None = None,
+    principal: Principal | None = None,
 ) -> PublishResult:
     """Create or update the deployment ``<model>@<version>`` for one manifest."""
     path = Path(manifest_path)
     manifest = load_manifest(path)
+    if principal is not None and not may_publish(principal, manifest.owner, manifest.project):
+        raise AccessDenied(
+            f"{path}: {principal.name} may not publish {manifest.name} as owner "
+            f"{manifest.owner!r} in project {manifest.project!r}; authors of a project publish "
+            "their own models into it, operators any model"
+        )
     repo = _open_repo(path)
     source = _code_source(repo, manifest, repository)
     if source.dirty and not allow_dirty:

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,7 +33,13 @@ class Settings(BaseSettings):
         default=None,
         description="Prefect API URL; when unset, the local platform under `home` is used.",
     )
-    user: str = Field(default="operator", description="Who launches, until sign-in lands.")
+    user: str = Field(
+        default="operator",
+        description="Who acts, on a trusted network without a token (looked up in the directory).",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="A personal API token (acc_<id>_<secret>): who acts."
+    )
     work_pool: str = Field(default="acc-process", description="Default work pool for models.")
     storage_url: str | None = Field(
         default=None,
@@ -49,6 +55,11 @@ class Settings(BaseSettings):
     @cached_property
     def platform_file(self) -> Path:
         return self.home / "platform.json"
+
+    @property
+    def operator_token_file(self) -> Path:
+        """The embedded platform's operator token, for the local CLI (mode 0600)."""
+        return self.home / "operator.token"
 
     @property
     def storage_root(self) -> str:

@@ -1,0 +1,165 @@
+"""The directory of users and their personal API tokens, kept in Prefect's database.
+
+Each user is a Prefect Variable ``acc-user-<name>`` (their projects, roles and
+whether they operate the platform); each token a Variable ``acc-token-<id>``
+holding only a salted scrypt hash of its secret, so every machine of an
+installation sees the same directory and a copy of the database reveals no
+token. A token reads ``acc_<id>_<secret>`` and is shown once, when created.
+Every way a token can be wrong gets the same answer, so nobody learns which
+users or tokens exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from accelerator_prefect.access import Principal, Role
+from accelerator_prefect.errors import AccessDenied, NotFound
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+USER_PREFIX = "acc-user-"
+TOKEN_PREFIX = "acc-token-"
+_TOKEN = re.compile(r"^acc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_USER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# scrypt at 16 MiB of memory: slow to guess offline, ~50 ms to check.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+INVALID_TOKEN = "invalid or expired token; ask an operator for a new one"
+
+
+class UserRecord(BaseModel):
+    """A user as the directory keeps them."""
+
+    name: str
+    projects: dict[str, Role] = {}
+    operator: bool = False
+
+    def principal(self) -> Principal:
+        return Principal(self.name, dict(self.projects), self.operator)
+
+
+class TokenRecord(BaseModel):
+    """A token as the directory keeps it: its owner and the hash of its secret."""
+
+    id: str
+    user: str
+    salt: str
+    hash: str
+    created: datetime
+    expires: datetime | None = None
+    revoked: bool = False
+
+    @property
+    def active(self) -> bool:
+        expired = self.expires is not None and self.expires <= datetime.now(UTC)
+        return not (self.revoked or expired)
+
+
+def _digest(secret: str, salt: str) -> str:
+    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **_SCRYPT).hex()
+
+
+async def _read(client: PrefectClient, name: str) -> Any:
+    variable = await client.read_variable_by_name(name)
+    return None if variable is None else variable.value
+
+
+async def _write(client: PrefectClient, name: str, value: dict[str, Any], tag: str) -> None:
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    if await client.read_variable_by_name(name) is None:
+        await client.create_variable(VariableCreate(name=name, value=value, tags=[tag]))
+    else:
+        await client.update_variable(VariableUpdate(name=name, value=value, tags=[tag]))
+
+
+async def read_user(client: PrefectClient, name: str) -> UserRecord:
+    value = await _read(client, USER_PREFIX + name) if _USER.match(name) else None
+    if value is None:
+        raise NotFound(f"user {name!r} not found")
+    return UserRecord.model_validate(value)
+
+
+async def save_user(client: PrefectClient, user: UserRecord) -> UserRecord:
+    """Create or replace a user (their projects and roles)."""
+    if not _USER.match(user.name):
+        raise ValueError(f"user {user.name!r}: expected lowercase letters, digits and dashes")
+    await _write(client, USER_PREFIX + user.name, user.model_dump(mode="json"), "acc:user")
+    return user
+
+
+async def list_users(client: PrefectClient) -> list[UserRecord]:
+    from prefect.client.schemas.filters import VariableFilter, VariableFilterName
+
+    response = await client.request(
+        "POST",
+        "/variables/filter",
+        json={
+            "variables": VariableFilter(name=VariableFilterName(like_=USER_PREFIX)).model_dump(
+                mode="json", exclude_unset=True
+            ),
+        },
+    )
+    users = [
+        UserRecord.model_validate(v["value"])
+        for v in response.json()
+        if str(v["name"]).startswith(USER_PREFIX)
+    ]
+    return sorted(users, key=lambda u: u.name)
+
+
+async def create_token(
+    client: PrefectClient, user: str, expires_in: timedelta | None = None
+) -> tuple[TokenRecord, str]:
+    """A new token for ``user``: its record and the token itself (shown once)."""
+    await read_user(client, user)
+    token_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
+    now = datetime.now(UTC)
+    record = TokenRecord(
+        id=token_id,
+        user=user,
+        salt=salt,
+        hash=_digest(secret, salt),
+        created=now,
+        expires=now + expires_in if expires_in else None,
+    )
+    await _write(client, TOKEN_PREFIX + token_id, record.model_dump(mode="json"), "acc:token")
+    return record, f"acc_{token_id}_{secret}"
+
+
+async def revoke_token(client: PrefectClient, token_id: str) -> TokenRecord:
+    """Revoke a token by its id (the ``<id>`` in ``acc_<id>_…``); effective at once."""
+    value = (
+        await _read(client, TOKEN_PREFIX + token_id)
+        if re.match(r"^[0-9a-f]{12}$", token_id)
+        else None
+    )
+    if value is None:
+        raise NotFound(f"token {token_id!r} not found")
+    record = TokenRecord.model_validate(value).model_copy(update={"revoked": True})
+    await _write(client, TOKEN_PREFIX + token_id, record.model_dump(mode="json"), "acc:token")
+    return record
+
+
+async def authenticate(client: PrefectClient, token: str) -> Principal:
+    """The principal a token stands for, or :class:`AccessDenied` (always the same)."""
+    match = _TOKEN.match(token.strip())
+    value = await _read(client, TOKEN_PREFIX + match.group(1)) if match else None
+    record = TokenRecord.model_validate(value) if value is not None else None
+    # Spend the same work whether or not the token exists: no timing oracle.
+    salt = record.salt if record else "00" * 16
+    presented = _digest(match.group(2) if match else "", salt)
+    if record is None or not hmac.compare_digest(presented, record.hash) or not record.active:
+        raise AccessDenied(INVALID_TOKEN)
+    try:
+        return (await read_user(client, record.user)).principal()
+    except NotFound:
+        raise AccessDenied(INVALID_TOKEN) from None
