@@ -263,7 +263,7 @@ def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(
     prefix = f"s3://{s3_server.bucket}/platform-{uuid.uuid4().hex[:6]}"
     settings = Settings(home=platform.home, storage_url=prefix, storage_options=s3_server.options)
     pool = f"acc-s3-{uuid.uuid4().hex[:6]}"
-    acc = Accelerator(AsyncAccelerator(platform.api_url, user="alice", settings=settings))
+    acc = Accelerator(AsyncAccelerator(platform.api_url, user="operator", settings=settings))
     acc._call(lambda c: _prepare(c, platform.home, pool))
     worker = start_worker(
         platform.home,
