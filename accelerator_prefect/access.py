@@ -58,6 +58,11 @@ def may_publish(principal: Principal, owner: str, project: str) -> bool:
     return principal.operator or (principal.author_in(project) and principal.name == owner)
 
 
+def may_read_run(principal: Principal, launched_by: str | None, model_owner: str | None) -> bool:
+    """A run is seen by whoever launched it, the owner of its model, and operators."""
+    return principal.operator or principal.name in {launched_by, model_owner}
+
+
 def require_operator(principal: Principal, what: str) -> None:
     """Refuse ``what`` unless ``principal`` operates the platform."""
     if not principal.operator:

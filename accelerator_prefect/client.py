@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 from accelerator_prefect.errors import NotFound, PlatformError
 from accelerator_prefect.settings import Settings, get_settings
@@ -202,6 +203,25 @@ class AsyncAccelerator:
 
         require_operator(await self.principal(), "revoke a token")
         await revoke_token(await self.client(), token_id)
+
+    async def visible_run(self, run_id: str) -> UUID:
+        """The id of run ``run_id`` if this principal may read it, else :class:`NotFound`."""
+        from accelerator_prefect.access import may_read_run
+        from accelerator_prefect.catalog import read_versions
+        from accelerator_prefect.runs import read_run
+
+        principal, client = await self.principal(), await self.client()
+        flow_run = await read_run(client, run_id)
+        if principal.operator:
+            return UUID(str(flow_run.id))
+        tags = {t.split(":", 2)[1]: t.split(":", 2)[2] for t in flow_run.tags if t.count(":") >= 2}
+        owner = None
+        if "model" in tags:
+            versions = await read_versions(client, model=tags["model"])
+            owner = versions[0].record.owner if versions else None
+        if not may_read_run(principal, tags.get("user"), owner):
+            raise NotFound(f"run {run_id!r} not found")
+        return UUID(str(flow_run.id))
 
     async def launch(
         self,
@@ -402,7 +422,10 @@ class Accelerator:
         return Run(self, run_id)
 
     def run(self, run_id: str) -> Run:
-        """A handle on an existing run."""
-        from accelerator_prefect.runs import Run, read_run
+        """A handle on an existing run you launched, of a model you own, or (operators) any.
 
-        return Run(self, self._call(lambda c: read_run(c, run_id)).id)
+        Any other run is :class:`~accelerator_prefect.NotFound`, as if it did not exist.
+        """
+        from accelerator_prefect.runs import Run
+
+        return Run(self, self._run(self._core.visible_run(run_id)))

@@ -101,6 +101,16 @@ def test_a_project_member_runs_a_project_model(
         run = bob.launch(scoped["project"], conf={"message": "hi"})
         assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
         assert f"acc:user:{team['bob-name']}" in run._flow_run().tags
+        assert bob.run(str(run.id)).logs()
+
+    # The launcher, the model's owner and operators read the run; nobody else finds it.
+    for who, sees in (("alice", True), ("carol", False), ("operator", True)):
+        with _client(platform, team, who) as client:
+            if sees:
+                assert client.run(str(run.id)).state == "Completed"
+            else:
+                with pytest.raises(NotFound, match="not found"):
+                    client.run(str(run.id))
 
 
 def test_only_authors_publish_their_own_models_into_their_projects(
