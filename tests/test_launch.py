@@ -28,20 +28,21 @@ def count_runs(api_url: str, deployment_name: str) -> int:
     return asyncio.run(count())
 
 
+def bundled_example(folder: Path, model: str) -> ModelRepo:
+    """A bundled example committed in its own repository, its sample inputs in storage."""
+    repo = ModelRepo(folder, model)
+    flow = f"flows/{model.replace('-', '_')}.py"
+    repo.write(flow, (ROOT / flow).read_text())
+    repo.write(f"deployments/{model}.yaml", (ROOT / "deployments" / f"{model}.yaml").read_text())
+    repo.commit(f"{model} 1.0.0")
+    seed_example_data(Storage())
+    return repo
+
+
 @pytest.fixture(scope="module")
 def climate_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
     """The bundled climate-downscaling example, committed in its own repository."""
-    repo = ModelRepo(tmp_path_factory.mktemp("climate"), "climate-downscaling")
-    repo.write(
-        "flows/climate_downscaling.py", (ROOT / "flows" / "climate_downscaling.py").read_text()
-    )
-    repo.write(
-        "deployments/climate-downscaling.yaml",
-        (ROOT / "deployments" / "climate-downscaling.yaml").read_text(),
-    )
-    repo.commit("climate downscaling 1.0.0")
-    seed_example_data(Storage())
-    return repo
+    return bundled_example(tmp_path_factory.mktemp("climate"), "climate-downscaling")
 
 
 def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
@@ -195,17 +196,8 @@ def test_data_harmonization_turns_station_tables_into_one_dataset(
 ) -> None:
     import pandas as pd
 
-    repo = ModelRepo(tmp_path / "meteo", "data-harmonization")
-    repo.write(
-        "flows/data_harmonization.py", (ROOT / "flows" / "data_harmonization.py").read_text()
-    )
-    repo.write(
-        "deployments/data-harmonization.yaml",
-        (ROOT / "deployments" / "data-harmonization.yaml").read_text(),
-    )
-    repo.commit("data harmonization 1.0.0")
+    repo = bundled_example(tmp_path / "meteo", "data-harmonization")
     acc.publish(repo.manifest)
-    seed_example_data(Storage())
 
     run = acc.launch(
         "data-harmonization",
