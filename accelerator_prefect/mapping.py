@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from accelerator_prefect.manifest import InputMapping, Manifest, Source
-from accelerator_prefect.storage import PREFIX, StoragePathError, accepts, check_path, media_type
+from accelerator_prefect.storage import (
+    PREFIX,
+    StoragePathError,
+    accepts,
+    check_path,
+    folder_files,
+    media_type,
+)
 from accelerator_prefect.validation import MESSAGE_KEY
 
 if TYPE_CHECKING:
@@ -124,19 +131,11 @@ class InputFile:
         return self.uri
 
 
-def _hidden(path: str) -> bool:
-    return any(part.startswith(".") for part in path.split("/"))
-
-
 def _folder_files(fs: AbstractFileSystem, path: str, accepted: list[str]) -> list[tuple[str, int]]:
-    found = fs.find(path, detail=True)
-    base = fs._strip_protocol(path).rstrip("/")
-    files = []
-    for name, info in sorted(found.items()):
-        relative = name[len(base) + 1 :] if name.startswith(base + "/") else name
-        if info.get("type") == "file" and not _hidden(relative) and accepts(name, accepted):
-            files.append((relative, int(info.get("size") or 0)))
-    return files
+    return [
+        (relative, int(info.get("size") or 0))
+        for relative, info in folder_files(fs, path, accepted)
+    ]
 
 
 def expand(

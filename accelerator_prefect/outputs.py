@@ -87,10 +87,10 @@ def report(output: Output | None) -> None:
 
     from accelerator_prefect.storage import Storage
 
-    folder = output.uri
-    if is_incomplete(folder):  # an earlier attempt of this run failed; this one did not
-        Storage().fs.rm_file(folder + INCOMPLETE)
-    files = list_outputs(folder)
+    storage, folder = Storage(), output.uri
+    if is_incomplete(folder, storage):  # an earlier attempt of this run failed; this one did not
+        storage.fs.rm_file(folder + INCOMPLETE)
+    files = list_outputs(folder, storage)
     total = sum(f.size for f in files)
     _logger().info("wrote %d file(s), %s, to %s", len(files), human_size(total), folder)
     if FlowRunContext.get() is None:
@@ -116,8 +116,8 @@ def mark_incomplete(output: Output | None, error: BaseException) -> None:
     try:
         from accelerator_prefect.storage import Storage
 
-        folder = output.uri
-        files = list_outputs(folder)
+        storage, folder = Storage(), output.uri
+        files = list_outputs(folder, storage)
         if not files:
             return
         marker = {
@@ -127,7 +127,7 @@ def mark_incomplete(output: Output | None, error: BaseException) -> None:
             "files": [f.path for f in files],
             "note": "The run failed before finishing; these files are partial results.",
         }
-        with Storage().open(folder + INCOMPLETE, "w") as f:
+        with storage.open(folder + INCOMPLETE, "w") as f:
             f.write(json.dumps(marker, indent=2))
         _logger().warning(
             "the run failed; %d partial file(s) in %s are marked %s", len(files), folder, INCOMPLETE

@@ -129,8 +129,24 @@ def accepts(name: str, accepted: Iterable[str]) -> bool:
 
 
 def is_hidden(path: str) -> bool:
-    """Dot-files, including the partial files of unfinished writes."""
-    return path.rsplit("/", 1)[-1].startswith(".")
+    """Whether any segment of ``path`` is a dot-name: partial files of unfinished
+    writes, and what lies in dot-folders."""
+    return any(part.startswith(".") for part in path.split("/"))
+
+
+def folder_files(
+    fs: AbstractFileSystem, folder: str, accepted: Iterable[str] = ()
+) -> list[tuple[str, dict[str, Any]]]:
+    """The files under ``folder`` on any fsspec ``fs``, recursively, as (path below the
+    folder, fsspec info): hidden ones skipped, only ``accepted`` types."""
+    accepted = list(accepted)
+    base = fs._strip_protocol(folder).rstrip("/")
+    files = []
+    for name, info in sorted(fs.find(folder, detail=True).items()):
+        relative = name[len(base) + 1 :] if name.startswith(base + "/") else name
+        if info.get("type") == "file" and not is_hidden(relative) and accepts(name, accepted):
+            files.append((relative, info))
+    return files
 
 
 class AtomicWriter(io.RawIOBase):
@@ -577,21 +593,15 @@ class Storage:
             if isinstance(exc, FileNotFoundError) and not check_path(uri):
                 return []  # an empty storage (an object store has no folder until a file)
             raise self._failed(uri, exc) from None
-        entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]))]
+        entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]).rsplit("/", 1)[-1])]
         return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
 
     def files(self, uri: str, accepted: Iterable[str] = ()) -> list[Entry]:
         """Every file under folder ``uri``, recursively, matching ``accepted`` types."""
-        accepted = list(accepted)
         try:
-            found = self.fs.find(uri, detail=True)
+            return [_entry(info) for _, info in folder_files(self.fs, uri, accepted)]
         except OSError as exc:
             raise self._failed(uri, exc) from None
-        return [
-            _entry(info)
-            for name, info in sorted(found.items())
-            if not any(is_hidden(part) for part in name.split("/")) and accepts(name, accepted)
-        ]
 
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open a file; writes appear only once the file is closed cleanly."""
