@@ -1,10 +1,12 @@
 """Who is asking, and what they may see and do: the one place access is decided.
 
-A :class:`Principal` is a signed-in user (with their projects and roles) or an
-operator. :func:`may_see` decides visibility and :func:`may_run` launching;
-every front end asks them, and a model a principal may not see is *not found*
-for them, never "forbidden". Listing first narrows the deployments in the
-server by tags (:func:`visible_tags`), then applies the exact rules here.
+A :class:`Principal` is a signed-in user (with their projects and roles), an
+operator, or a guest holding a shared link. :func:`may_see` decides visibility
+and :func:`may_run` launching; every front end asks them, and a model a
+principal may not see is *not found* for them, never "forbidden". Listing first
+narrows the deployments in the server by tags (:func:`visible_tags`), then
+applies the exact rules here. :func:`may_use_path` decides which ``acc://``
+folders a principal may select inputs from and write outputs to.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from accelerator_prefect.manifest import Scope
+
+USERS_AREA = "users"  # acc://users/<name>/: each user's own storage
+LINKS_AREA = "links"  # acc://links/<link id>/: scratch space of a shared link's guests
+RESERVED_AREAS = frozenset({USERS_AREA, LINKS_AREA})
 
 
 class Role(StrEnum):
@@ -23,24 +29,64 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True)
+class LinkGrant:
+    """What a valid shared link opens: one model, or one version of it."""
+
+    link_id: str
+    model: str
+    version: str | None = None
+
+    def opens(self, model: str, version: str) -> bool:
+        return self.model == model and self.version in (None, version)
+
+
+@dataclass(frozen=True)
 class Principal:
-    """A signed-in user: their projects (and roles in them), or an operator."""
+    """Who is asking: a user with their projects (and roles), an operator, or a guest.
+
+    A guest is nobody in the directory: they hold a shared link and reach only
+    what it opens. A signed-in user may hold links too.
+    """
 
     name: str
     projects: dict[str, Role] = field(default_factory=dict)
     operator: bool = False
+    links: tuple[LinkGrant, ...] = ()
+    guest: bool = False
 
     def member_of(self, project: str) -> bool:
-        return self.operator or project in self.projects
+        return self.operator or (not self.guest and project in self.projects)
 
     def author_in(self, project: str) -> bool:
-        return self.operator or self.projects.get(project) == Role.author
+        return self.operator or (not self.guest and self.projects.get(project) == Role.author)
+
+    def link_for(self, model: str, version: str) -> LinkGrant | None:
+        """The link this principal holds that opens ``model@version``, if any."""
+        return next((g for g in self.links if g.opens(model, version)), None)
+
+    @property
+    def own_area(self) -> str:
+        """Their own storage folder (relative to ``acc://``): the user's, or the link's."""
+        if self.guest and self.links:
+            return f"{LINKS_AREA}/{self.links[0].link_id}"
+        return f"{USERS_AREA}/{self.name}"
 
 
-def may_see(principal: Principal, owner: str, project: str, scope: Scope) -> bool:
-    """Whether ``principal`` may see (and so find) a model with these access fields."""
-    if principal.operator or principal.name == owner:
+def guest(grant: LinkGrant) -> Principal:
+    """The principal of someone holding only the shared link ``grant``."""
+    return Principal(f"guest-{grant.link_id}", links=(grant,), guest=True)
+
+
+def may_see(
+    principal: Principal, *, model: str, version: str, owner: str, project: str, scope: Scope
+) -> bool:
+    """Whether ``principal`` may see (and so find) one version of a model."""
+    if principal.operator or (principal.name == owner and not principal.guest):
         return True
+    if scope != Scope.private and principal.link_for(model, version) is not None:
+        return True  # a link opens what it names, unless the owner made it private since
+    if principal.guest:
+        return False
     if scope == Scope.public:
         return True
     if scope == Scope.project:
@@ -48,9 +94,18 @@ def may_see(principal: Principal, owner: str, project: str, scope: Scope) -> boo
     return False  # private; link models are reached through a link only
 
 
-def may_run(principal: Principal, owner: str, project: str, scope: Scope) -> bool:
-    """Whether ``principal`` may launch it: whoever may see a model may run it."""
-    return may_see(principal, owner, project, scope)
+def may_run(
+    principal: Principal, *, model: str, version: str, owner: str, project: str, scope: Scope
+) -> bool:
+    """Whether ``principal`` may launch it: whoever may see a version may run it."""
+    return may_see(
+        principal, model=model, version=version, owner=owner, project=project, scope=scope
+    )
+
+
+def may_manage(principal: Principal, owner: str) -> bool:
+    """Whether ``principal`` may manage a model (share it, change its lifecycle)."""
+    return principal.operator or (principal.name == owner and not principal.guest)
 
 
 def may_publish(principal: Principal, owner: str, project: str) -> bool:
@@ -58,9 +113,44 @@ def may_publish(principal: Principal, owner: str, project: str) -> bool:
     return principal.operator or (principal.author_in(project) and principal.name == owner)
 
 
-def may_read_run(principal: Principal, launched_by: str | None, model_owner: str | None) -> bool:
-    """A run is seen by whoever launched it, the owner of its model, and operators."""
-    return principal.operator or principal.name in {launched_by, model_owner}
+def may_read_run(
+    principal: Principal,
+    *,
+    launched_by: str | None,
+    model_owner: str | None,
+    link_id: str | None = None,
+) -> bool:
+    """A run is read by whoever launched it, the owner of its model, and operators;
+    a guest reads the runs launched through their link."""
+    if principal.operator:
+        return True
+    if principal.guest:
+        return link_id is not None and any(g.link_id == link_id for g in principal.links)
+    return principal.name in {launched_by, model_owner}
+
+
+def may_use_path(principal: Principal, relative: str) -> bool:
+    """Whether ``principal`` may read inputs from and write outputs to ``acc://relative``.
+
+    Users work under the projects they belong to and their own area
+    (``acc://users/<name>/``); guests only in their link's scratch area;
+    operators everywhere.
+    """
+    if principal.operator:
+        return True
+    top = relative.split("/", 1)[0]
+    if top not in RESERVED_AREAS and principal.member_of(top):
+        return True
+    area = principal.own_area
+    return relative == area or relative.startswith(area + "/")
+
+
+def usable_areas(principal: Principal) -> list[str]:
+    """The ``acc://`` folders ``principal`` may use, for messages and listings."""
+    if principal.operator:
+        return ["acc://"]
+    projects = [] if principal.guest else [f"acc://{p}/" for p in sorted(principal.projects)]
+    return [*projects, f"acc://{principal.own_area}/"]
 
 
 def require_operator(principal: Principal, what: str) -> None:
@@ -78,8 +168,12 @@ def visible_tags(principal: Principal) -> list[str] | None:
     """
     if principal.operator:
         return None
+    linked = sorted({f"acc:model:{g.model}" for g in principal.links})
+    if principal.guest:
+        return linked
     return [
         "acc:scope:public",
         f"acc:owner:{principal.name}",
         *(f"acc:project:{project}" for project in sorted(principal.projects)),
+        *linked,
     ]

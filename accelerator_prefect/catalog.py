@@ -15,9 +15,9 @@ from uuid import UUID
 import semver
 from pydantic import BaseModel, Field
 
-from accelerator_prefect.access import Principal, may_see, visible_tags
+from accelerator_prefect.access import Principal, may_run, may_see, visible_tags
 from accelerator_prefect.errors import NotFound
-from accelerator_prefect.manifest import InputMapping, Scope, Status
+from accelerator_prefect.manifest import InputMapping, Scope, SecretSpec, Status
 from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
@@ -79,8 +79,32 @@ class HostedVersion(BaseModel):
         return InputMapping.model_validate(self.record.manifest.get("inputs") or {})
 
     @property
+    def secrets(self) -> dict[str, SecretSpec]:
+        """The credentials a launcher supplies, by name (values never live here)."""
+        raw = self.record.manifest.get("secrets") or {}
+        return {name: SecretSpec.model_validate(spec) for name, spec in raw.items()}
+
+    @property
     def semver(self) -> semver.Version:
         return semver.Version.parse(self.version)
+
+    def _access(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "model": self.name,
+            "version": self.version,
+            "owner": record.owner,
+            "project": record.project,
+            "scope": record.scope,
+        }
+
+    def visible_to(self, principal: Principal) -> bool:
+        """Whether ``principal`` may see this version (the access layer decides)."""
+        return may_see(principal, **self._access())
+
+    def runnable_by(self, principal: Principal) -> bool:
+        """Whether ``principal`` may launch this version (the access layer decides)."""
+        return may_run(principal, **self._access())
 
 
 class HostedModel(BaseModel):
@@ -135,6 +159,8 @@ async def read_versions(
     if model:
         tags.append(tag("model", model))
     any_tags = visible_tags(principal) if principal is not None else None
+    if any_tags == []:
+        return []
     deployments: list[DeploymentResponse] = []
     offset, page = 0, 200
     while True:
@@ -150,13 +176,7 @@ async def read_versions(
     flow_names = await _flow_names(client, {d.flow_id for d in deployments})
     versions = [hosted_version(d, flow_names.get(d.flow_id, "")) for d in deployments]
     found = [
-        v
-        for v in versions
-        if v is not None
-        and (
-            principal is None
-            or may_see(principal, v.record.owner, v.record.project, v.record.scope)
-        )
+        v for v in versions if v is not None and (principal is None or v.visible_to(principal))
     ]
     return sorted(found, key=lambda v: (v.name, v.semver), reverse=True)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -24,12 +25,50 @@ if TYPE_CHECKING:
 
     from accelerator_prefect.access import Principal
     from accelerator_prefect.catalog import HostedModel
-    from accelerator_prefect.directory import UserRecord
+    from accelerator_prefect.directory import LinkRecord, UserRecord
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.runs import Run
+    from accelerator_prefect.runs import Run, RunSummary
     from accelerator_prefect.storage import AccFileSystem, Storage
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SharedLink:
+    """A link that opens one model (or one version of it) to whoever holds it.
+
+    ``url`` and ``token`` are known only when the link is created; afterwards
+    only its id identifies it.
+    """
+
+    id: str
+    model: str
+    version: str | None
+    created_by: str
+    created: datetime
+    expires: datetime | None
+    active: bool
+    token: str | None = None
+    url: str | None = None
+
+    @classmethod
+    def of(cls, record: LinkRecord, token: str | None, catalog_url: str) -> SharedLink:
+        from urllib.parse import urlencode
+
+        url = None
+        if token is not None:
+            url = f"{catalog_url.rstrip('/')}/?{urlencode({'model': record.model, 'link': token})}"
+        return cls(
+            id=record.id,
+            model=record.model,
+            version=record.version,
+            created_by=record.created_by,
+            created=record.created,
+            expires=record.expires,
+            active=record.active,
+            token=token,
+            url=url,
+        )
 
 
 def _ui_url(api_url: str) -> str:
@@ -61,12 +100,16 @@ class AsyncAccelerator:
         user: str,
         settings: Settings | None = None,
         token: str | None = None,
+        link: str | None = None,
+        signed_in: bool = True,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.ui_url = _ui_url(self.api_url)
         self.user = user
         self.settings = settings or get_settings()
         self._token = token
+        self._link = link
+        self._signed_in = signed_in
         self._principal: Principal | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
@@ -79,35 +122,49 @@ class AsyncAccelerator:
         home: str | Path | None = None,
         user: str | None = None,
         token: str | None = None,
+        link: str | None = None,
     ) -> AsyncAccelerator:
-        """A client acting for the holder of ``token`` (or ``ACC_TOKEN``).
+        """A client acting for the holder of ``token`` (or ``ACC_TOKEN``), holding
+        the shared ``link`` if given.
 
-        Without a token: as ``user`` on a trusted network, else as the local
-        platform's operator (its token is in the home folder), else as ``ACC_USER``.
+        Without a token: as ``user`` on a trusted network; with only a link, as a
+        guest; else as the local platform's operator (its token is in the home
+        folder), else as ``ACC_USER``.
         """
         settings = get_settings(home=home, user=user)
         if token is None and settings.token is not None:
             token = settings.token.get_secret_value()
-        if token is None and user is None and settings.operator_token_file.is_file():
+        guest = token is None and user is None and link is not None
+        if token is None and user is None and not guest and settings.operator_token_file.is_file():
             token = settings.operator_token_file.read_text().strip()
         url = resolve_api_url(settings, api_url)
-        return cls(url, user=settings.user, settings=settings, token=token)
+        return cls(
+            url, user=settings.user, settings=settings, token=token, link=link, signed_in=not guest
+        )
 
     async def principal(self) -> Principal:
         """Who this client acts for (the token is checked once, on first use)."""
         if self._principal is None:
-            from accelerator_prefect.access import Principal
-            from accelerator_prefect.directory import authenticate, read_user
+            import dataclasses
+
+            from accelerator_prefect.access import Principal, guest
+            from accelerator_prefect.directory import authenticate, open_link, read_user
 
             client = await self.client()
-            if self._token is not None:
-                self._principal = await authenticate(client, self._token)
+            grant = await open_link(client, self._link) if self._link is not None else None
+            if not self._signed_in and grant is not None:
+                principal = guest(grant)
+            elif self._token is not None:
+                principal = await authenticate(client, self._token)
             else:
                 try:
-                    self._principal = (await read_user(client, self.user)).principal()
+                    principal = (await read_user(client, self.user)).principal()
                 except NotFound:  # signed in, in no project yet
-                    self._principal = Principal(self.user)
-            self.user = self._principal.name
+                    principal = Principal(self.user)
+            if grant is not None and not principal.guest:
+                principal = dataclasses.replace(principal, links=(*principal.links, grant))
+            self._principal = principal
+            self.user = principal.name
         return self._principal
 
     def storage_fs(self) -> AccFileSystem:
@@ -219,7 +276,9 @@ class AsyncAccelerator:
         if "model" in tags:
             versions = await read_versions(client, model=tags["model"])
             owner = versions[0].record.owner if versions else None
-        if not may_read_run(principal, tags.get("user"), owner):
+        if not may_read_run(
+            principal, launched_by=tags.get("user"), model_owner=owner, link_id=tags.get("link")
+        ):
             raise NotFound(f"run {run_id!r} not found")
         return UUID(str(flow_run.id))
 
@@ -231,6 +290,8 @@ class AsyncAccelerator:
         version: str | None = None,
         inputs: Any = None,
         output: Any = None,
+        secrets: Mapping[str, Any] | None = None,
+        remember: bool = False,
         via: str = "python",
     ) -> str:
         """Launch ``model`` and return the new run's id (see ``Accelerator.launch``)."""
@@ -241,15 +302,92 @@ class AsyncAccelerator:
             await self.client(),
             model,
             principal=principal,
-            user=principal.name,
             version=version,
             conf=conf,
             inputs=inputs,
             output=output,
+            secrets=secrets,
+            remember=remember,
             via=via,
             storage=self.storage_fs(),
         )
         return str(flow_run.id)
+
+    async def forget_secrets(self, model: str) -> int:
+        from accelerator_prefect.secrets import forget
+
+        principal = await self.principal()
+        await self.get(model)  # only models this principal may see
+        return await forget(await self.client(), principal.name, model)
+
+    async def _managed(self, model: str) -> HostedModel:
+        """``model`` if this principal may manage it; else not found or refused."""
+        from accelerator_prefect.access import may_manage
+        from accelerator_prefect.errors import AccessDenied
+
+        principal = await self.principal()
+        hosted = await self.get(model)
+        if not may_manage(principal, hosted.latest.record.owner):
+            raise AccessDenied(f"{model}: only its owner or an operator may manage it")
+        return hosted
+
+    async def share_link(
+        self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
+    ) -> SharedLink:
+        from accelerator_prefect.directory import create_link
+        from accelerator_prefect.errors import AccessDenied
+        from accelerator_prefect.manifest import Scope
+
+        hosted = await self._managed(model)
+        if version is not None and version not in {v.version for v in hosted.versions}:
+            known = ", ".join(v.version for v in hosted.versions)
+            raise NotFound(f"{model}: version {version!r} not found (published: {known})")
+        if hosted.latest.record.scope == Scope.private:
+            raise AccessDenied(
+                f"{model} is private, so a link would open nothing; set `access.scope` to "
+                "link (or project, or public) in its manifest and publish it again"
+            )
+        principal = await self.principal()
+        record, token = await create_link(
+            await self.client(),
+            model,
+            version=version,
+            created_by=principal.name,
+            expires_in=expires_in,
+        )
+        return SharedLink.of(record, token, self.settings.catalog_url)
+
+    async def links(self, model: str | None = None) -> list[SharedLink]:
+        from accelerator_prefect.directory import list_links
+
+        principal = await self.principal()
+        found = await list_links(await self.client(), model)
+        if not principal.operator:
+            mine = {
+                m.name for m in await self.catalog() if m.versions[0].record.owner == principal.name
+            }
+            found = [link for link in found if link.model in mine]
+        return [SharedLink.of(link, None, self.settings.catalog_url) for link in found]
+
+    async def revoke_link(self, link_id: str) -> SharedLink:
+        from accelerator_prefect.directory import read_link, revoke_link
+
+        client = await self.client()
+        record = await read_link(client, link_id)
+        try:
+            await self._managed(record.model)
+        except NotFound:
+            raise NotFound(f"link {link_id!r} not found") from None
+        return SharedLink.of(await revoke_link(client, link_id), None, self.settings.catalog_url)
+
+    async def runs(self, model: str | None = None, limit: int = 200) -> list[RunSummary]:
+        """Runs this principal may read, newest first (see ``Accelerator.runs``)."""
+        from accelerator_prefect.runs import read_runs
+
+        principal = await self.principal()
+        if model is not None:
+            await self.get(model)
+        return await read_runs(await self.client(), principal, model=model, limit=limit)
 
 
 class _Loop:
@@ -293,13 +431,20 @@ class Accelerator:
         home: str | Path | None = None,
         user: str | None = None,
         token: str | None = None,
+        link: str | None = None,
     ) -> Accelerator:
         """A client for the platform at ``api_url``, or the local one started by ``acc up``,
-        acting for the holder of ``token`` (``ACC_TOKEN``); an unknown, revoked or
-        expired token raises :class:`~accelerator_prefect.AccessDenied`."""
-        accelerator = cls(AsyncAccelerator.connect(api_url, home=home, user=user, token=token))
-        if token is not None:
-            accelerator._run(accelerator._core.principal())  # a bad token fails here
+        acting for the holder of ``token`` (``ACC_TOKEN``).
+
+        ``link`` (a shared link's URL or token) opens the model it names; with a
+        link and no token the client is a guest who sees only that model and the
+        runs launched through the link. An unknown, revoked or expired token or
+        link raises :class:`~accelerator_prefect.AccessDenied`.
+        """
+        core = AsyncAccelerator.connect(api_url, home=home, user=user, token=token, link=link)
+        accelerator = cls(core)
+        if token is not None or link is not None:
+            accelerator._run(core.principal())  # a bad token or link fails here
         return accelerator
 
     @property
@@ -329,7 +474,7 @@ class Accelerator:
         from accelerator_prefect.storage import Storage
 
         if self._storage is None:
-            self._storage = Storage(self._core.storage_fs())
+            self._storage = Storage(self._core.storage_fs(), principal=self.principal)
         return self._storage
 
     def _run(self, coro: Awaitable[T]) -> T:
@@ -403,6 +548,8 @@ class Accelerator:
         version: str | None = None,
         inputs: Any = None,
         output: Any = None,
+        secrets: Mapping[str, Any] | None = None,
+        remember: bool = False,
         via: str = "python",
     ) -> Run:
         """Launch a run of ``model`` (its newest active version unless ``version``).
@@ -410,16 +557,60 @@ class Accelerator:
         ``conf`` is checked against the version's schema, and ``inputs`` (a list of
         ``acc://`` URIs, folders ending with ``/``, or ``{"selected_files": [...],
         "selected_folders": [...]}``) against the model's input mapping and the
-        files in storage. A refused launch raises
-        :class:`~accelerator_prefect.InvalidConf` or
-        :class:`~accelerator_prefect.InvalidInputs` and creates no run.
+        files in storage; inputs and outputs must lie under your projects or your
+        own area ``acc://users/<you>/``. ``secrets`` maps each secret the model
+        declares to its value: the values go into Prefect Secret blocks, never into
+        the run (``remember=True`` keeps them for your next launches of this model).
+        A refused launch raises :class:`~accelerator_prefect.InvalidConf`,
+        :class:`~accelerator_prefect.InvalidInputs` or
+        :class:`~accelerator_prefect.InvalidSecrets` and creates no run.
         """
         from accelerator_prefect.runs import Run
 
         run_id = self._run(
-            self._core.launch(model, conf, version=version, inputs=inputs, output=output, via=via)
+            self._core.launch(
+                model,
+                conf,
+                version=version,
+                inputs=inputs,
+                output=output,
+                secrets=secrets,
+                remember=remember,
+                via=via,
+            )
         )
         return Run(self, run_id)
+
+    def forget_secrets(self, model: str) -> int:
+        """Delete the secrets you asked to be remembered for ``model``; returns how many."""
+        return self._run(self._core.forget_secrets(model))
+
+    def share_link(
+        self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
+    ) -> SharedLink:
+        """A new link opening ``model`` (only ``version``, if given) to whoever holds it.
+
+        Only the owner and operators share a model; ``link.url`` is shown once.
+
+        Example:
+            >>> link = acc.share_link("climate-downscaling",
+            ...                       expires_in=timedelta(days=30))  # doctest: +SKIP
+            >>> guest = Accelerator.connect(link=link.url)  # doctest: +SKIP
+        """
+        return self._run(self._core.share_link(model, version=version, expires_in=expires_in))
+
+    def links(self, model: str | None = None) -> list[SharedLink]:
+        """The links to models you manage (every link, for operators)."""
+        return self._run(self._core.links(model))
+
+    def revoke_link(self, link_id: str) -> SharedLink:
+        """Revoke a link by its id; the next request holding it is refused."""
+        return self._run(self._core.revoke_link(link_id))
+
+    def runs(self, model: str | None = None, limit: int = 200) -> list[RunSummary]:
+        """The runs you may read, newest first: yours, every run of the models you own,
+        and (operators) all; a guest sees the runs launched through their link."""
+        return self._run(self._core.runs(model, limit))
 
     def run(self, run_id: str) -> Run:
         """A handle on an existing run you launched, of a model you own, or (operators) any.

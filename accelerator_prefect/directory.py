@@ -1,12 +1,16 @@
-"""The directory of users and their personal API tokens, kept in Prefect's database.
+"""The directory: users, their personal API tokens, shared links and projects.
 
-Each user is a Prefect Variable ``acc-user-<name>`` (their projects, roles and
-whether they operate the platform); each token a Variable ``acc-token-<id>``
-holding only a salted scrypt hash of its secret, so every machine of an
-installation sees the same directory and a copy of the database reveals no
-token. A token reads ``acc_<id>_<secret>`` and is shown once, when created.
-Every way a token can be wrong gets the same answer, so nobody learns which
-users or tokens exist.
+All of it lives in Prefect's database as Variables, so every machine of an
+installation sees the same directory:
+
+- ``acc-user-<name>``: a user's projects, roles and whether they operate the platform;
+- ``acc-token-<id>``: a personal token, ``acc_<id>_<secret>``;
+- ``acc-link-<id>``: a shared link to a model, ``accl_<id>_<secret>``;
+- ``acc-project-<name>``: a project bound to its own Prefect API (a workspace).
+
+Tokens and links keep only a salted scrypt hash of their secret, so a copy of
+the database reveals none; each is shown once, when created. Every way a token
+or link can be wrong gets the same answer, so nobody learns which exist.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
-from accelerator_prefect.access import Principal, Role
+from accelerator_prefect.access import RESERVED_AREAS, LinkGrant, Principal, Role
 from accelerator_prefect.errors import AccessDenied, NotFound
 
 if TYPE_CHECKING:
@@ -28,11 +32,16 @@ if TYPE_CHECKING:
 
 USER_PREFIX = "acc-user-"
 TOKEN_PREFIX = "acc-token-"
+LINK_PREFIX = "acc-link-"
+PROJECT_PREFIX = "acc-project-"
 _TOKEN = re.compile(r"^acc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_LINK = re.compile(r"^accl_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_ID = re.compile(r"^[0-9a-f]{12}$")
 _USER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # scrypt at 16 MiB of memory: slow to guess offline, ~50 ms to check.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 INVALID_TOKEN = "invalid or expired token; ask an operator for a new one"
+INVALID_LINK = "this link is invalid, expired or revoked; ask the model's owner for a new one"
 
 
 class UserRecord(BaseModel):
@@ -41,6 +50,17 @@ class UserRecord(BaseModel):
     name: str
     projects: dict[str, Role] = {}
     operator: bool = False
+
+    @field_validator("projects")
+    @classmethod
+    def _project_names(cls, value: dict[str, Role]) -> dict[str, Role]:
+        for project in value:
+            if project in RESERVED_AREAS or not _USER.match(project):
+                raise ValueError(
+                    f"project {project!r}: expected lowercase letters, digits and dashes, "
+                    f"not one of {', '.join(sorted(RESERVED_AREAS))}"
+                )
+        return value
 
     def principal(self) -> Principal:
         return Principal(self.name, dict(self.projects), self.operator)
@@ -96,23 +116,33 @@ async def save_user(client: PrefectClient, user: UserRecord) -> UserRecord:
     return user
 
 
-async def list_users(client: PrefectClient) -> list[UserRecord]:
+async def _values(client: PrefectClient, prefix: str) -> list[Any]:
+    """The values of every Variable named ``<prefix>…`` (filtered in the server)."""
     from prefect.client.schemas.filters import VariableFilter, VariableFilterName
 
-    response = await client.request(
-        "POST",
-        "/variables/filter",
-        json={
-            "variables": VariableFilter(name=VariableFilterName(like_=USER_PREFIX)).model_dump(
-                mode="json", exclude_unset=True
-            ),
-        },
-    )
-    users = [
-        UserRecord.model_validate(v["value"])
-        for v in response.json()
-        if str(v["name"]).startswith(USER_PREFIX)
-    ]
+    found: list[Any] = []
+    offset, page = 0, 200
+    while True:
+        response = await client.request(
+            "POST",
+            "/variables/filter",
+            json={
+                "variables": VariableFilter(name=VariableFilterName(like_=prefix)).model_dump(
+                    mode="json", exclude_unset=True
+                ),
+                "offset": offset,
+                "limit": page,
+            },
+        )
+        batch = response.json()
+        found += [v["value"] for v in batch if str(v["name"]).startswith(prefix)]
+        if len(batch) < page:
+            return found
+        offset += page
+
+
+async def list_users(client: PrefectClient) -> list[UserRecord]:
+    users = [UserRecord.model_validate(v) for v in await _values(client, USER_PREFIX)]
     return sorted(users, key=lambda u: u.name)
 
 
@@ -137,11 +167,7 @@ async def create_token(
 
 async def revoke_token(client: PrefectClient, token_id: str) -> TokenRecord:
     """Revoke a token by its id (the ``<id>`` in ``acc_<id>_…``); effective at once."""
-    value = (
-        await _read(client, TOKEN_PREFIX + token_id)
-        if re.match(r"^[0-9a-f]{12}$", token_id)
-        else None
-    )
+    value = await _read(client, TOKEN_PREFIX + token_id) if _ID.match(token_id) else None
     if value is None:
         raise NotFound(f"token {token_id!r} not found")
     record = TokenRecord.model_validate(value).model_copy(update={"revoked": True})
@@ -163,3 +189,95 @@ async def authenticate(client: PrefectClient, token: str) -> Principal:
         return (await read_user(client, record.user)).principal()
     except NotFound:
         raise AccessDenied(INVALID_TOKEN) from None
+
+
+class LinkRecord(BaseModel):
+    """A shared link as the directory keeps it: what it opens and the hash of its secret."""
+
+    id: str
+    model: str
+    version: str | None = None
+    created_by: str
+    salt: str
+    hash: str
+    created: datetime
+    expires: datetime | None = None
+    revoked: bool = False
+
+    @property
+    def active(self) -> bool:
+        expired = self.expires is not None and self.expires <= datetime.now(UTC)
+        return not (self.revoked or expired)
+
+    def grant(self) -> LinkGrant:
+        return LinkGrant(self.id, self.model, self.version)
+
+
+async def create_link(
+    client: PrefectClient,
+    model: str,
+    *,
+    version: str | None,
+    created_by: str,
+    expires_in: timedelta | None = None,
+) -> tuple[LinkRecord, str]:
+    """A new link to ``model`` (one ``version`` of it, if given): its record and its
+    token (shown once)."""
+    link_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
+    now = datetime.now(UTC)
+    record = LinkRecord(
+        id=link_id,
+        model=model,
+        version=version,
+        created_by=created_by,
+        salt=salt,
+        hash=_digest(secret, salt),
+        created=now,
+        expires=now + expires_in if expires_in else None,
+    )
+    await _write(client, LINK_PREFIX + link_id, record.model_dump(mode="json"), "acc:link")
+    return record, f"accl_{link_id}_{secret}"
+
+
+async def list_links(client: PrefectClient, model: str | None = None) -> list[LinkRecord]:
+    links = [LinkRecord.model_validate(v) for v in await _values(client, LINK_PREFIX)]
+    return sorted(
+        (link for link in links if model is None or link.model == model),
+        key=lambda link: link.created,
+    )
+
+
+async def read_link(client: PrefectClient, link_id: str) -> LinkRecord:
+    value = await _read(client, LINK_PREFIX + link_id) if _ID.match(link_id) else None
+    if value is None:
+        raise NotFound(f"link {link_id!r} not found")
+    return LinkRecord.model_validate(value)
+
+
+async def revoke_link(client: PrefectClient, link_id: str) -> LinkRecord:
+    """Revoke a link by its id; the next request holding it is refused."""
+    record = (await read_link(client, link_id)).model_copy(update={"revoked": True})
+    await _write(client, LINK_PREFIX + link_id, record.model_dump(mode="json"), "acc:link")
+    return record
+
+
+def link_token(value: str) -> str:
+    """The link token in ``value``: the token itself, or a link URL carrying it."""
+    from urllib.parse import parse_qs, urlsplit
+
+    value = value.strip()
+    if "://" in value or "?" in value:
+        return (parse_qs(urlsplit(value).query).get("link") or [""])[0]
+    return value
+
+
+async def open_link(client: PrefectClient, token: str) -> LinkGrant:
+    """What a link token (or link URL) opens, or :class:`AccessDenied` (always the same)."""
+    match = _LINK.match(link_token(token))
+    value = await _read(client, LINK_PREFIX + match.group(1)) if match else None
+    record = LinkRecord.model_validate(value) if value is not None else None
+    salt = record.salt if record else "00" * 16
+    presented = _digest(match.group(2) if match else "", salt)
+    if record is None or not hmac.compare_digest(presented, record.hash) or not record.active:
+        raise AccessDenied(INVALID_LINK)
+    return record.grant()

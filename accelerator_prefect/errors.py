@@ -54,6 +54,10 @@ class InvalidInputs(ValidationFailed):
     """The selected inputs do not fit the model's input mapping."""
 
 
+class InvalidSecrets(ValidationFailed):
+    """Secrets are missing, unknown or not text (messages never carry a value)."""
+
+
 class PlatformError(AcceleratorError):
     """The embedded platform could not be started, reached or stopped."""
 

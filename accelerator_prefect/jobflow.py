@@ -97,7 +97,15 @@ class Output(BaseModel):
 
 
 class Secrets(BaseModel):
-    """Names of the Secret blocks holding this run's credentials (never the values)."""
+    """Names of the Secret blocks holding this run's credentials (never the values).
+
+    Every value read is redacted from the run's logs and error messages.
+
+    Example:
+        >>> @routine
+        ... def fetch(secrets: Secrets) -> None:
+        ...     key = secrets.get("API_KEY")  # doctest: +SKIP
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -109,7 +117,16 @@ class Secrets(BaseModel):
             raise AcceleratorError(f"secrets.{name}: no such secret was supplied for this run")
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(self.blocks[name]).get())
+        from accelerator_prefect import secrets
+
+        value = str(Secret.load(self.blocks[name]).get())
+        secrets.register(value)
+        return value
+
+    def load_all(self) -> None:
+        """Read every value once, so each is redacted before any routine runs."""
+        for name in self.blocks:
+            self.get(name)
 
 
 @overload
@@ -135,8 +152,43 @@ def routine(fn: F | None = None, /, **options: Any) -> Any:
     if "cache_policy" not in options:
         options.setdefault("persist_result", False)
     if fn is None:
-        return lambda f: task(f, **options)
-    return task(fn, **options)
+        return lambda f: task(_scrubbing(f), **options)
+    return task(_scrubbing(fn), **options)
+
+
+def _scrubbing(fn: F) -> F:
+    """``fn``, with secret values taken out of any exception it raises (before Prefect
+    turns the exception into a state message and a log line)."""
+    from accelerator_prefect.secrets import scrub
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except BaseException as exc:
+                clean = scrub(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+
+        return _with_signature(run_async, fn)  # type: ignore[no-any-return]
+
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return fn
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            clean = scrub(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+
+    return _with_signature(run, fn)  # type: ignore[no-any-return]
 
 
 def _check_signature(fn: Callable[..., Any]) -> None:
@@ -166,23 +218,31 @@ def _reporting_outputs(fn: F) -> F:
     """``fn``, reporting what it wrote: a table artifact when it succeeds, and a
     ``_INCOMPLETE.json`` marker beside the partial outputs when it fails."""
     from accelerator_prefect import outputs
+    from accelerator_prefect.secrets import scrub
 
     signature = inspect.signature(fn)
 
-    def output_of(args: Any, kwargs: Any) -> Output | None:
-        value = signature.bind_partial(*args, **kwargs).arguments.get("output")
+    def prepare(args: Any, kwargs: Any) -> Output | None:
+        """Read the run's secrets (so they are redacted from the start); find its output."""
+        arguments = signature.bind_partial(*args, **kwargs).arguments
+        if isinstance(arguments.get("secrets"), Secrets):
+            arguments["secrets"].load_all()
+        value = arguments.get("output")
         return value if isinstance(value, Output) else None
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            output = output_of(args, kwargs)
+            output = prepare(args, kwargs)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 outputs.mark_incomplete(output, exc)
-                raise
+                clean = scrub(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
             outputs.report(output)
             return result
 
@@ -190,12 +250,15 @@ def _reporting_outputs(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        output = output_of(args, kwargs)
+        output = prepare(args, kwargs)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             outputs.mark_incomplete(output, exc)
-            raise
+            clean = scrub(exc)
+            if clean is exc:
+                raise
+            raise clean from None
         outputs.report(output)
         return result
 
@@ -247,6 +310,13 @@ def jobflow(fn: F | None = None, /, **options: Any) -> Any:
 
     def decorate(f: F) -> Any:
         _check_signature(f)
-        return flow(_reporting_outputs(f), **options)
+        hooks = dict(options)
+        if "secrets" in inspect.signature(f).parameters:
+            from accelerator_prefect.secrets import delete_run_secrets
+
+            # The run's own Secret blocks go once it ends, however it ends.
+            for kind in ("on_completion", "on_failure", "on_cancellation", "on_crashed"):
+                hooks[kind] = [*(hooks.get(kind) or []), delete_run_secrets]
+        return flow(_reporting_outputs(f), **hooks)
 
     return decorate if fn is None else decorate(fn)

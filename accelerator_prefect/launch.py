@@ -1,21 +1,25 @@
 """Launch a hosted model version: resolve, validate, then create one flow run.
 
 Everything is checked before anything is dispatched: a refused launch creates
-no flow run, and every problem is reported at once with its field path.
+no flow run (and leaves no secret behind), and every problem is reported at
+once with its field path.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from accelerator_prefect.access import Principal, may_run
+from accelerator_prefect import secrets as run_secrets
+from accelerator_prefect.access import Principal, may_use_path, usable_areas
 from accelerator_prefect.catalog import HostedVersion, pick_version, read_model, tag
-from accelerator_prefect.errors import InvalidConf, InvalidInputs, NotFound
+from accelerator_prefect.errors import InvalidConf, InvalidInputs, InvalidSecrets, NotFound
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.mapping import input_problems, output_problems
+from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
 from accelerator_prefect.validation import parameter_problems
 
 if TYPE_CHECKING:
@@ -48,13 +52,30 @@ def _inputs(value: Any, accepted: list[str]) -> dict[str, Any]:
     return plain
 
 
+def default_output(hosted: HostedVersion, principal: Principal) -> str | None:
+    """Where a run writes unless the caller chooses: the manifest's template, or the
+    launcher's own area when the template points where they may not write (guests
+    always get a scratch folder of their own for each run)."""
+    default = hosted.default_parameters.get("output")
+    if default is None:
+        return None
+    if principal.guest:
+        return f"{PREFIX}{principal.own_area}/runs/{{run_id}}/"
+    location = str(default["location"]).replace("{user}", principal.name)
+    relative = location.removeprefix(PREFIX).replace("{run_id}", "run")
+    if location.startswith(PREFIX) and may_use_path(principal, relative):
+        return location
+    return f"{PREFIX}{principal.own_area}/results/{hosted.name}/{hosted.version}/{{run_id}}/"
+
+
 def build_parameters(
     hosted: HostedVersion,
     *,
-    user: str,
+    principal: Principal,
     conf: Any = None,
     inputs: Any = None,
     output: Any = None,
+    secret_blocks: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The flow run's parameters: the caller's values over the version's defaults."""
     accepted = hosted.parameter_schema.get("properties", {})
@@ -66,11 +87,49 @@ def build_parameters(
         parameters["inputs"] = _inputs(inputs, list(mapping.accepted_types))
     if output is not None:
         parameters["output"] = {"location": output} if isinstance(output, str) else _plain(output)
-    elif "output" in hosted.default_parameters:
-        default = dict(hosted.default_parameters["output"])
-        default["location"] = str(default["location"]).replace("{user}", user)
-        parameters["output"] = default
+    elif (location := default_output(hosted, principal)) is not None:
+        parameters["output"] = {"location": location}
+    if secret_blocks or "secrets" in accepted:
+        parameters["secrets"] = {"blocks": dict(secret_blocks or {})}
     return parameters
+
+
+def _selection(parameters: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each chosen ``acc://`` location with its field path (when its shape is right)."""
+    chosen: list[tuple[str, str]] = []
+    inputs, output = parameters.get("inputs"), parameters.get("output")
+    if isinstance(inputs, dict):
+        for key in ("selected_files", "selected_folders"):
+            values = inputs.get(key)
+            if isinstance(values, list):
+                chosen += [
+                    (f"inputs.{key}[{i}]", u) for i, u in enumerate(values) if isinstance(u, str)
+                ]
+    if isinstance(output, dict) and isinstance(output.get("location"), str):
+        chosen.append(("output.location", output["location"]))
+    return chosen
+
+
+def area_problems(principal: Principal, parameters: dict[str, Any]) -> list[str]:
+    """Chosen ``acc://`` locations outside the storage ``principal`` may use.
+
+    Decided on the path alone, before storage is touched, so the answer says
+    nothing about what exists there.
+    """
+    problems = []
+    for where, uri in _selection(parameters):
+        if not uri.startswith(PREFIX):
+            continue  # cloud URLs: the input mapping decides whether they are allowed
+        try:
+            relative = check_path(uri.replace("{run_id}", "run"))
+        except StoragePathError:
+            continue  # the mapping checks report it
+        if not may_use_path(principal, relative):
+            problems.append(
+                f"{where}: {uri} is outside the storage you may use "
+                f"({', '.join(usable_areas(principal))})"
+            )
+    return problems
 
 
 def _mapping_problems(
@@ -96,53 +155,121 @@ def run_name(hosted: HostedVersion, user: str) -> str:
     return f"{hosted.name} {hosted.version} · {user} · {generate_slug(2)}"
 
 
+async def _secret_problems(
+    client: PrefectClient,
+    hosted: HostedVersion,
+    principal: Principal,
+    values: Mapping[str, Any],
+    remember: bool,
+) -> tuple[list[str], dict[str, str]]:
+    """Problems with the supplied secrets, and the remembered block of each secret the
+    caller did not supply but saved before."""
+    specs = hosted.secrets
+    if specs and "secrets" not in hosted.parameter_schema.get("properties", {}):
+        return [f"secrets: {hosted.name}@{hosted.version} declares secrets it cannot read"], {}
+    problems = []
+    if remember and principal.guest:
+        problems.append("secrets: a guest cannot have secrets remembered; sign in to do so")
+    saved: dict[str, str] = {}
+    if not principal.guest:
+        wanted = {
+            name: run_secrets.saved_block(principal.name, hosted.name, name)
+            for name in specs
+            if name not in values
+        }
+        found = await run_secrets.existing(client, list(wanted.values()))
+        saved = {name: block for name, block in wanted.items() if block in found}
+    problems += run_secrets.secret_problems(specs, values, set(saved))
+    return problems, saved
+
+
 async def launch(
     client: PrefectClient,
     model: str,
     *,
-    user: str,
+    principal: Principal,
     version: str | None = None,
     conf: Any = None,
     inputs: Any = None,
     output: Any = None,
+    secrets: Mapping[str, Any] | None = None,
+    remember: bool = False,
     via: str = "python",
     storage: AccFileSystem | None = None,
-    principal: Principal | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none).
 
-    A model ``principal`` may not run is not found for them.
+    A model ``principal`` may not run is not found for them. Secret values go
+    into Secret blocks; the run's parameters name the blocks.
     """
     if via not in VIA:
         raise ValueError(f"via: expected one of {', '.join(VIA)}, got {via!r}")
     hosted = pick_version(await read_model(client, model, principal), version)
-    record = hosted.record
-    if principal is not None and not may_run(principal, record.owner, record.project, record.scope):
+    if not hosted.runnable_by(principal):
         raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
     if hosted.status == Status.archived:
         raise NotFound(f"{hosted.name}@{hosted.version} is archived and cannot be launched")
-    parameters = build_parameters(hosted, user=user, conf=conf, inputs=inputs, output=output)
-    what = f"launch of {hosted.name}@{hosted.version}"
-    problems = parameter_problems(hosted.parameter_schema, parameters)
-    flagged = {p.split(":", 1)[0] for p in problems}
-    problems += [
-        p
-        for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
-        if p.split(":", 1)[0] not in flagged
-    ]
-    if problems:
-        kind = InvalidConf if any(p.startswith("conf") for p in problems) else InvalidInputs
-        raise kind(problems, what=what)
-    flow_run = await client.create_flow_run_from_deployment(
-        hosted.deployment_id,
-        parameters=parameters,
-        name=run_name(hosted, user),
-        tags=[
-            tag("model", hosted.name),
-            tag("version", hosted.version),
-            tag("project", hosted.record.project),
-            tag("user", user),
-            tag("via", via),
-        ],
+    values = dict(secrets or {})
+    launch_id = run_secrets.new_launch_id()
+    secret_problems, saved = await _secret_problems(client, hosted, principal, values, remember)
+    blocks = {
+        name: run_secrets.saved_block(principal.name, hosted.name, name)
+        if remember
+        else run_secrets.run_block(launch_id, name)
+        for name in values
+    }
+    parameters = build_parameters(
+        hosted,
+        principal=principal,
+        conf=conf,
+        inputs=inputs,
+        output=output,
+        secret_blocks={**saved, **blocks},
     )
+    problems = parameter_problems(hosted.parameter_schema, parameters)
+    if principal.guest and output is not None:
+        problems.append("output: a guest's results go to a scratch folder of their run")
+    flagged = {p.split(":", 1)[0] for p in problems}
+    outside = area_problems(principal, parameters)
+    problems += outside
+    if not outside:
+        problems += [
+            p
+            for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
+            if p.split(":", 1)[0] not in flagged
+        ]
+    problems += secret_problems
+    if problems:
+        raise _refusal(problems, f"launch of {hosted.name}@{hosted.version}")
+    user = principal.name
+    tags = [
+        tag("model", hosted.name),
+        tag("version", hosted.version),
+        tag("project", hosted.record.project),
+        tag("user", user),
+        tag("via", "link" if principal.guest else via),
+    ]
+    if principal.guest:
+        tags.append(tag("link", principal.links[0].link_id))
+    if values:
+        tags.append(run_secrets.LAUNCH_TAG + launch_id)
+        await run_secrets.store(
+            client, {blocks[name]: str(run_secrets.plain(v)) for name, v in values.items()}
+        )
+    try:
+        flow_run = await client.create_flow_run_from_deployment(
+            hosted.deployment_id, parameters=parameters, name=run_name(hosted, user), tags=tags
+        )
+    except BaseException:
+        if values and not remember:
+            await run_secrets.delete(client, list(blocks.values()))
+        raise
     return hosted, flow_run
+
+
+def _refusal(problems: list[str], what: str) -> InvalidConf | InvalidInputs | InvalidSecrets:
+    if any(p.startswith("conf") for p in problems):
+        return InvalidConf(problems, what=what)
+    if any(p.startswith(("inputs", "output")) for p in problems):
+        return InvalidInputs(problems, what=what)
+    return InvalidSecrets(problems, what=what)

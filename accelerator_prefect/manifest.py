@@ -152,6 +152,17 @@ class Manifest(_Strict):
             raise ValueError("expected a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0")
         return value
 
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        from accelerator_prefect.access import RESERVED_AREAS
+
+        if value in RESERVED_AREAS:
+            raise ValueError(
+                f"{value!r} is reserved for storage areas; choose another project name"
+            )
+        return value
+
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, value: dict[str, SecretSpec]) -> dict[str, SecretSpec]:

@@ -146,6 +146,11 @@ def _tags(manifest: Manifest, dirty: bool) -> list[str]:
 def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: Path) -> None:
     """A manifest may only constrain parameters its jobflow takes."""
     properties = schema.get("properties", {})
+    if "secrets" not in properties and manifest.secrets:
+        raise ManifestError(
+            f"{path}: secrets: the jobflow {manifest.jobflow} takes no `secrets` parameter; "
+            "add `secrets: Secrets` to its signature or remove the secrets"
+        )
     if "inputs" not in properties and manifest.inputs != InputMapping():
         raise ManifestError(
             f"{path}: inputs: the jobflow {manifest.jobflow} takes no `inputs` parameter; "

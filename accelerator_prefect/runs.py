@@ -1,10 +1,11 @@
-"""Runs of hosted models: the ``Run`` handle and the reads behind it."""
+"""Runs of hosted models: the ``Run`` handle, run listings and the reads behind them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -12,12 +13,16 @@ from uuid import UUID
 from accelerator_prefect.errors import AcceleratorError, NotFound, RunTimeout
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
     from prefect.results import ResultRecordMetadata
 
+    from accelerator_prefect.access import Principal
     from accelerator_prefect.client import Accelerator
     from accelerator_prefect.outputs import OutputFile
+    from accelerator_prefect.storage import Storage
 
 
 async def read_run(client: PrefectClient, run_id: UUID | str) -> FlowRun:
@@ -27,6 +32,88 @@ async def read_run(client: PrefectClient, run_id: UUID | str) -> FlowRun:
         return await client.read_flow_run(UUID(str(run_id)))
     except (ObjectNotFound, ValueError):
         raise NotFound(f"run {run_id!r} not found") from None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as a history lists it: who ran which version, when, and how it went."""
+
+    id: str
+    name: str
+    model: str
+    version: str
+    user: str
+    via: str
+    state: str
+    created: datetime | None
+    started: datetime | None
+    ended: datetime | None
+    duration: float | None  # seconds, once ended
+
+    @classmethod
+    def of(cls, flow_run: FlowRun) -> RunSummary:
+        tags = run_tags(flow_run)
+        return cls(
+            id=str(flow_run.id),
+            name=str(flow_run.name),
+            model=tags.get("model", ""),
+            version=tags.get("version", ""),
+            user=tags.get("user", ""),
+            via=tags.get("via", ""),
+            state=flow_run.state.name if flow_run.state else "Unknown",
+            created=flow_run.created,
+            started=flow_run.start_time,
+            ended=flow_run.end_time,
+            duration=flow_run.total_run_time.total_seconds() if flow_run.end_time else None,
+        )
+
+
+def run_tags(flow_run: FlowRun) -> dict[str, str]:
+    """A run's hosting tags: ``acc:user:alice`` -> ``{"user": "alice"}``."""
+    return {
+        t.split(":", 2)[1]: t.split(":", 2)[2]
+        for t in flow_run.tags
+        if t.startswith("acc:") and t.count(":") >= 2
+    }
+
+
+async def read_runs(
+    client: PrefectClient, principal: Principal, *, model: str | None = None, limit: int = 200
+) -> list[RunSummary]:
+    """The runs of hosted models ``principal`` may read, newest first.
+
+    The server narrows by tags (launched by them, of models they own, through
+    their link); :func:`~accelerator_prefect.access.may_read_run` then decides.
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from accelerator_prefect.access import may_read_run
+    from accelerator_prefect.catalog import HOSTED_TAG, read_versions, tag
+
+    all_tags = [HOSTED_TAG, *([tag("model", model)] if model else [])]
+    if principal.operator:
+        any_tags = None
+    elif principal.guest:
+        any_tags = [tag("link", g.link_id) for g in principal.links]
+    else:
+        any_tags = [tag("user", principal.name), tag("owner", principal.name)]
+    flow_runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=all_tags, any_=any_tags)),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=limit,
+    )
+    owners = {v.name: v.record.owner for v in await read_versions(client, model=model)}
+    return [
+        RunSummary.of(r)
+        for r in flow_runs
+        if may_read_run(
+            principal,
+            launched_by=run_tags(r).get("user"),
+            model_owner=owners.get(run_tags(r).get("model", "")),
+            link_id=run_tags(r).get("link"),
+        )
+    ]
 
 
 async def wait_for(
@@ -183,7 +270,13 @@ class Run:
         from accelerator_prefect.outputs import list_outputs, run_folder
 
         folder = run_folder(self._flow_run().parameters, self.id)
-        return list_outputs(folder, self._acc.storage) if folder else []
+        return list_outputs(folder, self._storage()) if folder else []
+
+    def _storage(self) -> Storage:
+        """Storage as the run's readers see it: reading this run was allowed already."""
+        from accelerator_prefect.storage import Storage
+
+        return Storage(self._acc._core.storage_fs())
 
     @property
     def output_location(self) -> str | None:
@@ -200,7 +293,7 @@ class Run:
         flow_run = self._flow_run()
         folder = run_folder(flow_run.parameters, self.id)
         completed = bool(flow_run.state and flow_run.state.is_completed())
-        return completed and not (folder and is_incomplete(folder, self._acc.storage))
+        return completed and not (folder and is_incomplete(folder, self._storage()))
 
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""

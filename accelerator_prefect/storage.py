@@ -41,9 +41,10 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from accelerator_prefect.errors import AcceleratorError, NotFound
+from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
 
 if TYPE_CHECKING:
+    from accelerator_prefect.access import Principal
     from accelerator_prefect.settings import Settings
 
 PROTOCOL = "acc"
@@ -566,8 +567,26 @@ class Storage:
         [Entry(uri='acc://climate/obs/t2m.csv', kind='file', ...)]
     """
 
-    def __init__(self, fs: AccFileSystem | None = None) -> None:
+    def __init__(self, fs: AccFileSystem | None = None, principal: Principal | None = None) -> None:
         self.fs = fs or AccFileSystem()
+        self.principal = principal
+
+    def _allowed(self, uri: str) -> str:
+        """``uri`` relative to the root, if the principal (when there is one) may use it.
+
+        Decided on the path alone, so a refusal says nothing about what is there.
+        """
+        relative = check_path(uri)
+        if self.principal is None or not relative:
+            return relative
+        from accelerator_prefect.access import may_use_path, usable_areas
+
+        if not may_use_path(self.principal, relative):
+            raise AccessDenied(
+                f"{to_uri(relative)}: outside the storage you may use "
+                f"({', '.join(usable_areas(self.principal))})"
+            )
+        return relative
 
     def _failed(self, uri: str, exc: OSError) -> AcceleratorError:
         """A backend error as users should read it: about their acc:// path."""
@@ -576,17 +595,20 @@ class Storage:
         return AcceleratorError(f"{to_uri(uri)}: {exc.strerror or type(exc).__name__}")
 
     def info(self, uri: str) -> Entry:
-        check_path(uri)
+        self._allowed(uri)
         try:
             return _entry(self.fs.info(uri))
         except OSError as exc:
             raise self._failed(uri, exc) from None
 
     def exists(self, uri: str) -> bool:
+        self._allowed(uri)
         return bool(self.fs.exists(uri))
 
     def ls(self, uri: str = PREFIX) -> list[Entry]:
-        """The files and folders directly inside ``uri`` (dot-files hidden)."""
+        """The files and folders directly inside ``uri`` (dot-files hidden; at the root,
+        only the folders this principal may use)."""
+        top = not self._allowed(uri)
         try:
             infos = self.fs.ls(uri, detail=True)
         except OSError as exc:
@@ -594,10 +616,15 @@ class Storage:
                 return []  # an empty storage (an object store has no folder until a file)
             raise self._failed(uri, exc) from None
         entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]).rsplit("/", 1)[-1])]
+        if top and self.principal is not None:
+            from accelerator_prefect.access import may_use_path
+
+            entries = [e for e in entries if may_use_path(self.principal, e.name)]
         return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
 
     def files(self, uri: str, accepted: Iterable[str] = ()) -> list[Entry]:
         """Every file under folder ``uri``, recursively, matching ``accepted`` types."""
+        self._allowed(uri)
         try:
             return [_entry(info) for _, info in folder_files(self.fs, uri, accepted)]
         except OSError as exc:
@@ -605,12 +632,14 @@ class Storage:
 
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open a file; writes appear only once the file is closed cleanly."""
+        self._allowed(uri)
         try:
             return self.fs.open(uri, mode, **kwargs)
         except OSError as exc:
             raise self._failed(uri, exc) from None
 
     def rm(self, uri: str, recursive: bool = False) -> None:
+        self._allowed(uri)
         try:
             self.fs.rm(uri, recursive=recursive)
         except OSError as exc:
@@ -624,10 +653,12 @@ class Storage:
 
     def plan_put(self, local: str | Path, uri: str) -> list[tuple[Path, str]]:
         """The (local file, acc:// URI) pairs ``put`` would copy."""
+        self._allowed(uri)
         source = Path(local)
         if not source.exists():
             raise NotFound(f"{source}: no such local file or folder")
         target = self._into(uri, source.name)
+        self._allowed(target)
         if source.is_file():
             return [(source, target)]
         return [

@@ -1,0 +1,311 @@
+"""Credentials a hosted model needs: values live only in Prefect Secret blocks.
+
+At launch each value the caller supplies goes into a Secret block made for that
+launch (``acc-run-<launch>-<name>``), or into the caller's saved block for that
+model (``acc-saved-<user>-<model>-<name>``) when they ask to be remembered. The
+flow run's parameters carry only block *names*. Per-run blocks are deleted when
+the run reaches a final state (flow hooks), and :func:`sweep` removes any a
+crashed run left behind.
+
+Inside the run, every value read is registered for redaction: log records and
+exceptions (so state messages too) show ``***`` in its place, even when a
+routine prints the value by mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets as _random
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+    from accelerator_prefect.manifest import SecretSpec
+
+RUN_PREFIX = "acc-run-"
+SAVED_PREFIX = "acc-saved-"
+LAUNCH_TAG = "acc:launch:"
+MASK = "***"
+# A launch whose run never got created leaves nothing after this long.
+SWEEP_GRACE = timedelta(minutes=10)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", name.lower())
+
+
+def new_launch_id() -> str:
+    """An id tying a launch's secret blocks to its flow run (tag ``acc:launch:<id>``)."""
+    return _random.token_hex(8)
+
+
+def run_block(launch_id: str, name: str) -> str:
+    return f"{RUN_PREFIX}{launch_id}-{_slug(name)}"
+
+
+def _saved_prefix(user: str, model: str) -> str:
+    # Lengths first, so no user/model pair can be read as another.
+    return f"{SAVED_PREFIX}{len(user)}-{user}-{len(model)}-{model}-"
+
+
+def saved_block(user: str, model: str, name: str) -> str:
+    return _saved_prefix(user, model) + _slug(name)
+
+
+def plain(value: Any) -> str | None:
+    """A supplied secret value as text, or ``None`` if it is not text."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value if isinstance(value, str) else None
+
+
+def secret_problems(
+    specs: Mapping[str, SecretSpec], values: Mapping[str, Any], saved: set[str]
+) -> list[str]:
+    """Every way the supplied secrets fail the model's secrets schema (never a value)."""
+    problems = []
+    known = ", ".join(sorted(specs)) or "none"
+    for name, value in values.items():
+        if name not in specs:
+            problems.append(f"secrets.{name}: this model takes no such secret (it takes: {known})")
+        elif plain(value) is None:
+            problems.append(f"secrets.{name}: expected text, got {type(value).__name__}")
+        elif not plain(value):
+            problems.append(f"secrets.{name}: is empty")
+    for name, spec in specs.items():
+        if spec.required and name not in values and name not in saved:
+            what = f" ({spec.description})" if spec.description else ""
+            problems.append(f"secrets.{name}: required secret{what} is missing")
+    return problems
+
+
+async def _secret_type(client: PrefectClient) -> tuple[Any, Any]:
+    block_type = await client.read_block_type_by_slug("secret")
+    schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
+    return block_type, schema
+
+
+async def _find(client: PrefectClient, name: str) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return await client.read_block_document_by_name(name, "secret", include_secrets=False)
+    except ObjectNotFound:
+        return None
+
+
+async def existing(client: PrefectClient, names: list[str]) -> set[str]:
+    """Which of the block ``names`` exist."""
+    return {name for name in names if await _find(client, name) is not None}
+
+
+async def store(client: PrefectClient, values: Mapping[str, str]) -> list[str]:
+    """Write each value into the Secret block named by its key (replacing one there)."""
+    from prefect.client.schemas.actions import BlockDocumentCreate, BlockDocumentUpdate
+
+    block_type, schema = await _secret_type(client)
+    written = []
+    for name, value in values.items():
+        found = await _find(client, name)
+        if found is None:
+            await client.create_block_document(
+                BlockDocumentCreate(
+                    name=name,
+                    data={"value": value},
+                    block_type_id=block_type.id,
+                    block_schema_id=schema.id,
+                )
+            )
+        else:
+            await client.update_block_document(
+                found.id, BlockDocumentUpdate(data={"value": value}, merge_existing_data=False)
+            )
+        written.append(name)
+    return written
+
+
+async def delete(client: PrefectClient, names: list[str]) -> int:
+    """Delete the Secret blocks named (those already gone are skipped)."""
+    from prefect.exceptions import ObjectNotFound
+
+    deleted = 0
+    for name in names:
+        found = await _find(client, name)
+        if found is None:
+            continue
+        try:
+            await client.delete_block_document(found.id)
+            deleted += 1
+        except ObjectNotFound:
+            pass
+    return deleted
+
+
+async def _blocks_named(client: PrefectClient, prefix: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    offset, page = 0, 200
+    while True:
+        response = await client.request(
+            "POST",
+            "/block_documents/filter",
+            json={
+                "block_documents": {"name": {"like_": prefix}},
+                "include_secrets": False,
+                "offset": offset,
+                "limit": page,
+            },
+        )
+        batch = response.json()
+        found += [b for b in batch if str(b["name"]).startswith(prefix)]
+        if len(batch) < page:
+            return found
+        offset += page
+
+
+async def forget(client: PrefectClient, user: str, model: str) -> int:
+    """Delete every secret ``user`` asked to be remembered for ``model``."""
+    prefix = _saved_prefix(user, model)
+    return await delete(client, [b["name"] for b in await _blocks_named(client, prefix)])
+
+
+async def sweep(client: PrefectClient, grace: timedelta = SWEEP_GRACE) -> int:
+    """Delete per-run Secret blocks whose run has ended (or never started).
+
+    Runs normally delete their own blocks when they end; this catches runs that
+    crashed too hard to do so. Returns how many blocks were deleted.
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    blocks = await _blocks_named(client, RUN_PREFIX)
+    by_launch: dict[str, list[dict[str, Any]]] = {}
+    for block in blocks:
+        launch_id = str(block["name"])[len(RUN_PREFIX) :].split("-", 1)[0]
+        by_launch.setdefault(launch_id, []).append(block)
+    now = datetime.now(UTC)
+    doomed: list[str] = []
+    for launch_id, found in by_launch.items():
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[LAUNCH_TAG + launch_id])),
+            limit=1,
+        )
+        if runs:
+            ended = runs[0].state is not None and runs[0].state.is_final()
+        else:
+            created = min(datetime.fromisoformat(str(b["created"])) for b in found)
+            ended = now - created > grace
+        if ended:
+            doomed += [str(b["name"]) for b in found]
+    return await delete(client, doomed)
+
+
+# -- inside a run ------------------------------------------------------------------------------
+
+_VALUES: set[str] = set()
+
+
+def register(value: str) -> None:
+    """Redact ``value`` from this process's logs and exceptions from now on."""
+    if value and value not in _VALUES:
+        _VALUES.add(value)
+        _install_filter()
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``***``."""
+    for value in sorted(_VALUES, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def _redact_any(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_redact_any(v) for v in value)
+    if isinstance(value, list):
+        return [_redact_any(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_any(v) for k, v in value.items()}
+    return value
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces registered secret values in a log record, its arguments and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _VALUES:
+            return True
+        message = record.getMessage()
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FILTER = RedactSecrets()
+
+
+def _install_filter() -> None:
+    """Put the redacting filter on every handler in the process (each once)."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+
+
+def _leaks(exc: BaseException) -> bool:
+    text = f"{exc!s} {exc!r} {' '.join(getattr(exc, '__notes__', []))}"
+    return any(value in text for value in _VALUES)
+
+
+def scrub(exc: BaseException) -> BaseException:
+    """``exc`` with secret values removed from its message (and its causes').
+
+    The exception is changed in place when its message comes from its
+    arguments; otherwise a plain :class:`AcceleratorError` carrying the
+    redacted message is returned to raise instead.
+    """
+    if not _VALUES:
+        return exc
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        with contextlib.suppress(AttributeError, TypeError):
+            current.args = _redact_any(current.args)
+        for attribute in ("strerror", "filename", "filename2", "msg", "reason"):
+            value = getattr(current, attribute, None)
+            if isinstance(value, str):
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(current, attribute, redact(value))
+        if hasattr(current, "__notes__"):
+            current.__notes__ = [redact(str(n)) for n in current.__notes__]
+        current = current.__cause__ or current.__context__
+    if not _leaks(exc):
+        return exc
+    from accelerator_prefect.errors import AcceleratorError
+
+    return AcceleratorError(redact(f"{type(exc).__name__}: {exc}"))
+
+
+async def delete_run_secrets(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook: delete this run's own Secret blocks once it reaches a final state."""
+    from prefect.client.orchestration import get_client
+
+    blocks = ((flow_run.parameters or {}).get("secrets") or {}).get("blocks") or {}
+    names = [str(n) for n in blocks.values() if str(n).startswith(RUN_PREFIX)]
+    if names:
+        async with get_client() as client:
+            await delete(client, names)
