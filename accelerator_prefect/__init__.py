@@ -19,6 +19,7 @@ from accelerator_prefect.errors import (
     AccessDenied,
     InvalidConf,
     InvalidInputs,
+    InvalidSecrets,
     ManifestError,
     NotFound,
     PlatformError,
@@ -29,10 +30,11 @@ from accelerator_prefect.errors import (
 from accelerator_prefect.jobflow import Conf, Inputs, Output, Secrets, jobflow, routine
 
 if TYPE_CHECKING:
-    from accelerator_prefect.client import Accelerator, AsyncAccelerator
+    from accelerator_prefect.access import Principal
+    from accelerator_prefect.client import Accelerator, AsyncAccelerator, SharedLink
     from accelerator_prefect.mapping import InputFile
     from accelerator_prefect.outputs import OutputFile
-    from accelerator_prefect.runs import Run
+    from accelerator_prefect.runs import Run, RunSummary
     from accelerator_prefect.storage import Storage
 
 __all__ = [
@@ -45,15 +47,19 @@ __all__ = [
     "Inputs",
     "InvalidConf",
     "InvalidInputs",
+    "InvalidSecrets",
     "ManifestError",
     "NotFound",
     "Output",
     "OutputFile",
     "PlatformError",
+    "Principal",
     "PublishError",
     "Run",
+    "RunSummary",
     "RunTimeout",
     "Secrets",
+    "SharedLink",
     "Storage",
     "ValidationFailed",
     "jobflow",
@@ -64,6 +70,9 @@ _LAZY = {
     "Accelerator": "accelerator_prefect.client",
     "AsyncAccelerator": "accelerator_prefect.client",
     "Run": "accelerator_prefect.runs",
+    "RunSummary": "accelerator_prefect.runs",
+    "SharedLink": "accelerator_prefect.client",
+    "Principal": "accelerator_prefect.access",
     "InputFile": "accelerator_prefect.mapping",
     "OutputFile": "accelerator_prefect.outputs",
     "Storage": "accelerator_prefect.storage",

@@ -17,6 +17,8 @@ from accelerator_prefect.errors import AcceleratorError, ValidationFailed
 from accelerator_prefect.settings import get_settings
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from rich.progress import Progress
     from rich.status import Status
 
@@ -39,6 +41,7 @@ class _Options:
     home: Path | None = None
     api_url: str | None = None
     user: str | None = None
+    link: str | None = None
 
 
 options = _Options()
@@ -53,8 +56,11 @@ def _global(
         None, "--api-url", envvar="ACC_API_URL", help="A Prefect API instead of the local platform."
     ),
     user: str | None = typer.Option(None, "--user", envvar="ACC_USER", help="Act as this user."),
+    link: str | None = typer.Option(
+        None, "--link", envvar="ACC_LINK", help="A shared link (its URL or token) to use."
+    ),
 ) -> None:
-    options.home, options.api_url, options.user = home, api_url, user
+    options.home, options.api_url, options.user, options.link = home, api_url, user, link
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -66,7 +72,9 @@ def connect() -> Accelerator:
     from accelerator_prefect.client import Accelerator
 
     try:
-        return Accelerator.connect(options.api_url, home=options.home, user=options.user)
+        return Accelerator.connect(
+            options.api_url, home=options.home, user=options.user, link=options.link
+        )
     except AcceleratorError as exc:
         fail(str(exc))
 
@@ -123,13 +131,31 @@ def up(
         return
     console.print("Press Ctrl-C to stop.")
     try:
+        swept = 0.0
         while platform.read_platform(home) is not None:
+            if time.monotonic() - swept > SWEEP_EVERY:
+                swept = time.monotonic()
+                _sweep_quietly(info.api_url)
             time.sleep(1.0)
         fail("the Prefect server stopped; see its log in " + str(info.home / "logs"))
     except KeyboardInterrupt:
         with console.status("stopping…"):
             platform.down(home)
         console.print("stopped.")
+
+
+SWEEP_EVERY = 60.0  # seconds between sweeps of secrets left by crashed runs
+
+
+def _sweep_quietly(api_url: str) -> None:
+    """Sweep leftover per-run secrets as the local operator; say so only when it fails."""
+    from accelerator_prefect.client import Accelerator
+
+    try:
+        with Accelerator.connect(api_url, home=_home()) as acc:
+            acc.sweep_secrets()
+    except Exception as exc:  # the platform keeps running; the next sweep retries
+        errors.print(f"[yellow]secret sweep failed:[/] {type(exc).__name__}: {exc}")
 
 
 @app.command()
@@ -338,6 +364,14 @@ def run(
         help="An input file or folder (acc://…; folders end with /). Repeat for more.",
     ),
     output: str | None = typer.Option(None, help="Write results here (an acc:// folder)."),
+    secret: list[str] = typer.Option(
+        [],
+        "--secret",
+        "-s",
+        help="A secret the model needs, by NAME: read from ACC_SECRET_<NAME>, else asked "
+        "for without echo. Repeat for more.",
+    ),
+    remember: bool = typer.Option(False, help="Keep the secrets given for your next runs."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Follow the run until it ends."),
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
 ) -> None:
@@ -355,6 +389,8 @@ def run(
             version=hosted.version,
             inputs=inputs or None,
             output=output,
+            secrets=_secrets(secret),
+            remember=remember,
             via="cli",
         )
     except ValidationFailed as exc:
@@ -370,6 +406,19 @@ def run(
     _print_outputs(acc, str(handle.id))
     if state != "Completed":
         raise typer.Exit(1)
+
+
+def _secrets(names: list[str]) -> dict[str, str]:
+    """Each named secret's value, from ``ACC_SECRET_<NAME>`` or typed in without echo."""
+    import os
+
+    values = {}
+    for name in names:
+        value = os.environ.get(f"ACC_SECRET_{name}")
+        if value is None:
+            value = typer.prompt(f"{name}", hide_input=True)
+        values[name] = value
+    return values
 
 
 def _follow(acc: Accelerator, run_id: str, timeout: float) -> str:
@@ -444,9 +493,11 @@ def outputs(run_id: str) -> None:
 
 
 def _storage() -> Storage:
-    from accelerator_prefect.storage import AccFileSystem, Storage
-
-    return Storage(AccFileSystem.from_settings(get_settings(home=options.home)))
+    """Storage as the signed-in principal may use it (their projects and own area)."""
+    try:
+        return connect().storage
+    except AcceleratorError as exc:
+        fail(str(exc))
 
 
 def _storage_failed(exc: Exception) -> NoReturn:
@@ -593,20 +644,24 @@ def users_list() -> None:
     console.print(table)
 
 
+def _lifetime(expires: str | None) -> timedelta | None:
+    from datetime import timedelta
+
+    if not expires:
+        return None
+    number, unit = expires[:-1], expires[-1:]
+    if not number.isdigit() or unit not in {"d", "h"}:
+        fail(f"--expires {expires!r}: expected a number of days or hours, e.g. 30d or 12h")
+    return timedelta(**{"days" if unit == "d" else "hours": int(number)})
+
+
 @tokens_app.command("add")
 def tokens_add(
     user: str,
     expires: str | None = typer.Option(None, help="Lifetime, e.g. 30d or 12h."),
 ) -> None:
     """Print a new token for a user, once."""
-    from datetime import timedelta
-
-    lifetime = None
-    if expires:
-        number, unit = expires[:-1], expires[-1:]
-        if not number.isdigit() or unit not in {"d", "h"}:
-            fail(f"--expires {expires!r}: expected a number of days or hours, e.g. 30d or 12h")
-        lifetime = timedelta(**{"days" if unit == "d" else "hours": int(number)})
+    lifetime = _lifetime(expires)
     acc = connect()
     try:
         token = acc.add_token(user, lifetime)
@@ -624,6 +679,102 @@ def tokens_revoke(token_id: str) -> None:
     except AcceleratorError as exc:
         fail(str(exc))
     console.print(f"revoked token {token_id}")
+
+
+# -- sharing, secrets, runs ---------------------------------------------------------------------
+
+
+@app.command()
+def share(
+    model: str | None = typer.Argument(None, help="The model to share."),
+    version: str | None = typer.Option(None, "--version", help="Open only this version."),
+    expires: str | None = typer.Option(None, help="Lifetime, e.g. 30d or 12h."),
+    list_links: bool = typer.Option(False, "--list", help="List the links (of MODEL, if given)."),
+    revoke: str | None = typer.Option(None, "--revoke", help="Revoke the link with this id."),
+) -> None:
+    """Share a model by link (printed once), list links, or revoke one."""
+    acc = connect()
+    try:
+        if revoke:
+            acc.revoke_link(revoke)
+            console.print(f"revoked link {revoke}")
+            return
+        if list_links:
+            table = Table("id", "model", "version", "created by", "created", "expires", "state")
+            for link in acc.links(model):
+                table.add_row(
+                    link.id,
+                    link.model,
+                    link.version or "any",
+                    link.created_by,
+                    f"{link.created:%Y-%m-%d %H:%M}",
+                    f"{link.expires:%Y-%m-%d %H:%M}" if link.expires else "never",
+                    "active" if link.active else "[red]revoked or expired[/]",
+                )
+            console.print(table)
+            return
+        if model is None:
+            fail("name the model to share, e.g. `acc share climate-downscaling`")
+        link = acc.share_link(model, version=version, expires_in=_lifetime(expires))
+    except AcceleratorError as exc:
+        fail(str(exc))
+    what = f"{link.model}@{link.version}" if link.version else link.model
+    until = f"until {link.expires:%Y-%m-%d %H:%M} UTC" if link.expires else "until revoked"
+    console.print(f"[green]link {link.id}[/] opens {what} to whoever holds it, {until}")
+    console.print(f"shown once: [bold]{link.url}[/]", highlight=False, soft_wrap=True)
+    console.print(f"revoke it with: acc share --revoke {link.id}")
+
+
+secrets_app = typer.Typer(help="Secrets kept for your runs.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("forget")
+def secrets_forget(model: str) -> None:
+    """Delete the secrets you asked to be remembered for a model."""
+    acc = connect()
+    try:
+        count = acc.forget_secrets(model)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"forgot {count} secret(s) for {model}")
+
+
+@secrets_app.command("sweep")
+def secrets_sweep() -> None:
+    """Delete the Secret blocks of runs that ended without deleting them (operators)."""
+    acc = connect()
+    try:
+        count = acc.sweep_secrets()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"deleted {count} leftover secret block(s)")
+
+
+@app.command()
+def runs(
+    model: str | None = typer.Argument(None, help="Only runs of this model."),
+    limit: int = typer.Option(50, help="At most this many, newest first."),
+) -> None:
+    """List the runs you may read: yours, and every run of the models you own."""
+    acc = connect()
+    try:
+        found = acc.runs(model, limit=limit)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("run", "model", "version", "user", "via", "state", "started", "duration")
+    for r in found:
+        table.add_row(
+            r.id,
+            r.model,
+            r.version,
+            r.user,
+            r.via,
+            r.state,
+            f"{r.started:%Y-%m-%d %H:%M:%S}" if r.started else "",
+            f"{r.duration:.1f} s" if r.duration is not None else "",
+        )
+    console.print(table)
 
 
 def main() -> None:

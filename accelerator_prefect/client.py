@@ -320,6 +320,13 @@ class AsyncAccelerator:
         await self.get(model)  # only models this principal may see
         return await forget(await self.client(), principal.name, model)
 
+    async def sweep_secrets(self) -> int:
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.secrets import sweep
+
+        require_operator(await self.principal(), "sweep secrets")
+        return await sweep(await self.client())
+
     async def _managed(self, model: str) -> HostedModel:
         """``model`` if this principal may manage it; else not found or refused."""
         from accelerator_prefect.access import may_manage
@@ -584,6 +591,11 @@ class Accelerator:
     def forget_secrets(self, model: str) -> int:
         """Delete the secrets you asked to be remembered for ``model``; returns how many."""
         return self._run(self._core.forget_secrets(model))
+
+    def sweep_secrets(self) -> int:
+        """Delete Secret blocks left by runs that ended too hard to delete their own
+        (operators; ``acc up`` does it every minute). Returns how many went."""
+        return self._run(self._core.sweep_secrets())
 
     def share_link(
         self, model: str, *, version: str | None = None, expires_in: timedelta | None = None

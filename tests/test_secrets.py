@@ -1,0 +1,303 @@
+"""Secrets: values live only in Secret blocks, and nothing Prefect shows ever holds one."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from typer.testing import CliRunner
+
+from accelerator_prefect import Accelerator, InvalidConf, InvalidSecrets
+from accelerator_prefect import secrets as run_secrets
+from accelerator_prefect.cli import app
+from accelerator_prefect.platform import PlatformInfo
+from tests.conftest import ModelRepo
+from tests.test_launch import count_runs
+
+KEYED_FLOW = """
+import hashlib
+import logging
+import os
+import signal
+
+from pydantic import Field
+
+from accelerator_prefect import Conf, Output, Secrets, jobflow, routine
+
+
+class KeyConf(Conf):
+    fail: bool = Field(default=False, description="Fail, naming the key (a careless author).")
+    crash: bool = Field(default=False, description="Die as a killed process does.")
+
+
+@routine
+def use_key(conf: KeyConf, secrets: Secrets, output: Output) -> str:
+    key = secrets.get("API_KEY")
+    print(f"using the key {{key}}")
+    logging.getLogger("prefect.task_runs").warning("key=%s", key)
+    with output.open("digest.txt", "w") as f:
+        f.write(hashlib.sha256(key.encode()).hexdigest())
+    if conf.crash:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if conf.fail:
+        try:
+            raise KeyError(key)
+        except KeyError as exc:
+            raise RuntimeError(f"the service refused the key {{key}}") from exc
+    return "done"
+
+
+@jobflow(name="keyed")
+def keyed(conf: KeyConf, secrets: Secrets, output: Output) -> str:
+    print("starting with", secrets.get("API_KEY"))
+    return use_key(conf, secrets, output)
+"""
+
+KEYED_MANIFEST = """
+name: {name}
+title: Keyed
+version: 1.0.0
+jobflow: flows/keyed.py:keyed
+owner: alice
+project: demo
+access:
+  scope: project
+secrets:
+  API_KEY:
+    description: Key of the data service
+    required: true
+  OPTIONAL_TOKEN:
+    description: Only for the premium feed
+    required: false
+"""
+
+
+@pytest.fixture(scope="module")
+def keyed(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
+    name = f"keyed-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path_factory.mktemp("keyed"), name)
+    repo.write("flows/keyed.py", KEYED_FLOW.format())
+    repo.write(f"deployments/{name}.yaml", KEYED_MANIFEST.format(name=name))
+    repo.commit("keyed 1.0.0")
+    acc.publish(repo.manifest)
+    return name
+
+
+def _secret() -> str:
+    return "sk-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
+async def _run_blocks(api_url: str) -> list[str]:
+    async with PrefectClient(api_url) as client:
+        return [b["name"] for b in await run_secrets._blocks_named(client, run_secrets.RUN_PREFIX)]
+
+
+def _everything_prefect_shows(api_url: str, run_id: str, since: datetime) -> str:
+    """Every record the Prefect API holds about a run, as one text."""
+
+    async def read() -> str:
+        async with PrefectClient(api_url) as client:
+            run = uuid.UUID(run_id)
+            flow_run = await client.read_flow_run(run)
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run]))
+            )
+            states = await client.read_flow_run_states(run)
+            task_states = [s for t in task_runs for s in await client.read_task_run_states(t.id)]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run])), limit=200
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run]))
+            )
+            events = await client.request(
+                "POST",
+                "/events/filter",
+                json={"filter": {"occurred": {"since": since.isoformat()}}, "limit": 200},
+            )
+            records: list[Any] = [flow_run, *task_runs, *states, *task_states, *logs, *artifacts]
+            dumped = [r.model_dump(mode="json") for r in records]
+            return json.dumps(dumped) + events.text
+
+    return asyncio.run(read())
+
+
+def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
+    platform: PlatformInfo, acc: Accelerator, keyed: str
+) -> None:
+    key = _secret()
+    since = datetime.now(UTC)
+    run = acc.launch(keyed, {"fail": True}, secrets={"API_KEY": key})
+    assert run.wait(timeout=120) == "Failed"
+
+    # The routine really had the key: the digest it wrote is of the key given.
+    digest = [o for o in run.outputs() if o.path == "digest.txt"]
+    assert digest and acc.storage.open(digest[0].uri, "r").read() == (
+        hashlib.sha256(key.encode()).hexdigest()
+    )
+    everything = _everything_prefect_shows(platform.api_url, str(run.id), since)
+    assert key not in everything
+    assert key[3:20] not in everything  # not even in part
+    # What was printed and raised is there, with the value masked.
+    logs = "\n".join(run.logs())
+    assert "using the key ***" in logs
+    assert "key=***" in logs
+    assert "the service refused the key ***" in logs
+    state = run._flow_run().state
+    assert state is not None and "the service refused the key ***" in str(state.message)
+    # The run was given a block name, and the block went when the run ended.
+    blocks = run._flow_run().parameters["secrets"]["blocks"]
+    assert blocks["API_KEY"].startswith(run_secrets.RUN_PREFIX)
+    assert blocks["API_KEY"] not in asyncio.run(_run_blocks(platform.api_url))
+    # The worker's own log (its console) holds no value either.
+    for log in (platform.home / "logs").glob("*.log"):
+        assert key not in log.read_text(errors="replace"), log.name
+
+
+def test_the_cli_reads_secrets_without_echo_and_never_prints_them(
+    platform: PlatformInfo, keyed: str
+) -> None:
+    key = _secret()
+    result = CliRunner().invoke(
+        app,
+        ["--api-url", platform.api_url, "run", keyed, "--secret", "API_KEY", "--wait"],
+        input=key + "\n",
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "Completed" in result.output
+    assert "using the key ***" in result.output
+    assert key not in result.output
+
+    os.environ["ACC_SECRET_API_KEY"] = key
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["--api-url", platform.api_url, "run", keyed, "-s", "API_KEY", "-c", "fail=maybe"],
+            env={"COLUMNS": "200"},
+        )
+    finally:
+        del os.environ["ACC_SECRET_API_KEY"]
+    assert result.exit_code == 2
+    assert "conf.fail" in result.output and key not in result.output
+
+
+def test_missing_unknown_and_malformed_secrets_are_refused_before_anything_runs(
+    platform: PlatformInfo, acc: Accelerator, keyed: str
+) -> None:
+    before = count_runs(platform.api_url, f"{keyed}@1.0.0")
+    blocks = asyncio.run(_run_blocks(platform.api_url))
+    with pytest.raises(InvalidSecrets) as refused:
+        acc.launch(keyed, secrets={"API_KEYS": "typo-value-123", "OPTIONAL_TOKEN": 42})
+    assert refused.value.problems == [
+        "secrets.API_KEYS: this model takes no such secret (it takes: API_KEY, OPTIONAL_TOKEN)",
+        "secrets.OPTIONAL_TOKEN: expected text, got int",
+        "secrets.API_KEY: required secret (Key of the data service) is missing",
+    ]
+    assert "typo-value-123" not in str(refused.value)
+    # Bad conf with a good secret: refused, and the secret is neither stored nor shown.
+    key = _secret()
+    with pytest.raises(InvalidConf) as bad_conf:
+        acc.launch(keyed, {"fail": "sometimes"}, secrets={"API_KEY": key})
+    assert key not in str(bad_conf.value)
+    assert count_runs(platform.api_url, f"{keyed}@1.0.0") == before
+    assert asyncio.run(_run_blocks(platform.api_url)) == blocks
+
+
+def test_a_remembered_secret_serves_the_next_runs_until_forgotten(
+    platform: PlatformInfo, acc: Accelerator, keyed: str
+) -> None:
+    key = _secret()
+    first = acc.launch(keyed, secrets={"API_KEY": key}, remember=True)
+    assert first.wait(timeout=120) == "Completed", "\n".join(first.logs())
+    saved = first._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
+    assert saved.startswith(run_secrets.SAVED_PREFIX)
+
+    again = acc.launch(keyed)  # no secret given: the remembered one is used
+    assert again.wait(timeout=120) == "Completed", "\n".join(again.logs())
+    assert again._flow_run().parameters["secrets"]["blocks"]["API_KEY"] == saved
+    digest = next(o for o in again.outputs() if o.path == "digest.txt")
+    assert acc.storage.open(digest.uri, "r").read() == hashlib.sha256(key.encode()).hexdigest()
+
+    assert acc.forget_secrets(keyed) == 1
+    with pytest.raises(InvalidSecrets, match="secrets.API_KEY: required secret"):
+        acc.launch(keyed)
+
+
+def test_a_sweep_removes_the_secrets_of_a_run_killed_before_it_could(
+    platform: PlatformInfo, acc: Accelerator, keyed: str
+) -> None:
+    run = acc.launch(keyed, {"crash": True}, secrets={"API_KEY": _secret()})
+    assert run.wait(timeout=120) == "Crashed"
+    block = run._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
+    assert block in asyncio.run(_run_blocks(platform.api_url))  # the hooks never ran
+    assert acc.sweep_secrets() >= 1
+    assert block not in asyncio.run(_run_blocks(platform.api_url))
+
+
+def test_redaction_covers_log_arguments_tracebacks_and_exception_chains() -> None:
+    key = "redact-me-" + uuid.uuid4().hex
+    run_secrets.register(key)
+    try:
+        handler = logging.Handler()
+        records: list[str] = []
+        handler.emit = lambda r: records.append(handler.format(r))  # type: ignore[method-assign]
+        logger = logging.getLogger(f"test.redaction.{uuid.uuid4().hex}")
+        logger.addHandler(handler)
+        run_secrets._install_filter()
+        try:
+            raise ValueError(f"bad {key}")
+        except ValueError:
+            logger.exception("failed with %s", key)
+        assert records and key not in records[0] and "failed with ***" in records[0]
+        assert "ValueError: bad ***" in records[0]
+
+        try:
+            try:
+                raise KeyError(key)
+            except KeyError as inner:
+                raise OSError(2, f"no such thing {key}", f"/data/{key}") from inner
+        except OSError as exc:
+            clean = run_secrets.scrub(exc)
+        assert key not in str(clean) and key not in repr(clean.__cause__)
+
+        class Stubborn(Exception):
+            def __str__(self) -> str:
+                return f"computed {key}"
+
+        replaced = run_secrets.scrub(Stubborn())
+        assert str(replaced) == "Stubborn: computed ***"
+    finally:
+        run_secrets._VALUES.discard(key)
+
+
+def test_the_jobflow_must_take_the_secrets_its_manifest_declares(
+    acc: Accelerator, tmp_path: Path
+) -> None:
+    from accelerator_prefect import ManifestError
+
+    repo = ModelRepo(tmp_path / "m", f"echo-{uuid.uuid4().hex[:6]}").echo()
+    repo.write(
+        f"deployments/{repo.name}.yaml",
+        repo.manifest.read_text() + "secrets:\n  API_KEY: {description: key}\n",
+    )
+    repo.commit("declares a secret")
+    with pytest.raises(ManifestError, match="takes no `secrets` parameter"):
+        acc.publish(repo.manifest)
