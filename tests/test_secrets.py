@@ -7,8 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +128,37 @@ def _everything_prefect_shows(api_url: str, run_id: str, since: datetime) -> str
             artifacts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run]))
             )
-            events = await client.request(
-                "POST",
-                "/events/filter",
-                json={"filter": {"occurred": {"since": since.isoformat()}}, "limit": 200},
-            )
+            events = await _events(client, run, since)
             records: list[Any] = [flow_run, *task_runs, *states, *task_states, *logs, *artifacts]
             dumped = [r.model_dump(mode="json") for r in records]
-            return json.dumps(dumped) + events.text
+            return json.dumps(dumped) + events
 
     return asyncio.run(read())
+
+
+async def _events(client: PrefectClient, run: uuid.UUID, since: datetime) -> str:
+    """The run's events, once its final state's event has arrived (they come later)."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = await client.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": {
+                    "occurred": {"since": since.isoformat()},
+                    "any_resource": {"id": [f"prefect.flow-run.{run}"]},
+                },
+                "limit": 50,
+            },
+        )
+        pages = [response.text]
+        while next_page := response.json().get("next_page"):
+            response = await client._client.get(next_page)
+            pages.append(response.text)
+        if '"prefect.flow-run.Failed"' in "".join(pages):
+            return "".join(pages)
+        assert time.monotonic() < deadline, "the run's Failed event never arrived"
+        await asyncio.sleep(0.5)
 
 
 def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
@@ -241,15 +263,55 @@ def test_a_remembered_secret_serves_the_next_runs_until_forgotten(
         acc.launch(keyed)
 
 
-def test_a_sweep_removes_the_secrets_of_a_run_killed_before_it_could(
+def test_the_secrets_of_a_killed_run_are_deleted_when_it_is_marked_crashed(
     platform: PlatformInfo, acc: Accelerator, keyed: str
 ) -> None:
     run = acc.launch(keyed, {"crash": True}, secrets={"API_KEY": _secret()})
     assert run.wait(timeout=120) == "Crashed"
     block = run._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
-    assert block in asyncio.run(_run_blocks(platform.api_url))  # the hooks never ran
-    assert acc.sweep_secrets() >= 1
-    assert block not in asyncio.run(_run_blocks(platform.api_url))
+    deadline = time.monotonic() + 30  # the worker runs the crash hooks after the state
+    while block in asyncio.run(_run_blocks(platform.api_url)):
+        assert time.monotonic() < deadline, f"{block} outlived its crashed run"
+        time.sleep(0.2)
+
+
+def test_a_sweep_removes_secrets_left_by_runs_that_ended_without_running(
+    platform: PlatformInfo, acc: Accelerator, tmp_path: Path
+) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Cancelled
+
+    pool = f"idle-{uuid.uuid4().hex[:6]}"  # no worker ever polls it
+    name = f"keyed-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path / "m", name)
+    repo.write("flows/keyed.py", KEYED_FLOW.format())
+    repo.write(
+        f"deployments/{name}.yaml", KEYED_MANIFEST.format(name=name) + f"work_pool: {pool}\n"
+    )
+    repo.commit("keyed on an idle pool")
+
+    async def create_pool() -> None:
+        async with PrefectClient(platform.api_url) as client:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+
+    asyncio.run(create_pool())
+    acc.publish(repo.manifest)
+    run = acc.launch(name, secrets={"API_KEY": _secret()})
+    block = run._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
+    acc.sweep_secrets()
+    assert block in asyncio.run(_run_blocks(platform.api_url))  # still waiting to run: kept
+
+    async def cancel_and_leave_a_stray() -> None:
+        async with PrefectClient(platform.api_url) as client:
+            await client.set_flow_run_state(run.id, Cancelled(), force=True)
+            # A launch that stored its secret and died before creating its run.
+            await run_secrets.store(client, {run_secrets.run_block("0" * 16, "API_KEY"): "x1"})
+            await run_secrets.sweep(client, grace=timedelta(0))
+
+    asyncio.run(cancel_and_leave_a_stray())
+    remaining = asyncio.run(_run_blocks(platform.api_url))
+    assert block not in remaining
+    assert run_secrets.run_block("0" * 16, "API_KEY") not in remaining
 
 
 def test_redaction_covers_log_arguments_tracebacks_and_exception_chains() -> None:
