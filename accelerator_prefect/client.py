@@ -110,6 +110,7 @@ class AsyncAccelerator:
         self._token = token
         self._link = link
         self._signed_in = signed_in
+        self._verified: set[tuple[str, str]] = set()
         self._principal: Principal | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
@@ -144,28 +145,32 @@ class AsyncAccelerator:
 
     async def principal(self) -> Principal:
         """Who this client acts for (the token is checked once, on first use)."""
-        if self._principal is None:
-            import dataclasses
+        if self._principal is not None and self._token is None and self._link is None:
+            return self._principal  # a trusted user: nothing can be revoked
+        import dataclasses
 
-            from accelerator_prefect.access import Principal, guest
-            from accelerator_prefect.directory import authenticate, open_link, read_user
+        from accelerator_prefect.access import Principal, guest
+        from accelerator_prefect.directory import authenticate, open_link, read_user
 
-            client = await self.client()
-            grant = await open_link(client, self._link) if self._link is not None else None
-            if not self._signed_in and grant is not None:
-                principal = guest(grant)
-            elif self._token is not None:
-                principal = await authenticate(client, self._token)
-            else:
-                try:
-                    principal = (await read_user(client, self.user)).principal()
-                except NotFound:  # signed in, in no project yet
-                    principal = Principal(self.user)
-            if grant is not None and not principal.guest:
-                principal = dataclasses.replace(principal, links=(*principal.links, grant))
-            self._principal = principal
-            self.user = principal.name
-        return self._principal
+        client = await self.client()
+        # Tokens and links are looked up on every call, so a revocation counts at once.
+        grant = (
+            await open_link(client, self._link, self._verified) if self._link is not None else None
+        )
+        if not self._signed_in and grant is not None:
+            principal = guest(grant)
+        elif self._token is not None:
+            principal = await authenticate(client, self._token, self._verified)
+        else:
+            try:
+                principal = (await read_user(client, self.user)).principal()
+            except NotFound:  # signed in, in no project yet
+                principal = Principal(self.user)
+        if grant is not None and not principal.guest:
+            principal = dataclasses.replace(principal, links=(*principal.links, grant))
+        self._principal = principal
+        self.user = principal.name
+        return principal
 
     def storage_fs(self) -> AccFileSystem:
         """The ``acc://`` filesystem of this installation (from its settings)."""
@@ -489,6 +494,15 @@ class Accelerator:
             return await coro
 
         return asyncio.run_coroutine_threadsafe(wrapped(), _Loop.get()).result()
+
+    def _read_run(self, run_id: UUID, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
+        """``fn`` on the Prefect client, if this principal may (still) read the run."""
+
+        async def checked() -> T:
+            await self._core.visible_run(str(run_id))
+            return await fn(await self._core.client())
+
+        return self._run(checked())
 
     def _call(self, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
         async def with_client() -> T:

@@ -175,20 +175,48 @@ async def revoke_token(client: PrefectClient, token_id: str) -> TokenRecord:
     return record
 
 
-async def authenticate(client: PrefectClient, token: str) -> Principal:
-    """The principal a token stands for, or :class:`AccessDenied` (always the same)."""
+async def authenticate(
+    client: PrefectClient, token: str, verified: set[tuple[str, str]] | None = None
+) -> Principal:
+    """The principal a token stands for, or :class:`AccessDenied` (always the same).
+
+    The token's record is read on every call, so a revocation counts at once;
+    ``verified`` remembers (token, hash) pairs already checked, so a client
+    pays the slow hash once per token, not per request.
+    """
     match = _TOKEN.match(token.strip())
     value = await _read(client, TOKEN_PREFIX + match.group(1)) if match else None
     record = TokenRecord.model_validate(value) if value is not None else None
-    # Spend the same work whether or not the token exists: no timing oracle.
-    salt = record.salt if record else "00" * 16
-    presented = _digest(match.group(2) if match else "", salt)
-    if record is None or not hmac.compare_digest(presented, record.hash) or not record.active:
+    if not _matches(
+        match, record.salt if record else None, record.hash if record else None, verified
+    ):
+        raise AccessDenied(INVALID_TOKEN)
+    assert record is not None
+    if not record.active:
         raise AccessDenied(INVALID_TOKEN)
     try:
         return (await read_user(client, record.user)).principal()
     except NotFound:
         raise AccessDenied(INVALID_TOKEN) from None
+
+
+def _matches(
+    match: re.Match[str] | None,
+    salt: str | None,
+    stored: str | None,
+    verified: set[tuple[str, str]] | None,
+) -> bool:
+    """Whether the secret in ``match`` hashes to ``stored`` (constant work when unknown)."""
+    secret = match.group(2) if match else ""
+    if stored is not None and verified is not None and (secret, stored) in verified:
+        return True
+    # Spend the same work whether or not the record exists: no timing oracle.
+    presented = _digest(secret, salt or "00" * 16)
+    if stored is None or not hmac.compare_digest(presented, stored):
+        return False
+    if verified is not None:
+        verified.add((secret, stored))
+    return True
 
 
 class LinkRecord(BaseModel):
@@ -271,13 +299,17 @@ def link_token(value: str) -> str:
     return value
 
 
-async def open_link(client: PrefectClient, token: str) -> LinkGrant:
-    """What a link token (or link URL) opens, or :class:`AccessDenied` (always the same)."""
+async def open_link(
+    client: PrefectClient, token: str, verified: set[tuple[str, str]] | None = None
+) -> LinkGrant:
+    """What a link token (or link URL) opens, or :class:`AccessDenied` (always the same).
+
+    Read on every call, like :func:`authenticate`: a revoked link stops at once.
+    """
     match = _LINK.match(link_token(token))
     value = await _read(client, LINK_PREFIX + match.group(1)) if match else None
     record = LinkRecord.model_validate(value) if value is not None else None
-    salt = record.salt if record else "00" * 16
-    presented = _digest(match.group(2) if match else "", salt)
-    if record is None or not hmac.compare_digest(presented, record.hash) or not record.active:
+    salt, stored = (record.salt, record.hash) if record else (None, None)
+    if not _matches(match, salt, stored, verified) or record is None or not record.active:
         raise AccessDenied(INVALID_LINK)
     return record.grant()

@@ -234,7 +234,7 @@ class Run:
         return f"Run({str(self.id)!r})"
 
     def _flow_run(self) -> FlowRun:
-        return self._acc._call(lambda c: read_run(c, self.id))  # type: ignore[no-any-return]
+        return self._acc._read_run(self.id, lambda c: read_run(c, self.id))
 
     @property
     def name(self) -> str:
@@ -253,13 +253,13 @@ class Run:
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; return its final state name."""
-        flow_run = self._acc._call(lambda c: wait_for(c, self.id, timeout))
+        flow_run = self._acc._read_run(self.id, lambda c: wait_for(c, self.id, timeout))
         self._acc._call(lambda c: wait_for_final_logs(c, self.id))
         return str(flow_run.state.name)
 
     def logs(self) -> list[str]:
         """The run's log lines so far, oldest first."""
-        return self._acc._call(lambda c: read_logs(c, self.id))  # type: ignore[no-any-return]
+        return self._acc._read_run(self.id, lambda c: read_logs(c, self.id))
 
     def outputs(self) -> list[OutputFile]:
         """The files the run wrote so far (path, size, media type).
@@ -297,7 +297,7 @@ class Run:
 
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""
-        return self._acc._call(lambda c: _result(c, self.id))
+        return self._acc._read_run(self.id, lambda c: _result(c, self.id))
 
 
 async def _result(client: PrefectClient, run_id: UUID) -> Any:

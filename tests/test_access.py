@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import PrefectClient
 
-from accelerator_prefect import Accelerator, AccessDenied, InvalidConf, NotFound
-from accelerator_prefect.directory import INVALID_TOKEN
+from accelerator_prefect import Accelerator, AccessDenied, NotFound
+from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN, create_link
 from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import ModelRepo
-from tests.test_launch import count_runs
 
 SCOPES = ["private", "project", "public", "link"]
-# Who sees (and may run) a model of each scope, owned by alice in project demo.
-ALLOWED = {
-    "private": {"alice", "operator"},
-    "project": {"alice", "bob", "operator"},
-    "public": {"alice", "bob", "carol", "operator"},
-    "link": {"alice", "operator"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +34,215 @@ def team(acc: Accelerator) -> dict[str, str]:
     return {**tokens, **{f"{who}-name": name for who, name in names.items()}}
 
 
+NOTE_FLOW = """
+from pydantic import Field
+
+from accelerator_prefect import Conf, Output, jobflow, routine
+
+
+class NoteConf(Conf):
+    text: str = Field(default="hello", max_length=40, description="What to write down.")
+
+
+@routine
+def write(conf: NoteConf, output: Output) -> None:
+    print(f"writing {conf.text!r}")
+    with output.open("note.txt", "w") as f:
+        f.write(conf.text)
+
+
+@jobflow(name="note")
+def note(conf: NoteConf, output: Output) -> None:
+    write(conf, output)
+"""
+
+NOTE_MANIFEST = """
+name: {name}
+title: Note ({scope})
+version: {version}
+jobflow: flows/note.py:note
+owner: {owner}
+project: demo
+access:
+  scope: {scope}
+"""
+
+GUESTS = ["guest-valid", "guest-revoked", "guest-none"]
+PEOPLE = ["alice", "bob", "carol", "operator", *GUESTS]
+ACTIONS = ["list", "schema", "launch", "read run", "read logs", "read outputs"]
+# What each principal may do with a model of each scope owned by alice (author in
+# demo): bob is a member of demo, carol of another project; a guest holds a link
+# to the model. "read …" of someone else's run: alice's (only she and operators);
+# each principal reads the run they launched themselves whenever they may launch.
+SEE_AND_RUN = {
+    "private": {"alice", "operator"},
+    "project": {"alice", "bob", "operator", "guest-valid"},
+    "public": {"alice", "bob", "carol", "operator", "guest-valid"},
+    "link": {"alice", "operator", "guest-valid"},
+}
+
+
+def _note_model(
+    acc: Accelerator, folder: Path, scope: str, owner: str, version: str = "1.0.0"
+) -> str:
+    name = f"note-{scope}-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(folder, name)
+    repo.write("flows/note.py", NOTE_FLOW)
+    repo.write(
+        f"deployments/{name}.yaml",
+        NOTE_MANIFEST.format(name=name, scope=scope, owner=owner, version=version),
+    )
+    repo.commit(f"{name} {version}")
+    acc.publish(repo.manifest)
+    return name
+
+
 @pytest.fixture(scope="module")
 def scoped(
     acc: Accelerator, team: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    """One echo model per scope, owned by alice in project demo: scope -> model name."""
-    models = {}
-    for scope in SCOPES:
-        name = f"echo-{scope}-{uuid.uuid4().hex[:6]}"
-        repo = ModelRepo(tmp_path_factory.mktemp(scope), name).echo()
-        manifest = repo.manifest.read_text().replace("owner: alice", f"owner: {team['alice-name']}")
-        repo.write(
-            f"deployments/{name}.yaml", manifest.replace("scope: project", f"scope: {scope}")
-        )
-        repo.commit(f"{name} 1.0.0")
-        acc.publish(repo.manifest)
-        models[scope] = name
-    return models
+    """One note model per scope, owned by alice in project demo: scope -> model name."""
+    return {
+        scope: _note_model(acc, tmp_path_factory.mktemp(scope), scope, team["alice-name"])
+        for scope in SCOPES
+    }
+
+
+@pytest.fixture(scope="module")
+def links(
+    platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Per scope, a valid and a revoked link token, shared by alice."""
+
+    async def stale_link(model: str) -> str:
+        # A private model cannot be shared; this link is one left from before it was made
+        # private, straight in the directory.
+        async with PrefectClient(platform.api_url) as client:
+            _, token = await create_link(client, model, version=None, created_by="alice")
+            return token
+
+    tokens: dict[str, dict[str, str]] = {}
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        for scope, model in scoped.items():
+            if scope == "private":
+                tokens[scope] = {"valid": asyncio.run(stale_link(model))}
+                tokens[scope]["revoked"] = asyncio.run(stale_link(model))
+                alice.revoke_link(tokens[scope]["revoked"].split("_")[1])
+                continue
+            valid, revoked = alice.share_link(model), alice.share_link(model)
+            alice.revoke_link(revoked.id)
+            assert valid.url and valid.token and valid.url.endswith(f"link={valid.token}")
+            tokens[scope] = {"valid": valid.url, "revoked": str(revoked.token)}
+    return tokens
+
+
+def _connect(
+    platform: PlatformInfo,
+    team: dict[str, str],
+    links: dict[str, dict[str, str]],
+    who: str,
+    scope: str,
+) -> Accelerator | None:
+    """A client for ``who``, or ``None`` when they cannot even connect."""
+    if who == "operator":
+        return Accelerator.connect(platform.api_url, user="operator")
+    if who in team:
+        return Accelerator.connect(platform.api_url, token=team[who])
+    link = {"guest-valid": links[scope]["valid"], "guest-revoked": links[scope]["revoked"]}
+    try:
+        return Accelerator.connect(platform.api_url, link=link.get(who, "https://catalog/?model=x"))
+    except AccessDenied as refused:
+        assert str(refused) == INVALID_LINK
+        return None
+
+
+def _reads(client: Accelerator, run_id: str) -> set[str]:
+    """Which of read run / logs / outputs ``client`` may do on run ``run_id``."""
+    try:
+        handle = client.run(run_id)
+    except NotFound:
+        return set()
+    done = set()
+    if handle.state == "Completed":
+        done.add("read run")
+    if any("writing" in line for line in handle.logs()):
+        done.add("read logs")
+    if [o.path for o in handle.outputs()] == ["note.txt"]:
+        done.add("read outputs")
+    return done
+
+
+@pytest.fixture(scope="module")
+def matrix(
+    platform: PlatformInfo,
+    team: dict[str, str],
+    scoped: dict[str, str],
+    links: dict[str, dict[str, str]],
+) -> dict[tuple[str, str], dict[str, set[str]]]:
+    """Every scope x principal: what they did to the model, alice's run and their own run.
+
+    Launches are real; every run launched is waited for before anything is read.
+    """
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        owners_runs = {scope: alice.launch(model) for scope, model in scoped.items()}
+        for run in owners_runs.values():
+            assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
+    results: dict[tuple[str, str], dict[str, set[str]]] = {}
+    launched = {}
+    for scope, model in scoped.items():
+        for who in PEOPLE:
+            client = _connect(platform, team, links, who, scope)
+            done: dict[str, set[str]] = {"model": set(), "theirs": set(), "own": set()}
+            results[scope, who] = done
+            if client is None:
+                continue
+            if model in {m.name for m in client.catalog()}:
+                done["model"].add("list")
+            try:
+                if client.get(model).latest.parameter_schema["properties"]["conf"]:
+                    done["model"].add("schema")
+            except NotFound:
+                pass
+            try:
+                launched[scope, who] = (client, client.launch(model, {"text": who}))
+                done["model"].add("launch")
+            except NotFound:
+                pass
+            if who != "alice":
+                done["theirs"] = _reads(client, str(owners_runs[scope].id))
+    for (scope, who), (client, run) in launched.items():
+        assert run.wait(timeout=240) == "Completed", (scope, who, "\n".join(run.logs()))
+        results[scope, who]["own"] = _reads(client, str(run.id))
+    return results
+
+
+@pytest.mark.parametrize("who", PEOPLE)
+@pytest.mark.parametrize("scope", SCOPES)
+def test_each_scope_is_seen_run_and_read_by_exactly_whom_it_says(
+    matrix: dict[tuple[str, str], dict[str, set[str]]], scope: str, who: str
+) -> None:
+    allowed = who in SEE_AND_RUN[scope]
+    done = matrix[scope, who]
+    assert done["model"] == ({"list", "schema", "launch"} if allowed else set())
+    reads = {"read run", "read logs", "read outputs"}
+    # Someone else's run (alice's) is read only by operators; alice reads her own.
+    if who != "alice":
+        assert done["theirs"] == (reads if who == "operator" else set())
+    # Whoever may launch reads their own run: state, logs and outputs.
+    assert done["own"] == (reads if allowed else set())
+
+
+def test_hidden_models_are_not_found_exactly_like_missing_ones(
+    platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str]
+) -> None:
+    with Accelerator.connect(platform.api_url, token=team["carol"]) as carol:
+        for model in (scoped["private"], scoped["project"], scoped["link"], "no-such-model"):
+            for probe in (carol.get, carol.launch):
+                with pytest.raises(NotFound) as hidden:
+                    probe(model)
+                assert str(hidden.value) == (
+                    f"model {model!r} not found (see `acc list` for the hosted models)"
+                )
 
 
 def _client(platform: PlatformInfo, team: dict[str, str], who: str) -> Accelerator:
@@ -67,38 +251,12 @@ def _client(platform: PlatformInfo, team: dict[str, str], who: str) -> Accelerat
     return Accelerator.connect(platform.api_url, token=team[who])
 
 
-@pytest.mark.parametrize("who", ["alice", "bob", "carol", "operator"])
-def test_each_scope_is_seen_and_run_by_exactly_whom_it_says(
-    platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str], who: str
-) -> None:
-    with _client(platform, team, who) as client:
-        listed = {m.name for m in client.catalog()}
-        for scope, model in scoped.items():
-            allowed = who in ALLOWED[scope]
-            assert (model in listed) is allowed, (scope, who)
-            before = count_runs(platform.api_url, f"{model}@1.0.0")
-            if allowed:
-                assert client.get(model).latest.parameter_schema["properties"]["conf"]
-                # Visible, so the launch reaches validation (refused: nothing runs).
-                with pytest.raises(InvalidConf):
-                    client.launch(model, conf={"repeat": 99})
-            else:
-                # Invisible: the same answer as a model that does not exist.
-                for probe in (client.get, client.launch):
-                    with pytest.raises(NotFound) as hidden:
-                        probe(model)
-                    assert str(hidden.value) == (
-                        f"model {model!r} not found (see `acc list` for the hosted models)"
-                    )
-            assert count_runs(platform.api_url, f"{model}@1.0.0") == before
-
-
 def test_a_project_member_runs_a_project_model(
     platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str]
 ) -> None:
     with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
         assert bob.user == team["bob-name"]
-        run = bob.launch(scoped["project"], conf={"message": "hi"})
+        run = bob.launch(scoped["project"], conf={"text": "hi"})
         assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
         assert f"acc:user:{team['bob-name']}" in run._flow_run().tags
         assert bob.run(str(run.id)).logs()

@@ -259,7 +259,7 @@ def test_a_remembered_secret_serves_the_next_runs_until_forgotten(
     assert acc.storage.open(digest.uri, "r").read() == hashlib.sha256(key.encode()).hexdigest()
 
     assert acc.forget_secrets(keyed) == 1
-    with pytest.raises(InvalidSecrets, match="secrets.API_KEY: required secret"):
+    with pytest.raises(InvalidSecrets, match=r"secrets\.API_KEY: required secret"):
         acc.launch(keyed)
 
 
@@ -318,9 +318,13 @@ def test_redaction_covers_log_arguments_tracebacks_and_exception_chains() -> Non
     key = "redact-me-" + uuid.uuid4().hex
     run_secrets.register(key)
     try:
-        handler = logging.Handler()
         records: list[str] = []
-        handler.emit = lambda r: records.append(handler.format(r))  # type: ignore[method-assign]
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(self.format(record))
+
+        handler = Keep()
         logger = logging.getLogger(f"test.redaction.{uuid.uuid4().hex}")
         logger.addHandler(handler)
         run_secrets._install_filter()
