@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import PrefectClient
 
-from accelerator_prefect import Accelerator, AccessDenied, NotFound
+from accelerator_prefect import Accelerator, AccessDenied, InvalidInputs, NotFound
 from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN, create_link
 from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import ModelRepo
+from tests.test_launch import count_runs
 
 SCOPES = ["private", "project", "public", "link"]
 
@@ -338,3 +339,120 @@ def test_only_operators_manage_users(platform: PlatformInfo, team: dict[str, str
         ):
             with pytest.raises(AccessDenied, match="only an operator"):
                 attempt()
+
+
+def test_a_link_opens_one_model_until_revoked_and_a_pinned_link_one_version(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    model = _note_model(acc, tmp_path / "v1", "link", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        link = alice.share_link(model, version="1.0.0")
+        assert [(x.id, x.version, x.active, x.token) for x in alice.links(model)] == [
+            (link.id, "1.0.0", True, None)  # the token is shown once, never listed
+        ]
+        guest = Accelerator.connect(platform.api_url, link=str(link.url))
+        assert guest.principal.guest
+        assert [m.name for m in guest.catalog()] == [model]
+        run = guest.launch(model, {"text": "from a guest"})
+        assert run.wait(timeout=120) == "Completed"
+        flow_run = run._flow_run()
+        assert {"acc:via:link", f"acc:link:{link.id}"} <= set(flow_run.tags)
+        # Each guest run writes to a scratch folder of its own.
+        assert run.output_location == f"acc://links/{link.id}/runs/{run.id}/"
+        assert [r.id for r in guest.runs()] == [str(run.id)]
+        with pytest.raises(InvalidInputs, match="a guest's results go to a scratch folder"):
+            guest.launch(model, output="acc://demo/elsewhere/")
+
+        alice.revoke_link(link.id)
+        # The very next request with the link is refused, whatever it asks.
+        for attempt in (guest.catalog, lambda: guest.run(str(run.id)), lambda: run.state):
+            with pytest.raises(AccessDenied) as refused:
+                attempt()
+            assert str(refused.value) == INVALID_LINK
+        assert [x.active for x in alice.links(model)] == [False]
+
+
+def test_a_link_pinned_to_a_version_opens_no_other(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    model = _note_model(acc, tmp_path / "m", "link", team["alice-name"])
+    repo = ModelRepo(tmp_path / "m", model)
+    repo.write(
+        f"deployments/{model}.yaml",
+        repo.manifest.read_text().replace("version: 1.0.0", "version: 2.0.0"),
+    )
+    repo.commit("2.0.0")
+    acc.publish(repo.manifest)
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        pinned = alice.share_link(model, version="1.0.0")
+        expired = alice.share_link(model, expires_in=timedelta(seconds=-1))
+    guest = Accelerator.connect(platform.api_url, link=str(pinned.token))
+    assert [v.version for v in guest.get(model).versions] == ["1.0.0"]
+    with pytest.raises(NotFound, match=r"version '2\.0\.0' not found"):
+        guest.launch(model, version="2.0.0")
+    with pytest.raises(AccessDenied, match="invalid, expired or revoked"):
+        Accelerator.connect(platform.api_url, link=str(expired.url))
+
+
+def test_only_the_owner_or_an_operator_shares_and_never_a_private_model(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str]
+) -> None:
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        with pytest.raises(AccessDenied, match="only its owner or an operator"):
+            bob.share_link(scoped["project"])
+        with pytest.raises(NotFound):
+            bob.share_link(scoped["private"])  # he cannot even see it
+        assert bob.links() == []
+    with pytest.raises(AccessDenied, match="is private, so a link would open nothing"):
+        acc.share_link(scoped["private"])
+    assert acc.share_link(scoped["public"]).url
+
+
+def test_inputs_and_outputs_stay_in_your_projects_and_your_own_area(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    model = _note_model(acc, tmp_path / "pub", "public", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["carol"]) as carol:
+        # Not a member of demo: the default output moves to carol's own area.
+        run = carol.launch(model, {"text": "mine"})
+        assert run.output_location == (
+            f"acc://users/{team['carol-name']}/results/{model}/1.0.0/{run.id}/"
+        )
+        before = count_runs(platform.api_url, f"{model}@1.0.0")
+        for output in ("acc://demo/results/mine/", f"acc://users/{team['bob-name']}/x/"):
+            with pytest.raises(InvalidInputs) as refused:
+                carol.launch(model, output=output)
+            assert refused.value.problems == [
+                f"output.location: {output} is outside the storage you may use "
+                f"(acc://elsewhere/, acc://users/{team['carol-name']}/)"
+            ]
+        assert count_runs(platform.api_url, f"{model}@1.0.0") == before
+        # The same rule in storage itself, decided on the path alone.
+        source = tmp_path / "data.csv"
+        source.write_text("a,b\n1,2\n")
+        with pytest.raises(AccessDenied, match="outside the storage you may use"):
+            carol.storage.put(source, "acc://demo/incoming/")
+        with pytest.raises(AccessDenied, match="outside the storage you may use"):
+            carol.storage.ls("acc://demo/")
+        own = f"acc://users/{team['carol-name']}/incoming/"
+        assert [e.name for e in carol.storage.put(source, own)] == ["data.csv"]
+        assert run.wait(timeout=120) == "Completed"
+        assert [o.path for o in run.outputs()] == ["note.txt"]
+
+
+def test_an_owner_sees_every_run_of_their_models_and_others_only_their_own(
+    platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str]
+) -> None:
+    model = scoped["public"]
+    with Accelerator.connect(platform.api_url, token=team["carol"]) as carol:
+        mine = carol.launch(model, {"text": "carol"})
+        assert mine.wait(timeout=120) == "Completed"
+        assert {r.user for r in carol.runs(model)} == {team["carol-name"]}
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        runs = {r.id: r for r in alice.runs(model)}
+        assert str(mine.id) in runs
+        seen = runs[str(mine.id)]
+        assert (seen.user, seen.version, seen.state) == (team["carol-name"], "1.0.0", "Completed")
+        assert seen.duration is not None and seen.duration > 0
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        assert str(mine.id) not in {r.id for r in bob.runs(model)}
