@@ -64,6 +64,7 @@ class HostedVersion(BaseModel):
     work_pool: str | None
     parameter_schema: dict[str, Any]
     default_parameters: dict[str, Any]
+    workspace: str | None = None  # the Prefect API it lives on, when read across workspaces
 
     @property
     def title(self) -> str:

@@ -681,6 +681,41 @@ def tokens_revoke(token_id: str) -> None:
     console.print(f"revoked token {token_id}")
 
 
+projects_app = typer.Typer(
+    help="Projects bound to a Prefect API of their own (operators).", no_args_is_help=True
+)
+app.add_typer(projects_app, name="projects")
+
+
+@projects_app.command("bind")
+def projects_bind(
+    project: str,
+    api_url: str = typer.Option(..., "--to", help="The workspace's Prefect API URL."),
+    work_pool: str | None = typer.Option(None, help="Its default work pool."),
+) -> None:
+    """Bind a project to its own Prefect API: its models are published and run there."""
+    acc = connect()
+    try:
+        acc.bind_project(project, api_url, work_pool)
+    except (AcceleratorError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"project {project} now lives on {api_url}")
+
+
+@projects_app.command("list")
+def projects_list() -> None:
+    """List the projects bound to a workspace of their own."""
+    acc = connect()
+    try:
+        bound = acc.projects()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("project", "Prefect API", "work pool")
+    for project in bound:
+        table.add_row(project.name, project.api_url, project.work_pool or "(default)")
+    console.print(table)
+
+
 # -- sharing, secrets, runs ---------------------------------------------------------------------
 
 

@@ -12,10 +12,9 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import UUID
 
 from accelerator_prefect.errors import NotFound, PlatformError
 from accelerator_prefect.settings import Settings, get_settings
@@ -24,8 +23,8 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
     from accelerator_prefect.access import Principal
-    from accelerator_prefect.catalog import HostedModel
-    from accelerator_prefect.directory import LinkRecord, UserRecord
+    from accelerator_prefect.catalog import HostedModel, HostedVersion
+    from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import Run, RunSummary
     from accelerator_prefect.storage import AccFileSystem, Storage
@@ -111,6 +110,7 @@ class AsyncAccelerator:
         self._link = link
         self._signed_in = signed_in
         self._verified: set[tuple[str, str]] = set()
+        self._others: dict[str, PrefectClient] = {}
         self._principal: Principal | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
@@ -193,6 +193,76 @@ class AsyncAccelerator:
         if self._client is not None:
             await self._client.__aexit__(None, None, None)
             self._client = None
+        for other in self._others.values():
+            await other.__aexit__(None, None, None)
+        self._others.clear()
+
+    # -- workspaces: projects bound to a Prefect API of their own --------------------------------
+
+    async def workspaces(self) -> dict[str, PrefectClient]:
+        """A client for every Prefect API models live on: this one, then each bound project's."""
+        from accelerator_prefect.directory import list_projects
+
+        home = await self.client()
+        found = {self.api_url: home}
+        for project in await list_projects(home):
+            url = project.api_url.rstrip("/")
+            if url not in found:
+                found[url] = await self._workspace_client(url, project.api_key_block)
+        return found
+
+    async def _workspace_client(self, api_url: str, api_key_block: str | None) -> PrefectClient:
+        from prefect.client.orchestration import PrefectClient
+
+        if api_url not in self._others:
+            api_key = None
+            if api_key_block:  # e.g. a Prefect Cloud workspace's key, kept in a Secret block
+                document = await (await self.client()).read_block_document_by_name(
+                    api_key_block, "secret", include_secrets=True
+                )
+                api_key = str(document.data["value"])
+            client = PrefectClient(api_url, api_key=api_key)
+            await client.__aenter__()
+            self._others[api_url] = client
+        return self._others[api_url]
+
+    async def project_workspace(self, project: str) -> tuple[PrefectClient, str, str]:
+        """The client, API URL and default work pool of ``project``'s workspace."""
+        from accelerator_prefect.directory import list_projects
+
+        home = await self.client()
+        for bound in await list_projects(home):
+            if bound.name == project:
+                url = bound.api_url.rstrip("/")
+                client = await self._workspace_client(url, bound.api_key_block)
+                return client, url, bound.work_pool or self.settings.work_pool
+        return home, self.api_url, self.settings.work_pool
+
+    async def _versions(self, model: str | None = None) -> list[HostedVersion]:
+        """The versions this principal may see, read from every workspace at once."""
+        from accelerator_prefect.catalog import read_versions
+
+        principal = await self.principal()
+        spaces = await self.workspaces()
+        found = await asyncio.gather(
+            *(read_versions(c, model=model, principal=principal) for c in spaces.values())
+        )
+        versions = []
+        for url, batch in zip(spaces, found, strict=True):
+            for version in batch:
+                version.workspace = url
+                versions.append(version)
+        return versions
+
+    async def locate(self, model: str) -> tuple[HostedModel, PrefectClient]:
+        """``model`` (as this principal sees it) and the client of its workspace."""
+        from accelerator_prefect.catalog import group_models
+
+        versions = await self._versions(model)
+        if not versions:
+            raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
+        spaces = await self.workspaces()
+        return group_models(versions)[0], spaces[versions[0].workspace or self.api_url]
 
     async def publish(
         self,
@@ -202,31 +272,30 @@ class AsyncAccelerator:
         force: bool = False,
         repository: str | None = None,
     ) -> PublishResult:
+        from accelerator_prefect.manifest import load_manifest
         from accelerator_prefect.publish import publish
 
         principal = await self.principal()
+        client, _, work_pool = await self.project_workspace(load_manifest(manifest).project)
         return await publish(
-            await self.client(),
+            client,
             manifest,
             principal=principal,
             published_by=principal.name,
-            default_work_pool=self.settings.work_pool,
+            default_work_pool=work_pool,
             allow_dirty=allow_dirty,
             force=force,
             repository=repository,
         )
 
     async def catalog(self) -> list[HostedModel]:
-        from accelerator_prefect.catalog import group_models, read_versions
+        from accelerator_prefect.catalog import group_models
 
-        principal = await self.principal()
-        return group_models(await read_versions(await self.client(), principal=principal))
+        return group_models(await self._versions())
 
     async def get(self, model: str) -> HostedModel:
-        from accelerator_prefect.catalog import read_model
-
-        principal = await self.principal()
-        return await read_model(await self.client(), model, principal)
+        hosted, _ = await self.locate(model)
+        return hosted
 
     async def add_user(
         self, name: str, projects: dict[str, str] | None = None, operator: bool = False
@@ -266,16 +335,26 @@ class AsyncAccelerator:
         require_operator(await self.principal(), "revoke a token")
         await revoke_token(await self.client(), token_id)
 
-    async def visible_run(self, run_id: str) -> UUID:
-        """The id of run ``run_id`` if this principal may read it, else :class:`NotFound`."""
+    async def visible_run(self, run_id: str, workspace: str | None = None) -> str:
+        """The workspace (API URL) of run ``run_id`` if this principal may read it, else
+        :class:`NotFound`; ``workspace`` is where to look first."""
         from accelerator_prefect.access import may_read_run
         from accelerator_prefect.catalog import read_versions
         from accelerator_prefect.runs import read_run
 
-        principal, client = await self.principal(), await self.client()
-        flow_run = await read_run(client, run_id)
+        principal, spaces = await self.principal(), await self.workspaces()
+        order = sorted(spaces, key=lambda url: url != (workspace or self.api_url))
+        for url in order:
+            client = spaces[url]
+            try:
+                flow_run = await read_run(client, run_id)
+                break
+            except NotFound:
+                continue
+        else:
+            raise NotFound(f"run {run_id!r} not found")
         if principal.operator:
-            return UUID(str(flow_run.id))
+            return url
         tags = {t.split(":", 2)[1]: t.split(":", 2)[2] for t in flow_run.tags if t.count(":") >= 2}
         owner = None
         if "model" in tags:
@@ -285,7 +364,7 @@ class AsyncAccelerator:
             principal, launched_by=tags.get("user"), model_owner=owner, link_id=tags.get("link")
         ):
             raise NotFound(f"run {run_id!r} not found")
-        return UUID(str(flow_run.id))
+        return url
 
     async def launch(
         self,
@@ -298,13 +377,14 @@ class AsyncAccelerator:
         secrets: Mapping[str, Any] | None = None,
         remember: bool = False,
         via: str = "python",
-    ) -> str:
-        """Launch ``model`` and return the new run's id (see ``Accelerator.launch``)."""
+    ) -> tuple[str, str]:
+        """Launch ``model``; the new run's id and workspace (see ``Accelerator.launch``)."""
         from accelerator_prefect.launch import launch
 
         principal = await self.principal()
+        found, client = await self.locate(model)
         _, flow_run = await launch(
-            await self.client(),
+            client,
             model,
             principal=principal,
             version=version,
@@ -316,21 +396,21 @@ class AsyncAccelerator:
             via=via,
             storage=self.storage_fs(),
         )
-        return str(flow_run.id)
+        return str(flow_run.id), found.versions[0].workspace or self.api_url
 
     async def forget_secrets(self, model: str) -> int:
         from accelerator_prefect.secrets import forget
 
         principal = await self.principal()
-        await self.get(model)  # only models this principal may see
-        return await forget(await self.client(), principal.name, model)
+        _, client = await self.locate(model)  # only models this principal may see
+        return await forget(client, principal.name, model)
 
     async def sweep_secrets(self) -> int:
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.secrets import sweep
 
         require_operator(await self.principal(), "sweep secrets")
-        return await sweep(await self.client())
+        return sum([await sweep(client) for client in (await self.workspaces()).values()])
 
     async def _managed(self, model: str) -> HostedModel:
         """``model`` if this principal may manage it; else not found or refused."""
@@ -399,7 +479,26 @@ class AsyncAccelerator:
         principal = await self.principal()
         if model is not None:
             await self.get(model)
-        return await read_runs(await self.client(), principal, model=model, limit=limit)
+        spaces = list((await self.workspaces()).values())
+        found = await asyncio.gather(
+            *(read_runs(c, principal, model=model, limit=limit) for c in spaces)
+        )
+        runs = sorted(
+            (r for batch in found for r in batch),
+            key=lambda r: r.started or r.created or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )
+        return runs[:limit]
+
+    async def bind_project(
+        self, project: str, api_url: str, work_pool: str | None = None
+    ) -> ProjectRecord:
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import ProjectRecord, bind_project
+
+        require_operator(await self.principal(), f"bind project {project}")
+        record = ProjectRecord(name=project, api_url=api_url.rstrip("/"), work_pool=work_pool)
+        return await bind_project(await self.client(), record)
 
 
 class _Loop:
@@ -495,12 +594,12 @@ class Accelerator:
 
         return asyncio.run_coroutine_threadsafe(wrapped(), _Loop.get()).result()
 
-    def _read_run(self, run_id: UUID, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
-        """``fn`` on the Prefect client, if this principal may (still) read the run."""
+    def _read_run(self, run: Run, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
+        """``fn`` on the client of the run's workspace, if this principal may (still) read it."""
 
         async def checked() -> T:
-            await self._core.visible_run(str(run_id))
-            return await fn(await self._core.client())
+            url = await self._core.visible_run(str(run.id), run.workspace)
+            return await fn((await self._core.workspaces())[url])
 
         return self._run(checked())
 
@@ -588,7 +687,7 @@ class Accelerator:
         """
         from accelerator_prefect.runs import Run
 
-        run_id = self._run(
+        run_id, workspace = self._run(
             self._core.launch(
                 model,
                 conf,
@@ -600,7 +699,7 @@ class Accelerator:
                 via=via,
             )
         )
-        return Run(self, run_id)
+        return Run(self, run_id, workspace)
 
     def forget_secrets(self, model: str) -> int:
         """Delete the secrets you asked to be remembered for ``model``; returns how many."""
@@ -645,4 +744,16 @@ class Accelerator:
         """
         from accelerator_prefect.runs import Run
 
-        return Run(self, self._run(self._core.visible_run(run_id)))
+        workspace = self._run(self._core.visible_run(run_id))
+        return Run(self, run_id, workspace)
+
+    def projects(self) -> list[ProjectRecord]:
+        """The projects bound to a Prefect API of their own."""
+        from accelerator_prefect.directory import list_projects
+
+        return self._call(list_projects)
+
+    def bind_project(self, project: str, api_url: str, work_pool: str | None = None) -> None:
+        """Bind ``project`` to its own Prefect API (operators): its models are published,
+        launched and run there, and still listed in one catalog."""
+        self._run(self._core.bind_project(project, api_url, work_pool))

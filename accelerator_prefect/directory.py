@@ -313,3 +313,28 @@ async def open_link(
     if not _matches(match, salt, stored, verified) or record is None or not record.active:
         raise AccessDenied(INVALID_LINK)
     return record.grant()
+
+
+class ProjectRecord(BaseModel):
+    """A project bound to its own Prefect API (a Prefect Cloud workspace or another
+    server): its models are published, launched and run there."""
+
+    name: str
+    api_url: str
+    work_pool: str | None = None
+    api_key_block: str | None = None  # a Secret block (here) holding the API key, if any
+
+
+async def bind_project(client: PrefectClient, project: ProjectRecord) -> ProjectRecord:
+    if project.name in RESERVED_AREAS or not _USER.match(project.name):
+        raise ValueError(f"project {project.name!r}: expected lowercase letters, digits and dashes")
+    await _write(
+        client, PROJECT_PREFIX + project.name, project.model_dump(mode="json"), "acc:project"
+    )
+    return project
+
+
+async def list_projects(client: PrefectClient) -> list[ProjectRecord]:
+    """Every project bound to a workspace of its own (the others live on this server)."""
+    projects = [ProjectRecord.model_validate(v) for v in await _values(client, PROJECT_PREFIX)]
+    return sorted(projects, key=lambda p: p.name)

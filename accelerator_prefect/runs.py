@@ -226,15 +226,18 @@ class Run:
         'Completed'
     """
 
-    def __init__(self, accelerator: Accelerator, run_id: UUID | str) -> None:
+    def __init__(
+        self, accelerator: Accelerator, run_id: UUID | str, workspace: str | None = None
+    ) -> None:
         self._acc = accelerator
         self.id = UUID(str(run_id))
+        self.workspace = workspace or accelerator.api_url  # the Prefect API it runs on
 
     def __repr__(self) -> str:
         return f"Run({str(self.id)!r})"
 
     def _flow_run(self) -> FlowRun:
-        return self._acc._read_run(self.id, lambda c: read_run(c, self.id))
+        return self._acc._read_run(self, lambda c: read_run(c, self.id))
 
     @property
     def name(self) -> str:
@@ -249,17 +252,18 @@ class Run:
     @property
     def url(self) -> str:
         """The run's page in the Prefect UI."""
-        return f"{self._acc.ui_url}/runs/flow-run/{self.id}"
+        ui = self.workspace.rstrip("/").removesuffix("/api")
+        return f"{ui}/runs/flow-run/{self.id}"
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; return its final state name."""
-        flow_run = self._acc._read_run(self.id, lambda c: wait_for(c, self.id, timeout))
-        self._acc._call(lambda c: wait_for_final_logs(c, self.id))
+        flow_run = self._acc._read_run(self, lambda c: wait_for(c, self.id, timeout))
+        self._acc._read_run(self, lambda c: wait_for_final_logs(c, self.id))
         return str(flow_run.state.name)
 
     def logs(self) -> list[str]:
         """The run's log lines so far, oldest first."""
-        return self._acc._read_run(self.id, lambda c: read_logs(c, self.id))
+        return self._acc._read_run(self, lambda c: read_logs(c, self.id))
 
     def outputs(self) -> list[OutputFile]:
         """The files the run wrote so far (path, size, media type).
@@ -297,7 +301,7 @@ class Run:
 
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""
-        return self._acc._read_run(self.id, lambda c: _result(c, self.id))
+        return self._acc._read_run(self, lambda c: _result(c, self.id))
 
 
 async def _result(client: PrefectClient, run_id: UUID) -> Any:

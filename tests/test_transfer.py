@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import S3Server
 
 SIZE = 500 * 2**20
@@ -74,10 +75,16 @@ def _round_trip(tmp_path: Path, env: dict[str, str], size: int) -> tuple[float, 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_a_500_mb_file_goes_in_and_out_with_flat_memory(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, platform: PlatformInfo
 ) -> None:
     server: S3Server | None = request.getfixturevalue("s3_server") if backend == "s3" else None
-    env = {**os.environ, "ACC_HOME": str(tmp_path / "home"), "COLUMNS": "120"}
+    # The CLI asks the platform who it is (storage follows project membership), as operator.
+    env = {
+        **os.environ,
+        "ACC_HOME": str(tmp_path / "home"),
+        "ACC_API_URL": platform.api_url,
+        "COLUMNS": "120",
+    }
     if server is not None:
         env.update(
             {

@@ -1,0 +1,84 @@
+"""A project bound to its own Prefect API: one catalog, publish and runs on its server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+from accelerator_prefect import Accelerator, NotFound
+from accelerator_prefect.platform import PlatformInfo, down, free_port, up
+from tests.conftest import ModelRepo
+
+
+@pytest.fixture(scope="module")
+def far_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]:
+    """A second, separate Prefect server with its own worker: another workspace."""
+    home = tmp_path_factory.mktemp("far-home")
+    info, _ = up(home, port=free_port(), examples=[])
+    yield info
+    down(home)
+
+
+def _deployments(api_url: str, name: str) -> int:
+    async def count() -> int:
+        async with PrefectClient(api_url) as client:
+            found = await client.read_deployments(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
+            )
+            return len(found)
+
+    return asyncio.run(count())
+
+
+def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catalog(
+    acc: Accelerator, platform: PlatformInfo, far_server: PlatformInfo, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    project, author, member, outsider = (f"{w}-{suffix}" for w in ("far", "dora", "erin", "finn"))
+    acc.bind_project(project, far_server.api_url)
+    _, dora_token = acc.add_user(author, {project: "author"})
+    _, erin_token = acc.add_user(member, {project: "member"})
+    _, finn_token = acc.add_user(outsider, {})
+
+    repo = ModelRepo(tmp_path / "far", f"echo-far-{suffix}").echo()
+    manifest = repo.manifest.read_text()
+    manifest = manifest.replace("owner: alice", f"owner: {author}")
+    repo.write(
+        f"deployments/{repo.name}.yaml", manifest.replace("project: demo", f"project: {project}")
+    )
+    repo.commit("far 1.0.0")
+    deployment = f"{repo.name}@1.0.0"
+    with Accelerator.connect(platform.api_url, token=dora_token) as dora:
+        assert dora.publish(repo.manifest).status == "created"
+    # Published on the project's own server, not on the home one.
+    assert _deployments(far_server.api_url, deployment) == 1
+    assert _deployments(platform.api_url, deployment) == 0
+
+    with Accelerator.connect(platform.api_url, token=erin_token) as erin:
+        listed = {m.name: m for m in erin.catalog()}
+        assert listed[repo.name].latest.workspace == far_server.api_url
+        run = erin.launch(repo.name, {"message": "far away"})
+        assert run.workspace == far_server.api_url
+        assert run.url.startswith(far_server.ui_url)
+        assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
+        assert any("shouting 'far away'" in line for line in run.logs())
+        assert run.result()["text"] == "FAR AWAY"
+        assert [r.id for r in erin.runs(repo.name)] == [str(run.id)]
+
+    # Operators see both servers' models in one catalog, and the run by its id alone.
+    names = {m.name for m in acc.catalog()}
+    assert repo.name in names
+    assert acc.run(str(run.id)).state == "Completed"
+    # Access rules hold across workspaces: an outsider finds neither model nor run.
+    with Accelerator.connect(platform.api_url, token=finn_token) as finn:
+        assert repo.name not in {m.name for m in finn.catalog()}
+        with pytest.raises(NotFound):
+            finn.run(str(run.id))
+        with pytest.raises(NotFound):
+            finn.launch(repo.name)
