@@ -80,3 +80,28 @@ def test_manifest_schema_command_prints_json_schema() -> None:
     result = runner.invoke(app, ["manifest-schema"])
     schema = json.loads(result.output)
     assert schema["properties"]["version"]["description"].startswith("Semantic version")
+
+
+def test_share_list_and_revoke_a_link_and_use_it_as_a_guest(
+    platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    code, out = acc_cli(platform, "share", echo_repo.name, "--expires", "30d")
+    assert code == 0, out
+    link_id = re.search(r"link ([0-9a-f]{12}) opens", out)
+    url = re.search(r"shown once: (\S+)", out)
+    assert link_id and url and f"model={echo_repo.name}" in url.group(1)
+
+    code, out = acc_cli(platform, "--link", url.group(1), "run", echo_repo.name, "--wait")
+    assert code == 0, out
+    assert "Completed" in out
+    code, out = acc_cli(platform, "--link", url.group(1), "list")
+    assert code == 0 and echo_repo.name in out
+
+    code, out = acc_cli(platform, "share", "--list", echo_repo.name)
+    assert code == 0 and link_id.group(1) in out and "active" in out
+    code, out = acc_cli(platform, "share", "--revoke", link_id.group(1))
+    assert code == 0, out
+    code, out = acc_cli(platform, "--link", url.group(1), "list")
+    assert code == 1
+    assert "this link is invalid, expired or revoked" in out
