@@ -304,7 +304,13 @@ def show(
         )
     console.print(versions)
     console.print(_conf_table(hosted))
-    console.print(f"Prefect UI: {acc.ui_url}/deployments/deployment/{hosted.deployment_id}")
+    if hosted.secrets:
+        needed = Table("secret", "required", "description", title="secrets (give with --secret)")
+        for name, spec in hosted.secrets.items():
+            needed.add_row(name, "yes" if spec.required else "no", spec.description)
+        console.print(needed)
+    ui = (hosted.workspace or acc.api_url).removesuffix("/api")
+    console.print(f"Prefect UI: {ui}/deployments/deployment/{hosted.deployment_id}")
 
 
 # -- running ----------------------------------------------------------------------------------

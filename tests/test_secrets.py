@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -219,6 +220,13 @@ def test_the_cli_reads_secrets_without_echo_and_never_prints_them(
         del os.environ["ACC_SECRET_API_KEY"]
     assert result.exit_code == 2
     assert "conf.fail" in result.output and key not in result.output
+
+    shown = CliRunner().invoke(
+        app, ["--api-url", platform.api_url, "show", keyed], env={"COLUMNS": "200"}
+    )
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"API_KEY\s+│\s+yes\s+│\s+Key of the data service", shown.output)
+    assert re.search(r"OPTIONAL_TOKEN\s+│\s+no\s+│\s+Only for the premium feed", shown.output)
 
 
 def test_missing_unknown_and_malformed_secrets_are_refused_before_anything_runs(
