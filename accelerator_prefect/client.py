@@ -276,7 +276,8 @@ class AsyncAccelerator:
         from accelerator_prefect.publish import publish
 
         principal = await self.principal()
-        client, _, work_pool = await self.project_workspace(load_manifest(manifest).project)
+        loaded = load_manifest(manifest)
+        client, url, work_pool = await self.project_workspace(loaded.project)
         return await publish(
             client,
             manifest,
@@ -286,7 +287,19 @@ class AsyncAccelerator:
             allow_dirty=allow_dirty,
             force=force,
             repository=repository,
+            elsewhere=[v for v in await self._all_versions(loaded.name) if v.workspace != url],
         )
+
+    async def _all_versions(self, model: str) -> list[HostedVersion]:
+        """Every version of ``model`` in every workspace, whoever may see it (for checks)."""
+        from accelerator_prefect.catalog import read_versions
+
+        versions = []
+        for url, client in (await self.workspaces()).items():
+            for version in await read_versions(client, model=model):
+                version.workspace = url
+                versions.append(version)
+        return versions
 
     async def catalog(self) -> list[HostedModel]:
         from accelerator_prefect.catalog import group_models
@@ -339,8 +352,7 @@ class AsyncAccelerator:
         """The workspace (API URL) of run ``run_id`` if this principal may read it, else
         :class:`NotFound`; ``workspace`` is where to look first."""
         from accelerator_prefect.access import may_read_run
-        from accelerator_prefect.catalog import read_versions
-        from accelerator_prefect.runs import read_run
+        from accelerator_prefect.runs import read_run, run_tags
 
         principal, spaces = await self.principal(), await self.workspaces()
         order = sorted(spaces, key=lambda url: url != (workspace or self.api_url))
@@ -355,13 +367,13 @@ class AsyncAccelerator:
             raise NotFound(f"run {run_id!r} not found")
         if principal.operator:
             return url
-        tags = {t.split(":", 2)[1]: t.split(":", 2)[2] for t in flow_run.tags if t.count(":") >= 2}
-        owner = None
-        if "model" in tags:
-            versions = await read_versions(client, model=tags["model"])
-            owner = versions[0].record.owner if versions else None
+        tags = run_tags(flow_run)
+        # The owner of the version the run ran (its deployment's tag, copied onto the run).
         if not may_read_run(
-            principal, launched_by=tags.get("user"), model_owner=owner, link_id=tags.get("link")
+            principal,
+            launched_by=tags.get("user"),
+            model_owner=tags.get("owner"),
+            link_id=tags.get("link"),
         ):
             raise NotFound(f"run {run_id!r} not found")
         return url
@@ -490,6 +502,13 @@ class AsyncAccelerator:
         )
         return runs[:limit]
 
+    async def projects(self) -> list[ProjectRecord]:
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import list_projects
+
+        require_operator(await self.principal(), "list bound projects")
+        return await list_projects(await self.client())
+
     async def bind_project(
         self, project: str, api_url: str, work_pool: str | None = None
     ) -> ProjectRecord:
@@ -585,7 +604,8 @@ class Accelerator:
         from accelerator_prefect.storage import Storage
 
         if self._storage is None:
-            self._storage = Storage(self._core.storage_fs(), principal=self.principal)
+            # Asked on every operation, so a revocation or a changed membership counts at once.
+            self._storage = Storage(self._core.storage_fs(), principal=lambda: self.principal)
         return self._storage
 
     def _run(self, coro: Awaitable[T]) -> T:
@@ -748,10 +768,8 @@ class Accelerator:
         return Run(self, run_id, workspace)
 
     def projects(self) -> list[ProjectRecord]:
-        """The projects bound to a Prefect API of their own."""
-        from accelerator_prefect.directory import list_projects
-
-        return self._call(list_projects)
+        """The projects bound to a Prefect API of their own (operators only)."""
+        return self._run(self._core.projects())
 
     def bind_project(self, project: str, api_url: str, work_pool: str | None = None) -> None:
         """Bind ``project`` to its own Prefect API (operators): its models are published,

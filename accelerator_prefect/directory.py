@@ -110,8 +110,11 @@ async def read_user(client: PrefectClient, name: str) -> UserRecord:
 
 async def save_user(client: PrefectClient, user: UserRecord) -> UserRecord:
     """Create or replace a user (their projects and roles)."""
-    if not _USER.match(user.name):
-        raise ValueError(f"user {user.name!r}: expected lowercase letters, digits and dashes")
+    if not _USER.match(user.name) or user.name.startswith("guest-"):
+        raise ValueError(
+            f"user {user.name!r}: expected lowercase letters, digits and dashes, "
+            "not starting with guest- (the names of link guests)"
+        )
     await _write(client, USER_PREFIX + user.name, user.model_dump(mode="json"), "acc:user")
     return user
 

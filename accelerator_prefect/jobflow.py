@@ -244,7 +244,7 @@ def _reporting_outputs(fn: F) -> F:
                     raise
                 raise clean from None
             outputs.report(output)
-            return result
+            return _no_secret_in(result)
 
         return _with_signature(run_async, fn)  # type: ignore[no-any-return]
 
@@ -260,9 +260,22 @@ def _reporting_outputs(fn: F) -> F:
                 raise
             raise clean from None
         outputs.report(output)
-        return result
+        return _no_secret_in(result)
 
     return _with_signature(run, fn)  # type: ignore[no-any-return]
+
+
+def _no_secret_in(result: Any) -> Any:
+    """The jobflow's return value, unless it carries a secret (it would be persisted
+    and shown to whoever reads the run)."""
+    from accelerator_prefect.secrets import contains_secret
+
+    if contains_secret(result):
+        raise AcceleratorError(
+            "the jobflow returned a value holding one of its secrets; return results "
+            "without credentials"
+        )
+    return result
 
 
 def _with_signature(wrapper: Callable[..., Any], fn: Callable[..., Any]) -> Any:

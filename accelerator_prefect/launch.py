@@ -110,16 +110,39 @@ def _selection(parameters: dict[str, Any]) -> list[tuple[str, str]]:
     return chosen
 
 
-def area_problems(principal: Principal, parameters: dict[str, Any]) -> list[str]:
+def _inside_storage(uri: str, storage: AccFileSystem | None) -> str | None:
+    """The ``acc://``-relative path of a cloud URL that points into storage's own
+    backend (``s3://<bucket>/<prefix>/…``), else ``None``."""
+    if storage is None:
+        return None
+    scheme, sep, rest = uri.partition("://")
+    protocols = storage.fs.protocol
+    protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+    root = str(storage.path).rstrip("/")
+    if not sep or scheme not in protocols or not (rest == root or rest.startswith(root + "/")):
+        return None
+    return rest[len(root) :].strip("/")
+
+
+def area_problems(
+    principal: Principal, parameters: dict[str, Any], storage: AccFileSystem | None = None
+) -> list[str]:
     """Chosen ``acc://`` locations outside the storage ``principal`` may use.
 
     Decided on the path alone, before storage is touched, so the answer says
-    nothing about what exists there.
+    nothing about what exists there. A cloud URL into storage's own backend
+    obeys the same rule, as the ``acc://`` path it is.
     """
     problems = []
     for where, uri in _selection(parameters):
         if not uri.startswith(PREFIX):
-            continue  # cloud URLs: the input mapping decides whether they are allowed
+            inside = _inside_storage(uri, storage)
+            if inside is not None and not may_use_path(principal, inside):
+                problems.append(
+                    f"{where}: {uri} lies in acc:// storage outside what you may use "
+                    f"({', '.join(usable_areas(principal))})"
+                )
+            continue  # other cloud URLs: the input mapping decides whether they are allowed
         try:
             relative = check_path(uri.replace("{run_id}", "run"))
         except StoragePathError:
@@ -230,7 +253,7 @@ async def launch(
     if principal.guest and output is not None:
         problems.append("output: a guest's results go to a scratch folder of their run")
     flagged = {p.split(":", 1)[0] for p in problems}
-    outside = area_problems(principal, parameters)
+    outside = area_problems(principal, parameters, storage)
     problems += outside
     if not outside:
         problems += [

@@ -202,8 +202,12 @@ async def publish(
     force: bool = False,
     repository: str | None = None,
     principal: Principal | None = None,
+    elsewhere: list[HostedVersion] | None = None,
 ) -> PublishResult:
-    """Create or update the deployment ``<model>@<version>`` for one manifest."""
+    """Create or update the deployment ``<model>@<version>`` for one manifest.
+
+    ``elsewhere``: versions of the same model found in other workspaces.
+    """
     path = Path(manifest_path)
     manifest = load_manifest(path)
     if principal is not None and not may_publish(principal, manifest.owner, manifest.project):
@@ -222,14 +226,9 @@ async def publish(
     work_pool = manifest.work_pool or default_work_pool
     await _check_work_pool(client, work_pool, path)
 
-    existing = next(
-        (
-            v
-            for v in await read_versions(client, model=manifest.name)
-            if v.version == manifest.version
-        ),
-        None,
-    )
+    published = await read_versions(client, model=manifest.name)
+    _check_ownership(manifest, [*published, *(elsewhere or [])], principal, path)
+    existing = next((v for v in published if v.version == manifest.version), None)
     record = HostingRecord(
         title=manifest.title,
         owner=manifest.owner,
@@ -269,6 +268,21 @@ async def publish(
         paused=manifest.status == Status.archived,
     )
     return _result(manifest, status, str(deployment_id), record)
+
+
+def _check_ownership(
+    manifest: Manifest, published: list[HostedVersion], principal: Principal | None, path: Path
+) -> None:
+    """A model name belongs to its owner and project: nobody else adds versions to it,
+    and no version changes hands (operators may move a model deliberately)."""
+    if principal is not None and principal.operator:
+        return
+    for version in published:
+        if (version.record.owner, version.record.project) != (manifest.owner, manifest.project):
+            raise AccessDenied(
+                f"{path}: the model name {manifest.name!r} is already taken by another owner "
+                "or project; choose another name (an operator can move a model)"
+            )
 
 
 def _result(

@@ -89,7 +89,7 @@ async def read_runs(
     from prefect.client.schemas.sorting import FlowRunSort
 
     from accelerator_prefect.access import may_read_run
-    from accelerator_prefect.catalog import HOSTED_TAG, read_versions, tag
+    from accelerator_prefect.catalog import HOSTED_TAG, tag
 
     all_tags = [HOSTED_TAG, *([tag("model", model)] if model else [])]
     if principal.operator:
@@ -103,14 +103,13 @@ async def read_runs(
         sort=FlowRunSort.START_TIME_DESC,
         limit=limit,
     )
-    owners = {v.name: v.record.owner for v in await read_versions(client, model=model)}
     return [
         RunSummary.of(r)
         for r in flow_runs
         if may_read_run(
             principal,
             launched_by=run_tags(r).get("user"),
-            model_owner=owners.get(run_tags(r).get("model", "")),
+            model_owner=run_tags(r).get("owner"),  # of the version it ran
             link_id=run_tags(r).get("link"),
         )
     ]

@@ -73,7 +73,10 @@ def secret_problems(
     problems = []
     known = ", ".join(sorted(specs)) or "none"
     for name, value in values.items():
-        if name not in specs:
+        if not re.match(r"^[A-Z][A-Z0-9_]*$", str(name)):
+            # Not shown: a value typed where the name belongs must not be echoed.
+            problems.append(f"secrets: a name that is not UPPER_SNAKE_CASE was given ({known})")
+        elif name not in specs:
             problems.append(f"secrets.{name}: this model takes no such secret (it takes: {known})")
         elif plain(value) is None:
             problems.append(f"secrets.{name}: expected text, got {type(value).__name__}")
@@ -210,10 +213,20 @@ async def sweep(client: PrefectClient, grace: timedelta = SWEEP_GRACE) -> int:
 _VALUES: set[str] = set()
 
 
+def _forms(value: str) -> set[str]:
+    """``value`` as it may show up in text: itself, escaped as ``repr`` and JSON write
+    it, and each line of a multi-line value (a PEM key, a JSON credential)."""
+    import json
+
+    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+    forms |= {line.strip() for line in value.splitlines() if len(line.strip()) >= 8}
+    return {f for f in forms if f}
+
+
 def register(value: str) -> None:
     """Redact ``value`` from this process's logs and exceptions from now on."""
     if value and value not in _VALUES:
-        _VALUES.add(value)
+        _VALUES.update(_forms(value))
         _install_filter()
 
 
@@ -256,8 +269,23 @@ class RedactSecrets(logging.Filter):
 _FILTER = RedactSecrets()
 
 
+_FACTORY_INSTALLED = False
+
+
 def _install_filter() -> None:
-    """Put the redacting filter on every handler in the process (each once)."""
+    """Redact every log record as it is made (whatever handler later gets it), and
+    put the filter on every handler there is, for records made before."""
+    global _FACTORY_INSTALLED
+    if not _FACTORY_INSTALLED:
+        make = logging.getLogRecordFactory()
+
+        def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = make(*args, **kwargs)
+            _FILTER.filter(record)
+            return record
+
+        logging.setLogRecordFactory(redacting_factory)
+        _FACTORY_INSTALLED = True
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):
@@ -265,9 +293,29 @@ def _install_filter() -> None:
                 handler.addFilter(_FILTER)
 
 
+def contains_secret(value: Any) -> bool:
+    """Whether ``value`` holds a registered secret: in its text, or anywhere in its
+    pickle (attributes included), as a persisted result or exception would."""
+    if not _VALUES:
+        return False
+    import pickle
+
+    try:
+        text = f"{value!s} {value!r}"
+    except Exception:
+        text = ""
+    if any(secret in text for secret in _VALUES):
+        return True
+    try:
+        blob = pickle.dumps(value)
+    except Exception:
+        return False
+    return any(secret.encode() in blob for secret in _VALUES)
+
+
 def _leaks(exc: BaseException) -> bool:
-    text = f"{exc!s} {exc!r} {' '.join(getattr(exc, '__notes__', []))}"
-    return any(value in text for value in _VALUES)
+    notes = " ".join(getattr(exc, "__notes__", []))
+    return any(value in notes for value in _VALUES) or contains_secret(exc)
 
 
 def scrub(exc: BaseException) -> BaseException:

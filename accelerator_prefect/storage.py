@@ -567,24 +567,35 @@ class Storage:
         [Entry(uri='acc://climate/obs/t2m.csv', kind='file', ...)]
     """
 
-    def __init__(self, fs: AccFileSystem | None = None, principal: Principal | None = None) -> None:
+    def __init__(
+        self,
+        fs: AccFileSystem | None = None,
+        principal: Principal | Callable[[], Principal] | None = None,
+    ) -> None:
         self.fs = fs or AccFileSystem()
-        self.principal = principal
+        self._principal = principal
 
-    def _allowed(self, uri: str) -> str:
+    @property
+    def principal(self) -> Principal | None:
+        """Whose storage rules apply (``None``: none, as inside a run)."""
+        return self._principal() if callable(self._principal) else self._principal
+
+    def _allowed(self, uri: str, listing: bool = False) -> str:
         """``uri`` relative to the root, if the principal (when there is one) may use it.
 
         Decided on the path alone, so a refusal says nothing about what is there.
+        Only a listing may name the root itself (and shows only what may be used).
         """
         relative = check_path(uri)
-        if self.principal is None or not relative:
+        principal = self.principal
+        if principal is None or principal.operator:
             return relative
         from accelerator_prefect.access import may_use_path, usable_areas
 
-        if not may_use_path(self.principal, relative):
+        if (relative or not listing) and not (relative and may_use_path(principal, relative)):
             raise AccessDenied(
                 f"{to_uri(relative)}: outside the storage you may use "
-                f"({', '.join(usable_areas(self.principal))})"
+                f"({', '.join(usable_areas(principal))})"
             )
         return relative
 
@@ -608,7 +619,7 @@ class Storage:
     def ls(self, uri: str = PREFIX) -> list[Entry]:
         """The files and folders directly inside ``uri`` (dot-files hidden; at the root,
         only the folders this principal may use)."""
-        top = not self._allowed(uri)
+        top = not self._allowed(uri, listing=True)
         try:
             infos = self.fs.ls(uri, detail=True)
         except OSError as exc:
@@ -616,10 +627,11 @@ class Storage:
                 return []  # an empty storage (an object store has no folder until a file)
             raise self._failed(uri, exc) from None
         entries = [_entry(i) for i in infos if not is_hidden(str(i["name"]).rsplit("/", 1)[-1])]
-        if top and self.principal is not None:
+        principal = self.principal
+        if top and principal is not None and not principal.operator:
             from accelerator_prefect.access import may_use_path
 
-            entries = [e for e in entries if may_use_path(self.principal, e.name)]
+            entries = [e for e in entries if may_use_path(principal, e.name)]
         return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
 
     def files(self, uri: str, accepted: Iterable[str] = ()) -> list[Entry]:

@@ -336,6 +336,8 @@ def test_only_operators_manage_users(platform: PlatformInfo, team: dict[str, str
             lambda: alice.add_user("mallory", {"demo": "author"}, operator=True),
             alice.users,
             lambda: alice.add_token(team["bob-name"]),
+            alice.projects,
+            lambda: alice.bind_project("demo", "http://127.0.0.1:9/api"),
         ):
             with pytest.raises(AccessDenied, match="only an operator"):
                 attempt()
@@ -360,12 +362,19 @@ def test_a_link_opens_one_model_until_revoked_and_a_pinned_link_one_version(
         # Each guest run writes to a scratch folder of its own.
         assert run.output_location == f"acc://links/{link.id}/runs/{run.id}/"
         assert [r.id for r in guest.runs()] == [str(run.id)]
+        scratch = f"acc://links/{link.id}/runs/{run.id}/"
+        assert [e.name for e in guest.storage.ls(scratch)] == ["note.txt"]
         with pytest.raises(InvalidInputs, match="a guest's results go to a scratch folder"):
             guest.launch(model, output="acc://demo/elsewhere/")
 
         alice.revoke_link(link.id)
         # The very next request with the link is refused, whatever it asks.
-        for attempt in (guest.catalog, lambda: guest.run(str(run.id)), lambda: run.state):
+        for attempt in (
+            guest.catalog,
+            lambda: guest.run(str(run.id)),
+            lambda: run.state,
+            lambda: guest.storage.ls(scratch),
+        ):
             with pytest.raises(AccessDenied) as refused:
                 attempt()
             assert str(refused.value) == INVALID_LINK
@@ -456,3 +465,62 @@ def test_an_owner_sees_every_run_of_their_models_and_others_only_their_own(
         assert seen.duration is not None and seen.duration > 0
     with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
         assert str(mine.id) not in {r.id for r in bob.runs(model)}
+
+
+def test_the_storage_root_is_listed_by_use_but_never_read_or_removed(
+    platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        assert {e.name for e in bob.storage.ls("acc://")} <= {"demo"}
+        for attempt in (
+            lambda: bob.storage.files("acc://"),
+            lambda: bob.storage.get("acc://", tmp_path / "everything"),
+            lambda: bob.storage.rm("acc://", recursive=True),
+            lambda: bob.storage.info("acc://users"),
+            lambda: bob.storage.exists(f"acc://users/{team['carol-name']}/"),
+        ):
+            with pytest.raises(AccessDenied, match="outside the storage you may use"):
+                attempt()
+        assert not (tmp_path / "everything").exists()
+
+
+def test_a_model_name_belongs_to_its_owner_and_project(
+    platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str], tmp_path: Path
+) -> None:
+    """carol, an author elsewhere, cannot add a version to alice's model."""
+    repo = ModelRepo(tmp_path / "takeover", scoped["public"])
+    repo.write("flows/note.py", NOTE_FLOW)
+    manifest = NOTE_MANIFEST.format(
+        name=scoped["public"], scope="public", owner=team["carol-name"], version="9.0.0"
+    )
+    repo.write(f"deployments/{scoped['public']}.yaml", manifest.replace("demo", "elsewhere"))
+    repo.commit("9.0.0")
+    with (
+        Accelerator.connect(platform.api_url, token=team["carol"]) as carol,
+        pytest.raises(AccessDenied, match="already taken by another owner or project"),
+    ):
+        carol.publish(repo.manifest)
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        assert [v.version for v in bob.get(scoped["public"]).versions] == ["1.0.0"]
+
+
+def test_a_cloud_url_into_storage_obeys_the_same_areas() -> None:
+    from accelerator_prefect.access import Principal, Role
+    from accelerator_prefect.launch import area_problems
+    from accelerator_prefect.storage import AccFileSystem
+
+    fs = AccFileSystem(root="s3://bucket/acc", storage_options={"anon": True})
+    bob = Principal("bob", {"demo": Role.member})
+    chosen = {
+        "inputs": {
+            "selected_files": [
+                "s3://bucket/acc/users/carol/secret.csv",  # carol's area, by its S3 name
+                "s3://bucket/acc/demo/ok.csv",  # his project: fine
+                "s3://bucket/other/x.csv",  # outside storage: the mapping decides
+            ]
+        }
+    }
+    assert area_problems(bob, chosen, fs) == [
+        "inputs.selected_files[0]: s3://bucket/acc/users/carol/secret.csv lies in acc:// "
+        "storage outside what you may use (acc://demo/, acc://users/bob/)"
+    ]

@@ -375,3 +375,46 @@ def test_the_jobflow_must_take_the_secrets_its_manifest_declares(
     repo.commit("declares a secret")
     with pytest.raises(ManifestError, match="takes no `secrets` parameter"):
         acc.publish(repo.manifest)
+
+
+def test_escaped_forms_late_handlers_and_exception_attributes_are_covered_too() -> None:
+    key = 'pem-"line-one\nline-two-' + uuid.uuid4().hex
+    run_secrets.register(key)
+    try:
+        records: list[str] = []
+
+        class Late(logging.Handler):  # added after the secret was registered
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(self.format(record))
+
+        logger = logging.getLogger(f"test.late.{uuid.uuid4().hex}")
+        logger.addHandler(Late())
+        logger.warning("as repr %r and as json %s", key, json.dumps({"k": key}))
+        assert records and "line-one" not in records[0] and "line-two" not in records[0]
+
+        class ApiError(Exception):
+            def __init__(self, message: str, key: str) -> None:
+                super().__init__(message)
+                self.key = key  # kept aside, where scrubbing the message cannot reach
+
+        clean = run_secrets.scrub(ApiError("the service said no", key))
+        assert not isinstance(clean, ApiError) and str(clean) == "ApiError: the service said no"
+        assert run_secrets.contains_secret({"token": key}) and not run_secrets.contains_secret(1)
+    finally:
+        run_secrets._VALUES.difference_update(run_secrets._forms(key))
+
+
+def test_a_value_typed_where_a_secret_name_belongs_is_not_echoed(
+    platform: PlatformInfo, acc: Accelerator, keyed: str
+) -> None:
+    value = "typed-by-mistake-" + uuid.uuid4().hex
+    result = CliRunner().invoke(
+        app,
+        ["--api-url", platform.api_url, "run", keyed, "--secret", f"API_KEY={value}"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 1 and "--secret takes a NAME only" in result.output
+    assert value not in result.output
+    with pytest.raises(InvalidSecrets) as refused:
+        acc.launch(keyed, secrets={f"API_KEY={value}": "x"})
+    assert value not in str(refused.value)
