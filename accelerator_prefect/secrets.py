@@ -301,7 +301,8 @@ def contains_secret(value: Any) -> bool:
     import pickle
 
     try:
-        text = f"{value!s} {value!r}"
+        text = f"{value!s} {value!r} {vars(value)!r}" if hasattr(value, "__dict__") else ""
+        text = text or f"{value!s} {value!r}"
     except Exception:
         text = ""
     if any(secret in text for secret in _VALUES):
