@@ -421,9 +421,7 @@ def _secrets(names: list[str]) -> dict[str, str]:
     values = {}
     for name in names:
         if "=" in name:
-            fail(
-                "--secret takes only a NAME; the value is read from ACC_SECRET_<NAME> or asked for"
-            )
+            fail("--secret takes a NAME only; its value comes from ACC_SECRET_<NAME> or a prompt")
         value = os.environ.get(f"ACC_SECRET_{name}")
         if value is None:
             value = typer.prompt(f"{name}", hide_input=True)
