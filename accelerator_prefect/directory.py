@@ -66,11 +66,10 @@ class UserRecord(BaseModel):
         return Principal(self.name, dict(self.projects), self.operator)
 
 
-class TokenRecord(BaseModel):
-    """A token as the directory keeps it: its owner and the hash of its secret."""
+class _Credential(BaseModel):
+    """What tokens and links share: an id, the salted hash of a secret, a lifetime."""
 
     id: str
-    user: str
     salt: str
     hash: str
     created: datetime
@@ -81,6 +80,25 @@ class TokenRecord(BaseModel):
     def active(self) -> bool:
         expired = self.expires is not None and self.expires <= datetime.now(UTC)
         return not (self.revoked or expired)
+
+
+def _new_credential(expires_in: timedelta | None) -> tuple[dict[str, Any], str]:
+    """The fields of a new credential, and its secret (shown once, then only hashed)."""
+    secret, salt, now = secrets.token_urlsafe(32), secrets.token_hex(16), datetime.now(UTC)
+    fields = {
+        "id": secrets.token_hex(6),
+        "salt": salt,
+        "hash": _digest(secret, salt),
+        "created": now,
+        "expires": now + expires_in if expires_in else None,
+    }
+    return fields, secret
+
+
+class TokenRecord(_Credential):
+    """A token as the directory keeps it: its owner and the hash of its secret."""
+
+    user: str
 
 
 def _digest(secret: str, salt: str) -> str:
@@ -154,18 +172,10 @@ async def create_token(
 ) -> tuple[TokenRecord, str]:
     """A new token for ``user``: its record and the token itself (shown once)."""
     await read_user(client, user)
-    token_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
-    now = datetime.now(UTC)
-    record = TokenRecord(
-        id=token_id,
-        user=user,
-        salt=salt,
-        hash=_digest(secret, salt),
-        created=now,
-        expires=now + expires_in if expires_in else None,
-    )
-    await _write(client, TOKEN_PREFIX + token_id, record.model_dump(mode="json"), "acc:token")
-    return record, f"acc_{token_id}_{secret}"
+    fields, secret = _new_credential(expires_in)
+    record = TokenRecord(user=user, **fields)
+    await _write(client, TOKEN_PREFIX + record.id, record.model_dump(mode="json"), "acc:token")
+    return record, f"acc_{record.id}_{secret}"
 
 
 async def revoke_token(client: PrefectClient, token_id: str) -> TokenRecord:
@@ -222,23 +232,12 @@ def _matches(
     return True
 
 
-class LinkRecord(BaseModel):
+class LinkRecord(_Credential):
     """A shared link as the directory keeps it: what it opens and the hash of its secret."""
 
-    id: str
     model: str
     version: str | None = None
     created_by: str
-    salt: str
-    hash: str
-    created: datetime
-    expires: datetime | None = None
-    revoked: bool = False
-
-    @property
-    def active(self) -> bool:
-        expired = self.expires is not None and self.expires <= datetime.now(UTC)
-        return not (self.revoked or expired)
 
     def grant(self) -> LinkGrant:
         return LinkGrant(self.id, self.model, self.version)
@@ -254,20 +253,10 @@ async def create_link(
 ) -> tuple[LinkRecord, str]:
     """A new link to ``model`` (one ``version`` of it, if given): its record and its
     token (shown once)."""
-    link_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
-    now = datetime.now(UTC)
-    record = LinkRecord(
-        id=link_id,
-        model=model,
-        version=version,
-        created_by=created_by,
-        salt=salt,
-        hash=_digest(secret, salt),
-        created=now,
-        expires=now + expires_in if expires_in else None,
-    )
-    await _write(client, LINK_PREFIX + link_id, record.model_dump(mode="json"), "acc:link")
-    return record, f"accl_{link_id}_{secret}"
+    fields, secret = _new_credential(expires_in)
+    record = LinkRecord(model=model, version=version, created_by=created_by, **fields)
+    await _write(client, LINK_PREFIX + record.id, record.model_dump(mode="json"), "acc:link")
+    return record, f"accl_{record.id}_{secret}"
 
 
 async def list_links(client: PrefectClient, model: str | None = None) -> list[LinkRecord]:
