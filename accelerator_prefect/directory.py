@@ -137,29 +137,34 @@ async def save_user(client: PrefectClient, user: UserRecord) -> UserRecord:
     return user
 
 
-async def _values(client: PrefectClient, prefix: str) -> list[Any]:
-    """The values of every Variable named ``<prefix>…`` (filtered in the server)."""
-    from prefect.client.schemas.filters import VariableFilter, VariableFilterName
-
-    found: list[Any] = []
+async def read_named(
+    client: PrefectClient, collection: str, prefix: str, **body: Any
+) -> list[dict[str, Any]]:
+    """Every object of ``collection`` (``variables``, ``block_documents``) whose name
+    starts with ``prefix``, filtered in the server and read page by page."""
+    found: list[dict[str, Any]] = []
     offset, page = 0, 200
     while True:
         response = await client.request(
             "POST",
-            "/variables/filter",
+            f"/{collection}/filter",
             json={
-                "variables": VariableFilter(name=VariableFilterName(like_=prefix)).model_dump(
-                    mode="json", exclude_unset=True
-                ),
+                collection: {"name": {"like_": prefix}},
+                **body,
                 "offset": offset,
                 "limit": page,
             },
         )
         batch = response.json()
-        found += [v["value"] for v in batch if str(v["name"]).startswith(prefix)]
+        found += [item for item in batch if str(item["name"]).startswith(prefix)]
         if len(batch) < page:
             return found
         offset += page
+
+
+async def _values(client: PrefectClient, prefix: str) -> list[Any]:
+    """The values of every Variable named ``<prefix>…``."""
+    return [v["value"] for v in await read_named(client, "variables", prefix)]
 
 
 async def list_users(client: PrefectClient) -> list[UserRecord]:

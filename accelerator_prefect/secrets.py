@@ -152,24 +152,9 @@ async def delete(client: PrefectClient, names: list[str]) -> int:
 
 
 async def _blocks_named(client: PrefectClient, prefix: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    offset, page = 0, 200
-    while True:
-        response = await client.request(
-            "POST",
-            "/block_documents/filter",
-            json={
-                "block_documents": {"name": {"like_": prefix}},
-                "include_secrets": False,
-                "offset": offset,
-                "limit": page,
-            },
-        )
-        batch = response.json()
-        found += [b for b in batch if str(b["name"]).startswith(prefix)]
-        if len(batch) < page:
-            return found
-        offset += page
+    from accelerator_prefect.directory import read_named
+
+    return await read_named(client, "block_documents", prefix, include_secrets=False)
 
 
 async def forget(client: PrefectClient, user: str, model: str) -> int:
