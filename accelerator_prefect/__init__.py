@@ -26,6 +26,7 @@ from accelerator_prefect.errors import (
     PublishError,
     RunTimeout,
     ValidationFailed,
+    VersionArchived,
 )
 from accelerator_prefect.jobflow import Conf, Inputs, Output, Secrets, jobflow, routine
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.runs import Run, RunSummary
     from accelerator_prefect.storage import Storage
+    from accelerator_prefect.versions import VersionInfo
 
 __all__ = [
     "Accelerator",
@@ -62,6 +64,8 @@ __all__ = [
     "SharedLink",
     "Storage",
     "ValidationFailed",
+    "VersionArchived",
+    "VersionInfo",
     "jobflow",
     "routine",
 ]
@@ -76,6 +80,7 @@ _LAZY = {
     "InputFile": "accelerator_prefect.mapping",
     "OutputFile": "accelerator_prefect.outputs",
     "Storage": "accelerator_prefect.storage",
+    "VersionInfo": "accelerator_prefect.versions",
 }
 
 

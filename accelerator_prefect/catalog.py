@@ -49,6 +49,24 @@ class HostingRecord(BaseModel):
     schema_fingerprint: str
     published_at: datetime
     published_by: str
+    replaced_by: str | None = None  # the version to use instead, once deprecated
+    status_changed_at: datetime | None = None
+    status_changed_by: str | None = None
+
+
+def hosting_tags(name: str, version: str, record: HostingRecord) -> list[str]:
+    """The deployment tags of a hosted version: what the server filters on."""
+    tags = [
+        HOSTED_TAG,
+        tag("model", name),
+        tag("version", version),
+        tag("owner", record.owner),
+        tag("project", record.project),
+        tag("scope", record.scope.value),
+        tag("status", record.status.value),
+        *record.tags,
+    ]
+    return [*tags, "acc:dirty"] if record.dirty else tags
 
 
 class HostedVersion(BaseModel):
@@ -116,9 +134,17 @@ class HostedModel(BaseModel):
 
     @property
     def latest(self) -> HostedVersion:
-        """The newest active version, else the newest version."""
-        active = [v for v in self.versions if v.status == Status.active]
-        return (active or self.versions)[0]
+        """The version a launch without one runs: the newest active release, else the
+        newest version."""
+        try:
+            return pick_version(self, None)
+        except NotFound:
+            return self.versions[0]
+
+    def listed(self) -> HostedModel | None:
+        """The model as the catalog lists it: archived versions hidden (``None`` if all are)."""
+        shown = [v for v in self.versions if v.status != Status.archived]
+        return self.model_copy(update={"versions": shown}) if shown else None
 
 
 def hosted_version(deployment: DeploymentResponse, flow_name: str) -> HostedVersion | None:
@@ -213,12 +239,14 @@ async def read_model(
 
 
 def pick_version(model: HostedModel, version: str | None) -> HostedVersion:
-    """The version asked for, or the newest active one."""
+    """The version asked for, or the newest active release (a pre-release such as
+    ``2.0.0-rc.1`` only when nothing else is active)."""
     if version is None:
         active = [v for v in model.versions if v.status == Status.active]
         if not active:
             raise NotFound(f"model {model.name!r} has no active version; name one with --version")
-        return active[0]
+        releases = [v for v in active if not v.semver.prerelease]
+        return (releases or active)[0]
     for v in model.versions:
         if v.version == version:
             return v

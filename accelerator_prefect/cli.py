@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -226,13 +227,23 @@ def list_models() -> None:
             model.name,
             latest.title,
             latest.version,
-            latest.status.value,
+            _status(latest),
             latest.record.scope.value,
             latest.record.project,
             latest.record.owner,
             str(len(model.versions)),
         )
     console.print(table)
+
+
+def _status(hosted: HostedVersion) -> str:
+    """``active``, ``deprecated → 1.1.0`` or ``archived``, coloured."""
+    from accelerator_prefect.manifest import Status
+
+    if hosted.status == Status.deprecated:
+        instead = f" → {hosted.record.replaced_by}" if hosted.record.replaced_by else ""
+        return f"[yellow]deprecated{instead}[/]"
+    return "[dim]archived[/]" if hosted.status == Status.archived else "[green]active[/]"
 
 
 def _type_of(schema: dict[str, Any]) -> str:
@@ -292,12 +303,17 @@ def show(
             ),
         )
     )
+    from accelerator_prefect.versions import deprecation_notice
+
+    notice = deprecation_notice(hosted)
+    if notice:
+        errors.print(f"[bold yellow]warning:[/] {notice}", highlight=False)
     versions = Table("version", "status", "code", "published", "by", title="versions")
     for v in hosted_model.versions:
         pin = "working tree (dirty)" if v.record.dirty else (v.record.commit or "")[:12]
         versions.add_row(
             v.version,
-            v.status.value,
+            _status(v),
             pin,
             f"{v.record.published_at:%Y-%m-%d %H:%M}",
             v.record.published_by,
@@ -311,6 +327,70 @@ def show(
         console.print(needed)
     ui = (hosted.workspace or acc.api_url).removesuffix("/api")
     console.print(f"Prefect UI: {ui}/deployments/deployment/{hosted.deployment_id}")
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+@app.command()
+def versions(model: str) -> None:
+    """List every version of a model: status, publication, code commit, runs."""
+    acc = connect()
+    try:
+        infos = acc.versions(model)
+        hosted = {v.version: v for v in acc.get(model).versions}
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("version", "status", "published", "by", "code", "runs", title=model)
+    for info in infos:
+        pin = "working tree (dirty)" if info.dirty else (info.commit or "")[:12]
+        table.add_row(
+            info.version,
+            _status(hosted[info.version]),
+            f"{info.published_at:%Y-%m-%d %H:%M}",
+            info.published_by,
+            pin,
+            str(info.runs),
+        )
+    console.print(table)
+
+
+def _lifecycle(model: str, version: str, status: str, replaced_by: str | None = None) -> None:
+    acc = connect()
+    try:
+        if status == "deprecated":
+            moved = acc.deprecate(model, version, replaced_by)
+        else:
+            moved = (
+                acc.archive(model, version) if status == "archived" else acc.restore(model, version)
+            )
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"{moved.name}@{moved.version} is now {_status(moved)}")
+
+
+@app.command()
+def deprecate(
+    model: str,
+    version: str,
+    replaced_by: str | None = typer.Option(
+        None, "--replaced-by", help="The version to use instead (default: the next active one)."
+    ),
+) -> None:
+    """Deprecate a version: it still runs, but every launch warns and names its replacement."""
+    _lifecycle(model, version, "deprecated", replaced_by)
+
+
+@app.command()
+def archive(model: str, version: str) -> None:
+    """Archive a version: hidden from the catalog, no new runs; its runs stay readable."""
+    _lifecycle(model, version, "archived")
+
+
+@app.command()
+def restore(model: str, version: str) -> None:
+    """Make a deprecated or archived version active again."""
+    _lifecycle(model, version, "active")
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -389,20 +469,25 @@ def run(
         hosted = pick_version(acc.get(model), version)
         values = _read_conf_file(conf_file) if conf_file else {}
         values.update(parse_conf(conf, hosted.parameter_schema))
-        handle = acc.launch(
-            model,
-            values,
-            version=hosted.version,
-            inputs=inputs or None,
-            output=output,
-            secrets=_secrets(secret),
-            remember=remember,
-            via="cli",
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            handle = acc.launch(
+                model,
+                values,
+                version=hosted.version,
+                inputs=inputs or None,
+                output=output,
+                secrets=_secrets(secret),
+                remember=remember,
+                via="cli",
+            )
     except ValidationFailed as exc:
         fail(str(exc), code=2)
     except AcceleratorError as exc:
         fail(str(exc))
+    for warning in caught:
+        if issubclass(warning.category, DeprecationWarning):
+            errors.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False)
     console.print(f"[green]launched[/] {hosted.name}@{hosted.version} run [bold]{handle.id}[/]")
     console.print(f"Prefect UI: {handle.url}")
     if not wait:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
     from accelerator_prefect.access import Principal
     from accelerator_prefect.catalog import HostedModel, HostedVersion
     from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
+    from accelerator_prefect.manifest import Status
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import Run, RunSummary
     from accelerator_prefect.storage import AccFileSystem, Storage
+    from accelerator_prefect.versions import VersionInfo
 
 T = TypeVar("T")
 
@@ -302,9 +305,11 @@ class AsyncAccelerator:
         return versions
 
     async def catalog(self) -> list[HostedModel]:
+        """The models this principal may see, archived versions hidden."""
         from accelerator_prefect.catalog import group_models
 
-        return group_models(await self._versions())
+        listed = (m.listed() for m in group_models(await self._versions()))
+        return [m for m in listed if m is not None]
 
     async def get(self, model: str) -> HostedModel:
         hosted, _ = await self.locate(model)
@@ -389,13 +394,14 @@ class AsyncAccelerator:
         secrets: Mapping[str, Any] | None = None,
         remember: bool = False,
         via: str = "python",
-    ) -> tuple[str, str]:
-        """Launch ``model``; the new run's id and workspace (see ``Accelerator.launch``)."""
+    ) -> tuple[str, str, str | None]:
+        """Launch ``model``; the new run's id, its workspace, and a deprecation notice if
+        the version is deprecated (see ``Accelerator.launch``)."""
         from accelerator_prefect.launch import launch
 
         principal = await self.principal()
         found, client = await self.locate(model)
-        _, flow_run = await launch(
+        hosted, flow_run = await launch(
             client,
             model,
             principal=principal,
@@ -408,7 +414,10 @@ class AsyncAccelerator:
             via=via,
             storage=self.storage_fs(),
         )
-        return str(flow_run.id), found.versions[0].workspace or self.api_url
+        from accelerator_prefect.versions import deprecation_notice
+
+        notice = deprecation_notice(hosted)
+        return str(flow_run.id), found.versions[0].workspace or self.api_url, notice
 
     async def forget_secrets(self, model: str) -> int:
         from accelerator_prefect.secrets import forget
@@ -424,16 +433,36 @@ class AsyncAccelerator:
         require_operator(await self.principal(), "sweep secrets")
         return sum([await sweep(client) for client in (await self.workspaces()).values()])
 
-    async def _managed(self, model: str) -> HostedModel:
-        """``model`` if this principal may manage it; else not found or refused."""
+    async def _managed(self, model: str) -> tuple[HostedModel, PrefectClient]:
+        """``model`` and its workspace's client if this principal may manage it; else
+        not found or refused."""
         from accelerator_prefect.access import may_manage
         from accelerator_prefect.errors import AccessDenied
 
         principal = await self.principal()
-        hosted = await self.get(model)
+        hosted, client = await self.locate(model)
         if not may_manage(principal, hosted.latest.record.owner):
             raise AccessDenied(f"{model}: only its owner or an operator may manage it")
-        return hosted
+        return hosted, client
+
+    async def versions(self, model: str) -> list[VersionInfo]:
+        """Every version of ``model``, newest first, with status and run counts."""
+        from accelerator_prefect.versions import version_infos
+
+        hosted, client = await self.locate(model)
+        return await version_infos(client, hosted)
+
+    async def set_status(
+        self, model: str, version: str, status: Status, replaced_by: str | None = None
+    ) -> HostedVersion:
+        """Move ``model@version`` in its lifecycle (its owner or an operator)."""
+        from accelerator_prefect.versions import set_status
+
+        hosted, client = await self._managed(model)
+        principal = await self.principal()
+        return await set_status(
+            client, hosted, version, status, by=principal.name, replaced_by=replaced_by
+        )
 
     async def share_link(
         self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
@@ -442,7 +471,7 @@ class AsyncAccelerator:
         from accelerator_prefect.errors import AccessDenied
         from accelerator_prefect.manifest import Scope
 
-        hosted = await self._managed(model)
+        hosted, _ = await self._managed(model)
         if version is not None and version not in {v.version for v in hosted.versions}:
             known = ", ".join(v.version for v in hosted.versions)
             raise NotFound(f"{model}: version {version!r} not found (published: {known})")
@@ -707,7 +736,7 @@ class Accelerator:
         """
         from accelerator_prefect.runs import Run
 
-        run_id, workspace = self._run(
+        run_id, workspace, notice = self._run(
             self._core.launch(
                 model,
                 conf,
@@ -719,7 +748,34 @@ class Accelerator:
                 via=via,
             )
         )
+        if notice:
+            warnings.warn(notice, DeprecationWarning, stacklevel=2)
         return Run(self, run_id, workspace)
+
+    def versions(self, model: str) -> list[VersionInfo]:
+        """Every version of ``model`` (archived too), newest first: status, replacement,
+        publication, code commit and how many runs it has had."""
+        return self._run(self._core.versions(model))
+
+    def deprecate(self, model: str, version: str, replaced_by: str | None = None) -> HostedVersion:
+        """Deprecate ``model@version``: it still runs, but every launch warns and names
+        ``replaced_by`` (default: the closest newer active version). Owner or operator."""
+        from accelerator_prefect.manifest import Status
+
+        return self._run(self._core.set_status(model, version, Status.deprecated, replaced_by))
+
+    def archive(self, model: str, version: str) -> HostedVersion:
+        """Archive ``model@version``: hidden from the catalog, its deployment paused, new
+        launches refused; its runs and outputs stay readable. Owner or operator."""
+        from accelerator_prefect.manifest import Status
+
+        return self._run(self._core.set_status(model, version, Status.archived))
+
+    def restore(self, model: str, version: str) -> HostedVersion:
+        """Make a deprecated or archived version active again. Owner or operator."""
+        from accelerator_prefect.manifest import Status
+
+        return self._run(self._core.set_status(model, version, Status.active))
 
     def forget_secrets(self, model: str) -> int:
         """Delete the secrets you asked to be remembered for ``model``; returns how many."""

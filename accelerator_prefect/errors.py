@@ -33,6 +33,10 @@ class ManifestError(AcceleratorError):
     """A hosting manifest is missing, unreadable or invalid."""
 
 
+class VersionArchived(AcceleratorError):
+    """The version is archived: it takes no new runs; its runs and outputs stay readable."""
+
+
 class PublishError(AcceleratorError):
     """A manifest is valid but cannot be published as asked."""
 

@@ -21,6 +21,7 @@ from accelerator_prefect.manifest import Status
 from accelerator_prefect.mapping import input_problems, output_problems
 from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
 from accelerator_prefect.validation import parameter_problems
+from accelerator_prefect.versions import refuse_archived
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -227,11 +228,11 @@ async def launch(
     """
     if via not in VIA:
         raise ValueError(f"via: expected one of {', '.join(VIA)}, got {via!r}")
-    hosted = pick_version(await read_model(client, model, principal), version)
+    found = await read_model(client, model, principal)
+    hosted = pick_version(found, version)
     if not hosted.runnable_by(principal):
         raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
-    if hosted.status == Status.archived:
-        raise NotFound(f"{hosted.name}@{hosted.version} is archived and cannot be launched")
+    refuse_archived(found, hosted)
     values = dict(secrets or {})
     launch_id = run_secrets.new_launch_id()
     secret_problems, saved = await _secret_problems(client, hosted, principal, values, remember)
@@ -274,6 +275,10 @@ async def launch(
     ]
     if principal.guest:
         tags.append(tag("link", principal.links[0].link_id))
+    if hosted.status == Status.deprecated:
+        tags.append("acc:deprecated")
+        if hosted.record.replaced_by:
+            tags.append(tag("replaced-by", hosted.record.replaced_by))
     if values:
         tags.append(run_secrets.LAUNCH_TAG + launch_id)
         await run_secrets.store(

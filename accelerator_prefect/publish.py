@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from accelerator_prefect.access import Principal, may_publish
 from accelerator_prefect.catalog import (
-    HOSTED_TAG,
     HostedVersion,
     HostingRecord,
+    hosting_tags,
     read_versions,
-    tag,
 )
 from accelerator_prefect.errors import AccessDenied, ManifestError, PublishError
 from accelerator_prefect.manifest import InputMapping, Manifest, Status, load_manifest
@@ -127,20 +126,6 @@ def _load_schema(manifest: Manifest, manifest_path: Path, root: Path) -> tuple[s
 
 def _fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _tags(manifest: Manifest, dirty: bool) -> list[str]:
-    tags = [
-        HOSTED_TAG,
-        tag("model", manifest.name),
-        tag("version", manifest.version),
-        tag("owner", manifest.owner),
-        tag("project", manifest.project),
-        tag("scope", manifest.access.scope.value),
-        tag("status", manifest.status.value),
-        *manifest.tags,
-    ]
-    return [*tags, "acc:dirty"] if dirty else tags
 
 
 def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: Path) -> None:
@@ -258,14 +243,14 @@ async def publish(
         name=f"{manifest.name}@{manifest.version}",
         version=manifest.version,
         description=manifest.description,
-        tags=_tags(manifest, record.dirty),
+        tags=hosting_tags(manifest.name, manifest.version, record),
         parameter_openapi_schema={**schema, EXTENSION_KEY: record.model_dump(mode="json")},
         parameters=_default_parameters(manifest, schema),
         enforce_parameter_schema=True,
         work_pool_name=work_pool,
         entrypoint=manifest.jobflow,
         pull_steps=_pull_steps(record, source.root),
-        paused=manifest.status == Status.archived,
+        paused=record.status == Status.archived,
     )
     return _result(manifest, status, str(deployment_id), record)
 
@@ -312,7 +297,9 @@ def _compare(
                 f"changes: bump `version` in the manifest, or pass --force to replace it"
             )
         return "replaced", new
-    # Same code: keep the original pin and publication time; only metadata may change.
+    # Same code: keep the original pin and publication time, and where the version is in
+    # its lifecycle (`acc deprecate/archive/restore` move it, not the manifest); only
+    # metadata may change.
     kept = new.model_copy(
         update={
             "repository": old.repository,
@@ -320,6 +307,10 @@ def _compare(
             "dirty": old.dirty,
             "published_at": old.published_at,
             "published_by": old.published_by,
+            "status": old.status,
+            "replaced_by": old.replaced_by,
+            "status_changed_at": old.status_changed_at,
+            "status_changed_by": old.status_changed_by,
         }
     )
     unchanged = (
