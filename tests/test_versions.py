@@ -88,7 +88,7 @@ def test_a_deprecated_version_still_runs_but_warns_and_names_its_replacement(
         ("1.1.0", "active"),
         ("1.0.0", "deprecated"),
     ]
-    two_versions.echo(version="1.0.0", code_version="v1")
+    two_versions.repo.git.checkout("HEAD~1")  # back at 1.0.0's commit
     assert acc.publish(two_versions.manifest).status in {"unchanged", "updated"}
     assert acc.get(name).versions[1].status.value == "deprecated"
 
