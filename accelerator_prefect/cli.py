@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from accelerator_prefect.catalog import HostedVersion
     from accelerator_prefect.client import Accelerator
+    from accelerator_prefect.runs import Run
     from accelerator_prefect.storage import Storage
 
 app = typer.Typer(
@@ -485,10 +486,22 @@ def run(
         fail(str(exc), code=2)
     except AcceleratorError as exc:
         fail(str(exc))
+    _launched(acc, f"{hosted.name}@{hosted.version}", handle, caught, wait, timeout)
+
+
+def _launched(
+    acc: Accelerator,
+    what: str,
+    handle: Run,
+    caught: list[warnings.WarningMessage],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Report a launch (and its deprecation warnings); with ``wait``, follow it to the end."""
     for warning in caught:
         if issubclass(warning.category, DeprecationWarning):
             errors.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False)
-    console.print(f"[green]launched[/] {hosted.name}@{hosted.version} run [bold]{handle.id}[/]")
+    console.print(f"[green]launched[/] {what} run [bold]{handle.id}[/]")
     console.print(f"Prefect UI: {handle.url}")
     if not wait:
         console.print(f"Follow it with: acc logs --follow {handle.id}")
@@ -497,6 +510,71 @@ def run(
     _print_outputs(acc, str(handle.id))
     if state != "Completed":
         raise typer.Exit(1)
+
+
+@app.command()
+def rerun(
+    run_id: str,
+    secret: list[str] = typer.Option(
+        [], "--secret", "-s", help="A secret the model needs, by NAME (as for `acc run`)."
+    ),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the run until it ends."),
+    timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
+) -> None:
+    """Run a run again: the same version, conf and inputs. Compare them with `acc diff`."""
+    acc = connect()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            handle = acc.rerun(run_id, secrets=_secrets(secret), via="cli")
+    except ValidationFailed as exc:
+        fail(str(exc), code=2)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    _launched(acc, f"a rerun of {run_id}", handle, caught, wait, timeout)
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@app.command()
+def diff(run_a: str, run_b: str) -> None:
+    """Show what differed between two runs: code, data, conf, inputs, outputs, packages."""
+    acc = connect()
+    try:
+        found = acc.diff(run_a, run_b)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("kind", "what", "run A", "run B", title=f"{run_a} (A) vs {run_b} (B)")
+    for kind in ("code", "data", "conf", "inputs", "outputs", "packages"):
+        changes = getattr(found, kind)
+        if not changes:
+            table.add_row(kind, "[green]identical[/]", "", "")
+        for change in changes:
+            short = kind in {"inputs", "outputs"}
+            a = _value(change.a)[:12] if short and change.a else _value(change.a)
+            b = _value(change.b)[:12] if short and change.b else _value(change.b)
+            table.add_row(kind, change.what, a, b)
+    console.print(table)
+    verdict = "the same" if found.identical else "different"
+    console.print(
+        f"{found.same_outputs} output file(s) identical; the runs are [bold]{verdict}[/] "
+        "in code, data, conf, inputs and outputs"
+    )
+
+
+@app.command()
+def provenance(run_id: str) -> None:
+    """Print a run's provenance record (JSON): code, data, conf, inputs, outputs, packages."""
+    acc = connect()
+    try:
+        record = acc.run(run_id).provenance()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    typer.echo(record.model_dump_json(indent=2))
 
 
 def _secrets(names: list[str]) -> dict[str, str]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.catalog import HostedModel, HostedVersion
     from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
     from accelerator_prefect.manifest import Status
+    from accelerator_prefect.provenance import RunDiff
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import Run, RunSummary
     from accelerator_prefect.storage import AccFileSystem, Storage
@@ -394,6 +395,7 @@ class AsyncAccelerator:
         secrets: Mapping[str, Any] | None = None,
         remember: bool = False,
         via: str = "python",
+        rerun_of: str | None = None,
     ) -> tuple[str, str, str | None]:
         """Launch ``model``; the new run's id, its workspace, and a deprecation notice if
         the version is deprecated (see ``Accelerator.launch``)."""
@@ -413,11 +415,37 @@ class AsyncAccelerator:
             remember=remember,
             via=via,
             storage=self.storage_fs(),
+            rerun_of=rerun_of,
         )
         from accelerator_prefect.versions import deprecation_notice
 
         notice = deprecation_notice(hosted)
         return str(flow_run.id), found.versions[0].workspace or self.api_url, notice
+
+    async def rerun(
+        self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"
+    ) -> tuple[str, str, str | None]:
+        """Launch run ``run_id``'s version again with its conf and inputs (see
+        ``Accelerator.rerun``)."""
+        from accelerator_prefect.runs import read_run, run_tags
+
+        url = await self.visible_run(run_id)
+        flow_run = await read_run((await self.workspaces())[url], run_id)
+        tags = run_tags(flow_run)
+        if "model" not in tags or "version" not in tags:
+            raise NotFound(f"run {run_id!r} is not a run of a hosted model")
+        parameters = flow_run.parameters
+        inputs = parameters.get("inputs") or {}
+        selection = {k: inputs.get(k) or [] for k in ("selected_files", "selected_folders")}
+        return await self.launch(
+            tags["model"],
+            parameters.get("conf"),
+            version=tags["version"],
+            inputs=selection if any(selection.values()) else None,
+            secrets=secrets,
+            via=via,
+            rerun_of=str(flow_run.id),
+        )
 
     async def forget_secrets(self, model: str) -> int:
         from accelerator_prefect.secrets import forget
@@ -776,6 +804,29 @@ class Accelerator:
         from accelerator_prefect.manifest import Status
 
         return self._run(self._core.set_status(model, version, Status.active))
+
+    def rerun(
+        self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"
+    ) -> Run:
+        """Run ``run_id`` again: the same version with the same conf and inputs, as you.
+
+        The new run writes to the version's default output folder and is tagged
+        ``acc:rerun-of:<run_id>``; secrets are not kept with a run, so give them
+        again (or have them remembered). Compare the two with :meth:`diff`.
+        """
+        from accelerator_prefect.runs import Run
+
+        new_id, workspace, notice = self._run(self._core.rerun(run_id, secrets=secrets, via=via))
+        if notice:
+            warnings.warn(notice, DeprecationWarning, stacklevel=2)
+        return Run(self, new_id, workspace)
+
+    def diff(self, a: str, b: str) -> RunDiff:
+        """What differed between runs ``a`` and ``b``: code, DVC data, conf, inputs and
+        output hashes (and package versions), from their provenance."""
+        from accelerator_prefect.provenance import diff
+
+        return diff(self.run(a).provenance(), self.run(b).provenance())
 
     def forget_secrets(self, model: str) -> int:
         """Delete the secrets you asked to be remembered for ``model``; returns how many."""

@@ -12,7 +12,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -215,52 +215,57 @@ def _check_signature(fn: Callable[..., Any]) -> None:
 
 
 def _reporting_outputs(fn: F) -> F:
-    """``fn``, reporting what it wrote: a table artifact when it succeeds, and a
-    ``_INCOMPLETE.json`` marker beside the partial outputs when it fails."""
-    from accelerator_prefect import outputs
+    """``fn``, reporting what it wrote: a table artifact and the run's provenance when
+    it succeeds; a ``_INCOMPLETE.json`` marker beside the partial outputs, and the
+    provenance, when it fails."""
+    from accelerator_prefect import outputs, provenance
     from accelerator_prefect.secrets import scrub
 
     signature = inspect.signature(fn)
 
-    def prepare(args: Any, kwargs: Any) -> Output | None:
+    def prepare(args: Any, kwargs: Any) -> tuple[dict[str, Any], Output | None]:
         """Read the run's secrets (so they are redacted from the start); find its output."""
         arguments = signature.bind_partial(*args, **kwargs).arguments
         if isinstance(arguments.get("secrets"), Secrets):
             arguments["secrets"].load_all()
         value = arguments.get("output")
-        return value if isinstance(value, Output) else None
+        return arguments, value if isinstance(value, Output) else None
+
+    def failed(arguments: dict[str, Any], output: Output | None, exc: BaseException) -> NoReturn:
+        outputs.mark_incomplete(output, exc)
+        if isinstance(exc, Exception):  # not when the process is being stopped
+            provenance.record(fn, arguments, "Failed")
+        clean = scrub(exc)
+        if clean is exc:
+            raise exc
+        raise clean from None
+
+    def succeeded(arguments: dict[str, Any], output: Output | None, result: Any) -> Any:
+        outputs.report(output)
+        provenance.record(fn, arguments, "Completed")
+        return result
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            output = prepare(args, kwargs)
+            arguments, output = prepare(args, kwargs)
             try:
-                result = await fn(*args, **kwargs)
+                result = _no_secret_in(await fn(*args, **kwargs))
             except BaseException as exc:
-                outputs.mark_incomplete(output, exc)
-                clean = scrub(exc)
-                if clean is exc:
-                    raise
-                raise clean from None
-            outputs.report(output)
-            return _no_secret_in(result)
+                failed(arguments, output, exc)
+            return succeeded(arguments, output, result)
 
         return _with_signature(run_async, fn)  # type: ignore[no-any-return]
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        output = prepare(args, kwargs)
+        arguments, output = prepare(args, kwargs)
         try:
-            result = fn(*args, **kwargs)
+            result = _no_secret_in(fn(*args, **kwargs))
         except BaseException as exc:
-            outputs.mark_incomplete(output, exc)
-            clean = scrub(exc)
-            if clean is exc:
-                raise
-            raise clean from None
-        outputs.report(output)
-        return _no_secret_in(result)
+            failed(arguments, output, exc)
+        return succeeded(arguments, output, result)
 
     return _with_signature(run, fn)  # type: ignore[no-any-return]
 

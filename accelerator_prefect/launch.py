@@ -220,6 +220,7 @@ async def launch(
     remember: bool = False,
     via: str = "python",
     storage: AccFileSystem | None = None,
+    rerun_of: str | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none).
 
@@ -275,6 +276,8 @@ async def launch(
     ]
     if principal.guest:
         tags.append(tag("link", principal.links[0].link_id))
+    if rerun_of is not None:
+        tags.append(tag("rerun-of", rerun_of))
     if hosted.status == Status.deprecated:
         tags.append("acc:deprecated")
         if hosted.record.replaced_by:

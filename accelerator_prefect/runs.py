@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.access import Principal
     from accelerator_prefect.client import Accelerator
     from accelerator_prefect.outputs import OutputFile
+    from accelerator_prefect.provenance import Provenance
     from accelerator_prefect.storage import Storage
 
 
@@ -301,6 +302,39 @@ class Run:
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""
         return self._acc._read_run(self, lambda c: _result(c, self.id))
+
+    def provenance(self) -> Provenance:
+        """What the run ran on: model, version, code commit, DVC data, conf, inputs and
+        outputs with their hashes, packages, worker and times.
+
+        Read from ``provenance.json`` beside the outputs, else from the run's
+        provenance artifact; :class:`NotFound` until the run has ended.
+        """
+        from accelerator_prefect.provenance import PROVENANCE_FILE, Provenance
+
+        folder = self.output_location
+        if folder:
+            try:
+                with self._storage().open(folder + PROVENANCE_FILE, "rb") as stream:
+                    return Provenance.model_validate_json(stream.read())
+            except NotFound:
+                pass
+        return self._acc._read_run(self, lambda c: read_provenance(c, self.id))
+
+
+async def read_provenance(client: PrefectClient, run_id: UUID) -> Provenance:
+    """The provenance a run recorded as its artifact."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from accelerator_prefect.provenance import Provenance
+
+    artifacts = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    )
+    for artifact in artifacts:
+        if (artifact.key or "").endswith("-provenance") and isinstance(artifact.data, str):
+            return Provenance.from_markdown(artifact.data)
+    raise NotFound(f"run {run_id} has no provenance yet: it is recorded when the run ends")
 
 
 async def _result(client: PrefectClient, run_id: UUID) -> Any:
