@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -18,8 +19,6 @@ from accelerator_prefect.errors import AcceleratorError, ValidationFailed
 from accelerator_prefect.settings import get_settings
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from rich.progress import Progress
     from rich.status import Status
 
@@ -816,7 +815,6 @@ def users_list() -> None:
 
 
 def _lifetime(expires: str | None) -> timedelta | None:
-    from datetime import timedelta
 
     if not expires:
         return None
@@ -957,15 +955,42 @@ def secrets_sweep() -> None:
     console.print(f"deleted {count} leftover secret block(s)")
 
 
+def _when(option: str, text: str | None) -> datetime | None:
+    """``--since 7d`` / ``12h`` (ago) or an ISO date or date-time (UTC unless it says)."""
+    if not text:
+        return None
+    number, unit = text[:-1], text[-1:]
+    if number.isdigit() and unit in {"d", "h"}:
+        return datetime.now(UTC) - timedelta(**{"days" if unit == "d" else "hours": int(number)})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r}: expected how long ago (7d, 12h) or a date such as 2026-11-01")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @app.command()
 def runs(
     model: str | None = typer.Argument(None, help="Only runs of this model."),
+    version: str | None = typer.Option(None, "--version", help="Only runs of this version."),
+    user: str | None = typer.Option(None, "--by", help="Only runs this user launched."),
+    state: list[str] = typer.Option([], "--state", help="Only runs in this state (repeat)."),
+    since: str | None = typer.Option(None, help="Since: how long ago (7d, 12h) or a date."),
+    until: str | None = typer.Option(None, help="Until: a date or date-time."),
     limit: int = typer.Option(50, help="At most this many, newest first."),
 ) -> None:
     """List the runs you may read: yours, and every run of the models you own."""
     acc = connect()
     try:
-        found = acc.runs(model, limit=limit)
+        found = acc.runs(
+            model,
+            version=version,
+            user=user,
+            state=[s.title() for s in state],
+            since=_when("--since", since),
+            until=_when("--until", until),
+            limit=limit,
+        )
     except AcceleratorError as exc:
         fail(str(exc))
     table = Table("run", "model", "version", "user", "via", "state", "started", "duration")
@@ -981,6 +1006,47 @@ def runs(
             f"{r.duration:.1f} s" if r.duration is not None else "",
         )
     console.print(table)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f} s"
+
+
+@app.command()
+def usage(
+    model: str,
+    since: str = typer.Option("30d", help="Since: how long ago (30d, 12h) or a date."),
+    until: str | None = typer.Option(None, help="Until: a date or date-time."),
+) -> None:
+    """How a model has been used, per version and day: runs, users, success, durations."""
+    acc = connect()
+    try:
+        rows = acc.usage(
+            model, since=_when("--since", since) or datetime.now(), until=_when("--until", until)
+        )
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table(
+        "version",
+        "day",
+        "runs",
+        "users",
+        "success",
+        "median",
+        "p95",
+        title=f"{model} since {since}",
+    )
+    for row in rows:
+        table.add_row(
+            row.version,
+            f"{row.day:%Y-%m-%d}",
+            str(row.runs),
+            str(row.users),
+            f"{row.success_rate:.0%}",
+            _seconds(row.median_seconds),
+            _seconds(row.p95_seconds),
+        )
+    console.print(table if rows else f"No finished runs of {model} since {since}.")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from accelerator_prefect.manifest import Status
     from accelerator_prefect.provenance import RunDiff
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.runs import Run, RunSummary
+    from accelerator_prefect.runs import Run, RunQuery, RunSummary
     from accelerator_prefect.storage import AccFileSystem, Storage
+    from accelerator_prefect.usage import UsageRow
     from accelerator_prefect.versions import VersionInfo
 
 T = TypeVar("T")
@@ -541,23 +542,30 @@ class AsyncAccelerator:
             raise NotFound(f"link {link_id!r} not found") from None
         return SharedLink.of(await revoke_link(client, link_id), None, self.settings.catalog_url)
 
-    async def runs(self, model: str | None = None, limit: int = 200) -> list[RunSummary]:
+    async def runs(self, query: RunQuery, limit: int = 200) -> list[RunSummary]:
         """Runs this principal may read, newest first (see ``Accelerator.runs``)."""
         from accelerator_prefect.runs import read_runs
 
         principal = await self.principal()
-        if model is not None:
-            await self.get(model)
+        if query.model is not None:
+            await self.get(query.model)
         spaces = list((await self.workspaces()).values())
-        found = await asyncio.gather(
-            *(read_runs(c, principal, model=model, limit=limit) for c in spaces)
-        )
+        found = await asyncio.gather(*(read_runs(c, principal, query, limit=limit) for c in spaces))
         runs = sorted(
             (r for batch in found for r in batch),
             key=lambda r: r.started or r.created or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )
         return runs[:limit]
+
+    async def usage(
+        self, model: str, since: datetime, until: datetime | None = None
+    ) -> list[UsageRow]:
+        """Per version and day: runs, users, success rate, durations (owner or operator)."""
+        from accelerator_prefect.usage import read_finished_runs, summarise
+
+        _, client = await self._managed(model)
+        return summarise(await read_finished_runs(client, model, since, until))
 
     async def projects(self) -> list[ProjectRecord]:
         from accelerator_prefect.access import require_operator
@@ -575,6 +583,11 @@ class AsyncAccelerator:
         require_operator(await self.principal(), f"bind project {project}")
         record = ProjectRecord(name=project, api_url=api_url.rstrip("/"), work_pool=work_pool)
         return await bind_project(await self.client(), record)
+
+
+def _moment(value: datetime | timedelta | None) -> datetime | None:
+    """A moment, given as one or as how long ago."""
+    return datetime.now(UTC) - value if isinstance(value, timedelta) else value
 
 
 class _Loop:
@@ -859,10 +872,51 @@ class Accelerator:
         """Revoke a link by its id; the next request holding it is refused."""
         return self._run(self._core.revoke_link(link_id))
 
-    def runs(self, model: str | None = None, limit: int = 200) -> list[RunSummary]:
+    def runs(
+        self,
+        model: str | None = None,
+        *,
+        version: str | None = None,
+        user: str | None = None,
+        state: str | Sequence[str] | None = None,
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        limit: int = 200,
+    ) -> list[RunSummary]:
         """The runs you may read, newest first: yours, every run of the models you own,
-        and (operators) all; a guest sees the runs launched through their link."""
-        return self._run(self._core.runs(model, limit))
+        and (operators) all; a guest sees the runs launched through their link.
+
+        Narrow them by ``model``, ``version``, launching ``user``, ``state`` (a state
+        name or several, e.g. ``"Failed"``) and a time window: ``since`` (a moment,
+        or how long ago, e.g. ``timedelta(days=7)``) and ``until``. The server filters.
+        """
+        from accelerator_prefect.runs import RunQuery
+
+        query = RunQuery(
+            model=model,
+            version=version,
+            user=user,
+            states=(state,) if isinstance(state, str) else tuple(state or ()),
+            since=_moment(since),
+            until=until,
+        )
+        return self._run(self._core.runs(query, limit))
+
+    def usage(
+        self,
+        model: str,
+        since: datetime | timedelta = timedelta(days=30),
+        until: datetime | None = None,
+    ) -> list[UsageRow]:
+        """How ``model`` has been used, per version and per day (UTC), newest first: finished
+        runs, distinct users, success rate, median and 95th-percentile duration of the
+        completed ones. For its owner and operators.
+
+        Example:
+            >>> for row in acc.usage("climate-downscaling", since=timedelta(days=7)):
+            ...     print(row.version, row.day, row.runs, row.success_rate)  # doctest: +SKIP
+        """
+        return self._run(self._core.usage(model, _moment(since) or datetime.now(UTC), until))
 
     def run(self, run_id: str) -> Run:
         """A handle on an existing run you launched, of a model you own, or (operators) any.

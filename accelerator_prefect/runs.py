@@ -78,30 +78,70 @@ def run_tags(flow_run: FlowRun) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs to list; every field is a filter the server applies."""
+
+    model: str | None = None
+    version: str | None = None
+    user: str | None = None
+    states: tuple[str, ...] = ()  # state names, e.g. ("Completed", "Failed")
+    since: datetime | None = None  # expected to start at or after
+    until: datetime | None = None  # expected to start before
+
+    def flow_run_filter(self, any_tags: list[str] | None) -> Any:
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterExpectedStartTime,
+            FlowRunFilterState,
+            FlowRunFilterStateName,
+            FlowRunFilterTags,
+        )
+
+        from accelerator_prefect.catalog import HOSTED_TAG, tag
+
+        wanted = {"model": self.model, "version": self.version, "user": self.user}
+        all_tags = [HOSTED_TAG, *(tag(kind, value) for kind, value in wanted.items() if value)]
+        window = None
+        if self.since or self.until:
+            window = FlowRunFilterExpectedStartTime(after_=self.since, before_=self.until)
+        state = None
+        if self.states:
+            state = FlowRunFilterState(name=FlowRunFilterStateName(any_=list(self.states)))
+        return FlowRunFilter(
+            tags=FlowRunFilterTags(all_=all_tags, any_=any_tags),
+            expected_start_time=window,
+            state=state,
+        )
+
+
+def readable_tags(principal: Principal) -> list[str] | None:
+    """The run tags narrowing a listing to what ``principal`` may read (``None``: all)."""
+    from accelerator_prefect.catalog import tag
+
+    if principal.operator:
+        return None
+    if principal.guest:
+        return [tag("link", g.link_id) for g in principal.links]
+    return [tag("user", principal.name), tag("owner", principal.name)]
+
+
 async def read_runs(
-    client: PrefectClient, principal: Principal, *, model: str | None = None, limit: int = 200
+    client: PrefectClient, principal: Principal, query: RunQuery, *, limit: int = 200
 ) -> list[RunSummary]:
     """The runs of hosted models ``principal`` may read, newest first.
 
-    The server narrows by tags (launched by them, of models they own, through
-    their link); :func:`~accelerator_prefect.access.may_read_run` then decides.
+    The server narrows by the query and by tags (launched by them, of models
+    they own, through their link); :func:`~accelerator_prefect.access.may_read_run`
+    then decides.
     """
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
     from accelerator_prefect.access import may_read_run
-    from accelerator_prefect.catalog import HOSTED_TAG, tag
 
-    all_tags = [HOSTED_TAG, *([tag("model", model)] if model else [])]
-    if principal.operator:
-        any_tags = None
-    elif principal.guest:
-        any_tags = [tag("link", g.link_id) for g in principal.links]
-    else:
-        any_tags = [tag("user", principal.name), tag("owner", principal.name)]
     flow_runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=all_tags, any_=any_tags)),
-        sort=FlowRunSort.START_TIME_DESC,
+        flow_run_filter=query.flow_run_filter(readable_tags(principal)),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit,
     )
     return [

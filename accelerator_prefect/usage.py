@@ -1,0 +1,116 @@
+"""How a hosted model has been used: runs per version and per day.
+
+The server does the selecting: only the model's finished runs in the window
+come back (tag, state-type and time filters), paged; nothing else is read.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
+
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One version of a model on one day (UTC)."""
+
+    version: str
+    day: date
+    runs: int  # finished runs
+    users: int  # distinct users who launched them
+    completed: int
+    success_rate: float  # completed / runs
+    median_seconds: float | None  # of completed runs
+    p95_seconds: float | None
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (``fraction`` in 0..1) of ``values``."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def summarise(flow_runs: list[FlowRun]) -> list[UsageRow]:
+    """Rows per (version, day), newest version and day first."""
+    from accelerator_prefect.runs import run_tags
+
+    groups: dict[tuple[str, date], list[FlowRun]] = {}
+    for flow_run in flow_runs:
+        when = flow_run.expected_start_time or flow_run.created
+        if when is None:
+            continue
+        version = run_tags(flow_run).get("version", "")
+        groups.setdefault((version, when.date()), []).append(flow_run)
+    rows = []
+    for (version, day), runs in groups.items():
+        completed = [r for r in runs if r.state is not None and r.state.is_completed()]
+        durations = [r.total_run_time.total_seconds() for r in completed]
+        rows.append(
+            UsageRow(
+                version=version,
+                day=day,
+                runs=len(runs),
+                users=len({run_tags(r).get("user") for r in runs}),
+                completed=len(completed),
+                success_rate=len(completed) / len(runs),
+                median_seconds=statistics.median(durations) if durations else None,
+                p95_seconds=percentile(durations, 0.95),
+            )
+        )
+    return sorted(rows, key=lambda r: (_version_key(r.version), r.day), reverse=True)
+
+
+def _version_key(version: str) -> Any:
+    import semver
+
+    try:
+        return semver.Version.parse(version)
+    except ValueError:
+        return semver.Version(0)
+
+
+async def read_finished_runs(
+    client: PrefectClient, model: str, since: datetime, until: datetime | None
+) -> list[FlowRun]:
+    """The finished runs of ``model`` expected to start in ``[since, until)``, paged."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from accelerator_prefect.catalog import HOSTED_TAG, tag
+
+    selection = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[HOSTED_TAG, tag("model", model)]),
+        expected_start_time=FlowRunFilterExpectedStartTime(after_=since, before_=until),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in FINAL])),
+    )
+    found: list[FlowRun] = []
+    offset, page = 0, 200
+    while True:
+        batch = await client.read_flow_runs(
+            flow_run_filter=selection,
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=page,
+            offset=offset,
+        )
+        found += batch
+        if len(batch) < page:
+            return found
+        offset += page

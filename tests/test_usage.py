@@ -1,0 +1,119 @@
+"""Run history with filters, and usage per version and day."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from accelerator_prefect import Accelerator, AccessDenied
+from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.usage import percentile
+from tests.conftest import ModelRepo
+from tests.test_cli import acc_cli
+
+BOOM_FLOW = """
+from accelerator_prefect import Conf, jobflow
+
+
+class EchoConf(Conf):
+    message: str = "hello"
+
+
+@jobflow(name="echo")
+def echo(conf: EchoConf) -> dict:
+    if conf.message == "boom":
+        raise RuntimeError("boom")
+    return {"code": "v2", "text": conf.message}
+"""
+
+
+@pytest.fixture(scope="module")
+def history(
+    acc: Accelerator, platform: PlatformInfo, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    """alice ran 1.0.0 twice; the operator ran 1.1.0 once well and once into a failure."""
+    repo = ModelRepo(tmp_path_factory.mktemp("usage") / "models", f"echo-{uuid.uuid4().hex[:8]}")
+    repo.echo()
+    repo.commit("1.0.0")
+    acc.publish(repo.manifest)
+    repo.echo(version="1.1.0")
+    repo.write("flows/echo.py", BOOM_FLOW)
+    repo.commit("1.1.0")
+    acc.publish(repo.manifest)
+    started = datetime.now(UTC)
+    _, token = acc.add_user("alice", {"demo": "author"})
+    with Accelerator.connect(platform.api_url, token=token) as alice:
+        runs = [alice.launch(repo.name, version="1.0.0") for _ in range(2)]
+    runs += [acc.launch(repo.name, {"message": "fine"}), acc.launch(repo.name, {"message": "boom"})]
+    assert [r.wait(timeout=120) for r in runs] == ["Completed", "Completed", "Completed", "Failed"]
+    return {"model": repo.name, "runs": [str(r.id) for r in runs], "started": started}
+
+
+def test_runs_are_filtered_by_version_user_state_and_time(
+    acc: Accelerator, platform: PlatformInfo, history: dict[str, object]
+) -> None:
+    model, ids, started = history["model"], history["runs"], history["started"]
+    assert isinstance(model, str) and isinstance(ids, list) and isinstance(started, datetime)
+    assert {r.id for r in acc.runs(model)} == set(ids)
+    assert {r.id for r in acc.runs(model, version="1.0.0")} == set(ids[:2])
+    assert {r.id for r in acc.runs(model, user="alice")} == set(ids[:2])
+    assert [r.id for r in acc.runs(model, state="Failed")] == [ids[3]]
+    assert {r.id for r in acc.runs(model, state=["Completed"], version="1.1.0")} == {ids[2]}
+    assert {r.id for r in acc.runs(model, since=timedelta(hours=1))} == set(ids)
+    assert acc.runs(model, until=started - timedelta(seconds=1)) == []
+    assert acc.runs(model, since=datetime.now(UTC) + timedelta(minutes=1)) == []
+
+    code, out = acc_cli(platform, "runs", model, "--state", "failed", "--since", "1d")
+    assert code == 0, out
+    assert ids[3] in out and ids[0] not in out and "Failed" in out
+    code, out = acc_cli(platform, "runs", model, "--by", "alice", "--version", "1.0.0")
+    assert code == 0 and ids[0] in out and ids[1] in out and ids[2] not in out
+    code, out = acc_cli(platform, "runs", model, "--since", "yesterday")
+    assert code == 1 and "--since 'yesterday': expected how long ago (7d, 12h)" in out
+
+
+def test_usage_per_version_and_day(
+    acc: Accelerator, platform: PlatformInfo, history: dict[str, object]
+) -> None:
+    model = str(history["model"])
+    rows = acc.usage(model)
+    today = datetime.now(UTC).date()
+    assert [(r.version, r.day, r.runs, r.users, r.completed, r.success_rate) for r in rows] == [
+        ("1.1.0", today, 2, 1, 1, 0.5),
+        ("1.0.0", today, 2, 1, 2, 1.0),
+    ]
+    for row in rows:
+        assert row.median_seconds is not None and row.p95_seconds is not None
+        assert 0 < row.median_seconds <= row.p95_seconds < 120
+    assert acc.usage(model, since=datetime.now(UTC) + timedelta(minutes=1)) == []
+
+    code, out = acc_cli(platform, "usage", model)
+    assert code == 0, out
+    assert re.search(rf"1\.1\.0\s+│\s+{today:%Y-%m-%d}\s+│\s+2\s+│\s+1\s+│\s+50%", out)
+    assert re.search(rf"1\.0\.0\s+│\s+{today:%Y-%m-%d}\s+│\s+2\s+│\s+1\s+│\s+100%", out)
+
+
+def test_usage_is_for_the_owner_and_operators(
+    acc: Accelerator, platform: PlatformInfo, history: dict[str, object]
+) -> None:
+    model = str(history["model"])
+    _, alice_token = acc.add_user("alice", {"demo": "author"})
+    _, bob_token = acc.add_user(f"bob-{uuid.uuid4().hex[:6]}", {"demo": "member"})
+    with Accelerator.connect(platform.api_url, token=alice_token) as alice:
+        assert sum(r.runs for r in alice.usage(model)) == 4
+        # alice launched 1.0.0 and owns the model: she reads every run of it.
+        assert len(alice.runs(model)) == 4
+    with Accelerator.connect(platform.api_url, token=bob_token) as bob:
+        with pytest.raises(AccessDenied, match="only its owner or an operator"):
+            bob.usage(model)
+        assert bob.runs(model) == []  # a member sees only the runs they launched
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([], 0.95) is None
+    assert percentile([3.0], 0.95) == 3.0
+    assert percentile([float(n) for n in range(1, 21)], 0.95) == 19.0
+    assert percentile([float(n) for n in range(1, 101)], 0.5) == 50.0
