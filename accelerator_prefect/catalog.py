@@ -16,8 +16,10 @@ import semver
 from pydantic import BaseModel, Field
 
 from accelerator_prefect.access import Principal, may_run, may_see, visible_tags
+from accelerator_prefect.data import DataRemote
 from accelerator_prefect.errors import NotFound
 from accelerator_prefect.manifest import InputMapping, Scope, SecretSpec, Status
+from accelerator_prefect.provenance import DataRecord
 from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ class HostingRecord(BaseModel):
     schema_fingerprint: str
     published_at: datetime
     published_by: str
+    data: list[DataRecord] = Field(default_factory=list)  # DVC hashes this version pins
+    data_remote: DataRemote | None = None
     replaced_by: str | None = None  # the version to use instead, once deprecated
     status_changed_at: datetime | None = None
     status_changed_by: str | None = None

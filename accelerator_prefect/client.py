@@ -293,6 +293,7 @@ class AsyncAccelerator:
             force=force,
             repository=repository,
             elsewhere=[v for v in await self._all_versions(loaded.name) if v.workspace != url],
+            data_remote=self.settings.data_remote,
         )
 
     async def _all_versions(self, model: str) -> list[HostedVersion]:

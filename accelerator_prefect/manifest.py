@@ -139,6 +139,11 @@ class Manifest(_Strict):
     inputs: InputMapping = Field(default_factory=InputMapping)
     output: OutputMapping = Field(default_factory=OutputMapping)
     secrets: dict[str, SecretSpec] = Field(default_factory=dict)
+    data: list[str] = Field(
+        default_factory=list,
+        description="DVC-tracked files or folders the jobflow reads, relative to the "
+        "repository root; each version pins their content.",
+    )
     status: Status = Status.active
     work_pool: str | None = Field(default=None, description="Defaults to the platform's pool.")
     tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
@@ -170,6 +175,17 @@ class Manifest(_Strict):
             if not re.match(r"^[A-Z][A-Z0-9_]*$", name):
                 raise ValueError(f"secret name {name!r}: expected UPPER_SNAKE_CASE")
         return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path or path.startswith("/") or ".." in path.split("/") or "\\" in path:
+                raise ValueError(
+                    f"data path {path!r}: expected a path inside the repository, relative to "
+                    "its root, e.g. data/terrain.nc"
+                )
+        return [path.strip("/") for path in value]
 
     @property
     def entrypoint_path(self) -> str:

@@ -305,6 +305,34 @@ def seed_example_data(storage: Storage, folder: Path | None = None) -> list[str]
     return copied
 
 
+def seed_reference_data(manifests: list[Path], remote_url: str, report: Report) -> list[str]:
+    """Put the examples' DVC-tracked reference data into the default DVC remote; return
+    the paths pushed.
+
+    A missing data file ``…/<name>.<ext>`` is made by ``examples/make_<name>.py``
+    and must hash to what its ``.dvc`` file records.
+    """
+    from accelerator_prefect import data
+    from accelerator_prefect.manifest import load_manifest
+
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted({p for m in manifests for p in load_manifest(m).data})
+    if not paths:
+        return []
+    remote = data.default_remote(root, remote_url)
+    gaps = data.missing(root, None, remote, paths)
+    for path in gaps:
+        if not (root / path).exists():
+            maker = root / "examples" / f"make_{Path(path).stem}.py"
+            report(f"making the reference data {path} with {maker.relative_to(root)}")
+            subprocess.run([sys.executable, str(maker)], cwd=root, check=True, capture_output=True)
+    if gaps:
+        report(f"pushing {', '.join(gaps)} to the DVC remote {remote.url}")
+        data.commit_workspace(root, gaps)
+        data.push(root, remote, gaps)
+    return gaps
+
+
 def up(
     home: Path,
     *,
@@ -355,6 +383,7 @@ def up(
         storage = Storage(AccFileSystem.from_settings(get_settings(home=home)))
         copied = seed_example_data(storage)
         report(f"sample inputs: {len(copied)} new file(s) under acc://<project>/examples/")
+        seed_reference_data(bundled_examples(), get_settings(home=home).data_remote, report)
     published = publish_examples(
         acc, examples if examples is not None else bundled_examples(), report
     )

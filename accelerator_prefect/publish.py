@@ -9,6 +9,7 @@ updates the deployment and keeps the pinned code.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from accelerator_prefect.validation import EXTENSION_KEY
 if TYPE_CHECKING:
     from git import Repo
     from prefect.client.orchestration import PrefectClient
+
+    from accelerator_prefect.data import DataRemote
+    from accelerator_prefect.provenance import DataRecord
 
 PublishStatus = Literal["created", "updated", "unchanged", "replaced"]
 
@@ -165,14 +169,16 @@ def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str,
 def _pull_steps(record: HostingRecord, root: Path) -> list[dict[str, Any]]:
     if record.dirty:
         return [{"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}]
+    checkout: dict[str, Any] = {
+        "id": "code",
+        "repository": record.repository,
+        "commit": record.commit,
+    }
+    if record.data and record.data_remote is not None:
+        checkout["data"] = [d.model_dump(mode="json") for d in record.data]
+        checkout["data_remote"] = record.data_remote.model_dump(mode="json")
     return [
-        {
-            "accelerator_prefect.steps.checkout": {
-                "id": "code",
-                "repository": record.repository,
-                "commit": record.commit,
-            }
-        },
+        {"accelerator_prefect.steps.checkout": checkout},
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ code.directory }}"}},
     ]
 
@@ -188,10 +194,12 @@ async def publish(
     repository: str | None = None,
     principal: Principal | None = None,
     elsewhere: list[HostedVersion] | None = None,
+    data_remote: str | None = None,
 ) -> PublishResult:
     """Create or update the deployment ``<model>@<version>`` for one manifest.
 
-    ``elsewhere``: versions of the same model found in other workspaces.
+    ``elsewhere``: versions of the same model found in other workspaces;
+    ``data_remote``: the DVC remote to use when the repository names none.
     """
     path = Path(manifest_path)
     manifest = load_manifest(path)
@@ -211,6 +219,12 @@ async def publish(
     work_pool = manifest.work_pool or default_work_pool
     await _check_work_pool(client, work_pool, path)
 
+    data, remote = (
+        await asyncio.to_thread(_pin_data, manifest, source, data_remote)
+        if manifest.data
+        else ([], None)
+    )
+
     published = await read_versions(client, model=manifest.name)
     _check_ownership(manifest, [*published, *(elsewhere or [])], principal, path)
     existing = next((v for v in published if v.version == manifest.version), None)
@@ -226,6 +240,8 @@ async def publish(
         commit=source.commit,
         dirty=source.dirty,
         code_fingerprint=source.fingerprint,
+        data=data,
+        data_remote=remote,
         schema_fingerprint=_fingerprint(schema),
         published_at=datetime.now(UTC),
         published_by=published_by,
@@ -253,6 +269,28 @@ async def publish(
         paused=record.status == Status.archived,
     )
     return _result(manifest, status, str(deployment_id), record)
+
+
+def _pin_data(
+    manifest: Manifest, source: CodeSource, fallback: str | None
+) -> tuple[list[DataRecord], DataRemote]:
+    """The DVC hashes of the manifest's data at the version's commit, once the remote is
+    known to hold every object they need."""
+    from accelerator_prefect import data
+
+    remote = data.default_remote(source.root, fallback or "")
+    if not remote.url:
+        raise PublishError(f"{manifest.name}: data: no DVC remote to keep the data in")
+    commit = None if source.dirty else source.commit
+    records = data.tracked(source.root, commit, manifest.data)
+    gaps = data.missing(source.root, commit, remote, manifest.data)
+    if gaps:
+        raise PublishError(
+            f"{manifest.name}@{manifest.version}: data: {', '.join(gaps)} not in the DVC remote "
+            f"{remote.url}; push it first (`dvc push {' '.join(gaps)}`), so that this version "
+            "can always be run again"
+        )
+    return records, remote
 
 
 def _check_ownership(
@@ -287,10 +325,12 @@ def _compare(
         old.code_fingerprint == new.code_fingerprint
         and old.schema_fingerprint == new.schema_fingerprint
         and old.dirty == new.dirty
+        and old.data == new.data
     )
     if not same_code:
         if not force:
             what = "code" if old.code_fingerprint != new.code_fingerprint else "parameter schema"
+            what = "data" if old.data != new.data else what
             raise PublishError(
                 f"{manifest.name}@{manifest.version} is already published with other {what} "
                 f"(commit {(old.commit or 'working tree')[:12]}); a published version never "
@@ -305,6 +345,7 @@ def _compare(
             "repository": old.repository,
             "commit": old.commit,
             "dirty": old.dirty,
+            "data_remote": old.data_remote,
             "published_at": old.published_at,
             "published_by": old.published_by,
             "status": old.status,

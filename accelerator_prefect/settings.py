@@ -55,6 +55,16 @@ class Settings(BaseSettings):
         "backend's own environment (AWS_ACCESS_KEY_ID …).",
     )
 
+    dvc_remote: str | None = Field(
+        default=None,
+        description="DVC remote for models' reference data whose repository names none; "
+        "a folder under `home` when unset.",
+    )
+
+    @property
+    def data_remote(self) -> str:
+        return self.dvc_remote or str(self.home / "dvc-remote")
+
     @cached_property
     def platform_file(self) -> Path:
         return self.home / "platform.json"

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from accelerator_prefect.errors import AcceleratorError
 
@@ -33,8 +34,17 @@ def _git(*args: str, cwd: Path | None = None) -> None:
         raise AcceleratorError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
 
 
-def checkout(repository: str, commit: str) -> dict[str, str]:
+def checkout(
+    repository: str,
+    commit: str,
+    data: list[dict[str, Any]] | None = None,
+    data_remote: dict[str, Any] | None = None,
+) -> dict[str, str]:
     """Materialise ``repository`` at ``commit`` and return ``{"directory": path}``.
+
+    With ``data`` (the DVC-tracked paths the version pinned, with their hashes),
+    fetch them from ``data_remote`` into the checkout and verify each file; the
+    checkout counts as complete only once its data is.
 
     Example (a pull step in a deployment):
         {"accelerator_prefect.steps.checkout": {"id": "code",
@@ -50,6 +60,16 @@ def checkout(repository: str, commit: str) -> dict[str, str]:
         _git("init", "--quiet", str(scratch))
         _git("fetch", "--quiet", "--depth", "1", repository, commit, cwd=scratch)
         _git("-c", "advice.detachedHead=false", "checkout", "--quiet", commit, cwd=scratch)
+        if data:
+            from accelerator_prefect.data import DataRemote, fetch
+            from accelerator_prefect.provenance import DataRecord
+
+            fetch(
+                scratch,
+                DataRemote.model_validate(data_remote or {}),
+                [DataRecord.model_validate(d) for d in data],
+                cache=_cache_root() / "dvc-cache",
+            )
         (scratch / ".acc-complete").touch()
         try:
             scratch.rename(target)

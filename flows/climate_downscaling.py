@@ -12,6 +12,11 @@ Three routines, as a regional climate service would run them:
 3. ``postprocess``: write the fine grid as NetCDF (CF conventions), a CSV
    summary per sub-region and a PNG quick-look map.
 
+The fine terrain comes from a reference elevation grid (``reference/terrain.nc``
+beside this file, 0.05°, whole metres), tracked with DVC: each published
+version pins its exact content, and a hosted run receives it at that version's
+commit. ``examples/make_terrain.py`` makes it.
+
 The user selects the coarse inputs: ``observations.nc`` (the observed
 reference climatology on the coarse grid) and one ``model_<scenario>.nc`` per
 scenario (a global model's historical and future monthly climate). The
@@ -27,6 +32,7 @@ import io
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,6 +171,64 @@ def _climatology(grid: Grid, elevation: np.ndarray, year: float) -> tuple[np.nda
 
 # The coarse model's domain: the region is cropped out of it in `preprocess`.
 DOMAIN = (34.0, 72.0, -12.0, 32.0)
+
+# The reference terrain grid (DVC-tracked) and its cell size in degrees.
+TERRAIN_FILE = Path(__file__).resolve().parent / "reference" / "terrain.nc"
+TERRAIN_STEP_DEG = 0.05
+
+
+def terrain_grid() -> tuple[Grid, np.ndarray]:
+    """The reference terrain over the domain, in whole metres (what TERRAIN_FILE holds)."""
+    south, north, west, east = DOMAIN
+    count_lat = round((north - south) / TERRAIN_STEP_DEG) + 1
+    count_lon = round((east - west) / TERRAIN_STEP_DEG) + 1
+    grid = Grid(
+        lat=south + TERRAIN_STEP_DEG * np.arange(count_lat),
+        lon=west + TERRAIN_STEP_DEG * np.arange(count_lon),
+    )
+    return grid, np.rint(terrain(grid)).astype(np.int16)
+
+
+def write_terrain(target: Any) -> None:
+    """The reference terrain grid as NetCDF (CF conventions) on the open binary ``target``."""
+    from scipy.io import netcdf_file
+
+    grid, elevation = terrain_grid()
+    nc = netcdf_file(target, "w", version=2)
+    nc.title = "Reference terrain (sample digital elevation model)"
+    nc.Conventions = "CF-1.8"
+    nc.createDimension("lat", len(grid.lat))
+    nc.createDimension("lon", len(grid.lon))
+    for name, data, units in [
+        ("lat", grid.lat, "degrees_north"),
+        ("lon", grid.lon, "degrees_east"),
+    ]:
+        var = nc.createVariable(name, "f8", (name,))
+        var[:] = data
+        var.units = units
+    var = nc.createVariable("elevation", "i2", ("lat", "lon"))
+    var[:] = elevation
+    var.units = "m"
+    nc.flush()
+    nc.close()
+
+
+def read_terrain(path: Path = TERRAIN_FILE) -> tuple[Grid, np.ndarray]:
+    """The reference terrain grid: its coordinates and elevation (m)."""
+    from scipy.io import netcdf_file
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.name}: the reference terrain grid is missing; it is tracked with DVC, "
+            "so fetch it with `dvc pull` (or make it with examples/make_terrain.py)"
+        )
+    nc = netcdf_file(path, "r", mmap=False)
+    try:
+        grid = Grid(np.array(nc.variables["lat"][:]), np.array(nc.variables["lon"][:]))
+        elevation = np.array(nc.variables["elevation"][:], dtype=float)
+    finally:
+        nc.close()
+    return grid, elevation
 
 
 def coarse_fields(scenario: Scenario) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
@@ -375,7 +439,8 @@ def regional_model(conf: DownscalingConf, coarse: CoarseFields) -> FineFields:
     dlat = conf.resolution_km / 111.0
     dlon = conf.resolution_km / (111.0 * np.cos(np.radians((south + north) / 2)))
     fine = Grid(lat=np.arange(south, north, dlat), lon=np.arange(west, east, dlon))
-    z_fine = terrain(fine)
+    reference, elevation = read_terrain()
+    z_fine = np.clip(_interpolate(reference, elevation, fine), 0.0, None)
     z_smooth = _interpolate(coarse.grid, coarse.elevation, fine)
     dz = (z_fine - z_smooth)[None]
     tas = _interpolate(coarse.grid, coarse.tas, fine) + LAPSE_RATE_K_PER_M * dz

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.exceptions import PrefectHTTPStatusError
 
-from accelerator_prefect import Accelerator, InvalidConf, NotFound
-from accelerator_prefect.platform import PlatformInfo, seed_example_data
+from accelerator_prefect import Accelerator, InvalidConf, NotFound, data
+from accelerator_prefect.manifest import load_manifest
+from accelerator_prefect.platform import PlatformInfo, seed_example_data, seed_reference_data
+from accelerator_prefect.settings import get_settings
 from accelerator_prefect.storage import Storage
 from tests.conftest import ROOT, ModelRepo
 
@@ -29,11 +32,25 @@ def count_runs(api_url: str, deployment_name: str) -> int:
 
 
 def bundled_example(folder: Path, model: str) -> ModelRepo:
-    """A bundled example committed in its own repository, its sample inputs in storage."""
+    """A bundled example committed in its own repository, its sample inputs in storage
+    and its DVC-tracked reference data in the platform's DVC remote."""
     repo = ModelRepo(folder, model)
     flow = f"flows/{model.replace('-', '_')}.py"
+    manifest = ROOT / "deployments" / f"{model}.yaml"
     repo.write(flow, (ROOT / flow).read_text())
-    repo.write(f"deployments/{model}.yaml", (ROOT / "deployments" / f"{model}.yaml").read_text())
+    repo.write(f"deployments/{model}.yaml", manifest.read_text())
+    paths = load_manifest(manifest).data
+    if paths:
+        remote = get_settings().data_remote
+        seed_reference_data([manifest], remote, lambda _: None)  # makes the files if missing
+        for name in [".dvc/config", ".dvc/.gitignore", ".dvcignore"]:
+            repo.write(name, (ROOT / name).read_text())
+        for path in paths:
+            for name in [f"{path}.dvc", str(Path(path).parent / ".gitignore")]:
+                repo.write(name, (ROOT / name).read_text())
+            shutil.copyfile(ROOT / path, repo.path / path)
+        data.commit_workspace(repo.path, paths)
+        data.push(repo.path, data.DataRemote(url=remote), paths)
     repo.commit(f"{model} 1.0.0")
     seed_example_data(Storage())
     return repo
