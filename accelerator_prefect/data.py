@@ -79,12 +79,15 @@ def default_remote(root: Path, fallback: str) -> DataRemote:
     """The repository's default DVC remote (without credentials), else ``fallback``."""
     from dvc.exceptions import NotDvcRepoError
 
+    found: dict[str, Any] = {}
     try:
         with _repo(root) as repo:
             name = repo.config["core"].get("remote")
-            found = dict(repo.config["remote"].get(name) or {}) if name else {}
+            for level in repo.config.LEVELS:  # as written (validation fills in every default)
+                written = repo.config.load_one(level)
+                found.update(written.get("remote", {}).get(name, {}) if name else {})
     except NotDvcRepoError:
-        found = {}
+        pass
     if not found.get("url"):
         return DataRemote(url=fallback)
     url = str(found.pop("url"))

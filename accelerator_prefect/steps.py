@@ -64,12 +64,16 @@ def checkout(
             from accelerator_prefect.data import DataRemote, fetch
             from accelerator_prefect.provenance import DataRecord
 
-            fetch(
-                scratch,
-                DataRemote.model_validate(data_remote or {}),
-                [DataRecord.model_validate(d) for d in data],
-                cache=_cache_root() / "dvc-cache",
-            )
+            try:
+                fetch(
+                    scratch,
+                    DataRemote.model_validate(data_remote or {}),
+                    [DataRecord.model_validate(d) for d in data],
+                    cache=_cache_root() / "dvc-cache",
+                )
+            except AcceleratorError as exc:
+                _fail_run(str(exc))
+                raise
         (scratch / ".acc-complete").touch()
         try:
             scratch.rename(target)
@@ -81,3 +85,34 @@ def checkout(
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
     return {"directory": str(target)}
+
+
+def _fail_run(message: str) -> None:
+    """Tell the run's readers why it did not start: a log line and a Failed state.
+
+    Pull steps run before the run's own logging does, so an error here would
+    otherwise reach only the worker's console.
+    """
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if not run_id:
+        return
+    from datetime import UTC, datetime
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import LogCreate
+    from prefect.states import Failed
+
+    with get_client(sync_client=True) as client:
+        client.create_logs(
+            [
+                LogCreate(
+                    name="accelerator_prefect.steps",
+                    level=40,
+                    message=message,
+                    timestamp=datetime.now(UTC),
+                    flow_run_id=UUID(run_id),
+                )
+            ]
+        )
+        client.set_flow_run_state(UUID(run_id), Failed(message=message), force=True)
