@@ -319,6 +319,8 @@ def show(
             v.record.published_by,
         )
     console.print(versions)
+    for pinned in hosted.record.data:
+        console.print(f"reference data: {pinned.path} (DVC md5 {pinned.md5})", highlight=False)
     console.print(_conf_table(hosted))
     if hosted.secrets:
         needed = Table("secret", "required", "description", title="secrets (give with --secret)")

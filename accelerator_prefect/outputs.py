@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.storage import Storage
 
 INCOMPLETE = "_INCOMPLETE.json"
+PROVENANCE = "provenance.json"  # written beside the outputs; read with Run.provenance()
 _log = logging.getLogger(__name__)
 
 
@@ -37,7 +38,8 @@ class OutputFile:
 
 
 def list_outputs(folder: str, storage: Storage | None = None) -> list[OutputFile]:
-    """The files under the output ``folder`` (empty if the run wrote none)."""
+    """The files the run wrote under the output ``folder`` (empty if none), without the
+    records kept beside them (``_INCOMPLETE.json``, ``provenance.json``)."""
     from accelerator_prefect.errors import NotFound
     from accelerator_prefect.storage import Storage
 
@@ -49,7 +51,7 @@ def list_outputs(folder: str, storage: Storage | None = None) -> list[OutputFile
     return [
         OutputFile(e.uri, e.uri[len(base) :], e.size, e.media_type or "application/octet-stream")
         for e in entries
-        if e.uri[len(base) :] != INCOMPLETE
+        if e.uri[len(base) :] not in {INCOMPLETE, PROVENANCE}
     ]
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.jobflow import Inputs
     from accelerator_prefect.storage import Storage
 
-PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FILE = "provenance.json"  # the same name as outputs.PROVENANCE
 _log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```json\n(.*)\n```", re.DOTALL)
 

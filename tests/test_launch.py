@@ -75,7 +75,6 @@ def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
     assert run.state == "Completed"
     assert [(f.path, f.media_type) for f in run.outputs()] == [
         ("downscaled.nc", "application/x-netcdf"),
-        ("provenance.json", "application/json"),
         ("quicklook.png", "image/png"),
         ("summary.csv", "text/csv"),
     ]

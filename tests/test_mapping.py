@@ -210,7 +210,8 @@ def test_the_caller_chooses_where_outputs_go(acc: Accelerator, tables: ModelRepo
     run = acc.launch(tables.name, inputs=["acc://demo/in/few/c.csv"], output=target)
     assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
     assert run.output_location == target
-    assert [e.name for e in acc.storage.ls(target)] == ["c.csv.rows.txt", "summary.csv"]
+    listed = [e.name for e in acc.storage.ls(target)]
+    assert listed == ["c.csv.rows.txt", "provenance.json", "summary.csv"]
 
 
 def test_a_failed_run_marks_its_partial_outputs(acc: Accelerator, tables: ModelRepo) -> None:

@@ -79,7 +79,8 @@ def test_a_run_records_what_it_ran_on(
     assert record.started is not None and record.started <= record.ended
 
     # provenance.json sits beside the outputs, and the Prefect UI shows the same record.
-    assert "provenance.json" in {f.path for f in first.outputs()}
+    assert "provenance.json" not in {f.path for f in first.outputs()}  # a record, not an output
+    assert storage.exists(f"{first.output_location}provenance.json")
 
     async def artifacts() -> list[object]:
         async with PrefectClient(platform.api_url) as client:
