@@ -363,7 +363,7 @@ def test_a_link_opens_one_model_until_revoked_and_a_pinned_link_one_version(
         assert run.output_location == f"acc://links/{link.id}/runs/{run.id}/"
         assert [r.id for r in guest.runs()] == [str(run.id)]
         scratch = f"acc://links/{link.id}/runs/{run.id}/"
-        assert [e.name for e in guest.storage.ls(scratch)] == ["note.txt"]
+        assert [e.name for e in guest.storage.ls(scratch)] == ["note.txt", "provenance.json"]
         with pytest.raises(InvalidInputs, match="a guest's results go to a scratch folder"):
             guest.launch(model, output="acc://demo/elsewhere/")
 
