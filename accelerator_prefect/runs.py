@@ -347,29 +347,23 @@ class Run:
         """What the run ran on: model, version, code commit, DVC data, conf, inputs and
         outputs with their hashes, packages, worker and times.
 
-        Read from ``provenance.json`` beside the outputs, else from the run's
-        provenance artifact; :class:`NotFound` until the run has ended.
+        Read from the run's provenance artifact in Prefect, which end users cannot
+        change (``provenance.json`` beside the outputs is a copy for them to keep);
+        :class:`NotFound` until the run has ended.
         """
-        from accelerator_prefect.provenance import PROVENANCE_FILE, Provenance
-
-        folder = self.output_location
-        if folder:
-            try:
-                with self._storage().open(folder + PROVENANCE_FILE, "rb") as stream:
-                    return Provenance.model_validate_json(stream.read())
-            except NotFound:
-                pass
         return self._acc._read_run(self, lambda c: read_provenance(c, self.id))
 
 
 async def read_provenance(client: PrefectClient, run_id: UUID) -> Provenance:
     """The provenance a run recorded as its artifact."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import ArtifactSort
 
     from accelerator_prefect.provenance import Provenance
 
     artifacts = await client.read_artifacts(
-        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])),
+        sort=ArtifactSort.CREATED_DESC,  # the last attempt's record
     )
     for artifact in artifacts:
         if (artifact.key or "").endswith("-provenance") and isinstance(artifact.data, str):

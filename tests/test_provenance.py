@@ -93,6 +93,11 @@ def test_a_run_records_what_it_ran_on(
     assert shown.type == "markdown"  # type: ignore[attr-defined]
     assert Provenance.from_markdown(shown.data) == record  # type: ignore[attr-defined]
 
+    # The copy beside the outputs is the user's to keep; changing it changes nothing.
+    with storage.open(f"{first.output_location}provenance.json", "w") as f:
+        f.write(record.model_copy(update={"version": "6.6.6"}).model_dump_json())
+    assert first.provenance() == record
+
 
 def test_a_rerun_of_a_deterministic_run_gives_identical_outputs(
     acc: Accelerator, platform: PlatformInfo, first: Run
