@@ -50,6 +50,9 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert "published climate-downscaling@1.0.0: created" in first.stdout
     assert "published data-harmonization@1.0.0: created" in first.stdout
     assert "sample inputs: 10 new file(s)" in first.stdout
+    # The terrain grid (DVC-tracked) went into the platform's DVC remote before publishing.
+    assert "pushing flows/reference/terrain.nc to the DVC remote" in first.stdout
+    assert list((home / "dvc-remote" / "files" / "md5").rglob("*"))
     info = json.loads((home / "platform.json").read_text())
 
     again = acc(home, "up", "--detach", "--port", str(port))
