@@ -191,21 +191,8 @@ def terrain_grid() -> tuple[Grid, np.ndarray]:
 
 def write_terrain(target: Any) -> None:
     """The reference terrain grid as NetCDF (CF conventions) on the open binary ``target``."""
-    from scipy.io import netcdf_file
-
     grid, elevation = terrain_grid()
-    nc = netcdf_file(target, "w", version=2)
-    nc.title = "Reference terrain (sample digital elevation model)"
-    nc.Conventions = "CF-1.8"
-    nc.createDimension("lat", len(grid.lat))
-    nc.createDimension("lon", len(grid.lon))
-    for name, data, units in [
-        ("lat", grid.lat, "degrees_north"),
-        ("lon", grid.lon, "degrees_east"),
-    ]:
-        var = nc.createVariable(name, "f8", (name,))
-        var[:] = data
-        var.units = units
+    nc = grid_file(target, grid, title="Reference terrain (sample digital elevation model)")
     var = nc.createVariable("elevation", "i2", ("lat", "lon"))
     var[:] = elevation
     var.units = "m"
@@ -292,15 +279,17 @@ def _block_mean_elevation(coarse: Grid) -> np.ndarray:
     return z.reshape(len(coarse.lat), sub, len(coarse.lon), sub).mean(axis=(1, 3))
 
 
-def write_netcdf(target: Any, variables: dict[str, np.ndarray], grid: Grid, **attrs: Any) -> None:
-    """Coarse fields as a NetCDF file (CF conventions) on the open binary ``target``."""
+def grid_file(target: Any, grid: Grid, months: bool = False, **attrs: Any) -> Any:
+    """A NetCDF file (CF conventions) open for writing on ``target``: its attributes, its
+    dimensions (``month`` first if asked) and the ``lat``/``lon`` coordinates."""
     from scipy.io import netcdf_file
 
     nc = netcdf_file(target, "w", version=2)
     for key, value in attrs.items():
         setattr(nc, key, value)
     nc.Conventions = "CF-1.8"
-    nc.createDimension("month", 12)
+    if months:
+        nc.createDimension("month", 12)
     nc.createDimension("lat", len(grid.lat))
     nc.createDimension("lon", len(grid.lon))
     for name, data, units in [
@@ -310,6 +299,13 @@ def write_netcdf(target: Any, variables: dict[str, np.ndarray], grid: Grid, **at
         var = nc.createVariable(name, "f8", (name,))
         var[:] = data
         var.units = units
+    return nc
+
+
+def write_netcdf(target: Any, variables: dict[str, np.ndarray], grid: Grid, **attrs: Any) -> None:
+    """Coarse fields as a NetCDF file (CF conventions) on the open binary ``target``."""
+
+    nc = grid_file(target, grid, months=True, **attrs)
     for name, data in variables.items():
         dims = ("month", "lat", "lon") if data.ndim == 3 else ("lat", "lon")
         var = nc.createVariable(name, "f4", dims)
