@@ -99,8 +99,11 @@ def up(
         False, "--detach", "-d", help="Start and return; stop with `acc down`."
     ),
     examples: bool = typer.Option(True, help="Publish the bundled example models."),
+    catalog_port: int = typer.Option(8501, help="Port of the Streamlit catalog (127.0.0.1)."),
+    catalog: bool = typer.Option(True, help="Serve the Streamlit catalog."),
 ) -> None:
-    """Start the embedded platform: Prefect server, worker, storage and the example models."""
+    """Start the embedded platform: Prefect server, worker, storage, the example models and
+    the catalog."""
     from accelerator_prefect import platform
 
     home = _home()
@@ -111,6 +114,7 @@ def up(
                 home,
                 port=port,
                 examples=None if examples else [],
+                catalog_port=catalog_port if catalog else None,
                 report=lambda message: _step(status, message),
             )
     except AcceleratorError as exc:
@@ -122,6 +126,8 @@ def up(
         else:
             console.print(f"[green]published[/] {result}")
     table = Table.grid(padding=(0, 2))
+    if info.catalog_url:
+        table.add_row("Catalog", info.catalog_url)
     table.add_row("Prefect UI", info.ui_url)
     table.add_row("Prefect API", info.api_url)
     table.add_row("home", str(info.home))

@@ -177,6 +177,16 @@ class AsyncAccelerator:
         self.user = principal.name
         return principal
 
+    @property
+    def catalog_url(self) -> str:
+        """Where the catalog is served: ``ACC_CATALOG_URL``, else where ``acc up`` serves it."""
+        if self.settings.catalog_url:
+            return self.settings.catalog_url
+        from accelerator_prefect.platform import read_platform
+
+        platform = read_platform(self.settings.home)
+        return (platform.catalog_url if platform else None) or "http://127.0.0.1:8501"
+
     def storage_fs(self) -> AccFileSystem:
         """The ``acc://`` filesystem of this installation (from its settings)."""
         from accelerator_prefect.storage import AccFileSystem
@@ -518,7 +528,7 @@ class AsyncAccelerator:
             created_by=principal.name,
             expires_in=expires_in,
         )
-        return SharedLink.of(record, token, self.settings.catalog_url)
+        return SharedLink.of(record, token, self.catalog_url)
 
     async def links(self, model: str | None = None) -> list[SharedLink]:
         from accelerator_prefect.directory import list_links
@@ -530,7 +540,7 @@ class AsyncAccelerator:
                 m.name for m in await self.catalog() if m.versions[0].record.owner == principal.name
             }
             found = [link for link in found if link.model in mine]
-        return [SharedLink.of(link, None, self.settings.catalog_url) for link in found]
+        return [SharedLink.of(link, None, self.catalog_url) for link in found]
 
     async def revoke_link(self, link_id: str) -> SharedLink:
         from accelerator_prefect.directory import read_link, revoke_link
@@ -541,7 +551,7 @@ class AsyncAccelerator:
             await self._managed(record.model)
         except NotFound:
             raise NotFound(f"link {link_id!r} not found") from None
-        return SharedLink.of(await revoke_link(client, link_id), None, self.settings.catalog_url)
+        return SharedLink.of(await revoke_link(client, link_id), None, self.catalog_url)
 
     async def runs(self, query: RunQuery, limit: int = 200) -> list[RunSummary]:
         """Runs this principal may read, newest first (see ``Accelerator.runs``)."""

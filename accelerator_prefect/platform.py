@@ -47,6 +47,8 @@ class PlatformInfo(BaseModel):
     server_pid: int
     worker_pid: int | None = None
     work_pool: str
+    catalog_pid: int | None = None
+    catalog_url: str | None = None
 
 
 def _alive(pid: int | None) -> bool:
@@ -213,6 +215,67 @@ def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None
     return process.pid
 
 
+def catalog_app() -> Path:
+    """The Streamlit catalog's entry script."""
+    import catalog_ui
+
+    return Path(catalog_ui.__file__).parent / "app.py"
+
+
+def catalog_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{url}/_stcore/health", timeout=timeout).text.strip() == "ok"
+    except httpx.HTTPError:
+        return False
+
+
+def start_catalog(home: Path, api_url: str, port: int, deadline: float = 60.0) -> tuple[int, str]:
+    """Serve the Streamlit catalog on 127.0.0.1:``port``; return its pid and URL once it answers."""
+    if not _port_free(port):
+        raise PlatformError(
+            f"port {port} on 127.0.0.1 is taken by another program; choose another with "
+            "--catalog-port"
+        )
+    url = f"http://127.0.0.1:{port}"
+    env = _base_env(home, api_url)
+    env.update({"ACC_API_URL": api_url, "ACC_CATALOG_URL": url})
+    # The catalog acts for whoever signs in to it, never for a token of its own.
+    for name in ("ACC_TOKEN", "ACC_USER"):
+        env.pop(name, None)
+    log = home / "logs" / "catalog.log"
+    process = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(catalog_app()),
+            "--server.address=127.0.0.1",
+            f"--server.port={port}",
+            "--server.headless=true",
+            "--server.fileWatcherType=none",
+            "--browser.gatherUsageStats=false",
+            "--client.showErrorDetails=none",
+            "--client.toolbarMode=minimal",
+            "--theme.base=light",
+        ],
+        env,
+        log,
+    )
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise PlatformError(
+                f"the catalog exited with code {process.returncode} before it was ready; "
+                f"the last lines of {log}:\n{_tail(log)}"
+            )
+        if catalog_healthy(url, timeout=1.0):
+            return process.pid, url
+        time.sleep(0.25)
+    stop_process(process.pid)
+    raise PlatformError(f"the catalog did not answer within {deadline:g} s; see {log}")
+
+
 def stop_process(pid: int | None, deadline: float = 15.0) -> None:
     """Stop a child and its process group: SIGTERM, then SIGKILL after ``deadline`` s."""
     if not _alive(pid):
@@ -338,11 +401,13 @@ def up(
     *,
     port: int = 4200,
     pool: str = "acc-process",
+    catalog_port: int | None = 8501,
     examples: list[Path] | None = None,
     report: Report = lambda _: None,
     deadline: float = 120.0,
 ) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
-    """Start (or reuse) the embedded platform and publish the examples."""
+    """Start (or reuse) the embedded platform, publish the examples and serve the catalog
+    (``catalog_port=None``: no catalog)."""
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()
@@ -352,6 +417,7 @@ def up(
         report(f"reusing the Prefect server at {info.api_url}")
     else:
         if info is not None:
+            stop_process(info.catalog_pid)
             stop_process(info.worker_pid)
             stop_process(info.server_pid)
         report(f"starting the Prefect server on 127.0.0.1:{port} (SQLite under {home})")
@@ -388,6 +454,12 @@ def up(
         acc, examples if examples is not None else bundled_examples(), report
     )
     acc.close()
+    if catalog_port is not None and not (
+        _alive(info.catalog_pid) and info.catalog_url and catalog_healthy(info.catalog_url)
+    ):
+        report(f"serving the catalog on 127.0.0.1:{catalog_port}")
+        info.catalog_pid, info.catalog_url = start_catalog(home, info.api_url, catalog_port)
+        _write_platform(info)
     return info, published
 
 
@@ -429,6 +501,7 @@ def down(home: Path) -> bool:
         path.unlink()
         return False
     running = _alive(info.server_pid) or _alive(info.worker_pid)
+    stop_process(info.catalog_pid)
     stop_process(info.worker_pid)
     stop_process(info.server_pid)
     path.unlink(missing_ok=True)

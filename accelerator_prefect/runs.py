@@ -156,6 +156,83 @@ async def read_runs(
     ]
 
 
+@dataclass(frozen=True)
+class RoutineProgress:
+    """How far a run's routines have got: ``done`` of ``total``.
+
+    ``total`` is what the last completed run of the same version ran (a jobflow
+    of fixed shape runs as many again), or the routines started so far when that
+    is more, or when the version has no completed run yet.
+    """
+
+    done: int
+    running: int
+    failed: int
+    started: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+async def _task_states(client: PrefectClient, run_id: UUID) -> list[str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    states: list[str] = []
+    offset, page = 0, 200  # the server's largest page
+    while True:
+        batch = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+            limit=page,
+            offset=offset,
+        )
+        states += [t.state.type.value if t.state else "PENDING" for t in batch]
+        if len(batch) < page:
+            return states
+        offset += page
+
+
+async def read_progress(client: PrefectClient, run_id: UUID) -> RoutineProgress:
+    """The routines of run ``run_id`` done, running and failed, of how many."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    states = await _task_states(client, run_id)
+    flow_run = await read_run(client, run_id)
+    expected = 0
+    if flow_run.deployment_id is not None:
+        earlier = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(not_any_=[run_id]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+            ),
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[flow_run.deployment_id])
+            ),
+            sort=FlowRunSort.END_TIME_DESC,
+            limit=1,
+        )
+        if earlier:
+            expected = len(await _task_states(client, earlier[0].id))
+    done = states.count("COMPLETED")
+    return RoutineProgress(
+        done=done,
+        running=states.count("RUNNING"),
+        failed=sum(s in {"FAILED", "CRASHED"} for s in states),
+        started=len(states),
+        total=max(expected, len(states)),
+    )
+
+
 async def wait_for(
     client: PrefectClient, run_id: UUID | str, timeout: float | None, poll: float = 0.5
 ) -> FlowRun:
@@ -322,6 +399,23 @@ class Run:
 
         return Storage(self._acc._core.storage_fs())
 
+    def open_output(self, path: str) -> Any:
+        """Open one of the run's output files for reading, ``path`` as :meth:`outputs` lists it.
+
+        Example:
+            >>> with run.open_output("summary.csv") as f:  # doctest: +SKIP
+            ...     print(f.read().decode())
+        """
+        from accelerator_prefect.storage import check_path, to_uri
+
+        folder = self.output_location  # reading the run is checked again here
+        if folder is None:
+            raise NotFound(f"run {self.id} has no output folder")
+        uri = to_uri(check_path(folder + path))  # refuses `..` and other escapes
+        if not uri.startswith(folder) or uri == folder:
+            raise NotFound(f"{path!r} is not an output of run {self.id}")
+        return self._storage().open(uri, "rb")
+
     @property
     def output_location(self) -> str | None:
         """The ``acc://`` folder the run writes into."""
@@ -338,6 +432,23 @@ class Run:
         folder = run_folder(flow_run.parameters, self.id)
         completed = bool(flow_run.state and flow_run.state.is_completed())
         return completed and not (folder and is_incomplete(folder, self._storage()))
+
+    def progress(self) -> RoutineProgress:
+        """How many of the run's routines are done, of how many (see :class:`RoutineProgress`)."""
+        return self._acc._read_run(self, lambda c: read_progress(c, self.id))
+
+    @property
+    def started(self) -> datetime | None:
+        return self._flow_run().start_time
+
+    def summary(self) -> RunSummary:
+        """The run as a history lists it: model, version, who, state, times."""
+        return RunSummary.of(self._flow_run())
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """What the run was launched with: conf, inputs, output (secrets only by block name)."""
+        return dict(self._flow_run().parameters)
 
     def result(self) -> Any:
         """The jobflow's return value (raises if the run did not complete)."""

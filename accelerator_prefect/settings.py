@@ -41,8 +41,9 @@ class Settings(BaseSettings):
         default=None, description="A personal API token (acc_<id>_<secret>): who acts."
     )
     work_pool: str = Field(default="acc-process", description="Default work pool for models.")
-    catalog_url: str = Field(
-        default="http://127.0.0.1:8501", description="Where the catalog is served (in links)."
+    catalog_url: str | None = Field(
+        default=None,
+        description="Where the catalog is served (in links); when unset, where `acc up` serves it.",
     )
     storage_url: str | None = Field(
         default=None,

@@ -1,0 +1,1 @@
+"""The Streamlit catalog: find a hosted model, fill its form, launch, watch, get results."""

@@ -1,0 +1,252 @@
+"""The input picker of the launch form: a file explorer over ``acc://``.
+
+It shows the folders this user may read (the access layer decides, through
+the user's :class:`~accelerator_prefect.Storage`), only the files of the types
+the model accepts, lets them tick files and whole folders, upload files from
+their computer into their own area, and (where the model allows it) type
+cloud paths. It returns the ``inputs`` a launch takes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from accelerator_prefect.manifest import InputMapping, Source
+from accelerator_prefect.storage import PREFIX, Entry, accepts
+from catalog_ui.parts import ago, human_size
+
+if TYPE_CHECKING:
+    from accelerator_prefect import Storage
+    from catalog_ui.session import Session
+
+MAX_LISTED = 300  # entries shown in one folder; a filter narrows larger ones
+
+
+def rule(mapping: InputMapping) -> str:
+    """The mapping in one plain sentence: how many files of which types, how large."""
+    kinds = ", ".join(mapping.accepted_types) if mapping.accepted_types else "any type"
+    low, high = mapping.min_files, mapping.max_files
+    if high is None:
+        count = f"at least {low}" if low else "any number of"
+    elif low == high:
+        count = f"exactly {low}"
+    else:
+        count = f"{low} to {high}"
+    text = f"Select {count} file(s) of {kinds}, or folders holding them"
+    if mapping.max_total_size:
+        text += f"; {mapping.max_total_size} at most in all"
+    return text + "."
+
+
+def parent(uri: str) -> str:
+    rest = uri.removeprefix(PREFIX).rstrip("/")
+    return PREFIX + (rest.rsplit("/", 1)[0] + "/" if "/" in rest else "")
+
+
+class Explorer:
+    """One explorer on a page; its state lives in ``st.session_state`` under ``key``."""
+
+    def __init__(self, session: Session, mapping: InputMapping, key: str) -> None:
+        import streamlit as st
+
+        self.session = session
+        self.mapping = mapping
+        self.key = key
+        self.state: Any = st.session_state
+        self.state.setdefault(f"{key}:folder", PREFIX)
+        self.state.setdefault(f"{key}:selected", {})
+
+    @property
+    def storage(self) -> Storage:
+        return self.session.acc.storage
+
+    @property
+    def folder(self) -> str:
+        return str(self.state[f"{self.key}:folder"])
+
+    @property
+    def selected(self) -> dict[str, Entry]:
+        chosen: dict[str, Entry] = self.state[f"{self.key}:selected"]
+        return chosen
+
+    def preselect(self, uris: list[str]) -> None:
+        """Tick ``uris`` (e.g. the inputs of an earlier run) and open the folder of the first."""
+        for uri in uris:
+            try:
+                self.selected[uri] = self.storage.info(uri)
+            except Exception:  # gone or no longer readable: not ticked, nothing to say here
+                continue
+            self.state[f"{self.key}:tick:{uri}"] = True
+        if uris:
+            self.open(parent(uris[0]))
+
+    def open(self, uri: str) -> None:
+        self.state[f"{self.key}:folder"] = uri
+        self.state.pop(f"{self.key}:filter", None)
+
+    def toggle(self, entry: Entry) -> None:
+        if entry.uri in self.selected:
+            del self.selected[entry.uri]
+        else:
+            self.selected[entry.uri] = entry
+        # Keep the tick box in step when the selection changed from elsewhere (its list).
+        self.state[f"{self.key}:tick:{entry.uri}"] = entry.uri in self.selected
+
+    def listing(self) -> tuple[list[Entry], int]:
+        """The entries of the open folder the model can take, and how many files it can't."""
+        entries = self.session.cached(
+            f"ls:{self.folder}", lambda: self.storage.ls(self.folder), seconds=5
+        )
+        usable = [e for e in entries if e.is_folder or accepts(e.name, self.mapping.accepted_types)]
+        return usable, len(entries) - len(usable)
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def breadcrumb(self) -> None:
+        import streamlit as st
+
+        parts = self.folder.removeprefix(PREFIX).strip("/").split("/")
+        crumbs = [("acc://", PREFIX)]
+        for i, part in enumerate(p for p in parts if p):
+            crumbs.append((part, PREFIX + "/".join(parts[: i + 1]) + "/"))
+        columns = st.columns(len(crumbs) + 1, gap="small")
+        for column, (label, uri) in zip(columns, crumbs, strict=False):
+            column.button(
+                label,
+                key=f"{self.key}:crumb:{uri}",
+                on_click=self.open,
+                args=(uri,),
+                type="tertiary",
+                icon=":material/folder_open:",
+            )
+
+    def rows(self) -> None:
+        import streamlit as st
+
+        try:
+            entries, hidden = self.listing()
+        except Exception as exc:
+            from catalog_ui.session import plain_error
+
+            st.warning(f"Cannot open {self.folder}: {plain_error(exc)}")
+            if self.folder != PREFIX:
+                st.button(
+                    "Back to the top", key=f"{self.key}:top", on_click=self.open, args=(PREFIX,)
+                )
+            return
+        needle = st.text_input(
+            "Filter", key=f"{self.key}:filter", placeholder="Filter this folder by name"
+        ).lower()
+        entries = [e for e in entries if needle in e.name.lower()]
+        if not entries:
+            st.caption("Nothing here the model can take." if hidden else "This folder is empty.")
+        for entry in entries[:MAX_LISTED]:
+            tick, size, when, action = st.columns([6, 2, 2, 2], vertical_alignment="center")
+            icon = ":material/folder:" if entry.is_folder else ":material/description:"
+            self.state.setdefault(f"{self.key}:tick:{entry.uri}", entry.uri in self.selected)
+            tick.checkbox(
+                f"{icon} {entry.name}",
+                key=f"{self.key}:tick:{entry.uri}",
+                on_change=self.toggle,
+                args=(entry,),
+            )
+            size.caption("folder" if entry.is_folder else human_size(entry.size))
+            when.caption(ago(entry.modified))
+            if entry.is_folder:
+                action.button(
+                    "Open",
+                    key=f"{self.key}:open:{entry.uri}",
+                    on_click=self.open,
+                    args=(entry.uri,),
+                    icon=":material/chevron_right:",
+                    type="tertiary",
+                )
+        if len(entries) > MAX_LISTED:
+            st.caption(f"Showing {MAX_LISTED} of {len(entries)}; type in the filter to narrow.")
+        if hidden:
+            kinds = ", ".join(self.mapping.accepted_types)
+            st.caption(f"{hidden} other file(s) hidden: this model takes {kinds}.")
+
+    def upload(self) -> None:
+        import streamlit as st
+
+        area = f"{PREFIX}{self.session.principal.own_area}/uploads/"
+        extensions = [t.lstrip(".") for t in self.mapping.accepted_types if t.startswith(".")]
+        only_extensions = len(extensions) == len(self.mapping.accepted_types)
+        with st.expander("Upload files from your computer", icon=":material/upload:"):
+            files = st.file_uploader(
+                f"They go into your own folder, {area}",
+                type=extensions if extensions and only_extensions else None,
+                accept_multiple_files=True,
+                key=f"{self.key}:upload",
+            )
+            if files and st.button("Upload and select", key=f"{self.key}:do-upload"):
+                done = []
+                with st.spinner(f"Uploading {len(files)} file(s)…"):
+                    for file in files:
+                        uri = area + file.name
+                        with self.storage.open(uri, "wb") as out:
+                            out.write(file.getvalue())
+                        done.append(self.storage.info(uri))
+                for entry in done:
+                    self.selected[entry.uri] = entry
+                self.session.forget()
+                self.open(area)
+                st.rerun()
+
+    def summary(self) -> None:
+        import streamlit as st
+
+        if not self.selected:
+            st.caption("Nothing selected yet.")
+            return
+        files = [e for e in self.selected.values() if not e.is_folder]
+        folders = [e for e in self.selected.values() if e.is_folder]
+        said = []
+        if files:
+            said.append(f"{len(files)} file(s), {human_size(sum(e.size for e in files))}")
+        if folders:
+            said.append(f"{len(folders)} folder(s)")
+        st.markdown(f"**Selected:** {' and '.join(said)}")
+        for uri in sorted(self.selected):
+            name, remove = st.columns([10, 1], vertical_alignment="center")
+            name.code(uri, language=None)
+            remove.button(
+                "",
+                key=f"{self.key}:remove:{uri}",
+                icon=":material/close:",
+                help="Remove from the selection",
+                on_click=self.toggle,
+                args=(self.selected[uri],),
+            )
+
+    def cloud_paths(self) -> list[str]:
+        import streamlit as st
+
+        text = st.text_area(
+            "Cloud paths",
+            key=f"{self.key}:cloud",
+            placeholder="s3://bucket/path/file.nc — one per line; a folder ends with /",
+            help="Files outside the catalog's storage, as URLs the workers can read.",
+        )
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def draw(self, errors: list[str] | None = None) -> dict[str, list[str]]:
+        """Draw the explorer; the ``inputs`` it holds now."""
+        import streamlit as st
+
+        st.caption(rule(self.mapping))
+        if Source.storage in self.mapping.sources:
+            with st.container(border=True):
+                self.breadcrumb()
+                self.rows()
+            self.upload()
+            self.summary()
+        cloud = self.cloud_paths() if Source.cloud in self.mapping.sources else []
+        for message in errors or []:
+            st.error(message, icon=":material/error:")
+        chosen = [*self.selected, *cloud]
+        return {
+            "selected_files": [u for u in chosen if not u.endswith("/")],
+            "selected_folders": [u for u in chosen if u.endswith("/")],
+        }

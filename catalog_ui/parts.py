@@ -1,0 +1,187 @@
+"""Pieces several catalog pages share: the signed-in check, badges, times and sizes,
+and the links between pages (a page's address says what it shows, so it can be
+bookmarked and shared)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from catalog_ui.session import Session, current
+
+if TYPE_CHECKING:
+    from accelerator_prefect.catalog import HostedVersion
+
+PAGES = {
+    "sign_in": "views/sign_in.py",
+    "catalog": "views/catalog.py",
+    "model": "views/model.py",
+    "run": "views/run.py",
+    "my_runs": "views/my_runs.py",
+    "my_models": "views/my_models.py",
+}
+# Where each page is served, for links in tables: ``run?run=<id>``.
+URL_PATHS = {
+    "sign_in": "sign-in",
+    "catalog": "catalog",
+    "model": "model",
+    "run": "run",
+    "my_runs": "my-runs",
+    "my_models": "my-models",
+}
+AFTER_SIGN_IN = "after-sign-in"  # the page a visitor asked for before signing in
+SCOPE_BADGES = {
+    "public": ("Public", "green", ":material/public:"),
+    "project": ("Project", "blue", ":material/group:"),
+    "link": ("By link", "orange", ":material/link:"),
+    "private": ("Private", "gray", ":material/lock:"),
+}
+STATE_COLOURS = {
+    "Completed": "green",
+    "Failed": "red",
+    "Crashed": "red",
+    "Cancelled": "gray",
+    "Cancelling": "gray",
+    "Running": "blue",
+    "Pending": "orange",
+    "Scheduled": "orange",
+    "Late": "orange",
+}
+
+
+def require_session() -> Session:
+    """The signed-in session, or the page stops with a way to sign in."""
+    import streamlit as st
+
+    session = current()
+    if session is None:
+        st.info("Sign in to use the catalog.")
+        st.page_link(PAGES["sign_in"], label="Sign in", icon=":material/login:")
+        st.stop()
+    assert session is not None
+    return session
+
+
+def embedded() -> bool:
+    """Whether the page is shown as a widget inside another site (``?embed=true``)."""
+    import streamlit as st
+
+    return st.query_params.get("embed") == "true"
+
+
+def go(page: str, **params: str) -> None:
+    """Open another page of the catalog, keeping the embed and link parameters."""
+    import streamlit as st
+
+    keep = {k: st.query_params[k] for k in ("embed", "link") if k in st.query_params}
+    if "link" in keep:
+        keep["model"] = st.query_params.get("model", "")
+    st.switch_page(PAGES[page], query_params={**keep, **params})
+
+
+def link(page: str, **params: str) -> str:
+    """A relative address of ``page`` showing ``params``, for link columns in tables."""
+    from urllib.parse import urlencode
+
+    return f"{URL_PATHS[page]}?{urlencode(params)}"
+
+
+def scope_badge(scope: str) -> str:
+    label, colour, icon = SCOPE_BADGES.get(scope, (scope, "gray", ""))
+    return f":{colour}-badge[{icon} {label}]"
+
+
+def version_badges(version: HostedVersion) -> str:
+    """Markdown badges for a version: its scope, number and, when so, deprecation."""
+    badges = [scope_badge(version.record.scope.value), f":violet-badge[v{version.version}]"]
+    if version.status.value == "deprecated":
+        badges.append(":orange-badge[:material/warning: Deprecated]")
+    if version.semver.prerelease:
+        badges.append(":gray-badge[pre-release]")
+    return " ".join(badges)
+
+
+def state_badge(state: str) -> str:
+    return f":{STATE_COLOURS.get(state, 'gray')}-badge[{state}]"
+
+
+def first_line(markdown: str, limit: int = 160) -> str:
+    """The opening sentence of a Markdown description, as plain text."""
+    import re
+
+    text = " ".join(markdown.strip().split("\n\n", 1)[0].split())
+    text = re.sub(r"[*_`#>]|\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def human_size(size: float) -> str:
+    from accelerator_prefect.mapping import human_size as size_text
+
+    return size_text(size)
+
+
+def elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def ago(moment: datetime | None) -> str:
+    """``moment`` as people say it: "3 min ago", "yesterday 14:05", "2026-11-02"."""
+    if moment is None:
+        return "–"
+    delta = (datetime.now(UTC) - moment).total_seconds()
+    if delta < 60:
+        return "just now"
+    if delta < 3600:
+        return f"{int(delta // 60)} min ago"
+    if delta < 86400:
+        return f"{int(delta // 3600)} h ago"
+    return f"{moment:%Y-%m-%d %H:%M}"
+
+
+def runs_table(runs: list[Any], *, key: str, show_model: bool = True) -> None:
+    """A history of runs; choosing a row opens that run's page (in this tab, so the
+    sign-in holds)."""
+    import pandas as pd
+    import streamlit as st
+
+    if not runs:
+        st.caption("No runs yet.")
+        return
+    frame = pd.DataFrame(
+        {
+            "model": [r.model for r in runs],
+            "version": [r.version for r in runs],
+            "state": [r.state for r in runs],
+            "started": [r.started or r.created for r in runs],
+            "took": [elapsed(r.duration) for r in runs],
+            "by": [r.user for r in runs],
+            "via": [r.via for r in runs],
+            "run": [r.name for r in runs],
+        }
+    )
+    if not show_model:
+        frame = frame.drop(columns=["model"])
+    st.caption("Choose a run to open it.")
+    picked = st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
+        },
+    )
+    rows = picked.selection.rows if picked is not None else []  # type: ignore[attr-defined]
+    if rows:
+        go("run", run=runs[rows[0]].id)

@@ -1,0 +1,154 @@
+"""One run: live state, elapsed time, routines done, logs as they come; then the
+outputs with previews and downloads, the provenance, and "run again"."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from catalog_ui import previews
+from catalog_ui.parts import elapsed, embedded, go, human_size, require_session, state_badge
+from catalog_ui.session import plain_error, reported
+
+FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
+REFRESH_SECONDS = 1.5
+LOG_LINES = 300
+
+session = require_session()
+acc, principal = session.acc, session.principal
+run_id = st.query_params.get("run")
+if not run_id:
+    st.info("Open a run from your runs or launch one from a model's page.")
+    st.stop()
+assert run_id is not None
+
+with reported("open this run"):
+    run = acc.run(run_id)
+    first = run.summary()
+
+if not embedded():
+    st.page_link("views/my_runs.py", label="My runs", icon=":material/arrow_back:")
+st.title(f"{first.model} {first.version}")
+st.caption(f"{first.name} · launched by {first.user} via {first.via}")
+
+
+def status_box() -> str:
+    """The run's state, time and routines; returns the state name."""
+    summary = run.summary()
+    state = summary.state
+    started = run.started
+    if summary.duration is not None:
+        took = summary.duration
+    elif started is not None:
+        took = (datetime.now(UTC) - started).total_seconds()
+    else:
+        took = None
+    progress = run.progress()
+    box = "complete" if state == "Completed" else "error" if state in FINAL else "running"
+    label = {
+        "Scheduled": "Waiting for a worker…",
+        "Pending": "Starting…",
+        "Running": "Running…",
+        "Completed": "Completed",
+    }.get(state, state)
+    with st.status(label, state=box, expanded=state not in FINAL):
+        st.markdown(state_badge(state))
+        a, b = st.columns(2)
+        a.metric("Elapsed" if state not in FINAL else "Took", elapsed(took))
+        b.metric("Routines done", f"{progress.done} of {progress.total}" if progress.total else "–")
+        if progress.total:
+            st.progress(min(progress.fraction, 1.0))
+        if progress.failed:
+            st.error(f"{progress.failed} routine(s) failed.")
+    return state
+
+
+def logs_box(state: str) -> None:
+    lines = run.logs()
+    with st.expander(f"Logs ({len(lines)} lines)", expanded=state not in FINAL):
+        shown = lines[-LOG_LINES:]
+        if len(lines) > LOG_LINES:
+            st.caption(f"The last {LOG_LINES} lines.")
+        st.code("\n".join(shown) or "No log lines yet.", language=None)
+
+
+def live() -> None:
+    with reported("read the run"):
+        state = status_box()
+        logs_box(state)
+    if state in FINAL and st.session_state.get(f"seen-final:{run_id}") is None:
+        st.session_state[f"seen-final:{run_id}"] = time.time()
+        st.rerun(scope="app")  # draw the outputs below
+
+
+with reported("read the run"):
+    final = run.summary().state in FINAL
+if final:
+    st.session_state.setdefault(f"seen-final:{run_id}", time.time())
+    live()
+else:
+    st.fragment(live, run_every=REFRESH_SECONDS)()
+    st.stop()
+
+# -- the run has ended ---------------------------------------------------------------------
+
+state = run.summary().state
+if principal.operator and not embedded():
+    st.link_button("Open in the Prefect UI", run.url, icon=":material/open_in_new:")
+
+st.subheader(":material/inventory: Outputs")
+with reported("list the outputs"):
+    files = run.outputs()
+    complete = run.outputs_complete
+if not files:
+    st.caption("This run wrote no files.")
+elif not complete:
+    st.warning(
+        "The run did not finish: these are the files it wrote before it stopped, and they may "
+        "not be a full result."
+    )
+
+
+def reader(path: str) -> bytes:
+    with run.open_output(path) as f:
+        data: bytes = f.read()
+    return data
+
+
+for file in files:
+    kind = previews.kind_of(file.path)
+    with st.expander(f"{file.path} · {human_size(file.size)}", expanded=kind in {"image", "table"}):
+        st.download_button(
+            "Download",
+            data=lambda path=file.path: reader(path),  # read only when asked for
+            file_name=file.path.rsplit("/", 1)[-1],
+            mime=file.media_type,
+            key=f"download:{file.path}",
+            icon=":material/download:",
+            on_click="ignore",
+        )
+        if kind is None:
+            st.caption("No preview for this kind of file; download it to open it.")
+        elif file.size > previews.PREVIEW_LIMIT:
+            st.caption(f"Too large to preview here ({human_size(file.size)}); download it.")
+        else:
+            try:
+                previews.show(file.path, reader(file.path))
+            except Exception as exc:
+                st.info(f"No preview: {plain_error(exc)} Download the file to open it.")
+
+with st.expander(":material/fingerprint: Provenance: what this run ran on"):
+    try:
+        record = run.provenance()
+    except Exception as exc:
+        st.caption(plain_error(exc))
+    else:
+        st.markdown(record.markdown())
+
+if state in FINAL:
+    st.divider()
+    again, _ = st.columns([1, 3])
+    if again.button("Run again with these settings", icon=":material/replay:", key="again"):
+        go("model", model=first.model, version=first.version, from_run=str(run.id))

@@ -1,0 +1,162 @@
+"""The catalog's pages, each run by Streamlit's AppTest against the real server and
+worker: what a signed-in user, a guest and an author see and can do."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from accelerator_prefect import Accelerator
+from accelerator_prefect.platform import PlatformInfo, seed_example_data
+from catalog_ui.session import KEY, Session
+from tests.conftest import ModelRepo
+from tests.test_launch import bundled_example
+
+APP = str(Path(__file__).parents[1] / "catalog_ui" / "app.py")
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def people(acc: Accelerator, platform: PlatformInfo) -> dict[str, str]:
+    """Tokens of alice (in the climate project) and bob (in no project)."""
+    _, alice = acc.add_user("alice", {"climate": "member"})
+    _, bob = acc.add_user("bob", {})
+    return {"alice": alice, "bob": bob, "operator": (platform.home / "operator.token").read_text()}
+
+
+@pytest.fixture(scope="module")
+def climate(
+    acc: Accelerator, tmp_path_factory: pytest.TempPathFactory, people: dict[str, str]
+) -> ModelRepo:
+    repo = bundled_example(tmp_path_factory.mktemp("climate-ui"), "climate-downscaling")
+    seed_example_data(acc.storage)
+    acc.publish(repo.manifest)
+    return repo
+
+
+def app(token: str | None = None, **params: str) -> AppTest:
+    """The catalog as a browser would open it, signed in with ``token`` if given."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    if token is not None:
+        acc = Accelerator.connect(token=token)
+        at.session_state[KEY] = Session(acc, "token")
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page says, in one string to search."""
+    parts: list[Any] = [
+        *at.title,
+        *at.subheader,
+        *at.markdown,
+        *at.caption,
+        *at.info,
+        *at.warning,
+        *at.error,
+        *at.success,
+    ]
+    return "\n".join(str(p.value) for p in parts)
+
+
+def test_sign_in_with_a_token_opens_the_catalog(people: dict[str, str], climate: ModelRepo) -> None:
+    at = app().run()
+    assert "Sign in" in texts(at) or at.text_input(key="sign-in-user")
+    at.text_input(key="sign-in-user").input("alice")
+    at.text_input(key="sign-in-token").input(people["alice"])
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Model catalog" in texts(at)
+    assert "Climate downscaling" in texts(at)
+
+
+def test_a_wrong_token_is_refused_in_plain_words(people: dict[str, str]) -> None:
+    at = app().run()
+    at.text_input(key="sign-in-user").input("alice")
+    at.text_input(key="sign-in-token").input(people["bob"])
+    at.button[0].click().run()
+    assert not at.exception
+    assert "does not belong to 'alice'" in texts(at)
+    at.text_input(key="sign-in-token").input("acc_nope_nope")
+    at.button[0].click().run()
+    assert "Not signed in" in texts(at)
+    assert KEY not in at.session_state
+
+
+def test_catalog_tells_project_models_from_the_public_catalog(
+    people: dict[str, str], climate: ModelRepo
+) -> None:
+    at = app(people["alice"]).run()
+    assert not at.exception
+    said = texts(at)
+    assert "Your projects (1)" in said  # alice is in the climate project
+    assert "Public" in said and "v1.0.0" in said
+    at = app(people["bob"]).run()
+    said = texts(at)
+    assert "Public catalog (1)" in said and "Your projects" not in said
+
+
+def test_catalog_search_and_filters_narrow_the_models(
+    people: dict[str, str], climate: ModelRepo
+) -> None:
+    at = app(people["alice"]).run()
+    at.text_input(key="catalog-search").input("downscaling").run()
+    assert "Climate downscaling" in texts(at)
+    at.text_input(key="catalog-search").input("no such words").run()
+    assert "No model matches your search" in texts(at)
+    at.text_input(key="catalog-search").input("").run()
+    at.multiselect(key="catalog-scopes").select("public").run()
+    assert "Climate downscaling" in texts(at)
+
+
+def wait_until(check: Any, deadline: float = 120.0) -> Any:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def finished_run(acc: Accelerator, climate: ModelRepo, people: dict[str, str]) -> Iterator[str]:
+    alice = Accelerator.connect(token=people["alice"])
+    run = alice.launch(
+        "climate-downscaling",
+        conf={"scenario": "ssp245", "target_region": "alps"},
+        inputs=["acc://climate/examples/coarse-cmip6/"],
+    )
+    assert run.wait(timeout=180) == "Completed"
+    yield str(run.id)
+    alice.close()
+
+
+def test_run_page_shows_state_outputs_previews_and_provenance(
+    people: dict[str, str], finished_run: str
+) -> None:
+    at = app(people["alice"], run=finished_run).switch_page("views/run.py").run()
+    assert not at.exception, at.exception
+    said = texts(at)
+    assert "Completed" in said
+    assert "Outputs" in said
+    labels = [e.label for e in at.expander]
+    assert any(label.startswith("summary.csv") for label in labels), labels
+    assert at.dataframe, "the CSV summary is previewed as a table"
+    assert "Provenance" in " ".join(labels)
+    assert any(b.label == "Run again with these settings" for b in at.button)
+    # Operators also get the Prefect UI; alice is not one.
+    assert not any("Prefect UI" in str(getattr(b, "label", "")) for b in at.get("link_button"))
+
+
+def test_someone_else_cannot_open_a_run(people: dict[str, str], finished_run: str) -> None:
+    at = app(people["bob"], run=finished_run).switch_page("views/run.py").run()
+    assert not at.exception
+    assert "not found" in texts(at)
+    assert "Outputs" not in texts(at)
