@@ -1,0 +1,214 @@
+"""The catalog in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+`acc up` serves the platform and the catalog; alice signs in, finds
+climate-downscaling, picks its inputs in the file explorer, changes a setting,
+launches, watches the run complete, previews an output and downloads a file.
+bob does not see alice's private model; a guest with a link sees only the
+linked model. Each step leaves a screenshot in ``test-artifacts/catalog/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accelerator_prefect import Accelerator
+from accelerator_prefect.platform import free_port
+from tests.conftest import ROOT, ModelRepo
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "catalog"
+ACC = str(Path(sys.executable).parent / "acc")
+STEP = 30_000  # ms a page may take to show what a step waits for
+RUN = 180_000  # ms a climate run may take to complete
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+
+def acc_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ACC_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [ACC, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`acc up` on a fresh home, with alice, bob and alice's private model."""
+    home = tmp_path_factory.mktemp("catalog-e2e")
+    port, catalog_port = free_port(), free_port()
+    started = acc_cli(
+        home, "up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    catalog = f"http://127.0.0.1:{catalog_port}"
+    assert catalog in started.stdout
+    try:
+        with Accelerator.connect(f"http://127.0.0.1:{port}/api", home=home) as operator:
+            _, alice = operator.add_user("alice", {"climate": "member", "demo": "author"})
+            _, bob = operator.add_user("bob", {})
+            private = ModelRepo(tmp_path_factory.mktemp("private"), "secret-echo").echo()
+            private.write(
+                "deployments/secret-echo.yaml",
+                private.manifest.read_text()
+                .replace("scope: project", "scope: private")
+                .replace("title: Echo", "title: Alice's private echo"),
+            )
+            private.commit("private echo")
+            operator.publish(private.manifest)
+            link = operator.share_link("climate-downscaling")
+        yield {"url": catalog, "alice": alice, "bob": bob, "link": link.url, "home": home}
+    finally:
+        acc_cli(home, "down")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            # This machine has no network but loopback: keep Chromium from trying.
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def new_page(browser: Any) -> Any:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(STEP)
+    return page
+
+
+def sign_in(page: Any, url: str, user: str, token: str) -> None:
+    page.goto(url)
+    page.get_by_role("textbox", name="User name").fill(user)
+    page.get_by_role("textbox", name="Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Model catalog").wait_for()
+
+
+def test_alice_finds_fills_launches_watches_previews_and_downloads(
+    served: dict[str, Any], browser: Any, tmp_path: Path
+) -> None:
+    page = new_page(browser)
+    sign_in(page, served["url"], "alice", served["alice"])
+    page.get_by_text("Climate downscaling").first.wait_for()
+    page.get_by_text("Alice's private echo").first.wait_for()  # her own model
+    shot(page, "01-catalog-alice")
+
+    card = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(
+        has_text="Climate downscaling"
+    )
+    card.get_by_role("button", name="Open").first.click()
+    page.get_by_role("heading", name="Climate downscaling").wait_for()
+    page.get_by_text("Your inputs").wait_for()
+    shot(page, "02-model-page")
+
+    # The explorer: climate → examples → coarse-cmip6, then tick the two files.
+    for folder in ["climate", "examples", "coarse-cmip6"]:
+        row = page.locator("[data-testid='stHorizontalBlock']").filter(
+            has=page.get_by_text(re.compile(rf"^{folder}$"))
+        )
+        row.get_by_role("button", name="Open").last.click()
+        page.get_by_role("button", name=folder).first.wait_for()
+    page.get_by_text("observations.nc").wait_for()
+    page.get_by_text("observations.nc").click()
+    page.get_by_text("model_ssp245.nc").click()
+    page.get_by_text("Selected: 2 file(s)").wait_for()
+    shot(page, "03-inputs-picked")
+
+    # Settings: the two choices without a default, and a changed base year.
+    choose(page, "Scenario", "ssp245")
+    choose(page, "Target region", "alps")
+    base_year = page.get_by_role("spinbutton", name=re.compile("^Base year"))
+    base_year.fill("2000")
+    base_year.press("Enter")
+    shot(page, "04-settings")
+
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text(re.compile("Waiting for a worker|Starting|Running|Completed")).first.wait_for()
+    shot(page, "05-run-live")
+    page.get_by_role("heading", name="Outputs").wait_for(timeout=RUN)
+    assert page.get_by_text("Completed").first.is_visible()
+    shot(page, "06-run-completed")
+
+    # The CSV summary is previewed as a table; the PNG map as an image.
+    summary = page.locator("[data-testid='stExpander']").filter(has_text="summary.csv")
+    summary.locator("[data-testid='stDataFrame']").wait_for()
+    page.locator("[data-testid='stExpander'] img").first.wait_for()
+    shot(page, "07-previews")
+
+    with page.expect_download() as download:
+        summary.get_by_role("button", name="Download").click()
+    saved = tmp_path / "summary.csv"
+    download.value.save_as(saved)
+    header = saved.read_text().splitlines()[0]
+    assert "region" in header.lower(), header
+    page.context.close()
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label`` (a required one ends with *)."""
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
+    box.locator("[data-baseweb='select']").click()
+    page.get_by_role("option", name=option).click()
+
+
+def test_bob_does_not_see_alices_private_model(served: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    sign_in(page, served["url"], "bob", served["bob"])
+    page.get_by_text("Climate downscaling").first.wait_for()  # public: he sees it
+    assert page.get_by_text("Alice's private echo").count() == 0
+    shot(page, "08-catalog-bob")
+    page.goto(served["url"] + "/model?model=secret-echo")
+    # A fresh tab is a fresh session: he signs in again and lands on the page he asked for.
+    page.get_by_role("textbox", name="User name").fill("bob")
+    page.get_by_role("textbox", name="Token").fill(served["bob"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("not found").first.wait_for()
+    assert page.get_by_text("Alice's private echo").count() == 0
+    shot(page, "09-private-model-not-found")
+    page.context.close()
+
+
+def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    page.goto(served["link"])
+    page.get_by_role("heading", name="Climate downscaling").wait_for()
+    page.get_by_text("Your inputs").wait_for()
+    assert page.get_by_text("My runs").count() == 0
+    assert page.get_by_text("Alice's private echo").count() == 0
+    shot(page, "10-guest-link")
+    page.goto(served["link"] + "&embed=true")
+    page.get_by_role("heading", name="Climate downscaling").wait_for()
+    assert page.get_by_role("button", name="Sign out").count() == 0  # no sidebar when embedded
+    shot(page, "11-guest-embedded")
+    page.context.close()
