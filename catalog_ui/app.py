@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from catalog_ui import session as sessions
-from catalog_ui.parts import AFTER_SIGN_IN, PAGES, URL_PATHS
+from catalog_ui.parts import PAGES, URL_PATHS
 
 st.set_page_config(
     page_title="Model catalog",
@@ -57,8 +57,10 @@ if signed_in is None and sessions.oidc_configured() and st.user.is_logged_in:
         st.error(f"Could not sign you in: {sessions.plain_error(exc)}")
 
 if signed_in is None:
+    # Every address answers with the sign-in form, then shows what it names.
     pages: list[st.Page] | dict[str, list[st.Page]] = [
-        page("sign_in", "Sign in", ":material/login:", default=True)
+        page("sign_in", "Sign in", ":material/login:", default=True),
+        *(page(n, n, ":material/lock:", hidden=True) for n in PAGES if n != "sign_in"),
     ]
 elif signed_in.guest:
     pages = [
@@ -71,6 +73,7 @@ else:
             page("catalog", "Catalog", ":material/apps:", default=True),
             page("model", "Model", ":material/science:", hidden=True),
             page("run", "Run", ":material/play_circle:", hidden=True),
+            page("sign_in", "Sign in", ":material/login:", hidden=True),
         ],
         "Yours": [
             page("my_runs", "My runs", ":material/history:"),
@@ -79,11 +82,6 @@ else:
     }
 
 current = st.navigation(pages, position="hidden" if embed or signed_in is None else "sidebar")
-
-wanted = st.session_state.pop(AFTER_SIGN_IN, None) if signed_in is not None else None
-if wanted:
-    target = "run" if "run" in wanted else "model"
-    st.switch_page(PAGES[target], query_params=wanted)
 
 if signed_in is not None and not embed:
     with st.sidebar:

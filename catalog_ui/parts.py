@@ -29,7 +29,6 @@ URL_PATHS = {
     "my_runs": "my-runs",
     "my_models": "my-models",
 }
-AFTER_SIGN_IN = "after-sign-in"  # the page a visitor asked for before signing in
 SCOPE_BADGES = {
     "public": ("Public", "green", ":material/public:"),
     "project": ("Project", "blue", ":material/group:"),
@@ -50,16 +49,58 @@ STATE_COLOURS = {
 
 
 def require_session() -> Session:
-    """The signed-in session, or the page stops with a way to sign in."""
+    """The signed-in session; else the sign-in form, after which the same page (with the
+    same address, e.g. a bookmarked run) shows."""
     import streamlit as st
 
     session = current()
     if session is None:
-        st.info("Sign in to use the catalog.")
-        st.page_link(PAGES["sign_in"], label="Sign in", icon=":material/login:")
+        sign_in_form()
         st.stop()
     assert session is not None
     return session
+
+
+def sign_in_form() -> None:
+    """Sign in with a user name and personal token, or the organisation's identity provider."""
+    import streamlit as st
+
+    from catalog_ui import session as sessions
+
+    _, middle, _ = st.columns([1, 2, 1])
+    with middle:
+        st.title(":material/science: Model catalog")
+        st.write(
+            "Run the models your colleagues host, with your own data and settings. "
+            "Sign in to see the models open to you."
+        )
+        if sessions.oidc_configured():
+            if st.button("Sign in with your organisation", type="primary", icon=":material/key:"):
+                st.login()
+            st.divider()
+            st.caption("Or with a personal token:")
+        with st.form("sign-in", border=True):
+            user = st.text_input("User name", key="sign-in-user", autocomplete="username")
+            token = st.text_input(
+                "Token",
+                type="password",
+                key="sign-in-token",
+                help="Your personal token, acc_… — your operator gives it to you "
+                "(`acc users add` or `acc users token`).",
+            )
+            submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
+        if submitted:
+            try:
+                with st.spinner("Checking your token…"):
+                    sessions.sign_in_with_token(user, token)
+            except Exception as exc:
+                st.error(f"Not signed in: {sessions.plain_error(exc)}")
+            else:
+                st.rerun()
+        st.caption(
+            "Got a link to one model? Open the link itself: it signs you in as a guest of "
+            "that model."
+        )
 
 
 def embedded() -> bool:
