@@ -141,7 +141,11 @@ def plain_error(exc: BaseException) -> str:
     """What to tell a catalog user about ``exc``: our own messages as they are (they say
     what to do), anything else without a traceback."""
     if isinstance(exc, AcceleratorError):
-        return str(exc)
+        # The service layer's messages point CLI users to commands; here, to pages.
+        return str(exc).replace(
+            " (see `acc list` for the hosted models)",
+            ". The catalog lists the models open to you.",
+        )
     return (
         f"Something went wrong on our side ({type(exc).__name__}). Try again in a moment; "
         "if it keeps happening, tell the operator."

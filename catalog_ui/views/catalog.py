@@ -32,13 +32,22 @@ query = search.text_input(
     "Search", placeholder="Search by name, description or tag", key="catalog-search"
 )
 projects = projects_col.multiselect(
-    "Project", sorted({m.latest.record.project for m in models}), key="catalog-projects"
+    "Project",
+    sorted({m.latest.record.project for m in models}),
+    key="catalog-projects",
+    placeholder="any project",
 )
 scopes = scopes_col.multiselect(
-    "Scope", sorted({m.latest.record.scope.value for m in models}), key="catalog-scopes"
+    "Scope",
+    sorted({m.latest.record.scope.value for m in models}),
+    key="catalog-scopes",
+    placeholder="any scope",
 )
 tags = tags_col.multiselect(
-    "Tag", sorted({t for m in models for t in m.latest.record.tags}), key="catalog-tags"
+    "Tag",
+    sorted({t for m in models for t in m.latest.record.tags}),
+    key="catalog-tags",
+    placeholder="any tag",
 )
 
 shown = [
@@ -66,10 +75,9 @@ def card(model: HostedModel) -> None:
         st.markdown(f"#### {v.title}")
         st.markdown(version_badges(v))
         st.write(first_line(v.description) or "No description yet.")
-        st.caption(
-            f":material/person: {v.record.owner} · :material/folder: {v.record.project}"
-            + (f" · {', '.join(v.record.tags)}" if v.record.tags else "")
-        )
+        st.caption(f":material/person: {v.record.owner} · :material/folder: {v.record.project}")
+        if v.record.tags:
+            st.markdown(" ".join(f":gray-badge[{t}]" for t in v.record.tags))
         if st.button("Open", key=f"open-{model.name}", icon=":material/arrow_forward:"):
             go("model", model=model.name)
 
