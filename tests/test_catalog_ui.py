@@ -50,6 +50,11 @@ def app(token: str | None = None, **params: str) -> AppTest:
     return at
 
 
+def on_page(token: str | None, page: str, **params: str) -> AppTest:
+    """The catalog opened at ``views/<page>.py`` (a first run registers the pages)."""
+    return app(token, **params).run().switch_page(f"views/{page}.py").run()
+
+
 def texts(at: AppTest) -> str:
     """Everything the page says, in one string to search."""
     parts: list[Any] = [
@@ -141,7 +146,7 @@ def finished_run(acc: Accelerator, climate: ModelRepo, people: dict[str, str]) -
 def test_run_page_shows_state_outputs_previews_and_provenance(
     people: dict[str, str], finished_run: str
 ) -> None:
-    at = app(people["alice"], run=finished_run).switch_page("views/run.py").run()
+    at = on_page(people["alice"], "run", run=finished_run)
     assert not at.exception, at.exception
     said = texts(at)
     assert "Completed" in said
@@ -156,7 +161,63 @@ def test_run_page_shows_state_outputs_previews_and_provenance(
 
 
 def test_someone_else_cannot_open_a_run(people: dict[str, str], finished_run: str) -> None:
-    at = app(people["bob"], run=finished_run).switch_page("views/run.py").run()
+    at = on_page(people["bob"], "run", run=finished_run)
     assert not at.exception
     assert "not found" in texts(at)
     assert "Outputs" not in texts(at)
+
+
+def test_my_runs_lists_and_filters_the_users_runs(
+    people: dict[str, str], finished_run: str
+) -> None:
+    at = on_page(people["alice"], "my_runs")
+    assert not at.exception, at.exception
+    assert at.dataframe, texts(at)
+    frame = at.dataframe[0].value
+    assert list(frame["state"]) == ["Completed"] and list(frame["by"]) == ["alice"]
+    at.multiselect(key="mr-states").select("Failed").run()
+    assert "No runs yet." in texts(at)
+    at = on_page(people["bob"], "my_runs")
+    assert "No runs yet." in texts(at)  # alice's run is hers
+
+
+def test_my_models_moves_versions_shares_links_and_charts_usage(
+    people: dict[str, str], finished_run: str
+) -> None:
+    operator = people["operator"].strip()  # owner of the bundled examples
+    at = on_page(operator, "my_models")
+    assert not at.exception, at.exception
+    at.selectbox(key="mm-model").select("climate-downscaling").run()
+    versions = at.dataframe[0].value
+    assert list(versions["version"]) == ["1.0.0"] and list(versions["runs"]) == [1]
+
+    at.selectbox(key="mm-status").select("deprecated").run()
+    at.button(key="mm-apply").click().run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["status"]) == ["deprecated"]
+    at.selectbox(key="mm-status").select("active").run()
+    at.button(key="mm-apply").click().run()
+    assert list(at.dataframe[0].value["status"]) == ["active"]
+
+    # A share link: shown once, with its embed snippet; then revoked.
+    at.button[[b.label for b in at.button].index("Create a link")].click().run()
+    codes = [c.value for c in at.code]
+    link = next(c for c in codes if "link=" in c and "iframe" not in c)
+    assert "model=climate-downscaling" in link
+    assert any("<iframe" in c and "embed=true" in c for c in codes)
+    revoke = [b for b in at.button if b.label == "Revoke"]
+    assert revoke
+    revoke[0].click().run()
+    assert "revoked or expired" in texts(at)
+    guest = app(None, model="climate-downscaling", link=link.split("link=")[1]).run()
+    assert "This link does not open anything" in texts(guest)
+
+    # Usage: alice's one completed run, charted per day and version.
+    assert at.get("bar_chart") or at.get("vega_lite_chart") or at.get("arrow_vega_lite_chart")
+    assert "Runs" in [m.label for m in at.metric]
+
+
+def test_my_models_is_refused_to_whoever_owns_nothing(people: dict[str, str]) -> None:
+    at = on_page(people["bob"], "my_models")
+    assert not at.exception
+    assert "You own no hosted model yet" in texts(at)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 from accelerator_prefect.platform import free_port
@@ -43,10 +44,14 @@ def home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 
 
 def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> None:
-    port = free_port()
-    first = acc(home, "up", "--detach", "--port", str(port))
+    port, catalog_port = free_port(), free_port()
+    first = acc(home, "up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port))
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"http://127.0.0.1:{port}" in first.stdout
+    # The catalog is served beside the Prefect UI, and share links point at it.
+    catalog = f"http://127.0.0.1:{catalog_port}"
+    assert f"Catalog      {catalog}" in first.stdout
+    assert httpx.get(f"{catalog}/_stcore/health", timeout=5).text == "ok"
     assert "published climate-downscaling@1.0.0: created" in first.stdout
     assert "published data-harmonization@1.0.0: created" in first.stdout
     assert "sample inputs: 10 new file(s)" in first.stdout
@@ -55,8 +60,9 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert list((home / "dvc-remote" / "files" / "md5").rglob("*"))
     info = json.loads((home / "platform.json").read_text())
 
-    again = acc(home, "up", "--detach", "--port", str(port))
+    again = acc(home, "up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port))
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "serving the catalog" not in again.stdout  # still served from the first time
     assert "climate-downscaling@1.0.0: unchanged" in again.stdout
     assert json.loads((home / "platform.json").read_text())["server_pid"] == info["server_pid"]
 
@@ -88,7 +94,7 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
 
 def test_a_taken_port_is_named(home: Path, tmp_path: Path) -> None:
     port = json.loads((home / "platform.json").read_text())["port"]
-    result = acc(tmp_path / "other-home", "up", "--detach", "--port", str(port))
+    result = acc(tmp_path / "other-home", "up", "--detach", "--port", str(port), "--no-catalog")
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is taken by another program" in result.stderr
 
@@ -97,7 +103,7 @@ def test_acc_down_stops_every_process(home: Path) -> None:
     info = json.loads((home / "platform.json").read_text())
     result = acc(home, "down")
     assert result.returncode == 0 and "stopped." in result.stdout
-    for pid in (info["server_pid"], info["worker_pid"]):
+    for pid in (info["server_pid"], info["worker_pid"], info["catalog_pid"]):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not (home / "platform.json").exists()
