@@ -96,6 +96,9 @@ def _write_platform(info: PlatformInfo) -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers themselves bind: connections of a stopped server lingering in
+        # TIME_WAIT do not hold the port (a listening program still does).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -124,33 +124,35 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     page.get_by_text("Alice's private echo").first.wait_for()  # her own model
     shot(page, "01-catalog-alice")
 
-    card = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(
-        has_text="Climate downscaling"
-    )
-    card.get_by_role("button", name="Open").first.click()
+    page.locator(".st-key-open-climate-downscaling button").click()
     page.get_by_role("heading", name="Climate downscaling").wait_for()
-    page.get_by_text("Your inputs").wait_for()
+    page.get_by_role("heading", name="Your inputs").wait_for()
     shot(page, "02-model-page")
 
     # The explorer: climate → examples → coarse-cmip6, then tick the two files.
-    for folder in ["climate", "examples", "coarse-cmip6"]:
-        row = page.locator("[data-testid='stHorizontalBlock']").filter(
-            has=page.get_by_text(re.compile(rf"^{folder}$"))
-        )
-        row.get_by_role("button", name="Open").last.click()
-        page.get_by_role("button", name=folder).first.wait_for()
-    page.get_by_text("observations.nc").wait_for()
-    page.get_by_text("observations.nc").click()
-    page.get_by_text("model_ssp245.nc").click()
-    page.get_by_text("Selected: 2 file(s)").wait_for()
+    steps = ["climate", "examples", "coarse-cmip6", "observations.nc"]
+    for folder, inside in zip(steps, steps[1:], strict=False):
+        row = page.locator("[data-testid='stHorizontalBlock']").filter(has=tick(page, folder))
+        row.locator("button").filter(has_text=re.compile("Open$")).last.click()
+        tick(page, inside).wait_for()
+    tick(page, "observations.nc").click()
+    page.get_by_text(re.compile(r"^Selected: 1 file")).wait_for()
+    tick(page, "model_ssp245.nc").click()
+    page.get_by_text(re.compile(r"^Selected: 2 file\(s\), [0-9.]+ KB$")).wait_for()
     shot(page, "03-inputs-picked")
 
-    # Settings: the two choices without a default, and a changed base year.
+    # Settings: the scenario and region, and a base year other than the default.
     choose(page, "Scenario", "ssp245")
     choose(page, "Target region", "alps")
-    base_year = page.get_by_role("spinbutton", name=re.compile("^Base year"))
+    base_year = (
+        page.locator("[data-testid='stNumberInput']").filter(has_text="Base Year").locator("input")
+    )
     base_year.fill("2000")
-    base_year.press("Enter")
+    base_year.press("Tab")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stNumberInput] input')]"
+        ".some(e => e.value === '2000')"
+    )
     shot(page, "04-settings")
 
     page.get_by_role("button", name="Launch").click()
@@ -175,11 +177,17 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     page.context.close()
 
 
+def tick(page: Any, name: str) -> Any:
+    """The explorer's tick box of the file or folder ``name``."""
+    return page.locator("[data-testid='stCheckbox']", has_text=re.compile(rf"\b{re.escape(name)}$"))
+
+
 def choose(page: Any, label: str, option: str) -> None:
     """Pick ``option`` in the select box labelled ``label`` (a required one ends with *)."""
     box = page.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
-    box.locator("[data-baseweb='select']").click()
-    page.get_by_role("option", name=option).click()
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    box.filter(has_text=option).wait_for()
 
 
 def test_bob_does_not_see_alices_private_model(served: dict[str, Any], browser: Any) -> None:
@@ -203,7 +211,7 @@ def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], browse
     page = new_page(browser)
     page.goto(served["link"])
     page.get_by_role("heading", name="Climate downscaling").wait_for()
-    page.get_by_text("Your inputs").wait_for()
+    page.get_by_role("heading", name="Your inputs").wait_for()
     assert page.get_by_text("My runs").count() == 0
     assert page.get_by_text("Alice's private echo").count() == 0
     shot(page, "10-guest-link")
