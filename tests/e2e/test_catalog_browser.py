@@ -9,6 +9,7 @@ linked model. Each step leaves a screenshot in ``test-artifacts/catalog/``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -100,11 +101,27 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def new_page(browser: Any) -> Any:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(STEP)
-    return page
+@pytest.fixture
+def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser tab (a new session); on failure its screen is kept as an artifact."""
+    contexts: list[Any] = []
+
+    def make() -> Any:
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 1000}, accept_downloads=True
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(STEP)
+        return page
+
+    yield make
+    for i, context in enumerate(contexts):
+        for page in context.pages:
+            page.screenshot(
+                path=str(ARTIFACTS / f"last-{request.node.name}-{i}.png"), full_page=True
+            )
+        context.close()
 
 
 def sign_in(page: Any, url: str, user: str, token: str) -> None:
@@ -116,9 +133,9 @@ def sign_in(page: Any, url: str, user: str, token: str) -> None:
 
 
 def test_alice_finds_fills_launches_watches_previews_and_downloads(
-    served: dict[str, Any], browser: Any, tmp_path: Path
+    served: dict[str, Any], new_page: Any, tmp_path: Path
 ) -> None:
-    page = new_page(browser)
+    page = new_page()
     sign_in(page, served["url"], "alice", served["alice"])
     page.get_by_text("Climate downscaling").first.wait_for()
     page.get_by_text("Alice's private echo").first.wait_for()  # her own model
@@ -131,7 +148,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
 
     # The explorer: climate → examples → coarse-cmip6, then tick the two files.
     steps = ["climate", "examples", "coarse-cmip6", "observations.nc"]
-    for folder, inside in zip(steps, steps[1:], strict=False):
+    for folder, inside in itertools.pairwise(steps):
         row = page.locator("[data-testid='stHorizontalBlock']").filter(has=tick(page, folder))
         row.locator("button").filter(has_text=re.compile("Open$")).last.click()
         tick(page, inside).wait_for()
@@ -174,7 +191,6 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     download.value.save_as(saved)
     header = saved.read_text().splitlines()[0]
     assert "region" in header.lower(), header
-    page.context.close()
 
 
 def tick(page: Any, name: str) -> Any:
@@ -190,8 +206,8 @@ def choose(page: Any, label: str, option: str) -> None:
     box.filter(has_text=option).wait_for()
 
 
-def test_bob_does_not_see_alices_private_model(served: dict[str, Any], browser: Any) -> None:
-    page = new_page(browser)
+def test_bob_does_not_see_alices_private_model(served: dict[str, Any], new_page: Any) -> None:
+    page = new_page()
     sign_in(page, served["url"], "bob", served["bob"])
     page.get_by_text("Climate downscaling").first.wait_for()  # public: he sees it
     assert page.get_by_text("Alice's private echo").count() == 0
@@ -204,11 +220,10 @@ def test_bob_does_not_see_alices_private_model(served: dict[str, Any], browser: 
     page.get_by_text("not found").first.wait_for()
     assert page.get_by_text("Alice's private echo").count() == 0
     shot(page, "09-private-model-not-found")
-    page.context.close()
 
 
-def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], browser: Any) -> None:
-    page = new_page(browser)
+def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], new_page: Any) -> None:
+    page = new_page()
     page.goto(served["link"])
     page.get_by_role("heading", name="Climate downscaling").wait_for()
     page.get_by_role("heading", name="Your inputs").wait_for()
@@ -219,4 +234,3 @@ def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], browse
     page.get_by_role("heading", name="Climate downscaling").wait_for()
     assert page.get_by_role("button", name="Sign out").count() == 0  # no sidebar when embedded
     shot(page, "11-guest-embedded")
-    page.context.close()
