@@ -76,7 +76,6 @@ class Explorer:
                 self.selected[uri] = self.storage.info(uri)
             except Exception:  # gone or no longer readable: not ticked, nothing to say here
                 continue
-            self.state[f"{self.key}:tick:{uri}"] = True
         if uris:
             self.open(parent(uris[0]))
 
@@ -89,8 +88,6 @@ class Explorer:
             del self.selected[entry.uri]
         else:
             self.selected[entry.uri] = entry
-        # Keep the tick box in step when the selection changed from elsewhere (its list).
-        self.state[f"{self.key}:tick:{entry.uri}"] = entry.uri in self.selected
 
     def listing(self) -> tuple[list[Entry], int]:
         """The entries of the open folder the model can take, and how many files it can't."""
@@ -142,13 +139,18 @@ class Explorer:
             st.caption("Nothing here the model can take." if hidden else "This folder is empty.")
         for entry in entries[:MAX_LISTED]:
             tick, size, when, action = st.columns([6, 2, 2, 2], vertical_alignment="center")
-            icon = ":material/folder:" if entry.is_folder else ":material/description:"
-            self.state.setdefault(f"{self.key}:tick:{entry.uri}", entry.uri in self.selected)
-            tick.checkbox(
-                f"{icon} {entry.name}",
+            # A button, not a check box: the selection lives here, so no widget value can go
+            # stale when the listing changes under it.
+            ticked = entry.uri in self.selected
+            kind = "folder" if entry.is_folder else "file"
+            tick.button(
+                entry.name,
                 key=f"{self.key}:tick:{entry.uri}",
-                on_change=self.toggle,
+                icon=":material/check_box:" if ticked else ":material/check_box_outline_blank:",
+                help=f"{'Unselect' if ticked else 'Select'} this {kind}",
+                on_click=self.toggle,
                 args=(entry,),
+                type="tertiary",
             )
             size.caption("folder" if entry.is_folder else human_size(entry.size))
             when.caption(ago(entry.modified))

@@ -194,8 +194,10 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
 
 
 def tick(page: Any, name: str) -> Any:
-    """The explorer's tick box of the file or folder ``name``."""
-    return page.locator("[data-testid='stCheckbox']", has_text=re.compile(rf"\b{re.escape(name)}$"))
+    """The explorer's select button of the file or folder ``name``."""
+    return page.locator("[data-testid='stButton'] button").filter(
+        has_text=re.compile(rf"check_box\S*\s*{re.escape(name)}$")
+    )
 
 
 def choose(page: Any, label: str, option: str) -> None:
