@@ -151,9 +151,11 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     for folder, inside in itertools.pairwise(steps):
         row = page.locator("[data-testid='stHorizontalBlock']").filter(has=tick(page, folder))
         row.locator("button").filter(has_text=re.compile("Open$")).last.click()
-        tick(page, inside).wait_for()
+        tick(page, inside).first.wait_for()
+        settled(page)
     tick(page, "observations.nc").click()
     page.get_by_text(re.compile(r"^Selected: 1 file")).wait_for()
+    settled(page)
     tick(page, "model_ssp245.nc").click()
     page.get_by_text(re.compile(r"^Selected: 2 file\(s\), [0-9.]+ KB$")).wait_for()
     shot(page, "03-inputs-picked")
@@ -191,6 +193,11 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     download.value.save_as(saved)
     header = saved.read_text().splitlines()[0]
     assert "region" in header.lower(), header
+
+
+def settled(page: Any) -> None:
+    """Wait until Streamlit has finished redrawing: no element of the last run left stale."""
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
 
 
 def tick(page: Any, name: str) -> Any:
