@@ -203,7 +203,7 @@ def settled(page: Any) -> None:
 def tick(page: Any, name: str) -> Any:
     """The explorer's select button of the file or folder ``name``."""
     return page.locator("[data-testid='stButton'] button").filter(
-        has_text=re.compile(rf"check_box\S*\s*{re.escape(name)}$")
+        has_text=re.compile(rf"check_box\S*\s*{re.escape(name)}$"), visible=True
     )
 
 
