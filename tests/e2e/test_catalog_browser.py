@@ -210,9 +210,10 @@ def tick(page: Any, name: str) -> Any:
 def choose(page: Any, label: str, option: str) -> None:
     """Pick ``option`` in the select box labelled ``label`` (a required one ends with *)."""
     box = page.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
-    box.click()
+    box.get_by_role("combobox").click()
     page.get_by_role("option", name=option, exact=True).click()
-    box.filter(has_text=option).wait_for()
+    settled(page)
+    assert box.get_by_role("combobox").input_value() == option
 
 
 def test_bob_does_not_see_alices_private_model(served: dict[str, Any], new_page: Any) -> None:
