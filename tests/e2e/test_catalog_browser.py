@@ -210,7 +210,8 @@ def tick(page: Any, name: str) -> Any:
 def choose(page: Any, label: str, option: str) -> None:
     """Pick ``option`` in the select box labelled ``label`` (a required one ends with *)."""
     box = page.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
-    box.get_by_role("combobox").click()
+    settled(page)
+    box.get_by_role("combobox").fill(option)  # typing opens the list, narrowed to it
     page.get_by_role("option", name=option, exact=True).click()
     settled(page)
     assert box.get_by_role("combobox").input_value() == option
