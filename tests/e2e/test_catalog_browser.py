@@ -97,8 +97,15 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+def shot(page: Any, name: str, at: Any = None) -> None:
+    """Keep what the screen shows (scrolled to ``at``) as ``<name>.png``.
+
+    Not a full-page screenshot: resizing the window under Streamlit leaves its next
+    drop-down list closed.
+    """
+    if at is not None:
+        at.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 @pytest.fixture
@@ -118,9 +125,7 @@ def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     yield make
     for i, context in enumerate(contexts):
         for page in context.pages:
-            page.screenshot(
-                path=str(ARTIFACTS / f"last-{request.node.name}-{i}.png"), full_page=True
-            )
+            page.screenshot(path=str(ARTIFACTS / f"last-{request.node.name}-{i}.png"))
         context.close()
 
 
@@ -158,7 +163,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     settled(page)
     tick(page, "model_ssp245.nc").click()
     page.get_by_text(re.compile(r"^Selected: 2 file\(s\), [0-9.]+ KB$")).wait_for()
-    shot(page, "03-inputs-picked")
+    shot(page, "03-inputs-picked", page.get_by_text(re.compile("^Selected:")))
 
     # Settings: the scenario and region, and a base year other than the default.
     choose(page, "Scenario", "ssp245")
@@ -172,7 +177,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
         "() => [...document.querySelectorAll('[data-testid=stNumberInput] input')]"
         ".some(e => e.value === '2000')"
     )
-    shot(page, "04-settings")
+    shot(page, "04-settings", page.get_by_role("button", name="Launch"))
 
     page.get_by_role("button", name="Launch").click()
     page.get_by_text(re.compile("Waiting for a worker|Starting|Running|Completed")).first.wait_for()
@@ -185,7 +190,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     summary = page.locator("[data-testid='stExpander']").filter(has_text="summary.csv")
     summary.locator("[data-testid='stDataFrame']").wait_for()
     page.locator("[data-testid='stExpander'] img").first.wait_for()
-    shot(page, "07-previews")
+    shot(page, "07-previews", summary)
 
     with page.expect_download() as download:
         summary.get_by_role("button", name="Download").click()
