@@ -216,7 +216,9 @@ def choose(page: Any, label: str, option: str) -> None:
     """Pick ``option`` in the select box labelled ``label`` (a required one ends with *)."""
     box = page.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
     settled(page)
-    box.get_by_role("combobox").fill(option)  # typing opens the list, narrowed to it
+    combo = box.get_by_role("combobox")
+    combo.click()
+    combo.press("ArrowDown")  # a click alone does not always open the list
     page.get_by_role("option", name=option, exact=True).click()
     settled(page)
     assert box.get_by_role("combobox").input_value() == option
