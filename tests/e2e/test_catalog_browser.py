@@ -189,7 +189,8 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     # The CSV summary is previewed as a table; the PNG map as an image.
     summary = page.locator("[data-testid='stExpander']").filter(has_text="summary.csv")
     summary.locator("[data-testid='stDataFrame']").wait_for()
-    page.locator("[data-testid='stExpander'] img").first.wait_for()
+    quicklook = page.locator("[data-testid='stExpander']").filter(has_text="quicklook.png")
+    quicklook.locator("img").first.wait_for()
     shot(page, "07-previews", summary)
 
     with page.expect_download() as download:
