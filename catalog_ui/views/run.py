@@ -30,8 +30,15 @@ with reported("open this run"):
 
 if not embedded():
     st.page_link("views/my_runs.py", label="My runs", icon=":material/arrow_back:")
-st.title(f"{first.model} {first.version}")
-st.caption(f"{first.name} · launched by {first.user} via {first.via}")
+try:
+    title = session.cached(f"model:{first.model}", lambda: acc.get(first.model)).latest.title
+except Exception:  # the model went out of sight (archived, unshared): its run still reads
+    title = first.model
+st.title(f"{title} · {first.version}")
+st.caption(
+    f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
+    + (f" · {first.created:%Y-%m-%d %H:%M} UTC" if first.created else "")
+)
 
 
 def status_box() -> str:
@@ -53,15 +60,17 @@ def status_box() -> str:
         "Running": "Running…",
         "Completed": "Completed",
     }.get(state, state)
-    with st.status(label, state=box, expanded=state not in FINAL):
-        st.markdown(state_badge(state))
-        a, b = st.columns(2)
-        a.metric("Elapsed" if state not in FINAL else "Took", elapsed(took))
-        b.metric("Routines done", f"{progress.done} of {progress.total}" if progress.total else "–")
-        if progress.total:
-            st.progress(min(progress.fraction, 1.0))
-        if progress.failed:
-            st.error(f"{progress.failed} routine(s) failed.")
+    # Not used as a context manager: leaving one marks the box complete.
+    status = st.status(label, state=box, expanded=True)
+    a, b, c = status.columns(3)
+    a.markdown("**State**")
+    a.markdown(state_badge(state))
+    b.metric("Elapsed" if state not in FINAL else "Took", elapsed(took))
+    c.metric("Routines done", f"{progress.done} of {progress.total}" if progress.total else "–")
+    if progress.total:
+        status.progress(min(progress.fraction, 1.0))
+    if progress.failed:
+        status.error(f"{progress.failed} routine(s) failed; the logs below say why.")
     return state
 
 
