@@ -187,9 +187,9 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     shot(page, "06-run-completed")
 
     # The CSV summary is previewed as a table; the PNG map as an image.
-    summary = page.locator("[data-testid='stExpander']").filter(has_text="summary.csv")
+    summary = output_box(page, "summary.csv")
     summary.locator("[data-testid='stDataFrame']").wait_for()
-    quicklook = page.locator("[data-testid='stExpander']").filter(has_text="quicklook.png")
+    quicklook = output_box(page, "quicklook.png")
     quicklook.locator("img").first.wait_for()
     shot(page, "07-previews", summary)
 
@@ -199,6 +199,13 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     download.value.save_as(saved)
     header = saved.read_text().splitlines()[0]
     assert "region" in header.lower(), header
+
+
+def output_box(page: Any, name: str) -> Any:
+    """The fold of the run page holding output ``name`` (by its heading, not the logs')."""
+    return page.locator("[data-testid='stExpander']").filter(
+        has=page.locator("summary", has_text=re.compile(rf"^\S*{re.escape(name)} ·"))
+    )
 
 
 def settled(page: Any) -> None:
