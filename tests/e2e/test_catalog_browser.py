@@ -194,7 +194,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     shot(page, "07-previews", summary)
 
     with page.expect_download() as download:
-        summary.get_by_role("button", name="Download").click()
+        summary.get_by_role("button", name="Download", exact=True).click()
     saved = tmp_path / "summary.csv"
     download.value.save_as(saved)
     header = saved.read_text().splitlines()[0]
