@@ -221,3 +221,24 @@ def test_my_models_is_refused_to_whoever_owns_nothing(people: dict[str, str]) ->
     at = on_page(people["bob"], "my_models")
     assert not at.exception
     assert "You own no hosted model yet" in texts(at)
+
+
+def test_a_link_makes_its_holder_a_guest_of_that_model_only(
+    acc: Accelerator, people: dict[str, str], climate: ModelRepo
+) -> None:
+    link = acc.share_link("climate-downscaling")
+    assert link.token is not None
+    at = app(None, model="climate-downscaling", link=link.token).run()
+    assert not at.exception, at.exception
+    said = texts(at)
+    assert "Climate downscaling" in said and "Your inputs" in said
+    assert "Guest of **climate-downscaling**" in said
+    # The results go to the guest's own scratch folder; they cannot choose another.
+    output = at.text_input(key="output:climate-downscaling:1.0.0:")
+    assert output.disabled and "/runs/{run_id}/" in output.value
+    # Only the model and run pages exist for a guest.
+    with pytest.raises(ValueError):
+        at.switch_page("views/my_runs.py")
+    acc.revoke_link(link.id)
+    at = app(None, model="climate-downscaling", link=link.token).run()
+    assert "This link does not open anything" in texts(at)

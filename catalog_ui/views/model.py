@@ -60,7 +60,7 @@ def label(version: HostedVersion) -> str:
 wanted = st.query_params.get("version") or (earlier_version if from_run else None)
 index = next((i for i, v in enumerate(choices) if v.version == wanted), 0)
 
-if not embedded():
+if not embedded() and not principal.guest:
     st.page_link("views/catalog.py", label="All models", icon=":material/arrow_back:")
 st.title(newest.title)
 top_left, top_right = st.columns([3, 1], vertical_alignment="bottom")

@@ -28,7 +28,10 @@ with reported("open this run"):
     run = acc.run(run_id)
     first = run.summary()
 
-if not embedded():
+if principal.guest:
+    if st.button("Back to the model", icon=":material/arrow_back:", type="tertiary"):
+        go("model")
+elif not embedded():
     st.page_link("views/my_runs.py", label="My runs", icon=":material/arrow_back:")
 try:
     title = session.cached(f"model:{first.model}", lambda: acc.get(first.model)).latest.title
