@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from catalog_ui import session as sessions
-from catalog_ui.parts import PAGES, URL_PATHS
+from catalog_ui.parts import PAGES, URL_PATHS, embedded
 
 st.set_page_config(
     page_title="Model catalog",
@@ -21,7 +21,7 @@ st.set_page_config(
 )
 
 params = st.query_params
-embed = params.get("embed") == "true"
+embed = embedded()
 link, model = params.get("link"), params.get("model")
 signed_in = sessions.current()
 

@@ -104,17 +104,18 @@ def sign_in_form() -> None:
 
 
 def embedded() -> bool:
-    """Whether the page is shown as a widget inside another site (``?embed=true``)."""
+    """Whether the page is shown as a widget inside another site (``?embed=true``, which
+    Streamlit keeps to itself: it hides its own menu then, and across page switches)."""
     import streamlit as st
 
-    return st.query_params.get("embed") == "true"
+    return bool(st.context.is_embedded)
 
 
 def go(page: str, **params: str) -> None:
-    """Open another page of the catalog, keeping the embed and link parameters."""
+    """Open another page of the catalog, keeping the link (Streamlit keeps ``embed``)."""
     import streamlit as st
 
-    keep = {k: st.query_params[k] for k in ("embed", "link") if k in st.query_params}
+    keep = {k: st.query_params[k] for k in ("link",) if k in st.query_params}
     if "link" in keep:
         keep["model"] = st.query_params.get("model", "")
     st.switch_page(PAGES[page], query_params={**keep, **params})
