@@ -130,8 +130,6 @@ with run_tab:
         conf = form.render(
             fields, key=f"conf:{form_key}", initial=earlier.get("conf"), errors=conf_errors
         )
-        if conf_errors.get(""):
-            st.error("; ".join(conf_errors[""]))
 
     output: str | None = None
     if "output" in parameters:
