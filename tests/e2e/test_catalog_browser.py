@@ -68,7 +68,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             private.commit("private echo")
             operator.publish(private.manifest)
             link = operator.share_link("climate-downscaling")
-        yield {"url": catalog, "alice": alice, "bob": bob, "link": link.url, "home": home}
+        yield {
+            "url": catalog,
+            "api": f"http://127.0.0.1:{port}/api",
+            "alice": alice,
+            "bob": bob,
+            "link": link.url,
+            "home": home,
+        }
     finally:
         acc_cli(home, "down")
 
@@ -199,6 +206,17 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     download.value.save_as(saved)
     header = saved.read_text().splitlines()[0]
     assert "region" in header.lower(), header
+
+    # The run ran what the form said: the two files picked and the base year typed.
+    run_id = re.search(r"[?&]run=([0-9a-f-]+)", page.url)
+    assert run_id, page.url
+    with Accelerator.connect(served["api"], token=served["alice"]) as alice:
+        ran = alice.run(run_id.group(1)).parameters
+    assert ran["conf"]["base_year"] == 2000 and ran["conf"]["scenario"] == "ssp245"
+    assert sorted(ran["inputs"]["selected_files"]) == [
+        "acc://climate/examples/coarse-cmip6/model_ssp245.nc",
+        "acc://climate/examples/coarse-cmip6/observations.nc",
+    ]
 
 
 def output_box(page: Any, name: str) -> Any:
