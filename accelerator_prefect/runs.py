@@ -439,7 +439,9 @@ class Run:
 
     @property
     def started(self) -> datetime | None:
-        return self._flow_run().start_time
+        """When the run started running (``None`` while it waits)."""
+        started: datetime | None = self._flow_run().start_time
+        return started
 
     def summary(self) -> RunSummary:
         """The run as a history lists it: model, version, who, state, times."""

@@ -22,11 +22,10 @@ from catalog_ui.session import plain_error, reported
 
 session = require_session()
 acc, principal = session.acc, session.principal
-name = st.query_params.get("model") or session.model
+name: str = st.query_params.get("model") or session.model or ""
 if not name:
     st.info("Choose a model in the catalog first.")
     st.stop()
-assert name is not None
 
 with reported("open this model"), st.spinner("Opening the model…"):
     hosted = session.cached(f"model:{name}", lambda: acc.get(name))
@@ -38,7 +37,7 @@ assert listed is not None
 
 # Prefill from an earlier run ("run again with these settings"), once per visit.
 earlier: dict[str, Any] = {}
-from_run = st.query_params.get("from_run")
+from_run: str = st.query_params.get("from_run") or ""
 if from_run:
     with reported("read the earlier run"):
         earlier = session.cached(f"params:{from_run}", lambda: acc.run(from_run).parameters, 300)

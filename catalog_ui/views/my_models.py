@@ -134,8 +134,9 @@ with links_tab:
             st.error(f"No link made: {plain_error(exc)}")
         else:
             st.session_state["mm-made-link"] = made
-    made = st.session_state.get("mm-made-link")
-    if made is not None and made.model == name and made.url:
+    shown = st.session_state.get("mm-made-link")
+    if shown is not None and shown.model == name and shown.url:
+        made = shown
         st.success("Link created. Copy it now: it is shown only once.")
         st.code(made.url, language=None)
         embed_url = made.url + "&" + urlencode({"embed": "true"})

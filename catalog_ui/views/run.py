@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import partial
+from typing import Literal
 
 import streamlit as st
 
@@ -56,7 +58,9 @@ def status_box() -> str:
     else:
         took = None
     progress = run.progress()
-    box = "complete" if state == "Completed" else "error" if state in FINAL else "running"
+    box: Literal["running", "complete", "error"] = (
+        "complete" if state == "Completed" else "error" if state in FINAL else "running"
+    )
     label = {
         "Scheduled": "Waiting for a worker…",
         "Pending": "Starting…",
@@ -134,7 +138,7 @@ for file in files:
     with st.expander(f"{file.path} · {human_size(file.size)}", expanded=kind in {"image", "table"}):
         st.download_button(
             "Download",
-            data=lambda path=file.path: reader(path),  # read only when asked for
+            data=partial(reader, file.path),  # read only when asked for
             file_name=file.path.rsplit("/", 1)[-1],
             mime=file.media_type,
             key=f"download:{file.path}",
