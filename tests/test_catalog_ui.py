@@ -242,3 +242,70 @@ def test_a_link_makes_its_holder_a_guest_of_that_model_only(
     acc.revoke_link(link.id)
     at = app(None, model="climate-downscaling", link=link.token).run()
     assert "This link does not open anything" in texts(at)
+
+
+def test_a_launch_without_inputs_is_refused_next_to_the_explorer_and_runs_nothing(
+    acc: Accelerator, people: dict[str, str], climate: ModelRepo
+) -> None:
+    from tests.test_launch import count_runs
+
+    before = count_runs(acc.api_url, "climate-downscaling@1.0.0")
+    at = on_page(people["alice"], "model", model="climate-downscaling")
+    assert not at.exception, at.exception
+    launch = next(b for b in at.button if b.label == "Launch")
+    launch.click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("at least 2 required" in e for e in errors), errors
+    assert any("The run was not started" in e for e in errors), errors
+    assert count_runs(acc.api_url, "climate-downscaling@1.0.0") == before
+
+
+def test_run_again_opens_the_form_filled_with_that_runs_settings(
+    people: dict[str, str], finished_run: str
+) -> None:
+    at = on_page(people["alice"], "run", run=finished_run)
+    next(b for b in at.button if b.label == "Run again with these settings").click().run()
+    assert not at.exception, at.exception
+    said = texts(at)
+    assert "Your inputs" in said
+    assert "Selected:** 1 folder(s)" in said  # the run's input folder, ticked again
+    assert "acc://climate/examples/coarse-cmip6/" in [c.value for c in at.code]
+    chosen = {s.label: s.value for s in at.selectbox}
+    assert chosen.get("Scenario *") == "ssp245" and chosen.get("Target region *") == "alps"
+
+
+def test_an_identity_providers_user_is_named_as_in_the_directory() -> None:
+    from accelerator_prefect.errors import AccessDenied
+    from catalog_ui.session import oidc_user
+
+    assert oidc_user({"preferred_username": "Alice", "email": "a@example.org"}) == "alice"
+    assert oidc_user({"email": "bob.smith@example.org"}) == "bob.smith"
+    with pytest.raises(AccessDenied, match="did not say who you are"):
+        oidc_user({"sub": "1234"})
+
+
+def test_errors_reach_catalog_users_in_plain_words_without_internals() -> None:
+    from accelerator_prefect.errors import NotFound
+    from catalog_ui.session import plain_error
+
+    said = plain_error(NotFound("model 'x' not found (see `acc list` for the hosted models)"))
+    assert said == "model 'x' not found. The catalog lists the models open to you."
+    said = plain_error(KeyError("/srv/secret/path"))
+    assert "KeyError" in said and "/srv/secret/path" not in said and "tell the operator" in said
+
+
+def test_the_input_rule_is_said_in_one_sentence() -> None:
+    from accelerator_prefect.manifest import InputMapping
+    from catalog_ui.explorer import rule
+
+    climate = InputMapping(
+        min_files=2, max_files=10, accepted_types=[".nc"], max_total_size="100 MB"
+    )
+    assert rule(climate) == (
+        "Select 2 to 10 file(s) of .nc, or folders holding them; 100 MB at most in all."
+    )
+    assert rule(InputMapping(min_files=1, max_files=1)).startswith(
+        "Select exactly 1 file(s) of any"
+    )
+    assert rule(InputMapping()).startswith("Select any number of file(s)")
