@@ -135,7 +135,9 @@ class Explorer:
             "Filter", key=f"{self.key}:filter", placeholder="Filter this folder by name"
         ).lower()
         entries = [e for e in entries if needle in e.name.lower()]
-        if not entries:
+        if not entries and self.folder == PREFIX and not needle:
+            st.caption("No folder of yours holds files yet: upload yours below.")
+        elif not entries:
             st.caption("Nothing here the model can take." if hidden else "This folder is empty.")
         for entry in entries[:MAX_LISTED]:
             tick, size, when, action = st.columns([6, 2, 2, 2], vertical_alignment="center")

@@ -17,7 +17,14 @@ from accelerator_prefect.launch import default_output
 from accelerator_prefect.validation import parameter_problems, property_schema
 from catalog_ui import form
 from catalog_ui.explorer import Explorer
-from catalog_ui.parts import embedded, go, require_session, runs_table, version_badges
+from catalog_ui.parts import (
+    embedded,
+    first_line,
+    go,
+    require_session,
+    runs_table,
+    version_badges,
+)
 from catalog_ui.session import plain_error, reported
 
 session = require_session()
@@ -62,6 +69,7 @@ index = next((i for i, v in enumerate(choices) if v.version == wanted), 0)
 if not embedded() and not principal.guest:
     st.page_link("views/catalog.py", label="All models", icon=":material/arrow_back:")
 st.title(newest.title)
+st.markdown(first_line(newest.description, limit=300))
 top_left, top_right = st.columns([3, 1], vertical_alignment="bottom")
 chosen: HostedVersion = top_right.selectbox(
     "Version", choices, index=index, format_func=label, key=f"version:{name}"
