@@ -152,6 +152,31 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
+def _wait_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    what: str,
+    log: Path,
+    deadline: float,
+) -> None:
+    """Wait until ``ready()``; if ``process`` exits first or ``deadline`` s pass, stop it and
+    say why with the last lines of its ``log``."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise PlatformError(
+                f"{what} exited with code {process.returncode} before it was ready; "
+                f"the last lines of {log}:\n{_tail(log)}"
+            )
+        if ready():
+            return
+        time.sleep(0.25)
+    stop_process(process.pid)
+    raise PlatformError(
+        f"{what} did not answer within {deadline:g} s; the last lines of {log}:\n{_tail(log)}"
+    )
+
+
 def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
     """Start the Prefect server and wait until it answers; return its pid."""
     if not _port_free(port):
@@ -168,21 +193,10 @@ def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
     process = _spawn(
         [_prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log
     )
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise PlatformError(
-                f"the Prefect server exited with code {process.returncode} before it was "
-                f"ready; the last lines of {log}:\n{_tail(log)}"
-            )
-        if healthy(api_url, timeout=1.0):
-            return process.pid
-        time.sleep(0.25)
-    stop_process(process.pid)
-    raise PlatformError(
-        f"the Prefect server did not answer within {deadline:g} s; the last lines of {log}:\n"
-        f"{_tail(log)}"
+    _wait_until_ready(
+        process, lambda: healthy(api_url, timeout=1.0), "the Prefect server", log, deadline
     )
+    return process.pid
 
 
 def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None = None) -> int:
@@ -265,18 +279,10 @@ def start_catalog(home: Path, api_url: str, port: int, deadline: float = 60.0) -
         env,
         log,
     )
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise PlatformError(
-                f"the catalog exited with code {process.returncode} before it was ready; "
-                f"the last lines of {log}:\n{_tail(log)}"
-            )
-        if catalog_healthy(url, timeout=1.0):
-            return process.pid, url
-        time.sleep(0.25)
-    stop_process(process.pid)
-    raise PlatformError(f"the catalog did not answer within {deadline:g} s; see {log}")
+    _wait_until_ready(
+        process, lambda: catalog_healthy(url, timeout=1.0), "the catalog", log, deadline
+    )
+    return process.pid, url
 
 
 def stop_process(pid: int | None, deadline: float = 15.0) -> None:
