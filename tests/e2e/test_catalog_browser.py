@@ -265,6 +265,22 @@ def test_bob_does_not_see_alices_private_model(served: dict[str, Any], new_page:
     assert page.get_by_text("Alice's private echo").count() == 0
     shot(page, "09-private-model-not-found")
 
+    # bob is in no project: he brings his own files, into his own folder.
+    page.goto(served["url"] + "/model?model=climate-downscaling")
+    page.get_by_role("textbox", name="User name").fill("bob")
+    page.get_by_role("textbox", name="Token").fill(served["bob"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Your inputs").wait_for()
+    page.get_by_text("Upload files from your computer").click()
+    sample = ROOT / "examples" / "data" / "climate" / "coarse-cmip6"
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        [str(sample / "observations.nc"), str(sample / "model_ssp245.nc")]
+    )
+    page.get_by_role("button", name="Upload and select").click()
+    page.get_by_text(re.compile(r"^Selected: 2 file\(s\)")).wait_for()
+    assert page.get_by_text("acc://users/bob/uploads/observations.nc").count() == 1
+    shot(page, "10-bob-uploaded", page.get_by_text(re.compile("^Selected:")))
+
 
 def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], new_page: Any) -> None:
     page = new_page()
@@ -273,8 +289,8 @@ def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], new_pa
     page.get_by_role("heading", name="Your inputs").wait_for()
     assert page.get_by_text("My runs").count() == 0
     assert page.get_by_text("Alice's private echo").count() == 0
-    shot(page, "10-guest-link")
+    shot(page, "11-guest-link")
     page.goto(served["link"] + "&embed=true")
     page.get_by_role("heading", name="Climate downscaling").wait_for()
     assert page.get_by_role("button", name="Sign out").count() == 0  # no sidebar when embedded
-    shot(page, "11-guest-embedded")
+    shot(page, "12-guest-embedded")
