@@ -278,7 +278,7 @@ def test_bob_does_not_see_alices_private_model(served: dict[str, Any], new_page:
     )
     page.get_by_role("button", name="Upload and select").click()
     page.get_by_text(re.compile(r"^Selected: 2 file\(s\)")).wait_for()
-    assert page.get_by_text("acc://users/bob/uploads/observations.nc").count() == 1
+    page.get_by_text("acc://users/bob/uploads/observations.nc").first.wait_for()
     shot(page, "10-bob-uploaded", page.get_by_text(re.compile("^Selected:")))
 
 
