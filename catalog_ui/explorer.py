@@ -182,7 +182,8 @@ class Explorer:
                 f"They go into your own folder, {area}",
                 type=extensions if extensions and only_extensions else None,
                 accept_multiple_files=True,
-                key=f"{self.key}:upload",
+                # A new key once uploaded: the box empties, ready for the next files.
+                key=f"{self.key}:upload:{self.state.get(f'{self.key}:uploads', 0)}",
             )
             if files and st.button("Upload and select", key=f"{self.key}:do-upload"):
                 done = []
@@ -195,6 +196,7 @@ class Explorer:
                 for entry in done:
                     self.selected[entry.uri] = entry
                 self.session.forget()
+                self.state[f"{self.key}:uploads"] = self.state.get(f"{self.key}:uploads", 0) + 1
                 self.open(area)
                 st.rerun()
 
