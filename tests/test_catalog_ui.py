@@ -196,6 +196,11 @@ def test_my_models_moves_versions_shares_links_and_charts_usage(
     at.button(key="mm-apply").click().run()
     assert not at.exception, at.exception
     assert list(at.dataframe[0].value["status"]) == ["deprecated"]
+    # Its page and the catalog now say so, and it still takes runs.
+    page = on_page(people["alice"], "model", model="climate-downscaling")
+    assert any("Version 1.0.0 is deprecated" in w.value for w in page.warning)
+    assert any(b.label == "Launch" for b in page.button)
+    assert "Deprecated" in texts(on_page(people["alice"], "catalog"))
     at.selectbox(key="mm-status").select("active").run()
     at.button(key="mm-apply").click().run()
     assert list(at.dataframe[0].value["status"]) == ["active"]
