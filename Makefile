@@ -23,6 +23,7 @@ lint: setup
 test: lint
 	$(UV) run --frozen pytest
 
-# Not part of `make test` (which runs a small smoke of it): minutes, and a 1 GB file.
+# Not part of `make test` (which runs each at tiny sizes): tens of minutes, a 1 GB file,
+# 10,000 deployments. Writes benchmarks/RESULTS.md and RESULTS.json.
 bench: setup
-	$(UV) run --frozen python -m benchmarks.storage_throughput --out benchmarks/results
+	$(UV) run --frozen python -m benchmarks

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from benchmarks import storage_throughput
+from benchmarks.__main__ import summary
 
 
 def test_storage_throughput_reports_acc_and_raw_for_local_and_s3(tmp_path: Path) -> None:
@@ -51,3 +52,17 @@ def test_moto_server_is_stopped_even_when_the_benchmark_fails(tmp_path: Path) ->
 
     with pytest.raises(httpx.TransportError):
         httpx.get(url, timeout=5)
+
+
+def test_results_page_summarises_what_ran_and_names_what_did_not(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    storage_throughput.main(["--size-mb", "2", "--repeat", "1", "--out", str(out)])
+
+    summary(out, tmp_path)
+
+    page = (tmp_path / "RESULTS.md").read_text()
+    assert page.startswith("# Benchmarks") and "Machine:" in page
+    assert "| B4 |" in page and "## B4" in page
+    assert "create_flow_run_from_deployment | not run |" in page
+    data = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert set(data["benchmarks"]) == {"B4"}

@@ -1,0 +1,280 @@
+"""B3: the catalog listing of a user in 3 projects, with 1,000 and 10,000 published versions,
+against Prefect's own ``read_deployments`` of every deployment, on the same server.
+
+One model is published for real (git repository, manifest, ``acc publish``); its
+deployment is then cloned into N hosted versions spread over 30 projects (70%
+project scope, 20% private, 10% public), 10 versions a model, each with the tags
+and hosting record a publish writes. The reader is a member of 3 projects and
+signs in with a token, as a catalog user does.
+
+- ``acc``: ``Accelerator.catalog()`` as the reader (server-side tag filter, then
+  the access layer, grouped into models);
+- ``raw``: ``read_deployments`` of every deployment, paged by 200 (the server's
+  largest page), as an operator's script or the Prefect UI would list them.
+
+Targets: acc's p50 at most 300 ms at 10,000 versions, growing sublinearly
+(from 1,000 to 10,000 versions, less than 10x).
+
+Run it:
+
+    python -m benchmarks.catalog_listing --versions 1000,10000 --repeat 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks.common import Report, load_average, median, p95
+
+NAME = "catalog_listing"
+TARGET_P50_S = 0.300
+PROJECTS = 30
+VERSIONS_PER_MODEL = 10
+COLUMNS = [
+    "versions",
+    "visible to the reader",
+    "acc p50 (ms)",
+    "acc p95 (ms)",
+    "raw p50 (ms)",
+    "raw p95 (ms)",
+    "acc / raw",
+    "target",
+    "met",
+]
+
+ECHO_FLOW = """
+from pydantic import Field
+
+from accelerator_prefect import Conf, jobflow, routine
+
+
+class EchoConf(Conf):
+    message: str = Field(default="hello", description="What to say.")
+    repeat: int = Field(default=1, ge=1, le=10, description="How many times.")
+
+
+@routine
+def shout(conf: EchoConf) -> str:
+    return " ".join([conf.message.upper()] * conf.repeat)
+
+
+@jobflow(name="echo")
+def echo(conf: EchoConf) -> str:
+    return shout(conf)
+"""
+
+ECHO_MANIFEST = """
+name: bench-echo
+title: Echo
+description: Says **what you ask**, louder.
+version: 1.0.0
+jobflow: flows/echo.py:echo
+owner: operator
+project: p0
+access:
+  scope: project
+tags: [bench]
+"""
+
+
+def _template_repo(folder: Path) -> Path:
+    """A committed git repository holding one small model; its manifest's path."""
+    from git import Repo
+
+    repo = Repo.init(folder)
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Benchmark")
+        config.set_value("user", "email", "bench@example.invalid")
+    (folder / "flows").mkdir()
+    (folder / "deployments").mkdir()
+    (folder / "flows" / "echo.py").write_text(textwrap.dedent(ECHO_FLOW).lstrip())
+    manifest = folder / "deployments" / "bench-echo.yaml"
+    manifest.write_text(textwrap.dedent(ECHO_MANIFEST).lstrip())
+    repo.git.add(A=True)
+    repo.index.commit("bench echo")
+    return manifest
+
+
+def _placement(index: int) -> tuple[str, str, str, str]:
+    """Model name, version, project and scope of hosted version number ``index``."""
+    model, minor = divmod(index, VERSIONS_PER_MODEL)
+    rng = random.Random(model)
+    project = f"p{rng.randrange(PROJECTS)}"
+    draw = rng.random()
+    scope = "public" if draw < 0.1 else "private" if draw < 0.3 else "project"
+    return f"model-{model:05d}", f"1.{minor}.0", project, scope
+
+
+async def _clone(api_url: str, template: Any, start: int, stop: int, console: Console) -> None:
+    """Hosted versions ``start``..``stop`` as copies of ``template`` (a deployment)."""
+    from prefect.client.orchestration import PrefectClient
+
+    from accelerator_prefect.catalog import HostingRecord, hosting_tags
+    from accelerator_prefect.validation import EXTENSION_KEY
+
+    schema = dict(template.parameter_openapi_schema)
+    base = HostingRecord.model_validate(schema.pop(EXTENSION_KEY))
+    gate = asyncio.Semaphore(4)  # SQLite takes a few writers well, a burst badly
+
+    async def one(client: PrefectClient, index: int) -> None:
+        name, version, project, scope = _placement(index)
+        record = HostingRecord.model_validate(
+            {**base.model_dump(), "project": project, "scope": scope, "owner": f"author-{project}"}
+        )
+        async with gate:
+            await client.create_deployment(
+                flow_id=template.flow_id,
+                name=f"{name}@{version}",
+                version=version,
+                description=template.description,
+                tags=hosting_tags(name, version, record),
+                parameter_openapi_schema={**schema, EXTENSION_KEY: record.model_dump(mode="json")},
+                parameters=template.parameters,
+                enforce_parameter_schema=True,
+                work_pool_name=template.work_pool_name,
+                entrypoint=template.entrypoint,
+                pull_steps=template.pull_steps,
+                paused=True,  # nothing runs them
+            )
+
+    with console.status(f"publishing versions {start + 1}–{stop}…"):
+        async with PrefectClient(api_url) as client:
+            for batch in range(start, stop, 200):
+                await asyncio.gather(
+                    *(one(client, i) for i in range(batch, min(batch + 200, stop)))
+                )
+
+
+async def _read_everything(api_url: str) -> int:
+    from prefect.client.orchestration import PrefectClient
+
+    count, offset = 0, 0
+    async with PrefectClient(api_url) as client:
+        while True:
+            batch = await client.read_deployments(limit=200, offset=offset)
+            count += len(batch)
+            if len(batch) < 200:
+                return count
+            offset += 200
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def measure(acc: Any, api_url: str, repeat: int) -> dict[str, Any]:
+    """acc and raw listings, interleaved (AB BA …), after one untimed round of each."""
+    acc.catalog()
+    asyncio.run(_read_everything(api_url))
+    sides: dict[str, list[float]] = {"acc": [], "raw": []}
+    visible = total = 0
+    for round_ in range(repeat):
+        order = ("acc", "raw") if round_ % 2 == 0 else ("raw", "acc")
+        for side in order:
+            if side == "acc":
+                seconds, models = _timed(acc.catalog)
+                visible = sum(len(m.versions) for m in models)
+            else:
+                seconds, total = _timed(lambda: asyncio.run(_read_everything(api_url)))
+            sides[side].append(seconds)
+    return {"acc": sides["acc"], "raw": sides["raw"], "visible": visible, "total": total}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--versions", default="1000,10000", help="Sizes to measure, ascending.")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.versions.split(","))
+
+    from accelerator_prefect import Accelerator
+    from accelerator_prefect.platform import down, free_port, up
+
+    console = Console()
+    report = Report(
+        NAME,
+        "B3 — catalog listing vs Prefect read_deployments",
+        COLUMNS,
+        notes=[
+            f"The reader is in 3 of {PROJECTS} projects; 10% of versions are public, 20% "
+            f"private, 70% project-scoped; {VERSIONS_PER_MODEL} versions a model.",
+            "acc: Accelerator.catalog() as the reader (token), filtered by tags in the server, "
+            "then by the access layer; raw: read_deployments of every deployment, 200 a page.",
+            f"Target: acc p50 ≤ {TARGET_P50_S * 1000:.0f} ms at the largest size, and growing "
+            "sublinearly with the number of versions.",
+        ],
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="acc-bench-catalog-"))
+    home = workdir / "home"
+    results: list[dict[str, Any]] = []
+    try:
+        with console.status("starting a platform (Prefect server on SQLite)…"):
+            info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
+        operator = Accelerator.connect(info.api_url, home=home)
+        operator.publish(_template_repo(workdir / "repo"))
+        template = operator._call(lambda c: c.read_deployment_by_name("echo/bench-echo@1.0.0"))
+        _, token = operator.add_user("reader", {"p0": "member", "p1": "member", "p2": "member"})
+        reader = Accelerator.connect(info.api_url, token=token)
+        made = 0
+        for size in sizes:
+            asyncio.run(_clone(info.api_url, template, made, size, console))
+            made = size
+            with console.status(f"listing, {size} versions, {args.repeat} rounds…"):
+                found = measure(reader, info.api_url, args.repeat)
+            results.append({"versions": size, **found, "load_average": load_average()})
+        reader.close()
+        operator.close()
+    finally:
+        down(home)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    largest = results[-1]
+    for result in results:
+        acc_p50, raw_p50 = median(result["acc"]), median(result["raw"])
+        last = result is largest
+        met = acc_p50 <= TARGET_P50_S if last else None
+        report.rows.append(
+            [
+                str(result["versions"]),
+                str(result["visible"]),
+                f"{acc_p50 * 1000:.0f}",
+                f"{p95(result['acc']) * 1000:.0f}",
+                f"{raw_p50 * 1000:.0f}",
+                f"{p95(result['raw']) * 1000:.0f}",
+                f"{acc_p50 / raw_p50:.2f}",
+                f"p50 ≤ {TARGET_P50_S * 1000:.0f} ms" if last else "–",
+                "–" if met is None else ("yes" if met else "no"),
+            ]
+        )
+    if len(results) > 1:
+        first = results[0]
+        growth = median(largest["acc"]) / median(first["acc"])
+        scale = largest["versions"] / first["versions"]
+        report.notes.append(
+            f"Growth from {first['versions']} to {largest['versions']} versions: "
+            f"acc x{growth:.1f} for x{scale:.0f} the versions "
+            f"({'sublinear' if growth < scale else 'not sublinear'})."
+        )
+        report.data["growth"] = {"acc": growth, "versions": scale, "sublinear": growth < scale}
+    report.data["results"] = results
+    report.write(args.out)
+    console.print(report.rich_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
