@@ -1,0 +1,76 @@
+"""B5 and B7 run end to end on tiny sizes and write their results (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import import_time, routine_overhead
+
+
+def test_import_time_reports_both_sides_and_a_jobflow_process_loads_no_heavy_package(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results"
+
+    import_time.main(["--rounds", "2", "--out", str(out)])
+
+    report = json.loads((out / "import_time.json").read_text())
+    for case in ("prefect", "accelerator_prefect", "jobflow_module", "prefect_module"):
+        assert len(report["cases"][case]["seconds"]) == 2
+        assert report["cases"][case]["median_ms"] > 0
+        assert report["cases"][case]["p95_ms"] > 0
+    sides = {(c["what"], c["baseline"]): c for c in report["comparisons"]}
+    assert set(sides) >= {("accelerator_prefect", "prefect"), ("jobflow_module", "prefect_module")}
+    for comparison in sides.values():
+        assert comparison["ratio"] > 0
+    assert sides["accelerator_prefect", "prefect"]["target"] == 1.10
+    assert report["machine"]["packages"]["prefect"]
+    assert report["machine"]["cpus"]
+
+    loaded = report["heavy_packages"]["loaded"]
+    assert report["heavy_packages"]["checked"] == ["streamlit", "dvc", "s3fs", "pandas", "git"]
+    assert loaded["accelerator_prefect"] == []
+    assert loaded["jobflow_module"] == []
+    # The check looked at a process that really imported the jobflow machinery.
+    assert "accelerator_prefect.jobflow" in report["accelerator_modules"]["jobflow_module"]
+
+    markdown = (out / "import_time.md").read_text()
+    assert markdown.startswith("# B7")
+    assert "Machine:" in markdown
+    assert "| from accelerator_prefect import Conf, Inputs, Output, jobflow, routine |" in markdown
+    assert "| import prefect |" in markdown
+    for column in ("Baseline median ms", "Median ms", "p95 ms", "Ratio", "Target", "Met?"):
+        assert column in markdown
+
+
+def test_routine_overhead_reports_routines_and_bare_tasks_run_on_a_real_server(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results"
+
+    routine_overhead.main(
+        ["--routines", "20", "--repeat", "1", "--warmup-routines", "5", "--out", str(out)]
+    )
+
+    report = json.loads((out / "routine_overhead.json").read_text())
+    for side in ("routine", "task", "task_same_options"):
+        summary = report["sides"][side]
+        assert summary["routines"] == 20
+        assert len(summary["seconds"]) == 1
+        assert summary["median_ms_per_routine"] > 0
+        assert summary["p95_ms_per_routine"] > 0
+    comparison = report["comparisons"][0]
+    assert (comparison["what"], comparison["baseline"]) == ("routine", "task")
+    assert comparison["ratio"] > 0
+    assert comparison["target"] == 1.05
+    # One warm-up and one timed flow run per side, all of them recorded by the server.
+    assert report["flow_runs_on_server"] == 6
+    assert report["machine"]["packages"]["prefect"]
+
+    markdown = (out / "routine_overhead.md").read_text()
+    assert markdown.startswith("# B5")
+    assert "Machine:" in markdown
+    assert "| @routine in @jobflow | bare @task in bare @flow |" in markdown
+    for column in ("Baseline median ms/routine", "Median ms/routine", "Ratio", "Target", "Met?"):
+        assert column in markdown
