@@ -212,13 +212,19 @@ async def read_versions(
     return sorted(found, key=lambda v: (v.name, v.semver), reverse=True)
 
 
-async def _flow_names(client: PrefectClient, ids: set[UUID]) -> dict[UUID, str]:
-    if not ids:
-        return {}
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+# A flow's name never changes (Prefect has no rename, and a new flow gets a new id),
+# so each is read from the server once per process, not on every listing or launch.
+_FLOW_NAMES: dict[UUID, str] = {}
 
-    flows = await client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=list(ids))))
-    return {f.id: f.name for f in flows}
+
+async def _flow_names(client: PrefectClient, ids: set[UUID]) -> dict[UUID, str]:
+    missing = ids - _FLOW_NAMES.keys()
+    if missing:
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+
+        flows = await client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=list(missing))))
+        _FLOW_NAMES.update({f.id: f.name for f in flows})
+    return {i: _FLOW_NAMES[i] for i in ids if i in _FLOW_NAMES}
 
 
 def group_models(versions: list[HostedVersion]) -> list[HostedModel]:

@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# How many launches of one client write to Prefect at once (storing secrets, creating the
+# run); the others wait their turn. On the embedded SQLite server, writes at once collide
+# on SQLite's write lock: each refused one is answered 503 and retried by Prefect's client
+# only after 2, 4, 8 … s. Measured on a 2-core machine with Prefect 3.9.1
+# (benchmarks/launch_burst.py, 100 launches at once from one client): unbounded, 68-73 s
+# and ~250 refusals (raw creations at once: 37-39 s); at most 4 at a time, 8-9 s and ~10
+# refusals (2 at a time: about the same); raw creations one after another: 12-14 s. A few
+# at a time also keeps one busy process from crowding out other launches on PostgreSQL.
+LAUNCH_CONCURRENCY = 4
+
 
 @dataclass(frozen=True)
 class SharedLink:
@@ -119,6 +129,7 @@ class AsyncAccelerator:
         self._principal: Principal | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
+        self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
 
     @classmethod
     def connect(
@@ -165,7 +176,7 @@ class AsyncAccelerator:
         if not self._signed_in and grant is not None:
             principal = guest(grant)
         elif self._token is not None:
-            principal = await authenticate(client, self._token, self._verified)
+            principal = await authenticate(client, self._token, self._verified, self.user)
         else:
             try:
                 principal = (await read_user(client, self.user)).principal()
@@ -253,12 +264,24 @@ class AsyncAccelerator:
                 return client, url, bound.work_pool or self.settings.work_pool
         return home, self.api_url, self.settings.work_pool
 
-    async def _versions(self, model: str | None = None) -> list[HostedVersion]:
-        """The versions this principal may see, read from every workspace at once."""
+    async def _versions(
+        self,
+        model: str | None = None,
+        *,
+        principal: Principal | None = None,
+        spaces: dict[str, PrefectClient] | None = None,
+    ) -> list[HostedVersion]:
+        """The versions this principal may see, read from every workspace at once.
+
+        A caller already holding the principal and the workspaces passes them, so that
+        one call reads each from the server once.
+        """
         from accelerator_prefect.catalog import read_versions
 
-        principal = await self.principal()
-        spaces = await self.workspaces()
+        if principal is None:
+            principal = await self.principal()
+        if spaces is None:
+            spaces = await self.workspaces()
         found = await asyncio.gather(
             *(read_versions(c, model=model, principal=principal) for c in spaces.values())
         )
@@ -271,13 +294,33 @@ class AsyncAccelerator:
 
     async def locate(self, model: str) -> tuple[HostedModel, PrefectClient]:
         """``model`` (as this principal sees it) and the client of its workspace."""
-        from accelerator_prefect.catalog import group_models
+        _, found, client, _ = await self._find(model)
+        return found, client
 
-        versions = await self._versions(model)
+    async def _find(self, model: str) -> tuple[Principal, HostedModel, PrefectClient, str]:
+        """Who is asking, ``model`` as they see it, and its workspace's client and URL.
+
+        Who is asking, which workspaces are bound and the model's versions on this
+        server do not depend on each other, so they are read at once; the versions
+        (the server filters them by the model's tag) are then narrowed to those the
+        principal may see, as :func:`~accelerator_prefect.catalog.read_versions` does.
+        """
+        from accelerator_prefect.catalog import group_models, read_versions
+
+        home = await self.client()
+        principal, spaces, here = await asyncio.gather(
+            self.principal(), self.workspaces(), read_versions(home, model=model)
+        )
+        versions = [v for v in here if v.visible_to(principal)]
+        for version in versions:
+            version.workspace = self.api_url
+        elsewhere = {url: client for url, client in spaces.items() if url != self.api_url}
+        if elsewhere:
+            versions += await self._versions(model, principal=principal, spaces=elsewhere)
         if not versions:
             raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
-        spaces = await self.workspaces()
-        return group_models(versions)[0], spaces[versions[0].workspace or self.api_url]
+        workspace = versions[0].workspace or self.api_url
+        return principal, group_models(versions)[0], spaces[workspace], workspace
 
     async def publish(
         self,
@@ -411,13 +454,18 @@ class AsyncAccelerator:
     ) -> tuple[str, str, str | None]:
         """Launch ``model``; the new run's id, its workspace, and a deprecation notice if
         the version is deprecated (see ``Accelerator.launch``)."""
+        from accelerator_prefect.catalog import HostedModel
         from accelerator_prefect.launch import launch
 
-        principal = await self.principal()
-        found, client = await self.locate(model)
+        # Who is asking, the bound workspaces and the model are read once per launch.
+        principal, found, client, workspace = await self._find(model)
+        # Only the versions in the model's workspace: a run is created where its version lives.
+        here = [v for v in found.versions if (v.workspace or self.api_url) == workspace]
         hosted, flow_run = await launch(
             client,
             model,
+            found=HostedModel(name=found.name, versions=here),
+            writes=self._launch_writes,
             principal=principal,
             version=version,
             conf=conf,
@@ -432,7 +480,7 @@ class AsyncAccelerator:
         from accelerator_prefect.versions import deprecation_notice
 
         notice = deprecation_notice(hosted)
-        return str(flow_run.id), found.versions[0].workspace or self.api_url, notice
+        return str(flow_run.id), workspace, notice
 
     async def rerun(
         self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"

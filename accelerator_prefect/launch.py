@@ -8,6 +8,7 @@ once with its field path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel
 
 from accelerator_prefect import secrets as run_secrets
 from accelerator_prefect.access import Principal, may_use_path, usable_areas
-from accelerator_prefect.catalog import HostedVersion, pick_version, read_model, tag
+from accelerator_prefect.catalog import HostedModel, HostedVersion, pick_version, read_model, tag
 from accelerator_prefect.errors import InvalidConf, InvalidInputs, InvalidSecrets, NotFound
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.mapping import input_problems, output_problems
@@ -221,15 +222,22 @@ async def launch(
     via: str = "python",
     storage: AccFileSystem | None = None,
     rerun_of: str | None = None,
+    found: HostedModel | None = None,
+    writes: asyncio.Semaphore | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none).
 
     A model ``principal`` may not run is not found for them. Secret values go
     into Secret blocks; the run's parameters name the blocks.
+
+    ``found``: the model as ``principal`` sees it on ``client``, when the caller has
+    just read it (else it is read here). ``writes``: held while the launch writes
+    (its secrets, its flow run), to bound how many launches write at once.
     """
     if via not in VIA:
         raise ValueError(f"via: expected one of {', '.join(VIA)}, got {via!r}")
-    found = await read_model(client, model, principal)
+    if found is None:
+        found = await read_model(client, model, principal)
     hosted = pick_version(found, version)
     if not hosted.runnable_by(principal):
         raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
@@ -284,17 +292,19 @@ async def launch(
             tags.append(tag("replaced-by", hosted.record.replaced_by))
     if values:
         tags.append(run_secrets.LAUNCH_TAG + launch_id)
-        await run_secrets.store(
-            client, {blocks[name]: str(run_secrets.plain(v)) for name, v in values.items()}
-        )
-    try:
-        flow_run = await client.create_flow_run_from_deployment(
-            hosted.deployment_id, parameters=parameters, name=run_name(hosted, user), tags=tags
-        )
-    except BaseException:
-        if values and not remember:
-            await run_secrets.delete(client, list(blocks.values()))
-        raise
+    async with writes if writes is not None else contextlib.nullcontext():
+        if values:
+            await run_secrets.store(
+                client, {blocks[name]: str(run_secrets.plain(v)) for name, v in values.items()}
+            )
+        try:
+            flow_run = await client.create_flow_run_from_deployment(
+                hosted.deployment_id, parameters=parameters, name=run_name(hosted, user), tags=tags
+            )
+        except BaseException:
+            if values and not remember:
+                await run_secrets.delete(client, list(blocks.values()))
+            raise
     return hosted, flow_run
 
 

@@ -116,15 +116,16 @@ def summary(out: Path, results: Path) -> None:
         data = json.loads(json_path.read_text())
         found[bench.id] = data
         table = data["table"]
-        met = [row[-1] for row in table["rows"] if table["columns"][-1] == "met"]
+        marks = [c.lower().rstrip("?") for c in table["columns"]]
+        met = [row[marks.index("met")].lower() for row in table["rows"]] if "met" in marks else []
         verdict = (
-            "all targets met"
-            if met and all(m in {"yes", "–"} for m in met)
-            else f"{met.count('no')} target(s) missed"
+            f"{met.count('no')} target(s) missed"
             if "no" in met
-            else "see table"
+            else "targets met"
+            if "yes" in met
+            else "no target"
         )
-        rows.append(f"| {bench.id} | {bench.what} | {verdict} | results/{bench.module}.md |")
+        rows.append(f"| {bench.id} | {bench.what} | {verdict} | below |")
         body = md_path.read_text().split("\n", 1)[1].strip()
         sections.append(f"## {data['title']}\n\n{body}\n")
     machine = describe_machine()

@@ -1,0 +1,312 @@
+"""B6: a burst of simultaneous launches on the embedded platform (Prefect server on SQLite).
+
+A real embedded platform, as ``acc up`` starts it, hosts a trivial ``echo`` model;
+its worker is stopped, so the runs stay ``Scheduled`` and only their creation is
+timed. On that one server, one side after the other:
+
+- ``raw-sequential``: ``create_flow_run_from_deployment`` N times, one after another;
+- ``raw-gather``: the same N calls all at once (``asyncio.gather`` on one client);
+- ``acc-threads``: N ``Accelerator.launch`` calls issued at once from N threads
+  through one synchronous client (what N users of one notebook kernel or one
+  catalog process amount to);
+- ``acc-gather``: N ``AsyncAccelerator.launch`` calls at once (``asyncio.gather``).
+
+The raw sides send what a launch sends (parameters, name, tags, captured from a
+real launch) on the same Prefect client. Every side is checked: every call
+returned a run id, the ids are distinct, and the flow runs of the deployment
+grew by exactly those ids (none lost, none duplicated). The target for ours:
+all N created exactly once, in no more wall time than raw sequential creation.
+
+Run it:
+
+    python -m benchmarks.launch_burst --launches 100
+
+Results land in ``benchmarks/results/launch_burst.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from accelerator_prefect.client import LAUNCH_CONCURRENCY
+from benchmarks.common import Report, load_average, median, p95
+from benchmarks.launch_latency import capture_payload
+from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
+
+NAME = "launch_burst"
+SIDES = ("raw-sequential", "raw-gather", "acc-threads", "acc-gather")
+BASELINE = "raw-sequential"
+WHAT = {
+    "raw-sequential": "create_flow_run_from_deployment × N, one after another",
+    "raw-gather": "create_flow_run_from_deployment × N at once (asyncio.gather)",
+    "acc-threads": "Accelerator.launch × N at once from N threads, one sync client",
+    "acc-gather": "AsyncAccelerator.launch × N at once (asyncio.gather)",
+}
+
+# One call's outcome: the run id and its latency, or what it raised.
+Outcome = tuple[str, float] | BaseException
+
+
+@dataclass(frozen=True)
+class Burst:
+    """What one side did: the outcome of every call and the wall time of them all."""
+
+    outcomes: list[Outcome]
+    wall_seconds: float
+
+
+async def _timed(call: Awaitable[Any], run_id: Callable[[Any], object]) -> tuple[str, float]:
+    """The run id ``call`` returns (read by ``run_id``) and how long it took."""
+    start = time.perf_counter()
+    result = await call
+    return str(run_id(result)), time.perf_counter() - start
+
+
+def _flow_run_id(flow_run: Any) -> object:
+    return flow_run.id
+
+
+def _launch_id(launched: tuple[str, str, str | None]) -> object:
+    return launched[0]
+
+
+def _wall(action: Callable[[], list[Outcome]]) -> Burst:
+    start = time.perf_counter()
+    outcomes = action()
+    return Burst(outcomes, time.perf_counter() - start)
+
+
+def sides(bench: BenchPlatform, n: int) -> dict[str, Callable[[], Burst]]:
+    """How each side issues its N calls."""
+    payload = capture_payload(bench)
+    deployment_id = payload.pop("deployment_id")
+    acc, core, model = bench.acc, bench.acc._core, bench.model
+
+    def create(client: Any) -> Awaitable[Any]:
+        return client.create_flow_run_from_deployment(deployment_id, **payload)
+
+    async def raw_sequential(client: Any) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for _ in range(n):
+            try:
+                outcomes.append(await _timed(create(client), _flow_run_id))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def raw_gather(client: Any) -> list[Outcome]:
+        calls = (_timed(create(client), _flow_run_id) for _ in range(n))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    async def acc_gather() -> list[Outcome]:
+        calls = (_timed(core.launch(model, CONF), _launch_id) for _ in range(n))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    return {
+        "raw-sequential": lambda: _wall(lambda: acc._call(raw_sequential)),
+        "raw-gather": lambda: _wall(lambda: acc._call(raw_gather)),
+        "acc-threads": lambda: _threads(lambda: acc.launch(model, conf=CONF).id, n),
+        "acc-gather": lambda: _wall(lambda: acc._run(acc_gather())),
+    }
+
+
+def _threads(launch: Callable[[], object], n: int) -> Burst:
+    """``launch`` from ``n`` threads released at the same moment."""
+    ready = threading.Barrier(n + 1)
+
+    def one() -> Outcome:
+        ready.wait()
+        start = time.perf_counter()
+        try:
+            run_id = launch()
+        except Exception as exc:
+            return exc
+        return str(run_id), time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = [pool.submit(one) for _ in range(n)]
+        ready.wait()
+        start = time.perf_counter()
+        outcomes = [f.result() for f in futures]
+        wall = time.perf_counter() - start
+    return Burst(outcomes, wall)
+
+
+def measure(bench: BenchPlatform, side: str, burst: Callable[[], Burst]) -> dict[str, Any]:
+    """One side's burst, checked against the flow runs the server holds afterwards."""
+    before, locked_before = bench.flow_run_ids(), bench.locked_requests()
+    done = burst()
+    created = bench.flow_run_ids() - before
+    ids = [o[0] for o in done.outcomes if isinstance(o, tuple)]
+    latencies = [o[1] for o in done.outcomes if isinstance(o, tuple)]
+    errors = [f"{type(o).__name__}: {o}" for o in done.outcomes if isinstance(o, BaseException)]
+    n = len(done.outcomes)
+    return {
+        "side": side,
+        "what": WHAT[side],
+        "launches": n,
+        "returned_ids": len(ids),
+        "distinct_ids": len(set(ids)),
+        "flow_runs_created": len(created),
+        "exactly_once": len(ids) == n and set(ids) == created and len(created) == n,
+        "errors": errors[:10],
+        "error_count": len(errors),
+        "locked_requests": bench.locked_requests() - locked_before,
+        "wall_seconds": round(done.wall_seconds, 3),
+        "runs_per_minute": round(len(created) / done.wall_seconds * 60, 1),
+        "latency_seconds": [round(s, 4) for s in latencies],
+        "median_latency_seconds": round(median(latencies), 3) if latencies else None,
+        "p95_latency_seconds": round(p95(latencies), 3) if latencies else None,
+    }
+
+
+def judge(results: list[dict[str, Any]]) -> None:
+    """Ours: every launch created exactly one run, in no more wall time than raw sequential."""
+    baseline = next(r for r in results if r["side"] == BASELINE)["wall_seconds"]
+    for r in results:
+        r["wall_ratio"] = round(r["wall_seconds"] / baseline, 3)
+        if r["side"].startswith("acc"):
+            r["baseline"] = WHAT[BASELINE]
+            r["met"] = r["exactly_once"] and r["wall_seconds"] <= baseline
+        else:
+            r["baseline"] = "—" if r["side"] == BASELINE else WHAT[BASELINE]
+            r["met"] = None
+
+
+COLUMNS = [
+    "What",
+    "Baseline",
+    "Launches",
+    "Ids returned / distinct",
+    "Flow runs created",
+    "503 locked",
+    "Wall s",
+    "Runs/min",
+    "Median s",
+    "p95 s",
+    "Wall / raw sequential",
+    "Target",
+    "Met?",
+]
+
+
+def table_row(r: dict[str, Any]) -> list[str]:
+    ours = r["side"].startswith("acc")
+    return [
+        r["what"],
+        r["baseline"],
+        str(r["launches"]),
+        f"{r['returned_ids']} / {r['distinct_ids']}",
+        str(r["flow_runs_created"]),
+        str(r["locked_requests"]),
+        f"{r['wall_seconds']:.2f}",
+        f"{r['runs_per_minute']:.0f}",
+        f"{r['median_latency_seconds']:.3f}" if r["median_latency_seconds"] is not None else "—",
+        f"{r['p95_latency_seconds']:.3f}" if r["p95_latency_seconds"] is not None else "—",
+        f"{r['wall_ratio']:.2f}",
+        "each once, wall ≤ raw sequential" if ours else "—",
+        ("yes" if r["met"] else "NO") if ours else "—",
+    ]
+
+
+def notes(launch_concurrency: int) -> list[str]:
+    return [
+        "Wall s: from the moment all N calls are released until the last returns; "
+        "Runs/min = flow runs created / wall time.",
+        "Median/p95 s: latency of one call, from its issue until it returned.",
+        "Ids returned / distinct, flow runs created: every call must return an id, the ids "
+        "distinct, and the deployment's flow runs must grow by exactly those ids.",
+        "503 locked: requests the server refused because SQLite was locked (it logs each; "
+        "Prefect's client retries them after 2, 4, 8 … s).",
+        f"AsyncAccelerator lets at most {launch_concurrency} flow-run creations of one client "
+        "run at once (LAUNCH_CONCURRENCY); the raw sides are not bounded (one Prefect client: "
+        "at most 16 HTTP connections).",
+        "The worker is stopped: runs stay Scheduled, only creation is timed. Sides run one "
+        "after another on one server, in the order listed, with a pause between them.",
+        "The benchmark's server does not mark runs Late (no worker would start them; "
+        "marking hundreds of runs would load the server during the measurement).",
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.launch_burst", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--launches", type=int, default=100, help="simultaneous launches")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to let the server finish its background work between sides",
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    if args.launches < 1 or args.settle < 0:
+        parser.error("--launches must be at least 1, --settle at least 0")
+    return args
+
+
+def run(args: argparse.Namespace, console: Console) -> Report:
+    title = "B6 — simultaneous launches on the embedded SQLite platform"
+    report = Report(NAME, title, COLUMNS, notes=notes(LAUNCH_CONCURRENCY))
+    load_before = load_average()
+    results = []
+    progress = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("starting the platform", total=len(SIDES))
+        with bench_platform() as bench:
+            bursts = sides(bench, args.launches)
+            for side in SIDES:
+                time.sleep(args.settle)
+                progress.update(task, description=side)
+                results.append(measure(bench, side, bursts[side]))
+                progress.advance(task)
+            states = bench.flow_run_states()
+    judge(results)
+    report.rows = [table_row(r) for r in results]
+    report.data = {
+        "config": {
+            "launches": args.launches,
+            "settle_seconds": args.settle,
+            "launch_concurrency": LAUNCH_CONCURRENCY,
+            "order": list(SIDES),
+            "conf": CONF,
+        },
+        "flow_run_states": states,
+        "load_average": {"before": load_before, "after": load_average()},
+        "results": results,
+    }
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    report = run(args, console)
+    json_path, markdown_path = report.write(args.out)
+    console.print(report.rich_table())
+    console.print(f"Wrote {json_path} and {markdown_path}")
+    ours = [r for r in report.data["results"] if r["met"] is not None]
+    return 0 if all(r["met"] for r in ours) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
