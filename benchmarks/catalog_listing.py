@@ -27,7 +27,6 @@ import asyncio
 import random
 import shutil
 import tempfile
-import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,58 +51,6 @@ COLUMNS = [
     "target",
     "met",
 ]
-
-ECHO_FLOW = """
-from pydantic import Field
-
-from accelerator_prefect import Conf, jobflow, routine
-
-
-class EchoConf(Conf):
-    message: str = Field(default="hello", description="What to say.")
-    repeat: int = Field(default=1, ge=1, le=10, description="How many times.")
-
-
-@routine
-def shout(conf: EchoConf) -> str:
-    return " ".join([conf.message.upper()] * conf.repeat)
-
-
-@jobflow(name="echo")
-def echo(conf: EchoConf) -> str:
-    return shout(conf)
-"""
-
-ECHO_MANIFEST = """
-name: bench-echo
-title: Echo
-description: Says **what you ask**, louder.
-version: 1.0.0
-jobflow: flows/echo.py:echo
-owner: operator
-project: p0
-access:
-  scope: project
-tags: [bench]
-"""
-
-
-def _template_repo(folder: Path) -> Path:
-    """A committed git repository holding one small model; its manifest's path."""
-    from git import Repo
-
-    repo = Repo.init(folder)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "Benchmark")
-        config.set_value("user", "email", "bench@example.invalid")
-    (folder / "flows").mkdir()
-    (folder / "deployments").mkdir()
-    (folder / "flows" / "echo.py").write_text(textwrap.dedent(ECHO_FLOW).lstrip())
-    manifest = folder / "deployments" / "bench-echo.yaml"
-    manifest.write_text(textwrap.dedent(ECHO_MANIFEST).lstrip())
-    repo.git.add(A=True)
-    repo.index.commit("bench echo")
-    return manifest
 
 
 def _placement(index: int) -> tuple[str, str, str, str]:
@@ -203,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from accelerator_prefect import Accelerator
     from accelerator_prefect.platform import down, free_port, up
+    from benchmarks.platform_fixture import make_model_repo
 
     console = Console()
     report = Report(
@@ -225,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with console.status("starting a platform (Prefect server on SQLite)…"):
             info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
         operator = Accelerator.connect(info.api_url, home=home)
-        operator.publish(_template_repo(workdir / "repo"))
+        operator.publish(make_model_repo(workdir / "repo", "bench-echo", project="p0"))
         template = operator._call(lambda c: c.read_deployment_by_name("echo/bench-echo@1.0.0"))
         _, token = operator.add_user("reader", {"p0": "member", "p1": "member", "p2": "member"})
         reader = Accelerator.connect(info.api_url, token=token)

@@ -58,7 +58,7 @@ description: A trivial model for the launch benchmarks.
 version: {version}
 jobflow: flows/echo.py:echo
 owner: operator
-project: bench
+project: {project}
 access:
   scope: project
 """
@@ -105,7 +105,7 @@ class BenchPlatform:
         return self.acc._call(lambda client: _flow_run_states(client, self.deployment_id))
 
 
-def make_model_repo(path: Path, name: str, version: str = "1.0.0") -> Path:
+def make_model_repo(path: Path, name: str, version: str = "1.0.0", project: str = "bench") -> Path:
     """A committed git repository holding the echo model; returns its manifest."""
     from git import Repo
 
@@ -115,7 +115,9 @@ def make_model_repo(path: Path, name: str, version: str = "1.0.0") -> Path:
         config.set_value("user", "email", "benchmark@example.invalid")
     files = {
         "flows/echo.py": ECHO_FLOW,
-        f"deployments/{name}.yaml": ECHO_MANIFEST.format(name=name, version=version),
+        f"deployments/{name}.yaml": ECHO_MANIFEST.format(
+            name=name, version=version, project=project
+        ),
     }
     for relative, text in files.items():
         target = path / relative
