@@ -4,10 +4,16 @@ Each hosted version is one deployment ``<model>@<version>`` tagged
 ``acc:model:…``; its hosting record (title, owner, code pin …) travels in the
 deployment's parameter schema under ``x-accelerator``. Listing filters on tags
 in the server, so it never reads deployments that are not hosted models.
+
+The catalog lists models, not versions: each model's *heads* (per scope, the
+version a launch without one would run) carry ``acc:head``, so listing reads
+one deployment a model however many versions it has. Publishing and every
+status change mark the heads again (:func:`mark_heads`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 HOSTED_TAG = "acc:hosted"
+HEAD_TAG = "acc:head"  # per model and scope, the version the catalog lists
 
 
 def tag(kind: str, value: str) -> str:
@@ -58,7 +65,9 @@ class HostingRecord(BaseModel):
     status_changed_by: str | None = None
 
 
-def hosting_tags(name: str, version: str, record: HostingRecord) -> list[str]:
+def hosting_tags(
+    name: str, version: str, record: HostingRecord, *, head: bool = False
+) -> list[str]:
     """The deployment tags of a hosted version: what the server filters on."""
     tags = [
         HOSTED_TAG,
@@ -70,7 +79,9 @@ def hosting_tags(name: str, version: str, record: HostingRecord) -> list[str]:
         tag("status", record.status.value),
         *record.tags,
     ]
-    return [*tags, "acc:dirty"] if record.dirty else tags
+    if record.dirty:
+        tags.append("acc:dirty")
+    return [*tags, HEAD_TAG] if head else tags
 
 
 class HostedVersion(BaseModel):
@@ -87,6 +98,7 @@ class HostedVersion(BaseModel):
     parameter_schema: dict[str, Any]
     default_parameters: dict[str, Any]
     workspace: str | None = None  # the Prefect API it lives on, when read across workspaces
+    head: bool = False  # listed by the catalog (see :func:`mark_heads`)
 
     @property
     def title(self) -> str:
@@ -106,6 +118,13 @@ class HostedVersion(BaseModel):
         """The credentials a launcher supplies, by name (values never live here)."""
         raw = self.record.manifest.get("secrets") or {}
         return {name: SecretSpec.model_validate(spec) for name, spec in raw.items()}
+
+    @property
+    def rank(self) -> tuple[bool, bool, semver.Version]:
+        """Orders versions as :func:`pick_version` chooses: active releases first, then
+        active pre-releases, then the rest; newer before older within each."""
+        active = self.status == Status.active
+        return (active and not self.semver.prerelease, active, self.semver)
 
     @property
     def semver(self) -> semver.Version:
@@ -145,11 +164,6 @@ class HostedModel(BaseModel):
         except NotFound:
             return self.versions[0]
 
-    def listed(self) -> HostedModel | None:
-        """The model as the catalog lists it: archived versions hidden (``None`` if all are)."""
-        shown = [v for v in self.versions if v.status != Status.archived]
-        return self.model_copy(update={"versions": shown}) if shown else None
-
 
 def hosted_version(deployment: DeploymentResponse, flow_name: str) -> HostedVersion | None:
     """The hosted version behind a deployment, or ``None`` if it is not one."""
@@ -169,6 +183,7 @@ def hosted_version(deployment: DeploymentResponse, flow_name: str) -> HostedVers
         work_pool=deployment.work_pool_name,
         parameter_schema=schema,
         default_parameters=dict(deployment.parameters or {}),
+        head=HEAD_TAG in deployment.tags,
     )
 
 
@@ -178,8 +193,10 @@ async def read_versions(
     model: str | None = None,
     extra_tags: list[str] | None = None,
     principal: Principal | None = None,
+    any_tags: list[str] | None = None,
 ) -> list[HostedVersion]:
-    """Hosted versions, filtered in the server by tags (all of one model if named).
+    """Hosted versions, filtered in the server by tags (all of one model if named;
+    with ``any_tags``, those carrying at least one of them).
 
     With a ``principal``, only the versions they may see: the server narrows
     by tags, then :func:`~accelerator_prefect.access.may_see` decides.
@@ -189,7 +206,10 @@ async def read_versions(
     tags = [HOSTED_TAG, *(extra_tags or [])]
     if model:
         tags.append(tag("model", model))
-    any_tags = visible_tags(principal) if principal is not None else None
+    if principal is not None:
+        visible = visible_tags(principal)
+        if visible is not None:
+            any_tags = [t for t in visible if any_tags is None or t in any_tags]
     if any_tags == []:
         return []
     deployments: list[DeploymentResponse] = []
@@ -225,6 +245,57 @@ async def _flow_names(client: PrefectClient, ids: set[UUID]) -> dict[UUID, str]:
         flows = await client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=list(missing))))
         _FLOW_NAMES.update({f.id: f.name for f in flows})
     return {i: _FLOW_NAMES[i] for i in ids if i in _FLOW_NAMES}
+
+
+async def read_listing(client: PrefectClient, principal: Principal) -> list[HostedVersion]:
+    """The newest listed version of each model ``principal`` may see (archived ones never).
+
+    Reads the heads only: which versions a principal may see depends on a version's
+    scope alone (owner and project are the model's), so the newest visible version
+    is the newest of the visible heads. A shared link may open one version, not the
+    rest of its scope, so the models a principal holds links to are read in full.
+    """
+    linked = sorted({tag("model", g.model) for g in principal.links})
+    heads, opened = await asyncio.gather(
+        read_versions(client, extra_tags=[HEAD_TAG], principal=principal),
+        read_versions(client, principal=principal, any_tags=linked) if linked else _nothing(),
+    )
+    through_links = {v.name for v in opened}
+    candidates = [v for v in heads if v.name not in through_links]
+    candidates += [v for v in opened if v.status != Status.archived]
+    return [model.latest for model in group_models(candidates)]
+
+
+async def _nothing() -> list[HostedVersion]:
+    return []
+
+
+def heads(versions: list[HostedVersion]) -> set[UUID]:
+    """The deployments the catalog lists among one model's ``versions``: for each scope,
+    the version a launch without one would run (none of an archived-only scope)."""
+    best: dict[Scope, HostedVersion] = {}
+    for v in versions:
+        held = best.get(v.record.scope)
+        if v.status != Status.archived and (held is None or v.rank > held.rank):
+            best[v.record.scope] = v
+    return {v.deployment_id for v in best.values()}
+
+
+async def mark_heads(client: PrefectClient, model: str) -> None:
+    """Tag the heads of ``model`` with ``acc:head`` and untag its other versions.
+
+    Runs after every publish and status change; it reads the model's versions
+    afresh, so the last change to land leaves the heads right.
+    """
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    versions = await read_versions(client, model=model)
+    wanted = heads(versions)
+    for v in versions:
+        head = v.deployment_id in wanted
+        if head != v.head:
+            tags = hosting_tags(v.name, v.version, v.record, head=head)
+            await client.update_deployment(v.deployment_id, DeploymentUpdate(tags=tags))
 
 
 def group_models(versions: list[HostedVersion]) -> list[HostedModel]:

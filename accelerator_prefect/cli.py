@@ -226,7 +226,16 @@ def list_models() -> None:
     if not models:
         console.print("No hosted models yet. Publish one with `acc publish deployments/x.yaml`.")
         return
-    table = Table("model", "title", "latest", "status", "scope", "project", "owner", "versions")
+    table = Table(
+        "model",
+        "title",
+        "latest",
+        "status",
+        "scope",
+        "project",
+        "owner",
+        caption="`acc versions MODEL` lists every version of a model.",
+    )
     for model in models:
         latest = model.latest
         table.add_row(
@@ -237,7 +246,6 @@ def list_models() -> None:
             latest.record.scope.value,
             latest.record.project,
             latest.record.owner,
-            str(len(model.versions)),
         )
     console.print(table)
 

@@ -361,11 +361,23 @@ class AsyncAccelerator:
         return versions
 
     async def catalog(self) -> list[HostedModel]:
-        """The models this principal may see, archived versions hidden."""
-        from accelerator_prefect.catalog import group_models
+        """The models this principal may see, by name, each with one version: the one a
+        launch without a version runs for them (:meth:`get` reads every version).
 
-        listed = (m.listed() for m in group_models(await self._versions()))
-        return [m for m in listed if m is not None]
+        Models whose every version is archived are not listed. It reads one
+        deployment a model (its heads, see :func:`~accelerator_prefect.catalog.mark_heads`),
+        however many versions the model has.
+        """
+        from accelerator_prefect.catalog import HostedModel, read_listing
+
+        principal, spaces = await asyncio.gather(self.principal(), self.workspaces())
+        found = await asyncio.gather(*(read_listing(c, principal) for c in spaces.values()))
+        models = []
+        for url, batch in zip(spaces, found, strict=True):
+            for version in batch:
+                version.workspace = url
+                models.append(HostedModel(name=version.name, versions=[version]))
+        return sorted(models, key=lambda m: m.name)
 
     async def get(self, model: str) -> HostedModel:
         hosted, _ = await self.locate(model)
@@ -584,9 +596,7 @@ class AsyncAccelerator:
         principal = await self.principal()
         found = await list_links(await self.client(), model)
         if not principal.operator:
-            mine = {
-                m.name for m in await self.catalog() if m.versions[0].record.owner == principal.name
-            }
+            mine = {m.name for m in await self.catalog() if m.latest.record.owner == principal.name}
             found = [link for link in found if link.model in mine]
         return [SharedLink.of(link, None, self.catalog_url) for link in found]
 

@@ -22,6 +22,7 @@ from accelerator_prefect.catalog import (
     HostedVersion,
     HostingRecord,
     hosting_tags,
+    mark_heads,
     read_versions,
 )
 from accelerator_prefect.errors import AccessDenied, ManifestError, PublishError
@@ -251,6 +252,7 @@ async def publish(
         status, record = _compare(existing, record, manifest, force)
         if status == "unchanged":
             if existing.work_pool == work_pool:
+                await mark_heads(client, manifest.name)  # heads of an earlier release's making
                 return _result(manifest, status, str(existing.deployment_id), existing.record)
             status = "updated"
 
@@ -259,7 +261,9 @@ async def publish(
         name=f"{manifest.name}@{manifest.version}",
         version=manifest.version,
         description=manifest.description,
-        tags=hosting_tags(manifest.name, manifest.version, record),
+        tags=hosting_tags(
+            manifest.name, manifest.version, record, head=existing is not None and existing.head
+        ),
         parameter_openapi_schema={**schema, EXTENSION_KEY: record.model_dump(mode="json")},
         parameters=_default_parameters(manifest, schema),
         enforce_parameter_schema=True,
@@ -268,6 +272,7 @@ async def publish(
         pull_steps=_pull_steps(record, source.root),
         paused=record.status == Status.archived,
     )
+    await mark_heads(client, manifest.name)
     return _result(manifest, status, str(deployment_id), record)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from accelerator_prefect.catalog import HostedModel, HostedVersion, hosting_tags
+from accelerator_prefect.catalog import HostedModel, HostedVersion, hosting_tags, mark_heads
 from accelerator_prefect.errors import AcceleratorError, NotFound, VersionArchived
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.validation import EXTENSION_KEY
@@ -118,7 +118,7 @@ async def set_status(
     await client.update_deployment(
         hosted.deployment_id,
         DeploymentUpdate(
-            tags=hosting_tags(hosted.name, hosted.version, record),
+            tags=hosting_tags(hosted.name, hosted.version, record, head=hosted.head),
             parameter_openapi_schema={
                 **hosted.parameter_schema,
                 EXTENSION_KEY: record.model_dump(mode="json"),
@@ -126,6 +126,7 @@ async def set_status(
             paused=status == Status.archived,
         ),
     )
+    await mark_heads(client, model.name)
     return hosted.model_copy(update={"record": record})
 
 

@@ -397,10 +397,41 @@ def test_a_link_pinned_to_a_version_opens_no_other(
         expired = alice.share_link(model, expires_in=timedelta(seconds=-1))
     guest = Accelerator.connect(platform.api_url, link=str(pinned.token))
     assert [v.version for v in guest.get(model).versions] == ["1.0.0"]
+    # The catalog lists 2.0.0 to everyone else, and to the guest the one version they hold.
+    assert [(m.name, m.latest.version) for m in guest.catalog()] == [(model, "1.0.0")]
+    assert {m.name: m.latest.version for m in acc.catalog()}[model] == "2.0.0"
     with pytest.raises(NotFound, match=r"version '2\.0\.0' not found"):
         guest.launch(model, version="2.0.0")
     with pytest.raises(AccessDenied, match="invalid, expired or revoked"):
         Accelerator.connect(platform.api_url, link=str(expired.url))
+
+
+def test_the_catalog_lists_each_model_at_the_newest_version_its_reader_may_see(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    """1.0.0 is public, 2.0.0 private: the owner is offered 2.0.0, everyone else 1.0.0,
+    and 2.0.0 stays unknown to them."""
+    model = _note_model(acc, tmp_path / "m", "public", team["alice-name"])
+    repo = ModelRepo(tmp_path / "m", model)
+    text = repo.manifest.read_text().replace("version: 1.0.0", "version: 2.0.0")
+    repo.write(f"deployments/{model}.yaml", text.replace("scope: public", "scope: private"))
+    repo.commit("2.0.0, private")
+    acc.publish(repo.manifest)
+
+    def listed(token: str) -> list[tuple[str, str]]:
+        with Accelerator.connect(platform.api_url, token=token) as reader:
+            return [(m.name, m.latest.version) for m in reader.catalog() if m.name == model]
+
+    assert listed(team["alice"]) == [(model, "2.0.0")]
+    assert listed(team["bob"]) == [(model, "1.0.0")]
+    assert listed(team["carol"]) == [(model, "1.0.0")]
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        assert [v.version for v in bob.get(model).versions] == ["1.0.0"]
+
+    # Archiving the public version takes the model out of the others' catalog.
+    acc.archive(model, "1.0.0")
+    assert listed(team["bob"]) == []
+    assert listed(team["alice"]) == [(model, "2.0.0")]
 
 
 def test_only_the_owner_or_an_operator_shares_and_never_a_private_model(

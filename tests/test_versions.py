@@ -82,9 +82,11 @@ def test_a_deprecated_version_still_runs_but_warns_and_names_its_replacement(
         warnings.simplefilter("error", DeprecationWarning)
         assert acc.launch(name).wait(timeout=120) == "Completed"
 
-    # The catalog still lists it; republishing the manifest does not undo the deprecation.
+    # The catalog lists the model at its newest active version; both versions stay readable;
+    # republishing the manifest does not undo the deprecation.
     listed = next(m for m in acc.catalog() if m.name == name)
-    assert [(v.version, v.status.value) for v in listed.versions] == [
+    assert [(v.version, v.status.value) for v in listed.versions] == [("1.1.0", "active")]
+    assert [(v.version, v.status.value) for v in acc.get(name).versions] == [
         ("1.1.0", "active"),
         ("1.0.0", "deprecated"),
     ]
@@ -139,6 +141,7 @@ def test_an_archived_version_is_hidden_refused_and_its_history_stays_readable(
 
     acc.restore(name, "1.0.0")
     assert deployment(platform.api_url, name, "1.0.0").paused is False  # type: ignore[attr-defined]
+    assert [m.latest.version for m in acc.catalog() if m.name == name] == ["1.0.0"]
     run = acc.launch(name)  # 1.0.0 is the only active version now
     assert run.wait(timeout=120) == "Completed" and run.result()["code"] == "v1"
 

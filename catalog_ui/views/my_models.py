@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from accelerator_prefect.catalog import HostedModel
+from accelerator_prefect.manifest import Status
 from catalog_ui.parts import ago, go, require_session, scope_badge
 from catalog_ui.session import plain_error, reported
 
@@ -19,7 +20,7 @@ st.title("My models")
 
 with reported("read the catalog"), st.spinner("Reading your models…"):
     every = session.cached("catalog", acc.catalog)
-mine = [m for m in every if principal.operator or m.versions[0].record.owner == principal.name]
+mine = [m for m in every if principal.operator or m.latest.record.owner == principal.name]
 if not mine:
     st.info(
         "You own no hosted model yet. Describe your model in a manifest "
@@ -30,7 +31,7 @@ if not mine:
 name = st.selectbox(
     "Model",
     [m.name for m in mine],
-    format_func=lambda n: next(m.versions[0].title for m in mine if m.name == n) + f"  ({n})",
+    format_func=lambda n: next(m.latest.title for m in mine if m.name == n) + f"  ({n})",
     key="mm-model",
 )
 model: HostedModel = next(m for m in mine if m.name == name)
@@ -118,7 +119,7 @@ with links_tab:
         a, b = st.columns(2)
         link_version = a.selectbox(
             "Opens",
-            [None, *(v.version for v in model.versions)],
+            [None, *(i.version for i in infos if i.status != Status.archived)],
             format_func=lambda v: f"only version {v}" if v else "every version",
         )
         days = b.number_input("Expires after (days, 0 = never)", min_value=0, value=30, step=1)
