@@ -208,9 +208,9 @@ class AsyncAccelerator:
 
     async def client(self) -> PrefectClient:
         if self._client is None:
-            from prefect.client.orchestration import PrefectClient
+            from accelerator_prefect.transport import prefect_client
 
-            client = PrefectClient(self.api_url)
+            client = prefect_client(self.api_url)
             await client.__aenter__()
             self._client = client
         return self._client
@@ -238,7 +238,7 @@ class AsyncAccelerator:
         return found
 
     async def _workspace_client(self, api_url: str, api_key_block: str | None) -> PrefectClient:
-        from prefect.client.orchestration import PrefectClient
+        from accelerator_prefect.transport import prefect_client
 
         if api_url not in self._others:
             api_key = None
@@ -247,7 +247,7 @@ class AsyncAccelerator:
                     api_key_block, "secret", include_secrets=True
                 )
                 api_key = str(document.data["value"])
-            client = PrefectClient(api_url, api_key=api_key)
+            client = prefect_client(api_url, api_key=api_key)
             await client.__aenter__()
             self._others[api_url] = client
         return self._others[api_url]

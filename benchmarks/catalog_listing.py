@@ -69,11 +69,12 @@ async def _clone(api_url: str, template: Any, start: int, stop: int, console: Co
     from prefect.client.orchestration import PrefectClient
 
     from accelerator_prefect.catalog import HostingRecord, hosting_tags, mark_heads
+    from accelerator_prefect.transport import prefect_client
     from accelerator_prefect.validation import EXTENSION_KEY
 
     schema = dict(template.parameter_openapi_schema)
     base = HostingRecord.model_validate(schema.pop(EXTENSION_KEY))
-    gate = asyncio.Semaphore(4)  # SQLite takes a few writers well, a burst badly
+    gate = asyncio.Semaphore(4)
 
     async def one(client: PrefectClient, index: int) -> None:
         name, version, project, scope = _placement(index)
@@ -101,7 +102,7 @@ async def _clone(api_url: str, template: Any, start: int, stop: int, console: Co
             await mark_heads(client, model)
 
     with console.status(f"publishing versions {start + 1}–{stop}…"):
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:  # the product's: busy writes retried soon
             for batch in range(start, stop, 200):
                 await asyncio.gather(
                     *(one(client, i) for i in range(batch, min(batch + 200, stop)))
@@ -109,7 +110,7 @@ async def _clone(api_url: str, template: Any, start: int, stop: int, console: Co
     # What publishing does after each version: tag the versions the catalog lists.
     models = sorted({_placement(i)[0] for i in range(start, stop)})
     with console.status(f"marking the heads of {len(models)} models…"):
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:
             await asyncio.gather(*(heads(client, m) for m in models))
 
 
