@@ -164,6 +164,11 @@ class HostedModel(BaseModel):
         except NotFound:
             return self.versions[0]
 
+    def listed(self) -> HostedModel | None:
+        """The versions a launcher may choose from: archived ones hidden (``None`` if all are)."""
+        shown = [v for v in self.versions if v.status != Status.archived]
+        return self.model_copy(update={"versions": shown}) if shown else None
+
 
 def hosted_version(deployment: DeploymentResponse, flow_name: str) -> HostedVersion | None:
     """The hosted version behind a deployment, or ``None`` if it is not one."""
