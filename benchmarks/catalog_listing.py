@@ -23,7 +23,6 @@ Run it:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 
 NAME = "catalog_listing"
 TARGET_P50_S = 0.300
@@ -152,10 +152,9 @@ def measure(acc: Any, api_url: str, repeat: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common_parser("catalog_listing", __doc__)
     parser.add_argument("--versions", default="1000,10000", help="Sizes to measure, ascending.")
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.versions.split(","))
 
@@ -231,8 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         report.data["growth"] = {"acc": growth, "versions": scale, "sublinear": growth < scale}
     report.data["results"] = results
-    report.write(args.out)
-    console.print(report.rich_table())
+    report.finish(args.out, console)
     return 0
 
 

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,6 +23,18 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("accelerator-prefect", "prefect", "fsspec", "s3fs", "moto")
+RESULTS = Path("benchmarks/results")
+
+
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first paragraph, and ``--out``."""
+    parsed = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{module}", description=(doc or "").split("\n\n")[0]
+    )
+    parsed.add_argument(
+        "--out", type=Path, default=RESULTS, help="folder of the JSON and Markdown results"
+    )
+    return parsed
 
 
 def _cpu_model() -> str:
@@ -146,6 +159,12 @@ class Report:
         json_path.write_text(json.dumps(self.as_json(), indent=2) + "\n")
         markdown_path.write_text(self.markdown())
         return json_path, markdown_path
+
+    def finish(self, folder: Path, console: Any) -> None:
+        """Write the result files and show the table (and where the files went)."""
+        json_path, markdown_path = self.write(folder)
+        console.print(self.rich_table())
+        console.print(f"Wrote {json_path} and {markdown_path}")
 
     def rich_table(self) -> Any:
         from rich.table import Table

@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 
 NAME = "import_time"
 TARGET_RATIO = 1.10
@@ -284,11 +285,8 @@ NOTES = [
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.import_time", description=__doc__.split("\n")[0]
-    )
+    parser = common_parser("import_time", __doc__)
     parser.add_argument("--rounds", type=int, default=20, help="timed runs of each case")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

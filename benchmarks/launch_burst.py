@@ -34,7 +34,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -42,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerator_prefect.client import LAUNCH_CONCURRENCY
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 from benchmarks.launch_latency import capture_payload
 from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
 
@@ -241,9 +241,7 @@ def notes(launch_concurrency: int) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.launch_burst", description=__doc__.split("\n")[0]
-    )
+    parser = common_parser("launch_burst", __doc__)
     parser.add_argument("--launches", type=int, default=100, help="simultaneous launches")
     parser.add_argument(
         "--settle",
@@ -251,7 +249,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=5.0,
         help="seconds to let the server finish its background work between sides",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     if args.launches < 1 or args.settle < 0:
         parser.error("--launches must be at least 1, --settle at least 0")
@@ -301,9 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     report = run(args, console)
-    json_path, markdown_path = report.write(args.out)
-    console.print(report.rich_table())
-    console.print(f"Wrote {json_path} and {markdown_path}")
+    report.finish(args.out, console)
     ours = [r for r in report.data["results"] if r["met"] is not None]
     return 0 if all(r["met"] for r in ours) else 1
 

@@ -36,7 +36,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -44,6 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerator_prefect.client import Accelerator
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
 
 NAME = "launch_latency"
@@ -234,12 +234,9 @@ NOTES = [
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.launch_latency", description=__doc__.split("\n")[0]
-    )
+    parser = common_parser("launch_latency", __doc__)
     parser.add_argument("--launches", type=int, default=200, help="timed launches per side")
     parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     if args.launches < 1 or args.warmup < 0:
         parser.error("--launches must be at least 1, --warmup at least 0")
@@ -289,9 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     report = run(args, console)
-    json_path, markdown_path = report.write(args.out)
-    console.print(report.rich_table())
-    console.print(f"Wrote {json_path} and {markdown_path}")
+    report.finish(args.out, console)
     return 0 if report.data["results"][0]["met"] else 1
 
 

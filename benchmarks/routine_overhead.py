@@ -48,6 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerator_prefect import Conf
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 
 NAME = "routine_overhead"
 TARGET_RATIO = 1.05
@@ -367,9 +368,7 @@ NOTES = [
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.routine_overhead", description=__doc__.split("\n")[0]
-    )
+    parser = common_parser("routine_overhead", __doc__)
     parser.add_argument("--routines", type=int, default=1000, help="routine calls per flow run")
     parser.add_argument("--repeat", type=int, default=3, help="timed flow runs per side")
     parser.add_argument(
@@ -378,7 +377,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup-routines", type=int, default=100, help="routine calls per warm-up flow run"
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     if min(args.routines, args.repeat, args.warmup_routines) < 1 or args.warmup < 0:
         parser.error("--routines, --repeat and --warmup-routines must be at least 1")
@@ -443,9 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Off a terminal (a log, CI) Rich would wrap the table at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 160)
     report = run(args, console)
-    json_path, markdown_path = report.write(args.out)
-    console.print(report.rich_table())
-    console.print(f"Wrote {json_path} and {markdown_path}")
+    report.finish(args.out, console)
     return 0 if all(c["met"] for c in report.data["comparisons"] if c["target"]) else 1
 
 

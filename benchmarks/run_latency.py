@@ -20,7 +20,6 @@ Run it:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 
 NAME = "run_latency"
 TARGET_RATIO = 1.05
@@ -192,12 +192,11 @@ def _raw_run(api_url: str, deployment_id: Any) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common_parser("run_latency", __doc__)
     parser.add_argument("--runs", type=int, default=10, help="Timed runs per side and pool.")
     parser.add_argument(
         "--polling", default="default,1s", help="Which workers: default, 1s or both."
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     pollings = [p for p in args.polling.split(",") if p]
 
@@ -274,8 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         result["ratio"] = ratio
     report.data["results"] = results
-    report.write(args.out)
-    console.print(report.rich_table())
+    report.finish(args.out, console)
     return 0
 
 

@@ -54,6 +54,7 @@ from rich.progress import (
 
 from accelerator_prefect.storage import CHUNK, PREFIX, AccFileSystem, Storage
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import parser as common_parser
 
 NAME = "storage_throughput"
 MB = 2**20
@@ -429,9 +430,7 @@ NOTES = [
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.storage_throughput", description=__doc__.split("\n")[0]
-    )
+    parser = common_parser("storage_throughput", __doc__)
     parser.add_argument("--size-mb", type=int, default=1024, help="file size (MB = 2^20 bytes)")
     parser.add_argument(
         "--s3-size-mb", type=int, default=None, help="file size on S3 (default: --size-mb)"
@@ -440,7 +439,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed runs per side before the timed ones"
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--backend", action="append", choices=BACKENDS, help="repeatable; default: all"
     )
@@ -501,9 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Off a terminal (a log, CI) Rich would wrap the table at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 160)
     report = run(args, console)
-    json_path, markdown_path = report.write(args.out)
-    console.print(report.rich_table())
-    console.print(f"Wrote {json_path} and {markdown_path}")
+    report.finish(args.out, console)
     return 0 if all(r["met"] for r in report.data["results"]) else 1
 
 
