@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from accelerator_prefect.errors import NotFound, PlatformError
 from accelerator_prefect.settings import Settings, get_settings
@@ -37,14 +37,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # How many launches of one client write to Prefect at once (storing secrets, creating the
-# run); the others wait their turn. On the embedded SQLite server, writes at once collide
-# on SQLite's write lock: each refused one is answered 503 and retried by Prefect's client
-# only after 2, 4, 8 … s. Measured on a 2-core machine with Prefect 3.9.1
-# (benchmarks/launch_burst.py, 100 launches at once from one client): unbounded, 68-73 s
-# and ~250 refusals (raw creations at once: 37-39 s); at most 4 at a time, 8-9 s and ~10
-# refusals (2 at a time: about the same); raw creations one after another: 12-14 s. A few
-# at a time also keeps one busy process from crowding out other launches on PostgreSQL.
-LAUNCH_CONCURRENCY = 4
+# run); the others wait their turn, their reads (shared, see _SharedReads) already done.
+# SQLite takes one writer at a time and refuses a second at once (503). Measured on a
+# 2-core machine with Prefect 3.9.1 (benchmarks/launch_burst.py, 100 launches at once from
+# one async client, busy writes retried within ms by transport.BusyRetry): 4 at a time,
+# 3.8 s and ~45 refusals; one at a time, 2.9 s and ~7 (raw creations one after another:
+# 2.5-2.7 s with no refusal met, 12-14 s when a few meet Prefect's 2 s back-off).
+LAUNCH_CONCURRENCY = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,32 @@ def resolve_api_url(settings: Settings, api_url: str | None = None) -> str:
     return platform.api_url
 
 
+class _SharedReads:
+    """Concurrent callers of one read send it once, if it had not begun when they asked.
+
+    A launch must see the access rules as they stand when it is asked for (a revoked
+    token fails the very next launch). A read not yet begun when a second launch asks
+    is as fresh for that launch as its own would be, so simultaneous launches of one
+    client read who is asking, the workspaces and the model once, not once each.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[Hashable, asyncio.Task[Any]] = {}
+
+    async def read(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
+        task = self._waiting.get(key)
+        if task is None:
+
+            async def begin() -> T:
+                # From here on the read is under way: later callers start their own.
+                if self._waiting.get(key) is task:
+                    del self._waiting[key]
+                return await make()
+
+            task = self._waiting[key] = asyncio.ensure_future(begin())
+        return cast(T, await asyncio.shield(task))
+
+
 class AsyncAccelerator:
     """The async client for one principal. Prefer :class:`Accelerator` unless you are async."""
 
@@ -130,6 +155,7 @@ class AsyncAccelerator:
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
         self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
+        self._shared = _SharedReads()
 
     @classmethod
     def connect(
@@ -308,8 +334,11 @@ class AsyncAccelerator:
         from accelerator_prefect.catalog import group_models, read_versions
 
         home = await self.client()
+        shared = self._shared
         principal, spaces, here = await asyncio.gather(
-            self.principal(), self.workspaces(), read_versions(home, model=model)
+            shared.read("principal", self.principal),
+            shared.read("workspaces", self.workspaces),
+            shared.read(("versions", model), lambda: read_versions(home, model=model)),
         )
         versions = [v for v in here if v.visible_to(principal)]
         for version in versions:
