@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ T = TypeVar("T")
 # 3.8 s and ~45 refusals; one at a time, 2.9 s and ~7 (raw creations one after another:
 # 2.5-2.7 s with no refusal met, 12-14 s when a few meet Prefect's 2 s back-off).
 LAUNCH_CONCURRENCY = 1
+
+# How long a client keeps the list of projects bound to workspaces of their own before
+# reading it again. Bindings route requests; they grant nothing (access is decided on
+# the principal and each version's record, read on every call), and they change when an
+# operator binds a project. A model not found is looked for again with the list read anew.
+BINDINGS_TTL = 10.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ class AsyncAccelerator:
         self._storage_fs: AccFileSystem | None = None
         self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
         self._shared = _SharedReads()
+        self._bindings: tuple[float, list[ProjectRecord]] | None = None
 
     @classmethod
     def connect(
@@ -251,13 +259,19 @@ class AsyncAccelerator:
 
     # -- workspaces: projects bound to a Prefect API of their own --------------------------------
 
-    async def workspaces(self) -> dict[str, PrefectClient]:
-        """A client for every Prefect API models live on: this one, then each bound project's."""
+    async def workspaces(self, *, fresh: bool = False) -> dict[str, PrefectClient]:
+        """A client for every Prefect API models live on: this one, then each bound project's.
+
+        The bindings are read again once older than :data:`BINDINGS_TTL`, or when ``fresh``.
+        """
         from accelerator_prefect.directory import list_projects
 
         home = await self.client()
+        now = time.monotonic()
+        if fresh or self._bindings is None or now - self._bindings[0] > BINDINGS_TTL:
+            self._bindings = (now, await list_projects(home))
         found = {self.api_url: home}
-        for project in await list_projects(home):
+        for project in self._bindings[1]:
             url = project.api_url.rstrip("/")
             if url not in found:
                 found[url] = await self._workspace_client(url, project.api_key_block)
@@ -283,7 +297,9 @@ class AsyncAccelerator:
         from accelerator_prefect.directory import list_projects
 
         home = await self.client()
-        for bound in await list_projects(home):
+        bindings = await list_projects(home)
+        self._bindings = (time.monotonic(), bindings)
+        for bound in bindings:
             if bound.name == project:
                 url = bound.api_url.rstrip("/")
                 client = await self._workspace_client(url, bound.api_key_block)
@@ -346,6 +362,12 @@ class AsyncAccelerator:
         elsewhere = {url: client for url, client in spaces.items() if url != self.api_url}
         if elsewhere:
             versions += await self._versions(model, principal=principal, spaces=elsewhere)
+        if not versions:  # perhaps in a workspace bound since the bindings were read
+            spaces = await self.workspaces(fresh=True)
+            searched = {self.api_url, *elsewhere}
+            unseen = {url: c for url, c in spaces.items() if url not in searched}
+            if unseen:
+                versions = await self._versions(model, principal=principal, spaces=unseen)
         if not versions:
             raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
         workspace = versions[0].workspace or self.api_url
@@ -680,6 +702,7 @@ class AsyncAccelerator:
 
         require_operator(await self.principal(), f"bind project {project}")
         record = ProjectRecord(name=project, api_url=api_url.rstrip("/"), work_pool=work_pool)
+        self._bindings = None
         return await bind_project(await self.client(), record)
 
 

@@ -14,12 +14,16 @@ measured. Each round times, one launch after the other:
   name and tags a launch sends (captured from a real launch);
 - ``raw-read``: a reference, no target: Prefect's ``read_deployments`` of the
   model's versions, then the same creation — the least any launcher must do that
-  checks a model's current access rules and schema before creating its run.
+  checks a model's current access rules and schema before creating its run;
+- ``raw-checked``: a reference, no target: ``read_variable_by_name`` (a record of
+  who is asking) and ``read_deployments`` of the model at once, then the same
+  creation — the least a launcher must do that also checks, on every call, that
+  whoever asks may still ask (a revoked token fails the very next launch).
 
 What separates ``acc`` from ``raw`` is the product's own work: resolving who is
 asking, reading the model, access rules, validating conf, inputs, output and
 secrets, and tagging. Sides are interleaved, the order reversed every round
-(ABCD DCBA …), after untimed warm-up rounds. The target is a ratio of medians
+(ABCDE EDCBA …), after untimed warm-up rounds. The target is a ratio of medians
 ``acc / raw`` of at most 1.25.
 
 Run it:
@@ -32,6 +36,7 @@ Results land in ``benchmarks/results/launch_latency.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -48,11 +53,13 @@ from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
 
 NAME = "launch_latency"
 TARGET_RATIO = 1.25
-SIDES = ("acc", "acc-trusted", "raw-read", "raw")
+SIDES = ("acc", "acc-trusted", "raw-checked", "raw-read", "raw")
 TARGETED = ("acc", "acc-trusted")
 WHAT = {
     "acc": "Accelerator.launch (sync client, operator token)",
     "acc-trusted": "Accelerator.launch (sync client, trusted user, no token)",
+    "raw-checked": "reference: read who is asking and the model at once, then the same "
+    "creation (raw)",
     "raw-read": "reference: read_deployments of the model, then the same creation (raw)",
 }
 BASELINE = "create_flow_run_from_deployment, same client and payload"
@@ -121,11 +128,13 @@ def launchers(
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
     from accelerator_prefect.catalog import HOSTED_TAG, tag
+    from accelerator_prefect.directory import USER_PREFIX
 
     payload = dict(payload)
     deployment_id = payload.pop("deployment_id")
     model = bench.model
     versions = DeploymentFilter(tags=DeploymentFilterTags(all_=[HOSTED_TAG, tag("model", model)]))
+    who = USER_PREFIX + "operator"
 
     async def create(client: Any) -> Any:
         return await client.create_flow_run_from_deployment(deployment_id, **payload)
@@ -134,16 +143,24 @@ def launchers(
         await client.read_deployments(deployment_filter=versions)
         return await create(client)
 
+    async def check_then_create(client: Any) -> Any:
+        await asyncio.gather(
+            client.read_variable_by_name(who),
+            client.read_deployments(deployment_filter=versions),
+        )
+        return await create(client)
+
     return {
         "acc": lambda: bench.acc.launch(model, conf=CONF),
         "acc-trusted": lambda: trusted.launch(model, conf=CONF),
+        "raw-checked": lambda: bench.acc._call(check_then_create),
         "raw-read": lambda: bench.acc._call(read_then_create),
         "raw": lambda: bench.acc._call(create),
     }
 
 
 def order(round_: int) -> tuple[str, ...]:
-    """ABCD, DCBA, ABCD, …: interleaved, reversing the order every round."""
+    """ABCDE, EDCBA, ABCDE, …: interleaved, reversing the order every round."""
     return SIDES if round_ % 2 == 0 else SIDES[::-1]
 
 
@@ -176,6 +193,7 @@ COLUMNS = [
     "Target",
     "Met?",
     "Client CPU ratio",
+    "Ratio to raw-checked",
 ]
 
 
@@ -193,6 +211,7 @@ def result(side: str, samples: dict[str, Samples]) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         "p95_ratio": round(p95(ours.seconds) / p95(raw.seconds), 3),
         "cpu_ratio": round(median(ours.cpu_seconds) / max(median(raw.cpu_seconds), 1e-9), 3),
+        "checked_ratio": round(median(ours.seconds) / median(samples["raw-checked"].seconds), 3),
         "target": TARGET_RATIO if targeted else None,
         "met": ratio <= TARGET_RATIO if targeted else None,
     }
@@ -211,6 +230,7 @@ def table_row(r: dict[str, Any]) -> list[str]:
         f"≤ {r['target']:.2f}" if r["target"] is not None else "—",
         "—" if r["met"] is None else "yes" if r["met"] else "NO",
         f"{r['cpu_ratio']:.2f}",
+        f"{r['checked_ratio']:.3f}",
     ]
 
 
@@ -224,7 +244,10 @@ NOTES = [
     "go below it.",
     "The baseline sends what a launch sends (parameters, name, tags, captured from a real "
     "launch) on the same PrefectClient and event loop, so only the product's work differs.",
-    "Sides interleaved, order reversed every round (ABCD DCBA …), after untimed warm-up rounds.",
+    "Sides interleaved, order reversed every round (ABCDE EDCBA …), after untimed warm-up rounds.",
+    "The raw-checked reference also reads who is asking on every call, as a launch "
+    "does so that a revoked token fails the very next launch: it is the floor for the "
+    "launch rows; their ratio to it is the cost of the product's own work.",
     "Client CPU ratio = median CPU time of this process per call, ours over raw (the "
     "server's CPU is not in it).",
     "Prefect server on SQLite (the embedded default), on the same machine as the client.",
@@ -270,7 +293,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
             "launches": args.launches,
             "warmup": args.warmup,
             "target_ratio": TARGET_RATIO,
-            "order": "interleaved, reversed every round: ABCD DCBA ...",
+            "order": "interleaved, reversed every round: ABCDE EDCBA ...",
             "client": "sync Accelerator (one background event loop), worker stopped",
             "conf": CONF,
         },

@@ -17,7 +17,7 @@ def test_launch_latency_reports_launch_and_raw_creation_side_by_side(tmp_path: P
 
     report = json.loads((out / "launch_latency.json").read_text())
     results = {r["side"]: r for r in report["results"]}
-    assert set(results) == {"acc", "acc-trusted", "raw-read"}
+    assert set(results) == {"acc", "acc-trusted", "raw-checked", "raw-read"}
     for result in results.values():
         for side in ("ours", "raw"):
             assert len(result[side]["ms"]) == 5
@@ -27,10 +27,12 @@ def test_launch_latency_reports_launch_and_raw_creation_side_by_side(tmp_path: P
     assert results["acc"]["target"] == 1.25
     assert results["acc"]["met"] in (True, False)
     assert results["raw-read"]["met"] is None
+    assert results["raw-checked"]["met"] is None
+    assert results["raw-checked"]["checked_ratio"] == 1.0
     # The baseline sends what a launch sends; every call of every side made one run.
     assert report["raw_payload"]["parameters"] == {"conf": CONF}
     assert "acc:via:python" in report["raw_payload"]["tags"]
-    assert report["flow_runs_created"] == (5 + 1) * 4 + 1
+    assert report["flow_runs_created"] == (5 + 1) * 5 + 1
     assert report["machine"]["cpus"]
     assert report["machine"]["packages"]["prefect"]
 
@@ -45,7 +47,7 @@ def test_launch_latency_reports_launch_and_raw_creation_side_by_side(tmp_path: P
 def test_launch_burst_creates_exactly_one_run_per_launch_on_every_side(tmp_path: Path) -> None:
     out = tmp_path / "results"
 
-    launch_burst.main(["--launches", "5", "--settle", "0", "--out", str(out)])
+    launch_burst.main(["--launches", "5", "--rounds", "2", "--settle", "0", "--out", str(out)])
 
     report = json.loads((out / "launch_burst.json").read_text())
     results = {r["side"]: r for r in report["results"]}
@@ -56,17 +58,27 @@ def test_launch_burst_creates_exactly_one_run_per_launch_on_every_side(tmp_path:
         assert result["flow_runs_created"] == 5
         assert result["exactly_once"]
         assert result["wall_seconds"] > 0
+        assert len(result["walls"]) == result["bursts"]
         assert result["runs_per_minute"] > 0
         assert result["wall_ratio"] > 0
     assert results["raw-sequential"]["wall_ratio"] == 1.0
-    # Four sides of five, and the launch that captured what the raw sides send.
-    assert sum(report["flow_run_states"].values()) == 4 * 5 + 1
+    # Three sides take turns for two rounds, raw-gather runs once.
+    assert {side: r["bursts"] for side, r in results.items()} == {
+        "raw-sequential": 2,
+        "raw-gather": 1,
+        "acc-threads": 2,
+        "acc-gather": 2,
+    }
+    assert report["config"]["order"][:3] == ["raw-sequential", "acc-threads", "acc-gather"]
+    assert report["config"]["order"][3:6] == ["acc-gather", "acc-threads", "raw-sequential"]
+    # Seven bursts of five, and the launch that captured what the raw sides send.
+    assert sum(report["flow_run_states"].values()) == 7 * 5 + 1
     assert report["config"]["launch_concurrency"] >= 1
     assert report["machine"]["cpus"]
 
     markdown = (out / "launch_burst.md").read_text()
     assert markdown.startswith("# B6")
     assert "Machine:" in markdown
-    for column in ("Wall s", "Runs/min", "Wall / raw sequential", "Target", "Met?"):
+    for column in ("Wall s (median)", "Wall s (each burst)", "Runs/min", "Wall / raw sequential", "Target", "Met?"):
         assert column in markdown
     assert "| Accelerator.launch × N at once from N threads, one sync client |" in markdown

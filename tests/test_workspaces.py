@@ -37,10 +37,20 @@ def _deployments(api_url: str, name: str) -> int:
 
 
 def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catalog(
-    acc: Accelerator, platform: PlatformInfo, far_server: PlatformInfo, tmp_path: Path
+    acc: Accelerator,
+    platform: PlatformInfo,
+    far_server: PlatformInfo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     project, author, member, outsider = (f"{w}-{suffix}" for w in ("far", "dora", "erin", "finn"))
+    # A client that read the bindings before the project was bound, and would keep them
+    # for the whole test.
+    monkeypatch.setattr("accelerator_prefect.client.BINDINGS_TTL", 3600.0)
+    _, wren_token = acc.add_user(f"wren-{suffix}", {project: "member"})
+    wren = Accelerator.connect(platform.api_url, token=wren_token)
+    assert f"echo-far-{suffix}" not in {m.name for m in wren.catalog()}
     acc.bind_project(project, far_server.api_url)
     _, dora_token = acc.add_user(author, {project: "author"})
     _, erin_token = acc.add_user(member, {project: "member"})
@@ -59,6 +69,9 @@ def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catal
     # Published on the project's own server, not on the home one.
     assert _deployments(far_server.api_url, deployment) == 1
     assert _deployments(platform.api_url, deployment) == 0
+    # Asked for by name, the model is looked for again in the workspaces bound since.
+    with wren:
+        assert wren.get(repo.name).latest.workspace == far_server.api_url
 
     with Accelerator.connect(platform.api_url, token=erin_token) as erin:
         listed = {m.name: m for m in erin.catalog()}
