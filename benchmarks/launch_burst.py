@@ -17,16 +17,18 @@ returned a run id, the ids are distinct, and the flow runs of the deployment
 grew by exactly those ids (none lost, none duplicated). The target for ours:
 all N created exactly once, in no more wall time than raw sequential creation.
 
-One burst takes a few seconds, and the server's creation time drifts by ±10%
-over a run (its database grows, its background services wake). So
-``raw-sequential``, ``acc-threads`` and ``acc-gather`` take turns for several
+One burst takes a few seconds, and on this 2-core machine the same burst takes
+anywhere from 2.5 to 4 s from one round to the next (the server's database
+grows, its background services wake and take SQLite's lock). So
+``raw-sequential``, ``acc-threads`` and ``acc-gather`` take turns for nine
 rounds, the order reversed every round (ABC CBA …), and are compared by their
-median wall time. ``raw-gather`` is a reference without a target; it runs once,
+median wall time (with five rounds, one side's median could still land 10%
+either way of another's). ``raw-gather`` is a reference without a target; it runs once,
 last, since its storm of refused writes would disturb whatever ran after it.
 
 Run it:
 
-    python -m benchmarks.launch_burst --launches 100 --rounds 5
+    python -m benchmarks.launch_burst --launches 100 --rounds 9
 
 Results land in ``benchmarks/results/launch_burst.{json,md}``.
 """
@@ -284,12 +286,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = common_parser("launch_burst", __doc__)
     parser.add_argument("--launches", type=int, default=100, help="simultaneous launches")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="bursts of each side but raw-gather (run once)"
+        "--rounds", type=int, default=9, help="bursts of each side but raw-gather (run once)"
     )
     parser.add_argument(
         "--settle",
         type=float,
-        default=5.0,
+        default=3.0,
         help="seconds to let the server finish its background work between sides",
     )
     args = parser.parse_args(argv)
