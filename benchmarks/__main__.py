@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from benchmarks.common import console as common_console
 from benchmarks.common import describe_machine, machine_line
 
 HERE = Path(__file__).parent
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = {i.strip().upper() for i in args.only.split(",") if i.strip()}
     chosen = [b for b in BENCHMARKS if not wanted or b.id in wanted]
-    console = Console()
+    console = common_console()
     failed = run(chosen, args.out, args.smoke, console)
     summary(args.out, args.results)
     console.print(f"wrote {args.results / 'RESULTS.md'}")

@@ -35,6 +35,7 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 
 NAME = "catalog_listing"
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from accelerator_prefect.platform import down, free_port, up
     from benchmarks.platform_fixture import make_model_repo
 
-    console = Console()
+    console = common_console()
     report = Report(
         NAME,
         "B3 — catalog listing vs Prefect read_deployments",

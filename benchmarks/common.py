@@ -37,6 +37,16 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
     return parsed
 
 
+def console() -> Any:
+    """Rich's console for a benchmark's progress and table. Off a terminal (a log, CI)
+    Rich would wrap the table at 80 columns; there it gets 160."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 
 NAME = "import_time"
@@ -382,8 +383,7 @@ def extra_note(extra: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Off a terminal (a log, CI) Rich would wrap the table at 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = common_console()
     report = run(args, console)
     json_path, markdown_path = report.write(args.out)
     console.print(report.rich_table())

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +49,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerator_prefect.client import LAUNCH_CONCURRENCY
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 from benchmarks.launch_latency import capture_payload
 from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
@@ -344,7 +344,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = common_console()
     report = run(args, console)
     report.finish(args.out, console)
     ours = [r for r in report.data["results"] if r["met"] is not None]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerator_prefect.client import Accelerator
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
 
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = common_console()
     report = run(args, console)
     report.finish(args.out, console)
     return 0 if report.data["results"][0]["met"] else 1

@@ -48,6 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerator_prefect import Conf
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 
 NAME = "routine_overhead"
@@ -438,8 +439,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Off a terminal (a log, CI) Rich would wrap the table at 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = common_console()
     report = run(args, console)
     report.finish(args.out, console)
     return 0 if all(c["met"] for c in report.data["comparisons"] if c["target"]) else 1

@@ -30,9 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 
 NAME = "run_latency"
@@ -203,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from accelerator_prefect import Accelerator
     from accelerator_prefect.platform import down, free_port, stop_process, up
 
-    console = Console()
+    console = common_console()
     report = Report(
         NAME,
         "B2 — launch → Completed vs a plain Prefect deployment",

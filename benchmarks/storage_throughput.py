@@ -54,6 +54,7 @@ from rich.progress import (
 
 from accelerator_prefect.storage import CHUNK, PREFIX, AccFileSystem, Storage
 from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 
 NAME = "storage_throughput"
@@ -496,8 +497,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Off a terminal (a log, CI) Rich would wrap the table at 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = common_console()
     report = run(args, console)
     report.finish(args.out, console)
     return 0 if all(r["met"] for r in report.data["results"]) else 1
