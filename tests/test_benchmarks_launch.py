@@ -51,7 +51,13 @@ def test_launch_burst_creates_exactly_one_run_per_launch_on_every_side(tmp_path:
 
     report = json.loads((out / "launch_burst.json").read_text())
     results = {r["side"]: r for r in report["results"]}
-    assert set(results) == {"raw-sequential", "raw-gather", "acc-threads", "acc-gather"}
+    assert set(results) == {
+        "raw-sequential",
+        "raw-gather",
+        "raw-transport",
+        "acc-threads",
+        "acc-gather",
+    }
     for result in results.values():
         assert result["error_count"] == 0, result["errors"]
         assert result["returned_ids"] == result["distinct_ids"] == 5
@@ -62,23 +68,32 @@ def test_launch_burst_creates_exactly_one_run_per_launch_on_every_side(tmp_path:
         assert result["runs_per_minute"] > 0
         assert result["wall_ratio"] > 0
     assert results["raw-sequential"]["wall_ratio"] == 1.0
-    # Three sides take turns for two rounds, raw-gather runs once.
+    assert results["raw-transport"]["met"] is None
+    # Four sides take turns for two rounds, raw-gather runs once.
     assert {side: r["bursts"] for side, r in results.items()} == {
         "raw-sequential": 2,
         "raw-gather": 1,
+        "raw-transport": 2,
         "acc-threads": 2,
         "acc-gather": 2,
     }
-    assert report["config"]["order"][:3] == ["raw-sequential", "acc-threads", "acc-gather"]
-    assert report["config"]["order"][3:6] == ["acc-gather", "acc-threads", "raw-sequential"]
-    # Seven bursts of five, and the launch that captured what the raw sides send.
-    assert sum(report["flow_run_states"].values()) == 7 * 5 + 1
+    turns = ["raw-sequential", "raw-transport", "acc-threads", "acc-gather"]
+    assert report["config"]["order"] == [*turns, *reversed(turns), "raw-gather"]
+    # Nine bursts of five, and the launch that captured what the raw sides send.
+    assert sum(report["flow_run_states"].values()) == 9 * 5 + 1
     assert report["config"]["launch_concurrency"] >= 1
     assert report["machine"]["cpus"]
 
     markdown = (out / "launch_burst.md").read_text()
     assert markdown.startswith("# B6")
     assert "Machine:" in markdown
-    for column in ("Wall s (median)", "Wall s (each burst)", "Runs/min", "Wall / raw sequential", "Target", "Met?"):
+    for column in (
+        "Wall s (median)",
+        "Wall s (each burst)",
+        "Runs/min",
+        "Wall / raw sequential",
+        "Target",
+        "Met?",
+    ):
         assert column in markdown
     assert "| Accelerator.launch × N at once from N threads, one sync client |" in markdown
