@@ -50,7 +50,9 @@ def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catal
     monkeypatch.setattr("accelerator_prefect.client.BINDINGS_TTL", 3600.0)
     _, wren_token = acc.add_user(f"wren-{suffix}", {project: "member"})
     wren = Accelerator.connect(platform.api_url, token=wren_token)
+    browser = Accelerator.connect(platform.api_url, token=wren_token)
     assert f"echo-far-{suffix}" not in {m.name for m in wren.catalog()}
+    assert f"echo-far-{suffix}" not in {m.name for m in browser.catalog()}
     acc.bind_project(project, far_server.api_url)
     _, dora_token = acc.add_user(author, {project: "author"})
     _, erin_token = acc.add_user(member, {project: "member"})
@@ -72,6 +74,11 @@ def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catal
     # Asked for by name, the model is looked for again in the workspaces bound since.
     with wren:
         assert wren.get(repo.name).latest.workspace == far_server.api_url
+    # Once the bindings a client holds are old enough, its catalog lists the new workspace.
+    monkeypatch.setattr("accelerator_prefect.client.BINDINGS_TTL", 0.0)
+    with browser:
+        listed = {m.name: m for m in browser.catalog()}
+        assert listed[repo.name].latest.workspace == far_server.api_url
 
     with Accelerator.connect(platform.api_url, token=erin_token) as erin:
         listed = {m.name: m for m in erin.catalog()}
