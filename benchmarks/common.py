@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -45,6 +45,20 @@ def console() -> Any:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def command(
+    argv: Sequence[str] | None,
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace, Any], Report],
+) -> int:
+    """A benchmark's command line: run it, write and show its report; 0 if every target
+    was met."""
+    args = parse_args(argv)
+    shown = console()
+    report = run(args, shown)
+    report.finish(args.out, shown)
+    return 0 if report.met else 1
 
 
 def _cpu_model() -> str:
@@ -133,6 +147,7 @@ class Report:
     data: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=describe_machine)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    met: bool = True  # every target met: the command exits 0
 
     def markdown(self) -> str:
         lines = [

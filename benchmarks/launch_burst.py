@@ -56,8 +56,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from accelerator_prefect.client import LAUNCH_CONCURRENCY
-from benchmarks.common import Report, load_average, median, p95
-from benchmarks.common import console as common_console
+from benchmarks.common import Report, command, load_average, median, p95
 from benchmarks.common import parser as common_parser
 from benchmarks.launch_latency import capture_payload
 from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
@@ -366,16 +365,12 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "load_average": {"before": load_before, "after": load_average()},
         "results": results,
     }
+    report.met = all(r["met"] for r in results if r["met"] is not None)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    console = common_console()
-    report = run(args, console)
-    report.finish(args.out, console)
-    ours = [r for r in report.data["results"] if r["met"] is not None]
-    return 0 if all(r["met"] for r in ours) else 1
+    return command(argv, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from accelerator_prefect.client import Accelerator
-from benchmarks.common import Report, load_average, median, p95
-from benchmarks.common import console as common_console
+from benchmarks.common import Report, command, load_average, median, p95
 from benchmarks.common import parser as common_parser
 from benchmarks.platform_fixture import CONF, BenchPlatform, bench_platform
 
@@ -302,15 +301,12 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "load_average": {"before": load_before, "after": load_average()},
         "results": results,
     }
+    report.met = bool(results[0]["met"])
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    console = common_console()
-    report = run(args, console)
-    report.finish(args.out, console)
-    return 0 if report.data["results"][0]["met"] else 1
+    return command(argv, parse_args, run)
 
 
 if __name__ == "__main__":

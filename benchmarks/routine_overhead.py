@@ -47,8 +47,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from accelerator_prefect import Conf
-from benchmarks.common import Report, load_average, median, p95
-from benchmarks.common import console as common_console
+from benchmarks.common import Report, command, load_average, median, p95
 from benchmarks.common import parser as common_parser
 
 NAME = "routine_overhead"
@@ -434,15 +433,12 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "comparisons": comparisons,
         "runs": results,
     }
+    report.met = all(c["met"] for c in comparisons if c["target"])
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    console = common_console()
-    report = run(args, console)
-    report.finish(args.out, console)
-    return 0 if all(c["met"] for c in report.data["comparisons"] if c["target"]) else 1
+    return command(argv, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,7 @@ from rich.progress import (
 )
 
 from accelerator_prefect.storage import CHUNK, PREFIX, AccFileSystem, Storage
-from benchmarks.common import Report, load_average, median, p95
-from benchmarks.common import console as common_console
+from benchmarks.common import Report, command, load_average, median, p95
 from benchmarks.common import parser as common_parser
 
 NAME = "storage_throughput"
@@ -492,15 +491,12 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "load_average": {"before": load_before, "after": load_average()},
         "results": results,
     }
+    report.met = all(r["met"] for r in results)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    console = common_console()
-    report = run(args, console)
-    report.finish(args.out, console)
-    return 0 if all(r["met"] for r in report.data["results"]) else 1
+    return command(argv, parse_args, run)
 
 
 if __name__ == "__main__":
