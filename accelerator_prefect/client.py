@@ -264,18 +264,23 @@ class AsyncAccelerator:
 
         The bindings are read again once older than :data:`BINDINGS_TTL`, or when ``fresh``.
         """
-        from accelerator_prefect.directory import list_projects
-
         home = await self.client()
-        now = time.monotonic()
-        if fresh or self._bindings is None or now - self._bindings[0] > BINDINGS_TTL:
-            self._bindings = (now, await list_projects(home))
         found = {self.api_url: home}
-        for project in self._bindings[1]:
+        for project in await self._project_bindings(fresh=fresh):
             url = project.api_url.rstrip("/")
             if url not in found:
                 found[url] = await self._workspace_client(url, project.api_key_block)
         return found
+
+    async def _project_bindings(self, *, fresh: bool = False) -> list[ProjectRecord]:
+        """The projects bound to a workspace of their own, read again once older than
+        :data:`BINDINGS_TTL`, or when ``fresh``."""
+        from accelerator_prefect.directory import list_projects
+
+        now = time.monotonic()
+        if fresh or self._bindings is None or now - self._bindings[0] > BINDINGS_TTL:
+            self._bindings = (now, await list_projects(await self.client()))
+        return self._bindings[1]
 
     async def _workspace_client(self, api_url: str, api_key_block: str | None) -> PrefectClient:
         from accelerator_prefect.transport import prefect_client
@@ -294,12 +299,8 @@ class AsyncAccelerator:
 
     async def project_workspace(self, project: str) -> tuple[PrefectClient, str, str]:
         """The client, API URL and default work pool of ``project``'s workspace."""
-        from accelerator_prefect.directory import list_projects
-
         home = await self.client()
-        bindings = await list_projects(home)
-        self._bindings = (time.monotonic(), bindings)
-        for bound in bindings:
+        for bound in await self._project_bindings(fresh=True):
             if bound.name == project:
                 url = bound.api_url.rstrip("/")
                 client = await self._workspace_client(url, bound.api_key_block)
@@ -702,8 +703,9 @@ class AsyncAccelerator:
 
         require_operator(await self.principal(), f"bind project {project}")
         record = ProjectRecord(name=project, api_url=api_url.rstrip("/"), work_pool=work_pool)
-        self._bindings = None
-        return await bind_project(await self.client(), record)
+        bound = await bind_project(await self.client(), record)
+        self._bindings = None  # read afresh on next use
+        return bound
 
 
 def _moment(value: datetime | timedelta | None) -> datetime | None:
