@@ -41,7 +41,7 @@ errors = Console(stderr=True)
 class _Options:
     home: Path | None = None
     api_url: str | None = None
-    user: str | None = None
+    url: str | None = None
     link: str | None = None
 
 
@@ -56,12 +56,17 @@ def _global(
     api_url: str | None = typer.Option(
         None, "--api-url", envvar="ACC_API_URL", help="A Prefect API instead of the local platform."
     ),
-    user: str | None = typer.Option(None, "--user", envvar="ACC_USER", help="Act as this user."),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        envvar="ACC_URL",
+        help="The portal's address: act through it with your token (ACC_TOKEN).",
+    ),
     link: str | None = typer.Option(
         None, "--link", envvar="ACC_LINK", help="A shared link (its URL or token) to use."
     ),
 ) -> None:
-    options.home, options.api_url, options.user, options.link = home, api_url, user, link
+    options.home, options.api_url, options.url, options.link = home, api_url, url, link
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -73,9 +78,7 @@ def connect() -> Accelerator:
     from accelerator_prefect.client import Accelerator
 
     try:
-        return Accelerator.connect(
-            options.api_url, home=options.home, user=options.user, link=options.link
-        )
+        return Accelerator.connect(options.api_url, home=options.home, link=options.link)
     except AcceleratorError as exc:
         fail(str(exc))
 
@@ -877,11 +880,16 @@ def projects_bind(
     project: str,
     api_url: str = typer.Option(..., "--to", help="The workspace's Prefect API URL."),
     work_pool: str | None = typer.Option(None, help="Its default work pool."),
+    credential: str | None = typer.Option(
+        None,
+        envvar="ACC_WORKSPACE_CREDENTIAL",
+        help="That API's auth string (a Prefect server) or API key (Prefect Cloud).",
+    ),
 ) -> None:
     """Bind a project to its own Prefect API: its models are published and run there."""
     acc = connect()
     try:
-        acc.bind_project(project, api_url, work_pool)
+        acc.bind_project(project, api_url, work_pool, credential)
     except (AcceleratorError, ValueError) as exc:
         fail(str(exc))
     console.print(f"project {project} now lives on {api_url}")

@@ -143,19 +143,22 @@ class AsyncAccelerator:
         self,
         api_url: str,
         *,
-        user: str,
         settings: Settings | None = None,
         token: str | None = None,
         link: str | None = None,
-        signed_in: bool = True,
+        trusted_user: str | None = None,
     ) -> None:
+        """A client acting for the holder of ``token``, a guest holding ``link``, or
+        ``trusted_user``: a name the platform's own services vouch for (the catalog acting
+        for whoever its identity provider signed in). Reaching Prefect takes its API auth
+        string, which only the platform's services and operators hold."""
         self.api_url = api_url.rstrip("/")
         self.ui_url = _ui_url(self.api_url)
-        self.user = user
+        self.user = trusted_user
         self.settings = settings or get_settings()
         self._token = token
         self._link = link
-        self._signed_in = signed_in
+        self._trusted = trusted_user
         self._verified: set[tuple[str, str]] = set()
         self._others: dict[str, PrefectClient] = {}
         self._principal: Principal | None = None
@@ -171,51 +174,61 @@ class AsyncAccelerator:
         api_url: str | None = None,
         *,
         home: str | Path | None = None,
-        user: str | None = None,
         token: str | None = None,
         link: str | None = None,
+        trusted_user: str | None = None,
     ) -> AsyncAccelerator:
-        """A client acting for the holder of ``token`` (or ``ACC_TOKEN``), holding
-        the shared ``link`` if given.
+        """A client acting for the holder of ``token`` (or ``ACC_TOKEN``), holding the
+        shared ``link`` if given; with only a link, as a guest.
 
-        Without a token: as ``user`` on a trusted network; with only a link, as a
-        guest; else as the local platform's operator (its token is in the home
-        folder), else as ``ACC_USER``.
+        With neither: as the local platform's operator, whose token ``acc up`` keeps in
+        the home folder (readable by the operator only). Without any credential it raises
+        :class:`~accelerator_prefect.AccessDenied`: there is no default identity.
         """
-        settings = get_settings(home=home, user=user)
+        from accelerator_prefect.errors import AccessDenied
+
+        settings = get_settings(home=home)
         if token is None and settings.token is not None:
             token = settings.token.get_secret_value()
-        guest = token is None and user is None and link is not None
-        if token is None and user is None and not guest and settings.operator_token_file.is_file():
-            token = settings.operator_token_file.read_text().strip()
+        if token is None and link is None and trusted_user is None:
+            try:
+                token = settings.operator_token_file.read_text().strip() or None
+            except OSError:
+                token = None
+            if token is None:
+                raise AccessDenied(
+                    "no credential: give your personal token (ACC_TOKEN, or token=…) and the "
+                    "portal's address (ACC_URL), or a shared link"
+                )
         url = resolve_api_url(settings, api_url)
-        return cls(
-            url, user=settings.user, settings=settings, token=token, link=link, signed_in=not guest
-        )
+        return cls(url, settings=settings, token=token, link=link, trusted_user=trusted_user)
 
     async def principal(self) -> Principal:
-        """Who this client acts for (the token is checked once, on first use)."""
+        """Who this client acts for (a token or link is checked on every call)."""
         if self._principal is not None and self._token is None and self._link is None:
             return self._principal  # a trusted user: nothing can be revoked
         import dataclasses
 
         from accelerator_prefect.access import Principal, guest
         from accelerator_prefect.directory import authenticate, open_link, read_user
+        from accelerator_prefect.errors import AccessDenied
 
         client = await self.client()
         # Tokens and links are looked up on every call, so a revocation counts at once.
         grant = (
             await open_link(client, self._link, self._verified) if self._link is not None else None
         )
-        if not self._signed_in and grant is not None:
-            principal = guest(grant)
-        elif self._token is not None:
+        if self._token is not None:
             principal = await authenticate(client, self._token, self._verified, self.user)
-        else:
+        elif self._trusted is not None:
             try:
-                principal = (await read_user(client, self.user)).principal()
+                principal = (await read_user(client, self._trusted)).principal()
             except NotFound:  # signed in, in no project yet
-                principal = Principal(self.user)
+                principal = Principal(self._trusted)
+        elif grant is not None:
+            principal = guest(grant)
+        else:
+            raise AccessDenied("no credential: a token, a shared link or a trusted user")
         if grant is not None and not principal.guest:
             principal = dataclasses.replace(principal, links=(*principal.links, grant))
         self._principal = principal
@@ -244,7 +257,9 @@ class AsyncAccelerator:
         if self._client is None:
             from accelerator_prefect.transport import prefect_client
 
-            client = prefect_client(self.api_url)
+            client = prefect_client(
+                self.api_url, auth_string=self.settings.service_auth_string() or ""
+            )
             await client.__aenter__()
             self._client = client
         return self._client
@@ -286,13 +301,17 @@ class AsyncAccelerator:
         from accelerator_prefect.transport import prefect_client
 
         if api_url not in self._others:
-            api_key = None
-            if api_key_block:  # e.g. a Prefect Cloud workspace's key, kept in a Secret block
+            api_key = auth_string = None
+            if api_key_block:  # a Prefect Cloud key or a server's auth string, in a Secret block
                 document = await (await self.client()).read_block_document_by_name(
                     api_key_block, "secret", include_secrets=True
                 )
-                api_key = str(document.data["value"])
-            client = prefect_client(api_url, api_key=api_key)
+                credential = str(document.data["value"])
+                if credential.startswith("pnu_") or credential.startswith("pnb_"):
+                    api_key = credential  # Prefect Cloud's user and service-account keys
+                else:
+                    auth_string = credential
+            client = prefect_client(api_url, api_key=api_key, auth_string=auth_string or "")
             await client.__aenter__()
             self._others[api_url] = client
         return self._others[api_url]
@@ -696,13 +715,27 @@ class AsyncAccelerator:
         return await list_projects(await self.client())
 
     async def bind_project(
-        self, project: str, api_url: str, work_pool: str | None = None
+        self,
+        project: str,
+        api_url: str,
+        work_pool: str | None = None,
+        credential: str | None = None,
     ) -> ProjectRecord:
+        from prefect.blocks.system import Secret
+
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.directory import ProjectRecord, bind_project
 
         require_operator(await self.principal(), f"bind project {project}")
-        record = ProjectRecord(name=project, api_url=api_url.rstrip("/"), work_pool=work_pool)
+        key_block = None
+        if credential:  # kept in a Secret block here, read only by the platform's services
+            key_block = f"acc-workspace-{project}"
+            await Secret(value=credential).asave(
+                key_block, overwrite=True, client=await self.client()
+            )
+        record = ProjectRecord(
+            name=project, api_url=api_url.rstrip("/"), work_pool=work_pool, api_key_block=key_block
+        )
         bound = await bind_project(await self.client(), record)
         self._bindings = None  # read afresh on next use
         return bound
@@ -752,9 +785,9 @@ class Accelerator:
         api_url: str | None = None,
         *,
         home: str | Path | None = None,
-        user: str | None = None,
         token: str | None = None,
         link: str | None = None,
+        trusted_user: str | None = None,
     ) -> Accelerator:
         """A client for the platform at ``api_url``, or the local one started by ``acc up``,
         acting for the holder of ``token`` (``ACC_TOKEN``).
@@ -762,12 +795,15 @@ class Accelerator:
         ``link`` (a shared link's URL or token) opens the model it names; with a
         link and no token the client is a guest who sees only that model and the
         runs launched through the link. An unknown, revoked or expired token or
-        link raises :class:`~accelerator_prefect.AccessDenied`.
+        link raises :class:`~accelerator_prefect.AccessDenied`, and so does no
+        credential at all. ``trusted_user`` is for the platform's own services only
+        (the catalog acting for a user its identity provider signed in).
         """
-        core = AsyncAccelerator.connect(api_url, home=home, user=user, token=token, link=link)
+        core = AsyncAccelerator.connect(
+            api_url, home=home, token=token, link=link, trusted_user=trusted_user
+        )
         accelerator = cls(core)
-        if token is not None or link is not None:
-            accelerator._run(core.principal())  # a bad token or link fails here
+        accelerator._run(core.principal())  # a bad credential fails here
         return accelerator
 
     @property
@@ -1055,7 +1091,14 @@ class Accelerator:
         """The projects bound to a Prefect API of their own (operators only)."""
         return self._run(self._core.projects())
 
-    def bind_project(self, project: str, api_url: str, work_pool: str | None = None) -> None:
+    def bind_project(
+        self,
+        project: str,
+        api_url: str,
+        work_pool: str | None = None,
+        credential: str | None = None,
+    ) -> None:
         """Bind ``project`` to its own Prefect API (operators): its models are published,
-        launched and run there, and still listed in one catalog."""
-        self._run(self._core.bind_project(project, api_url, work_pool))
+        launched and run there, and still listed in one catalog. ``credential`` is that
+        API's auth string (a Prefect server) or API key (Prefect Cloud)."""
+        self._run(self._core.bind_project(project, api_url, work_pool, credential))

@@ -125,8 +125,31 @@ def _prefect_bin() -> str:
     return str(candidate) if candidate.exists() else "prefect"
 
 
+def ensure_auth_string(home: Path) -> str:
+    """The Prefect API's auth string of the platform under ``home``, made on first use and
+    kept in the home, readable by its owner only (mode 0600)."""
+    import secrets
+
+    path = get_settings(home=home).auth_string_file
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    return value
+
+
 def _base_env(home: Path, api_url: str) -> dict[str, str]:
     env = dict(os.environ)
+    # The platform's services reach Prefect with its auth string; nothing else does.
+    env.pop("PREFECT_SERVER_API_AUTH_STRING", None)
+    env["PREFECT_API_AUTH_STRING"] = ensure_auth_string(home)
     env.update(
         {
             "PREFECT_HOME": str(home / "prefect"),
@@ -190,6 +213,7 @@ def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
         f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"
     )
     env["PREFECT_UI_API_URL"] = api_url
+    env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
     process = _spawn(
         [_prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log
     )
@@ -257,7 +281,7 @@ def start_catalog(home: Path, api_url: str, port: int, deadline: float = 60.0) -
     env = _base_env(home, api_url)
     env.update({"ACC_API_URL": api_url, "ACC_CATALOG_URL": url})
     # The catalog acts for whoever signs in to it, never for a token of its own.
-    for name in ("ACC_TOKEN", "ACC_USER"):
+    for name in ("ACC_TOKEN", "ACC_URL"):
         env.pop(name, None)
     log = home / "logs" / "catalog.log"
     process = _spawn(
@@ -441,7 +465,9 @@ def up(
             work_pool=pool,
         )
         _write_platform(info)
-    acc = Accelerator(AsyncAccelerator(info.api_url, user="operator"))
+    settings = get_settings(home=home)
+    # The platform's own setup acts as its operator, vouched for by holding the auth string.
+    acc = Accelerator(AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
     acc._call(lambda c: _prepare(c, home, pool))
     token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))

@@ -45,16 +45,30 @@ class BusyRetry(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def prefect_client(api_url: str, api_key: str | None = None) -> PrefectClient:
+def prefect_client(
+    api_url: str, api_key: str | None = None, *, auth_string: str | None = None
+) -> PrefectClient:
     """A Prefect client for ``api_url`` whose busy writes are retried within milliseconds.
 
-    Connection limits are Prefect's own (16 connections, 8 kept alive for 25 s).
+    It sends the Prefect API's auth string: ``auth_string``, else the platform's own
+    (:meth:`~accelerator_prefect.settings.Settings.service_auth_string`); ``""`` sends
+    none (another workspace's API, reached with its ``api_key``). Connection limits
+    are Prefect's own (16 connections, 8 kept alive for 25 s).
     """
     from prefect.client.orchestration import PrefectClient
     from prefect.settings import PREFECT_API_ENABLE_HTTP2
+
+    from accelerator_prefect.settings import get_settings
 
     inner = httpx.AsyncHTTPTransport(
         limits=httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=25),
         http2=PREFECT_API_ENABLE_HTTP2.value(),
     )
-    return PrefectClient(api_url, api_key=api_key, httpx_settings={"transport": BusyRetry(inner)})
+    if auth_string is None and api_key is None:
+        auth_string = get_settings().service_auth_string()
+    return PrefectClient(
+        api_url,
+        api_key=api_key,
+        auth_string=auth_string or None,
+        httpx_settings={"transport": BusyRetry(inner)},
+    )

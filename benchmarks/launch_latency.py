@@ -279,7 +279,9 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         task = progress.add_task("starting the platform", total=None)
         with bench_platform() as bench:
             before = len(bench.flow_run_ids())
-            with Accelerator.connect(bench.info.api_url, home=bench.home, user="operator") as user:
+            with Accelerator.connect(
+                bench.info.api_url, home=bench.home, trusted_user="operator"
+            ) as user:
                 payload = capture_payload(bench)
                 calls = launchers(bench, user, payload)
                 progress.remove_task(task)

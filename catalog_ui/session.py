@@ -128,7 +128,7 @@ def sign_in_with_oidc(claims: dict[str, Any]) -> Session:
     """Act for the user the catalog's identity provider vouched for (the catalog is trusted)."""
     from accelerator_prefect import Accelerator
 
-    return _keep(Session(Accelerator.connect(user=oidc_user(claims)), "oidc"))
+    return _keep(Session(Accelerator.connect(trusted_user=oidc_user(claims)), "oidc"))
 
 
 def sign_out() -> None:

@@ -218,7 +218,7 @@ def acc_fs(request: pytest.FixtureRequest, tmp_path: Path) -> AccFileSystem:
 
 @pytest.fixture(scope="session")
 def acc(platform: PlatformInfo) -> Iterator[Accelerator]:
-    with Accelerator.connect(platform.api_url, user="operator") as client:
+    with Accelerator.connect(platform.api_url) as client:
         yield client
 
 

@@ -9,11 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 
 from accelerator_prefect import Accelerator, AccessDenied, InvalidInputs, NotFound
 from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN, create_link
 from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 from tests.test_launch import count_runs
 
@@ -118,7 +118,7 @@ def links(
     async def stale_link(model: str) -> str:
         # A private model cannot be shared; this link is one left from before it was made
         # private, straight in the directory.
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             _, token = await create_link(client, model, version=None, created_by="alice")
             return token
 
@@ -146,7 +146,7 @@ def _connect(
 ) -> Accelerator | None:
     """A client for ``who``, or ``None`` when they cannot even connect."""
     if who == "operator":
-        return Accelerator.connect(platform.api_url, user="operator")
+        return Accelerator.connect(platform.api_url)
     if who in team:
         return Accelerator.connect(platform.api_url, token=team[who])
     link = {"guest-valid": links[scope]["valid"], "guest-revoked": links[scope]["revoked"]}
@@ -248,7 +248,7 @@ def test_hidden_models_are_not_found_exactly_like_missing_ones(
 
 def _client(platform: PlatformInfo, team: dict[str, str], who: str) -> Accelerator:
     if who == "operator":
-        return Accelerator.connect(platform.api_url, user="operator")
+        return Accelerator.connect(platform.api_url)
     return Accelerator.connect(platform.api_url, token=team[who])
 
 
@@ -321,7 +321,7 @@ def test_tokens_are_stored_only_as_salted_hashes(
     platform: PlatformInfo, team: dict[str, str]
 ) -> None:
     async def everything() -> str:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             return json.dumps([v.model_dump(mode="json") for v in await client.read_variables()])
 
     stored = asyncio.run(everything())

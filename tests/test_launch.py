@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -16,12 +15,13 @@ from accelerator_prefect.manifest import load_manifest
 from accelerator_prefect.platform import PlatformInfo, seed_example_data, seed_reference_data
 from accelerator_prefect.settings import get_settings
 from accelerator_prefect.storage import Storage
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ROOT, ModelRepo
 
 
 def count_runs(api_url: str, deployment_name: str) -> int:
     async def count() -> int:
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:
             return await client.count_flow_runs(
                 deployment_filter=DeploymentFilter(
                     name=DeploymentFilterName(any_=[deployment_name])
@@ -117,7 +117,7 @@ def test_run_is_tagged_and_named_after_model_version_and_user(
     assert run.result() == {"code": "v1", "text": "HI HI"}
 
     async def read() -> object:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             return await client.read_flow_run(run.id)
 
     flow_run = asyncio.run(read())
@@ -154,7 +154,7 @@ def test_the_server_enforces_the_schema_for_clients_that_skip_the_launcher(
     deployment_id = acc.get(echo_repo.name).latest.deployment_id
 
     async def raw_launch() -> None:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             await client.create_flow_run_from_deployment(
                 deployment_id, parameters={"conf": {"repeat": 99}}
             )

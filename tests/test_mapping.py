@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -23,6 +22,7 @@ from accelerator_prefect.outputs import INCOMPLETE
 from accelerator_prefect.platform import PlatformInfo, start_worker, stop_process
 from accelerator_prefect.settings import Settings
 from accelerator_prefect.storage import AccFileSystem, Storage
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo, S3Server
 from tests.test_launch import count_runs
 
@@ -137,7 +137,7 @@ def test_the_prefect_server_enforces_the_mapping_too(
     bypasses the product (Prefect UI, raw API) is refused by the server."""
 
     async def raw_launch(inputs: dict[str, Any]) -> None:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             [hosted] = await read_versions(client, model=tables.name)
             await client.create_flow_run_from_deployment(
                 hosted.deployment_id, parameters={"conf": {}, "inputs": inputs}
@@ -159,7 +159,7 @@ def test_the_prefect_server_enforces_the_mapping_too(
 
 def _artifacts(api_url: str, run_id: uuid.UUID) -> list[Any]:
     async def read() -> list[Any]:
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:
             return await client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
             )
@@ -264,7 +264,9 @@ def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(
     prefix = f"s3://{s3_server.bucket}/platform-{uuid.uuid4().hex[:6]}"
     settings = Settings(home=platform.home, storage_url=prefix, storage_options=s3_server.options)
     pool = f"acc-s3-{uuid.uuid4().hex[:6]}"
-    acc = Accelerator(AsyncAccelerator(platform.api_url, user="operator", settings=settings))
+    acc = Accelerator(
+        AsyncAccelerator(platform.api_url, settings=settings, trusted_user="operator")
+    )
     acc._call(lambda c: _prepare(c, platform.home, pool))
     worker = start_worker(
         platform.home,

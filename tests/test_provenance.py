@@ -9,13 +9,13 @@ import re
 import uuid
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from accelerator_prefect import Accelerator, NotFound, Run
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.provenance import Provenance
 from accelerator_prefect.storage import Storage
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 from tests.test_cli import acc_cli
 from tests.test_launch import bundled_example
@@ -83,7 +83,7 @@ def test_a_run_records_what_it_ran_on(
     assert storage.exists(f"{first.output_location}provenance.json")
 
     async def artifacts() -> list[object]:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             return await client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id]))
             )
@@ -155,7 +155,7 @@ def test_rerun_and_provenance_from_the_cli(
     }
 
     async def tags() -> list[str]:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             return list((await client.read_flow_run(uuid.UUID(new_id))).tags)
 
     assert f"acc:rerun-of:{first.id}" in asyncio.run(tags())

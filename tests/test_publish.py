@@ -4,16 +4,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 
 from accelerator_prefect import Accelerator, ManifestError, PublishError
 from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 
 
 def read_deployment(api_url: str, name: str) -> object:
     async def read() -> object:
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:
             return await client.read_deployment_by_name(f"echo/{name}")
 
     return asyncio.run(read())

@@ -30,6 +30,7 @@ from accelerator_prefect import Accelerator, InvalidConf, InvalidSecrets
 from accelerator_prefect import secrets as run_secrets
 from accelerator_prefect.cli import app
 from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 from tests.test_launch import count_runs
 
@@ -107,7 +108,7 @@ def _secret() -> str:
 
 
 async def _run_blocks(api_url: str) -> list[str]:
-    async with PrefectClient(api_url) as client:
+    async with prefect_client(api_url) as client:
         return [b["name"] for b in await run_secrets._blocks_named(client, run_secrets.RUN_PREFIX)]
 
 
@@ -115,7 +116,7 @@ def _everything_prefect_shows(api_url: str, run_id: str, since: datetime) -> str
     """Every record the Prefect API holds about a run, as one text."""
 
     async def read() -> str:
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:
             run = uuid.UUID(run_id)
             flow_run = await client.read_flow_run(run)
             task_runs = await client.read_task_runs(
@@ -299,7 +300,7 @@ def test_a_sweep_removes_secrets_left_by_runs_that_ended_without_running(
     repo.commit("keyed on an idle pool")
 
     async def create_pool() -> None:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
 
     asyncio.run(create_pool())
@@ -310,7 +311,7 @@ def test_a_sweep_removes_secrets_left_by_runs_that_ended_without_running(
     assert block in asyncio.run(_run_blocks(platform.api_url))  # still waiting to run: kept
 
     async def cancel_and_leave_a_stray() -> None:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             await client.set_flow_run_state(run.id, Cancelled(), force=True)
             # A launch that stored its secret and died before creating its run.
             await run_secrets.store(client, {run_secrets.run_block("0" * 16, "API_KEY"): "x1"})

@@ -9,10 +9,10 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 
 from accelerator_prefect import Accelerator, AccessDenied, NotFound, VersionArchived
 from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 from tests.test_cli import acc_cli
 from tests.test_launch import count_runs
@@ -40,7 +40,7 @@ def two_versions(acc: Accelerator, echo_repo: ModelRepo) -> Iterator[ModelRepo]:
 
 def deployment(api_url: str, model: str, version: str) -> object:
     async def read() -> object:
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(api_url) as client:
             return await client.read_deployment_by_name(f"echo/{model}@{version}")
 
     return asyncio.run(read())
@@ -101,7 +101,7 @@ def test_a_deprecated_version_still_runs_but_warns_and_names_its_replacement(
 
 def _tags(platform: PlatformInfo, run_id: str) -> list[str]:
     async def read() -> list[str]:
-        async with PrefectClient(platform.api_url) as client:
+        async with prefect_client(platform.api_url) as client:
             return list((await client.read_flow_run(uuid.UUID(run_id))).tags)
 
     return asyncio.run(read())

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
 from accelerator_prefect import Accelerator, NotFound
 from accelerator_prefect.platform import PlatformInfo, down, free_port, up
+from accelerator_prefect.settings import get_settings
+from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 
 
@@ -25,9 +26,11 @@ def far_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInf
     down(home)
 
 
-def _deployments(api_url: str, name: str) -> int:
+def _deployments(server: PlatformInfo, name: str) -> int:
+    auth_string = get_settings(home=server.home).service_auth_string()
+
     async def count() -> int:
-        async with PrefectClient(api_url) as client:
+        async with prefect_client(server.api_url, auth_string=auth_string) as client:
             found = await client.read_deployments(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
             )
@@ -53,7 +56,8 @@ def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catal
     browser = Accelerator.connect(platform.api_url, token=wren_token)
     assert f"echo-far-{suffix}" not in {m.name for m in wren.catalog()}
     assert f"echo-far-{suffix}" not in {m.name for m in browser.catalog()}
-    acc.bind_project(project, far_server.api_url)
+    far_auth = get_settings(home=far_server.home).service_auth_string()
+    acc.bind_project(project, far_server.api_url, credential=far_auth)
     _, dora_token = acc.add_user(author, {project: "author"})
     _, erin_token = acc.add_user(member, {project: "member"})
     _, finn_token = acc.add_user(outsider, {})
@@ -69,8 +73,8 @@ def test_a_project_bound_to_another_server_publishes_and_runs_there_in_one_catal
     with Accelerator.connect(platform.api_url, token=dora_token) as dora:
         assert dora.publish(repo.manifest).status == "created"
     # Published on the project's own server, not on the home one.
-    assert _deployments(far_server.api_url, deployment) == 1
-    assert _deployments(platform.api_url, deployment) == 0
+    assert _deployments(far_server, deployment) == 1
+    assert _deployments(platform, deployment) == 0
     # Asked for by name, the model is looked for again in the workspaces bound since.
     with wren:
         assert wren.get(repo.name).latest.workspace == far_server.api_url
