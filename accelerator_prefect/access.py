@@ -129,6 +129,20 @@ def may_read_run(
     return principal.name in {launched_by, model_owner}
 
 
+def may_cancel_run(
+    principal: Principal,
+    *,
+    launched_by: str | None,
+    model_owner: str | None,
+    link_id: str | None = None,
+) -> bool:
+    """A run is cancelled by whoever launched it (a guest: through their link), the owner
+    of its model, and operators: the same people who read it."""
+    return may_read_run(
+        principal, launched_by=launched_by, model_owner=model_owner, link_id=link_id
+    )
+
+
 def may_use_path(principal: Principal, relative: str) -> bool:
     """Whether ``principal`` may read inputs from and write outputs to ``acc://relative``.
 

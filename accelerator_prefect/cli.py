@@ -78,7 +78,9 @@ def connect() -> Accelerator:
     from accelerator_prefect.client import Accelerator
 
     try:
-        return Accelerator.connect(options.api_url, home=options.home, link=options.link)
+        return Accelerator.connect(
+            options.api_url, home=options.home, link=options.link, url=options.url
+        )
     except AcceleratorError as exc:
         fail(str(exc))
 
@@ -104,9 +106,10 @@ def up(
     examples: bool = typer.Option(True, help="Publish the bundled example models."),
     catalog_port: int = typer.Option(8501, help="Port of the Streamlit catalog (127.0.0.1)."),
     catalog: bool = typer.Option(True, help="Serve the Streamlit catalog."),
+    portal_port: int = typer.Option(8600, help="Port of the portal, the users' HTTP API."),
 ) -> None:
-    """Start the embedded platform: Prefect server, worker, storage, the example models and
-    the catalog."""
+    """Start the embedded platform: Prefect server (locked with a generated auth string),
+    worker, storage, the example models, the portal and the catalog."""
     from accelerator_prefect import platform
 
     home = _home()
@@ -118,6 +121,7 @@ def up(
                 port=port,
                 examples=None if examples else [],
                 catalog_port=catalog_port if catalog else None,
+                portal_port=portal_port,
                 report=lambda message: _step(status, message),
             )
     except AcceleratorError as exc:
@@ -131,8 +135,11 @@ def up(
     table = Table.grid(padding=(0, 2))
     if info.catalog_url:
         table.add_row("Catalog", info.catalog_url)
-    table.add_row("Prefect UI", info.ui_url)
+    if info.portal_url:
+        table.add_row("Portal", f"{info.portal_url}/api/v1 (docs: {info.portal_url}/api/v1/docs)")
+    table.add_row("Prefect UI", f"{info.ui_url} (operators: sign in with the auth string)")
     table.add_row("Prefect API", info.api_url)
+    table.add_row("auth string", str(get_settings(home=info.home).auth_string_file))
     table.add_row("home", str(info.home))
     table.add_row("logs", str(info.home / "logs"))
     console.print(Panel(table, title=f"accelerator-prefect is up ({ready:.1f} s)", expand=False))
@@ -633,6 +640,43 @@ def _follow(acc: Accelerator, run_id: str, timeout: float) -> str:
     colour = "green" if state == "Completed" else "red"
     console.print(f"[{colour}]{state}[/]")
     return state
+
+
+@app.command()
+def cancel(run_id: str) -> None:
+    """Cancel a run (its launcher, its model's owner, operators)."""
+    acc = connect()
+    try:
+        state = acc.run(run_id).cancel()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    console.print(f"run {run_id} is {state}")
+
+
+@app.command()
+def portal(
+    port: int = typer.Option(8600, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (behind a proxy)."),
+    workers: int = typer.Option(1, help="Worker processes (they share no state of their own)."),
+) -> None:
+    """Serve the portal, the users' HTTP API, on its own (e.g. behind a TLS proxy).
+
+    It needs the Prefect API (ACC_API_URL or the local platform), its auth string
+    (ACC_API_AUTH_STRING or the home's) and the storage settings; users need only
+    its address and their token.
+    """
+    import uvicorn
+
+    console.print(f"serving the portal on http://{host}:{port}/api/v1 (Ctrl-C stops it)")
+    uvicorn.run(
+        "accelerator_prefect.portal:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        server_header=False,
+        proxy_headers=True,
+    )
 
 
 @app.command()

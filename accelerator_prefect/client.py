@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from accelerator_prefect.catalog import HostedModel, HostedVersion
     from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
     from accelerator_prefect.manifest import Status
-    from accelerator_prefect.provenance import RunDiff
+    from accelerator_prefect.outputs import OutputFile
+    from accelerator_prefect.provenance import Provenance, RunDiff
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.runs import Run, RunQuery, RunSummary
+    from accelerator_prefect.runs import RoutineProgress, Run, RunInfo, RunQuery, RunSummary
     from accelerator_prefect.storage import AccFileSystem, Storage
     from accelerator_prefect.usage import UsageRow
     from accelerator_prefect.versions import VersionInfo
@@ -167,6 +168,8 @@ class AsyncAccelerator:
         self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
         self._shared = _SharedReads()
         self._bindings: tuple[float, list[ProjectRecord]] | None = None
+        self._borrowed = False
+        self._one_request = False  # the portal's: the credential is checked once per request
 
     @classmethod
     def connect(
@@ -203,10 +206,27 @@ class AsyncAccelerator:
         url = resolve_api_url(settings, api_url)
         return cls(url, settings=settings, token=token, link=link, trusted_user=trusted_user)
 
+    def acting_for(self, *, token: str | None = None, link: str | None = None) -> AsyncAccelerator:
+        """A client for the holder of ``token`` or ``link`` sharing this one's connection
+        to Prefect, checked tokens and write queue: how the portal serves each request.
+
+        Closing it leaves the shared connection open.
+        """
+        other = AsyncAccelerator(self.api_url, settings=self.settings, token=token, link=link)
+        other._client, other._borrowed, other._one_request = self._client, True, True
+        other._verified = self._verified
+        other._others = self._others
+        other._launch_writes = self._launch_writes
+        other._storage_fs = self._storage_fs
+        other._bindings = self._bindings
+        return other
+
     async def principal(self) -> Principal:
         """Who this client acts for (a token or link is checked on every call)."""
-        if self._principal is not None and self._token is None and self._link is None:
-            return self._principal  # a trusted user: nothing can be revoked
+        if self._principal is not None and (
+            self._one_request or (self._token is None and self._link is None)
+        ):
+            return self._principal  # a trusted user, or one portal request: checked already
         import dataclasses
 
         from accelerator_prefect.access import Principal, guest
@@ -265,6 +285,8 @@ class AsyncAccelerator:
         return self._client
 
     async def aclose(self) -> None:
+        if self._borrowed:
+            return
         if self._client is not None:
             await self._client.__aexit__(None, None, None)
             self._client = None
@@ -522,6 +544,147 @@ class AsyncAccelerator:
             raise NotFound(f"run {run_id!r} not found")
         return url
 
+    async def _readable_run(self, run_id: str, workspace: str | None = None) -> tuple[Any, str]:
+        """The flow run ``run_id`` and its workspace, if this principal may read it."""
+        from accelerator_prefect.runs import read_run
+
+        url = await self.visible_run(run_id, workspace)
+        return await read_run((await self.workspaces())[url], run_id), url
+
+    def run_url(self, run_id: str, workspace: str | None = None) -> str:
+        """The run's page in the Prefect UI of its workspace."""
+        return f"{_ui_url(workspace or self.api_url)}/runs/flow-run/{run_id}"
+
+    async def run_info(self, run_id: str, workspace: str | None = None) -> RunInfo:
+        """Run ``run_id`` as its handle shows it (:class:`NotFound` if not readable)."""
+        from accelerator_prefect.runs import RunInfo
+
+        flow_run, url = await self._readable_run(run_id, workspace)
+        return RunInfo.of(flow_run, url)
+
+    async def wait_run(
+        self, run_id: str, timeout: float | None, workspace: str | None = None
+    ) -> RunInfo:
+        """Run ``run_id`` once final (its closing log lines in), or :class:`RunTimeout`."""
+        from accelerator_prefect.runs import RunInfo, wait_for, wait_for_final_logs
+
+        url = await self.visible_run(run_id, workspace)
+        client = (await self.workspaces())[url]
+        flow_run = await wait_for(client, run_id, timeout)
+        await wait_for_final_logs(client, flow_run.id)
+        return RunInfo.of(flow_run, url)
+
+    async def run_logs(self, run_id: str, workspace: str | None = None) -> list[str]:
+        from accelerator_prefect.runs import read_logs
+
+        url = await self.visible_run(run_id, workspace)
+        return await read_logs((await self.workspaces())[url], run_id)
+
+    async def run_progress(self, run_id: str, workspace: str | None = None) -> RoutineProgress:
+        from uuid import UUID
+
+        from accelerator_prefect.runs import read_progress
+
+        url = await self.visible_run(run_id, workspace)
+        return await read_progress((await self.workspaces())[url], UUID(run_id))
+
+    async def run_result(self, run_id: str, workspace: str | None = None) -> Any:
+        """The jobflow's return value, as JSON data (never unpickled)."""
+        from accelerator_prefect.runs import read_result
+
+        flow_run, url = await self._readable_run(run_id, workspace)
+        return await read_result((await self.workspaces())[url], flow_run)
+
+    async def run_provenance(self, run_id: str, workspace: str | None = None) -> Provenance:
+        from uuid import UUID
+
+        from accelerator_prefect.runs import read_provenance
+
+        url = await self.visible_run(run_id, workspace)
+        return await read_provenance((await self.workspaces())[url], UUID(run_id))
+
+    async def run_outputs(
+        self, run_id: str, workspace: str | None = None
+    ) -> tuple[list[OutputFile], bool]:
+        """The files run ``run_id`` wrote, and whether they are complete."""
+        from accelerator_prefect.outputs import is_incomplete, list_outputs, run_folder
+        from accelerator_prefect.storage import Storage
+
+        info = await self.run_info(run_id, workspace)
+        folder = run_folder(info.parameters, run_id)
+        if folder is None:
+            return [], info.completed
+        storage = Storage(self.storage_fs())  # reading the run was allowed already
+        files = await asyncio.to_thread(list_outputs, folder, storage)
+        complete = info.completed and not await asyncio.to_thread(is_incomplete, folder, storage)
+        return files, complete
+
+    async def open_output(self, run_id: str, path: str, workspace: str | None = None) -> Any:
+        """One of run ``run_id``'s output files, open for reading (``path`` as listed)."""
+        from accelerator_prefect.outputs import run_folder
+        from accelerator_prefect.storage import Storage, check_path, to_uri
+
+        info = await self.run_info(run_id, workspace)
+        folder = run_folder(info.parameters, run_id)
+        if folder is None:
+            raise NotFound(f"run {run_id} has no output folder")
+        uri = to_uri(check_path(folder + path))  # refuses `..` and other escapes
+        if not uri.startswith(folder) or uri == folder:
+            raise NotFound(f"{path!r} is not an output of run {run_id}")
+        return await asyncio.to_thread(Storage(self.storage_fs()).open, uri, "rb")
+
+    async def cancel(self, run_id: str, workspace: str | None = None) -> RunInfo:
+        """Cancel run ``run_id`` (its launcher, its model's owner, operators).
+
+        A run not yet started ends Cancelled at once; a running one is set Cancelling
+        and its worker stops its process. Either way its secret blocks are deleted now,
+        and partial outputs are marked incomplete. A run already ended is left as it is.
+        """
+        from prefect.states import Cancelled, Cancelling
+
+        from accelerator_prefect.access import may_cancel_run
+        from accelerator_prefect.errors import AccessDenied
+        from accelerator_prefect.runs import RunInfo, read_run
+
+        principal = await self.principal()
+        flow_run, url = await self._readable_run(run_id, workspace)
+        info = RunInfo.of(flow_run, url)
+        tags = info.tags
+        if not may_cancel_run(
+            principal,
+            launched_by=tags.get("user"),
+            model_owner=tags.get("owner"),
+            link_id=tags.get("link"),
+        ):
+            raise AccessDenied(f"run {run_id}: only its launcher, its model's owner or an operator")
+        if info.final:
+            return info
+        client = (await self.workspaces())[url]
+        started = info.state_type in {"RUNNING", "CANCELLING"}
+        state = (
+            Cancelling(message=f"cancelled by {principal.name}")
+            if started
+            else Cancelled(message=f"cancelled by {principal.name} before it started")
+        )
+        await client.set_flow_run_state(flow_run.id, state, force=True)
+        await self._after_cancel(client, info)
+        return RunInfo.of(await read_run(client, run_id), url)
+
+    async def _after_cancel(self, client: PrefectClient, info: RunInfo) -> None:
+        """Delete the run's secret blocks and mark its partial outputs incomplete."""
+        from accelerator_prefect import secrets
+        from accelerator_prefect.outputs import mark_folder_incomplete, run_folder
+        from accelerator_prefect.storage import Storage
+
+        blocks = ((info.parameters.get("secrets") or {}).get("blocks")) or {}
+        names = [str(n) for n in blocks.values() if str(n).startswith(secrets.RUN_PREFIX)]
+        if names:
+            await secrets.delete(client, names)
+        folder = run_folder(info.parameters, info.id)
+        if folder is not None:
+            storage = Storage(self.storage_fs())
+            await asyncio.to_thread(mark_folder_incomplete, folder, storage, "Cancelled")
+
     async def launch(
         self,
         model: str,
@@ -534,6 +697,7 @@ class AsyncAccelerator:
         remember: bool = False,
         via: str = "python",
         rerun_of: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[str, str, str | None]:
         """Launch ``model``; the new run's id, its workspace, and a deprecation notice if
         the version is deprecated (see ``Accelerator.launch``)."""
@@ -559,6 +723,7 @@ class AsyncAccelerator:
             via=via,
             storage=self.storage_fs(),
             rerun_of=rerun_of,
+            idempotency_key=idempotency_key,
         )
         from accelerator_prefect.versions import deprecation_notice
 
@@ -788,9 +953,11 @@ class Accelerator:
         token: str | None = None,
         link: str | None = None,
         trusted_user: str | None = None,
+        url: str | None = None,
     ) -> Accelerator:
-        """A client for the platform at ``api_url``, or the local one started by ``acc up``,
-        acting for the holder of ``token`` (``ACC_TOKEN``).
+        """A client acting for the holder of ``token`` (``ACC_TOKEN``): through the portal
+        at ``url`` (``ACC_URL``), as every user does; or, for the platform's services and
+        operators, straight to the Prefect API at ``api_url`` or the local platform.
 
         ``link`` (a shared link's URL or token) opens the model it names; with a
         link and no token the client is a guest who sees only that model and the
@@ -799,9 +966,19 @@ class Accelerator:
         credential at all. ``trusted_user`` is for the platform's own services only
         (the catalog acting for a user its identity provider signed in).
         """
-        core = AsyncAccelerator.connect(
-            api_url, home=home, token=token, link=link, trusted_user=trusted_user
-        )
+        settings = get_settings(home=home)
+        portal = url or (None if api_url or trusted_user else settings.url)
+        if portal:  # a user's client: HTTP to the portal, nothing else
+            from accelerator_prefect.remote import PortalService
+
+            if token is None and settings.token is not None:
+                token = settings.token.get_secret_value()
+            # One facade over either service: the portal's has the same methods users hold.
+            core = cast(AsyncAccelerator, PortalService(portal, token=token, link=link))
+        else:
+            core = AsyncAccelerator.connect(
+                api_url, home=home, token=token, link=link, trusted_user=trusted_user
+            )
         accelerator = cls(core)
         accelerator._run(core.principal())  # a bad credential fails here
         return accelerator
@@ -832,25 +1009,24 @@ class Accelerator:
         """
         from accelerator_prefect.storage import Storage
 
+        if self._storage is None and self._over_http:
+            from accelerator_prefect.remote import PortalService, PortalStorage
+
+            self._storage = cast(Storage, PortalStorage(self, cast(PortalService, self._core)))
         if self._storage is None:
             # Asked on every operation, so a revocation or a changed membership counts at once.
             self._storage = Storage(self._core.storage_fs(), principal=lambda: self.principal)
         return self._storage
+
+    @property
+    def _over_http(self) -> bool:
+        return type(self._core).__name__ == "PortalService"
 
     def _run(self, coro: Awaitable[T]) -> T:
         async def wrapped() -> T:
             return await coro
 
         return asyncio.run_coroutine_threadsafe(wrapped(), _Loop.get()).result()
-
-    def _read_run(self, run: Run, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
-        """``fn`` on the client of the run's workspace, if this principal may (still) read it."""
-
-        async def checked() -> T:
-            url = await self._core.visible_run(str(run.id), run.workspace)
-            return await fn((await self._core.workspaces())[url])
-
-        return self._run(checked())
 
     def _call(self, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
         async def with_client() -> T:

@@ -62,6 +62,10 @@ class InvalidSecrets(ValidationFailed):
     """Secrets are missing, unknown or not text (messages never carry a value)."""
 
 
+class IdempotencyConflict(AcceleratorError):
+    """An idempotency key was used again for a different request."""
+
+
 class PlatformError(AcceleratorError):
     """The embedded platform could not be started, reached or stopped."""
 

@@ -17,7 +17,13 @@ from pydantic import BaseModel
 from accelerator_prefect import secrets as run_secrets
 from accelerator_prefect.access import Principal, may_use_path, usable_areas
 from accelerator_prefect.catalog import HostedModel, HostedVersion, pick_version, read_model, tag
-from accelerator_prefect.errors import InvalidConf, InvalidInputs, InvalidSecrets, NotFound
+from accelerator_prefect.errors import (
+    IdempotencyConflict,
+    InvalidConf,
+    InvalidInputs,
+    InvalidSecrets,
+    NotFound,
+)
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.mapping import input_problems, output_problems
 from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
@@ -224,6 +230,7 @@ async def launch(
     rerun_of: str | None = None,
     found: HostedModel | None = None,
     writes: asyncio.Semaphore | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none).
 
@@ -292,6 +299,11 @@ async def launch(
             tags.append(tag("replaced-by", hosted.record.replaced_by))
     if values:
         tags.append(run_secrets.LAUNCH_TAG + launch_id)
+    prefect_key = None
+    if idempotency_key is not None:
+        # Prefect's key is unique per flow: the one it sees names who asked, and what.
+        prefect_key, request_tag = idempotency_keys(principal, idempotency_key, hosted, parameters)
+        tags.append(request_tag)
     async with writes if writes is not None else contextlib.nullcontext():
         if values:
             await run_secrets.store(
@@ -299,13 +311,48 @@ async def launch(
             )
         try:
             flow_run = await client.create_flow_run_from_deployment(
-                hosted.deployment_id, parameters=parameters, name=run_name(hosted, user), tags=tags
+                hosted.deployment_id,
+                parameters=parameters,
+                name=run_name(hosted, user),
+                tags=tags,
+                idempotency_key=prefect_key,
             )
         except BaseException:
             if values and not remember:
                 await run_secrets.delete(client, list(blocks.values()))
             raise
+    if prefect_key is not None and set(tags) - set(flow_run.tags):
+        # An earlier request with this key made the run: this one's secrets are not used.
+        if values and not remember:
+            await run_secrets.delete(client, list(blocks.values()))
+        if request_tag not in flow_run.tags:
+            raise IdempotencyConflict(
+                "Idempotency-Key: this key was used for a different launch; use a new key"
+            )
     return hosted, flow_run
+
+
+def idempotency_keys(
+    principal: Principal, key: str, hosted: HostedVersion, parameters: dict[str, Any]
+) -> tuple[str, str]:
+    """The key Prefect sees for ``key`` from ``principal``, and the tag naming the request
+    (what was launched, with what), so a key reused for another request is told apart."""
+    import hashlib
+    import json
+
+    caller = hashlib.sha256(f"{principal.name}\x00{key}".encode()).hexdigest()
+    request = json.dumps(
+        [hosted.name, hosted.version, _without_secret_blocks(parameters)],
+        sort_keys=True,
+        default=str,
+    )
+    fingerprint = hashlib.sha256(request.encode()).hexdigest()[:24]
+    return f"acc:{caller}", tag("request", fingerprint)
+
+
+def _without_secret_blocks(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters without the per-launch secret block names (new on every request)."""
+    return {k: v for k, v in parameters.items() if k != "secrets"}
 
 
 def _refusal(problems: list[str], what: str) -> InvalidConf | InvalidInputs | InvalidSecrets:

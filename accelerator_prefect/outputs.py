@@ -107,6 +107,24 @@ def report(output: Output | None) -> None:
     )
 
 
+def mark_folder_incomplete(folder: str, storage: Storage, why: str) -> bool:
+    """Leave ``_INCOMPLETE.json`` in ``folder`` if it holds files and no marker yet
+    (a run cancelled or failed mid-way); whether one was written."""
+    files = list_outputs(folder, storage)
+    if not files or is_incomplete(folder, storage):
+        return False
+    marker = {
+        "complete": False,
+        "error": why,
+        "at": datetime.now(UTC).isoformat(),
+        "files": [f.path for f in files],
+        "note": "The run did not finish; these files are partial results.",
+    }
+    with storage.open(folder.rstrip("/") + "/" + INCOMPLETE, "w") as f:
+        f.write(json.dumps(marker, indent=2))
+    return True
+
+
 def mark_incomplete(output: Output | None, error: BaseException) -> None:
     """Leave ``_INCOMPLETE.json`` beside the partial outputs of a failed jobflow.
 

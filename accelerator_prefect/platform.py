@@ -49,6 +49,8 @@ class PlatformInfo(BaseModel):
     work_pool: str
     catalog_pid: int | None = None
     catalog_url: str | None = None
+    portal_pid: int | None = None
+    portal_url: str | None = None
 
 
 def _alive(pid: int | None) -> bool:
@@ -309,6 +311,48 @@ def start_catalog(home: Path, api_url: str, port: int, deadline: float = 60.0) -
     return process.pid, url
 
 
+def portal_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_portal(home: Path, api_url: str, port: int, deadline: float = 60.0) -> tuple[int, str]:
+    """Serve the portal (uvicorn) on 127.0.0.1:``port``; return its pid and URL once it answers."""
+    if not _port_free(port):
+        raise PlatformError(
+            f"port {port} on 127.0.0.1 is taken by another program; choose another with "
+            "--portal-port"
+        )
+    url = f"http://127.0.0.1:{port}"
+    env = _base_env(home, api_url)
+    env["ACC_API_URL"] = api_url
+    for name in ("ACC_TOKEN", "ACC_URL"):  # the portal acts for each request's caller only
+        env.pop(name, None)
+    log = home / "logs" / "portal.log"
+    process = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "accelerator_prefect.portal:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-server-header",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        log,
+    )
+    _wait_until_ready(process, lambda: portal_healthy(url, 1.0), "the portal", log, deadline)
+    return process.pid, url
+
+
 def stop_process(pid: int | None, deadline: float = 15.0) -> None:
     """Stop a child and its process group: SIGTERM, then SIGKILL after ``deadline`` s."""
     if not _alive(pid):
@@ -435,12 +479,13 @@ def up(
     port: int = 4200,
     pool: str = "acc-process",
     catalog_port: int | None = 8501,
+    portal_port: int | None = 8600,
     examples: list[Path] | None = None,
     report: Report = lambda _: None,
     deadline: float = 120.0,
 ) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
-    """Start (or reuse) the embedded platform, publish the examples and serve the catalog
-    (``catalog_port=None``: no catalog)."""
+    """Start (or reuse) the embedded platform, publish the examples, serve the portal and
+    the catalog (``portal_port`` / ``catalog_port`` ``None``: not that one)."""
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()
@@ -450,6 +495,7 @@ def up(
         report(f"reusing the Prefect server at {info.api_url}")
     else:
         if info is not None:
+            stop_process(info.portal_pid)
             stop_process(info.catalog_pid)
             stop_process(info.worker_pid)
             stop_process(info.server_pid)
@@ -489,6 +535,12 @@ def up(
         acc, examples if examples is not None else bundled_examples(), report
     )
     acc.close()
+    if portal_port is not None and not (
+        _alive(info.portal_pid) and info.portal_url and portal_healthy(info.portal_url)
+    ):
+        report(f"serving the portal on 127.0.0.1:{portal_port}")
+        info.portal_pid, info.portal_url = start_portal(home, info.api_url, portal_port)
+        _write_platform(info)
     if catalog_port is not None and not (
         _alive(info.catalog_pid) and info.catalog_url and catalog_healthy(info.catalog_url)
     ):
@@ -536,6 +588,7 @@ def down(home: Path) -> bool:
         path.unlink()
         return False
     running = _alive(info.server_pid) or _alive(info.worker_pid)
+    stop_process(info.portal_pid)
     stop_process(info.catalog_pid)
     stop_process(info.worker_pid)
     stop_process(info.server_pid)

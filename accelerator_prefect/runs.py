@@ -6,14 +6,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from accelerator_prefect.errors import NotFound, RunTimeout
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from accelerator_prefect.client import Accelerator
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance
-    from accelerator_prefect.storage import Storage
 
 
 async def read_run(client: PrefectClient, run_id: UUID | str) -> FlowRun:
@@ -65,6 +63,68 @@ class RunSummary:
             ended=flow_run.end_time,
             duration=flow_run.total_run_time.total_seconds() if flow_run.end_time else None,
         )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as its handle reads it, in-process or through the portal."""
+
+    id: str
+    name: str
+    state: str
+    state_type: str  # Prefect's state type: SCHEDULED, RUNNING, COMPLETED, FAILED …
+    message: str | None
+    created: datetime | None
+    started: datetime | None
+    ended: datetime | None
+    duration: float | None  # seconds of running, once ended
+    parameters: dict[str, Any]
+    tags: dict[str, str]
+    workspace: str
+
+    @property
+    def final(self) -> bool:
+        return self.state_type in FINAL_TYPES
+
+    @property
+    def completed(self) -> bool:
+        return self.state_type == "COMPLETED"
+
+    @classmethod
+    def of(cls, flow_run: FlowRun, workspace: str) -> RunInfo:
+        state = flow_run.state
+        return cls(
+            id=str(flow_run.id),
+            name=str(flow_run.name),
+            state=state.name if state else "Unknown",
+            state_type=state.type.value if state else "PENDING",
+            message=state.message if state else None,
+            created=flow_run.created,
+            started=flow_run.start_time,
+            ended=flow_run.end_time,
+            duration=flow_run.total_run_time.total_seconds() if flow_run.end_time else None,
+            parameters=dict(flow_run.parameters),
+            tags=run_tags(flow_run),
+            workspace=workspace,
+        )
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            id=self.id,
+            name=self.name,
+            model=self.tags.get("model", ""),
+            version=self.tags.get("version", ""),
+            user=self.tags.get("user", ""),
+            via=self.tags.get("via", ""),
+            state=self.state,
+            created=self.created,
+            started=self.started,
+            ended=self.ended,
+            duration=self.duration,
+        )
+
+
+FINAL_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def run_tags(flow_run: FlowRun) -> dict[str, str]:
@@ -308,7 +368,7 @@ async def read_result(client: PrefectClient, flow_run: FlowRun) -> Any:
 
 
 class Run:
-    """A handle on one run of a hosted model.
+    """A handle on one run of a hosted model, in-process or through the portal alike.
 
     Example:
         >>> run = acc.launch("climate-downscaling", conf={...})  # doctest: +SKIP
@@ -321,39 +381,54 @@ class Run:
     ) -> None:
         self._acc = accelerator
         self.id = UUID(str(run_id))
-        self.workspace = workspace or accelerator.api_url  # the Prefect API it runs on
+        self.workspace = (
+            workspace or accelerator.api_url
+        )  # where it runs (a Prefect API, or the portal)
 
     def __repr__(self) -> str:
         return f"Run({str(self.id)!r})"
 
-    def _flow_run(self) -> FlowRun:
-        return self._acc._read_run(self, lambda c: read_run(c, self.id))
+    def _ask(self, method: str, *args: Any) -> Any:
+        """``method`` of the client's service, for this run (checked there on every call)."""
+        call = getattr(self._acc._core, method)
+        return self._acc._run(call(str(self.id), *args, workspace=self.workspace))
+
+    def info(self) -> RunInfo:
+        """The run now: state, times, parameters, tags."""
+        info: RunInfo = self._ask("run_info")
+        return info
 
     @property
     def name(self) -> str:
-        return str(self._flow_run().name)
+        return self.info().name
 
     @property
     def state(self) -> str:
         """The run's current state name, e.g. ``Scheduled``, ``Running``, ``Completed``."""
-        state = self._flow_run().state
-        return state.name if state else "Unknown"
+        return self.info().state
 
     @property
     def url(self) -> str:
-        """The run's page in the Prefect UI."""
-        ui = self.workspace.rstrip("/").removesuffix("/api")
-        return f"{ui}/runs/flow-run/{self.id}"
+        """Where to look at the run: its page in the Prefect UI (in-process), or its
+        resource in the portal."""
+        return str(self._acc._core.run_url(str(self.id), self.workspace))
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; return its final state name."""
-        flow_run = self._acc._read_run(self, lambda c: wait_for(c, self.id, timeout))
-        self._acc._read_run(self, lambda c: wait_for_final_logs(c, self.id))
-        return str(flow_run.state.name)
+        info: RunInfo = self._ask("wait_run", timeout)
+        return info.state
+
+    def cancel(self) -> str:
+        """Cancel the run (its launcher, its model's owner, operators): it ends Cancelled,
+        its secrets are deleted and partial outputs are marked incomplete. Returns the
+        state it is in now (``Cancelling`` until its process has stopped)."""
+        info: RunInfo = self._ask("cancel")
+        return info.state
 
     def logs(self) -> list[str]:
         """The run's log lines so far, oldest first."""
-        return self._acc._read_run(self, lambda c: read_logs(c, self.id))
+        lines: list[str] = self._ask("run_logs")
+        return lines
 
     def outputs(self) -> list[OutputFile]:
         """The files the run wrote so far (path, size, media type).
@@ -361,16 +436,8 @@ class Run:
         Every file listed is complete; :attr:`outputs_complete` says whether the
         run finished writing them all.
         """
-        from accelerator_prefect.outputs import list_outputs, run_folder
-
-        folder = run_folder(self._flow_run().parameters, self.id)
-        return list_outputs(folder, self._storage()) if folder else []
-
-    def _storage(self) -> Storage:
-        """Storage as the run's readers see it: reading this run was allowed already."""
-        from accelerator_prefect.storage import Storage
-
-        return Storage(self._acc._core.storage_fs())
+        files, _ = self._ask("run_outputs")
+        return list(files)
 
     def open_output(self, path: str) -> Any:
         """Open one of the run's output files for reading, ``path`` as :meth:`outputs` lists it.
@@ -379,55 +446,43 @@ class Run:
             >>> with run.open_output("summary.csv") as f:  # doctest: +SKIP
             ...     print(f.read().decode())
         """
-        from accelerator_prefect.storage import check_path, to_uri
-
-        folder = self.output_location  # reading the run is checked again here
-        if folder is None:
-            raise NotFound(f"run {self.id} has no output folder")
-        uri = to_uri(check_path(folder + path))  # refuses `..` and other escapes
-        if not uri.startswith(folder) or uri == folder:
-            raise NotFound(f"{path!r} is not an output of run {self.id}")
-        return self._storage().open(uri, "rb")
+        return self._ask("open_output", path)
 
     @property
     def output_location(self) -> str | None:
         """The ``acc://`` folder the run writes into."""
         from accelerator_prefect.outputs import run_folder
 
-        return run_folder(self._flow_run().parameters, self.id)
+        return run_folder(self.info().parameters, self.id)
 
     @property
     def outputs_complete(self) -> bool:
         """Whether the run completed and left no ``_INCOMPLETE.json`` marker."""
-        from accelerator_prefect.outputs import is_incomplete, run_folder
-
-        flow_run = self._flow_run()
-        folder = run_folder(flow_run.parameters, self.id)
-        completed = bool(flow_run.state and flow_run.state.is_completed())
-        return completed and not (folder and is_incomplete(folder, self._storage()))
+        _, complete = self._ask("run_outputs")
+        return bool(complete)
 
     def progress(self) -> RoutineProgress:
         """How many of the run's routines are done, of how many (see :class:`RoutineProgress`)."""
-        return self._acc._read_run(self, lambda c: read_progress(c, self.id))
+        progress: RoutineProgress = self._ask("run_progress")
+        return progress
 
     @property
     def started(self) -> datetime | None:
         """When the run started running (``None`` while it waits)."""
-        started: datetime | None = self._flow_run().start_time
-        return started
+        return self.info().started
 
     def summary(self) -> RunSummary:
         """The run as a history lists it: model, version, who, state, times."""
-        return RunSummary.of(self._flow_run())
+        return self.info().summary()
 
     @property
     def parameters(self) -> dict[str, Any]:
         """What the run was launched with: conf, inputs, output (secrets only by block name)."""
-        return dict(self._flow_run().parameters)
+        return dict(self.info().parameters)
 
     def result(self) -> Any:
-        """The jobflow's return value (raises if the run did not complete)."""
-        return self._acc._read_run(self, lambda c: _result(c, self.id))
+        """The jobflow's return value, as JSON data (raises if the run did not complete)."""
+        return self._ask("run_result")
 
     def provenance(self) -> Provenance:
         """What the run ran on: model, version, code commit, DVC data, conf, inputs and
@@ -437,7 +492,8 @@ class Run:
         change (``provenance.json`` beside the outputs is a copy for them to keep);
         :class:`NotFound` until the run has ended.
         """
-        return self._acc._read_run(self, lambda c: read_provenance(c, self.id))
+        provenance: Provenance = self._ask("run_provenance")
+        return provenance
 
 
 async def read_provenance(client: PrefectClient, run_id: UUID) -> Provenance:
@@ -455,7 +511,3 @@ async def read_provenance(client: PrefectClient, run_id: UUID) -> Provenance:
         if (artifact.key or "").endswith("-provenance") and isinstance(artifact.data, str):
             return Provenance.from_markdown(artifact.data)
     raise NotFound(f"run {run_id} has no provenance yet: it is recorded when the run ends")
-
-
-async def _result(client: PrefectClient, run_id: UUID) -> Any:
-    return await read_result(client, await read_run(client, run_id))

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         '["127.0.0.1:9000"] for a local S3 stand-in. Names (and host:port) match exactly.',
     )
 
+    portal_cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose pages may call the portal from a browser, as JSON "
+        '(e.g. ["https://lab.example.org"]); none by default.',
+    )
+    portal_max_body_bytes: int = Field(
+        default=1 << 20, description="The largest JSON request body the portal reads."
+    )
+    portal_max_upload_bytes: int = Field(
+        default=5 << 30, description="The largest file a portal upload may write."
+    )
+
     dvc_remote: str | None = Field(
         default=None,
         description="DVC remote for models' reference data whose repository names none; "

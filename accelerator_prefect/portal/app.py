@@ -1,0 +1,92 @@
+"""The portal's FastAPI application: ``/api/v1``, its OpenAPI document and docs page."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from accelerator_prefect.settings import Settings, get_settings
+
+PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, api_url: str | None = None) -> FastAPI:
+    """The portal for the platform ``settings`` describe (the environment's by default).
+
+    It reaches Prefect with the platform's auth string and storage with its credentials;
+    each request acts for the token or link it carries, and for nobody else.
+    """
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from accelerator_prefect import __name__ as package
+    from accelerator_prefect.portal import links, models, problems, runs, storage
+
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from accelerator_prefect.client import AsyncAccelerator, resolve_api_url
+
+        platform = AsyncAccelerator(resolve_api_url(settings, api_url), settings=settings)
+        await platform.client()
+        platform.storage_fs()
+        app.state.platform = platform
+        try:
+            yield
+        finally:
+            await platform.aclose()
+
+    app = FastAPI(
+        title="accelerator-prefect portal",
+        summary="Run hosted scientific models: find them, launch them, follow and fetch "
+        "their runs, with a personal token or a shared link.",
+        version=_version(package),
+        lifespan=lifespan,
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    for module in (models, runs, links, storage):
+        app.include_router(module.router, prefix=PREFIX)
+    if settings.portal_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.portal_cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer", "Range"],
+            expose_headers=["Location", "Preference-Applied", "Content-Range", "Retry-After"],
+        )
+
+    @app.middleware("http")
+    async def body_limit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length", "")
+        is_upload = request.url.path == f"{PREFIX}/storage/file"
+        if not is_upload and declared.isdigit() and int(declared) > settings.portal_max_body_bytes:
+            return problems.problem(
+                413,
+                "Request too large",
+                f"request bodies are limited to {settings.portal_max_body_bytes:,} bytes",
+                "too-large",
+            )
+        return await call_next(request)
+
+    @app.get(f"{PREFIX}/health", tags=["portal"], summary="Whether the portal answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("accelerator-prefect")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,114 @@
+"""``/models``: the catalog, one model, its versions and their lifecycle, usage, launch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from accelerator_prefect.catalog import HostedModel
+from accelerator_prefect.manifest import Status
+from accelerator_prefect.portal.deps import Acc
+from accelerator_prefect.portal.runs import run_out, wait_seconds
+from accelerator_prefect.portal.schemas import Caller, LaunchRequest, RunOut, StatusRequest
+from accelerator_prefect.usage import UsageRow
+from accelerator_prefect.versions import VersionInfo
+
+router = APIRouter(tags=["models"])
+
+
+def _public(model: HostedModel) -> HostedModel:
+    """The model without where it lives on the back end (Prefect URLs are not for users)."""
+    versions = [v.model_copy(update={"workspace": None}) for v in model.versions]
+    return model.model_copy(update={"versions": versions})
+
+
+@router.get("/me", response_model=Caller, summary="Who this request acts for")
+async def me(acc: Acc) -> Caller:
+    principal = await acc.principal()
+    return Caller(
+        name=principal.name,
+        operator=principal.operator,
+        guest=principal.guest,
+        projects={k: str(v) for k, v in principal.projects.items()},
+    )
+
+
+@router.get("/models", response_model=list[HostedModel], summary="The models you may see")
+async def list_models(acc: Acc) -> list[HostedModel]:
+    return [_public(m) for m in await acc.catalog()]
+
+
+@router.get("/models/{model}", response_model=HostedModel, summary="One model, every version")
+async def get_model(model: str, acc: Acc) -> HostedModel:
+    return _public(await acc.get(model))
+
+
+@router.get("/models/{model}/versions", response_model=list[VersionInfo])
+async def versions(model: str, acc: Acc) -> list[VersionInfo]:
+    return await acc.versions(model)
+
+
+@router.post(
+    "/models/{model}/versions/{version}/{action}",
+    response_model=HostedModel,
+    summary="Deprecate, archive or restore a version (owners, operators)",
+)
+async def set_status(
+    model: str,
+    version: str,
+    action: Annotated[str, "deprecate, archive or restore"],
+    acc: Acc,
+    body: StatusRequest | None = None,
+) -> HostedModel:
+    from accelerator_prefect.errors import NotFound
+
+    status = {"deprecate": Status.deprecated, "archive": Status.archived, "restore": Status.active}
+    if action not in status:
+        raise NotFound(f"{action!r}: expected deprecate, archive or restore")
+    replaced_by = body.replaced_by if body else None
+    await acc.set_status(model, version, status[action], replaced_by)
+    return _public(await acc.get(model))
+
+
+@router.get("/models/{model}/usage", response_model=list[UsageRow])
+async def usage(
+    model: str,
+    acc: Acc,
+    days: Annotated[float, Query(gt=0, le=3660, description="How far back, in days.")] = 30,
+) -> list[UsageRow]:
+    return await acc.usage(model, datetime.now(UTC) - timedelta(days=days))
+
+
+@router.post(
+    "/models/{model}/launch",
+    response_model=RunOut,
+    status_code=201,
+    summary="Launch a run: conf, inputs, output and secrets are checked first",
+    description="A refused launch creates no run and lists every problem with its field path. "
+    "`Idempotency-Key: K` makes at most one run per (caller, K); `Prefer: wait=N` holds the "
+    "answer until the run ends or N seconds pass.",
+)
+async def launch(
+    model: str,
+    body: LaunchRequest,
+    acc: Acc,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> RunOut:
+    run_id, workspace, notice = await acc.launch(
+        model,
+        body.conf,
+        version=body.version,
+        inputs=body.inputs,
+        output=body.output,
+        secrets=body.secrets,
+        remember=body.remember,
+        via="portal",
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"../runs/{run_id}"
+    out = await run_out(acc, run_id, workspace, wait_seconds(prefer), response)
+    return out.model_copy(update={"notice": notice})

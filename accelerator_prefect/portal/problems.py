@@ -1,0 +1,98 @@
+"""Errors as RFC 9457 ``application/problem+json``: one handler for every front-end error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from accelerator_prefect import errors
+
+PROBLEM = "application/problem+json"
+
+# The most specific class first: an InvalidConf is also a ValidationFailed.
+_STATUS: list[tuple[type[errors.AcceleratorError], int, str]] = [
+    (errors.NotFound, 404, "not-found"),
+    (errors.AccessDenied, 403, "access-denied"),
+    (errors.ValidationFailed, 422, "validation-failed"),
+    (errors.VersionArchived, 409, "version-archived"),
+    (errors.ManifestError, 422, "manifest-invalid"),
+    (errors.PublishError, 409, "publish-refused"),
+    (errors.IdempotencyConflict, 422, "idempotency-key-reused"),
+    (errors.RunTimeout, 408, "run-timeout"),
+    (errors.PlatformError, 503, "platform-unavailable"),
+]
+
+
+def problem(status: int, title: str, detail: str, kind: str, **extra: Any) -> JSONResponse:
+    body = {"type": f"urn:acc:problem:{kind}", "title": title, "status": status, "detail": detail}
+    body.update(extra)
+    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _of_error(exc: errors.AcceleratorError) -> JSONResponse:
+    status, kind = next(((s, k) for c, s, k in _STATUS if isinstance(exc, c)), (400, "refused"))
+    if isinstance(exc, errors.AccessDenied) and _unauthenticated(str(exc)):
+        status, kind = 401, "unauthenticated"
+    extra: dict[str, Any] = {}
+    if isinstance(exc, errors.ValidationFailed):
+        extra["errors"] = [_field_problem(p) for p in exc.problems]
+    title = kind.replace("-", " ").capitalize()
+    return problem(status, title, str(exc), kind, **extra)
+
+
+def _unauthenticated(message: str) -> bool:
+    from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN
+
+    return message in {INVALID_TOKEN, INVALID_LINK} or message.startswith("no credential")
+
+
+def _field_problem(line: str) -> dict[str, str]:
+    """``conf.base_year: 3000 is greater …`` -> its field path and what was wrong."""
+    path, sep, message = line.partition(": ")
+    if not sep or " " in path:
+        return {"pointer": "", "detail": line}
+    return {"pointer": path, "detail": message}
+
+
+def install(app: FastAPI) -> None:
+    """Every error the portal answers is problem+json, without a traceback or a server path."""
+
+    @app.exception_handler(errors.AcceleratorError)
+    async def _accelerator_error(_: Request, exc: errors.AcceleratorError) -> JSONResponse:
+        return _of_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        found = [
+            {
+                "pointer": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "detail": str(e.get("msg", "")),
+            }
+            for e in exc.errors()
+        ]
+        lines = "; ".join(f"{f['pointer']}: {f['detail']}" for f in found)
+        return problem(422, "Request invalid", lines, "request-invalid", errors=found)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        kind = {401: "unauthenticated", 404: "not-found", 405: "method-not-allowed"}
+        title = str(exc.detail) if isinstance(exc.detail, str) else "Refused"
+        return problem(exc.status_code, title, title, kind.get(exc.status_code, "refused"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        import logging
+
+        logging.getLogger("accelerator_prefect.portal").exception("unexpected error")
+        return problem(
+            500,
+            "Internal error",
+            f"something went wrong on our side ({type(exc).__name__}); try again, and tell "
+            "the operator if it keeps happening",
+            "internal",
+        )

@@ -1,0 +1,238 @@
+"""``/runs``: my runs, one run (optionally waited for), cancel, rerun, logs (and their live
+stream), progress, result, provenance, outputs (downloads with HTTP Range)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from accelerator_prefect.client import AsyncAccelerator
+from accelerator_prefect.errors import RunTimeout
+from accelerator_prefect.portal.deps import Acc
+from accelerator_prefect.portal.schemas import OutputsOut, RerunRequest, RunOut
+from accelerator_prefect.provenance import Provenance
+from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
+
+router = APIRouter(tags=["runs"])
+
+MAX_WAIT_S = 300.0  # the longest a `Prefer: wait=N` request is held
+CHUNK = 1 << 20
+
+
+def wait_seconds(prefer: str | None) -> float | None:
+    """``Prefer: wait=N`` (RFC 7240) as seconds, at most :data:`MAX_WAIT_S`."""
+    match = re.search(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)", prefer or "")
+    return min(float(match.group(1)), MAX_WAIT_S) if match else None
+
+
+def _out(info: RunInfo) -> RunOut:
+    return RunOut(
+        id=info.id,
+        name=info.name,
+        model=info.tags.get("model", ""),
+        version=info.tags.get("version", ""),
+        user=info.tags.get("user", ""),
+        via=info.tags.get("via", ""),
+        state=info.state,
+        state_type=info.state_type,
+        message=info.message,
+        final=info.final,
+        completed=info.completed,
+        created=info.created,
+        started=info.started,
+        ended=info.ended,
+        duration=info.duration,
+        parameters=info.parameters,
+    )
+
+
+async def run_out(
+    acc: AsyncAccelerator,
+    run_id: str,
+    workspace: str | None,
+    wait: float | None,
+    response: Response,
+) -> RunOut:
+    """The run now, or once final if ``wait`` seconds are asked for and suffice."""
+    if wait is None:
+        return _out(await acc.run_info(run_id, workspace))
+    response.headers["Preference-Applied"] = f"wait={wait:g}"
+    try:
+        return _out(await acc.wait_run(run_id, wait, workspace))
+    except RunTimeout:
+        return _out(await acc.run_info(run_id, workspace))
+
+
+@router.get("/runs", response_model=list[RunSummary], summary="The runs you may read")
+async def list_runs(
+    acc: Acc,
+    model: str | None = None,
+    version: str | None = None,
+    user: str | None = None,
+    state: Annotated[list[str] | None, Query(description="State names, e.g. Failed.")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 200,
+) -> list[RunSummary]:
+    query = RunQuery(
+        model=model, version=version, user=user, states=tuple(state or ()), since=since, until=until
+    )
+    return await acc.runs(query, limit)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, summary="One run (Prefer: wait=N)")
+async def get_run(
+    run_id: str, acc: Acc, response: Response, prefer: Annotated[str | None, Header()] = None
+) -> RunOut:
+    return await run_out(acc, run_id, None, wait_seconds(prefer), response)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, summary="Cancel a run")
+async def cancel(run_id: str, acc: Acc) -> RunOut:
+    return _out(await acc.cancel(run_id))
+
+
+@router.post("/runs/{run_id}/rerun", response_model=RunOut, status_code=201)
+async def rerun(
+    run_id: str,
+    acc: Acc,
+    response: Response,
+    body: RerunRequest | None = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> RunOut:
+    new_id, workspace, notice = await acc.rerun(
+        run_id, secrets=body.secrets if body else None, via="portal"
+    )
+    out = await run_out(acc, new_id, workspace, wait_seconds(prefer), response)
+    return out.model_copy(update={"notice": notice})
+
+
+@router.get("/runs/{run_id}/progress", response_model=RoutineProgress)
+async def progress(run_id: str, acc: Acc) -> RoutineProgress:
+    return await acc.run_progress(run_id)
+
+
+@router.get("/runs/{run_id}/result", summary="The jobflow's return value (JSON)")
+async def result(run_id: str, acc: Acc) -> Any:
+    return await acc.run_result(run_id)
+
+
+@router.get("/runs/{run_id}/provenance", response_model=Provenance)
+async def provenance(run_id: str, acc: Acc) -> Provenance:
+    return await acc.run_provenance(run_id)
+
+
+@router.get("/runs/{run_id}/logs", response_model=list[str], summary="The log lines so far")
+async def logs(run_id: str, acc: Acc) -> list[str]:
+    return await acc.run_logs(run_id)
+
+
+@router.get(
+    "/runs/{run_id}/logs/stream",
+    summary="The log lines as server-sent events, ending when the run does",
+    response_class=StreamingResponse,
+)
+async def stream_logs(run_id: str, acc: Acc, request: Request) -> StreamingResponse:
+    await acc.run_info(run_id)  # not readable: 404 before the stream begins
+    return StreamingResponse(
+        _log_events(acc, run_id, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _log_events(acc: AsyncAccelerator, run_id: str, request: Request) -> AsyncIterator[str]:
+    sent, poll, deadline = 0, 0.5, time.monotonic() + 24 * 3600
+    while time.monotonic() < deadline and not await request.is_disconnected():
+        info = await acc.run_info(run_id)  # asked again: a revoked credential ends the stream
+        if info.final:
+            info = await acc.wait_run(run_id, 0)  # its closing lines in
+        lines = await acc.run_logs(run_id)
+        for line in lines[sent:]:
+            yield f"event: log\ndata: {json.dumps(line)}\n\n"
+        sent = max(sent, len(lines))
+        if info.final:
+            yield f"event: end\ndata: {json.dumps({'state': info.state})}\n\n"
+            return
+        await asyncio.sleep(poll)
+
+
+@router.get("/runs/{run_id}/outputs", response_model=OutputsOut)
+async def outputs(run_id: str, acc: Acc) -> OutputsOut:
+    files, complete = await acc.run_outputs(run_id)
+    return OutputsOut(complete=complete, files=files)
+
+
+@router.get(
+    "/runs/{run_id}/outputs/{path:path}",
+    summary="Download one output file (HTTP Range supported)",
+    response_class=StreamingResponse,
+)
+async def download_output(
+    run_id: str, path: str, acc: Acc, range: Annotated[str | None, Header()] = None
+) -> Response:
+    from accelerator_prefect.storage import media_type
+
+    files, _ = await acc.run_outputs(run_id)
+    entry = next((f for f in files if f.path == path), None)
+    handle = await acc.open_output(run_id, path)  # refuses escapes; 404 when not an output
+    size = entry.size if entry else int(getattr(handle, "size", 0) or 0)
+    return ranged(handle, size, media_type(path), path.rsplit("/", 1)[-1], range)
+
+
+def ranged(handle: Any, size: int, kind: str, filename: str, header: str | None) -> Response:
+    """Stream ``handle`` (``size`` bytes), or the one byte range ``header`` asks for."""
+    from urllib.parse import quote
+
+    start, end, status = 0, size - 1, 200
+    if header:
+        match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+        if match is None or match.groups() == ("", ""):
+            handle.close()
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        first, last = match.groups()
+        if first:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        else:
+            start, end = max(size - int(last), 0), size - 1
+        if start > end or start >= size:
+            handle.close()
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(max(end - start + 1, 0)),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+    }
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(
+        _chunks(handle, start, end - start + 1),
+        status_code=status,
+        headers=headers,
+        media_type=kind,
+    )
+
+
+async def _chunks(handle: Any, start: int, length: int) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``handle`` from ``start``, a chunk at a time (never all at once)."""
+    try:
+        if start:
+            await asyncio.to_thread(handle.seek, start)
+        left = length
+        while left > 0:
+            chunk = await asyncio.to_thread(handle.read, min(CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()

@@ -1,0 +1,81 @@
+"""``/storage``: list, download and upload ``acc://`` files, inside the caller's areas only,
+streamed (never held whole in memory)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from accelerator_prefect.errors import AcceleratorError, NotFound
+from accelerator_prefect.portal.deps import Acc
+from accelerator_prefect.portal.problems import problem
+from accelerator_prefect.portal.runs import ranged
+from accelerator_prefect.storage import Entry, Storage
+
+router = APIRouter(tags=["storage"])
+
+Path = Annotated[str, Query(description="An acc:// path.", examples=["acc://users/alice/"])]
+
+
+async def _storage(acc: Acc) -> Storage:
+    principal = await acc.principal()
+    return Storage(acc.storage_fs(), principal=principal)
+
+
+@router.get("/storage", response_model=list[Entry], summary="List a folder you may use")
+async def list_folder(acc: Acc, path: Path = "acc://") -> list[Entry]:
+    storage = await _storage(acc)
+    return await asyncio.to_thread(storage.ls, path)
+
+
+@router.get("/storage/file", summary="Download a file (HTTP Range supported)")
+async def download(acc: Acc, path: Path, range: Annotated[str | None, Header()] = None) -> Response:
+    from accelerator_prefect.storage import media_type
+
+    storage = await _storage(acc)
+    entry = await asyncio.to_thread(storage.info, path)
+    if entry.kind != "file":
+        raise NotFound(f"{path}: not a file")
+    handle = await asyncio.to_thread(storage.open, path, "rb")
+    return ranged(handle, entry.size, media_type(path), entry.name, range)
+
+
+@router.put(
+    "/storage/file",
+    response_model=Entry,
+    status_code=201,
+    summary="Upload a file (the request body), written atomically",
+)
+async def upload(request: Request, acc: Acc, path: Path) -> Response | Entry:
+    limit = request.app.state.settings.portal_max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return _too_large(limit)
+    storage = await _storage(acc)
+    if path.endswith("/"):
+        raise AcceleratorError(f"{path}: name a file, not a folder")
+    handle = await asyncio.to_thread(storage.open, path, "wb")
+    written = 0
+    try:
+        async for chunk in request.stream():
+            written += len(chunk)
+            if written > limit:
+                await asyncio.to_thread(handle.abort)
+                return _too_large(limit)
+            await asyncio.to_thread(handle.write, chunk)
+    except BaseException:
+        await asyncio.to_thread(handle.abort)  # a broken upload leaves no file behind
+        raise
+    await asyncio.to_thread(handle.close)
+    return await asyncio.to_thread(storage.info, path)
+
+
+def _too_large(limit: int) -> Response:
+    return problem(
+        413,
+        "Upload too large",
+        f"uploads are limited to {limit:,} bytes here; ask the operator for more",
+        "too-large",
+    )

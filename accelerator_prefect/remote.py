@@ -1,0 +1,465 @@
+"""The service over HTTP: what a user's client speaks to the portal.
+
+:class:`PortalService` has the async methods of
+:class:`~accelerator_prefect.client.AsyncAccelerator` that users hold, each one
+request to the portal's ``/api/v1``; :class:`~accelerator_prefect.Accelerator`
+and :class:`~accelerator_prefect.Run` sit on either without knowing which. A user
+needs the portal's address and a token (or a link), nothing else: no Prefect API
+address, no auth string, no storage credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from accelerator_prefect import errors
+
+if TYPE_CHECKING:
+    from accelerator_prefect.access import Principal
+    from accelerator_prefect.catalog import HostedModel
+    from accelerator_prefect.client import SharedLink
+    from accelerator_prefect.manifest import Status
+    from accelerator_prefect.outputs import OutputFile
+    from accelerator_prefect.provenance import Provenance
+    from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
+    from accelerator_prefect.storage import Entry
+    from accelerator_prefect.usage import UsageRow
+    from accelerator_prefect.versions import VersionInfo
+
+_ERRORS: dict[str, type[errors.AcceleratorError]] = {
+    "not-found": errors.NotFound,
+    "access-denied": errors.AccessDenied,
+    "unauthenticated": errors.AccessDenied,
+    "version-archived": errors.VersionArchived,
+    "manifest-invalid": errors.ManifestError,
+    "publish-refused": errors.PublishError,
+    "run-timeout": errors.RunTimeout,
+    "idempotency-key-reused": errors.IdempotencyConflict,
+    "platform-unavailable": errors.PlatformError,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """The portal's problem+json as the error the in-process client raises."""
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    kind = str(body.get("type", "")).rsplit(":", 1)[-1]
+    detail = str(body.get("detail") or response.reason_phrase)
+    if kind == "validation-failed":
+        problems = [
+            f"{e['pointer']}: {e['detail']}" if e.get("pointer") else e["detail"]
+            for e in body.get("errors", [])
+        ]
+        what = detail.split(" refused,", 1)[0] if " refused," in detail else "launch"
+        first = problems[0] if problems else ""
+        cls: type[errors.ValidationFailed] = errors.InvalidSecrets
+        if any(p.startswith("conf") for p in problems):
+            cls = errors.InvalidConf
+        elif first.startswith(("inputs", "output")):
+            cls = errors.InvalidInputs
+        raise cls(problems, what=what)
+    raise _ERRORS.get(kind, errors.AcceleratorError)(detail)
+
+
+def _adapter(kind: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(kind)
+
+
+class PortalService:
+    """The service for one caller, over the portal's HTTP API."""
+
+    def __init__(self, url: str, *, token: str | None = None, link: str | None = None) -> None:
+        from accelerator_prefect.directory import link_token
+
+        if token is None and link is None:
+            raise errors.AccessDenied(
+                "no credential: give your personal token (ACC_TOKEN, or token=…) or a shared link"
+            )
+        self.url = url.rstrip("/").removesuffix("/api/v1")
+        self.api_url = self.url  # where runs are read: the portal
+        self.ui_url = self.url
+        credential = token if token is not None else link_token(link or "")
+        self._headers = {"Authorization": f"Bearer {credential}"}
+        self._http: httpx.AsyncClient | None = None
+        self._principal: Principal | None = None
+
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=f"{self.url}/api/v1",
+                headers=self._headers,
+                timeout=httpx.Timeout(60.0, connect=10.0),
+            )
+        return self._http
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self.http().request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise errors.PlatformError(
+                f"the portal at {self.url} did not answer ({type(exc).__name__}); check ACC_URL"
+            ) from None
+        _raise_for(response)
+        return response.json() if response.content else None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        async def not_here(*_: Any, **__: Any) -> Any:
+            raise errors.AcceleratorError(
+                f"{name.replace('_', ' ')}: not offered through the portal; an operator does "
+                "it on the platform (acc … without ACC_URL)"
+            )
+
+        return not_here
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- who, what -------------------------------------------------------------------------------
+
+    async def principal(self) -> Principal:
+        from accelerator_prefect.access import Principal, Role
+
+        me = await self._call("GET", "/me")
+        self._principal = Principal(
+            name=me["name"],
+            projects={k: Role(v) for k, v in me["projects"].items()},
+            operator=me["operator"],
+            guest=me["guest"],
+        )
+        return self._principal
+
+    async def catalog(self) -> list[HostedModel]:
+        from accelerator_prefect.catalog import HostedModel
+
+        return list(_adapter(list[HostedModel]).validate_python(await self._call("GET", "/models")))
+
+    async def get(self, model: str) -> HostedModel:
+        from accelerator_prefect.catalog import HostedModel
+
+        return HostedModel.model_validate(await self._call("GET", f"/models/{model}"))
+
+    async def versions(self, model: str) -> list[VersionInfo]:
+        from accelerator_prefect.versions import VersionInfo
+
+        found = await self._call("GET", f"/models/{model}/versions")
+        return list(_adapter(list[VersionInfo]).validate_python(found))
+
+    async def set_status(
+        self, model: str, version: str, status: Status, replaced_by: str | None = None
+    ) -> Any:
+        action = {"deprecated": "deprecate", "archived": "archive", "active": "restore"}
+        body = {"replaced_by": replaced_by}
+        await self._call(
+            "POST", f"/models/{model}/versions/{version}/{action[str(status)]}", json=body
+        )
+        updated = await self.get(model)
+        return next(v for v in updated.versions if v.version == version)
+
+    async def usage(
+        self, model: str, since: datetime, until: datetime | None = None
+    ) -> list[UsageRow]:
+        from datetime import UTC
+
+        from accelerator_prefect.usage import UsageRow
+
+        days = max((datetime.now(UTC) - since).total_seconds() / 86400, 1e-3)
+        rows = await self._call("GET", f"/models/{model}/usage", params={"days": days})
+        return list(_adapter(list[UsageRow]).validate_python(rows))
+
+    # -- launching -------------------------------------------------------------------------------
+
+    async def launch(
+        self,
+        model: str,
+        conf: Any = None,
+        *,
+        version: str | None = None,
+        inputs: Any = None,
+        output: Any = None,
+        secrets: Mapping[str, Any] | None = None,
+        remember: bool = False,
+        via: str = "python",
+        idempotency_key: str | None = None,
+    ) -> tuple[str, str, str | None]:
+        import uuid
+
+        body = {
+            "version": version,
+            "conf": conf.model_dump(mode="json") if hasattr(conf, "model_dump") else conf,
+            "inputs": inputs,
+            "output": output,
+            "secrets": {k: str(v) for k, v in secrets.items()} if secrets else None,
+            "remember": remember,
+        }
+        # A key of its own, so a request sent again after a lost answer makes no second run.
+        key = idempotency_key or uuid.uuid4().hex
+        run = await self._call(
+            "POST", f"/models/{model}/launch", json=body, headers={"Idempotency-Key": key}
+        )
+        return run["id"], self.url, run.get("notice")
+
+    async def rerun(
+        self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"
+    ) -> tuple[str, str, str | None]:
+        body = {"secrets": {k: str(v) for k, v in secrets.items()} if secrets else None}
+        run = await self._call("POST", f"/runs/{run_id}/rerun", json=body)
+        return run["id"], self.url, run.get("notice")
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    async def runs(self, query: RunQuery, limit: int = 200) -> list[RunSummary]:
+        from accelerator_prefect.runs import RunSummary
+
+        params: dict[str, Any] = {"limit": limit}
+        for name in ("model", "version", "user"):
+            if getattr(query, name):
+                params[name] = getattr(query, name)
+        if query.states:
+            params["state"] = list(query.states)
+        if query.since:
+            params["since"] = query.since.isoformat()
+        if query.until:
+            params["until"] = query.until.isoformat()
+        found = await self._call("GET", "/runs", params=params)
+        return list(_adapter(list[RunSummary]).validate_python(found))
+
+    async def visible_run(self, run_id: str, workspace: str | None = None) -> str:
+        await self.run_info(run_id)
+        return self.url
+
+    def run_url(self, run_id: str, workspace: str | None = None) -> str:
+        return f"{self.url}/api/v1/runs/{run_id}"
+
+    def _info(self, body: dict[str, Any]) -> RunInfo:
+        from accelerator_prefect.runs import RunInfo
+
+        tags = {"model": body["model"], "version": body["version"], "user": body["user"]}
+        tags["via"] = body["via"]
+        return RunInfo(
+            id=body["id"],
+            name=body["name"],
+            state=body["state"],
+            state_type=body["state_type"],
+            message=body.get("message"),
+            created=_moment(body.get("created")),
+            started=_moment(body.get("started")),
+            ended=_moment(body.get("ended")),
+            duration=body.get("duration"),
+            parameters=body.get("parameters") or {},
+            tags=tags,
+            workspace=self.url,
+        )
+
+    async def run_info(self, run_id: str, workspace: str | None = None) -> RunInfo:
+        return self._info(await self._call("GET", f"/runs/{run_id}"))
+
+    async def wait_run(
+        self, run_id: str, timeout: float | None, workspace: str | None = None
+    ) -> RunInfo:
+        """Held requests of up to a minute each (``Prefer: wait``) until final or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = 60.0 if deadline is None else max(0.0, min(60.0, deadline - loop.time()))
+            body = await self._call(
+                "GET",
+                f"/runs/{run_id}",
+                headers={"Prefer": f"wait={left:.1f}"},
+                timeout=left + 30,
+            )
+            if body["final"]:
+                return self._info(body)
+            if deadline is not None and loop.time() >= deadline:
+                raise errors.RunTimeout(
+                    f"run {run_id} is still {body['state']} after {timeout:g} s"
+                )
+
+    async def cancel(self, run_id: str, workspace: str | None = None) -> RunInfo:
+        return self._info(await self._call("POST", f"/runs/{run_id}/cancel"))
+
+    async def run_logs(self, run_id: str, workspace: str | None = None) -> list[str]:
+        return list(await self._call("GET", f"/runs/{run_id}/logs"))
+
+    async def run_progress(self, run_id: str, workspace: str | None = None) -> RoutineProgress:
+        from accelerator_prefect.runs import RoutineProgress
+
+        return RoutineProgress(**await self._call("GET", f"/runs/{run_id}/progress"))
+
+    async def run_result(self, run_id: str, workspace: str | None = None) -> Any:
+        return await self._call("GET", f"/runs/{run_id}/result")
+
+    async def run_provenance(self, run_id: str, workspace: str | None = None) -> Provenance:
+        from accelerator_prefect.provenance import Provenance
+
+        return Provenance.model_validate(await self._call("GET", f"/runs/{run_id}/provenance"))
+
+    async def run_outputs(
+        self, run_id: str, workspace: str | None = None
+    ) -> tuple[list[OutputFile], bool]:
+        from accelerator_prefect.outputs import OutputFile
+
+        body = await self._call("GET", f"/runs/{run_id}/outputs")
+        files = _adapter(list[OutputFile]).validate_python(body["files"])
+        return list(files), bool(body["complete"])
+
+    async def open_output(self, run_id: str, path: str, workspace: str | None = None) -> Any:
+        return await self._download(f"/runs/{run_id}/outputs/{path}", {})
+
+    async def _download(self, path: str, params: dict[str, str]) -> io.BufferedReader:
+        """A file the portal streams, read as it arrives (never held whole)."""
+        request = self.http().build_request("GET", path, params=params)
+        try:
+            response = await self.http().send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise errors.PlatformError(f"the portal at {self.url} did not answer ({exc})") from None
+        if not response.is_success:
+            await response.aread()
+            await response.aclose()
+            _raise_for(response)
+        loop = asyncio.get_running_loop()
+        return io.BufferedReader(_Stream(response, loop), buffer_size=1 << 20)
+
+    # -- links -----------------------------------------------------------------------------------
+
+    async def share_link(
+        self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
+    ) -> SharedLink:
+        from accelerator_prefect.client import SharedLink
+
+        days = expires_in.total_seconds() / 86400 if expires_in else None
+        body = {"version": version, "expires_in_days": days}
+        found = await self._call("POST", f"/models/{model}/links", json=body)
+        return _adapter(SharedLink).validate_python(found)  # type: ignore[no-any-return]
+
+    async def links(self, model: str | None = None) -> list[SharedLink]:
+        from accelerator_prefect.client import SharedLink
+
+        found = await self._call("GET", "/links", params={"model": model} if model else None)
+        return list(_adapter(list[SharedLink]).validate_python(found))
+
+    async def revoke_link(self, link_id: str) -> SharedLink:
+        from accelerator_prefect.client import SharedLink
+
+        return _adapter(SharedLink).validate_python(  # type: ignore[no-any-return]
+            await self._call("DELETE", f"/links/{link_id}")
+        )
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    async def ls(self, uri: str) -> list[Entry]:
+        from accelerator_prefect.storage import Entry
+
+        found = await self._call("GET", "/storage", params={"path": uri})
+        return list(_adapter(list[Entry]).validate_python(found))
+
+    async def upload(self, local: Path, uri: str) -> Entry:
+        from accelerator_prefect.storage import Entry
+
+        async def chunks() -> Any:
+            with local.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                    yield chunk
+
+        found = await self._call("PUT", "/storage/file", params={"path": uri}, content=chunks())
+        return _adapter(Entry).validate_python(found)  # type: ignore[no-any-return]
+
+    async def download(self, uri: str) -> io.BufferedReader:
+        return await self._download("/storage/file", {"path": uri})
+
+
+def _moment(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class _Stream(io.RawIOBase):
+    """A streamed HTTP response read synchronously from the facade's thread."""
+
+    def __init__(self, response: httpx.Response, loop: asyncio.AbstractEventLoop) -> None:
+        self._response = response
+        self._loop = loop
+        self._chunks: Iterator[bytes] | None = None
+        self._left = b""
+        self._iterator = response.aiter_raw()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            future = asyncio.run_coroutine_threadsafe(self._next(), self._loop)
+            chunk = future.result()
+            if chunk is None:
+                return 0
+            self._left = chunk
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._iterator.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def close(self) -> None:
+        if not self.closed:
+            asyncio.run_coroutine_threadsafe(self._response.aclose(), self._loop).result()
+        super().close()
+
+
+class PortalStorage:
+    """``acc://`` storage through the portal: list, upload and download, in your areas."""
+
+    def __init__(self, accelerator: Any, service: PortalService) -> None:
+        self._acc = accelerator
+        self._service = service
+
+    def ls(self, uri: str = "acc://") -> list[Entry]:
+        return self._acc._run(self._service.ls(uri))  # type: ignore[no-any-return]
+
+    def open(self, uri: str, mode: str = "rb") -> io.BufferedReader:
+        if mode != "rb":
+            raise errors.AcceleratorError(f"{uri}: through the portal, files open for reading (rb)")
+        return self._acc._run(self._service.download(uri))  # type: ignore[no-any-return]
+
+    def put(self, local: str | Path, uri: str) -> list[Entry]:
+        """Upload a file, or every file of a folder, to ``uri`` (a folder when it ends with /)."""
+        local = Path(local)
+        files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+        done = []
+        for path in files:
+            relative = path.relative_to(local).as_posix() if local.is_dir() else path.name
+            target = uri + relative if uri.endswith("/") else uri
+            done.append(self._acc._run(self._service.upload(path, target)))
+        return done
+
+    def get(self, uri: str, local: str | Path) -> list[Path]:
+        """Download the file ``uri`` to ``local`` (a folder, or the file's new name)."""
+        import shutil
+
+        local = Path(local)
+        target = local / uri.rstrip("/").rsplit("/", 1)[-1] if local.is_dir() else local
+        partial = target.with_name(target.name + ".part")
+        with self.open(uri) as source, partial.open("wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+        partial.replace(target)  # a broken download leaves no file that looks complete
+        return [target]
