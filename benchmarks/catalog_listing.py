@@ -65,7 +65,9 @@ def _placement(index: int) -> tuple[str, str, str, str]:
     return f"model-{model:05d}", f"1.{minor}.0", project, scope
 
 
-async def _clone(api_url: str, template: Any, start: int, stop: int, console: Console) -> None:
+async def _clone(
+    api_url: str, auth_string: str, template: Any, start: int, stop: int, console: Console
+) -> None:
     """Hosted versions ``start``..``stop`` as copies of ``template`` (a deployment)."""
     from prefect.client.orchestration import PrefectClient
 
@@ -103,7 +105,8 @@ async def _clone(api_url: str, template: Any, start: int, stop: int, console: Co
             await mark_heads(client, model)
 
     with console.status(f"publishing versions {start + 1}–{stop}…"):
-        async with prefect_client(api_url) as client:  # the product's: busy writes retried soon
+        # The product's client: busy writes retried soon.
+        async with prefect_client(api_url, auth_string=auth_string) as client:
             for batch in range(start, stop, 200):
                 await asyncio.gather(
                     *(one(client, i) for i in range(batch, min(batch + 200, stop)))
@@ -111,15 +114,16 @@ async def _clone(api_url: str, template: Any, start: int, stop: int, console: Co
     # What publishing does after each version: tag the versions the catalog lists.
     models = sorted({_placement(i)[0] for i in range(start, stop)})
     with console.status(f"marking the heads of {len(models)} models…"):
-        async with prefect_client(api_url) as client:
+        async with prefect_client(api_url, auth_string=auth_string) as client:
             await asyncio.gather(*(heads(client, m) for m in models))
 
 
-async def _read_everything(api_url: str) -> int:
+async def _read_everything(api_url: str, auth_string: str) -> int:
+    """Every deployment, as a user of raw Prefect reads them from the locked server."""
     from prefect.client.orchestration import PrefectClient
 
     count, offset = 0, 0
-    async with PrefectClient(api_url) as client:
+    async with PrefectClient(api_url, auth_string=auth_string) as client:
         while True:
             batch = await client.read_deployments(limit=200, offset=offset)
             count += len(batch)
@@ -134,10 +138,10 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
-def measure(acc: Any, api_url: str, repeat: int) -> dict[str, Any]:
+def measure(acc: Any, api_url: str, auth_string: str, repeat: int) -> dict[str, Any]:
     """acc and raw listings, interleaved (AB BA …), after one untimed round of each."""
     acc.catalog()
-    asyncio.run(_read_everything(api_url))
+    asyncio.run(_read_everything(api_url, auth_string))
     sides: dict[str, list[float]] = {"acc": [], "raw": []}
     visible = total = 0
     for round_ in range(repeat):
@@ -147,7 +151,7 @@ def measure(acc: Any, api_url: str, repeat: int) -> dict[str, Any]:
                 seconds, models = _timed(acc.catalog)
                 visible = len(models)
             else:
-                seconds, total = _timed(lambda: asyncio.run(_read_everything(api_url)))
+                seconds, total = _timed(lambda: asyncio.run(_read_everything(api_url, auth_string)))
             sides[side].append(seconds)
     return {"acc": sides["acc"], "raw": sides["raw"], "visible": visible, "total": total}
 
@@ -160,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.versions.split(","))
 
     from accelerator_prefect import Accelerator
-    from accelerator_prefect.platform import down, free_port, up
+    from accelerator_prefect.platform import down, ensure_auth_string, free_port, up
     from benchmarks.platform_fixture import make_model_repo
 
     console = common_console()
@@ -183,18 +187,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         with console.status("starting a platform (Prefect server on SQLite)…"):
-            info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
+            info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
         operator = Accelerator.connect(info.api_url, home=home)
+        # The server is locked as `acc up` locks it: raw Prefect's client needs its auth string.
+        auth_string = ensure_auth_string(home)
         operator.publish(make_model_repo(workdir / "repo", "bench-echo", project="p0"))
         template = operator._call(lambda c: c.read_deployment_by_name("echo/bench-echo@1.0.0"))
         _, token = operator.add_user("reader", {"p0": "member", "p1": "member", "p2": "member"})
-        reader = Accelerator.connect(info.api_url, token=token)
+        # The reader's token says who acts; the home's auth string lets the client reach the
+        # locked API, as the catalog's own does.
+        reader = Accelerator.connect(info.api_url, home=home, token=token)
         made = 0
         for size in sizes:
-            asyncio.run(_clone(info.api_url, template, made, size, console))
+            asyncio.run(_clone(info.api_url, auth_string, template, made, size, console))
             made = size
             with console.status(f"listing, {size} versions, {args.repeat} rounds…"):
-                found = measure(reader, info.api_url, args.repeat)
+                found = measure(reader, info.api_url, auth_string, args.repeat)
             results.append({"versions": size, **found, "load_average": load_average()})
         reader.close()
         operator.close()

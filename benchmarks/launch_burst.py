@@ -144,11 +144,12 @@ def sides(bench: BenchPlatform, n: int, stock: Any) -> dict[str, Callable[[], Bu
     }
 
 
-async def _stock_client(api_url: str) -> Any:
-    """Prefect's own client, as a user of raw Prefect opens it (its own HTTP transport)."""
+async def _stock_client(api_url: str, auth_string: str) -> Any:
+    """Prefect's own client, as a user of raw Prefect opens it (its own HTTP transport) on a
+    server locked with ``auth_string``."""
     from prefect.client.orchestration import PrefectClient
 
-    client = PrefectClient(api_url)
+    client = PrefectClient(api_url, auth_string=auth_string)
     await client.__aenter__()
     return client
 
@@ -338,7 +339,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
     with progress:
         task = progress.add_task("starting the platform", total=len(schedule))
         with bench_platform() as bench:
-            stock = bench.acc._run(_stock_client(bench.info.api_url))
+            stock = bench.acc._run(_stock_client(bench.info.api_url, bench.auth_string))
             try:
                 calls = sides(bench, args.launches, stock)
                 for side in schedule:

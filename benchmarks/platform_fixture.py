@@ -6,7 +6,9 @@ git repository of its own (publishing pins committed code, so never from this
 repository's work tree), stops the worker so the runs it creates stay
 ``Scheduled`` and only creation is measured, and stops everything on exit. The
 server logs each request SQLite's lock made it refuse, and does not mark the
-never-started runs Late (see ``SERVER_ENVIRONMENT``).
+never-started runs Late (see ``SERVER_ENVIRONMENT``). Its API is locked with the auth
+string ``acc up`` keeps in the home (:attr:`BenchPlatform.auth_string`), which a user of
+raw Prefect passes to ``PrefectClient(…, auth_string=…)``.
 
 Example:
     >>> with bench_platform() as bench:  # doctest: +SKIP
@@ -91,6 +93,11 @@ class BenchPlatform:
     version: str
     deployment_id: UUID
 
+    @property
+    def auth_string(self) -> str:
+        """The Prefect API's auth string, which ``acc up`` keeps in the home."""
+        return get_settings(home=self.home).auth_string_file.read_text().strip()
+
     def locked_requests(self) -> int:
         """How many requests the server has refused so far because SQLite was locked."""
         log = self.home / "logs" / "server.log"
@@ -140,7 +147,9 @@ def bench_platform(*, keep_worker: bool = False) -> Iterator[BenchPlatform]:
         home = workdir / "home"
         try:
             with _environment(**SERVER_ENVIRONMENT):
-                info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
+                info, _ = up(
+                    home, port=free_port(), examples=[], catalog_port=None, portal_port=None
+                )
             if not keep_worker:
                 stop_process(info.worker_pid)
             token = get_settings(home=home).operator_token_file.read_text().strip()

@@ -9,8 +9,9 @@ inputs and source for its cache key on every call; a routine does not cache).
 
 Every flow is a real flow run, called in-process, against a real Prefect server
 started for the benchmark on a free loopback port with its own PREFECT_HOME in a
-temporary folder. The runs happen in one child process (its Prefect settings point at
-that server and home, never at yours): untimed warm-up rounds of ``--warmup-routines``
+temporary folder, locked with an auth string as ``acc up`` locks its server. The runs
+happen in one child process (its Prefect settings point at that server, its auth string
+and home, never at yours): untimed warm-up rounds of ``--warmup-routines``
 calls first, then ``--repeat`` timed rounds, each running every side once, the side
 that goes first rotating from one round to the next; each run starts once the server
 has recorded the task runs of the one before. Per-routine time is a run's wall
@@ -29,6 +30,7 @@ Results land in ``benchmarks/results/routine_overhead.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -131,7 +133,12 @@ def order(round_: int) -> tuple[str, ...]:
     return SIDES[shift:] + SIDES[:shift]
 
 
-def settle(api_url: str, task_runs: int, deadline: float = 300.0) -> float:
+def auth_headers(auth_string: str) -> dict[str, str]:
+    """What Prefect's client sends a server locked with ``auth_string`` (Basic, base64)."""
+    return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
+
+
+def settle(api_url: str, auth_string: str, task_runs: int, deadline: float = 300.0) -> float:
     """Wait until the server has recorded ``task_runs`` task runs; return the seconds waited.
 
     Task runs reach the server as events, written to its database after the flow
@@ -142,7 +149,10 @@ def settle(api_url: str, task_runs: int, deadline: float = 300.0) -> float:
     start = time.perf_counter()
     end = time.monotonic() + deadline
     while True:
-        counted = int(httpx.post(f"{api_url}/task_runs/count", json={}, timeout=30).json())
+        response = httpx.post(
+            f"{api_url}/task_runs/count", json={}, headers=auth_headers(auth_string), timeout=30
+        )
+        counted = int(response.raise_for_status().json())
         if counted >= task_runs:
             return time.perf_counter() - start
         if time.monotonic() > end:
@@ -156,6 +166,7 @@ def child(argv: Sequence[str]) -> None:
     """Run every round and print one result line per flow run (read by :func:`run_child`)."""
     routines, repeat, warmup, warmup_routines = (int(a) for a in argv)
     api_url = os.environ["PREFECT_API_URL"]
+    auth_string = os.environ["PREFECT_API_AUTH_STRING"]
     flows = build_flows()
     rounds = [(f"warm-up-{i}", False, warmup_routines) for i in range(warmup)]
     rounds += [(str(i), True, routines) for i in range(repeat)]
@@ -166,7 +177,7 @@ def child(argv: Sequence[str]) -> None:
             loop_seconds = flows[side](n)
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
             task_runs += n
-            settle_seconds = settle(api_url, task_runs)
+            settle_seconds = settle(api_url, auth_string, task_runs)
             result = {
                 "side": side,
                 "round": label,
@@ -184,24 +195,37 @@ def child(argv: Sequence[str]) -> None:
 
 
 @contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """A Prefect server on a free loopback port with its home under ``home``; its API URL."""
-    from accelerator_prefect.platform import free_port, start_server, stop_process
+def prefect_server(home: Path) -> Iterator[tuple[str, str]]:
+    """A Prefect server on a free loopback port with its home under ``home``, locked as
+    ``acc up`` locks it; its API URL and auth string."""
+    from accelerator_prefect.platform import (
+        ensure_auth_string,
+        free_port,
+        start_server,
+        stop_process,
+    )
 
     port = free_port()
     pid = start_server(home, port)
     try:
-        yield f"http://127.0.0.1:{port}/api"
+        yield f"http://127.0.0.1:{port}/api", ensure_auth_string(home)
     finally:
         stop_process(pid)
 
 
-def child_env(home: Path, api_url: str) -> dict[str, str]:
+def child_env(home: Path, api_url: str, auth_string: str) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        # The child holds this server's auth string, none other.
+        if name not in ("ACC_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING")
+    }
     return {
-        **os.environ,
+        **inherited,
         "PREFECT_HOME": str(home / "client"),
         "PREFECT_API_URL": api_url,
+        "PREFECT_API_AUTH_STRING": auth_string,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "ACC_HOME": str(home),
         "PYTHONPATH": path,
@@ -244,9 +268,12 @@ def expected_runs(args: argparse.Namespace) -> int:
     return (args.repeat + args.warmup) * len(SIDES)
 
 
-def count_flow_runs(api_url: str) -> int:
+def count_flow_runs(api_url: str, auth_string: str) -> int:
     """How many flow runs the server knows of: proof the runs went through it."""
-    return int(httpx.post(f"{api_url}/flow_runs/count", json={}, timeout=10).json())
+    response = httpx.post(
+        f"{api_url}/flow_runs/count", json={}, headers=auth_headers(auth_string), timeout=10
+    )
+    return int(response.raise_for_status().json())
 
 
 @dataclass
@@ -400,16 +427,16 @@ def run(args: argparse.Namespace, console: Console) -> Report:
     ):
         home = Path(tmp)
         task = progress.add_task("starting the Prefect server", total=expected_runs(args))
-        with prefect_server(home / "server") as api_url:
+        with prefect_server(home / "server") as (api_url, auth_string):
             progress.update(task, description="warm-up")
 
             def advance(side: str) -> None:
                 progress.advance(task)
                 progress.update(task, description=f"flow runs ({side} done)")
 
-            env = child_env(home, api_url)
+            env = child_env(home, api_url, auth_string)
             results = run_child(args, env, home / "child.log", advance)
-            flow_runs = count_flow_runs(api_url)
+            flow_runs = count_flow_runs(api_url, auth_string)
     samples = {side: Samples(args.routines) for side in SIDES}
     for result in results:
         if result["kept"]:

@@ -121,7 +121,9 @@ def _start_worker(home: Path, api_url: str, pool: str, query_seconds: str | None
     return _spawn(args, env, home / "logs" / f"worker-{pool}.log").pid
 
 
-async def _raw_deployments(api_url: str, code: Path, pools: list[str]) -> dict[str, Any]:
+async def _raw_deployments(
+    api_url: str, auth_string: str, code: Path, pools: list[str]
+) -> dict[str, Any]:
     """The plain flow deployed once per pool, running from the same code folder."""
     import importlib.util
 
@@ -134,7 +136,7 @@ async def _raw_deployments(api_url: str, code: Path, pools: list[str]) -> dict[s
     spec.loader.exec_module(module)
     schema = parameter_schema(module.plain.fn).model_dump_for_openapi()
     found = {}
-    async with PrefectClient(api_url) as client:
+    async with PrefectClient(api_url, auth_string=auth_string) as client:
         flow_id = await client.create_flow_from_name("bench-plain")
         for pool in pools:
             found[pool] = await client.create_deployment(
@@ -163,25 +165,25 @@ async def _wait_completed(client: Any, run_id: Any, deadline: float = 300.0) -> 
     raise TimeoutError(f"run {run_id} did not complete within {deadline:g} s")
 
 
-def _acc_run(acc: Any, api_url: str, version: str) -> float:
+def _acc_run(acc: Any, api_url: str, auth_string: str, version: str) -> float:
     from prefect.client.orchestration import PrefectClient
 
     start = time.perf_counter()
     run = acc.launch("bench-trivial", {"x": 1}, version=version)
 
     async def wait() -> None:
-        async with PrefectClient(api_url) as client:
+        async with PrefectClient(api_url, auth_string=auth_string) as client:
             await _wait_completed(client, run.id)
 
     asyncio.run(wait())
     return time.perf_counter() - start
 
 
-def _raw_run(api_url: str, deployment_id: Any) -> float:
+def _raw_run(api_url: str, auth_string: str, deployment_id: Any) -> float:
     from prefect.client.orchestration import PrefectClient
 
     async def go() -> float:
-        async with PrefectClient(api_url) as client:
+        async with PrefectClient(api_url, auth_string=auth_string) as client:
             start = time.perf_counter()
             run = await client.create_flow_run_from_deployment(deployment_id, parameters={"x": 1})
             await _wait_completed(client, run.id)
@@ -200,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pollings = [p for p in args.polling.split(",") if p]
 
     from accelerator_prefect import Accelerator
-    from accelerator_prefect.platform import down, free_port, stop_process, up
+    from accelerator_prefect.platform import down, ensure_auth_string, free_port, stop_process, up
 
     console = common_console()
     report = Report(
@@ -223,31 +225,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         with console.status("starting a platform (Prefect server on SQLite)…"):
-            info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
+            info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
         operator = Accelerator.connect(info.api_url, home=home)
+        # The server is locked as `acc up` locks it: raw Prefect's client needs its auth string.
+        auth_string = ensure_auth_string(home)
         versions = {f"1.0.{i}": pool for i, pool in enumerate(pools.values())}
         manifests = _repo(workdir / "repo", versions)
         for pool in pools.values():
             operator._call(lambda c, pool=pool: c.create_work_pool(_pool(pool)))
         for manifest in manifests:
             operator.publish(manifest)
-        raw = asyncio.run(_raw_deployments(info.api_url, workdir / "repo", list(pools.values())))
+        raw = asyncio.run(
+            _raw_deployments(info.api_url, auth_string, workdir / "repo", list(pools.values()))
+        )
         for polling, pool in pools.items():
             workers.append(_start_worker(home, info.api_url, pool, POLLING[polling]))
         for polling, pool in pools.items():
             version = next(v for v, p in versions.items() if p == pool)
             with console.status(f"{polling} polling: one untimed run of each…"):
-                _acc_run(operator, info.api_url, version)
-                _raw_run(info.api_url, raw[pool])
+                _acc_run(operator, info.api_url, auth_string, version)
+                _raw_run(info.api_url, auth_string, raw[pool])
             sides: dict[str, list[float]] = {"acc": [], "raw": []}
             for round_ in range(args.runs):
                 order = ("acc", "raw") if round_ % 2 == 0 else ("raw", "acc")
                 for side in order:
                     console.print(f"[dim]{polling} polling, run {round_ + 1}/{args.runs}: {side}")
                     if side == "acc":
-                        sides["acc"].append(_acc_run(operator, info.api_url, version))
+                        sides["acc"].append(_acc_run(operator, info.api_url, auth_string, version))
                     else:
-                        sides["raw"].append(_raw_run(info.api_url, raw[pool]))
+                        sides["raw"].append(_raw_run(info.api_url, auth_string, raw[pool]))
             results.append({"polling": polling, **sides, "load_average": load_average()})
         operator.close()
     finally:

@@ -197,7 +197,7 @@ def platform(
     home = tmp_path_factory.mktemp("acc-home")
     previous = os.environ.get("ACC_HOME")
     os.environ["ACC_HOME"] = str(home)  # this process reads acc:// outputs like the worker
-    info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
+    info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
     yield info
     down(home)
     if previous is None:

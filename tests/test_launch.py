@@ -19,9 +19,13 @@ from accelerator_prefect.transport import prefect_client
 from tests.conftest import ROOT, ModelRepo
 
 
-def count_runs(api_url: str, deployment_name: str) -> int:
+def count_runs(api_url: str, deployment_name: str, home: Path | None = None) -> int:
+    """Runs of one deployment, read with the auth string of the platform under ``home``
+    (``ACC_HOME``'s by default)."""
+    auth_string = get_settings(home=home).service_auth_string()
+
     async def count() -> int:
-        async with prefect_client(api_url) as client:
+        async with prefect_client(api_url, auth_string=auth_string) as client:
             return await client.count_flow_runs(
                 deployment_filter=DeploymentFilter(
                     name=DeploymentFilterName(any_=[deployment_name])

@@ -21,7 +21,7 @@ from tests.conftest import ModelRepo
 def far_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]:
     """A second, separate Prefect server with its own worker: another workspace."""
     home = tmp_path_factory.mktemp("far-home")
-    info, _ = up(home, port=free_port(), examples=[], catalog_port=None)
+    info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
     yield info
     down(home)
 

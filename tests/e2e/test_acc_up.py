@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from accelerator_prefect import Accelerator
 from accelerator_prefect.platform import free_port
 from tests.conftest import ROOT
 from tests.test_launch import count_runs
@@ -20,7 +21,7 @@ ACC = str(Path(sys.executable).parent / "acc")
 
 README_SNIPPET = textwrap.dedent("""
     from accelerator_prefect import Accelerator
-    acc = Accelerator.connect()                      # the local platform, as its operator
+    acc = Accelerator.connect(url="http://127.0.0.1:8600", token="acc_…")   # or ACC_URL + ACC_TOKEN
     run = acc.launch("climate-downscaling",
                      conf={"scenario": "ssp245", "target_region": "alps", "base_year": 1995},
                      inputs=["acc://climate/examples/coarse-cmip6/"])   # a folder: ends with /
@@ -44,9 +45,15 @@ def home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 
 
 def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> None:
-    port, catalog_port = free_port(), free_port()
-    first = acc(home, "up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port))
+    port, catalog_port, portal_port = free_port(), free_port(), free_port()
+    first = acc(
+        home,
+        *("up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)),
+        *("--portal-port", str(portal_port)),
+    )
     assert first.returncode == 0, first.stdout + first.stderr
+    portal = f"http://127.0.0.1:{portal_port}"
+    assert f"{portal}/api/v1" in first.stdout
     assert f"http://127.0.0.1:{port}" in first.stdout
     # The catalog is served beside the Prefect UI, and share links point at it.
     catalog = f"http://127.0.0.1:{catalog_port}"
@@ -69,9 +76,17 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     listed = acc(home, "list")
     assert "climate-downscaling" in listed.stdout and "Climate downscaling" in listed.stdout
 
+    # A user made by the operator runs the README's launch from another shell, holding only
+    # the portal's address and their token: no home, no Prefect address, no auth string.
+    with Accelerator.connect(info["api_url"], home=home) as operator:
+        _, token = operator.add_user("alice", {"climate": "member"})
+    elsewhere = home.parent / "users-machine"
+    elsewhere.mkdir(exist_ok=True)
+    snippet_code = README_SNIPPET.replace("http://127.0.0.1:8600", portal).replace("acc_…", token)
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("ACC_", "PREFECT_"))}
     snippet = subprocess.run(
-        [sys.executable, "-c", README_SNIPPET],
-        env={**os.environ, "ACC_HOME": str(home)},
+        [sys.executable, "-c", snippet_code],
+        env={**bare, "ACC_HOME": str(elsewhere)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -80,6 +95,10 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert snippet.returncode == 0, snippet.stderr
     assert snippet.stdout.startswith("Completed [('downscaled.nc', "), snippet.stdout
     assert "('quicklook.png'" in snippet.stdout and "('summary.csv'" in snippet.stdout
+    # The Prefect API behind the portal refuses a direct read, with or without the token.
+    for headers in ({}, {"Authorization": f"Bearer {token}"}):
+        direct = httpx.post(f"{info['api_url']}/deployments/filter", json={}, headers=headers)
+        assert direct.status_code == 401
 
     refused = acc(
         home,
@@ -89,12 +108,15 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert refused.returncode == 2
     assert "conf.base_year: 3000 is greater than the maximum of 2100" in refused.stderr
     assert "inputs: 1 file(s) of type .nc selected (folders expanded); at least 2" in refused.stderr
-    assert count_runs(info["api_url"], "climate-downscaling@1.0.0") == 1  # the snippet's only
+    assert count_runs(info["api_url"], "climate-downscaling@1.0.0", home) == 1  # the snippet's only
 
 
 def test_a_taken_port_is_named(home: Path, tmp_path: Path) -> None:
     port = json.loads((home / "platform.json").read_text())["port"]
-    result = acc(tmp_path / "other-home", "up", "--detach", "--port", str(port), "--no-catalog")
+    result = acc(
+        tmp_path / "other-home",
+        *("up", "--detach", "--port", str(port), "--no-catalog", "--portal-port", str(free_port())),
+    )
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is taken by another program" in result.stderr
 
@@ -103,7 +125,7 @@ def test_acc_down_stops_every_process(home: Path) -> None:
     info = json.loads((home / "platform.json").read_text())
     result = acc(home, "down")
     assert result.returncode == 0 and "stopped." in result.stdout
-    for pid in (info["server_pid"], info["worker_pid"], info["catalog_pid"]):
+    for pid in (info["server_pid"], info["worker_pid"], info["catalog_pid"], info["portal_pid"]):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not (home / "platform.json").exists()

@@ -49,7 +49,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     home = tmp_path_factory.mktemp("catalog-e2e")
     port, catalog_port = free_port(), free_port()
     started = acc_cli(
-        home, "up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)
+        home,
+        *("up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)),
+        *("--portal-port", str(free_port())),
     )
     assert started.returncode == 0, started.stdout + started.stderr
     catalog = f"http://127.0.0.1:{catalog_port}"
@@ -210,7 +212,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     # The run ran what the form said: the two files picked and the base year typed.
     run_id = re.search(r"[?&]run=([0-9a-f-]+)", page.url)
     assert run_id, page.url
-    with Accelerator.connect(served["api"], token=served["alice"]) as alice:
+    with Accelerator.connect(served["api"], home=served["home"], token=served["alice"]) as alice:
         ran = alice.run(run_id.group(1)).parameters
     assert ran["conf"]["base_year"] == 2000 and ran["conf"]["scenario"] == "ssp245"
     assert sorted(ran["inputs"]["selected_files"]) == [
