@@ -724,6 +724,7 @@ class AsyncAccelerator:
             storage=self.storage_fs(),
             rerun_of=rerun_of,
             idempotency_key=idempotency_key,
+            max_active_runs=self.settings.max_active_runs_per_user,
         )
         from accelerator_prefect.versions import deprecation_notice
 

@@ -62,6 +62,10 @@ class InvalidSecrets(ValidationFailed):
     """Secrets are missing, unknown or not text (messages never carry a value)."""
 
 
+class QuotaExceeded(AcceleratorError):
+    """The caller already has as many runs waiting or running as they may."""
+
+
 class IdempotencyConflict(AcceleratorError):
     """An idempotency key was used again for a different request."""
 

@@ -23,6 +23,7 @@ from accelerator_prefect.errors import (
     InvalidInputs,
     InvalidSecrets,
     NotFound,
+    QuotaExceeded,
 )
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.mapping import input_problems, output_problems
@@ -231,6 +232,7 @@ async def launch(
     found: HostedModel | None = None,
     writes: asyncio.Semaphore | None = None,
     idempotency_key: str | None = None,
+    max_active_runs: int = 0,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none).
 
@@ -305,6 +307,8 @@ async def launch(
         prefect_key, request_tag = idempotency_keys(principal, idempotency_key, hosted, parameters)
         tags.append(request_tag)
     async with writes if writes is not None else contextlib.nullcontext():
+        # Counted where the runs are written, one launch at a time: a burst waits its turn.
+        await check_quota(client, principal, max_active_runs, existing=prefect_key)
         if values:
             await run_secrets.store(
                 client, {blocks[name]: str(run_secrets.plain(v)) for name, v in values.items()}
@@ -330,6 +334,49 @@ async def launch(
                 "Idempotency-Key: this key was used for a different launch; use a new key"
             )
     return hosted, flow_run
+
+
+ACTIVE_TYPES = ["SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"]
+
+
+async def check_quota(
+    client: PrefectClient, principal: Principal, limit: int, existing: str | None = None
+) -> None:
+    """:class:`QuotaExceeded` if ``principal`` (a guest: everyone on their link) already has
+    ``limit`` runs waiting or running. Operators have no quota; 0 is no limit. A launch
+    repeating an idempotency key (``existing``) makes no new run, so it is not counted."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterIdempotencyKey,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    if limit <= 0 or principal.operator:
+        return
+    if existing is not None:
+        repeat = FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[existing]))
+        if await client.count_flow_runs(flow_run_filter=repeat):
+            return
+    who = (
+        tag("link", principal.links[0].link_id) if principal.guest else tag("user", principal.name)
+    )
+    active = await client.count_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[who]),
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType(t) for t in ACTIVE_TYPES])
+            ),
+        )
+    )
+    if active >= limit:
+        whose = "this link's guests have" if principal.guest else "you have"
+        raise QuotaExceeded(
+            f"{whose} {active} run(s) waiting or running, the most allowed at once here; "
+            "launch again when one has finished (or cancel one)"
+        )
 
 
 def idempotency_keys(

@@ -318,18 +318,28 @@ def portal_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start_portal(home: Path, api_url: str, port: int, deadline: float = 60.0) -> tuple[int, str]:
-    """Serve the portal (uvicorn) on 127.0.0.1:``port``; return its pid and URL once it answers."""
+def start_portal(
+    home: Path,
+    api_url: str,
+    port: int,
+    deadline: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Serve the portal (uvicorn) on 127.0.0.1:``port``; return its pid and URL once it answers.
+
+    ``env`` adds settings, e.g. ``ACC_PORTAL_RATE_PER_SECOND``.
+    """
     if not _port_free(port):
         raise PlatformError(
             f"port {port} on 127.0.0.1 is taken by another program; choose another with "
             "--portal-port"
         )
     url = f"http://127.0.0.1:{port}"
-    env = _base_env(home, api_url)
+    extra, env = env or {}, _base_env(home, api_url)
     env["ACC_API_URL"] = api_url
     for name in ("ACC_TOKEN", "ACC_URL"):  # the portal acts for each request's caller only
         env.pop(name, None)
+    env.update(extra)
     log = home / "logs" / "portal.log"
     process = _spawn(
         [
@@ -370,15 +380,18 @@ def stop_process(pid: int | None, deadline: float = 15.0) -> None:
             time.sleep(0.1)
 
 
-async def _prepare(client: PrefectClient, home: Path, pool: str) -> None:
-    """Create the work pool and the result storage block if they are missing."""
-    from prefect.client.schemas.actions import WorkPoolCreate
+async def _prepare(
+    client: PrefectClient, home: Path, pool: str, concurrency: int | None = None
+) -> None:
+    """Create the work pool (at most ``concurrency`` runs at once: a burst of launches
+    queues instead of starting a process each) and the result storage block."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
     from prefect.filesystems import LocalFileSystem
     from prefect.workers.process import ProcessWorker
 
     try:
-        await client.read_work_pool(pool)
+        existing = await client.read_work_pool(pool)
     except ObjectNotFound:
         await client.create_work_pool(
             WorkPoolCreate(
@@ -386,8 +399,12 @@ async def _prepare(client: PrefectClient, home: Path, pool: str) -> None:
                 type="process",
                 base_job_template=ProcessWorker.get_default_base_job_template(),
                 description="Runs hosted models as local processes (created by acc up).",
+                concurrency_limit=concurrency,
             )
         )
+    else:
+        if existing.concurrency_limit != concurrency:
+            await client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=concurrency))
     results = home / "results"
     results.mkdir(parents=True, exist_ok=True)
     await LocalFileSystem(basepath=str(results)).asave(RESULTS_BLOCK, overwrite=True, client=client)
@@ -515,7 +532,7 @@ def up(
     # The platform's own setup acts as its operator, vouched for by holding the auth string.
     acc = Accelerator(AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
-    acc._call(lambda c: _prepare(c, home, pool))
+    acc._call(lambda c: _prepare(c, home, pool, settings.work_pool_concurrency))
     token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))
     if token is not None:
         report(f"created the operator; its token (kept for the local CLI) is {token}")

@@ -42,8 +42,12 @@ _ERRORS: dict[str, type[errors.AcceleratorError]] = {
     "publish-refused": errors.PublishError,
     "run-timeout": errors.RunTimeout,
     "idempotency-key-reused": errors.IdempotencyConflict,
+    "quota-exceeded": errors.QuotaExceeded,
     "platform-unavailable": errors.PlatformError,
 }
+
+
+RATE_RETRIES = 3  # times a request over the rate limit is sent again, after Retry-After
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -106,12 +110,19 @@ class PortalService:
         return self._http
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self.http().request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise errors.PlatformError(
-                f"the portal at {self.url} did not answer ({type(exc).__name__}); check ACC_URL"
-            ) from None
+        for attempt in range(RATE_RETRIES + 1):
+            try:
+                response = await self.http().request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise errors.PlatformError(
+                    f"the portal at {self.url} did not answer ({type(exc).__name__}); check ACC_URL"
+                ) from None
+            limited = response.status_code == 429 and "rate-limited" in response.text
+            streamed = hasattr(kwargs.get("content"), "__aiter__")  # cannot be sent twice
+            if not limited or attempt == RATE_RETRIES or streamed:
+                break
+            # Over the rate limit: wait as long as the portal asks, a few times.
+            await asyncio.sleep(min(float(response.headers.get("Retry-After") or 1), 30.0))
         _raise_for(response)
         return response.json() if response.content else None
 

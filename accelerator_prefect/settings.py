@@ -87,6 +87,35 @@ class Settings(BaseSettings):
         default=5 << 30, description="The largest file a portal upload may write."
     )
 
+    portal_rate_per_second: float = Field(
+        default=20.0,
+        ge=0,
+        description="Requests a second one token or link may make through the portal, "
+        "sustained (0: no limit); kept in Prefect's global concurrency limits, so every "
+        "portal process shares it.",
+    )
+    portal_rate_burst: int = Field(
+        default=60, ge=1, description="Requests one token or link may make at once."
+    )
+    signin_failures_per_minute: float = Field(
+        default=30.0,
+        ge=0,
+        description="Refused credentials one address may present a minute before it waits "
+        "(0: no limit).",
+    )
+    max_active_runs_per_user: int = Field(
+        default=20,
+        ge=0,
+        description="Runs one user (or one link's guests) may have waiting or running at "
+        "once (0: no limit).",
+    )
+    work_pool_concurrency: int | None = Field(
+        default=4,
+        ge=1,
+        description="Runs the embedded work pool starts at once; more wait their turn "
+        "(unset: no limit).",
+    )
+
     dvc_remote: str | None = Field(
         default=None,
         description="DVC remote for models' reference data whose repository names none; "

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+from accelerator_prefect.errors import QuotaExceeded
 from accelerator_prefect.settings import Settings, get_settings
 
 PREFIX = "/api/v1"
@@ -21,7 +22,7 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
     from fastapi.middleware.cors import CORSMiddleware
 
     from accelerator_prefect import __name__ as package
-    from accelerator_prefect.portal import links, models, problems, runs, storage
+    from accelerator_prefect.portal import limits, links, models, problems, runs, storage
 
     settings = settings or get_settings()
 
@@ -50,6 +51,19 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
     )
     app.state.settings = settings
     problems.install(app)
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_: Request, exc: QuotaExceeded) -> Response:
+        return problems.problem(
+            429, "Too many runs at once", str(exc), "quota-exceeded", retry_after=10
+        )
+
+    @app.exception_handler(limits.RateLimited)
+    async def _rate_limited(_: Request, exc: limits.RateLimited) -> Response:
+        return problems.problem(
+            429, "Too many requests", str(exc), "rate-limited", retry_after=exc.retry_after
+        )
+
     for module in (models, runs, links, storage):
         app.include_router(module.router, prefix=PREFIX)
     if settings.portal_cors_origins:

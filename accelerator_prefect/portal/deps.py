@@ -24,11 +24,33 @@ def _credential(request: Request) -> tuple[str | None, str | None]:
 
 
 async def caller(request: Request) -> AsyncIterator[AsyncAccelerator]:
-    """The service acting for the request's token or link; checked on every request."""
+    """The service acting for the request's token or link, checked on every request, and
+    within its rate limit (429 past it)."""
+    from accelerator_prefect.portal.limits import limit_name, take
+
     platform: AsyncAccelerator = request.app.state.platform
-    token, link = _credential(request)
-    acc = platform.acting_for(token=token, link=link)
-    await acc.principal()  # an unknown, revoked or expired credential fails here (401)
+    settings = platform.settings
+    client = await platform.client()
+    address = request.client.host if request.client else "unknown"
+    try:
+        token, link = _credential(request)
+        acc = platform.acting_for(token=token, link=link)
+        await acc.principal()  # an unknown, revoked or expired credential fails here (401)
+    except AccessDenied:
+        # Refused credentials cost the address a slot: guessing is slowed down, not free.
+        per_second = settings.signin_failures_per_minute / 60
+        burst = max(1, round(settings.signin_failures_per_minute))
+        name = limit_name("signin", address)
+        await take(client, name, per_second, burst, "with refused credentials")
+        raise
+    credential = (token or link or "").split("_")[:2]  # the id, never the secret
+    await take(
+        client,
+        limit_name("token" if token else "link", "_".join(credential)),
+        settings.portal_rate_per_second,
+        settings.portal_rate_burst,
+        "with this token",
+    )
     try:
         yield acc
     finally:
