@@ -4,19 +4,25 @@ The manifest's input mapping (counts, accepted types, sources, total size)
 goes into the deployment's parameter schema where JSON Schema can say it, so
 the Prefect UI and the server enforce it too; :func:`input_problems` checks it
 in full at launch, against the files as they are in storage. Inside a run,
-:func:`expand` turns the selection into the files a routine reads.
+:func:`expand` turns the selection into the files a routine reads. Cloud URLs
+are read only where :mod:`accelerator_prefect.fetching` allows, at launch and
+again in the run, and before anything is connected to.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from accelerator_prefect.errors import InvalidInputs
+from accelerator_prefect.fetching import UNREADABLE, CloudSources, cloud_filesystem
 from accelerator_prefect.manifest import InputMapping, Manifest, Source
+from accelerator_prefect.settings import Settings, get_settings
 from accelerator_prefect.storage import (
     PREFIX,
     StoragePathError,
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
 
     from accelerator_prefect.storage import AccFileSystem
 
-CLOUD_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "https", "http")
+_log = logging.getLogger(__name__)
 _UNITS = {
     "B": 1,
     "KB": 10**3,
@@ -62,22 +68,28 @@ def human_size(size: float) -> str:
     return f"{size:.1f} TB"  # pragma: no cover
 
 
-def source_of(uri: str) -> Source | None:
-    """Where ``uri`` lives: ``storage`` (acc://), ``cloud`` (s3://, https:// …) or unknown."""
+def source_of(uri: str, settings: Settings | None = None) -> Source | None:
+    """Where ``uri`` lives: ``storage`` (acc://), ``cloud`` (one of the installation's
+    ``cloud_schemes``: s3://, https:// …) or unknown."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme == "acc":
         return Source.storage
-    return Source.cloud if scheme in CLOUD_SCHEMES else None
+    return Source.cloud if scheme in (settings or get_settings()).cloud_schemes else None
 
 
-def _filesystem(uri: str, storage: AccFileSystem | None = None) -> tuple[AbstractFileSystem, str]:
+def _filesystem(
+    uri: str,
+    storage: AccFileSystem | None = None,
+    settings: Settings | None = None,
+    where: str = "input",
+) -> tuple[AbstractFileSystem, str]:
+    """The filesystem reading ``uri``; any other URL than acc:// only once
+    :func:`~accelerator_prefect.fetching.cloud_filesystem` allows it (``InvalidInputs``)."""
     if uri.startswith(PREFIX):
         from accelerator_prefect.storage import AccFileSystem
 
         return storage or AccFileSystem(), uri
-    from fsspec.core import url_to_fs
-
-    return url_to_fs(uri)  # type: ignore[no-any-return]
+    return cloud_filesystem(uri, settings, where=where)
 
 
 @dataclass(frozen=True)
@@ -139,22 +151,43 @@ def _folder_files(fs: AbstractFileSystem, path: str, accepted: list[str]) -> lis
 
 
 def expand(
-    selected_files: Iterable[str], selected_folders: Iterable[str], accepted: Iterable[str] = ()
+    selected_files: Iterable[str],
+    selected_folders: Iterable[str],
+    accepted: Iterable[str] = (),
+    settings: Settings | None = None,
 ) -> list[InputFile]:
     """The selected files with folders expanded (matching ``accepted``), in order,
-    each once."""
-    accepted = list(accepted)
+    each once.
+
+    Every cloud URL is checked again here, in the run, before any is read: a run
+    created past the launcher (Prefect's own API) or a name that now resolves
+    elsewhere meets the same rule. Raises ``InvalidInputs`` naming each refused one.
+    """
+    accepted, settings = list(accepted), settings or get_settings()
+    selection = [(f"inputs.selected_files[{i}]", u, False) for i, u in enumerate(selected_files)]
+    selection += [
+        (f"inputs.selected_folders[{i}]", u, True) for i, u in enumerate(selected_folders)
+    ]
+    opened: list[tuple[str, bool, AbstractFileSystem, str]] = []
+    refused: list[str] = []
+    for where, uri, is_folder in selection:
+        try:
+            opened.append((uri, is_folder, *_filesystem(uri, settings=settings, where=where)))
+        except InvalidInputs as exc:
+            refused += exc.problems
+    if refused:
+        raise InvalidInputs(refused, what="inputs")
     files: list[InputFile] = []
-    for uri in selected_files:
-        fs, path = _filesystem(uri)
-        files.append(InputFile(uri, int(fs.info(path).get("size") or 0), uri))
-    for folder in selected_folders:
-        fs, path = _filesystem(folder)
-        base = folder.rstrip("/")
-        files += [
-            InputFile(f"{base}/{relative}", size, folder)
-            for relative, size in _folder_files(fs, path, accepted)
-        ]
+    for uri, is_folder, fs, path in opened:
+        if not is_folder:
+            files.append(InputFile(uri, int(fs.info(path).get("size") or 0), uri))
+    for uri, is_folder, fs, path in opened:
+        if is_folder:
+            base = uri.rstrip("/")
+            files += [
+                InputFile(f"{base}/{relative}", size, uri)
+                for relative, size in _folder_files(fs, path, accepted)
+            ]
     unique: dict[str, InputFile] = {}
     for f in files:
         unique.setdefault(f.uri, f)
@@ -162,20 +195,27 @@ def expand(
 
 
 def _check_one(
-    where: str, uri: str, mapping: InputMapping, folder: bool, storage: AccFileSystem | None
+    where: str,
+    uri: str,
+    mapping: InputMapping,
+    folder: bool,
+    storage: AccFileSystem | None,
+    settings: Settings,
 ) -> tuple[list[str], list[InputFile]]:
     """Problems with one selected file or folder, and the files it contributes."""
-    source = source_of(uri)
+    source = source_of(uri, settings)
     if source is None:
-        return [f"{where}: {uri!r} is not an acc:// path or a cloud URL (s3://, https:// …)"], []
+        schemes = ", ".join(f"{s}://" for s in settings.cloud_schemes)
+        return [f"{where}: {uri!r} is not an acc:// path or a cloud URL ({schemes})"], []
     if source not in mapping.sources:
         allowed = " or ".join(s.value for s in mapping.sources)
         return [f"{where}: {uri} comes from {source.value}; this model accepts {allowed} only"], []
-    if source == Source.storage:
-        try:
-            check_path(uri)
-        except StoragePathError as exc:
-            return [f"{where}: {exc}"], []
+    if source == Source.cloud:
+        return _check_cloud(where, uri, mapping, folder, settings)
+    try:
+        check_path(uri)
+    except StoragePathError as exc:
+        return [f"{where}: {exc}"], []
     try:
         fs, path = _filesystem(uri, storage)
         info = fs.info(path)
@@ -185,8 +225,38 @@ def _check_one(
         return [f"{where}: {uri} does not exist"], []
     except OSError as exc:  # the reason only: the message may name backend paths
         return [f"{where}: {uri} cannot be read ({exc.strerror or type(exc).__name__})"], []
-    except Exception as exc:  # a cloud backend's own error: say which input it was
+    except Exception as exc:  # a storage backend's own error: say which input it was
         return [f"{where}: {uri} cannot be read ({type(exc).__name__})"], []
+    return _selected(where, uri, mapping, folder, fs, path, info)
+
+
+def _check_cloud(
+    where: str, uri: str, mapping: InputMapping, folder: bool, settings: Settings
+) -> tuple[list[str], list[InputFile]]:
+    """A cloud URL: refused before anything is connected to unless inputs may come
+    from there; once read, every failure (refused, timed out, missing, denied) gives
+    the same answer, so a launch cannot tell what lies behind an address."""
+    CloudSources.from_settings(settings)  # malformed cloud_hosts: the operator's to fix, loudly
+    try:
+        fs, path = cloud_filesystem(uri, settings, where=where)
+        return _selected(where, uri, mapping, folder, fs, path, fs.info(path))
+    except InvalidInputs as exc:  # refused: nothing was connected to
+        return exc.problems, []
+    except Exception as exc:  # e.g. its backend is not installed, or the read failed
+        _log.info("cloud input %s could not be read: %s", uri, type(exc).__name__)
+        return [f"{where}: {uri} {UNREADABLE}"], []
+
+
+def _selected(
+    where: str,
+    uri: str,
+    mapping: InputMapping,
+    folder: bool,
+    fs: AbstractFileSystem,
+    path: str,
+    info: dict[str, Any],
+) -> tuple[list[str], list[InputFile]]:
+    """Problems with a selected file or folder that exists, and the files it contributes."""
     is_folder = info.get("type") == "directory"
     if folder and not is_folder:
         return [f"{where}: {uri} is a file, not a folder; select it as a file"], []
@@ -209,14 +279,19 @@ def _check_one(
 
 
 def input_problems(
-    mapping: InputMapping, inputs: dict[str, Any], storage: AccFileSystem | None = None
+    mapping: InputMapping,
+    inputs: dict[str, Any],
+    storage: AccFileSystem | None = None,
+    settings: Settings | None = None,
 ) -> list[str]:
     """Every way a selection fails the model's input mapping, one line per problem."""
+    settings = settings or get_settings()
     problems: list[str] = []
     files: list[InputFile] = []
     for key, folder in (("selected_files", False), ("selected_folders", True)):
         for index, uri in enumerate(inputs.get(key) or []):
-            found, contributed = _check_one(f"inputs.{key}[{index}]", uri, mapping, folder, storage)
+            where = f"inputs.{key}[{index}]"
+            found, contributed = _check_one(where, uri, mapping, folder, storage, settings)
             problems += found
             files += contributed
     if problems:
@@ -282,11 +357,11 @@ def _insensitive(suffix: str) -> str:
     )
 
 
-def _uri_pattern(sources: list[Source]) -> str:
+def _uri_pattern(sources: list[Source], cloud_schemes: Iterable[str]) -> str:
     schemes = ["acc"] if Source.storage in sources else []
     if Source.cloud in sources:
-        schemes += list(CLOUD_SCHEMES)
-    return f"^({'|'.join(schemes)})://"
+        schemes += [s.lower() for s in cloud_schemes]
+    return f"^({'|'.join(re.escape(s) for s in schemes)})://"
 
 
 def _file_pattern(accepted: list[str]) -> str | None:
@@ -296,12 +371,16 @@ def _file_pattern(accepted: list[str]) -> str | None:
     return f"\\.({'|'.join(_insensitive(a) for a in accepted)})$"
 
 
-def inputs_schema(mapping: InputMapping, title: str = "inputs") -> dict[str, Any]:
-    """The ``inputs`` parameter's schema with the mapping's constraints inlined."""
+def inputs_schema(
+    mapping: InputMapping, title: str = "inputs", settings: Settings | None = None
+) -> dict[str, Any]:
+    """The ``inputs`` parameter's schema with the mapping's constraints inlined (the
+    cloud schemes as the installation allows them when the version is published)."""
     cloud = Source.cloud in mapping.sources
+    schemes = (settings or get_settings()).cloud_schemes if cloud else []
     uri = {
         "type": "string",
-        "pattern": _uri_pattern(mapping.sources),
+        "pattern": _uri_pattern(mapping.sources, schemes),
         MESSAGE_KEY: "is not an acc:// path or a cloud URL (s3://, https:// …)"
         if cloud
         else "is not an acc:// path (this model reads acc:// storage only)",

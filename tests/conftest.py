@@ -7,6 +7,7 @@ and `acc down` do it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": endpoint,
+            # moto is a local S3 stand-in: admit exactly its host:port for cloud inputs
+            "ACC_CLOUD_HOSTS": json.dumps([f"127.0.0.1:{port}"]),
         }
     )
     server = S3Server(endpoint, "acc-test")

@@ -16,6 +16,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from accelerator_prefect import Accelerator, AsyncAccelerator, InvalidInputs
 from accelerator_prefect.catalog import read_versions
+from accelerator_prefect.fetching import UNREADABLE
 from accelerator_prefect.manifest import InputMapping
 from accelerator_prefect.mapping import inputs_schema, parse_size
 from accelerator_prefect.outputs import INCOMPLETE
@@ -248,8 +249,9 @@ def test_cloud_inputs_where_the_manifest_allows_them(
     run = acc.launch(repo.name, inputs=[f"s3://{s3_server.bucket}/cloud/x.csv"])
     assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
     assert run.result() == {"x.csv": 4}
+    # A missing object reads like any other failure to fetch (see tests/test_fetching.py).
     with pytest.raises(
-        InvalidInputs, match=re.escape("s3://acc-test/cloud/nothing.csv does not exist")
+        InvalidInputs, match=re.escape(f"s3://acc-test/cloud/nothing.csv {UNREADABLE}")
     ):
         acc.launch(repo.name, inputs=[f"s3://{s3_server.bucket}/cloud/nothing.csv"])
 
