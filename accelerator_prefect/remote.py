@@ -96,6 +96,10 @@ class PortalService:
         self.api_url = self.url  # where runs are read: the portal
         self.ui_url = self.url
         credential = token if token is not None else link_token(link or "")
+        if not credential:  # a link URL without its token: nothing to ask the portal
+            from accelerator_prefect.directory import INVALID_LINK
+
+            raise errors.AccessDenied(INVALID_LINK)
         self._headers = {"Authorization": f"Bearer {credential}"}
         self._http: httpx.AsyncClient | None = None
         self._principal: Principal | None = None

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from accelerator_prefect import Accelerator, AccessDenied, InvalidInputs, NotFound
 from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN, create_link
-from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.platform import PlatformInfo, free_port, start_portal, stop_process
+from accelerator_prefect.settings import get_settings
 from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
 from tests.test_launch import count_runs
@@ -137,21 +140,37 @@ def links(
     return tokens
 
 
+@pytest.fixture(scope="module", params=["python", "portal"])
+def via(request: pytest.FixtureRequest, platform: PlatformInfo) -> Iterator[str | None]:
+    """How principals reach the platform: in-process (``None``), or through a real portal
+    (its URL), with the same rules."""
+    if request.param == "python":
+        yield None
+        return
+    pid, url = start_portal(platform.home, platform.api_url, free_port())
+    yield url
+    stop_process(pid)
+
+
 def _connect(
     platform: PlatformInfo,
     team: dict[str, str],
     links: dict[str, dict[str, str]],
     who: str,
     scope: str,
+    portal: str | None = None,
 ) -> Accelerator | None:
-    """A client for ``who``, or ``None`` when they cannot even connect."""
+    """A client for ``who`` (through ``portal`` if given), or ``None`` when they cannot even
+    connect."""
+    where: dict[str, Any] = {"url": portal} if portal else {"api_url": platform.api_url}
     if who == "operator":
-        return Accelerator.connect(platform.api_url)
+        operator = get_settings(home=platform.home).operator_token_file.read_text().strip()
+        return Accelerator.connect(**where, token=operator if portal else None)
     if who in team:
-        return Accelerator.connect(platform.api_url, token=team[who])
+        return Accelerator.connect(**where, token=team[who])
     link = {"guest-valid": links[scope]["valid"], "guest-revoked": links[scope]["revoked"]}
     try:
-        return Accelerator.connect(platform.api_url, link=link.get(who, "https://catalog/?model=x"))
+        return Accelerator.connect(**where, link=link.get(who, "https://catalog/?model=x"))
     except AccessDenied as refused:
         assert str(refused) == INVALID_LINK
         return None
@@ -179,8 +198,10 @@ def matrix(
     team: dict[str, str],
     scoped: dict[str, str],
     links: dict[str, dict[str, str]],
+    via: str | None,
 ) -> dict[tuple[str, str], dict[str, set[str]]]:
-    """Every scope x principal: what they did to the model, alice's run and their own run.
+    """Every scope x principal: what they did to the model, alice's run and their own run,
+    in-process and again through the portal.
 
     Launches are real; every run launched is waited for before anything is read.
     """
@@ -192,7 +213,7 @@ def matrix(
     launched = {}
     for scope, model in scoped.items():
         for who in PEOPLE:
-            client = _connect(platform, team, links, who, scope)
+            client = _connect(platform, team, links, who, scope, via)
             done: dict[str, set[str]] = {"model": set(), "theirs": set(), "own": set()}
             results[scope, who] = done
             if client is None:
@@ -259,7 +280,7 @@ def test_a_project_member_runs_a_project_model(
         assert bob.user == team["bob-name"]
         run = bob.launch(scoped["project"], conf={"text": "hi"})
         assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
-        assert f"acc:user:{team['bob-name']}" in run._flow_run().tags
+        assert run.info().tags["user"] == team["bob-name"]
         assert bob.run(str(run.id)).logs()
 
     # The launcher, the model's owner and operators read the run; nobody else finds it.
@@ -357,8 +378,8 @@ def test_a_link_opens_one_model_until_revoked_and_a_pinned_link_one_version(
         assert [m.name for m in guest.catalog()] == [model]
         run = guest.launch(model, {"text": "from a guest"})
         assert run.wait(timeout=120) == "Completed"
-        flow_run = run._flow_run()
-        assert {"acc:via:link", f"acc:link:{link.id}"} <= set(flow_run.tags)
+        tags = run.info().tags
+        assert tags["via"] == "link" and tags["link"] == link.id
         # Each guest run writes to a scratch folder of its own.
         assert run.output_location == f"acc://links/{link.id}/runs/{run.id}/"
         assert [r.id for r in guest.runs()] == [str(run.id)]

@@ -184,10 +184,9 @@ def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
     assert "using the key ***" in logs
     assert "key=***" in logs
     assert "the service refused the key ***" in logs
-    state = run._flow_run().state
-    assert state is not None and "the service refused the key ***" in str(state.message)
+    assert "the service refused the key ***" in str(run.info().message)
     # The run was given a block name, and the block went when the run ended.
-    blocks = run._flow_run().parameters["secrets"]["blocks"]
+    blocks = run.parameters["secrets"]["blocks"]
     assert blocks["API_KEY"].startswith(run_secrets.RUN_PREFIX)
     assert blocks["API_KEY"] not in asyncio.run(_run_blocks(platform.api_url))
     # The worker's own log (its console) holds no value either.
@@ -258,12 +257,12 @@ def test_a_remembered_secret_serves_the_next_runs_until_forgotten(
     key = _secret()
     first = acc.launch(keyed, secrets={"API_KEY": key}, remember=True)
     assert first.wait(timeout=120) == "Completed", "\n".join(first.logs())
-    saved = first._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
+    saved = first.parameters["secrets"]["blocks"]["API_KEY"]
     assert saved.startswith(run_secrets.SAVED_PREFIX)
 
     again = acc.launch(keyed)  # no secret given: the remembered one is used
     assert again.wait(timeout=120) == "Completed", "\n".join(again.logs())
-    assert again._flow_run().parameters["secrets"]["blocks"]["API_KEY"] == saved
+    assert again.parameters["secrets"]["blocks"]["API_KEY"] == saved
     digest = next(o for o in again.outputs() if o.path == "digest.txt")
     assert acc.storage.open(digest.uri, "r").read() == hashlib.sha256(key.encode()).hexdigest()
 
@@ -277,7 +276,7 @@ def test_the_secrets_of_a_killed_run_are_deleted_when_it_is_marked_crashed(
 ) -> None:
     run = acc.launch(keyed, {"crash": True}, secrets={"API_KEY": _secret()})
     assert run.wait(timeout=120) == "Crashed"
-    block = run._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
+    block = run.parameters["secrets"]["blocks"]["API_KEY"]
     deadline = time.monotonic() + 30  # the worker runs the crash hooks after the state
     while block in asyncio.run(_run_blocks(platform.api_url)):
         assert time.monotonic() < deadline, f"{block} outlived its crashed run"
@@ -306,7 +305,7 @@ def test_a_sweep_removes_secrets_left_by_runs_that_ended_without_running(
     asyncio.run(create_pool())
     acc.publish(repo.manifest)
     run = acc.launch(name, secrets={"API_KEY": _secret()})
-    block = run._flow_run().parameters["secrets"]["blocks"]["API_KEY"]
+    block = run.parameters["secrets"]["blocks"]["API_KEY"]
     acc.sweep_secrets()
     assert block in asyncio.run(_run_blocks(platform.api_url))  # still waiting to run: kept
 
