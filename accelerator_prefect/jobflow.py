@@ -151,6 +151,12 @@ def routine(fn: F | None = None, /, **options: Any) -> Any:
 
     if "cache_policy" not in options:
         options.setdefault("persist_result", False)
+    if options.get("persist_result", True) and "result_serializer" not in options:
+        from prefect.results import get_default_result_serializer
+
+        # A task inherits its flow's serializer: a cached routine would be held to the
+        # jobflow's JSON. Its results stay inside the worker, so keep Prefect's default.
+        options["result_serializer"] = get_default_result_serializer()
     if fn is None:
         return lambda f: task(_scrubbing(f), **options)
     return task(_scrubbing(fn), **options)
@@ -219,6 +225,7 @@ def _reporting_outputs(fn: F) -> F:
     it succeeds; a ``_INCOMPLETE.json`` marker beside the partial outputs, and the
     provenance, when it fails."""
     from accelerator_prefect import outputs, provenance
+    from accelerator_prefect.results import to_json_data
     from accelerator_prefect.secrets import scrub
 
     signature = inspect.signature(fn)
@@ -251,7 +258,9 @@ def _reporting_outputs(fn: F) -> F:
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             arguments, output = prepare(args, kwargs)
             try:
-                result = _no_secret_in(await fn(*args, **kwargs))
+                result = await fn(*args, **kwargs)
+                to_json_data(result)  # refused here, the run fails (Prefect would only warn)
+                _no_secret_in(result)
             except BaseException as exc:
                 failed(arguments, output, exc)
             return succeeded(arguments, output, result)
@@ -262,7 +271,9 @@ def _reporting_outputs(fn: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         arguments, output = prepare(args, kwargs)
         try:
-            result = _no_secret_in(fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
+            to_json_data(result)  # refused here, the run fails (Prefect would only warn)
+            _no_secret_in(result)
         except BaseException as exc:
             failed(arguments, output, exc)
         return succeeded(arguments, output, result)
@@ -270,8 +281,8 @@ def _reporting_outputs(fn: F) -> F:
     return _with_signature(run, fn)  # type: ignore[no-any-return]
 
 
-def _no_secret_in(result: Any) -> Any:
-    """The jobflow's return value, unless it carries a secret (it would be persisted
+def _no_secret_in(result: Any) -> None:
+    """Refuse the jobflow's return value if it carries a secret (it would be persisted
     and shown to whoever reads the run)."""
     from accelerator_prefect.secrets import contains_secret
 
@@ -280,7 +291,6 @@ def _no_secret_in(result: Any) -> Any:
             "the jobflow returned a value holding one of its secrets; return results "
             "without credentials"
         )
-    return result
 
 
 def _with_signature(wrapper: Callable[..., Any], fn: Callable[..., Any]) -> Any:
@@ -312,8 +322,11 @@ def jobflow(fn: None = None, /, **options: Any) -> Callable[[F], Any]: ...
 def jobflow(fn: F | None = None, /, **options: Any) -> Any:
     """Mark a function as a jobflow: a hostable Prefect flow made of routines.
 
-    Results are persisted and ``print`` goes to the run's logs unless told
-    otherwise; every other ``prefect.flow`` option is kept.
+    Its return value is persisted as JSON (:mod:`accelerator_prefect.results`):
+    return numbers, text, lists, dicts or pydantic models, and write anything
+    else to the output folder; a run returning something else fails, saying
+    where in the value. ``print`` goes to the run's logs unless told otherwise;
+    every other ``prefect.flow`` option is kept, except ``result_serializer``.
 
     Example:
         >>> class Settings(Conf):
@@ -324,11 +337,20 @@ def jobflow(fn: F | None = None, /, **options: Any) -> Any:
     """
     from prefect import flow
 
+    from accelerator_prefect.results import is_json_serializer, json_serializer
+
     options = {"persist_result": True, "log_prints": True, **options}
 
     def decorate(f: F) -> Any:
         _check_signature(f)
-        hooks = dict(options)
+        chosen = options.get("result_serializer")
+        if chosen is not None and not is_json_serializer(chosen):
+            raise AcceleratorError(
+                f"jobflow {f.__name__}: result_serializer={chosen!r} is not allowed; a "
+                "jobflow's result is stored as JSON, so that users read it as data (return "
+                "numbers, text, lists and dicts; write anything else to the output folder)"
+            )
+        hooks = {**options, "result_serializer": json_serializer()}
         if "secrets" in inspect.signature(f).parameters:
             from accelerator_prefect.secrets import delete_run_secrets
 
