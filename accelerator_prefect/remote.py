@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator, Mapping
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -442,7 +444,8 @@ class _Stream(io.RawIOBase):
 
 
 class PortalStorage:
-    """``acc://`` storage through the portal: list, upload and download, in your areas."""
+    """``acc://`` storage through the portal: list, upload and download, in your areas,
+    with the same methods (and plans) as :class:`~accelerator_prefect.storage.Storage`."""
 
     def __init__(self, accelerator: Any, service: PortalService) -> None:
         self._acc = accelerator
@@ -451,30 +454,89 @@ class PortalStorage:
     def ls(self, uri: str = "acc://") -> list[Entry]:
         return self._acc._run(self._service.ls(uri))  # type: ignore[no-any-return]
 
+    def files(self, uri: str) -> list[Entry]:
+        """Every file under the folder ``uri``, its subfolders walked."""
+        found, folders = [], [uri.rstrip("/") + "/"]
+        while folders:
+            for entry in self.ls(folders.pop()):
+                if entry.is_folder:
+                    folders.append(entry.uri.rstrip("/") + "/")
+                else:
+                    found.append(entry)
+        return sorted(found, key=lambda e: e.uri)
+
+    def info(self, uri: str) -> Entry:
+        parent = uri.rstrip("/").rsplit("/", 1)[0] + "/"
+        for entry in self.ls(parent):
+            if entry.uri.rstrip("/") == uri.rstrip("/"):
+                return entry
+        raise errors.NotFound(f"{uri}: no such file or folder")
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self.info(uri)
+        except errors.NotFound:
+            return False
+        return True
+
     def open(self, uri: str, mode: str = "rb") -> io.BufferedReader:
         if mode != "rb":
             raise errors.AcceleratorError(f"{uri}: through the portal, files open for reading (rb)")
         return self._acc._run(self._service.download(uri))  # type: ignore[no-any-return]
 
-    def put(self, local: str | Path, uri: str) -> list[Entry]:
-        """Upload a file, or every file of a folder, to ``uri`` (a folder when it ends with /)."""
-        local = Path(local)
-        files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+    def plan_put(self, local: str | Path, uri: str) -> list[tuple[Path, str]]:
+        """The (local file, acc:// URI) pairs ``put`` would copy."""
+        source = Path(local)
+        if not source.exists():
+            raise errors.NotFound(f"{source}: no such local file or folder")
+        folder = uri.endswith("/") or uri.rstrip("/").count("/") <= 2
+        target = uri.rstrip("/") + "/" + source.name if folder else uri
+        if source.is_file():
+            return [(source, target)]
+        return [
+            (path, target + "/" + path.relative_to(source).as_posix())
+            for path in sorted(source.rglob("*"))
+            if path.is_file()
+        ]
+
+    def put(
+        self, local: str | Path, uri: str, progress: Callable[[int], None] | None = None
+    ) -> list[Entry]:
+        """Upload a local file or folder into ``uri`` (into it, if ``uri`` ends with /)."""
         done = []
-        for path in files:
-            relative = path.relative_to(local).as_posix() if local.is_dir() else path.name
-            target = uri + relative if uri.endswith("/") else uri
-            done.append(self._acc._run(self._service.upload(path, target)))
+        for source, target in self.plan_put(local, uri):
+            done.append(self._acc._run(self._service.upload(source, target)))
+            if progress is not None:
+                progress(source.stat().st_size)
         return done
 
-    def get(self, uri: str, local: str | Path) -> list[Path]:
-        """Download the file ``uri`` to ``local`` (a folder, or the file's new name)."""
-        import shutil
+    def plan_get(self, uri: str, local: str | Path) -> list[tuple[Entry, Path]]:
+        """The (acc:// file, local path) pairs ``get`` would copy."""
+        entry = self.info(uri)
+        destination = Path(local)
+        if destination.is_dir() or str(local).endswith(os.sep):
+            destination = destination / entry.name
+        if not entry.is_folder:
+            return [(entry, destination)]
+        base = entry.uri.rstrip("/") + "/"
+        return [(f, destination / f.uri[len(base) :]) for f in self.files(uri)]
 
-        local = Path(local)
-        target = local / uri.rstrip("/").rsplit("/", 1)[-1] if local.is_dir() else local
-        partial = target.with_name(target.name + ".part")
-        with self.open(uri) as source, partial.open("wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-        partial.replace(target)  # a broken download leaves no file that looks complete
-        return [target]
+    def get(
+        self, uri: str, local: str | Path, progress: Callable[[int], None] | None = None
+    ) -> list[Path]:
+        """Download a file or folder; a local file appears only once complete."""
+        done = []
+        for entry, target in self.plan_get(uri, local):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:12]}")
+            try:
+                with self.open(entry.uri) as source, partial.open("wb") as out:
+                    while chunk := source.read(1 << 20):
+                        out.write(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            done.append(target)
+        return done

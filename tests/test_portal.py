@@ -424,3 +424,47 @@ def test_a_guest_link_opens_one_model_through_the_portal(
     assert guest_http.get("/models").status_code == 401
     with pytest.raises(NotFound):
         author.get("no-such-model")
+
+
+def test_the_cli_works_through_the_portal_with_only_its_address_and_a_token(
+    portal: str, people: dict[str, str], slow_model: str, tmp_path: Path
+) -> None:
+    """`acc` with ACC_URL and ACC_TOKEN, on a machine with no platform home at all."""
+    import os
+    import subprocess
+    import sys
+
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("ACC_", "PREFECT_", "AWS_"))}
+    env = {
+        **bare,
+        "ACC_URL": portal,
+        "ACC_TOKEN": people["member"],
+        "ACC_HOME": str(tmp_path / "no-platform-here"),
+        "COLUMNS": "200",
+    }
+    acc_bin = str(Path(sys.executable).parent / "acc")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [acc_bin, *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    who = cli("whoami")
+    assert who.returncode == 0 and people["member-name"] in who.stdout, who.stderr
+    listed = cli("list")
+    assert slow_model in listed.stdout, listed.stderr
+    local = tmp_path / "in"
+    local.mkdir()
+    (local / "a.csv").write_text("x\n1\n")
+    area = f"acc://users/{people['member-name']}/cli/"
+    put = cli("put", str(local), area)
+    assert put.returncode == 0, put.stderr
+    assert "a.csv" in cli("ls", area + "in").stdout
+    got = cli("get", area + "in/a.csv", str(tmp_path))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.csv").read_text() == "x\n1\n"
+    env["ACC_SECRET_API_KEY"] = SECRET
+    run = cli("run", slow_model, "-c", "size=12", "--secret", "API_KEY", "--wait")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Completed" in run.stdout and "data.bin" in run.stdout
+    assert SECRET not in run.stdout + run.stderr

@@ -10,8 +10,15 @@ from fastapi import APIRouter, Header, Query, Response
 from accelerator_prefect.catalog import HostedModel
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.portal.deps import Acc
+from accelerator_prefect.portal.problems import responses
 from accelerator_prefect.portal.runs import run_out, wait_seconds
-from accelerator_prefect.portal.schemas import Caller, LaunchRequest, RunOut, StatusRequest
+from accelerator_prefect.portal.schemas import (
+    Caller,
+    LaunchRequest,
+    RunOut,
+    StatusRequest,
+    VersionAction,
+)
 from accelerator_prefect.usage import UsageRow
 from accelerator_prefect.versions import VersionInfo
 
@@ -24,7 +31,12 @@ def _public(model: HostedModel) -> HostedModel:
     return model.model_copy(update={"versions": versions})
 
 
-@router.get("/me", response_model=Caller, summary="Who this request acts for")
+@router.get(
+    "/me",
+    response_model=Caller,
+    summary="Who this request acts for",
+    responses=responses(401, 429, 503),
+)
 async def me(acc: Acc) -> Caller:
     principal = await acc.principal()
     return Caller(
@@ -35,17 +47,32 @@ async def me(acc: Acc) -> Caller:
     )
 
 
-@router.get("/models", response_model=list[HostedModel], summary="The models you may see")
+@router.get(
+    "/models",
+    response_model=list[HostedModel],
+    summary="The models you may see",
+    responses=responses(401, 429, 503),
+)
 async def list_models(acc: Acc) -> list[HostedModel]:
     return [_public(m) for m in await acc.catalog()]
 
 
-@router.get("/models/{model}", response_model=HostedModel, summary="One model, every version")
+@router.get(
+    "/models/{model}",
+    response_model=HostedModel,
+    summary="One model, every version",
+    responses=responses(401, 404, 422, 429, 503),
+)
 async def get_model(model: str, acc: Acc) -> HostedModel:
     return _public(await acc.get(model))
 
 
-@router.get("/models/{model}/versions", response_model=list[VersionInfo])
+@router.get(
+    "/models/{model}/versions",
+    response_model=list[VersionInfo],
+    summary="Every version of a model, with its status and run counts",
+    responses=responses(401, 404, 422, 429, 503),
+)
 async def versions(model: str, acc: Acc) -> list[VersionInfo]:
     return await acc.versions(model)
 
@@ -54,25 +81,27 @@ async def versions(model: str, acc: Acc) -> list[VersionInfo]:
     "/models/{model}/versions/{version}/{action}",
     response_model=HostedModel,
     summary="Deprecate, archive or restore a version (owners, operators)",
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def set_status(
     model: str,
     version: str,
-    action: Annotated[str, "deprecate, archive or restore"],
+    action: VersionAction,
     acc: Acc,
     body: StatusRequest | None = None,
 ) -> HostedModel:
-    from accelerator_prefect.errors import NotFound
-
     status = {"deprecate": Status.deprecated, "archive": Status.archived, "restore": Status.active}
-    if action not in status:
-        raise NotFound(f"{action!r}: expected deprecate, archive or restore")
     replaced_by = body.replaced_by if body else None
     await acc.set_status(model, version, status[action], replaced_by)
     return _public(await acc.get(model))
 
 
-@router.get("/models/{model}/usage", response_model=list[UsageRow])
+@router.get(
+    "/models/{model}/usage",
+    response_model=list[UsageRow],
+    summary="Runs, users, success rate and durations per version and day (owners, operators)",
+    responses=responses(401, 403, 404, 422, 429, 503),
+)
 async def usage(
     model: str,
     acc: Acc,
@@ -89,6 +118,7 @@ async def usage(
     description="A refused launch creates no run and lists every problem with its field path. "
     "`Idempotency-Key: K` makes at most one run per (caller, K); `Prefer: wait=N` holds the "
     "answer until the run ends or N seconds pass.",
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def launch(
     model: str,

@@ -7,11 +7,81 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from accelerator_prefect import errors
 
 PROBLEM = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    """One refused field of a request."""
+
+    pointer: str = Field(
+        description="The field's path, e.g. `conf.base_year` (empty: the request as a whole)."
+    )
+    detail: str = Field(description="What was wrong with it, and what was expected.")
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(
+        description="What kind of problem: `urn:acc:problem:<kind>`.",
+        examples=["urn:acc:problem:not-found"],
+    )
+    title: str = Field(description="The kind of problem, in words.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str = Field(description="This occurrence: what was refused and what to do.")
+    errors: list[FieldProblem] = Field(
+        default_factory=list, description="Every refused field (422), each with its path."
+    )
+    retry_after: int | None = Field(
+        default=None, ge=1, description="Seconds to wait before trying again (429)."
+    )
+
+
+# What each status means on this API; a route declares the ones it can answer.
+_MEANING = {
+    400: "The request cannot be done as asked (the detail says why)",
+    401: "No credential, or an unknown, revoked or expired token or link",
+    403: "The caller may see this but not do this with it",
+    404: "Not found, or not visible to the caller (the two are not told apart)",
+    409: "The version is archived, or the change conflicts with what is published",
+    413: "The request body is larger than the portal accepts",
+    416: "The requested byte range is not within the file",
+    422: "The request, or the configuration, inputs, output or secrets it carries, were "
+    "refused: every problem is listed with its field path",
+    429: "Too many requests, or too many runs at once: wait `Retry-After` seconds",
+    503: "The platform behind the portal is unavailable; try again later",
+}
+
+
+def _components() -> dict[str, Any]:
+    """The OpenAPI component schemas of :class:`Problem` and what it refers to."""
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    return {**defs, "Problem": schema}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route answering problem+json with ``statuses``.
+
+    Example:
+        >>> sorted(responses(401, 404))
+        [401, 404]
+    """
+    return {
+        status: {
+            "description": _MEANING[status],
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
 
 # The most specific class first: an InvalidConf is also a ValidationFailed.
 _STATUS: list[tuple[type[errors.AcceleratorError], int, str]] = [
@@ -60,7 +130,17 @@ def _field_problem(line: str) -> dict[str, str]:
 
 
 def install(app: FastAPI) -> None:
-    """Every error the portal answers is problem+json, without a traceback or a server path."""
+    """Every error the portal answers is problem+json, without a traceback or a server path;
+    the OpenAPI document describes it once (``#/components/schemas/Problem``) for every
+    route's :func:`responses`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # FastAPI keeps it: the components go in once
+        document.setdefault("components", {}).setdefault("schemas", {}).update(_components())
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(errors.AcceleratorError)
     async def _accelerator_error(_: Request, exc: errors.AcceleratorError) -> JSONResponse:

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from accelerator_prefect.client import AsyncAccelerator
 from accelerator_prefect.errors import RunTimeout
 from accelerator_prefect.portal.deps import Acc
+from accelerator_prefect.portal.problems import problem, responses
 from accelerator_prefect.portal.schemas import OutputsOut, RerunRequest, RunOut
 from accelerator_prefect.provenance import Provenance
 from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
@@ -25,6 +26,57 @@ router = APIRouter(tags=["runs"])
 
 MAX_WAIT_S = 300.0  # the longest a `Prefer: wait=N` request is held
 CHUNK = 1 << 20
+
+READ = responses(401, 404, 422, 429, 503)
+"""What a route reading one run may answer besides its own 200."""
+
+_BYTES = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One kind of server-sent event: its name, and its data as JSON matching ``data``."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+LOG_EVENT = {
+    "oneOf": [
+        _event("log", {"type": "string", "description": "One log line."}),
+        _event(
+            "end",
+            {
+                "type": "object",
+                "required": ["state"],
+                "properties": {"state": {"type": "string", "description": "The final state."}},
+            },
+        ),
+    ]
+}
+"""Each event of a run's log stream (``/runs/{run_id}/logs/stream``)."""
+
+
+def file_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A download's answers: the file (its own media type), one byte range of it, and
+    problem+json for ``statuses`` (416 when the range asked for is not in the file)."""
+    problems = responses(*statuses, 416)
+    problems[416]["headers"] = {
+        "Content-Range": {"description": "`bytes */<size>`", "schema": {"type": "string"}}
+    }
+    return {
+        200: {"description": "The whole file", "content": {"*/*": _BYTES}},
+        206: {"description": "The byte range asked for", "content": {"*/*": _BYTES}},
+        **problems,
+    }
 
 
 def wait_seconds(prefer: str | None) -> float | None:
@@ -71,7 +123,12 @@ async def run_out(
         return _out(await acc.run_info(run_id, workspace))
 
 
-@router.get("/runs", response_model=list[RunSummary], summary="The runs you may read")
+@router.get(
+    "/runs",
+    response_model=list[RunSummary],
+    summary="The runs you may read",
+    responses=responses(401, 404, 422, 429, 503),
+)
 async def list_runs(
     acc: Acc,
     model: str | None = None,
@@ -88,19 +145,32 @@ async def list_runs(
     return await acc.runs(query, limit)
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, summary="One run (Prefer: wait=N)")
+@router.get(
+    "/runs/{run_id}", response_model=RunOut, summary="One run (Prefer: wait=N)", responses=READ
+)
 async def get_run(
     run_id: str, acc: Acc, response: Response, prefer: Annotated[str | None, Header()] = None
 ) -> RunOut:
     return await run_out(acc, run_id, None, wait_seconds(prefer), response)
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunOut, summary="Cancel a run")
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunOut,
+    summary="Cancel a run (its launcher, its model's owner, operators)",
+    responses=responses(401, 403, 404, 422, 429, 503),
+)
 async def cancel(run_id: str, acc: Acc) -> RunOut:
     return _out(await acc.cancel(run_id))
 
 
-@router.post("/runs/{run_id}/rerun", response_model=RunOut, status_code=201)
+@router.post(
+    "/runs/{run_id}/rerun",
+    response_model=RunOut,
+    status_code=201,
+    summary="Launch a run's version again with its conf and inputs",
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+)
 async def rerun(
     run_id: str,
     acc: Acc,
@@ -115,22 +185,37 @@ async def rerun(
     return out.model_copy(update={"notice": notice})
 
 
-@router.get("/runs/{run_id}/progress", response_model=RoutineProgress)
+@router.get(
+    "/runs/{run_id}/progress",
+    response_model=RoutineProgress,
+    summary="How far its routines are",
+    responses=READ,
+)
 async def progress(run_id: str, acc: Acc) -> RoutineProgress:
     return await acc.run_progress(run_id)
 
 
-@router.get("/runs/{run_id}/result", summary="The jobflow's return value (JSON)")
+@router.get("/runs/{run_id}/result", summary="The jobflow's return value (JSON)", responses=READ)
 async def result(run_id: str, acc: Acc) -> Any:
     return await acc.run_result(run_id)
 
 
-@router.get("/runs/{run_id}/provenance", response_model=Provenance)
+@router.get(
+    "/runs/{run_id}/provenance",
+    response_model=Provenance,
+    summary="What ran, from which code, on what",
+    responses=READ,
+)
 async def provenance(run_id: str, acc: Acc) -> Provenance:
     return await acc.run_provenance(run_id)
 
 
-@router.get("/runs/{run_id}/logs", response_model=list[str], summary="The log lines so far")
+@router.get(
+    "/runs/{run_id}/logs",
+    response_model=list[str],
+    summary="The log lines so far",
+    responses=READ,
+)
 async def logs(run_id: str, acc: Acc) -> list[str]:
     return await acc.run_logs(run_id)
 
@@ -138,7 +223,16 @@ async def logs(run_id: str, acc: Acc) -> list[str]:
 @router.get(
     "/runs/{run_id}/logs/stream",
     summary="The log lines as server-sent events, ending when the run does",
+    description="`event: log` carries one log line (a JSON string); `event: end` closes the "
+    'stream with the run\'s final state (`{"state": "Completed"}`).',
     response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The events, until the run ends",
+            "content": {"text/event-stream": {"itemSchema": LOG_EVENT}},
+        },
+        **READ,
+    },
 )
 async def stream_logs(run_id: str, acc: Acc, request: Request) -> StreamingResponse:
     await acc.run_info(run_id)  # not readable: 404 before the stream begins
@@ -165,7 +259,12 @@ async def _log_events(acc: AsyncAccelerator, run_id: str, request: Request) -> A
         await asyncio.sleep(poll)
 
 
-@router.get("/runs/{run_id}/outputs", response_model=OutputsOut)
+@router.get(
+    "/runs/{run_id}/outputs",
+    response_model=OutputsOut,
+    summary="The files a run wrote",
+    responses=READ,
+)
 async def outputs(run_id: str, acc: Acc) -> OutputsOut:
     files, complete = await acc.run_outputs(run_id)
     return OutputsOut(complete=complete, files=files)
@@ -175,6 +274,7 @@ async def outputs(run_id: str, acc: Acc) -> OutputsOut:
     "/runs/{run_id}/outputs/{path:path}",
     summary="Download one output file (HTTP Range supported)",
     response_class=StreamingResponse,
+    responses=file_responses(400, 401, 404, 422, 429, 503),
 )
 async def download_output(
     run_id: str, path: str, acc: Acc, range: Annotated[str | None, Header()] = None
@@ -197,7 +297,7 @@ def ranged(handle: Any, size: int, kind: str, filename: str, header: str | None)
         match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
         if match is None or match.groups() == ("", ""):
             handle.close()
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            return _unsatisfiable(header, size)
         first, last = match.groups()
         if first:
             start, end = int(first), min(int(last), size - 1) if last else size - 1
@@ -205,7 +305,7 @@ def ranged(handle: Any, size: int, kind: str, filename: str, header: str | None)
             start, end = max(size - int(last), 0), size - 1
         if start > end or start >= size:
             handle.close()
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            return _unsatisfiable(header, size)
         status = 206
     headers = {
         "Accept-Ranges": "bytes",
@@ -220,6 +320,18 @@ def ranged(handle: Any, size: int, kind: str, filename: str, header: str | None)
         headers=headers,
         media_type=kind,
     )
+
+
+def _unsatisfiable(header: str, size: int) -> Response:
+    answer = problem(
+        416,
+        "Range not satisfiable",
+        f"Range: {header.strip()[:100]!r} is not one byte range within the file's {size:,} "
+        "bytes (expected bytes=first-last, bytes=first- or bytes=-suffix)",
+        "range-not-satisfiable",
+    )
+    answer.headers["Content-Range"] = f"bytes */{size}"
+    return answer
 
 
 async def _chunks(handle: Any, start: int, length: int) -> AsyncIterator[bytes]:

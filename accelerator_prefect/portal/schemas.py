@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,29 @@ class Caller(BaseModel):
     projects: dict[str, str]
 
 
+VersionAction = Literal["deprecate", "archive", "restore"]
+"""What ``POST /models/{model}/versions/{version}/{action}`` does to a version."""
+
+
+class InputSelection(BaseModel):
+    """The files and folders a run reads: ``acc://`` paths, or cloud URLs the model allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selected_files: list[str] = Field(default_factory=list, description="Files, one each.")
+    selected_folders: list[str] = Field(
+        default_factory=list, description="Folders, each read whole."
+    )
+
+
+class OutputLocation(BaseModel):
+    """Where a run writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    location: str = Field(description="An acc:// folder.")
+
+
 class LaunchRequest(BaseModel):
     """What ``Accelerator.launch`` takes: a version, conf, inputs, output and secrets."""
 
@@ -27,15 +50,17 @@ class LaunchRequest(BaseModel):
     version: str | None = Field(
         default=None, description="A published version; newest active when unset."
     )
-    conf: Any = Field(
-        default=None, description="The configuration, checked against the version's schema."
-    )
-    inputs: Any = Field(
+    conf: dict[str, Any] | None = Field(
         default=None,
-        description='acc:// files and folders (ending with /), or {"selected_files": [...], '
-        '"selected_folders": [...]}.',
+        description="The configuration, checked against the version's conf schema; its "
+        "defaults when unset.",
     )
-    output: Any = Field(
+    inputs: list[str] | InputSelection | None = Field(
+        default=None,
+        description="acc:// files and folders (folders ending with /), or the selection as "
+        "an object.",
+    )
+    output: str | OutputLocation | None = Field(
         default=None, description="An acc:// output folder; the version's default when unset."
     )
     secrets: dict[str, str] | None = Field(

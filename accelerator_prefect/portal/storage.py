@@ -7,11 +7,12 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from accelerator_prefect.errors import AcceleratorError, NotFound
 from accelerator_prefect.portal.deps import Acc
-from accelerator_prefect.portal.problems import problem
-from accelerator_prefect.portal.runs import ranged
+from accelerator_prefect.portal.problems import problem, responses
+from accelerator_prefect.portal.runs import file_responses, ranged
 from accelerator_prefect.storage import Entry, Storage
 
 router = APIRouter(tags=["storage"])
@@ -24,13 +25,23 @@ async def _storage(acc: Acc) -> Storage:
     return Storage(acc.storage_fs(), principal=principal)
 
 
-@router.get("/storage", response_model=list[Entry], summary="List a folder you may use")
+@router.get(
+    "/storage",
+    response_model=list[Entry],
+    summary="List a folder you may use",
+    responses=responses(400, 401, 403, 404, 422, 429, 503),
+)
 async def list_folder(acc: Acc, path: Path = "acc://") -> list[Entry]:
     storage = await _storage(acc)
     return await asyncio.to_thread(storage.ls, path)
 
 
-@router.get("/storage/file", summary="Download a file (HTTP Range supported)")
+@router.get(
+    "/storage/file",
+    summary="Download a file (HTTP Range supported)",
+    response_class=StreamingResponse,
+    responses=file_responses(400, 401, 403, 404, 422, 429, 503),
+)
 async def download(acc: Acc, path: Path, range: Annotated[str | None, Header()] = None) -> Response:
     from accelerator_prefect.storage import media_type
 
@@ -47,6 +58,15 @@ async def download(acc: Acc, path: Path, range: Annotated[str | None, Header()] 
     response_model=Entry,
     status_code=201,
     summary="Upload a file (the request body), written atomically",
+    responses=responses(400, 401, 403, 404, 413, 422, 429, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
 )
 async def upload(request: Request, acc: Acc, path: Path) -> Response | Entry:
     limit = request.app.state.settings.portal_max_upload_bytes
