@@ -49,6 +49,13 @@ def _inputs(value: Any, accepted: list[str]) -> dict[str, Any]:
 
     In a list, URIs ending with ``/`` are folders and the others files.
     """
+    if isinstance(value, str | bytes | int | float | bool):
+        raise InvalidInputs(
+            [
+                "inputs: expected a list of acc:// paths (folders ending with /) or "
+                f'{{"selected_files": [...], "selected_folders": [...]}}, not {value!r}'
+            ]
+        )
     if isinstance(value, list | tuple):
         value = {
             "selected_files": [str(u) for u in value if not str(u).endswith("/")],

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         '["127.0.0.1:9000"] for a local S3 stand-in. Names (and host:port) match exactly.',
     )
 
+    webhook_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts completion webhooks may be sent to, as JSON, e.g. "
+        '["hooks.example.org", "127.0.0.1:8080"]: `host` (any port) or `host:port`, matched '
+        "exactly, case aside. None by default: no webhooks.",
+    )
+    webhook_key: SecretStr | None = Field(
+        default=None,
+        description="The key each caller's webhook signing secret is derived from; when "
+        "unset, a key made on first use and kept in the home (`webhook-key`, mode 0600). "
+        "Set it when portals run on several machines.",
+    )
     portal_cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins whose pages may call the portal from a browser, as JSON "

@@ -28,15 +28,26 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from accelerator_prefect.client import AsyncAccelerator, resolve_api_url
+        import asyncio
+        import contextlib
 
+        from accelerator_prefect.client import AsyncAccelerator, resolve_api_url
+        from accelerator_prefect.webhooks import WebhookDispatcher, check_webhook_hosts
+
+        check_webhook_hosts(settings.webhook_hosts)  # a malformed entry stops the portal here
         platform = AsyncAccelerator(resolve_api_url(settings, api_url), settings=settings)
         await platform.client()
         platform.storage_fs()
         app.state.platform = platform
+        webhooks = asyncio.create_task(
+            WebhookDispatcher().run_forever(platform, settings), name="acc-webhooks"
+        )
         try:
             yield
         finally:
+            webhooks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await webhooks
             await platform.aclose()
 
     app = FastAPI(

@@ -18,6 +18,7 @@ from accelerator_prefect.portal.schemas import (
     RunOut,
     StatusRequest,
     VersionAction,
+    WebhookSecret,
 )
 from accelerator_prefect.usage import UsageRow
 from accelerator_prefect.versions import VersionInfo
@@ -44,6 +45,23 @@ async def me(acc: Acc) -> Caller:
         operator=principal.operator,
         guest=principal.guest,
         projects={k: str(v) for k, v in principal.projects.items()},
+    )
+
+
+@router.get(
+    "/me/webhook-secret",
+    response_model=WebhookSecret,
+    summary="The secret your launches' webhooks are signed with",
+    responses=responses(401, 429, 503),
+)
+async def webhook_secret(acc: Acc) -> WebhookSecret:
+    import asyncio
+
+    from accelerator_prefect.webhooks import caller_secret
+
+    principal = await acc.principal()
+    return WebhookSecret(
+        secret=await asyncio.to_thread(caller_secret, acc.settings, principal.name)
     )
 
 
@@ -128,6 +146,16 @@ async def launch(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     prefer: Annotated[str | None, Header()] = None,
 ) -> RunOut:
+    from accelerator_prefect import webhooks
+    from accelerator_prefect.errors import ValidationFailed
+
+    if body.webhook is not None:
+        principal = await acc.principal()
+        problems = webhooks.webhook_problems(body.webhook, acc.settings)
+        if principal.guest:  # every holder of a link is one name, so one signing secret
+            problems = ["webhook: a shared link's guests cannot ask for webhooks"]
+        if problems:
+            raise ValidationFailed(problems)
     run_id, workspace, notice = await acc.launch(
         model,
         body.conf,
@@ -139,6 +167,11 @@ async def launch(
         via="portal",
         idempotency_key=idempotency_key,
     )
+    if body.webhook is not None:
+        caller = (await acc.principal()).name
+        await webhooks.register(
+            await acc.client(), run_id, body.webhook, caller, workspace=workspace
+        )
     response.headers["Location"] = f"../runs/{run_id}"
     out = await run_out(acc, run_id, workspace, wait_seconds(prefer), response)
     return out.model_copy(update={"notice": notice})

@@ -68,6 +68,24 @@ class LaunchRequest(BaseModel):
         description="Each secret the model declares, by name (never stored with the run).",
     )
     remember: bool = Field(default=False, description="Keep the secrets for your next launches.")
+    webhook: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="An http(s) URL the run's summary is POSTed to once it ends, signed with "
+        "your webhook secret (GET /me/webhook-secret) in X-Acc-Signature; its host must be "
+        "one the operator allows.",
+    )
+
+
+class WebhookSecret(BaseModel):
+    """The secret a caller's webhooks are signed with, and how."""
+
+    secret: str
+    header: str = "X-Acc-Signature"
+    scheme: str = (
+        "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<body>' keyed with the secret>; refuse "
+        "a t more than 5 minutes away"
+    )
 
 
 class RerunRequest(BaseModel):
