@@ -5,25 +5,33 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from accelerator_prefect.client import AsyncAccelerator
 from accelerator_prefect.errors import AccessDenied
 
+# Declares the scheme in the OpenAPI document; refusals stay the portal's own (problem+json).
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A personal token (acc_…) or a shared link's token (accl_…).",
+)
 
-def _credential(request: Request) -> tuple[str | None, str | None]:
+
+def _credential(found: HTTPAuthorizationCredentials | None) -> tuple[str | None, str | None]:
     """The personal token or link token a request carries (``Authorization: Bearer …``)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    if found is None or found.scheme.lower() != "bearer" or not found.credentials.strip():
         raise AccessDenied("no credential: send Authorization: Bearer <your token or link token>")
-    value = value.strip()
+    value = found.credentials.strip()
     if value.startswith("accl_"):
         return None, value
     return value, None
 
 
-async def caller(request: Request) -> AsyncIterator[AsyncAccelerator]:
+async def caller(
+    request: Request,
+    found: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> AsyncIterator[AsyncAccelerator]:
     """The service acting for the request's token or link, checked on every request, and
     within its rate limit (429 past it)."""
     from accelerator_prefect.portal.limits import limit_name, take
@@ -33,7 +41,7 @@ async def caller(request: Request) -> AsyncIterator[AsyncAccelerator]:
     client = await platform.client()
     address = request.client.host if request.client else "unknown"
     try:
-        token, link = _credential(request)
+        token, link = _credential(found)
         acc = platform.acting_for(token=token, link=link)
         await acc.principal()  # an unknown, revoked or expired credential fails here (401)
     except AccessDenied:
