@@ -643,6 +643,20 @@ def _follow(acc: Accelerator, run_id: str, timeout: float) -> str:
 
 
 @app.command()
+def whoami() -> None:
+    """Who you act as: your name, projects and roles, and where you are connected."""
+    acc = connect()
+    try:
+        principal = acc.principal
+    except AcceleratorError as exc:
+        fail(str(exc))
+    roles = ", ".join(f"{p} ({r})" for p, r in sorted(principal.projects.items())) or "none"
+    kind = "operator" if principal.operator else "guest" if principal.guest else "user"
+    console.print(f"{principal.name} — {kind}; projects: {roles}", highlight=False)
+    console.print(f"[dim]connected to {acc.api_url}[/]", highlight=False)
+
+
+@app.command()
 def cancel(run_id: str) -> None:
     """Cancel a run (its launcher, its model's owner, operators)."""
     acc = connect()
@@ -963,6 +977,9 @@ def share(
     expires: str | None = typer.Option(None, help="Lifetime, e.g. 30d or 12h."),
     list_links: bool = typer.Option(False, "--list", help="List the links (of MODEL, if given)."),
     revoke: str | None = typer.Option(None, "--revoke", help="Revoke the link with this id."),
+    embed: bool = typer.Option(
+        False, "--embed", help="Also print an <iframe> putting the launch form into a web page."
+    ),
 ) -> None:
     """Share a model by link (printed once), list links, or revoke one."""
     acc = connect()
@@ -987,6 +1004,7 @@ def share(
             return
         if model is None:
             fail("name the model to share, e.g. `acc share climate-downscaling`")
+        title = acc.get(model).latest.title if embed else ""  # before the link: it shows once
         link = acc.share_link(model, version=version, expires_in=_lifetime(expires))
     except AcceleratorError as exc:
         fail(str(exc))
@@ -994,6 +1012,13 @@ def share(
     until = f"until {link.expires:%Y-%m-%d %H:%M} UTC" if link.expires else "until revoked"
     console.print(f"[green]link {link.id}[/] opens {what} to whoever holds it, {until}")
     console.print(f"shown once: [bold]{link.url}[/]", highlight=False, soft_wrap=True)
+    from accelerator_prefect.client import embed_snippet
+
+    if embed and link.url:
+        console.print("to put its launch form into a web page, paste this where it should go:")
+        # Printed bare (no markup, no wrapping): it is copied as it is.
+        snippet = embed_snippet(link.url, title)
+        console.print(snippet, markup=False, highlight=False, soft_wrap=True)
     console.print(f"revoke it with: acc share --revoke {link.id}")
 
 

@@ -92,6 +92,30 @@ class SharedLink:
         )
 
 
+# What a catalog widget needs of its frame: Streamlit's scripts and its own origin (the
+# session's cookies and storage), forms, downloads of the run's outputs, and links that open
+# an ordinary tab. Left out: navigating the embedding page, modal dialogs, pointer lock.
+EMBED_SANDBOX = (
+    "allow-scripts allow-same-origin allow-forms allow-downloads "
+    "allow-popups allow-popups-to-escape-sandbox"
+)
+
+
+def embed_snippet(link_url: str, title: str) -> str:
+    """An ``<iframe>`` showing the catalog's embed mode (launch form and run) for a link."""
+    from html import escape
+
+    src = link_url + ("&" if "?" in link_url else "?") + "embed=true"
+    # A URL (its values percent-encoded): only these three could break out of the attribute.
+    src = src.replace('"', "%22").replace("<", "%3C").replace(">", "%3E")
+    return (
+        f'<iframe src="{src}"\n'
+        f'        title="{escape(title)}" width="100%" height="900" style="border:0"\n'
+        f'        sandbox="{EMBED_SANDBOX}"\n'
+        '        allow="clipboard-write"></iframe>'
+    )
+
+
 def _ui_url(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 

@@ -241,7 +241,7 @@ def test_a_link_makes_its_holder_a_guest_of_that_model_only(
     assert "Guest of **climate-downscaling**" in said
     # The results go to the guest's own scratch folder; they cannot choose another.
     output = at.text_input(key="output:climate-downscaling:1.0.0:")
-    assert output.disabled and "/runs/{run_id}/" in output.value
+    assert output.disabled and "/runs/{run_id}/" in (output.value or "")
     # Only the model and run pages exist for a guest.
     with pytest.raises(ValueError):
         at.switch_page("views/my_runs.py")
@@ -350,3 +350,109 @@ def test_secrets_are_password_fields_and_reach_the_run_only_as_block_names(
         assert key not in json.dumps(run.parameters)
         assert run.parameters["secrets"]["blocks"]["API_KEY"].startswith("acc-run-")
         assert key not in "\n".join(run.logs())
+
+
+SLEEPY_FLOW = """
+import time
+
+from pydantic import Field
+
+from accelerator_prefect import Conf, jobflow, routine
+
+
+class SleepyConf(Conf):
+    seconds: float = Field(default=300, ge=0, le=600, description="How long to sleep.")
+
+
+@routine
+def sleep(conf: SleepyConf) -> float:
+    print(f"sleeping {conf.seconds} s")
+    time.sleep(conf.seconds)
+    return conf.seconds
+
+
+@jobflow(name="sleepy")
+def sleepy(conf: SleepyConf) -> dict:
+    return {"slept": sleep(conf)}
+"""
+
+SLEEPY_MANIFEST = """
+name: {name}
+title: Sleepy
+version: 1.0.0
+jobflow: flows/sleepy.py:sleepy
+owner: alice
+project: climate
+access:
+  scope: project
+"""
+
+
+@pytest.fixture(scope="module")
+def sleepy(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A model of alice's whose runs sleep as long as they are told (5 minutes by default)."""
+    import uuid
+
+    name = f"sleepy-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path_factory.mktemp("sleepy"), name)
+    repo.write("flows/sleepy.py", SLEEPY_FLOW)
+    repo.write(f"deployments/{name}.yaml", SLEEPY_MANIFEST.format(name=name))
+    repo.commit("sleepy 1.0.0")
+    acc.publish(repo.manifest)
+    return name
+
+
+def state_shown(at: AppTest) -> str:
+    """The state badge of the run page's status box."""
+    for line in texts(at).splitlines():
+        if "-badge[" in line and not line.startswith(":violet"):
+            return line.split("[", 1)[1].rstrip("]")
+    raise AssertionError(f"no state badge on the page: {texts(at)}")
+
+
+def test_cancel_run_stops_a_running_run_and_the_page_follows_it_to_cancelled(
+    people: dict[str, str], sleepy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from accelerator_prefect import AccessDenied
+    from accelerator_prefect.runs import Run
+
+    with Accelerator.connect(token=people["alice"]) as alice:
+        run = alice.launch(sleepy, conf={"seconds": 300})
+        wait_until(lambda: run.state == "Running")
+        at = on_page(people["alice"], "run", run=str(run.id))
+        assert not at.exception, at.exception
+        assert state_shown(at) == "Running"
+        assert not any(b.label == "Run again with these settings" for b in at.button)
+
+        # A refusal by the service is said in plain words, and the run goes on.
+        def refuse(self: Run) -> str:
+            raise AccessDenied(f"run {self.id}: only its launcher, its model's owner or operators")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Run, "cancel", refuse)
+            at.button(key="cancel-run").click().run()
+        assert not at.exception, at.exception
+        said = texts(at)
+        assert f"Not cancelled: run {run.id}: only its launcher" in said, said
+        assert run.state == "Running"
+
+        # The launcher presses it: Cancelling at once, then Cancelled, as the page reruns
+        # (a browser reruns the live part every REFRESH_SECONDS).
+        at.button(key="cancel-run").click().run()
+        assert not at.exception, at.exception
+        assert "Not cancelled" not in texts(at)
+        assert state_shown(at) in {"Cancelling", "Cancelled"}
+        assert not any(b.label == "Cancel run" for b in at.button)
+        wait_until(lambda: state_shown(at.run()) == "Cancelled")
+        assert not at.exception, at.exception
+        assert run.state == "Cancelled"
+        said = texts(at)
+        assert "Cancelled: its routines were stopped" in said and "failed" not in said, said
+        assert any(b.label == "Run again with these settings" for b in at.button)
+        assert not any(b.label == "Cancel run" for b in at.button)
+
+
+def test_an_ended_run_has_no_cancel_button(people: dict[str, str], finished_run: str) -> None:
+    at = on_page(people["alice"], "run", run=finished_run)
+    assert not at.exception, at.exception
+    assert not any(b.label == "Cancel run" for b in at.button)

@@ -105,3 +105,67 @@ def test_share_list_and_revoke_a_link_and_use_it_as_a_guest(
     code, out = acc_cli(platform, "--link", url.group(1), "list")
     assert code == 1
     assert "this link is invalid, expired or revoked" in out
+
+
+def test_share_embed_prints_an_iframe_opening_the_catalogs_embed_mode(
+    platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    from html.parser import HTMLParser
+    from urllib.parse import parse_qs, urlsplit
+
+    acc.publish(echo_repo.manifest)
+    catalog = "https://catalog.example.org"
+    result = runner.invoke(
+        app,
+        ["--api-url", platform.api_url, "share", echo_repo.name, "--embed"],
+        env={"COLUMNS": "80", "ACC_CATALOG_URL": catalog},  # narrow, yet no line is broken
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    url = re.search(r"shown once: (\S+)", out)
+    assert url, out
+    snippet = out[out.index("<iframe") : out.index("</iframe>") + len("</iframe>")]
+
+    frames: list[dict[str, str | None]] = []
+
+    class Frames(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "iframe":
+                frames.append(dict(attrs))
+
+    Frames().feed(snippet)
+    assert len(frames) == 1, snippet
+    frame = frames[0]
+    src = str(frame["src"])
+    assert src == url.group(1) + "&embed=true"
+    parts = urlsplit(src)
+    assert f"{parts.scheme}://{parts.netloc}" == catalog and parts.path == "/"
+    query = parse_qs(parts.query)
+    assert query["model"] == [echo_repo.name] and query["embed"] == ["true"]
+    token = query["link"][0]
+    assert frame["title"] == "Echo"
+    assert frame["width"] == "100%" and frame["height"] == "900"
+    # Streamlit needs its scripts, its own origin, forms and downloads; nothing more.
+    sandbox = set(str(frame["sandbox"]).split())
+    assert {"allow-scripts", "allow-same-origin", "allow-forms", "allow-downloads"} <= sandbox
+    assert not {"allow-top-navigation", "allow-modals"} & sandbox
+    assert frame["allow"] == "clipboard-write"
+
+    # The link in the snippet works: its holder is a guest of that model.
+    with Accelerator.connect(platform.api_url, link=token) as guest:
+        assert [m.name for m in guest.catalog()] == [echo_repo.name]
+
+
+def test_share_without_embed_prints_no_iframe(
+    platform: PlatformInfo, acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    acc.publish(echo_repo.manifest)
+    code, out = acc_cli(platform, "share", echo_repo.name)
+    assert code == 0, out
+    assert "shown once:" in out and "<iframe" not in out
+
+
+def test_share_embed_of_an_unknown_model_makes_no_link(platform: PlatformInfo) -> None:
+    code, out = acc_cli(platform, "share", "nope", "--embed")
+    assert code == 1
+    assert "model 'nope' not found" in out and "shown once" not in out

@@ -4,7 +4,6 @@ scope, share links (create, copy, revoke, embed) and usage over time."""
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -140,13 +139,10 @@ with links_tab:
         made = shown
         st.success("Link created. Copy it now: it is shown only once.")
         st.code(made.url, language=None)
-        embed_url = made.url + "&" + urlencode({"embed": "true"})
+        from accelerator_prefect.client import embed_snippet
+
         st.caption("To put the launch form into another web page, paste this where it should go:")
-        st.code(
-            f'<iframe src="{embed_url}" width="100%" height="900" style="border:0" '
-            f'title="{latest.title}"></iframe>',
-            language="html",
-        )
+        st.code(embed_snippet(made.url, latest.title), language="html")
     with reported("read the links"):
         links = acc.links(name)
     for shared in links:

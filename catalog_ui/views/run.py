@@ -1,5 +1,5 @@
-"""One run: live state, elapsed time, routines done, logs as they come; then the
-outputs with previews and downloads, the provenance, and "run again"."""
+"""One run: live state, elapsed time, routines done, logs as they come, and a way to cancel
+it; then the outputs with previews and downloads, the provenance, and "run again"."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from catalog_ui.parts import elapsed, embedded, go, human_size, require_session,
 from catalog_ui.session import plain_error, reported
 
 FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
+CANCELLED = {"Cancelling", "Cancelled"}
 REFRESH_SECONDS = 1.5
 LOG_LINES = 300
 
@@ -25,6 +26,7 @@ if not run_id:
     st.info("Open a run from your runs or launch one from a model's page.")
     st.stop()
 assert run_id is not None
+CANCEL_REFUSED = f"cancel-refused:{run_id}"
 
 with reported("open this run"):
     run = acc.run(run_id)
@@ -50,11 +52,10 @@ def status_box() -> str:
     """The run's state, time and routines; returns the state name."""
     summary = run.summary()
     state = summary.state
-    started = run.started
     if summary.duration is not None:
         took = summary.duration
-    elif started is not None:
-        took = (datetime.now(UTC) - started).total_seconds()
+    elif summary.started is not None:
+        took = (datetime.now(UTC) - summary.started).total_seconds()
     else:
         took = None
     progress = run.progress()
@@ -65,6 +66,7 @@ def status_box() -> str:
         "Scheduled": "Waiting for a worker…",
         "Pending": "Starting…",
         "Running": "Running…",
+        "Cancelling": "Cancelling…",
         "Completed": "Completed",
     }.get(state, state)
     # Not used as a context manager: leaving one marks the box complete.
@@ -76,9 +78,41 @@ def status_box() -> str:
     c.metric("Routines done", f"{progress.done} of {progress.total}" if progress.total else "–")
     if progress.total:
         status.progress(min(progress.fraction, 1.0))
-    if progress.failed:
+    if state in CANCELLED:
+        # Routines stopped by the cancel end Crashed: that is the cancel, not a failure.
+        status.caption(
+            "Stopping the run's process; the run ends Cancelled in a moment."
+            if state == "Cancelling"
+            else "Cancelled: its routines were stopped where they were."
+        )
+    elif progress.failed:
         status.error(f"{progress.failed} routine(s) failed; the logs below say why.")
     return state
+
+
+def cancel() -> None:
+    """Ask the service to cancel the run; it decides who may (its launcher, its model's
+    owner, operators). A refusal is kept to be said on the page."""
+    try:
+        run.cancel()
+    except Exception as exc:
+        st.session_state[CANCEL_REFUSED] = plain_error(exc)
+    else:
+        st.session_state.pop(CANCEL_REFUSED, None)
+        session.forget()
+
+
+def cancel_button(state: str) -> None:
+    """The "Cancel run" button while the run may still be stopped (not once stopping or ended)."""
+    if state in FINAL or state in CANCELLED:
+        return
+    st.button(
+        "Cancel run",
+        icon=":material/cancel:",
+        key="cancel-run",
+        on_click=cancel,
+        help="Stop this run now. Files it wrote so far stay, marked incomplete.",
+    )
 
 
 def logs_box(state: str) -> None:
@@ -91,8 +125,12 @@ def logs_box(state: str) -> None:
 
 
 def live() -> None:
+    refused = st.session_state.get(CANCEL_REFUSED)
+    if refused:
+        st.error(f"Not cancelled: {refused}")
     with reported("read the run"):
         state = status_box()
+        cancel_button(state)
         logs_box(state)
     if state in FINAL and st.session_state.get(f"seen-final:{run_id}") is None:
         st.session_state[f"seen-final:{run_id}"] = time.time()
