@@ -5,17 +5,35 @@ commit through a pull step, and publishing the same version again with other
 code or another parameter schema is refused unless forced. Re-publishing an
 unchanged manifest is a no-op; changed metadata (description, scope, tags …)
 updates the deployment and keeps the pinned code.
+
+Two ways in, one way out: :func:`publish` takes the manifest from a git repository
+on this machine (the platform's operators and services); :func:`publish_source`
+takes a manifest sent through the portal with code the platform fetches itself (a
+repository URL and commit, or an uploaded git bundle), and derives its schema in a
+process holding no credentials (:mod:`accelerator_prefect.derive`). Both publish
+through the same checks. :func:`publish_over_http` is the author's side of the
+second: it sends the manifest and a bundle of the repository's HEAD to the portal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from accelerator_prefect.access import Principal, may_publish
 from accelerator_prefect.catalog import (
@@ -25,17 +43,28 @@ from accelerator_prefect.catalog import (
     mark_heads,
     read_versions,
 )
+from accelerator_prefect.derive import SCHEMA_TIMEOUT, derive_schema
 from accelerator_prefect.errors import AccessDenied, ManifestError, PublishError
-from accelerator_prefect.manifest import InputMapping, Manifest, Status, load_manifest
+from accelerator_prefect.manifest import (
+    InputMapping,
+    Manifest,
+    Status,
+    load_manifest,
+    parse_manifest,
+)
 from accelerator_prefect.mapping import constrain_schema
 from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from git import Repo
     from prefect.client.orchestration import PrefectClient
 
+    from accelerator_prefect.client import AsyncAccelerator
     from accelerator_prefect.data import DataRemote
     from accelerator_prefect.provenance import DataRecord
+    from accelerator_prefect.storage import AccFileSystem
 
 PublishStatus = Literal["created", "updated", "unchanged", "replaced"]
 
@@ -84,8 +113,15 @@ def _code_source(repo: Repo, manifest: Manifest, repository: str | None) -> Code
     folder = str(Path(manifest.entrypoint_path).parent)
     files = repo.git.ls_files("-co", "--exclude-standard", "--", folder).splitlines()
     digest = hashlib.sha256()
-    for name in sorted(f for f in files if (root / f).is_file()):
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    for name in sorted(files):
+        path = root / name
+        if path.is_symlink():  # its target's name: what git keeps, never what it points at
+            content = os.readlink(path).encode()
+        elif path.is_file():
+            content = path.read_bytes()
+        else:
+            continue
+        digest.update(name.encode() + b"\0" + content + b"\0")
     changed = [d.a_path for d in repo.index.diff(None)] if repo.head.is_valid() else []
     staged = [d.a_path for d in repo.index.diff("HEAD")] if repo.head.is_valid() else []
     untracked = repo.git.ls_files("-o", "--exclude-standard", "--", folder).splitlines()
@@ -99,13 +135,16 @@ def _code_source(repo: Repo, manifest: Manifest, repository: str | None) -> Code
     )
 
 
-def _dirty_message(repo: Repo, source: CodeSource) -> str:
+def _status_listing(repo: Repo) -> str:
     status = repo.git.status("--short").splitlines()[:8]
-    listing = "\n".join(f"    {line}" for line in status)
+    return "\n".join(f"    {line}" for line in status)
+
+
+def _dirty_message(repo: Repo, source: CodeSource) -> str:
     return (
         f"the git work tree at {source.root} has uncommitted changes; commit them so the "
         f"version pins exactly the code that runs, or pass --allow-dirty (recorded on the "
-        f"deployment):\n{listing}"
+        f"deployment):\n{_status_listing(repo)}"
     )
 
 
@@ -133,7 +172,7 @@ def _fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: Path) -> None:
+def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: str) -> None:
     """A manifest may only constrain parameters its jobflow takes."""
     properties = schema.get("properties", {})
     if "secrets" not in properties and manifest.secrets:
@@ -197,37 +236,87 @@ async def publish(
     elsewhere: list[HostedVersion] | None = None,
     data_remote: str | None = None,
 ) -> PublishResult:
-    """Create or update the deployment ``<model>@<version>`` for one manifest.
+    """Create or update the deployment ``<model>@<version>`` for one manifest, from the
+    git repository it lies in on this machine.
 
     ``elsewhere``: versions of the same model found in other workspaces;
     ``data_remote``: the DVC remote to use when the repository names none.
+
+    The jobflow is imported in this process: the code is on the caller's own disk, and
+    the caller holds the platform's credentials already. Code that comes from anyone
+    else is published with :func:`publish_source`, which imports it in a process of its
+    own holding none.
     """
     path = Path(manifest_path)
     manifest = load_manifest(path)
-    if principal is not None and not may_publish(principal, manifest.owner, manifest.project):
-        raise AccessDenied(
-            f"{path}: {principal.name} may not publish {manifest.name} as owner "
-            f"{manifest.owner!r} in project {manifest.project!r}; authors of a project publish "
-            "their own models into it, operators any model"
-        )
+    _check_publisher(principal, manifest, str(path))
     repo = _open_repo(path)
     source = _code_source(repo, manifest, repository)
     if source.dirty and not allow_dirty:
         raise PublishError(f"{manifest.name}@{manifest.version}: {_dirty_message(repo, source)}")
     flow_name, schema = _load_schema(manifest, path, source.root)
-    _check_mappings(manifest, schema, path)
-    schema = constrain_schema(schema, manifest)
-    work_pool = manifest.work_pool or default_work_pool
-    await _check_work_pool(client, work_pool, path)
-
-    data, remote = (
-        await asyncio.to_thread(_pin_data, manifest, source, data_remote)
-        if manifest.data
-        else ([], None)
+    return await _deploy(
+        client,
+        manifest,
+        source,
+        flow_name,
+        schema,
+        label=str(path),
+        published_by=published_by,
+        default_work_pool=default_work_pool,
+        force=force,
+        principal=principal,
+        elsewhere=elsewhere,
+        data_remote=data_remote,
     )
 
+
+def _check_publisher(principal: Principal | None, manifest: Manifest, label: str) -> None:
+    if principal is not None and not may_publish(principal, manifest.owner, manifest.project):
+        raise AccessDenied(
+            f"{label}: {principal.name} may not publish {manifest.name} as owner "
+            f"{manifest.owner!r} in project {manifest.project!r}; authors of a project publish "
+            "their own models into it, operators any model"
+        )
+
+
+async def _deploy(
+    client: PrefectClient,
+    manifest: Manifest,
+    source: CodeSource,
+    flow_name: str,
+    schema: dict[str, Any],
+    *,
+    label: str,
+    published_by: str,
+    default_work_pool: str,
+    force: bool,
+    principal: Principal | None,
+    elsewhere: list[HostedVersion] | None,
+    data_remote: str | None,
+    pinned_data: tuple[list[DataRecord], DataRemote | None] | None = None,
+    keep_code: Callable[[], Awaitable[None]] | None = None,
+) -> PublishResult:
+    """Check what the version may be and create or update its deployment.
+
+    ``pinned_data``: the data pins, when the caller took them already;
+    ``keep_code``: stores the code where workers fetch it, called once every check has
+    passed and only when the version takes this code (not when it keeps its pin).
+    """
+    _check_mappings(manifest, schema, label)
+    schema = constrain_schema(schema, manifest)
+    work_pool = manifest.work_pool or default_work_pool
+    await _check_work_pool(client, work_pool, label)
+
+    if pinned_data is not None:
+        data, remote = pinned_data
+    elif manifest.data:
+        data, remote = await asyncio.to_thread(_pin_data, manifest, source, data_remote)
+    else:
+        data, remote = [], None
+
     published = await read_versions(client, model=manifest.name)
-    _check_ownership(manifest, [*published, *(elsewhere or [])], principal, path)
+    _check_ownership(manifest, [*published, *(elsewhere or [])], principal, label)
     existing = next((v for v in published if v.version == manifest.version), None)
     record = HostingRecord(
         title=manifest.title,
@@ -256,6 +345,8 @@ async def publish(
                 return _result(manifest, status, str(existing.deployment_id), existing.record)
             status = "updated"
 
+    if keep_code is not None and status in ("created", "replaced"):
+        await keep_code()
     deployment_id = await client.create_deployment(
         flow_id=await client.create_flow_from_name(flow_name),
         name=f"{manifest.name}@{manifest.version}",
@@ -299,7 +390,7 @@ def _pin_data(
 
 
 def _check_ownership(
-    manifest: Manifest, published: list[HostedVersion], principal: Principal | None, path: Path
+    manifest: Manifest, published: list[HostedVersion], principal: Principal | None, path: str
 ) -> None:
     """A model name belongs to its owner and project: nobody else adds versions to it,
     and no version changes hands (operators may move a model deliberately)."""
@@ -367,7 +458,7 @@ def _compare(
     return ("unchanged" if unchanged else "updated"), kept
 
 
-async def _check_work_pool(client: PrefectClient, name: str, path: Path) -> None:
+async def _check_work_pool(client: PrefectClient, name: str, path: str) -> None:
     from prefect.exceptions import ObjectNotFound
 
     try:
@@ -377,3 +468,413 @@ async def _check_work_pool(client: PrefectClient, name: str, path: Path) -> None
             f"{path}: work_pool: {name!r} does not exist on the Prefect server; start the "
             f"platform with `acc up`, or create it with `prefect work-pool create {name}`"
         ) from None
+
+
+# -- code the platform fetches: publishing through the portal ------------------------------------
+
+CODE_AREA = ".platform/code"  # acc://.platform/code/<model>/<commit>.bundle: no user's area
+GIT_TIMEOUT = 300.0  # seconds one git command of the platform's may take
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_SCHEMES = ("https", "ssh", "git")
+
+
+class PublishSettings(BaseSettings):
+    """How the platform takes code that authors publish through the portal (``ACC_PUBLISH_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ACC_PUBLISH_", extra="ignore")
+
+    repository_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders on the platform's machine under which authors may name a git "
+        'repository by a file:// URL or path, as JSON (e.g. ["/srv/git"]); none by default: '
+        "a local URL would let anyone make the platform read any repository on its disk.",
+    )
+    repository_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (`host` or `host:port`) a repository URL may name even when they "
+        "resolve to loopback, private or link-local addresses (refused otherwise), as JSON, "
+        'e.g. ["gitlab.internal"].',
+    )
+    max_bundle_bytes: int = Field(
+        default=256 << 20, ge=1, description="The largest git bundle an author may upload."
+    )
+    schema_timeout: float = Field(
+        default=SCHEMA_TIMEOUT,
+        gt=0,
+        description="Seconds importing an author's jobflow may take to derive its schema.",
+    )
+
+
+@dataclass(frozen=True)
+class RepositoryCode:
+    """Code the platform fetches from a git URL (https, ssh, git; file:// only under the
+    folders the operator admits), at one commit (its full id)."""
+
+    url: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class BundleCode:
+    """Code an author uploads as a git bundle of a commit and its history
+    (``git bundle create code.bundle HEAD``); ``commit`` defaults to the bundle's HEAD."""
+
+    file: BinaryIO
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    source: CodeSource
+    bundle: Path | None  # the platform's own bundle of the commit, to keep for the workers
+
+
+def parse_manifest_text(text: str, label: str = "manifest") -> Manifest:
+    """Read and validate a manifest sent as text; errors name ``label`` and each field."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(f"{label}: not valid YAML{where}: {problem}") from None
+    return parse_manifest(data, label)
+
+
+async def publish_source(
+    acc: AsyncAccelerator,
+    manifest_text: str,
+    code: RepositoryCode | BundleCode,
+    *,
+    label: str = "manifest",
+    force: bool = False,
+) -> PublishResult:
+    """Publish a manifest with code the platform fetches itself, for ``acc``'s principal.
+
+    The caller must be allowed to publish the model (an author of its project, as its
+    owner, or an operator) before anything is fetched. The code is checked out in a
+    scratch folder; its schema is derived by importing it in a process of its own that
+    holds no credentials (:mod:`accelerator_prefect.derive`); the version is then
+    published as :func:`publish` does (immutable versions, data pins, ownership of the
+    name). Its pull step fetches the commit from the URL, or, for a bundle, from the
+    platform's own bundle of that commit, kept in ``acc://.platform/code/<model>/``,
+    where no user may write.
+    """
+    manifest = parse_manifest_text(manifest_text, label)
+    principal = await acc.principal()
+    _check_publisher(principal, manifest, label)
+    settings = PublishSettings()
+    client, url, work_pool = await acc.project_workspace(manifest.project)
+    everywhere = await _versions_everywhere(acc, manifest.name)
+    _check_ownership(manifest, everywhere, principal, label)  # before any code is fetched
+    with tempfile.TemporaryDirectory(prefix="acc-publish-") as folder, ExitStack() as stack:
+        fetched = await asyncio.to_thread(_fetch_code, code, Path(folder), manifest, settings)
+        source = fetched.source
+        pinned = (
+            await asyncio.to_thread(_pin_data, manifest, source, acc.settings.data_remote)
+            if manifest.data
+            else ([], None)
+        )
+        # Opened before the author's code runs: what is kept is what the platform made.
+        bundle = stack.enter_context(fetched.bundle.open("rb")) if fetched.bundle else None
+        derived = await derive_schema(
+            source.root, manifest.jobflow, timeout=settings.schema_timeout, label=label
+        )
+
+        async def keep_code() -> None:
+            if bundle is not None:
+                await asyncio.to_thread(_keep_bundle, acc.storage_fs(), bundle, source.repository)
+
+        return await _deploy(
+            client,
+            manifest,
+            source,
+            derived.name,
+            derived.schema,
+            label=label,
+            published_by=principal.name,
+            default_work_pool=work_pool,
+            force=force,
+            principal=principal,
+            elsewhere=[v for v in everywhere if v.workspace != url],
+            data_remote=acc.settings.data_remote,
+            pinned_data=pinned,
+            keep_code=keep_code,
+        )
+
+
+async def _versions_everywhere(acc: AsyncAccelerator, model: str) -> list[HostedVersion]:
+    """Every version of ``model`` in every workspace, whoever may see it (for checks)."""
+    versions = []
+    for url, client in (await acc.workspaces()).items():
+        for version in await read_versions(client, model=model):
+            version.workspace = url
+            versions.append(version)
+    return versions
+
+
+def _keep_bundle(fs: AccFileSystem, bundle: BinaryIO, uri: str) -> None:
+    """Store the platform's bundle of a commit, unless an earlier publish of that very
+    commit of the model stored it already (a commit id names its content)."""
+    if fs.exists(uri):
+        return
+    bundle.seek(0)
+    with fs.open(uri, "wb") as target:
+        shutil.copyfileobj(bundle, target, 1 << 20)
+
+
+def _fetch_code(
+    code: RepositoryCode | BundleCode, scratch: Path, manifest: Manifest, settings: PublishSettings
+) -> _Fetched:
+    """Check the code out at its commit under ``scratch``/code, with git holding none of
+    the configuration or credentials of the platform's user."""
+    checkout = scratch / "code"
+    git = _Git(scratch, checkout)
+    git("init", "--quiet", str(checkout), cwd=scratch)
+    bundle = None
+    if isinstance(code, RepositoryCode):
+        url, protocol = _admitted_url(code.url, settings)
+        commit = _full_commit(code.commit)
+        git.fetch(protocol, url, commit, f"commit {commit} from {url}")
+        repository = url
+    else:
+        upload = scratch / "upload.bundle"
+        _copy_capped(code.file, upload, settings.max_bundle_bytes)
+        git(
+            "bundle",
+            "verify",
+            "--quiet",
+            str(upload),
+            what="the bundle: expected a complete git bundle of a commit and its history "
+            "(`git bundle create code.bundle HEAD`)",
+        )
+        commit = _full_commit(code.commit) if code.commit else _bundle_head(git, upload)
+        git.fetch("file", str(upload), commit, f"commit {commit} from the bundle", shallow=False)
+        # The platform keeps a bundle of its own making: this commit's history, one ref.
+        git("update-ref", "refs/acc/code", commit)
+        bundle = scratch / "code.bundle"
+        git("bundle", "create", "--quiet", str(bundle), "refs/acc/code")
+        repository = f"acc://{CODE_AREA}/{manifest.name}/{commit}.bundle"
+    git("-c", "advice.detachedHead=false", "checkout", "--quiet", commit)
+    if git("rev-parse", "HEAD") != commit:
+        raise PublishError(f"{commit} is not a commit")
+    from git import Repo
+
+    repo = Repo(checkout)
+    repo.git.update_environment(**git.env)
+    source = _code_source(repo, manifest, repository)
+    return _Fetched(dataclasses.replace(source, dirty=False), bundle)
+
+
+class _Git:
+    """git for the platform's fetches: no global or system configuration (so no
+    credential helpers, filters or hooks of the platform's user), no prompts, and only
+    the transports named for each fetch."""
+
+    def __init__(self, scratch: Path, checkout: Path) -> None:
+        home = scratch / "git-home"
+        home.mkdir(parents=True, exist_ok=True)
+        self.scratch = scratch
+        self.checkout = checkout
+        self.env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": str(home),
+            "LANG": "C",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+            "GIT_ALLOW_PROTOCOL": "none",
+        }
+
+    def __call__(
+        self, *args: str, cwd: Path | None = None, what: str = "", protocol: str = "none"
+    ) -> str:
+        env = {**self.env, "GIT_ALLOW_PROTOCOL": protocol}
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=cwd or self.checkout,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise PublishError(
+                f"{what or 'git ' + args[0]}: took longer than {GIT_TIMEOUT:g} s"
+            ) from None
+        if done.returncode != 0:
+            said = done.stderr.strip().replace(str(self.scratch), "").splitlines()
+            reason = "; ".join(line.removeprefix("fatal: ") for line in said[-3:]) or "failed"
+            raise PublishError(f"{what or 'git ' + args[0]}: {reason}")
+        return done.stdout.strip()
+
+    def fetch(self, protocol: str, url: str, commit: str, what: str, shallow: bool = True) -> None:
+        depth = ["--depth", "1"] if shallow else []  # a bundle is read whole anyway
+        self("fetch", "--quiet", *depth, "--", url, commit, what=what, protocol=protocol)
+
+
+def _bundle_head(git: _Git, bundle: Path) -> str:
+    heads = [line.split() for line in git("bundle", "list-heads", str(bundle)).splitlines()]
+    named = {ref: sha for sha, ref, *_ in heads}
+    if "HEAD" in named:
+        return named["HEAD"]
+    if len(named) == 1:
+        return next(iter(named.values()))
+    raise PublishError(
+        "the bundle has no HEAD and several refs: name the commit to publish "
+        "(or bundle one: `git bundle create code.bundle HEAD`)"
+    )
+
+
+def _full_commit(text: str) -> str:
+    commit = text.strip().lower()
+    if not _COMMIT.fullmatch(commit):
+        raise PublishError(
+            f"commit: {text[:80]!r}: expected a full commit id (40 hex digits), as "
+            "`git rev-parse HEAD` prints it"
+        )
+    return commit
+
+
+def _copy_capped(source: BinaryIO, target: Path, limit: int) -> None:
+    written = 0
+    with target.open("wb") as out:
+        while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+                raise PublishError(
+                    f"the bundle is larger than the {limit:,} bytes this platform accepts"
+                )
+            out.write(chunk)
+
+
+def _admitted_url(text: str, settings: PublishSettings) -> tuple[str, str]:
+    """The repository URL as fetched and pinned, and its git transport, if the platform
+    may fetch from it on a user's behalf; :class:`~accelerator_prefect.AccessDenied` if not.
+
+    https, ssh and git URLs to public hosts (or hosts the operator admits); local
+    repositories (``file://`` or an absolute path) only under the operator's
+    ``repository_roots``. No credentials in URLs: they would be kept in the version's
+    record for everyone who sees it.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    url = text.strip()
+    shown = url[:200]
+    if not url or any(c.isspace() or ord(c) < 32 or c == "\\" for c in url):
+        raise AccessDenied(f"repository: {shown!r} is not a URL")
+    if "://" not in url:
+        if url.startswith("/"):
+            return _admitted_folder(Path(url), shown, settings)
+        raise AccessDenied(
+            f"repository: {shown}: expected an https://, ssh:// or git:// URL (scp-like "
+            "user@host:path is written ssh://user@host/path)"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise AccessDenied(f"repository: {shown} is not a URL") from None
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise AccessDenied(f"repository: {shown}: a file:// URL names no host")
+        return _admitted_folder(Path(unquote(parts.path)), shown, settings)
+    if scheme not in _SCHEMES:
+        raise AccessDenied(
+            f"repository: {shown}: the platform fetches code over {', '.join(_SCHEMES)} only"
+        )
+    if parts.password is not None or (scheme != "ssh" and parts.username is not None):
+        raise AccessDenied(
+            f"repository: {parts.scheme}://…@{parts.hostname}: no credentials in the URL; they "
+            "would be kept with the version for everyone who sees it"
+        )
+    host = parts.hostname
+    if not host or not _host_admitted(host, port, settings):
+        raise AccessDenied(
+            f"repository: {shown}: {host or 'no host'} is not a host the platform fetches "
+            "code from (a public host, or one the operator admits)"
+        )
+    return url, scheme
+
+
+def _admitted_folder(path: Path, shown: str, settings: PublishSettings) -> tuple[str, str]:
+    roots = [root.resolve() for root in settings.repository_roots]
+    resolved = path.resolve() if path.is_absolute() else None
+    if resolved is None or not any(resolved.is_relative_to(root) for root in roots):
+        raise AccessDenied(
+            f"repository: {shown}: the platform reads repositories on its own disk only under "
+            "the folders its operator admits (ACC_PUBLISH_REPOSITORY_ROOTS); publish a bundle "
+            "of your commit, or an https:// or ssh:// URL, instead"
+        )
+    return resolved.as_uri(), "file"
+
+
+def _host_admitted(host: str, port: int | None, settings: PublishSettings) -> bool:
+    from accelerator_prefect.fetching import CloudSources
+
+    bare = host.lower().strip("[]").rstrip(".")
+    admitted = {entry.strip().lower() for entry in settings.repository_hosts}
+    if bare in admitted or (port is not None and f"{bare}:{port}" in admitted):
+        return True
+    return CloudSources(frozenset(), frozenset()).host_allowed(bare, port)
+
+
+# -- the author's side: what a client sends to the portal ----------------------------------------
+
+PUBLISH_TIMEOUT = 900.0  # seconds a client waits for the portal to fetch, import and publish
+
+
+async def publish_over_http(
+    call: Callable[..., Awaitable[Any]],
+    manifest: str | Path,
+    *,
+    allow_dirty: bool = False,
+    force: bool = False,
+    repository: str | None = None,
+) -> PublishResult:
+    """Publish through the portal (``POST /api/v1/publish``): the manifest, and the code of
+    the git repository it lies in at its HEAD commit, uploaded as a git bundle, or, with
+    ``repository``, a git URL the platform fetches that commit from.
+
+    ``call`` sends one request to the portal (``PortalService._call``). Only committed code
+    is published: a work tree with uncommitted changes is refused, ``allow_dirty`` or not.
+    """
+    path = Path(manifest)
+    loaded = load_manifest(path)
+    repo = _open_repo(path)
+    source = _code_source(repo, loaded, None)
+    if source.dirty:
+        raise PublishError(
+            f"{loaded.name}@{loaded.version}: the git work tree at {source.root} has "
+            "uncommitted changes, and the platform runs only committed code (allow_dirty "
+            "is for operators publishing on the platform itself); commit them and publish "
+            f"again:\n{_status_listing(repo)}"
+        )
+    form = {"commit": str(source.commit), "force": "true" if force else "false"}
+    files: dict[str, Any] = {"manifest": (path.name, path.read_bytes(), "application/yaml")}
+    with tempfile.TemporaryDirectory(prefix="acc-bundle-") as folder:
+        if repository is not None:
+            form["repository"] = repository
+            body = await call("POST", "/publish", data=form, files=files, timeout=PUBLISH_TIMEOUT)
+        else:
+            bundle = Path(folder) / "code.bundle"
+            await asyncio.to_thread(repo.git.bundle, "create", "--quiet", str(bundle), "HEAD")
+            with bundle.open("rb") as handle:
+                files["bundle"] = ("code.bundle", handle, "application/x-git-bundle")
+                body = await call(
+                    "POST", "/publish", data=form, files=files, timeout=PUBLISH_TIMEOUT
+                )
+    return PublishResult(
+        model=body["model"],
+        version=body["version"],
+        status=body["status"],
+        deployment_id="",  # the portal does not tell where versions live on its back end
+        commit=body.get("commit"),
+        dirty=False,
+    )

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.manifest import Status
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance
+    from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
     from accelerator_prefect.storage import Entry
     from accelerator_prefect.usage import UsageRow
@@ -45,6 +46,7 @@ _ERRORS: dict[str, type[errors.AcceleratorError]] = {
     "run-timeout": errors.RunTimeout,
     "idempotency-key-reused": errors.IdempotencyConflict,
     "quota-exceeded": errors.QuotaExceeded,
+    "too-large": errors.PublishError,
     "platform-unavailable": errors.PlatformError,
 }
 
@@ -143,6 +145,22 @@ class PortalService:
             )
 
         return not_here
+
+    async def publish(
+        self,
+        manifest: str | Path,
+        *,
+        allow_dirty: bool = False,
+        force: bool = False,
+        repository: str | None = None,
+    ) -> PublishResult:
+        """Publish from the author's repository: a bundle of its HEAD commit (or, with
+        ``repository``, that URL at HEAD), imported by the platform in a process of its own."""
+        from accelerator_prefect.publish import publish_over_http
+
+        return await publish_over_http(
+            self._call, manifest, allow_dirty=allow_dirty, force=force, repository=repository
+        )
 
     async def aclose(self) -> None:
         if self._http is not None:

@@ -87,6 +87,22 @@ class Settings(BaseSettings):
         "unset, a key made on first use and kept in the home (`webhook-key`, mode 0600). "
         "Set it when portals run on several machines.",
     )
+    publish_repository_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders whose git repositories authors may name by file:// URL or path "
+        "when publishing through the portal, as JSON; none by default.",
+    )
+    publish_repository_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (host or host:port) a repository URL may name even when they "
+        "resolve to private addresses, as JSON.",
+    )
+    publish_max_bundle_bytes: int = Field(
+        default=256 << 20, ge=1, description="The largest code bundle an author may upload."
+    )
+    publish_schema_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds the import deriving a schema may take."
+    )
     portal_cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins whose pages may call the portal from a browser, as JSON "

@@ -3,7 +3,10 @@
 ``checkout`` runs on the worker before each flow run: it materialises the
 repository at the version's commit in a per-commit cache (cloned once, then
 reused), so publishing version N+1 never changes what version N runs and a
-warm run pays no clone.
+warm run pays no clone. The repository is a git URL, or, for code published
+through the portal as a bundle, the ``acc://`` path of the bundle the platform
+keeps (``acc://.platform/code/<model>/<commit>.bundle``), read with the
+worker's storage settings.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerator_prefect.errors import AcceleratorError
+from accelerator_prefect.storage import PREFIX
 
 
 def _cache_root() -> Path:
@@ -58,7 +62,7 @@ def checkout(
     scratch = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=target.parent))
     try:
         _git("init", "--quiet", str(scratch))
-        _git("fetch", "--quiet", "--depth", "1", repository, commit, cwd=scratch)
+        _fetch(repository, commit, scratch)
         _git("-c", "advice.detachedHead=false", "checkout", "--quiet", commit, cwd=scratch)
         if data:
             from accelerator_prefect.data import DataRemote, fetch
@@ -85,6 +89,27 @@ def checkout(
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
     return {"directory": str(target)}
+
+
+def _fetch(repository: str, commit: str, scratch: Path) -> None:
+    """Fetch ``commit`` into the empty repository ``scratch``: from a git URL, or from a
+    bundle the platform keeps in ``acc://`` storage (code published through the portal)."""
+    if not repository.startswith(PREFIX):
+        _git("fetch", "--quiet", "--depth", "1", "--", repository, commit, cwd=scratch)
+        return
+    from accelerator_prefect.storage import AccFileSystem
+
+    bundle = scratch.parent / f"{scratch.name}.bundle"
+    try:
+        try:
+            AccFileSystem().get_file(repository, str(bundle))
+        except OSError as exc:
+            message = f"{repository}: the version's code could not be read from storage ({exc})"
+            _fail_run(message)
+            raise AcceleratorError(message) from None
+        _git("fetch", "--quiet", "--", str(bundle), commit, cwd=scratch)
+    finally:
+        bundle.unlink(missing_ok=True)
 
 
 def _fail_run(message: str) -> None:

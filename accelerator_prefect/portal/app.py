@@ -22,7 +22,15 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
     from fastapi.middleware.cors import CORSMiddleware
 
     from accelerator_prefect import __name__ as package
-    from accelerator_prefect.portal import limits, links, models, problems, runs, storage
+    from accelerator_prefect.portal import (
+        limits,
+        links,
+        models,
+        problems,
+        publish,
+        runs,
+        storage,
+    )
 
     settings = settings or get_settings()
 
@@ -75,7 +83,7 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
             429, "Too many requests", str(exc), "rate-limited", retry_after=exc.retry_after
         )
 
-    for module in (models, runs, links, storage):
+    for module in (models, runs, links, storage, publish):
         app.include_router(module.router, prefix=PREFIX)
     if settings.portal_cors_origins:
         app.add_middleware(
@@ -91,7 +99,7 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         declared = request.headers.get("content-length", "")
-        is_upload = request.url.path == f"{PREFIX}/storage/file"
+        is_upload = request.url.path in (f"{PREFIX}/storage/file", f"{PREFIX}/publish")
         if not is_upload and declared.isdigit() and int(declared) > settings.portal_max_body_bytes:
             return problems.problem(
                 413,
