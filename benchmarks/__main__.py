@@ -88,6 +88,27 @@ BENCHMARKS = [
         (),
         ("--rounds", "3"),
     ),
+    Benchmark(
+        "B8",
+        "portal_latency",
+        "launch through the portal's HTTP API vs in-process Accelerator.launch",
+        (),
+        ("--launches", "3", "--warmup", "1"),
+    ),
+    Benchmark(
+        "B9",
+        "portal_burst",
+        "100 simultaneous launches through the portal vs the in-process burst",
+        (),
+        ("--launches", "5", "--rounds", "2", "--settle", "0"),
+    ),
+    Benchmark(
+        "B10",
+        "portal_download",
+        "1 GB run output downloaded through the portal vs read from acc://",
+        ("--size-mb", "1024", "--repeat", "3", "--warmup", "1"),
+        ("--size-mb", "4", "--repeat", "2", "--warmup", "0"),
+    ),
 ]
 
 
