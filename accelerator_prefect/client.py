@@ -541,6 +541,12 @@ class AsyncAccelerator:
     async def visible_run(self, run_id: str, workspace: str | None = None) -> str:
         """The workspace (API URL) of run ``run_id`` if this principal may read it, else
         :class:`NotFound`; ``workspace`` is where to look first."""
+        _, url = await self._readable_run(run_id, workspace)
+        return url
+
+    async def _readable_run(self, run_id: str, workspace: str | None = None) -> tuple[Any, str]:
+        """The flow run ``run_id`` and its workspace, if this principal may read it (one
+        read of the run, in the workspace it is found in)."""
         from accelerator_prefect.access import may_read_run
         from accelerator_prefect.runs import read_run, run_tags
 
@@ -556,7 +562,7 @@ class AsyncAccelerator:
         else:
             raise NotFound(f"run {run_id!r} not found")
         if principal.operator:
-            return url
+            return flow_run, url
         tags = run_tags(flow_run)
         # The owner of the version the run ran (its deployment's tag, copied onto the run).
         if not may_read_run(
@@ -566,14 +572,7 @@ class AsyncAccelerator:
             link_id=tags.get("link"),
         ):
             raise NotFound(f"run {run_id!r} not found")
-        return url
-
-    async def _readable_run(self, run_id: str, workspace: str | None = None) -> tuple[Any, str]:
-        """The flow run ``run_id`` and its workspace, if this principal may read it."""
-        from accelerator_prefect.runs import read_run
-
-        url = await self.visible_run(run_id, workspace)
-        return await read_run((await self.workspaces())[url], run_id), url
+        return flow_run, url
 
     def run_url(self, run_id: str, workspace: str | None = None) -> str:
         """The run's page in the Prefect UI of its workspace."""
@@ -645,6 +644,13 @@ class AsyncAccelerator:
 
     async def open_output(self, run_id: str, path: str, workspace: str | None = None) -> Any:
         """One of run ``run_id``'s output files, open for reading (``path`` as listed)."""
+        handle, _ = await self.open_output_sized(run_id, path, workspace)
+        return handle
+
+    async def open_output_sized(
+        self, run_id: str, path: str, workspace: str | None = None
+    ) -> tuple[Any, int]:
+        """One of run ``run_id``'s output files, open for reading, and its size."""
         from accelerator_prefect.outputs import run_folder
         from accelerator_prefect.storage import Storage, check_path, to_uri
 
@@ -655,7 +661,11 @@ class AsyncAccelerator:
         uri = to_uri(check_path(folder + path))  # refuses `..` and other escapes
         if not uri.startswith(folder) or uri == folder:
             raise NotFound(f"{path!r} is not an output of run {run_id}")
-        return await asyncio.to_thread(Storage(self.storage_fs()).open, uri, "rb")
+        storage = Storage(self.storage_fs())
+        entry = await asyncio.to_thread(storage.info, uri)
+        if entry.is_folder:
+            raise NotFound(f"{path!r} is not an output file of run {run_id}")
+        return await asyncio.to_thread(storage.open, uri, "rb"), entry.size
 
     async def cancel(self, run_id: str, workspace: str | None = None) -> RunInfo:
         """Cancel run ``run_id`` (its launcher, its model's owner, operators).
@@ -725,6 +735,36 @@ class AsyncAccelerator:
     ) -> tuple[str, str, str | None]:
         """Launch ``model``; the new run's id, its workspace, and a deprecation notice if
         the version is deprecated (see ``Accelerator.launch``)."""
+        info, notice = await self.launch_info(
+            model,
+            conf,
+            version=version,
+            inputs=inputs,
+            output=output,
+            secrets=secrets,
+            remember=remember,
+            via=via,
+            rerun_of=rerun_of,
+            idempotency_key=idempotency_key,
+        )
+        return info.id, info.workspace, notice
+
+    async def launch_info(
+        self,
+        model: str,
+        conf: Any = None,
+        *,
+        version: str | None = None,
+        inputs: Any = None,
+        output: Any = None,
+        secrets: Mapping[str, Any] | None = None,
+        remember: bool = False,
+        via: str = "python",
+        rerun_of: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[RunInfo, str | None]:
+        """Launch ``model``; the new run as created, and a deprecation notice if the version
+        is deprecated (see ``Accelerator.launch``)."""
         from accelerator_prefect.catalog import HostedModel
         from accelerator_prefect.launch import launch
 
@@ -750,10 +790,10 @@ class AsyncAccelerator:
             idempotency_key=idempotency_key,
             max_active_runs=self.settings.max_active_runs_per_user,
         )
+        from accelerator_prefect.runs import RunInfo
         from accelerator_prefect.versions import deprecation_notice
 
-        notice = deprecation_notice(hosted)
-        return str(flow_run.id), workspace, notice
+        return RunInfo.of(flow_run, workspace), deprecation_notice(hosted)
 
     async def rerun(
         self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"

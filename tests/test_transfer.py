@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.settings import get_settings
 from tests.conftest import S3Server
 
 SIZE = 500 * 2**20
@@ -78,11 +79,15 @@ def test_a_500_mb_file_goes_in_and_out_with_flat_memory(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest, platform: PlatformInfo
 ) -> None:
     server: S3Server | None = request.getfixturevalue("s3_server") if backend == "s3" else None
-    # The CLI asks the platform who it is (storage follows project membership), as operator.
+    # The CLI asks the platform who it is (storage follows project membership), as the
+    # operator: their token, and the Prefect API's auth string only operators hold.
+    settings = get_settings(home=platform.home)
     env = {
         **os.environ,
         "ACC_HOME": str(tmp_path / "home"),
         "ACC_API_URL": platform.api_url,
+        "ACC_TOKEN": settings.operator_token_file.read_text().strip(),
+        "ACC_API_AUTH_STRING": settings.service_auth_string() or "",
         "COLUMNS": "120",
     }
     if server is not None:

@@ -38,6 +38,8 @@ async def take(client: PrefectClient, name: str, per_second: float, burst: int, 
 
     if per_second <= 0:
         return
+    # A limit's size is part of its name: portals with other settings keep limits apart.
+    name = f"{name}-b{burst}-r{round(per_second * 1000)}"
     from prefect.exceptions import PrefectHTTPStatusError
 
     for _ in range(2):

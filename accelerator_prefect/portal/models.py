@@ -11,7 +11,7 @@ from accelerator_prefect.catalog import HostedModel
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.portal.deps import Acc
 from accelerator_prefect.portal.problems import responses
-from accelerator_prefect.portal.runs import run_out, wait_seconds
+from accelerator_prefect.portal.runs import run_as_out, run_out, wait_seconds
 from accelerator_prefect.portal.schemas import (
     Caller,
     LaunchRequest,
@@ -156,7 +156,7 @@ async def launch(
             problems = ["webhook: a shared link's guests cannot ask for webhooks"]
         if problems:
             raise ValidationFailed(problems)
-    run_id, workspace, notice = await acc.launch(
+    created, notice = await acc.launch_info(
         model,
         body.conf,
         version=body.version,
@@ -167,11 +167,18 @@ async def launch(
         via="portal",
         idempotency_key=idempotency_key,
     )
+    run_id, workspace = created.id, created.workspace
     if body.webhook is not None:
         caller = (await acc.principal()).name
         await webhooks.register(
             await acc.client(), run_id, body.webhook, caller, workspace=workspace
         )
     response.headers["Location"] = f"../runs/{run_id}"
-    out = await run_out(acc, run_id, workspace, wait_seconds(prefer), response)
+    wait = wait_seconds(prefer)
+    # Without a wait, the run as created is the answer: no read back.
+    out = (
+        run_as_out(created)
+        if wait is None
+        else await run_out(acc, run_id, workspace, wait, response)
+    )
     return out.model_copy(update={"notice": notice})

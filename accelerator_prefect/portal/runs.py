@@ -85,7 +85,7 @@ def wait_seconds(prefer: str | None) -> float | None:
     return min(float(match.group(1)), MAX_WAIT_S) if match else None
 
 
-def _out(info: RunInfo) -> RunOut:
+def run_as_out(info: RunInfo) -> RunOut:
     return RunOut(
         id=info.id,
         name=info.name,
@@ -115,12 +115,12 @@ async def run_out(
 ) -> RunOut:
     """The run now, or once final if ``wait`` seconds are asked for and suffice."""
     if wait is None:
-        return _out(await acc.run_info(run_id, workspace))
+        return run_as_out(await acc.run_info(run_id, workspace))
     response.headers["Preference-Applied"] = f"wait={wait:g}"
     try:
-        return _out(await acc.wait_run(run_id, wait, workspace))
+        return run_as_out(await acc.wait_run(run_id, wait, workspace))
     except RunTimeout:
-        return _out(await acc.run_info(run_id, workspace))
+        return run_as_out(await acc.run_info(run_id, workspace))
 
 
 @router.get(
@@ -161,7 +161,7 @@ async def get_run(
     responses=responses(401, 403, 404, 422, 429, 503),
 )
 async def cancel(run_id: str, acc: Acc) -> RunOut:
-    return _out(await acc.cancel(run_id))
+    return run_as_out(await acc.cancel(run_id))
 
 
 @router.post(
@@ -281,10 +281,8 @@ async def download_output(
 ) -> Response:
     from accelerator_prefect.storage import media_type
 
-    files, _ = await acc.run_outputs(run_id)
-    entry = next((f for f in files if f.path == path), None)
-    handle = await acc.open_output(run_id, path)  # refuses escapes; 404 when not an output
-    size = entry.size if entry else int(getattr(handle, "size", 0) or 0)
+    # Refuses escapes; 404 when not an output file.
+    handle, size = await acc.open_output_sized(run_id, path)
     return ranged(handle, size, media_type(path), path.rsplit("/", 1)[-1], range)
 
 
