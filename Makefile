@@ -20,8 +20,10 @@ lint: setup
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 
+# A temporary folder of its own (outside the checkout, so "outside git" is outside): other
+# test sessions on the machine clear only pytest's shared default folders, never this one.
 test: lint
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest --basetemp="$$(mktemp -d)/pytest"
 
 # Not part of `make test` (which runs each at tiny sizes): tens of minutes, a 1 GB file,
 # 10,000 deployments. Writes benchmarks/RESULTS.md and RESULTS.json.
