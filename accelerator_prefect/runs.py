@@ -49,20 +49,7 @@ class RunSummary:
 
     @classmethod
     def of(cls, flow_run: FlowRun) -> RunSummary:
-        tags = run_tags(flow_run)
-        return cls(
-            id=str(flow_run.id),
-            name=str(flow_run.name),
-            model=tags.get("model", ""),
-            version=tags.get("version", ""),
-            user=tags.get("user", ""),
-            via=tags.get("via", ""),
-            state=flow_run.state.name if flow_run.state else "Unknown",
-            created=flow_run.created,
-            started=flow_run.start_time,
-            ended=flow_run.end_time,
-            duration=flow_run.total_run_time.total_seconds() if flow_run.end_time else None,
-        )
+        return RunInfo.of(flow_run, "").summary()
 
 
 @dataclass(frozen=True)

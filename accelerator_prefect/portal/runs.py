@@ -4,6 +4,7 @@ stream), progress, result, provenance, outputs (downloads with HTTP Range)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -86,22 +87,13 @@ def wait_seconds(prefer: str | None) -> float | None:
 
 
 def run_as_out(info: RunInfo) -> RunOut:
+    """The run as the portal answers it: its summary, and what only its handle shows."""
     return RunOut(
-        id=info.id,
-        name=info.name,
-        model=info.tags.get("model", ""),
-        version=info.tags.get("version", ""),
-        user=info.tags.get("user", ""),
-        via=info.tags.get("via", ""),
-        state=info.state,
+        **dataclasses.asdict(info.summary()),
         state_type=info.state_type,
         message=info.message,
         final=info.final,
         completed=info.completed,
-        created=info.created,
-        started=info.started,
-        ended=info.ended,
-        duration=info.duration,
         parameters=info.parameters,
     )
 
