@@ -191,7 +191,9 @@ class AsyncAccelerator:
         self._storage_fs: AccFileSystem | None = None
         self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
         self._shared = _SharedReads()
-        self._bindings: tuple[float, list[ProjectRecord]] | None = None
+        # [when read, the bound projects], or [] before the first read: one list, so the
+        # clients of the portal's requests (acting_for) share it with their platform client
+        self._bindings: list[Any] = []
         self._borrowed = False
         self._one_request = False  # the portal's: the credential is checked once per request
 
@@ -243,6 +245,7 @@ class AsyncAccelerator:
         other._launch_writes = self._launch_writes
         other._storage_fs = self._storage_fs
         other._bindings = self._bindings
+        other._shared = self._shared  # simultaneous requests read a model once, as one client does
         return other
 
     async def principal(self) -> Principal:
@@ -251,6 +254,16 @@ class AsyncAccelerator:
             self._one_request or (self._token is None and self._link is None)
         ):
             return self._principal  # a trusted user, or one portal request: checked already
+        # Simultaneous checks of one credential (one client's, or the portal's requests)
+        # read it once, if that read had not begun when they asked: as fresh as their own.
+        key = ("principal", self._token, self._link, self._trusted, self.user)
+        principal = await self._shared.read(key, self._check_credential)
+        self._principal = principal
+        self.user = principal.name
+        return principal
+
+    async def _check_credential(self) -> Principal:
+        """Who the token, link or trusted user is, looked up now."""
         import dataclasses
 
         from accelerator_prefect.access import Principal, guest
@@ -275,8 +288,6 @@ class AsyncAccelerator:
             raise AccessDenied("no credential: a token, a shared link or a trusted user")
         if grant is not None and not principal.guest:
             principal = dataclasses.replace(principal, links=(*principal.links, grant))
-        self._principal = principal
-        self.user = principal.name
         return principal
 
     @property
@@ -339,9 +350,9 @@ class AsyncAccelerator:
         from accelerator_prefect.directory import list_projects
 
         now = time.monotonic()
-        if fresh or self._bindings is None or now - self._bindings[0] > BINDINGS_TTL:
-            self._bindings = (now, await list_projects(await self.client()))
-        return self._bindings[1]
+        if fresh or not self._bindings or now - self._bindings[0] > BINDINGS_TTL:
+            self._bindings[:] = [now, await list_projects(await self.client())]
+        return cast("list[ProjectRecord]", self._bindings[1])
 
     async def _workspace_client(self, api_url: str, api_key_block: str | None) -> PrefectClient:
         from accelerator_prefect.transport import prefect_client
@@ -418,7 +429,7 @@ class AsyncAccelerator:
         home = await self.client()
         shared = self._shared
         principal, spaces, here = await asyncio.gather(
-            shared.read("principal", self.principal),
+            self.principal(),
             shared.read("workspaces", self.workspaces),
             shared.read(("versions", model), lambda: read_versions(home, model=model)),
         )
@@ -967,7 +978,7 @@ class AsyncAccelerator:
             name=project, api_url=api_url.rstrip("/"), work_pool=work_pool, api_key_block=key_block
         )
         bound = await bind_project(await self.client(), record)
-        self._bindings = None  # read afresh on next use
+        self._bindings.clear()  # read afresh on next use
         return bound
 
 

@@ -229,10 +229,11 @@ def test_a_refused_launch_lists_every_problem_and_creates_no_run(
 def test_prefer_wait_answers_with_the_final_state(
     portal: str, people: dict[str, str], slow_model: str
 ) -> None:
+    body = json.dumps({"secrets": {"API_KEY": SECRET}}).encode()
     response = _http(portal, people["member"]).post(
         f"/models/{slow_model}/launch",
-        json={"secrets": {"API_KEY": SECRET}},
-        headers={"Prefer": "wait=120"},
+        content=iter([body[:10], body[10:]]),  # in chunks, no length declared: read whole
+        headers={"Prefer": "wait=120", "Content-Type": "application/json"},
     )
     assert response.status_code == 201, response.text
     assert response.json()["state"] == "Completed"

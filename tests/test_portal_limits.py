@@ -118,6 +118,22 @@ def test_bodies_and_uploads_past_their_size_are_refused_and_nothing_is_written(
         json={"conf": {"note": "x" * 5000}, "secrets": {"API_KEY": SECRET}},
     )
     assert big.status_code == 413, big.text
+    runs_before = len(acc.runs(slow_model, limit=200))
+
+    def json_chunks() -> Iterator[bytes]:  # the same body with no length declared
+        body = json.dumps({"conf": {"note": "x" * 5000}, "secrets": {"API_KEY": SECRET}})
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000].encode()
+
+    # (sizes are checked before credentials: another token, so the member's rate holds)
+    chunked = _http(strict, people["outsider"]).post(
+        f"/models/{slow_model}/launch",
+        content=json_chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413, chunked.text
+    assert chunked.headers["content-type"] == "application/problem+json"
+    assert len(acc.runs(slow_model, limit=200)) == runs_before
     target = f"acc://users/{people['member-name']}/limits/big.bin"
     upload = http.put("/storage/file", params={"path": target}, content=b"x" * 5000)
     assert upload.status_code == 413

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 
 from accelerator_prefect.errors import QuotaExceeded
 from accelerator_prefect.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PREFIX = "/api/v1"
 
@@ -94,20 +98,10 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
             expose_headers=["Location", "Preference-Applied", "Content-Range", "Retry-After"],
         )
 
-    @app.middleware("http")
-    async def body_limit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length", "")
-        is_upload = request.url.path in (f"{PREFIX}/storage/file", f"{PREFIX}/publish")
-        if not is_upload and declared.isdigit() and int(declared) > settings.portal_max_body_bytes:
-            return problems.problem(
-                413,
-                "Request too large",
-                f"request bodies are limited to {settings.portal_max_body_bytes:,} bytes",
-                "too-large",
-            )
-        return await call_next(request)
+    # Uploads count their own bytes as they stream (storage, publish); every other body is
+    # refused past the limit, declared or not.
+    exempt = {f"{PREFIX}/storage/file", f"{PREFIX}/publish"}
+    app.add_middleware(BodyLimit, limit=settings.portal_max_body_bytes, exempt=exempt)
 
     @app.get(f"{PREFIX}/health", tags=["portal"], summary="Whether the portal answers")
     async def health() -> dict[str, str]:
@@ -123,3 +117,61 @@ def _version(package: str) -> str:
         return version("accelerator-prefect")
     except PackageNotFoundError:
         return "0"
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413, before the route reads it.
+
+    A declared ``Content-Length`` over the limit is refused at once. A body sent in chunks,
+    with no length declared, is read up to the limit and handed on, or refused once it
+    passes it. A plain ASGI middleware: it adds no task or stream to a request, as
+    Starlette's ``BaseHTTPMiddleware`` would.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: Collection[str]) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await self._refuse(scope, receive, send)
+            else:  # the server stops a body at its declared length
+                await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:  # no body at all
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from accelerator_prefect.portal import problems
+
+        refusal = problems.problem(
+            413,
+            "Request too large",
+            f"request bodies are limited to {self.limit:,} bytes",
+            "too-large",
+        )
+        await refusal(scope, receive, send)
