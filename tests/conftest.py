@@ -24,7 +24,14 @@ import pytest
 from git import Repo
 
 from accelerator_prefect import Accelerator
-from accelerator_prefect.platform import PlatformInfo, down, free_port, up
+from accelerator_prefect.platform import (
+    PlatformInfo,
+    down,
+    free_port,
+    start_portal,
+    stop_process,
+    up,
+)
 from accelerator_prefect.storage import AccFileSystem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,8 +228,50 @@ def acc_fs(request: pytest.FixtureRequest, tmp_path: Path) -> AccFileSystem:
 
 @pytest.fixture(scope="session")
 def acc(platform: PlatformInfo) -> Iterator[Accelerator]:
+    """The operator's client, in-process: straight to the Prefect API, as the platform's own
+    services and its operators have it."""
     with Accelerator.connect(platform.api_url) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def portal(platform: PlatformInfo) -> Iterator[str]:
+    """The portal (its URL), served for the session's platform with the shipped settings."""
+    pid, url = start_portal(platform.home, platform.api_url, free_port())
+    yield url
+    stop_process(pid)
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of the platform who is not an operator: ``name``, holding ``token``, and their
+    client ``acc`` reaching the platform ``via`` the portal or in-process."""
+
+    name: str
+    token: str
+    via: str
+    acc: Accelerator
+
+
+@pytest.fixture(scope="session", params=["python", "portal"])
+def user(
+    request: pytest.FixtureRequest, platform: PlatformInfo, acc: Accelerator
+) -> Iterator[User]:
+    """An author in project ``demo`` (where the test models live), with a personal token.
+
+    Each test taking it runs twice: with the client in-process (``python``: straight to the
+    Prefect API, as the platform's services have it) and over HTTP through the portal
+    (``portal``: as every user has it; ``Accelerator.connect(url=…, token=…)``), the same
+    methods and the same rules.
+    """
+    name = f"user-{uuid.uuid4().hex[:6]}"
+    _, token = acc.add_user(name, {"demo": "author"})
+    if request.param == "portal":
+        client = Accelerator.connect(url=request.getfixturevalue("portal"), token=token)
+    else:
+        client = Accelerator.connect(platform.api_url, token=token)
+    with client:
+        yield User(name, token, request.param, client)
 
 
 class ModelRepo:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from accelerator_prefect import Accelerator, AccessDenied, InvalidInputs, NotFound
 from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN, create_link
-from accelerator_prefect.platform import PlatformInfo, free_port, start_portal, stop_process
+from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.settings import get_settings
 from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
@@ -141,15 +140,10 @@ def links(
 
 
 @pytest.fixture(scope="module", params=["python", "portal"])
-def via(request: pytest.FixtureRequest, platform: PlatformInfo) -> Iterator[str | None]:
+def via(request: pytest.FixtureRequest) -> str | None:
     """How principals reach the platform: in-process (``None``), or through a real portal
     (its URL), with the same rules."""
-    if request.param == "python":
-        yield None
-        return
-    pid, url = start_portal(platform.home, platform.api_url, free_port())
-    yield url
-    stop_process(pid)
+    return None if request.param == "python" else str(request.getfixturevalue("portal"))
 
 
 def _connect(

@@ -7,14 +7,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from accelerator_prefect import Accelerator, AccessDenied, InvalidConf, NotFound
-from accelerator_prefect.platform import PlatformInfo, free_port, start_portal, stop_process
+from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import ModelRepo
 
 SLOW_FLOW = """
@@ -59,13 +58,6 @@ secrets:
     description: A key
     required: true
 """
-
-
-@pytest.fixture(scope="module")
-def portal(platform: PlatformInfo) -> Iterator[str]:
-    pid, url = start_portal(platform.home, platform.api_url, free_port())
-    yield url
-    stop_process(pid)
 
 
 @pytest.fixture(scope="module")
