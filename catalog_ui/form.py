@@ -117,6 +117,7 @@ class Field:
     title: str
     name: str | None = None  # the property name, for fields of an object
     help: str | None = None
+    unit: str | None = None  # from the schema's "x-unit" (or "unit"), shown in the label
     required: bool = False
     nullable: bool = False
     default: Any = NO_DEFAULT
@@ -187,6 +188,7 @@ def _build(
         name=name,
         title=title,
         help=_text(own.get("description")) or _text(schema.get("description")),
+        unit=_unit(own) or _unit(schema),
         required=required,
         nullable=nullable,
         default=NO_DEFAULT if default is None else default,
@@ -341,7 +343,8 @@ def _type_of(schema: dict[str, Any]) -> str | list[str] | None:
 def _choices(schema: dict[str, Any]) -> tuple[list[Any], list[str]] | None:
     """Options and their titles: an ``enum``, or ``oneOf``/``anyOf`` of titled ``const``s."""
     if isinstance(schema.get("enum"), list):
-        return _distinct([(v, _option_text(v)) for v in schema["enum"]])
+        named = _enum_titles(schema)
+        return _distinct([(v, named(i, v)) for i, v in enumerate(schema["enum"])])
     for word in ("oneOf", "anyOf"):
         options = schema.get(word)
         if not isinstance(options, list) or not options:
@@ -352,6 +355,22 @@ def _choices(schema: dict[str, Any]) -> tuple[list[Any], list[str]] | None:
             ]
             return _distinct(titled)
     return None
+
+
+def _enum_titles(schema: dict[str, Any]) -> Callable[[int, Any], str]:
+    """Titles of an enum's values a model gives beside it: ``x-enum-titles`` (value to title),
+    or ``x-enum-names``/``enumNames`` (titles in the enum's order); else the value itself."""
+    mapping = schema.get("x-enum-titles")
+    listed = schema.get("x-enum-names", schema.get("enumNames"))
+
+    def title(index: int, value: Any) -> str:
+        if isinstance(mapping, dict) and _text(mapping.get(_option_text(value))):
+            return str(mapping[_option_text(value)])
+        if isinstance(listed, list) and index < len(listed) and _text(listed[index]):
+            return str(listed[index])
+        return _option_text(value)
+
+    return title
 
 
 def _distinct(titled: list[tuple[Any, str]]) -> tuple[list[Any], list[str]]:
@@ -385,6 +404,11 @@ def _title(own: dict[str, Any], schema: dict[str, Any], name: str | None) -> str
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _unit(schema: dict[str, Any]) -> str | None:
+    """The unit a model gives a value: ``"x-unit": "km"`` (or a plain ``"unit"`` key)."""
+    return _text(schema.get("x-unit")) or _text(schema.get("unit"))
 
 
 def _is_identifier(title: str) -> bool:
@@ -708,7 +732,31 @@ def _draw(
 
 
 def _label(field: Field) -> str:
-    return f"{field.title} *" if field.required and field.name is not None else field.title
+    """ "Base year * · 1950–2100", "Resolution (km) · 1–50": the title, whether it is
+    required, its unit and the range a number may take."""
+    label = field.title + (f" ({field.unit})" if field.unit else "")
+    if field.required and field.name is not None:
+        label += " *"
+    span = _span(field)
+    return f"{label} · {span}" if span else label
+
+
+def _span(field: Field) -> str | None:
+    """The range of a number in words: "1950–2100", "at least 0", "at most 10"."""
+    if field.kind not in ("integer", "number"):
+        return None
+    low, high = (_number_text(n) for n in (field.minimum, field.maximum))
+    if low is not None and high is not None:
+        return f"{low}–{high}"
+    if low is not None:
+        return f"at least {low}"
+    return f"at most {high}" if high is not None else None
+
+
+def _number_text(number: float | None) -> str | None:
+    if number is None:
+        return None
+    return str(int(number)) if number == int(number) else f"{number:g}"
 
 
 def _may_be_empty(field: Field) -> bool:
@@ -816,10 +864,11 @@ def _draw_number(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: 
     options: dict[str, Any] = {}
     if not integer:
         options["format"] = f"%.{_decimals(field.step or 0.01)}f"
+    # No bounds on the widget: a browser holds back a number typed out of them, and the
+    # run would start with the value before. What is typed is kept; the range is in the
+    # label, and a value out of it is shown wrong under the field (launch waits for it).
     chosen = canvas.ui.number_input(
         label,
-        min_value=field.minimum,
-        max_value=field.maximum,
         value=value,
         step=field.step,
         key=spot.key,
@@ -827,14 +876,31 @@ def _draw_number(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: 
         **options,
     )
     canvas.show_errors(spot.at)
-    return _EMPTY if chosen is None else _fitted(chosen, field)
+    return _EMPTY if chosen is None else _as_typed(chosen, field)
+
+
+def _as_typed(value: float, field: Field) -> float:
+    """A typed number as the field's type, never moved: only a float's rounding error off a
+    multiple is taken back (0.1 * 3 is 0.30000000000000004, the user typed 0.3)."""
+    if field.kind == "integer":
+        return int(value)
+    value = float(value)
+    if field.multiple_of is not None and math.isfinite(value):
+        on = _on_multiple(value, dataclasses.replace(field, minimum=None, maximum=None))
+        if abs(on - value) <= 1e-9 * max(1.0, abs(value)):
+            return on
+    return value
 
 
 def _as_number(value: Any, field: Field) -> float | None:
+    """A default or earlier value as the widget starts with it: as given, never moved into
+    range (the label says the range; validation says when it is out of it)."""
     number = _number(value)
     if number is None or (field.kind == "integer" and number != int(number)):
         return None
-    return _fitted(number, field)
+    if abs(number) > _SAFE_INTEGER:
+        return None  # beyond what a browser's number can hold: the widget starts empty
+    return int(number) if field.kind == "integer" else float(number)
 
 
 def _fitted(value: float, field: Field) -> float:
@@ -905,17 +971,16 @@ def _draw_boolean(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label:
 
 
 def _draw_choice(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: str) -> Any:
-    index = _position(field.options, start)
-    if index is None and field.options and not _may_be_empty(field):
-        index = 0
+    # A required choice without a default starts empty ("Choose…"): never a choice the
+    # person did not make.
     chosen = canvas.ui.selectbox(
         label,
         field.options,
-        index=index,
+        index=_position(field.options, start),
         format_func=_titles_of(field),
         key=spot.key,
         help=field.help,
-        placeholder="Choose an option",
+        placeholder="Choose…",
     )
     canvas.show_errors(spot.at)
     return _EMPTY if chosen is None else chosen

@@ -19,6 +19,7 @@ from tests.test_launch import bundled_example
 
 APP = str(Path(__file__).parents[1] / "catalog_ui" / "app.py")
 TIMEOUT = 60
+CLIMATE_FORM = "conf:climate-downscaling:1.0.0:"  # the widget keys' prefix of its settings
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,10 @@ def test_a_launch_without_inputs_is_refused_next_to_the_explorer_and_runs_nothin
     before = count_runs(acc.api_url, "climate-downscaling@1.0.0")
     at = on_page(people["alice"], "model", model="climate-downscaling")
     assert not at.exception, at.exception
+    at.selectbox(key=f"{CLIMATE_FORM}.scenario").set_value("ssp245")
+    at.selectbox(key=f"{CLIMATE_FORM}.target_region").set_value("alps").run()
     launch = next(b for b in at.button if b.label == "Launch")
+    assert not launch.disabled
     launch.click().run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
@@ -456,3 +460,44 @@ def test_an_ended_run_has_no_cancel_button(people: dict[str, str], finished_run:
     at = on_page(people["alice"], "run", run=finished_run)
     assert not at.exception, at.exception
     assert not any(b.label == "Cancel run" for b in at.button)
+
+
+def test_the_form_never_launches_a_value_other_than_the_one_shown(
+    acc: Accelerator, people: dict[str, str], climate: ModelRepo
+) -> None:
+    """Typed out of range, a value stays as typed, its problem stands under it, and Launch
+    waits: pressing it starts nothing. Required choices start empty, never preselected."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as hs
+
+    from tests.test_launch import count_runs
+
+    at = on_page(people["alice"], "model", model="climate-downscaling")
+    assert not at.exception, at.exception
+    scenario = at.selectbox(key=f"{CLIMATE_FORM}.scenario")
+    assert scenario.value is None and scenario.placeholder == "Choose…"
+    assert not at.selectbox(key=f"{CLIMATE_FORM}.target_region").value
+    assert next(b for b in at.button if b.label == "Launch").disabled
+    scenario.set_value("ssp245")
+    at.selectbox(key=f"{CLIMATE_FORM}.target_region").set_value("alps").run()
+    before = count_runs(acc.api_url, "climate-downscaling@1.0.0")
+
+    @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(year=hs.integers(-10_000, 1949) | hs.integers(2101, 10_000))
+    def out_of_range(year: int) -> None:
+        at.number_input(key=f"{CLIMATE_FORM}.base_year").set_value(1995).run()
+        base_year = at.number_input(key=f"{CLIMATE_FORM}.base_year")
+        assert base_year.label == "Base Year · 1950–2100"
+        launch = next(b for b in at.button if b.label == "Launch")
+        assert not launch.disabled  # the form is right again
+        base_year.set_value(year)
+        launch.click().run()  # typed and pressed at once, as a browser sends them
+        assert not at.exception, at.exception
+        assert at.number_input(key=f"{CLIMATE_FORM}.base_year").value == year
+        bound = "greater than the maximum of 2100" if year > 2100 else "less than the minimum"
+        assert any(f"{year} is {bound}" in e.value for e in at.error), [e.value for e in at.error]
+        assert next(b for b in at.button if b.label == "Launch").disabled
+        assert "run" not in at.query_params
+
+    out_of_range()
+    assert count_runs(acc.api_url, "climate-downscaling@1.0.0") == before

@@ -634,7 +634,12 @@ def test_numbers_honour_bounds_exclusive_bounds_and_multiples() -> None:
 
     app = open_form(NUMBERS)
     fives = app.number_input(key="form.fives")
-    assert (fives.min, fives.max, fives.step, fives.value) == (5, 40, 5, 5)
+    # The range is said in the label, not set on the widget: a browser holds back a
+    # number typed out of a widget's bounds, and the form would keep the one before.
+    assert (fives.min, fives.max, fives.step, fives.value) == (None, None, 5, 5)
+    assert fives.label == "Fives * · 5–40"
+    assert app.number_input(key="form.ratio").label == "Ratio · 0.01–1"
+    assert app.number_input(key="form.threshold").label == "Threshold"
     assert app.number_input(key="form.count").value == 3
     assert app.number_input(key="form.threshold").value is None
     assert value(app) == {
@@ -646,8 +651,9 @@ def test_numbers_honour_bounds_exclusive_bounds_and_multiples() -> None:
         "limit": None,
     }
 
-    app.number_input(key="form.fives").set_value(13)  # typed, not stepped
+    app.number_input(key="form.fives").set_value(15)
     app.number_input(key="form.ratio").set_value(0.3)
+    app.number_input(key="form.quarters").set_value(0.1 * 3 * 2.5)  # 0.75, off by a rounding
     app.number_input(key="form.threshold").set_value(-4.5)
     app.number_input(key="form.limit").set_value(7)
     conf = value(rerun(app))
@@ -656,12 +662,23 @@ def test_numbers_honour_bounds_exclusive_bounds_and_multiples() -> None:
         "open_count": 1,
         "fives": 15,
         "ratio": 0.3,
-        "quarters": 0.0,
+        "quarters": 0.75,
         "threshold": -4.5,
         "limit": 7,
     }
     assert [type(conf[n]) for n in ("count", "ratio", "limit")] == [int, float, int]
     assert problems(NUMBERS, conf) == []
+
+    # What is typed is what the form holds, in range or not: never moved to a bound or a
+    # multiple. Validation says what is wrong with it.
+    app.number_input(key="form.count").set_value(3000)
+    app.number_input(key="form.fives").set_value(13)
+    conf = value(rerun(app))
+    assert (conf["count"], conf["fives"]) == (3000, 13)
+    assert problems(NUMBERS, conf) == [
+        "conf.count: 3000 is greater than the maximum of 10",
+        "conf.fives: 13 is not a multiple of 5",
+    ]
 
 
 def test_booleans_are_toggles_and_an_optional_one_without_default_can_stay_unset() -> None:
@@ -694,14 +711,16 @@ def test_enums_are_selectboxes_with_titles_and_pydantic_enums_resolve_through_re
     app = open_form(CHOICES)
     assert app.selectbox(key="form.letter").options == ["Alpha", "Beta"]
     assert app.selectbox(key="form.backup_unit").value is None
-    assert value(app) == {
-        "colour": "red",
-        "letter": "a",
-        "unit": "mm",
-        "backup_unit": None,
-        "level": 2,
-    }
+    # Required choices without a default start empty: the person chooses, the form never does.
+    assert app.selectbox(key="form.colour").value is None
+    assert app.selectbox(key="form.colour").placeholder == "Choose…"
+    assert value(app) == {"unit": "mm", "backup_unit": None, "level": 2}
+    assert problems(CHOICES, value(app)) == [
+        "conf.colour: required field is missing",
+        "conf.letter: required field is missing",
+    ]
 
+    app.selectbox(key="form.colour").set_value("red")
     app.selectbox(key="form.letter").set_value("b")
     app.selectbox(key="form.unit").set_value("in")
     app.selectbox(key="form.backup_unit").set_value("mm")
@@ -878,8 +897,8 @@ def test_required_fields_are_marked_and_titles_fall_back_to_readable_names() -> 
     assert labels == {
         "form.scenario": "Scenario *",
         "form.target_region": "Target region *",
-        "form.base_year": "Base Year",
-        "form.resolution_km": "Resolution Km",
+        "form.base_year": "Base Year · 1950–2100",
+        "form.resolution_km": "Resolution Km · 1–50",
     }
     assert app.number_input(key="form.base_year").help.startswith("Centre of the 30-year")
 
@@ -887,7 +906,7 @@ def test_required_fields_are_marked_and_titles_fall_back_to_readable_names() -> 
 # ---------------------------------------------------------------- the real conf schemas
 
 
-def test_climate_downscaling_form_starts_valid_and_returns_what_was_entered() -> None:
+def test_climate_downscaling_form_asks_for_its_choices_and_returns_what_was_entered() -> None:
     form = fields_of(conf_form(CLIMATE))
     assert form["scenario"].options == ["ssp126", "ssp245", "ssp370", "ssp585"]
     assert (form["base_year"].minimum, form["base_year"].maximum, form["base_year"].default) == (
@@ -897,7 +916,11 @@ def test_climate_downscaling_form_starts_valid_and_returns_what_was_entered() ->
     )
 
     app = open_form(CLIMATE)
-    assert problems(CLIMATE, value(app)) == []
+    assert value(app) == {"base_year": 1995, "resolution_km": 5.0}  # nothing chosen for them
+    assert problems(CLIMATE, value(app)) == [
+        "conf.scenario: required field is missing",
+        "conf.target_region: required field is missing",
+    ]
     app.selectbox(key="form.scenario").set_value("ssp370")
     app.selectbox(key="form.target_region").set_value("scandes")
     app.number_input(key="form.base_year").set_value(2050)
@@ -969,7 +992,7 @@ def test_run_again_prefills_the_form_with_an_earlier_conf() -> None:
     app = open_form(HARMONIZATION, initial=earlier)
     assert value(app) == earlier
     rerun(app.button(key="form.column_rules#add").click())
-    assert value(app)["column_rules"][2] == {"pattern": "", "variable": "date", "unit": "auto"}
+    assert value(app)["column_rules"][2] == {"pattern": "", "unit": "auto"}  # variable: chosen
 
 
 def test_two_forms_with_different_keys_keep_separate_values() -> None:
@@ -1283,13 +1306,19 @@ class UntouchedUI(Page):
 
 
 FREE_TEXT_EXCEPTION = """\
-What a widget cannot enforce, and so is left to validation:
+What a widget does not enforce, and so is left to validation (shown under the
+field, and Launch waits until it is right):
 - pattern, minLength and format (other than date and date-time, which have
   pickers) of a string typed into a text box;
+- the range and multiple of a typed number (a browser would hold back a number
+  typed out of a widget's bounds, and the form would keep the one before);
+- a required choice without a default, which starts empty until chosen;
 - anything about a value typed into a JSON text area (the fallback);
 - uniqueItems of a list whose entries are typed row by row;
 - minItems of a multi-select, which a user can always empty.
 Every other error is a bug of the form."""
+
+_TYPED_NUMBER = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 
 
 def _template(parts: Iterable[Any]) -> str:
@@ -1314,12 +1343,19 @@ def _excused(error: ValidationError, root: dict[str, Any], typed_json: set[str])
             branches.setdefault(sub.schema_path[0], []).append(sub)
         return any(all(_excused(e, root, typed_json) for e in b) for b in branches.values())
     where = list(error.absolute_path)[1:]  # below "conf"
+    missing = None
     if error.validator == "required":
-        where.append(error.message.split("'")[1])
+        missing = error.message.split("'")[1]
+        where.append(missing)
     path = _template(where)
     if any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in typed_json):
         return True
+    if missing is not None:  # a required choice left to choose
+        properties = form_fields(error.schema, root).children  # type: ignore[arg-type]
+        return any(f.name == missing and f.kind == "choice" for f in properties)
     drawn = form_fields(error.schema, root).kind  # type: ignore[arg-type]
+    if error.validator in _TYPED_NUMBER:
+        return drawn in ("integer", "number")
     if error.validator in ("pattern", "minLength", "format"):
         return drawn not in ("date", "datetime")  # typed, not picked
     if error.validator == "uniqueItems":

@@ -107,10 +107,17 @@ if rest:
         runs_table(mine, key=f"runs:{name}", show_model=False)
 
 problems_key = f"problems:{name}:{chosen.version}"
-problems: list[str] = st.session_state.get(problems_key, [])
 schema = chosen.parameter_schema
 parameters = schema.get("properties", {})
 form_key = f"{name}:{chosen.version}:{from_run or ''}"
+# The settings are checked as they are typed (the service's own check, with the same
+# schema): their problems stand under their fields, and Launch waits until there are none.
+live_key = f"live:{form_key}"
+live: list[str] = st.session_state.get(live_key, [])
+problems: list[str] = [
+    *live,
+    *(p for p in st.session_state.get(problems_key, []) if not p.startswith("conf")),
+]
 
 with run_tab:
     inputs: dict[str, list[str]] | None = None
@@ -137,6 +144,14 @@ with run_tab:
         conf = form.render(
             fields, key=f"conf:{form_key}", initial=earlier.get("conf"), errors=conf_errors
         )
+        now = [
+            p
+            for p in parameter_problems(schema, {"conf": conf if conf is not None else {}})
+            if p.startswith("conf")
+        ]
+        if now != live:  # draw again, each problem under its field
+            st.session_state[live_key] = now
+            st.rerun()
 
     output: str | None = None
     if "output" in parameters:
@@ -184,23 +199,28 @@ with run_tab:
     others = [p for p in problems if not p.startswith(("conf", "inputs", "output", "secrets"))]
     for problem in others:
         st.error(problem)
-    if problems:
+    refused = [p for p in problems if p not in live]
+    if refused:
         st.error(
-            f"The run was not started: {len(problems)} thing(s) to fix, shown above.",
+            f"The run was not started: {len(refused)} thing(s) to fix, shown above.",
             icon=":material/block:",
         )
+    if live:
+        st.caption(
+            f":material/block: Launch waits for {len(live)} setting(s) marked above "
+            "to be set right."
+        )
 
-    if st.button(
-        "Launch", type="primary", icon=":material/rocket_launch:", key=f"launch:{form_key}"
-    ):
-        live = [
-            p
-            for p in parameter_problems(schema, {"conf": conf if conf is not None else {}})
-            if p.startswith("conf")
-        ]
-        if live:
-            st.session_state[problems_key] = live
-            st.rerun()
+    if (
+        st.button(
+            "Launch",
+            type="primary",
+            icon=":material/rocket_launch:",
+            key=f"launch:{form_key}",
+            disabled=bool(live),
+        )
+        and not live
+    ):  # (a press sent with the typing that made a setting wrong starts nothing)
         try:
             with st.spinner("Checking and launching…"):
                 run = acc.launch(
