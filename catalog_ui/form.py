@@ -395,6 +395,8 @@ def _option_text(value: Any) -> str:
 def _title(own: dict[str, Any], schema: dict[str, Any], name: str | None) -> str | None:
     """The field's title; a definition's title names a type, so a property uses its name."""
     given = _text(own.get("title")) or (None if name else _text(schema.get("title")))
+    if given and name and given == name.replace("_", " ").title():
+        given = None  # pydantic's title made from the name ("Resolution Km"): words instead
     if given:
         return (_readable(given) if _is_identifier(given) else given) or None
     if name:
@@ -898,9 +900,11 @@ def _as_number(value: Any, field: Field) -> float | None:
     number = _number(value)
     if number is None or (field.kind == "integer" and number != int(number)):
         return None
+    if field.kind != "integer":
+        return float(number)
     if abs(number) > _SAFE_INTEGER:
-        return None  # beyond what a browser's number can hold: the widget starts empty
-    return int(number) if field.kind == "integer" else float(number)
+        return None  # beyond the whole numbers a browser can hold: the widget starts empty
+    return int(number)
 
 
 def _fitted(value: float, field: Field) -> float:

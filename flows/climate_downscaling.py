@@ -99,16 +99,43 @@ SCENARIOS: dict[Scenario, tuple[float, float]] = {
 class DownscalingConf(Conf):
     """What to downscale, where, and how finely."""
 
-    scenario: Scenario = Field(description="Emission scenario (SSP) of the projection.")
-    target_region: Region = Field(description="Region to downscale.")
+    scenario: Scenario = Field(
+        description="Emission scenario (SSP) of the projection: pick the one your model file "
+        "was run for.",
+        json_schema_extra={
+            "x-enum-titles": {
+                "ssp126": "SSP1-2.6 (sustainability, low emissions)",
+                "ssp245": "SSP2-4.5 (middle of the road)",
+                "ssp370": "SSP3-7.0 (regional rivalry, high emissions)",
+                "ssp585": "SSP5-8.5 (fossil-fuelled development, very high emissions)",
+            }
+        },
+    )
+    target_region: Region = Field(
+        description="Mountain region to downscale.",
+        json_schema_extra={
+            "x-enum-titles": {
+                "alps": "Alps",
+                "pyrenees": "Pyrenees",
+                "carpathians": "Carpathians",
+                "scandes": "Scandinavian Mountains",
+            }
+        },
+    )
     base_year: int = Field(
         default=1995,
         ge=1950,
         le=2100,
+        title="Base year",
         description="Centre of the 30-year reference period the change is measured against.",
     )
     resolution_km: float = Field(
-        default=5.0, ge=1.0, le=50.0, description="Cell size of the fine grid, in kilometres."
+        default=5.0,
+        ge=1.0,
+        le=50.0,
+        title="Resolution",
+        description="Cell size of the fine grid.",
+        json_schema_extra={"x-unit": "km"},
     )
 
 

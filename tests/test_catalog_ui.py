@@ -487,7 +487,7 @@ def test_the_form_never_launches_a_value_other_than_the_one_shown(
     def out_of_range(year: int) -> None:
         at.number_input(key=f"{CLIMATE_FORM}.base_year").set_value(1995).run()
         base_year = at.number_input(key=f"{CLIMATE_FORM}.base_year")
-        assert base_year.label == "Base Year · 1950–2100"
+        assert base_year.label == "Base year · 1950–2100"
         launch = next(b for b in at.button if b.label == "Launch")
         assert not launch.disabled  # the form is right again
         base_year.set_value(year)

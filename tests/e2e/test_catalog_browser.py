@@ -178,7 +178,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     choose(page, "Scenario", "ssp245")
     choose(page, "Target region", "alps")
     base_year = (
-        page.locator("[data-testid='stNumberInput']").filter(has_text="Base Year").locator("input")
+        page.locator("[data-testid='stNumberInput']").filter(has_text="Base year").locator("input")
     )
     base_year.fill("2000")
     base_year.press("Tab")
