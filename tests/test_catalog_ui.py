@@ -3,6 +3,7 @@ worker: what a signed-in user, a guest and an author see and can do."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,8 @@ def test_run_page_shows_state_outputs_previews_and_provenance(
     assert at.dataframe, "the CSV summary is previewed as a table"
     assert "Provenance" in " ".join(labels)
     assert any(b.label == "Run again with these settings" for b in at.button)
+    done = [e.value for e in at.success]
+    assert any(re.fullmatch(r"Done: .+ of computing, .+ in all\.", d) for d in done), done
     # Operators also get the Prefect UI; alice is not one.
     assert not any("Prefect UI" in str(getattr(b, "label", "")) for b in at.get("link_button"))
 
@@ -501,3 +504,25 @@ def test_the_form_never_launches_a_value_other_than_the_one_shown(
 
     out_of_range()
     assert count_runs(acc.api_url, "climate-downscaling@1.0.0") == before
+
+
+def test_a_failed_run_leads_with_the_models_own_words(
+    climate: ModelRepo, people: dict[str, str]
+) -> None:
+    """The issue's case: scenario ssp126 with only the ssp245 model file among the inputs."""
+    with Accelerator.connect(token=people["alice"]) as alice:
+        run = alice.launch(
+            "climate-downscaling",
+            conf={"scenario": "ssp126", "target_region": "alps"},
+            inputs=[
+                "acc://climate/examples/coarse-cmip6/observations.nc",
+                "acc://climate/examples/coarse-cmip6/model_ssp245.nc",
+            ],
+        )
+        assert run.wait(timeout=180) == "Failed"
+    at = on_page(people["alice"], "run", run=str(run.id))
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    said = next(e for e in errors if e.startswith("The run failed: "))
+    assert "no model run for scenario ssp126" in said and "select model_ssp126.nc" in said
+    assert not any("Traceback" in e or 'File "/' in e or "Error:" in e for e in errors), errors

@@ -10,6 +10,7 @@ from typing import Literal
 
 import streamlit as st
 
+from accelerator_prefect.runs import RoutineProgress
 from catalog_ui import previews
 from catalog_ui.parts import elapsed, embedded, go, human_size, require_session, state_badge
 from catalog_ui.session import plain_error, reported
@@ -48,45 +49,81 @@ st.caption(
 )
 
 
+def phase(state: str, progress: RoutineProgress) -> str:
+    """What the run is doing, in words: queued, preparing, running routine k of n, ended."""
+    if state == "Scheduled":
+        return "Queued: waiting for a worker to take it…"
+    if state == "Pending":
+        return "Preparing the model…"
+    if state == "Running":
+        if not progress.started:
+            return "Preparing the model…"
+        k = min(progress.done + 1, progress.total) if progress.total else progress.done + 1
+        of = f" of {progress.total}" if progress.total else ""
+        return f"Running routine {k}{of}…"
+    return {"Cancelling": "Cancelling…", "Completed": "Completed"}.get(state, state)
+
+
+def reason(message: str | None) -> str | None:
+    """The model's own words for why the run failed, out of the run's final state message:
+    Prefect's framing ("Flow run encountered an exception: ValueError: …") taken off."""
+    if not message:
+        return None
+    text = message.strip()
+    for framing in ("Flow run encountered an exception:", "Task run encountered an exception:"):
+        if text.startswith(framing):
+            text = text[len(framing) :].strip()
+    kind, colon, rest = text.partition(": ")
+    if colon and kind.replace(".", "").replace("_", "").isalnum() and kind[:1].isupper():
+        text = rest  # "ValueError: no model run …" -> "no model run …"
+    return text or None
+
+
 def status_box() -> str:
-    """The run's state, time and routines; returns the state name."""
+    """The run's phase, its time since Launch, and its routines; returns the state name."""
+    info = run.info()
     summary = run.summary()
     state = summary.state
-    if summary.duration is not None:
-        took = summary.duration
-    elif summary.started is not None:
-        took = (datetime.now(UTC) - summary.started).total_seconds()
+    launched = summary.created or summary.started
+    if launched is None:
+        since_launch = None
     else:
-        took = None
+        end = summary.ended or datetime.now(UTC)
+        since_launch = max(0.0, (end - launched).total_seconds())
     progress = run.progress()
     box: Literal["running", "complete", "error"] = (
         "complete" if state == "Completed" else "error" if state in FINAL else "running"
     )
-    label = {
-        "Scheduled": "Waiting for a worker…",
-        "Pending": "Starting…",
-        "Running": "Running…",
-        "Cancelling": "Cancelling…",
-        "Completed": "Completed",
-    }.get(state, state)
     # Not used as a context manager: leaving one marks the box complete.
-    status = st.status(label, state=box, expanded=True)
+    status = st.status(phase(state, progress), state=box, expanded=True)
     a, b, c = status.columns(3)
     a.markdown("**State**")
     a.markdown(state_badge(state))
-    b.metric("Elapsed" if state not in FINAL else "Took", elapsed(took))
+    if state in FINAL:
+        b.metric("Took", elapsed(since_launch), help="From Launch to the run's end.")
+    else:
+        b.metric("Since launch", elapsed(since_launch))
     c.metric("Routines done", f"{progress.done} of {progress.total}" if progress.total else "–")
-    if progress.total:
+    if progress.total and state not in FINAL:
         status.progress(min(progress.fraction, 1.0))
-    if state in CANCELLED:
+    if state == "Completed":
+        computing = f"{elapsed(summary.duration)} of computing, " if summary.duration else ""
+        status.success(f"Done: {computing}{elapsed(since_launch)} in all.", icon=":material/check:")
+    elif state in CANCELLED:
         # Routines stopped by the cancel end Crashed: that is the cancel, not a failure.
         status.caption(
             "Stopping the run's process; the run ends Cancelled in a moment."
             if state == "Cancelling"
             else "Cancelled: its routines were stopped where they were."
         )
+    elif state in FINAL:
+        said = reason(info.message)
+        status.error(
+            f"The run failed: {said}" if said else "The run failed; the logs below say why.",
+            icon=":material/error:",
+        )
     elif progress.failed:
-        status.error(f"{progress.failed} routine(s) failed; the logs below say why.")
+        status.warning(f"{progress.failed} routine(s) failed so far; the logs below say why.")
     return state
 
 
