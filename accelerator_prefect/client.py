@@ -511,6 +511,30 @@ class AsyncAccelerator:
         hosted, _ = await self.locate(model)
         return hosted
 
+    async def check_session(self, token_id: str, issued: datetime) -> Principal:
+        """Resume a browser session of the trusted user this client acts for, begun at
+        ``issued`` by signing in with the token whose id is ``token_id``: the catalog's,
+        on a reload. It holds while that token is active and the user has not signed out
+        everywhere since; else :class:`~accelerator_prefect.AccessDenied`."""
+        from accelerator_prefect.directory import check_session
+        from accelerator_prefect.errors import AccessDenied
+
+        if self._trusted is None:
+            raise AccessDenied("only the platform's own services resume browser sessions")
+        principal = await check_session(await self.client(), self._trusted, token_id, issued)
+        self._principal, self.user = principal, principal.name
+        return principal
+
+    async def end_sessions(self) -> None:
+        """Sign the user this client acts for out of every browser, everywhere."""
+        from accelerator_prefect.directory import end_sessions
+        from accelerator_prefect.errors import AccessDenied
+
+        principal = await self.principal()
+        if principal.guest:
+            raise AccessDenied("a shared link's guests have no sessions to end")
+        await end_sessions(await self.client(), principal.name)
+
     async def add_user(
         self, name: str, projects: dict[str, str] | None = None, operator: bool = False
     ) -> tuple[UserRecord, str]:
@@ -1133,6 +1157,15 @@ class Accelerator:
                 manifest, allow_dirty=allow_dirty, force=force, repository=repository
             )
         )
+
+    def check_session(self, token_id: str, issued: datetime) -> Principal:
+        """Resume a browser session (the catalog's, on a reload); see
+        :meth:`AsyncAccelerator.check_session`."""
+        return self._run(self._core.check_session(token_id, issued))
+
+    def end_sessions(self) -> None:
+        """Sign this client's user out of every browser, everywhere."""
+        self._run(self._core.end_sessions())
 
     def add_user(
         self, name: str, projects: dict[str, str] | None = None, operator: bool = False

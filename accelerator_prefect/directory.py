@@ -50,6 +50,8 @@ class UserRecord(BaseModel):
     name: str
     projects: dict[str, Role] = {}
     operator: bool = False
+    # "Sign out everywhere": browser sessions begun before this moment no longer hold.
+    signed_out_at: datetime | None = None
 
     @field_validator("projects")
     @classmethod
@@ -237,6 +239,41 @@ async def authenticate(
         return (await read_user(client, record.user)).principal()
     except NotFound:
         raise AccessDenied(INVALID_TOKEN) from None
+
+
+SESSION_ENDED = "your session has ended; sign in again"
+
+
+def token_id(token: str) -> str | None:
+    """The id part of a personal token (``acc_<id>_<secret>``), or ``None``."""
+    match = _TOKEN.match(token.strip())
+    return match.group(1) if match else None
+
+
+async def check_session(
+    client: PrefectClient, user: str, token: str, issued: datetime
+) -> Principal:
+    """Whom a browser session stands for: ``user``, who signed in with the token whose id is
+    ``token`` at ``issued``. It holds while that token is active and theirs, and they have
+    not signed out everywhere since; else :class:`AccessDenied` (always the same)."""
+    names = [TOKEN_PREFIX + token, USER_PREFIX + user]
+    values = await _read_many(client, names) if _ID.match(token) and _USER.match(user) else {}
+    token_value, user_value = (values.get(name) for name in names)
+    if token_value is None or user_value is None:
+        raise AccessDenied(SESSION_ENDED)
+    record = TokenRecord.model_validate(token_value)
+    person = UserRecord.model_validate(user_value)
+    ended = person.signed_out_at is not None and issued <= person.signed_out_at
+    if not record.active or record.user != user or ended:
+        raise AccessDenied(SESSION_ENDED)
+    return person.principal()
+
+
+async def end_sessions(client: PrefectClient, user: str) -> None:
+    """Sign ``user`` out everywhere: every browser session they began before now ends."""
+    person = await read_user(client, user)
+    person.signed_out_at = datetime.now(UTC)
+    await save_user(client, person)
 
 
 def _matches(

@@ -265,6 +265,12 @@ def catalog_app() -> Path:
     return Path(catalog_ui.__file__).parent / "app.py"
 
 
+def catalog_server() -> Path:
+    """What ``streamlit run`` serves: the catalog as an ``st.App``, with the routes that keep
+    a signed-in browser signed in."""
+    return catalog_app().with_name("serve.py")
+
+
 def catalog_healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         return httpx.get(f"{url}/_stcore/health", timeout=timeout).text.strip() == "ok"
@@ -292,7 +298,7 @@ def start_catalog(home: Path, api_url: str, port: int, deadline: float = 60.0) -
             "-m",
             "streamlit",
             "run",
-            str(catalog_app()),
+            str(catalog_server()),
             "--server.address=127.0.0.1",
             f"--server.port={port}",
             "--server.headless=true",

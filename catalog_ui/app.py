@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from catalog_ui import cookies
 from catalog_ui import session as sessions
 from catalog_ui.parts import PAGES, URL_PATHS, embedded
 
@@ -24,6 +25,21 @@ params = st.query_params
 embed = embedded()
 link, model = params.get("link"), params.get("model")
 signed_in = sessions.current()
+
+# A browser that signed in before (a reload, a new tab, a shared run link) is still signed
+# in while its session cookie holds, unless it signed out in this page's life.
+saved = st.context.cookies.get(cookies.COOKIE)
+if signed_in is None and saved and not link and not st.session_state.get(sessions.SIGNED_OUT):
+    signed_in = sessions.resume(saved)
+    if signed_in is None:  # expired, its token revoked, or signed out everywhere
+        st.session_state[sessions.FORGET_COOKIE] = True
+
+# What the browser is to keep or drop, said once (the routes of serve.py set the cookie).
+ticket = st.session_state.pop(sessions.STORE_TICKET, None)
+if ticket:
+    st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
+if st.session_state.pop(sessions.FORGET_COOKIE, False) and saved:
+    st.html(cookies.forget_script(), unsafe_allow_javascript=True, width="content")
 
 if link and model and (signed_in is None or signed_in.link != link):
     try:
@@ -93,9 +109,17 @@ if signed_in is not None and not embed:
             st.caption(f":material/person: **{principal.name}** · {role}")
             if principal.projects:
                 st.caption("Projects: " + ", ".join(sorted(principal.projects)))
-        if st.button("Sign out", icon=":material/logout:", key="sign-out"):
+        out, everywhere = st.columns(2)
+        leave = out.button("Sign out", icon=":material/logout:", key="sign-out")
+        leave_all = signed_in.how in ("token", "cookie") and everywhere.button(
+            "Everywhere",
+            icon=":material/devices:",
+            key="sign-out-everywhere",
+            help="Sign out of every browser and device you signed in to.",
+        )
+        if leave or leave_all:
             oidc = signed_in.how == "oidc"
-            sessions.sign_out()
+            sessions.sign_out(everywhere=bool(leave_all))
             st.query_params.clear()
             if oidc:
                 st.logout()

@@ -88,11 +88,17 @@ def sign_in_form() -> None:
                 help="Your personal token, acc_… — your operator gives it to you "
                 "(`acc users add` or `acc users token`).",
             )
+            remember = st.checkbox(
+                "Remember me on this device",
+                key="sign-in-remember",
+                help="Stay signed in here for 30 days. Without it, you stay signed in until you "
+                "close the browser (at most 12 hours).",
+            )
             submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
         if submitted:
             try:
                 with st.spinner("Checking your token…"):
-                    sessions.sign_in_with_token(user, token)
+                    sessions.sign_in_with_token(user, token, remember=remember)
             except Exception as exc:
                 st.error(f"Not signed in: {sessions.plain_error(exc)}")
             else:

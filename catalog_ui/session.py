@@ -10,6 +10,7 @@ makes the holder a guest of one model.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 KEY = "acc_session"
 CACHE_SECONDS = 10.0
+# One-shot instructions for the next page draw (see app.py): have the browser keep a new
+# session ticket, or drop its cookie; and "this browser session signed out": a cookie the
+# page was opened with is not resumed again.
+STORE_TICKET = "acc-store-ticket"
+FORGET_COOKIE = "acc-forget-cookie"
+SIGNED_OUT = "acc-signed-out"
 
 
 @dataclass
@@ -31,9 +38,10 @@ class Session:
     """One signed-in browser session."""
 
     acc: Accelerator
-    how: str  # "token", "oidc" or "link"
+    how: str  # "token", "cookie" (a token sign-in resumed), "oidc" or "link"
     model: str | None = None  # the one model a guest may open
     link: str | None = None
+    token_id: str | None = None  # the token signed in with (its id, never its secret)
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     @property
@@ -79,9 +87,13 @@ def _keep(session: Session) -> Session:
     return session
 
 
-def sign_in_with_token(user: str, token: str) -> Session:
-    """Sign in as ``user`` with their personal token (``acc_<id>_<secret>``)."""
+def sign_in_with_token(user: str, token: str, *, remember: bool = False) -> Session:
+    """Sign in as ``user`` with their personal token (``acc_<id>_<secret>``); the browser
+    is then given a session cookie (for its session, or for weeks with ``remember``), so a
+    reload, a new tab or a shared run link finds them signed in."""
     from accelerator_prefect import Accelerator
+    from accelerator_prefect.directory import token_id
+    from catalog_ui import cookies
 
     user, token = user.strip(), token.strip()
     if not user or not token:
@@ -90,7 +102,34 @@ def sign_in_with_token(user: str, token: str) -> Session:
     if acc.user != user:
         acc.close()
         raise AccessDenied(f"this token does not belong to {user!r}; check both and try again")
-    return _keep(Session(acc, "token"))
+    session = _keep(Session(acc, "token", token_id=token_id(token)))
+    # Without a key to sign with, the sign-in lasts as long as the page.
+    with contextlib.suppress(RuntimeError):
+        if session.token_id is not None:
+            _state()[STORE_TICKET] = cookies.issue(user, session.token_id, remember=remember)
+    _state().pop(SIGNED_OUT, None)
+    return session
+
+
+def resume(value: str) -> Session | None:
+    """The session a browser's cookie ``value`` holds, if it still holds: signed by this
+    platform, not too old, its token active, and not signed out everywhere since."""
+    from accelerator_prefect import Accelerator
+    from catalog_ui import cookies
+
+    try:
+        ticket = cookies.read(value)
+    except RuntimeError:
+        return None
+    if ticket is None:
+        return None
+    acc = Accelerator.connect(trusted_user=ticket.user)
+    try:
+        acc.check_session(ticket.token_id, ticket.issued)
+    except AccessDenied:
+        acc.close()
+        return None
+    return _keep(Session(acc, "cookie", token_id=ticket.token_id))
 
 
 def sign_in_with_link(model: str, link: str) -> Session:
@@ -131,10 +170,18 @@ def sign_in_with_oidc(claims: dict[str, Any]) -> Session:
     return _keep(Session(Accelerator.connect(trusted_user=oidc_user(claims)), "oidc"))
 
 
-def sign_out() -> None:
+def sign_out(*, everywhere: bool = False) -> None:
+    """Sign this browser out (its cookie is dropped on the next draw); ``everywhere``: every
+    browser this user signed in to, too."""
     session = _state().pop(KEY, None)
     if isinstance(session, Session):
-        session.acc.close()
+        try:
+            if everywhere:
+                session.acc.end_sessions()
+        finally:
+            session.acc.close()
+    _state()[SIGNED_OUT] = True
+    _state()[FORGET_COOKIE] = True
 
 
 def plain_error(exc: BaseException) -> str:

@@ -296,3 +296,96 @@ def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], new_pa
     page.get_by_role("heading", name="Climate downscaling").wait_for()
     assert page.get_by_role("button", name="Sign out").count() == 0  # no sidebar when embedded
     shot(page, "12-guest-embedded")
+
+
+def signed_out(page: Any) -> bool:
+    """Whether the page shows the sign-in form (once the page has settled on either)."""
+    page.get_by_role("textbox", name="User name").or_(
+        page.get_by_role("heading", name="Model catalog")
+    ).or_(page.get_by_role("heading", name="My runs")).first.wait_for()
+    return bool(page.get_by_role("textbox", name="User name").count())
+
+
+def session_cookie(context: Any) -> dict[str, Any] | None:
+    return next((c for c in context.cookies() if c["name"] == "acc_session"), None)
+
+
+def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
+    served: dict[str, Any], browser: Any, new_page: Any
+) -> None:
+    import time
+
+    import httpx
+
+    from accelerator_prefect.directory import token_id
+
+    with Accelerator.connect(served["api"], home=served["home"]) as operator:
+        _, token = operator.add_user("carla", {"climate": "member"})
+
+    page = new_page()
+    sign_in(page, served["url"], "carla", token)
+    page.wait_for_function("() => true")  # the page's script has run
+    deadline = time.monotonic() + 30
+    while session_cookie(page.context) is None:
+        assert time.monotonic() < deadline, "the browser was not given a session cookie"
+        page.wait_for_timeout(100)
+    kept = session_cookie(page.context)
+    assert kept is not None and kept["httpOnly"] and kept["sameSite"] == "Lax"
+    assert kept["expires"] == -1  # not remembered: until the browser closes
+    assert token not in kept["value"] and token_id(token) is not None
+
+    # A reload, and a new tab opened on a page's address, find carla signed in.
+    page.reload()
+    assert not signed_out(page)
+    tab = page.context.new_page()
+    tab.goto(f"{served['url']}/my-runs")
+    tab.get_by_role("heading", name="My runs").wait_for()
+    assert not signed_out(tab)
+    shot(tab, "10-new-tab-signed-in")
+
+    # A browser holding a forged or altered cookie is not signed in by it.
+    other = new_page()
+    other.context.add_cookies(
+        [{"name": "acc_session", "value": kept["value"][:-2] + "xx", "url": served["url"]}]
+    )
+    other.goto(served["url"])
+    assert signed_out(other)
+
+    # The routes keep sessions only for the catalog's own pages, and only fresh ones.
+    route = f"{served['url']}/_acc/session"
+    assert httpx.post(route, content=kept["value"], timeout=10).status_code == 403
+    evil = {"Origin": "https://evil.example.com"}
+    assert httpx.post(route, content=kept["value"], headers=evil, timeout=10).status_code == 403
+    own = {"Origin": served["url"]}
+    assert httpx.post(route, content="forged", headers=own, timeout=10).status_code == 400
+
+    # "Remember me" keeps the session for weeks; "Everywhere" ends every session.
+    remembered = new_page()
+    remembered.goto(served["url"])
+    remembered.get_by_role("textbox", name="User name").fill("carla")
+    remembered.get_by_role("textbox", name="Token").fill(token)
+    remembered.get_by_text("Remember me on this device").click()
+    remembered.get_by_role("button", name="Sign in").click()
+    remembered.get_by_role("heading", name="Model catalog").wait_for()
+    deadline = time.monotonic() + 30
+    while session_cookie(remembered.context) is None:
+        assert time.monotonic() < deadline, "the browser was not given a session cookie"
+        remembered.wait_for_timeout(100)
+    weeks = session_cookie(remembered.context)
+    assert weeks is not None and weeks["expires"] > time.time() + 29 * 86400
+    remembered.get_by_role("button", name="Everywhere").click()
+    remembered.get_by_role("textbox", name="User name").wait_for()
+    page.reload()
+    assert signed_out(page)  # the first browser too
+    shot(page, "11-signed-out-everywhere")
+    remembered.reload()
+    assert signed_out(remembered)
+
+    # Signing in again works, and revoking the token ends that session as well.
+    sign_in(page, served["url"], "carla", token)
+    page.reload()
+    assert not signed_out(page)
+    with Accelerator.connect(served["api"], home=served["home"]) as operator:
+        operator.revoke_token(str(token_id(token)))
+    page.reload()
+    assert signed_out(page)

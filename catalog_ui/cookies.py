@@ -1,0 +1,110 @@
+"""A browser that signed in stays signed in: a signed, expiring session cookie.
+
+A Streamlit script cannot set a cookie (``st.context.cookies`` is read-only), so the
+catalog is served as an ``st.App`` with two routes of its own (see ``serve.py``):
+
+- ``POST /_acc/session`` takes a *ticket* the sign-in page has just issued and stores it
+  as an ``HttpOnly``, ``SameSite=Lax`` cookie: for the browser's session, or for
+  :data:`REMEMBER_DAYS` days when the person asked to be remembered on this device;
+- ``POST /_acc/sign-out`` removes it.
+
+A ticket names the user and the id of the token they signed in with (never the token's
+secret), and when it was issued; it is signed with a key derived from the platform's
+API auth string, which only the platform's services hold. On a new page load the catalog
+reads the cookie, checks the signature and age here, then asks the directory whether the
+token is still active and the user has not signed out everywhere since
+(:meth:`~accelerator_prefect.Accelerator.check_session`).
+
+Example:
+    >>> ticket = issue("alice", "k3j4", remember=False, secret="s")
+    >>> read(ticket, secret="s").user
+    'alice'
+    >>> read(ticket + "x", secret="s") is None
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+COOKIE = "acc_session"
+STORE_ROUTE = "/_acc/session"
+SIGN_OUT_ROUTE = "/_acc/sign-out"
+FRESH_SECONDS = 120  # a ticket is stored as a cookie within this long of its sign-in
+SESSION_HOURS = 12  # a browser session's sign-in lasts at most this long
+REMEMBER_DAYS = 30  # "remember me on this device"
+_SALT = "acc-catalog-session"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """Who signed in (``user``, with the token ``token_id``), when, and for how long."""
+
+    user: str
+    token_id: str
+    issued: datetime
+    remember: bool
+
+    @property
+    def lifetime(self) -> int:
+        """Seconds the sign-in holds."""
+        return REMEMBER_DAYS * 86400 if self.remember else SESSION_HOURS * 3600
+
+
+def _serializer(secret: str | None) -> Any:
+    from itsdangerous import URLSafeTimedSerializer
+
+    if secret is None:
+        from accelerator_prefect.settings import get_settings
+
+        secret = get_settings().service_auth_string()
+    if not secret:
+        raise RuntimeError("the catalog holds no API auth string to sign sessions with")
+    # The auth string itself never signs anything a browser holds: a key derived from it.
+    key = hashlib.sha256(b"acc catalog sessions\0" + secret.encode()).hexdigest()
+    return URLSafeTimedSerializer(key, salt=_SALT)
+
+
+def issue(user: str, token_id: str, *, remember: bool, secret: str | None = None) -> str:
+    """A signed ticket for ``user``, who has just signed in with token ``token_id``."""
+    return str(_serializer(secret).dumps({"u": user, "t": token_id, "r": remember}))
+
+
+def read(value: str, max_age: int | None = None, *, secret: str | None = None) -> Ticket | None:
+    """The ticket ``value`` holds, if its signature is right and it is younger than
+    ``max_age`` seconds (else the ticket's own lifetime); ``None`` otherwise."""
+    from itsdangerous import BadSignature
+
+    serializer = _serializer(secret)
+    try:
+        data, signed_at = serializer.loads(value, return_timestamp=True)
+        ticket = Ticket(str(data["u"]), str(data["t"]), signed_at, bool(data["r"]))
+    except (BadSignature, KeyError, TypeError, ValueError):
+        return None
+    age = (datetime.now(UTC) - ticket.issued).total_seconds()
+    return ticket if age <= (ticket.lifetime if max_age is None else max_age) else None
+
+
+def store_script(ticket: str) -> str:
+    """The script a page runs to have the browser keep ``ticket`` (it posts it to the
+    catalog's own route, which answers with the cookie)."""
+    import json
+
+    return (
+        f"<script>fetch({json.dumps(STORE_ROUTE)}, {{method: 'POST', body: "
+        f"{json.dumps(ticket)}, credentials: 'same-origin', headers: "
+        "{'Content-Type': 'text/plain'}});</script>"
+    )
+
+
+def forget_script() -> str:
+    """The script a page runs to have the browser drop its session cookie."""
+    import json
+
+    return (
+        f"<script>fetch({json.dumps(SIGN_OUT_ROUTE)}, {{method: 'POST', "
+        "credentials: 'same-origin'});</script>"
+    )
