@@ -300,10 +300,9 @@ def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], new_pa
 
 def signed_out(page: Any) -> bool:
     """Whether the page shows the sign-in form (once the page has settled on either)."""
-    page.get_by_role("textbox", name="User name").or_(
-        page.get_by_role("heading", name="Model catalog")
-    ).or_(page.get_by_role("heading", name="My runs")).first.wait_for()
-    return bool(page.get_by_role("textbox", name="User name").count())
+    form = page.get_by_role("textbox", name="User name")
+    form.or_(page.get_by_role("button", name="Sign out")).first.wait_for()
+    return bool(form.count())
 
 
 def session_cookie(context: Any) -> dict[str, Any] | None:
