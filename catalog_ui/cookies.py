@@ -70,7 +70,9 @@ def _serializer(secret: str | None) -> Any:
 
 def issue(user: str, token_id: str, *, remember: bool, secret: str | None = None) -> str:
     """A signed ticket for ``user``, who has just signed in with token ``token_id``."""
-    return str(_serializer(secret).dumps({"u": user, "t": token_id, "r": remember}))
+    # The signature's own time counts whole seconds; "signed out everywhere" needs finer.
+    issued = datetime.now(UTC).timestamp()
+    return str(_serializer(secret).dumps({"u": user, "t": token_id, "r": remember, "i": issued}))
 
 
 def read(value: str, max_age: int | None = None, *, secret: str | None = None) -> Ticket | None:
@@ -80,9 +82,10 @@ def read(value: str, max_age: int | None = None, *, secret: str | None = None) -
 
     serializer = _serializer(secret)
     try:
-        data, signed_at = serializer.loads(value, return_timestamp=True)
-        ticket = Ticket(str(data["u"]), str(data["t"]), signed_at, bool(data["r"]))
-    except (BadSignature, KeyError, TypeError, ValueError):
+        data = serializer.loads(value)
+        issued = datetime.fromtimestamp(float(data["i"]), UTC)
+        ticket = Ticket(str(data["u"]), str(data["t"]), issued, bool(data["r"]))
+    except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
         return None
     age = (datetime.now(UTC) - ticket.issued).total_seconds()
     return ticket if age <= (ticket.lifetime if max_age is None else max_age) else None

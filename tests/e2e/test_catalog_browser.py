@@ -323,7 +323,6 @@ def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
 
     page = new_page()
     sign_in(page, served["url"], "carla", token)
-    page.wait_for_function("() => true")  # the page's script has run
     deadline = time.monotonic() + 30
     while session_cookie(page.context) is None:
         assert time.monotonic() < deadline, "the browser was not given a session cookie"
@@ -381,7 +380,12 @@ def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
     assert signed_out(remembered)
 
     # Signing in again works, and revoking the token ends that session as well.
+    ended = session_cookie(page.context)
     sign_in(page, served["url"], "carla", token)
+    deadline = time.monotonic() + 30
+    while session_cookie(page.context) in (None, ended):
+        assert time.monotonic() < deadline, "the browser was not given a new session cookie"
+        page.wait_for_timeout(100)
     page.reload()
     assert not signed_out(page)
     with Accelerator.connect(served["api"], home=served["home"]) as operator:
