@@ -175,8 +175,8 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     shot(page, "03-inputs-picked", page.get_by_text(re.compile("^Selected:")))
 
     # Settings: the scenario and region, and a base year other than the default.
-    choose(page, "Scenario", "ssp245")
-    choose(page, "Target region", "alps")
+    choose(page, "Scenario", "SSP2-4.5 (middle of the road)")
+    choose(page, "Target region", "Alps")
     base_year = (
         page.locator("[data-testid='stNumberInput']").filter(has_text="Base year").locator("input")
     )
