@@ -258,20 +258,15 @@ def test_bob_does_not_see_alices_private_model(served: dict[str, Any], new_page:
     page.get_by_text("Climate downscaling").first.wait_for()  # public: he sees it
     assert page.get_by_text("Alice's private echo").count() == 0
     shot(page, "08-catalog-bob")
+    wait_for_session_cookie(page)
+    # An address opened afresh finds him still signed in, on the page it names.
     page.goto(served["url"] + "/model?model=secret-echo")
-    # A fresh tab is a fresh session: he signs in again and lands on the page he asked for.
-    page.get_by_role("textbox", name="User name").fill("bob")
-    page.get_by_role("textbox", name="Token").fill(served["bob"])
-    page.get_by_role("button", name="Sign in").click()
     page.get_by_text("not found").first.wait_for()
     assert page.get_by_text("Alice's private echo").count() == 0
     shot(page, "09-private-model-not-found")
 
     # bob is in no project: he brings his own files, into his own folder.
     page.goto(served["url"] + "/model?model=climate-downscaling")
-    page.get_by_role("textbox", name="User name").fill("bob")
-    page.get_by_role("textbox", name="Token").fill(served["bob"])
-    page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Your inputs").wait_for()
     page.get_by_text("Upload files from your computer").click()
     sample = ROOT / "examples" / "data" / "climate" / "coarse-cmip6"
@@ -309,6 +304,18 @@ def session_cookie(context: Any) -> dict[str, Any] | None:
     return next((c for c in context.cookies() if c["name"] == "acc_session"), None)
 
 
+def wait_for_session_cookie(page: Any, not_this: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The session cookie the page's sign-in gave the browser (a new one, not ``not_this``)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while (cookie := session_cookie(page.context)) in (None, not_this):
+        assert time.monotonic() < deadline, "the browser was not given a session cookie"
+        page.wait_for_timeout(100)
+    assert cookie is not None
+    return cookie
+
+
 def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
     served: dict[str, Any], browser: Any, new_page: Any
 ) -> None:
@@ -323,12 +330,8 @@ def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
 
     page = new_page()
     sign_in(page, served["url"], "carla", token)
-    deadline = time.monotonic() + 30
-    while session_cookie(page.context) is None:
-        assert time.monotonic() < deadline, "the browser was not given a session cookie"
-        page.wait_for_timeout(100)
-    kept = session_cookie(page.context)
-    assert kept is not None and kept["httpOnly"] and kept["sameSite"] == "Lax"
+    kept = wait_for_session_cookie(page)
+    assert kept["httpOnly"] and kept["sameSite"] == "Lax"
     assert kept["expires"] == -1  # not remembered: until the browser closes
     assert token not in kept["value"] and token_id(token) is not None
 
@@ -365,12 +368,8 @@ def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
     remembered.get_by_text("Remember me on this device").click()
     remembered.get_by_role("button", name="Sign in").click()
     remembered.get_by_role("heading", name="Model catalog").wait_for()
-    deadline = time.monotonic() + 30
-    while session_cookie(remembered.context) is None:
-        assert time.monotonic() < deadline, "the browser was not given a session cookie"
-        remembered.wait_for_timeout(100)
-    weeks = session_cookie(remembered.context)
-    assert weeks is not None and weeks["expires"] > time.time() + 29 * 86400
+    weeks = wait_for_session_cookie(remembered)
+    assert weeks["expires"] > time.time() + 29 * 86400
     remembered.get_by_role("button", name="Everywhere").click()
     remembered.get_by_role("textbox", name="User name").wait_for()
     page.reload()
@@ -382,10 +381,7 @@ def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
     # Signing in again works, and revoking the token ends that session as well.
     ended = session_cookie(page.context)
     sign_in(page, served["url"], "carla", token)
-    deadline = time.monotonic() + 30
-    while session_cookie(page.context) in (None, ended):
-        assert time.monotonic() < deadline, "the browser was not given a new session cookie"
-        page.wait_for_timeout(100)
+    wait_for_session_cookie(page, not_this=ended)
     page.reload()
     assert not signed_out(page)
     with Accelerator.connect(served["api"], home=served["home"]) as operator:
