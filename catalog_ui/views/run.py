@@ -57,7 +57,7 @@ def phase(state: str, progress: RoutineProgress) -> str:
         return "Preparing the model…"
     if state == "Running":
         if not progress.started:
-            return "Preparing the model…"
+            return "Running…"
         k = min(progress.done + 1, progress.total) if progress.total else progress.done + 1
         of = f" of {progress.total}" if progress.total else ""
         return f"Running routine {k}{of}…"

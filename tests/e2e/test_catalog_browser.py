@@ -189,7 +189,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     shot(page, "04-settings", page.get_by_role("button", name="Launch"))
 
     page.get_by_role("button", name="Launch").click()
-    page.get_by_text(re.compile("Waiting for a worker|Starting|Running|Completed")).first.wait_for()
+    page.get_by_text(re.compile("Queued|Preparing the model|Running|Completed")).first.wait_for()
     shot(page, "05-run-live")
     page.get_by_role("heading", name="Outputs").wait_for(timeout=RUN)
     assert page.get_by_text("Completed").first.is_visible()
