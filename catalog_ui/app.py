@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from accelerator_prefect.errors import AccessDenied
 from catalog_ui import cookies
 from catalog_ui import session as sessions
 from catalog_ui.parts import PAGES, URL_PATHS, embedded
@@ -46,11 +47,7 @@ if link and model and (signed_in is None or signed_in.link != link):
         with st.spinner("Opening the shared model…"):
             signed_in = sessions.sign_in_with_link(model, link)
     except Exception as exc:
-        st.error(
-            f"This link does not open anything: {sessions.plain_error(exc)} "
-            "Ask whoever shared it for a new one."
-        )
-        st.stop()
+        sessions.stop_with_a_page(exc, guest=True)
 
 
 def page(
@@ -71,6 +68,20 @@ if signed_in is None and sessions.oidc_configured() and st.user.is_logged_in:
         signed_in = sessions.sign_in_with_oidc(st.user.to_dict())
     except Exception as exc:
         st.error(f"Could not sign you in: {sessions.plain_error(exc)}")
+
+if signed_in is not None:
+    try:
+        signed_in.principal  # noqa: B018 - checked now: a link revoked, a token expired since
+    except Exception as exc:
+        if not isinstance(exc, AccessDenied) or signed_in.how == "link":
+            sessions.stop_with_a_page(exc, guest=signed_in.how == "link")
+        sessions.sign_out()
+        st.warning(
+            "Your sign-in has ended: your token was revoked or has expired. Sign in again, "
+            "with a new token if you have one.",
+            icon=":material/logout:",
+        )
+        signed_in = None
 
 if signed_in is None:
     # Every address answers with the sign-in form, then shows what it names.

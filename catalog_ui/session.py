@@ -187,6 +187,13 @@ def sign_out(*, everywhere: bool = False) -> None:
 def plain_error(exc: BaseException) -> str:
     """What to tell a catalog user about ``exc``: our own messages as they are (they say
     what to do), anything else without a traceback."""
+    import httpx
+
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return (
+            "The platform is not answering right now. Try again in a moment; if it keeps "
+            "happening, tell the operator."
+        )
     if isinstance(exc, AcceleratorError):
         # The service layer's messages point CLI users to commands; here, to pages.
         return str(exc).replace(
@@ -197,6 +204,25 @@ def plain_error(exc: BaseException) -> str:
         f"Something went wrong on our side ({type(exc).__name__}). Try again in a moment; "
         "if it keeps happening, tell the operator."
     )
+
+
+LINK_ENDED = (
+    "This link does not open anything any more: it was revoked, it has expired, or it is "
+    "not complete. Ask whoever shared it with you for a new one."
+)
+
+
+def stop_with_a_page(exc: BaseException, *, guest: bool) -> None:
+    """End the page with a plain page about ``exc``: a link that no longer opens anything
+    (for a guest), or the platform not answering; never a crash."""
+    import streamlit as st
+
+    st.title(":material/science: Model catalog")
+    if guest and isinstance(exc, AccessDenied):
+        st.error(LINK_ENDED, icon=":material/link_off:")
+    else:
+        st.error(plain_error(exc), icon=":material/cloud_off:")
+    st.stop()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from accelerator_prefect import Accelerator
 from accelerator_prefect.platform import PlatformInfo, seed_example_data
-from catalog_ui.session import KEY, Session
+from catalog_ui.session import KEY, LINK_ENDED, Session
 from tests.conftest import ModelRepo
 from tests.test_launch import bundled_example
 
@@ -250,8 +250,14 @@ def test_a_link_makes_its_holder_a_guest_of_that_model_only(
     with pytest.raises(ValueError):
         at.switch_page("views/my_runs.py")
     acc.revoke_link(link.id)
+    # In use when revoked: the next click shows a plain page, not a crash.
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [e.value for e in at.error] == [LINK_ENDED]
+    # Opened afresh: the same page, said once.
     at = app(None, model="climate-downscaling", link=link.token).run()
-    assert "This link does not open anything" in texts(at)
+    assert not at.exception, [e.message for e in at.exception]
+    assert [e.value for e in at.error] == [LINK_ENDED]
 
 
 def test_a_launch_without_inputs_is_refused_next_to_the_explorer_and_runs_nothing(
@@ -526,3 +532,18 @@ def test_a_failed_run_leads_with_the_models_own_words(
     said = next(e for e in errors if e.startswith("The run failed: "))
     assert "no model run for scenario ssp126" in said and "select model_ssp126.nc" in said
     assert not any("Traceback" in e or 'File "/' in e or "Error:" in e for e in errors), errors
+
+
+def test_a_token_revoked_while_signed_in_ends_the_sign_in_in_plain_words(
+    acc: Accelerator,
+) -> None:
+    from accelerator_prefect.directory import token_id
+
+    _, token = acc.add_user("dora", {})
+    at = app(token).run()
+    assert not at.exception, at.exception
+    acc.revoke_token(str(token_id(token)))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Your sign-in has ended" in w.value for w in at.warning), texts(at)
+    assert at.text_input(key="sign-in-token")  # the sign-in form, to sign in again
