@@ -139,15 +139,34 @@ def folder_files(
     fs: AbstractFileSystem, folder: str, accepted: Iterable[str] = ()
 ) -> list[tuple[str, dict[str, Any]]]:
     """The files under ``folder`` on any fsspec ``fs``, recursively, as (path below the
-    folder, fsspec info): hidden ones skipped, only ``accepted`` types."""
+    folder, fsspec info): hidden ones skipped, only ``accepted`` types.
+
+    The outputs of earlier runs below ``folder`` are not swept in: a sub-folder holding a
+    run's records (``provenance.json``, ``_INCOMPLETE.json``) is a run's output folder,
+    used as inputs only when it is selected itself, and the records are never inputs.
+    """
+    from accelerator_prefect.outputs import INCOMPLETE, PROVENANCE
+
     accepted = list(accepted)
     base = fs._strip_protocol(folder).rstrip("/")
-    files = []
+    found = []
     for name, info in sorted(fs.find(folder, detail=True).items()):
-        relative = name[len(base) + 1 :] if name.startswith(base + "/") else name
-        if info.get("type") == "file" and not is_hidden(relative) and accepts(name, accepted):
-            files.append((relative, info))
-    return files
+        if info.get("type") == "file":
+            found.append((name[len(base) + 1 :] if name.startswith(base + "/") else name, info))
+    records = (PROVENANCE, INCOMPLETE)
+    runs = tuple(
+        relative.rsplit("/", 1)[0] + "/"
+        for relative, _ in found
+        if "/" in relative and relative.rsplit("/", 1)[1] in records
+    )
+    return [
+        (relative, info)
+        for relative, info in found
+        if not is_hidden(relative)
+        and not relative.startswith(runs)
+        and relative.rsplit("/", 1)[-1] not in records  # a run's records are not its outputs
+        and accepts(str(info["name"]), accepted)
+    ]
 
 
 class AtomicWriter(io.RawIOBase):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from catalog_ui.session import Session
 
 MAX_LISTED = 300  # entries shown in one folder; a filter narrows larger ones
+SHOWN_NAMES = 6  # files named under a ticked folder
 
 
 def rule(mapping: InputMapping) -> str:
@@ -217,6 +218,8 @@ class Explorer:
         for uri in sorted(self.selected):
             name, remove = st.columns([10, 1], vertical_alignment="center")
             name.code(uri, language=None)
+            if self.selected[uri].is_folder:
+                name.caption(self.expands_to(uri))
             remove.button(
                 "",
                 key=f"{self.key}:remove:{uri}",
@@ -225,6 +228,24 @@ class Explorer:
                 on_click=self.toggle,
                 args=(self.selected[uri],),
             )
+
+    def expands_to(self, folder: str) -> str:
+        """What a ticked folder gives the run: "6 files: a.nc, b.nc, …" (only the types the
+        model takes; earlier runs' outputs inside it are never swept in)."""
+        from catalog_ui.session import plain_error
+
+        accepted = self.mapping.accepted_types
+        try:
+            found = self.session.cached(
+                f"files:{folder}", lambda: self.storage.files(folder, accepted), seconds=10
+            )
+        except Exception as exc:
+            return f"Cannot look inside: {plain_error(exc)}"
+        if not found:
+            return "No file in it that this model takes."
+        names = [e.uri.removeprefix(folder) for e in found]
+        shown = ", ".join(names[:SHOWN_NAMES]) + (", …" if len(names) > SHOWN_NAMES else "")
+        return f"{len(found)} file(s), {human_size(sum(e.size for e in found))}: {shown}"
 
     def cloud_paths(self) -> list[str]:
         import streamlit as st

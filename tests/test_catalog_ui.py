@@ -547,3 +547,21 @@ def test_a_token_revoked_while_signed_in_ends_the_sign_in_in_plain_words(
     assert not at.exception, [e.message for e in at.exception]
     assert any("Your sign-in has ended" in w.value for w in at.warning), texts(at)
     assert at.text_input(key="sign-in-token")  # the sign-in form, to sign in again
+
+
+def test_a_ticked_folder_says_what_it_gives_the_run_without_earlier_results(
+    acc: Accelerator, people: dict[str, str], climate: ModelRepo, finished_run: str
+) -> None:
+    """The issue's case: ticking ``climate/`` once swept in an earlier run's output."""
+    at = on_page(people["alice"], "model", model="climate-downscaling")
+    assert not at.exception, at.exception
+    earlier = acc.run(finished_run).output_location
+    assert earlier and earlier.startswith("acc://climate/results/")
+    assert acc.storage.exists(f"{earlier}downscaled.nc")  # an earlier run's output
+    at.button(key="inputs:climate-downscaling:1.0.0::tick:acc://climate/").click().run()
+    assert not at.exception, at.exception
+    said = [c.value for c in at.caption if re.match(r"\d+ file\(s\), ", c.value)]
+    assert len(said) == 1, texts(at)
+    expected = [e.uri for e in acc.storage.files("acc://climate/examples/", [".nc"])]
+    assert said[0].startswith(f"{len(expected)} file(s)"), said
+    assert "examples/observations.nc" in said[0] and "results/" not in said[0], said

@@ -312,3 +312,29 @@ def test_accepted_types_match_extensions_and_media_types(
     name: str, accepted: list[str], expected: bool
 ) -> None:
     assert accepts(name, accepted) is expected
+
+
+def test_a_folder_never_sweeps_in_the_outputs_of_earlier_runs(acc_fs: AccFileSystem) -> None:
+    """Ticking ``climate/`` must not pull in a run's ``downscaled.nc`` from ``results/``."""
+    storage = Storage(acc_fs)
+    files = {
+        "examples/observations.nc": "o",
+        "examples/model_ssp245.nc": "m",
+        "results/climate/1.0.0/run-1/downscaled.nc": "d",
+        "results/climate/1.0.0/run-1/provenance.json": "{}",
+        "results/climate/1.0.0/run-2/partial.nc": "p",
+        "results/climate/1.0.0/run-2/_INCOMPLETE.json": "{}",
+        "results/notes/readme.nc": "n",  # no run's records: an ordinary folder
+    }
+    for relative, text in files.items():
+        with storage.open(f"acc://climate/{relative}", "w") as f:
+            f.write(text)
+    swept = [e.uri for e in storage.files("acc://climate/", [".nc"])]
+    assert swept == [
+        "acc://climate/examples/model_ssp245.nc",
+        "acc://climate/examples/observations.nc",
+        "acc://climate/results/notes/readme.nc",
+    ]
+    # A run's folder selected itself gives its outputs, never its records.
+    run = [e.uri for e in storage.files("acc://climate/results/climate/1.0.0/run-1/")]
+    assert run == ["acc://climate/results/climate/1.0.0/run-1/downscaled.nc"]
