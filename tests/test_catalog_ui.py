@@ -564,4 +564,5 @@ def test_a_ticked_folder_says_what_it_gives_the_run_without_earlier_results(
     assert len(said) == 1, texts(at)
     expected = [e.uri for e in acc.storage.files("acc://climate/examples/", [".nc"])]
     assert said[0].startswith(f"{len(expected)} file(s)"), said
-    assert "examples/observations.nc" in said[0] and "results/" not in said[0], said
+    assert "examples/coarse-cmip6/observations.nc" in said[0], said
+    assert "results/" not in said[0], said
