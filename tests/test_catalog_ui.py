@@ -157,6 +157,16 @@ def test_run_page_shows_state_outputs_previews_and_provenance(
     labels = [e.label for e in at.expander]
     assert any(label.startswith("summary.csv") for label in labels), labels
     assert at.dataframe, "the CSV summary is previewed as a table"
+    # Images and tables first; the NetCDF is previewed only when asked for.
+    outputs = [label.split(" · ")[0] for label in labels if " · " in label]
+    kinds = [label.rsplit(".", 1)[-1] for label in outputs]
+    assert kinds.index("nc") > max(kinds.index("png"), kinds.index("csv")), outputs
+    netcdf = next(t for t in at.toggle if t.key.startswith("preview:") and t.key.endswith(".nc"))
+    assert not netcdf.value
+    said_before = texts(at)
+    netcdf.set_value(True).run()
+    assert not at.exception, at.exception
+    assert texts(at) != said_before  # its preview appears once asked for
     assert "Provenance" in " ".join(labels)
     assert any(b.label == "Run again with these settings" for b in at.button)
     done = [e.value for e in at.success]

@@ -208,9 +208,13 @@ def reader(path: str) -> bytes:
     return data
 
 
+# Images and tables first, open and previewed; other previews are made only when asked for.
+FIRST = {"image": 0, "table": 1}
+files.sort(key=lambda f: (FIRST.get(previews.kind_of(f.path) or "", 2), f.path))
 for file in files:
     kind = previews.kind_of(file.path)
-    with st.expander(f"{file.path} · {human_size(file.size)}", expanded=kind in {"image", "table"}):
+    eager = kind in FIRST
+    with st.expander(f"{file.path} · {human_size(file.size)}", expanded=eager):
         st.download_button(
             "Download",
             data=partial(reader, file.path),  # read only when asked for
@@ -224,7 +228,7 @@ for file in files:
             st.caption("No preview for this kind of file; download it to open it.")
         elif file.size > previews.PREVIEW_LIMIT:
             st.caption(f"Too large to preview here ({human_size(file.size)}); download it.")
-        else:
+        elif eager or st.toggle("Preview", key=f"preview:{file.path}"):
             try:
                 previews.show(file.path, reader(file.path))
             except Exception as exc:
