@@ -14,10 +14,10 @@ import asyncio
 import io
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -50,6 +50,8 @@ _ERRORS: dict[str, type[errors.AcceleratorError]] = {
     "platform-unavailable": errors.PlatformError,
 }
 
+
+T = TypeVar("T")
 
 RATE_RETRIES = 3  # times a request over the rate limit is sent again, after Retry-After
 
@@ -211,12 +213,12 @@ class PortalService:
     async def usage(
         self, model: str, since: datetime, until: datetime | None = None
     ) -> list[UsageRow]:
-        from datetime import UTC
-
         from accelerator_prefect.usage import UsageRow
 
-        days = max((datetime.now(UTC) - since).total_seconds() / 86400, 1e-3)
-        rows = await self._call("GET", f"/models/{model}/usage", params={"days": days})
+        params = {"since": since.isoformat()}
+        if until is not None:
+            params["until"] = until.isoformat()
+        rows = await self._call("GET", f"/models/{model}/usage", params=params)
         return list(_adapter(list[UsageRow]).validate_python(rows))
 
     # -- launching -------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ class PortalService:
             "conf": conf.model_dump(mode="json") if hasattr(conf, "model_dump") else conf,
             "inputs": inputs,
             "output": output,
-            "secrets": {k: str(v) for k, v in secrets.items()} if secrets else None,
+            "secrets": dict(secrets) if secrets else None,  # checked by the service, as sent
             "remember": remember,
         }
         # A key of its own, so a request sent again after a lost answer makes no second run.
@@ -251,10 +253,14 @@ class PortalService:
         )
         return run["id"], self.url, run.get("notice")
 
+    async def forget_secrets(self, model: str) -> int:
+        found = await self._call("DELETE", f"/models/{model}/secrets")
+        return int(found["forgotten"])
+
     async def rerun(
         self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"
     ) -> tuple[str, str, str | None]:
-        body = {"secrets": {k: str(v) for k, v in secrets.items()} if secrets else None}
+        body = {"secrets": dict(secrets) if secrets else None}
         run = await self._call("POST", f"/runs/{run_id}/rerun", json=body)
         return run["id"], self.url, run.get("notice")
 
@@ -359,18 +365,27 @@ class PortalService:
         return await self._download(f"/runs/{run_id}/outputs/{path}", {})
 
     async def _download(self, path: str, params: dict[str, str]) -> io.BufferedReader:
-        """A file the portal streams, read as it arrives (never held whole)."""
-        request = self.http().build_request("GET", path, params=params)
-        try:
-            response = await self.http().send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise errors.PlatformError(f"the portal at {self.url} did not answer ({exc})") from None
-        if not response.is_success:
-            await response.aread()
-            await response.aclose()
-            _raise_for(response)
+        """A file the portal streams, read as it arrives (never held whole); seekable, as
+        a file opened in-process is: a seek asks for the rest of the file from there."""
+
+        async def from_byte(start: int) -> httpx.Response:
+            headers = {"Range": f"bytes={start}-"} if start else None
+            request = self.http().build_request("GET", path, params=params, headers=headers)
+            try:
+                response = await self.http().send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise errors.PlatformError(
+                    f"the portal at {self.url} did not answer ({exc})"
+                ) from None
+            if not response.is_success:
+                await response.aread()
+                await response.aclose()
+                _raise_for(response)
+            return response
+
+        response = await from_byte(0)
         loop = asyncio.get_running_loop()
-        return io.BufferedReader(_Stream(response, loop), buffer_size=1 << 20)
+        return io.BufferedReader(_Stream(response, loop, from_byte), buffer_size=1 << 20)
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -425,29 +440,64 @@ def _moment(value: str | None) -> datetime | None:
 
 
 class _Stream(io.RawIOBase):
-    """A streamed HTTP response read synchronously from the facade's thread."""
+    """A streamed HTTP response read synchronously from the facade's thread; a seek ends
+    it and reads on with a new one from that byte (``from_byte``: an HTTP Range request)."""
 
-    def __init__(self, response: httpx.Response, loop: asyncio.AbstractEventLoop) -> None:
-        self._response = response
+    def __init__(
+        self,
+        response: httpx.Response,
+        loop: asyncio.AbstractEventLoop,
+        from_byte: Callable[[int], Coroutine[Any, Any, httpx.Response]],
+    ) -> None:
         self._loop = loop
-        self._chunks: Iterator[bytes] | None = None
+        self._from_byte = from_byte
+        length = response.headers.get("Content-Length", "")
+        self._size = int(length) if length.isdigit() else None
+        self._position = 0
+        self._response: httpx.Response | None = response
         self._left = b""
         self._iterator = response.aiter_raw()
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return self._size is not None
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self._size is None:
+            raise io.UnsupportedOperation("seek: the portal did not say how large the file is")
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        position = base + offset
+        if position < 0:
+            raise ValueError(f"seek to {position}: before the start of the file")
+        if position != self._position:
+            self._end_response()
+            self._position, self._left = position, b""
+        return position
+
     def readinto(self, buffer: Any) -> int:
         while not self._left:
-            future = asyncio.run_coroutine_threadsafe(self._next(), self._loop)
-            chunk = future.result()
+            if self._response is None:  # after a seek: the rest of the file from there
+                if self._size is not None and self._position >= self._size:
+                    return 0
+                response = self._wait(self._from_byte(self._position))
+                self._response, self._iterator = response, response.aiter_raw()
+            chunk = self._wait(self._next())
             if chunk is None:
                 return 0
             self._left = chunk
         n = min(len(buffer), len(self._left))
         buffer[:n] = self._left[:n]
         self._left = self._left[n:]
+        self._position += n
         return n
+
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _next(self) -> bytes | None:
         try:
@@ -455,9 +505,14 @@ class _Stream(io.RawIOBase):
         except StopAsyncIteration:
             return None
 
+    def _end_response(self) -> None:
+        if self._response is not None:
+            self._wait(self._response.aclose())
+            self._response = None
+
     def close(self) -> None:
         if not self.closed:
-            asyncio.run_coroutine_threadsafe(self._response.aclose(), self._loop).result()
+            self._end_response()
         super().close()
 
 
@@ -497,10 +552,16 @@ class PortalStorage:
             return False
         return True
 
-    def open(self, uri: str, mode: str = "rb") -> io.BufferedReader:
-        if mode != "rb":
-            raise errors.AcceleratorError(f"{uri}: through the portal, files open for reading (rb)")
-        return self._acc._run(self._service.download(uri))  # type: ignore[no-any-return]
+    def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """A file to read, streamed: ``rb``, or ``r`` for text (``encoding`` as ``open``'s)."""
+        if mode not in ("rb", "r"):
+            raise errors.AcceleratorError(
+                f"{uri}: through the portal, files open for reading (rb or r); write with put"
+            )
+        stream: io.BufferedReader = self._acc._run(self._service.download(uri))
+        if mode == "r":
+            return io.TextIOWrapper(stream, encoding=kwargs.get("encoding", "utf-8"))
+        return stream
 
     def plan_put(self, local: str | Path, uri: str) -> list[tuple[Path, str]]:
         """The (local file, acc:// URI) pairs ``put`` would copy."""

@@ -12,7 +12,7 @@ from dvc.repo import Repo as DvcRepo
 
 from accelerator_prefect import Accelerator, PublishError
 from accelerator_prefect.platform import PlatformInfo
-from tests.conftest import ModelRepo, S3Server
+from tests.conftest import ModelRepo, S3Server, User
 
 CALIBRATED_FLOW = """
 from pathlib import Path
@@ -34,6 +34,8 @@ version: {version}
 jobflow: flows/calibrated.py:calibrated
 owner: alice
 project: demo
+access:
+  scope: project
 data: [ref/factor.txt]
 """
 
@@ -77,7 +79,11 @@ def data_repo(tmp_path: Path, s3_server: S3Server) -> DataRepo:
 
 
 def test_a_version_pins_its_dvc_data_on_s3_and_later_pushes_do_not_change_it(
-    acc: Accelerator, platform: PlatformInfo, data_repo: DataRepo, s3_server: S3Server
+    acc: Accelerator,
+    user: User,
+    platform: PlatformInfo,
+    data_repo: DataRepo,
+    s3_server: S3Server,
 ) -> None:
     md5_v1 = data_repo.version("1.0.0", "1.5")
     data_repo.commit("1.0.0 with factor 1.5")
@@ -87,16 +93,11 @@ def test_a_version_pins_its_dvc_data_on_s3_and_later_pushes_do_not_change_it(
         acc.publish(data_repo.manifest)
     data_repo.push()
     acc.publish(data_repo.manifest)
-    record = acc.get(data_repo.name).versions[0].record
+    record = user.acc.get(data_repo.name).versions[0].record
     assert [(d.path, d.md5) for d in record.data] == [("ref/factor.txt", md5_v1)]
     assert record.data_remote is not None
     assert record.data_remote.url == data_repo.remote_url
     assert record.data_remote.options == {"endpointurl": s3_server.endpoint}  # no credentials
-
-    first = acc.launch(data_repo.name)
-    assert first.wait(timeout=120) == "Completed", "\n".join(first.logs())
-    assert first.result() == "1.5"
-    assert [(d.path, d.md5) for d in first.provenance().data] == [("ref/factor.txt", md5_v1)]
 
     # New data pushed to the same path: 1.0.0 keeps its own, even fetched afresh.
     md5_v2 = data_repo.version("1.0.0", "2.5")
@@ -104,21 +105,22 @@ def test_a_version_pins_its_dvc_data_on_s3_and_later_pushes_do_not_change_it(
     data_repo.commit("factor 2.5 under the same version")
     with pytest.raises(PublishError, match=r"already published with other data"):
         acc.publish(data_repo.manifest)
-    shutil.rmtree(platform.home / "code")  # the worker's checkouts: the next run fetches again
-    again = acc.launch(data_repo.name, version="1.0.0")
-    assert again.wait(timeout=120) == "Completed", "\n".join(again.logs())
-    assert again.result() == "1.5"
-
     # Published as the next version, the new data runs side by side with the old.
     data_repo.write(
         f"deployments/{data_repo.name}.yaml", MANIFEST.format(name=data_repo.name, version="1.1.0")
     )
     data_repo.commit("1.1.0")
     acc.publish(data_repo.manifest)
-    newer = acc.launch(data_repo.name)
+    shutil.rmtree(platform.home / "code")  # the worker's checkouts: the runs fetch afresh
+
+    first = user.acc.launch(data_repo.name, version="1.0.0")
+    newer = user.acc.launch(data_repo.name)
+    assert first.wait(timeout=120) == "Completed", "\n".join(first.logs())
+    assert first.result() == "1.5"
+    assert [(d.path, d.md5) for d in first.provenance().data] == [("ref/factor.txt", md5_v1)]
     assert newer.wait(timeout=120) == "Completed"
     assert newer.result() == "2.5"
-    assert acc.diff(str(first.id), str(newer.id)).data[0].model_dump() == {
+    assert user.acc.diff(str(first.id), str(newer.id)).data[0].model_dump() == {
         "what": "ref/factor.txt",
         "a": md5_v1,
         "b": md5_v2,
@@ -126,7 +128,7 @@ def test_a_version_pins_its_dvc_data_on_s3_and_later_pushes_do_not_change_it(
 
 
 def test_data_changed_in_the_remote_is_refused_before_the_jobflow_runs(
-    acc: Accelerator, data_repo: DataRepo, s3_server: S3Server
+    acc: Accelerator, user: User, data_repo: DataRepo, s3_server: S3Server
 ) -> None:
     md5 = data_repo.version("1.0.0", "3.5")
     data_repo.commit("1.0.0")
@@ -135,7 +137,7 @@ def test_data_changed_in_the_remote_is_refused_before_the_jobflow_runs(
     # Someone overwrites the object in the remote with other bytes.
     with s3_server.filesystem().open(data_repo.object_key(md5), "wb") as f:
         f.write(b"9.9\n")
-    run = acc.launch(data_repo.name)
+    run = user.acc.launch(data_repo.name)
     assert run.wait(timeout=120) == "Failed"
     logs = "\n".join(run.logs())
     assert "cannot fetch ref/factor.txt from the DVC remote" in logs

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import PrefectHTTPStatusError
 
-from accelerator_prefect import Accelerator, AsyncAccelerator, InvalidInputs
+from accelerator_prefect import Accelerator, AsyncAccelerator, InvalidInputs, Run
 from accelerator_prefect.catalog import read_versions
 from accelerator_prefect.fetching import UNREADABLE
 from accelerator_prefect.manifest import InputMapping
@@ -24,7 +25,7 @@ from accelerator_prefect.platform import PlatformInfo, start_worker, stop_proces
 from accelerator_prefect.settings import Settings
 from accelerator_prefect.storage import AccFileSystem, Storage
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo, S3Server
+from tests.conftest import ModelRepo, S3Server, User
 from tests.test_launch import count_runs
 
 
@@ -40,13 +41,63 @@ def _seed(storage: Storage, base: str) -> None:
     storage.fs.pipe_file(f"{base}/odd.csv/inner.csv", b"x\n1\n")
 
 
-@pytest.fixture(scope="module")
+# Published once for the session: this module's tests run in a group for each `user`.
+@pytest.fixture(scope="session")
 def tables(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
     repo = ModelRepo(tmp_path_factory.mktemp("tables"), f"tables-{uuid.uuid4().hex[:8]}")
     repo.tables().commit("tables 1.0.0")
     acc.publish(repo.manifest)
     _seed(acc.storage, "acc://demo/in")
     return repo
+
+
+@pytest.fixture(scope="session")
+def cloud_tables(
+    acc: Accelerator, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A tables model whose manifest allows cloud inputs, and one CSV object in the bucket."""
+    repo = ModelRepo(tmp_path_factory.mktemp("cloud"), f"tables-{uuid.uuid4().hex[:8]}")
+    repo.tables(sources="storage, cloud").commit("tables with cloud inputs")
+    acc.publish(repo.manifest)
+    s3_server.filesystem().pipe_file(f"{s3_server.bucket}/cloud/x.csv", b"x\n1\n2\n3\n4\n")
+    return repo.name
+
+
+@dataclass(frozen=True)
+class TablesRuns:
+    """The module's runs, launched by one user all at once (they run side by side);
+    ``chosen`` was told to write into ``target``."""
+
+    one: Run
+    two: Run
+    chosen: Run
+    target: str
+    failed: Run
+    crashed: Run
+    cloud: Run
+
+
+@pytest.fixture(scope="module")
+def tables_runs(
+    user: User, tables: ModelRepo, cloud_tables: str, s3_server: S3Server
+) -> TablesRuns:
+    target = f"acc://demo/mine/{uuid.uuid4().hex[:8]}/"
+    launch = user.acc.launch
+    return TablesRuns(
+        one=launch(tables.name, inputs=["acc://demo/in/few/b.csv"]),
+        two=launch(
+            tables.name,
+            inputs={
+                "selected_files": ["acc://demo/in/few/a.csv"],
+                "selected_folders": ["acc://demo/in/few/"],
+            },
+        ),
+        chosen=launch(tables.name, inputs=["acc://demo/in/few/c.csv"], output=target),
+        target=target,
+        failed=launch(tables.name, conf={"fail_after": 1}, inputs=["acc://demo/in/few/"]),
+        crashed=launch(tables.name, conf={"crash": True}, inputs=["acc://demo/in/few/a.csv"]),
+        cloud=launch(cloud_tables, inputs=[f"s3://{s3_server.bucket}/cloud/x.csv"]),
+    )
 
 
 REFUSALS: list[tuple[dict[str, Any], str]] = [
@@ -111,7 +162,7 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("arguments", "expected"), REFUSALS)
 def test_a_bad_selection_is_refused_by_name_and_creates_no_run(
-    acc: Accelerator,
+    user: User,
     platform: PlatformInfo,
     tables: ModelRepo,
     arguments: dict[str, Any],
@@ -119,14 +170,16 @@ def test_a_bad_selection_is_refused_by_name_and_creates_no_run(
 ) -> None:
     before = count_runs(platform.api_url, f"{tables.name}@1.0.0")
     with pytest.raises(InvalidInputs) as refused:
-        acc.launch(tables.name, **arguments)
+        user.acc.launch(tables.name, **arguments)
     assert any(p.startswith(expected) for p in refused.value.problems), refused.value.problems
     assert count_runs(platform.api_url, f"{tables.name}@1.0.0") == before
 
 
-def test_every_bad_input_is_reported_at_once(acc: Accelerator, tables: ModelRepo) -> None:
+def test_every_bad_input_is_reported_at_once(user: User, tables: ModelRepo) -> None:
     with pytest.raises(InvalidInputs) as refused:
-        acc.launch(tables.name, inputs=["acc://demo/in/missing.csv", "acc://demo/in/notes.txt"])
+        user.acc.launch(
+            tables.name, inputs=["acc://demo/in/missing.csv", "acc://demo/in/notes.txt"]
+        )
     assert len(refused.value.problems) == 2
     assert "launch of" in str(refused.value) and "2 problem(s)" in str(refused.value)
 
@@ -169,16 +222,9 @@ def _artifacts(api_url: str, run_id: uuid.UUID) -> list[Any]:
 
 
 def test_routines_read_the_selection_and_the_run_lists_its_outputs(
-    acc: Accelerator, platform: PlatformInfo, tables: ModelRepo
+    user: User, platform: PlatformInfo, tables: ModelRepo, tables_runs: TablesRuns
 ) -> None:
-    run = acc.launch(tables.name, inputs=["acc://demo/in/few/b.csv"])
-    run_two = acc.launch(
-        tables.name,
-        inputs={
-            "selected_files": ["acc://demo/in/few/a.csv"],
-            "selected_folders": ["acc://demo/in/few/"],
-        },
-    )
+    run, run_two = tables_runs.one, tables_runs.two
     assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
     assert run.result() == {"b.csv": 3}
 
@@ -193,7 +239,7 @@ def test_routines_read_the_selection_and_the_run_lists_its_outputs(
     ]
     assert outputs[0].uri == f"acc://demo/results/{tables.name}/1.0.0/{run_two.id}/a.csv.rows.txt"
     assert run_two.outputs_complete
-    assert acc.storage.open(outputs[-1].uri, "r").read().splitlines()[1:] == [
+    assert user.acc.storage.open(outputs[-1].uri, "rb").read().decode().splitlines()[1:] == [
         "a.csv,2",
         "b.csv,3",
         "c.csv,1",
@@ -206,54 +252,48 @@ def test_routines_read_the_selection_and_the_run_lists_its_outputs(
     assert any("wrote 4 file(s)" in line for line in run_two.logs())
 
 
-def test_the_caller_chooses_where_outputs_go(acc: Accelerator, tables: ModelRepo) -> None:
-    target = f"acc://demo/mine/{uuid.uuid4().hex[:8]}/"
-    run = acc.launch(tables.name, inputs=["acc://demo/in/few/c.csv"], output=target)
+def test_the_caller_chooses_where_outputs_go(user: User, tables_runs: TablesRuns) -> None:
+    run, target = tables_runs.chosen, tables_runs.target
     assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
     assert run.output_location == target
-    listed = [e.name for e in acc.storage.ls(target)]
+    listed = [e.name for e in user.acc.storage.ls(target)]
     assert listed == ["c.csv.rows.txt", "provenance.json", "summary.csv"]
 
 
-def test_a_failed_run_marks_its_partial_outputs(acc: Accelerator, tables: ModelRepo) -> None:
-    run = acc.launch(tables.name, conf={"fail_after": 1}, inputs=["acc://demo/in/few/"])
+def test_a_failed_run_marks_its_partial_outputs(user: User, tables_runs: TablesRuns) -> None:
+    run = tables_runs.failed
     assert run.wait(timeout=120) == "Failed"
     assert [f.path for f in run.outputs()] == ["a.csv.rows.txt"]
     assert not run.outputs_complete
-    marker = json.loads(acc.storage.open(f"{run.output_location}{INCOMPLETE}", "r").read())
+    marker = json.loads(user.acc.storage.open(f"{run.output_location}{INCOMPLETE}", "rb").read())
     assert marker["complete"] is False and marker["files"] == ["a.csv.rows.txt"]
     assert marker["error"] == "RuntimeError" and "failing on purpose" not in json.dumps(marker)
 
 
 def test_a_crashed_run_leaves_no_complete_looking_file(
-    acc: Accelerator, platform: PlatformInfo, tables: ModelRepo
+    user: User, platform: PlatformInfo, tables_runs: TablesRuns
 ) -> None:
-    run = acc.launch(tables.name, conf={"crash": True}, inputs=["acc://demo/in/few/a.csv"])
+    run = tables_runs.crashed
     assert run.wait(timeout=120) == "Crashed", "\n".join(run.logs())
     assert [f.path for f in run.outputs()] == ["a.csv.rows.txt"]
     assert not run.outputs_complete
-    assert not acc.storage.exists(f"{run.output_location}big.bin")
+    assert not user.acc.storage.exists(f"{run.output_location}big.bin")
     folder = platform.home / "storage" / str(run.output_location)[len("acc://") :]
     hidden = [p.name for p in Path(folder).iterdir() if p.name.startswith(".")]
     assert len(hidden) == 1 and hidden[0].startswith(".big.bin.acc-partial-")
 
 
 def test_cloud_inputs_where_the_manifest_allows_them(
-    acc: Accelerator, s3_server: S3Server, tmp_path: Path
+    user: User, s3_server: S3Server, cloud_tables: str, tables_runs: TablesRuns
 ) -> None:
-    repo = ModelRepo(tmp_path / "cloud", f"tables-{uuid.uuid4().hex[:8]}")
-    repo.tables(sources="storage, cloud").commit("tables with cloud inputs")
-    acc.publish(repo.manifest)
-    s3_server.filesystem().pipe_file(f"{s3_server.bucket}/cloud/x.csv", b"x\n1\n2\n3\n4\n")
-
-    run = acc.launch(repo.name, inputs=[f"s3://{s3_server.bucket}/cloud/x.csv"])
+    run = tables_runs.cloud
     assert run.wait(timeout=120) == "Completed", "\n".join(run.logs())
     assert run.result() == {"x.csv": 4}
     # A missing object reads like any other failure to fetch (see tests/test_fetching.py).
     with pytest.raises(
         InvalidInputs, match=re.escape(f"s3://acc-test/cloud/nothing.csv {UNREADABLE}")
     ):
-        acc.launch(repo.name, inputs=[f"s3://{s3_server.bucket}/cloud/nothing.csv"])
+        user.acc.launch(cloud_tables, inputs=[f"s3://{s3_server.bucket}/cloud/nothing.csv"])
 
 
 def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -14,14 +15,18 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from accelerator_prefect import Accelerator, NotFound, Run
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.provenance import Provenance
-from accelerator_prefect.storage import Storage
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, User
 from tests.test_cli import acc_cli
-from tests.test_launch import bundled_example
+from tests.test_launch import (
+    PORTAL_ONLY,
+    bundled_example,
+    connect_like,
+    failed_run,
+    uploaded_inputs,
+)
 
 CONF = {"scenario": "ssp245", "target_region": "pyrenees", "resolution_km": 10.0}
-INPUTS = ["acc://climate/examples/coarse-cmip6/"]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +37,15 @@ def climate(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> Model
 
 
 @pytest.fixture(scope="module")
-def first(acc: Accelerator, climate: ModelRepo) -> Run:
-    run = acc.launch("climate-downscaling", conf=CONF, inputs=INPUTS)
+def inputs(user: User) -> list[str]:
+    """The climate sample inputs, in the user's own area."""
+    return [uploaded_inputs(user, "climate/coarse-cmip6")]
+
+
+@pytest.fixture(scope="module")
+def first(user: User, climate: ModelRepo, inputs: list[str]) -> Run:
+    """The user's run of the climate model (heavy: every test reading it is portal-only)."""
+    run = user.acc.launch("climate-downscaling", conf=CONF, inputs=inputs)
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     return run
 
@@ -42,22 +54,23 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@PORTAL_ONLY
 def test_a_run_records_what_it_ran_on(
-    acc: Accelerator, platform: PlatformInfo, climate: ModelRepo, first: Run
+    platform: PlatformInfo, user: User, first: Run, tmp_path: Path
 ) -> None:
     record = first.provenance()
-    hosted = acc.get("climate-downscaling").versions[0]
+    hosted = user.acc.get("climate-downscaling").versions[0]
     assert (record.model, record.version, record.state) == (
         "climate-downscaling",
         "1.0.0",
         "Completed",
     )
-    assert record.run_id == str(first.id) and record.launched_by == "operator"
+    assert record.run_id == str(first.id) and record.launched_by == user.name
     assert record.code.commit == hosted.record.commit and record.code.repository
     assert record.conf == {**CONF, "base_year": 1995}
 
     # Inputs and outputs are named with the hashes of what was really read and written.
-    storage = Storage()
+    storage = user.acc.storage
     assert {i.uri.rsplit("/", 1)[1] for i in record.inputs} >= {
         "observations.nc",
         "model_ssp245.nc",
@@ -94,15 +107,19 @@ def test_a_run_records_what_it_ran_on(
     assert Provenance.from_markdown(shown.data) == record  # type: ignore[attr-defined]
 
     # The copy beside the outputs is the user's to keep; changing it changes nothing.
-    with storage.open(f"{first.output_location}provenance.json", "w") as f:
-        f.write(record.model_copy(update={"version": "6.6.6"}).model_dump_json())
+    changed = tmp_path / "provenance.json"
+    changed.write_text(record.model_copy(update={"version": "6.6.6"}).model_dump_json())
+    storage.put(changed, f"{first.output_location}provenance.json")
+    with storage.open(f"{first.output_location}provenance.json") as f:
+        assert Provenance.model_validate_json(f.read()).version == "6.6.6"
     assert first.provenance() == record
 
 
+@PORTAL_ONLY
 def test_a_rerun_of_a_deterministic_run_gives_identical_outputs(
-    acc: Accelerator, platform: PlatformInfo, first: Run
+    platform: PlatformInfo, user: User, first: Run
 ) -> None:
-    again = acc.rerun(str(first.id))
+    again = user.acc.rerun(str(first.id))
     assert again.wait(timeout=180) == "Completed", "\n".join(again.logs())
     assert again.output_location != first.output_location
 
@@ -110,7 +127,7 @@ def test_a_rerun_of_a_deterministic_run_gives_identical_outputs(
     assert (b.version, b.conf, b.code) == (a.version, a.conf, a.code)
     assert {(o.uri, o.sha256) for o in b.outputs} == {(o.uri, o.sha256) for o in a.outputs}
 
-    found = acc.diff(str(first.id), str(again.id))
+    found = user.acc.diff(str(first.id), str(again.id))
     assert found.identical and found.same_outputs == 3
     assert not (found.code or found.data or found.conf or found.inputs or found.outputs)
 
@@ -120,14 +137,15 @@ def test_a_rerun_of_a_deterministic_run_gives_identical_outputs(
     assert re.search(r"conf\s+│\s+identical", out)
 
 
+@PORTAL_ONLY
 def test_diff_names_the_conf_field_and_the_outputs_that_changed(
-    acc: Accelerator, platform: PlatformInfo, first: Run
+    platform: PlatformInfo, user: User, first: Run, inputs: list[str]
 ) -> None:
-    other = acc.launch(
-        "climate-downscaling", conf={**CONF, "base_year": 2005}, inputs=INPUTS, via="cli"
+    other = user.acc.launch(
+        "climate-downscaling", conf={**CONF, "base_year": 2005}, inputs=inputs, via="cli"
     )
     assert other.wait(timeout=180) == "Completed"
-    found = acc.diff(str(first.id), str(other.id))
+    found = user.acc.diff(str(first.id), str(other.id))
     assert [(c.what, c.a, c.b) for c in found.conf] == [("base_year", 1995, 2005)]
     assert {c.what for c in found.outputs} == {"downscaled.nc", "quicklook.png", "summary.csv"}
     assert not found.identical and found.same_outputs == 0
@@ -138,9 +156,8 @@ def test_diff_names_the_conf_field_and_the_outputs_that_changed(
     assert "the runs are different" in out
 
 
-def test_rerun_and_provenance_from_the_cli(
-    acc: Accelerator, platform: PlatformInfo, first: Run
-) -> None:
+@PORTAL_ONLY
+def test_rerun_and_provenance_from_the_cli(platform: PlatformInfo, first: Run) -> None:
     code, out = acc_cli(platform, "rerun", str(first.id), "--wait")
     assert code == 0, out
     assert f"launched a rerun of {first.id} run" in out and "Completed" in out
@@ -161,30 +178,27 @@ def test_rerun_and_provenance_from_the_cli(
     assert f"acc:rerun-of:{first.id}" in asyncio.run(tags())
 
 
-def test_a_failed_run_records_its_provenance_too(acc: Accelerator, echo_repo: ModelRepo) -> None:
-    flow = echo_repo.path / "flows" / "echo.py"
-    flow.write_text(
-        flow.read_text().replace(
-            'return {"code"', 'raise RuntimeError("broke")\n    return {"code"'
-        )
-    )
-    echo_repo.commit("break it")
-    acc.publish(echo_repo.manifest)
-    run = acc.launch(echo_repo.name, conf={"message": "hi"})
-    assert run.wait(timeout=120) == "Failed"
+def test_a_failed_run_records_its_provenance_too(
+    acc: Accelerator, user: User, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    repo, run = failed_run(acc, user, tmp_path_factory)  # the run test_launch fails too
     record = run.provenance()  # no output folder: read from the run's artifact
-    assert (record.state, record.model, record.conf["message"]) == ("Failed", echo_repo.name, "hi")
-    assert record.code.commit == echo_repo.repo.head.commit.hexsha
+    assert (record.state, record.model, record.conf["message"]) == ("Failed", repo.name, "hi")
+    assert record.code.commit == repo.repo.head.commit.hexsha
+    assert record.launched_by == user.name
 
 
+@PORTAL_ONLY
 def test_an_outsider_can_neither_rerun_nor_read_the_provenance(
-    acc: Accelerator, platform: PlatformInfo, first: Run
+    acc: Accelerator, platform: PlatformInfo, user: User, first: Run
 ) -> None:
     _, token = acc.add_user(f"eve-{uuid.uuid4().hex[:6]}", {"elsewhere": "member"})
-    with Accelerator.connect(platform.api_url, token=token) as eve:
-        with pytest.raises(NotFound, match="not found"):
-            eve.rerun(str(first.id))
-        with pytest.raises(NotFound, match="not found"):
-            eve.run(str(first.id)).provenance()
-        with pytest.raises(NotFound):
-            eve.diff(str(first.id), str(first.id))
+    # In-process and through the portal alike.
+    for eve in (Accelerator.connect(platform.api_url, token=token), connect_like(user, token)):
+        with eve:
+            with pytest.raises(NotFound, match="not found"):
+                eve.rerun(str(first.id))
+            with pytest.raises(NotFound, match="not found"):
+                eve.run(str(first.id)).provenance()
+            with pytest.raises(NotFound):
+                eve.diff(str(first.id), str(first.id))

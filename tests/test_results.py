@@ -32,7 +32,7 @@ from prefect.serializers import (
 from prefect.states import Completed
 from pydantic import BaseModel
 
-from accelerator_prefect import Accelerator, AcceleratorError, jobflow, routine
+from accelerator_prefect import Accelerator, AcceleratorError, Run, jobflow, routine
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.results import (
     SERIALIZER_TYPE,
@@ -44,7 +44,7 @@ from accelerator_prefect.results import (
     to_json_data,
 )
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, User
 
 
 class Hostile:
@@ -380,7 +380,8 @@ access:
 """
 
 
-@pytest.fixture(scope="module")
+# Published once for the session: this module's tests run in a group for each `user`.
+@pytest.fixture(scope="session")
 def results_model(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
     name = f"results-{uuid.uuid4().hex[:6]}"
     repo = ModelRepo(tmp_path_factory.mktemp("results"), name)
@@ -389,6 +390,24 @@ def results_model(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) ->
     repo.commit("results 1.0.0")
     acc.publish(repo.manifest)
     return name
+
+
+@pytest.fixture(scope="module")
+def results_runs(
+    user: User, results_model: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Run]:
+    """The module's runs by name, launched by ``user`` all at once (they run side by side);
+    the hostile one names a file of its own that unpickling its result would create."""
+    marker = tmp_path_factory.mktemp("hostile") / "unpickled"
+    confs: dict[str, dict[str, Any] | None] = {
+        "data": None,
+        "model": {"returns": "model"},
+        "hostile": {"returns": "hostile", "marker": str(marker)},
+        "pickle-record": None,
+        "pickle-state": None,
+        "key-outside": None,
+    }
+    return {name: user.acc.launch(results_model, conf) for name, conf in confs.items()}
 
 
 def _stored(platform: PlatformInfo, run_id: UUID) -> tuple[ResultRecordMetadata, Path]:
@@ -421,9 +440,9 @@ def _force_completed(platform: PlatformInfo, run_id: UUID, metadata: ResultRecor
 
 
 def test_a_jobflow_returning_json_data_gives_it_back_stored_as_json(
-    acc: Accelerator, platform: PlatformInfo, results_model: str
+    platform: PlatformInfo, results_runs: dict[str, Run]
 ) -> None:
-    run = acc.launch(results_model)
+    run = results_runs["data"]
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     assert run.result() == DATA
 
@@ -435,18 +454,18 @@ def test_a_jobflow_returning_json_data_gives_it_back_stored_as_json(
 
 
 def test_a_jobflow_returning_a_pydantic_model_gives_back_its_json(
-    acc: Accelerator, results_model: str
+    results_runs: dict[str, Run],
 ) -> None:
-    run = acc.launch(results_model, conf={"returns": "model"})
+    run = results_runs["model"]
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     assert run.result() == {"name": "Säntis", "opened": "1882-09-01"}
 
 
 def test_a_jobflow_returning_a_hostile_object_fails_naming_it_and_nothing_runs(
-    acc: Accelerator, results_model: str, tmp_path: Path
+    results_runs: dict[str, Run],
 ) -> None:
-    marker = tmp_path / "unpickled"
-    run = acc.launch(results_model, conf={"returns": "hostile", "marker": str(marker)})
+    run = results_runs["hostile"]
+    marker = Path(run.parameters["conf"]["marker"])
     assert run.wait(timeout=180) == "Failed", "\n".join(run.logs())
 
     refusal = 'result["table"][3]: values of type Hostile cannot be returned by a jobflow'
@@ -461,9 +480,9 @@ def test_a_jobflow_returning_a_hostile_object_fails_naming_it_and_nothing_runs(
 
 
 def test_a_stored_pickle_result_record_is_refused_and_never_unpickled(
-    acc: Accelerator, platform: PlatformInfo, results_model: str, tmp_path: Path
+    platform: PlatformInfo, results_runs: dict[str, Run], tmp_path: Path
 ) -> None:
-    run = acc.launch(results_model)
+    run = results_runs["pickle-record"]
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     metadata, stored = _stored(platform, run.id)
 
@@ -480,9 +499,9 @@ def test_a_stored_pickle_result_record_is_refused_and_never_unpickled(
 
 
 def test_a_run_whose_state_names_the_pickle_serializer_is_refused_and_never_unpickled(
-    acc: Accelerator, platform: PlatformInfo, results_model: str, tmp_path: Path
+    platform: PlatformInfo, results_runs: dict[str, Run], tmp_path: Path
 ) -> None:
-    run = acc.launch(results_model)
+    run = results_runs["pickle-state"]
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     metadata, stored = _stored(platform, run.id)
 
@@ -505,9 +524,9 @@ def test_a_run_whose_state_names_the_pickle_serializer_is_refused_and_never_unpi
 
 
 def test_a_result_key_outside_the_result_storage_is_not_read(
-    acc: Accelerator, platform: PlatformInfo, results_model: str, tmp_path: Path
+    platform: PlatformInfo, results_runs: dict[str, Run], tmp_path: Path
 ) -> None:
-    run = acc.launch(results_model)
+    run = results_runs["key-outside"]
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     metadata, stored = _stored(platform, run.id)
     elsewhere = tmp_path / "elsewhere.json"

@@ -10,6 +10,7 @@ import os
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ from prefect.client.schemas.filters import (
 )
 from typer.testing import CliRunner
 
-from accelerator_prefect import Accelerator, InvalidConf, InvalidSecrets
+from accelerator_prefect import Accelerator, InvalidConf, InvalidSecrets, Run
 from accelerator_prefect import secrets as run_secrets
 from accelerator_prefect.cli import app
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, User
 from tests.test_launch import count_runs
 
 KEYED_FLOW = """
@@ -92,10 +93,10 @@ secrets:
 """
 
 
-@pytest.fixture(scope="module")
-def keyed(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
+def _publish_keyed(acc: Accelerator, folder: Path) -> str:
+    """A keyed model at 1.0.0, published from a new repository in ``folder``."""
     name = f"keyed-{uuid.uuid4().hex[:6]}"
-    repo = ModelRepo(tmp_path_factory.mktemp("keyed"), name)
+    repo = ModelRepo(folder, name)
     repo.write("flows/keyed.py", KEYED_FLOW.format())
     repo.write(f"deployments/{name}.yaml", KEYED_MANIFEST.format(name=name))
     repo.commit("keyed 1.0.0")
@@ -103,8 +104,46 @@ def keyed(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
     return name
 
 
+# Published once for the session: this module's tests run in a group for each `user`.
+@pytest.fixture(scope="session")
+def keyed(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _publish_keyed(acc, tmp_path_factory.mktemp("keyed"))
+
+
+@pytest.fixture(scope="session")
+def keyed_to_remember(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Another keyed model, for the secrets a test has remembered (no other test sees them)."""
+    return _publish_keyed(acc, tmp_path_factory.mktemp("keyed"))
+
+
 def _secret() -> str:
     return "sk-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class KeyedRuns:
+    """Runs one user launched at once (they run side by side). Of ``keyed``: ``leaking``
+    fails leaking ``key`` everywhere it can (launched at ``since``), ``killed`` is killed.
+    Of ``keyed_to_remember``: ``first`` had ``remembered`` kept, ``again`` was given none."""
+
+    key: str
+    since: datetime
+    leaking: Run
+    killed: Run
+    remembered: str
+    first: Run
+    again: Run
+
+
+@pytest.fixture(scope="module")
+def keyed_runs(user: User, keyed: str, keyed_to_remember: str) -> KeyedRuns:
+    key, since, remembered = _secret(), datetime.now(UTC), _secret()
+    leaking = user.acc.launch(keyed, {"fail": True}, secrets={"API_KEY": key})
+    killed = user.acc.launch(keyed, {"crash": True}, secrets={"API_KEY": _secret()})
+    model = keyed_to_remember
+    first = user.acc.launch(model, secrets={"API_KEY": remembered}, remember=True)
+    again = user.acc.launch(model)  # no secret given: the remembered one is used
+    return KeyedRuns(key, since, leaking, killed, remembered, first, again)
 
 
 async def _run_blocks(api_url: str) -> list[str]:
@@ -164,16 +203,14 @@ async def _events(client: PrefectClient, run: uuid.UUID, since: datetime) -> str
 
 
 def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
-    platform: PlatformInfo, acc: Accelerator, keyed: str
+    platform: PlatformInfo, user: User, keyed_runs: KeyedRuns
 ) -> None:
-    key = _secret()
-    since = datetime.now(UTC)
-    run = acc.launch(keyed, {"fail": True}, secrets={"API_KEY": key})
+    key, since, run = keyed_runs.key, keyed_runs.since, keyed_runs.leaking
     assert run.wait(timeout=120) == "Failed"
 
     # The routine really had the key: the digest it wrote is of the key given.
     digest = [o for o in run.outputs() if o.path == "digest.txt"]
-    assert digest and acc.storage.open(digest[0].uri, "r").read() == (
+    assert digest and user.acc.storage.open(digest[0].uri, "rb").read().decode() == (
         hashlib.sha256(key.encode()).hexdigest()
     )
     everything = _everything_prefect_shows(platform.api_url, str(run.id), since)
@@ -192,6 +229,19 @@ def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
     # The worker's own log (its console) holds no value either.
     for log in (platform.home / "logs").glob("*.log"):
         assert key not in log.read_text(errors="replace"), log.name
+
+
+def test_the_secrets_of_a_killed_run_are_deleted_when_it_is_marked_crashed(
+    platform: PlatformInfo, keyed_runs: KeyedRuns
+) -> None:
+    # Before the test comparing all run blocks: this one goes a while after its run ends.
+    run = keyed_runs.killed
+    assert run.wait(timeout=120) == "Crashed"
+    block = run.parameters["secrets"]["blocks"]["API_KEY"]
+    deadline = time.monotonic() + 30  # the worker runs the crash hooks after the state
+    while block in asyncio.run(_run_blocks(platform.api_url)):
+        assert time.monotonic() < deadline, f"{block} outlived its crashed run"
+        time.sleep(0.2)
 
 
 def test_the_cli_reads_secrets_without_echo_and_never_prints_them(
@@ -230,61 +280,55 @@ def test_the_cli_reads_secrets_without_echo_and_never_prints_them(
 
 
 def test_missing_unknown_and_malformed_secrets_are_refused_before_anything_runs(
-    platform: PlatformInfo, acc: Accelerator, keyed: str
+    platform: PlatformInfo, user: User, keyed: str
 ) -> None:
     before = count_runs(platform.api_url, f"{keyed}@1.0.0")
     blocks = asyncio.run(_run_blocks(platform.api_url))
+    unknown = (
+        "secrets.API_KEYS: this model takes no such secret (it takes: API_KEY, OPTIONAL_TOKEN)"
+    )
+    missing = "secrets.API_KEY: required secret (Key of the data service) is missing"
     with pytest.raises(InvalidSecrets) as refused:
-        acc.launch(keyed, secrets={"API_KEYS": "typo-value-123", "OPTIONAL_TOKEN": 42})
+        user.acc.launch(keyed, secrets={"API_KEYS": "typo-value-123", "OPTIONAL_TOKEN": 42})
     assert refused.value.problems == [
-        "secrets.API_KEYS: this model takes no such secret (it takes: API_KEY, OPTIONAL_TOKEN)",
+        unknown,
         "secrets.OPTIONAL_TOKEN: expected text, got int",
-        "secrets.API_KEY: required secret (Key of the data service) is missing",
+        missing,
     ]
+    assert "typo-value-123" not in str(refused.value)
+    with pytest.raises(InvalidSecrets) as refused:
+        user.acc.launch(keyed, secrets={"API_KEYS": "typo-value-123"})
+    assert refused.value.problems == [unknown, missing]
     assert "typo-value-123" not in str(refused.value)
     # Bad conf with a good secret: refused, and the secret is neither stored nor shown.
     key = _secret()
     with pytest.raises(InvalidConf) as bad_conf:
-        acc.launch(keyed, {"fail": "sometimes"}, secrets={"API_KEY": key})
+        user.acc.launch(keyed, {"fail": "sometimes"}, secrets={"API_KEY": key})
     assert key not in str(bad_conf.value)
     assert count_runs(platform.api_url, f"{keyed}@1.0.0") == before
     assert asyncio.run(_run_blocks(platform.api_url)) == blocks
 
 
 def test_a_remembered_secret_serves_the_next_runs_until_forgotten(
-    platform: PlatformInfo, acc: Accelerator, keyed: str
+    platform: PlatformInfo, user: User, keyed_to_remember: str, keyed_runs: KeyedRuns
 ) -> None:
-    key = _secret()
-    first = acc.launch(keyed, secrets={"API_KEY": key}, remember=True)
-    assert first.wait(timeout=120) == "Completed", "\n".join(first.logs())
+    first, again = keyed_runs.first, keyed_runs.again
     saved = first.parameters["secrets"]["blocks"]["API_KEY"]
     assert saved.startswith(run_secrets.SAVED_PREFIX)
-
-    again = acc.launch(keyed)  # no secret given: the remembered one is used
+    assert first.wait(timeout=120) == "Completed", "\n".join(first.logs())
     assert again.wait(timeout=120) == "Completed", "\n".join(again.logs())
     assert again.parameters["secrets"]["blocks"]["API_KEY"] == saved
     digest = next(o for o in again.outputs() if o.path == "digest.txt")
-    assert acc.storage.open(digest.uri, "r").read() == hashlib.sha256(key.encode()).hexdigest()
+    read = user.acc.storage.open(digest.uri, "rb").read().decode()
+    assert read == hashlib.sha256(keyed_runs.remembered.encode()).hexdigest()
 
-    assert acc.forget_secrets(keyed) == 1
+    assert user.acc.forget_secrets(keyed_to_remember) == 1
     with pytest.raises(InvalidSecrets, match=r"secrets\.API_KEY: required secret"):
-        acc.launch(keyed)
-
-
-def test_the_secrets_of_a_killed_run_are_deleted_when_it_is_marked_crashed(
-    platform: PlatformInfo, acc: Accelerator, keyed: str
-) -> None:
-    run = acc.launch(keyed, {"crash": True}, secrets={"API_KEY": _secret()})
-    assert run.wait(timeout=120) == "Crashed"
-    block = run.parameters["secrets"]["blocks"]["API_KEY"]
-    deadline = time.monotonic() + 30  # the worker runs the crash hooks after the state
-    while block in asyncio.run(_run_blocks(platform.api_url)):
-        assert time.monotonic() < deadline, f"{block} outlived its crashed run"
-        time.sleep(0.2)
+        user.acc.launch(keyed_to_remember)
 
 
 def test_a_sweep_removes_secrets_left_by_runs_that_ended_without_running(
-    platform: PlatformInfo, acc: Accelerator, tmp_path: Path
+    platform: PlatformInfo, acc: Accelerator, user: User, tmp_path: Path
 ) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.states import Cancelled
@@ -304,7 +348,7 @@ def test_a_sweep_removes_secrets_left_by_runs_that_ended_without_running(
 
     asyncio.run(create_pool())
     acc.publish(repo.manifest)
-    run = acc.launch(name, secrets={"API_KEY": _secret()})
+    run = user.acc.launch(name, secrets={"API_KEY": _secret()})
     block = run.parameters["secrets"]["blocks"]["API_KEY"]
     acc.sweep_secrets()
     assert block in asyncio.run(_run_blocks(platform.api_url))  # still waiting to run: kept
@@ -405,7 +449,7 @@ def test_escaped_forms_late_handlers_and_exception_attributes_are_covered_too() 
 
 
 def test_a_value_typed_where_a_secret_name_belongs_is_not_echoed(
-    platform: PlatformInfo, acc: Accelerator, keyed: str
+    platform: PlatformInfo, user: User, keyed: str
 ) -> None:
     value = "typed-by-mistake-" + uuid.uuid4().hex
     result = CliRunner().invoke(
@@ -416,5 +460,5 @@ def test_a_value_typed_where_a_secret_name_belongs_is_not_echoed(
     assert result.exit_code == 1 and "--secret takes a NAME only" in result.output
     assert value not in result.output
     with pytest.raises(InvalidSecrets) as refused:
-        acc.launch(keyed, secrets={f"API_KEY={value}": "x"})
+        user.acc.launch(keyed, secrets={f"API_KEY={value}": "x"})
     assert value not in str(refused.value)

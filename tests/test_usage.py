@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,8 +12,9 @@ import pytest
 from accelerator_prefect import Accelerator, AccessDenied
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.usage import percentile
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, User
 from tests.test_cli import acc_cli
+from tests.test_launch import connect_like
 
 BOOM_FLOW = """
 from accelerator_prefect import Conf, jobflow
@@ -30,11 +32,15 @@ def echo(conf: EchoConf) -> dict:
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def history(
     acc: Accelerator, platform: PlatformInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, object]:
-    """alice ran 1.0.0 twice; the operator ran 1.1.0 once well and once into a failure."""
+    """alice ran 1.0.0 twice; the operator ran 1.1.0 once well and once into a failure.
+
+    Made once for the session: the tests reading it run with each ``user`` in turn, and
+    pytest groups those by user across modules.
+    """
     repo = ModelRepo(tmp_path_factory.mktemp("usage") / "models", f"echo-{uuid.uuid4().hex[:8]}")
     repo.echo()
     repo.commit("1.0.0")
@@ -52,19 +58,28 @@ def history(
     return {"model": repo.name, "runs": [str(r.id) for r in runs], "started": started}
 
 
+@pytest.fixture
+def alice(acc: Accelerator, user: User) -> Iterator[Accelerator]:
+    """alice, who owns the model (an author in demo), reaching the platform as ``user`` does."""
+    _, token = acc.add_user("alice", {"demo": "author"})
+    with connect_like(user, token) as client:
+        yield client
+
+
 def test_runs_are_filtered_by_version_user_state_and_time(
-    acc: Accelerator, platform: PlatformInfo, history: dict[str, object]
+    acc: Accelerator, platform: PlatformInfo, history: dict[str, object], alice: Accelerator
 ) -> None:
     model, ids, started = history["model"], history["runs"], history["started"]
     assert isinstance(model, str) and isinstance(ids, list) and isinstance(started, datetime)
-    assert {r.id for r in acc.runs(model)} == set(ids)
-    assert {r.id for r in acc.runs(model, version="1.0.0")} == set(ids[:2])
-    assert {r.id for r in acc.runs(model, user="alice")} == set(ids[:2])
-    assert [r.id for r in acc.runs(model, state="Failed")] == [ids[3]]
-    assert {r.id for r in acc.runs(model, state=["Completed"], version="1.1.0")} == {ids[2]}
-    assert {r.id for r in acc.runs(model, since=timedelta(hours=1))} == set(ids)
-    assert acc.runs(model, until=started - timedelta(seconds=1)) == []
-    assert acc.runs(model, since=datetime.now(UTC) + timedelta(minutes=1)) == []
+    for reader in (acc, alice):  # an operator, and the owner: every run of the model
+        assert {r.id for r in reader.runs(model)} == set(ids)
+        assert {r.id for r in reader.runs(model, version="1.0.0")} == set(ids[:2])
+        assert {r.id for r in reader.runs(model, user="alice")} == set(ids[:2])
+        assert [r.id for r in reader.runs(model, state="Failed")] == [ids[3]]
+        assert {r.id for r in reader.runs(model, state=["Completed"], version="1.1.0")} == {ids[2]}
+        assert {r.id for r in reader.runs(model, since=timedelta(hours=1))} == set(ids)
+        assert reader.runs(model, until=started - timedelta(seconds=1)) == []
+        assert reader.runs(model, since=datetime.now(UTC) + timedelta(minutes=1)) == []
 
     code, out = acc_cli(platform, "runs", model, "--state", "failed", "--since", "1d")
     assert code == 0, out
@@ -76,19 +91,22 @@ def test_runs_are_filtered_by_version_user_state_and_time(
 
 
 def test_usage_per_version_and_day(
-    acc: Accelerator, platform: PlatformInfo, history: dict[str, object]
+    acc: Accelerator, platform: PlatformInfo, history: dict[str, object], alice: Accelerator
 ) -> None:
-    model = str(history["model"])
-    rows = acc.usage(model)
+    model, started = str(history["model"]), history["started"]
+    assert isinstance(started, datetime)
     today = datetime.now(UTC).date()
-    assert [(r.version, r.day, r.runs, r.users, r.completed, r.success_rate) for r in rows] == [
-        ("1.1.0", today, 2, 1, 1, 0.5),
-        ("1.0.0", today, 2, 1, 2, 1.0),
-    ]
-    for row in rows:
-        assert row.median_seconds is not None and row.p95_seconds is not None
-        assert 0 < row.median_seconds <= row.p95_seconds < 120
-    assert acc.usage(model, since=datetime.now(UTC) + timedelta(minutes=1)) == []
+    for reader in (acc, alice):  # an operator, and the owner
+        rows = reader.usage(model)
+        assert [(r.version, r.day, r.runs, r.users, r.completed, r.success_rate) for r in rows] == [
+            ("1.1.0", today, 2, 1, 1, 0.5),
+            ("1.0.0", today, 2, 1, 2, 1.0),
+        ]
+        for row in rows:
+            assert row.median_seconds is not None and row.p95_seconds is not None
+            assert 0 < row.median_seconds <= row.p95_seconds < 120
+        assert reader.usage(model, since=datetime.now(UTC) + timedelta(minutes=1)) == []
+        assert reader.usage(model, until=started - timedelta(seconds=1)) == []
 
     code, out = acc_cli(platform, "usage", model)
     assert code == 0, out
@@ -97,16 +115,18 @@ def test_usage_per_version_and_day(
 
 
 def test_usage_is_for_the_owner_and_operators(
-    acc: Accelerator, platform: PlatformInfo, history: dict[str, object]
+    acc: Accelerator, history: dict[str, object], alice: Accelerator, user: User
 ) -> None:
     model = str(history["model"])
-    _, alice_token = acc.add_user("alice", {"demo": "author"})
+    assert sum(r.runs for r in alice.usage(model)) == 4
+    # alice launched 1.0.0 and owns the model: she reads every run of it.
+    assert len(alice.runs(model)) == 4
+    # Neither an author of the project who does not own the model, nor a member of it.
+    with pytest.raises(AccessDenied, match="only its owner or an operator"):
+        user.acc.usage(model)
+    assert user.acc.runs(model) == []  # an author too, of a model they do not own
     _, bob_token = acc.add_user(f"bob-{uuid.uuid4().hex[:6]}", {"demo": "member"})
-    with Accelerator.connect(platform.api_url, token=alice_token) as alice:
-        assert sum(r.runs for r in alice.usage(model)) == 4
-        # alice launched 1.0.0 and owns the model: she reads every run of it.
-        assert len(alice.runs(model)) == 4
-    with Accelerator.connect(platform.api_url, token=bob_token) as bob:
+    with connect_like(user, bob_token) as bob:
         with pytest.raises(AccessDenied, match="only its owner or an operator"):
             bob.usage(model)
         assert bob.runs(model) == []  # a member sees only the runs they launched

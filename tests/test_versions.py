@@ -13,9 +13,9 @@ import pytest
 from accelerator_prefect import Accelerator, AccessDenied, NotFound, VersionArchived
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, User
 from tests.test_cli import acc_cli
-from tests.test_launch import count_runs
+from tests.test_launch import PORTAL_ONLY, connect_like, count_runs
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def deployment(api_url: str, model: str, version: str) -> object:
     return asyncio.run(read())
 
 
+@PORTAL_ONLY  # in-process too: test_launch_takes_the_newest_version_unless_one_is_named
 def test_publishing_the_next_version_never_changes_what_the_previous_one_runs(
-    acc: Accelerator, echo_repo: ModelRepo
+    acc: Accelerator, echo_repo: ModelRepo, user: User
 ) -> None:
     first = acc.publish(echo_repo.manifest)
     echo_repo.echo(version="2.0.0", code_version="v2")
@@ -56,14 +57,14 @@ def test_publishing_the_next_version_never_changes_what_the_previous_one_runs(
     assert first.commit != second.commit == second_commit
 
     # Both run after 2.0.0 is published, while the work tree holds 2.0.0's code.
-    old, new = acc.launch(echo_repo.name, version="1.0.0"), acc.launch(echo_repo.name)
+    old, new = user.acc.launch(echo_repo.name, version="1.0.0"), user.acc.launch(echo_repo.name)
     assert old.wait(timeout=120) == "Completed" and new.wait(timeout=120) == "Completed"
     assert old.result()["code"] == "v1"
     assert new.result()["code"] == "v2"
 
 
 def test_a_deprecated_version_still_runs_but_warns_and_names_its_replacement(
-    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo
+    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo, user: User
 ) -> None:
     name = two_versions.name
     moved = acc.deprecate(name, "1.0.0")
@@ -71,28 +72,27 @@ def test_a_deprecated_version_still_runs_but_warns_and_names_its_replacement(
     assert "acc:status:deprecated" in deployment(platform.api_url, name, "1.0.0").tags  # type: ignore[attr-defined]
 
     with pytest.warns(DeprecationWarning, match=rf"{name}@1.0.0 is deprecated: use version 1.1.0"):
-        run = acc.launch(name, version="1.0.0")
-    assert run.wait(timeout=120) == "Completed"
-    assert run.result()["code"] == "v1"
-    tags = set(_tags(platform, str(run.id)))
-    assert {"acc:deprecated", "acc:replaced-by:1.1.0"} <= tags
-
+        run = user.acc.launch(name, version="1.0.0")
     # A launch without a version takes the newest active one, and does not warn.
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
-        assert acc.launch(name).wait(timeout=120) == "Completed"
+        newest = user.acc.launch(name)
+    assert run.wait(timeout=120) == "Completed" and newest.wait(timeout=120) == "Completed"
+    assert run.result()["code"] == "v1" and newest.result()["code"] == "v2"
+    tags = set(_tags(platform, str(run.id)))
+    assert {"acc:deprecated", "acc:replaced-by:1.1.0"} <= tags
 
     # The catalog lists the model at its newest active version; both versions stay readable;
     # republishing the manifest does not undo the deprecation.
-    listed = next(m for m in acc.catalog() if m.name == name)
+    listed = next(m for m in user.acc.catalog() if m.name == name)
     assert [(v.version, v.status.value) for v in listed.versions] == [("1.1.0", "active")]
-    assert [(v.version, v.status.value) for v in acc.get(name).versions] == [
+    assert [(v.version, v.status.value) for v in user.acc.get(name).versions] == [
         ("1.1.0", "active"),
         ("1.0.0", "deprecated"),
     ]
     two_versions.repo.git.checkout("HEAD~1")  # back at 1.0.0's commit
     assert acc.publish(two_versions.manifest).status in {"unchanged", "updated"}
-    assert acc.get(name).versions[1].status.value == "deprecated"
+    assert user.acc.get(name).versions[1].status.value == "deprecated"
 
     code, out = acc_cli(platform, "run", name, "--version", "1.0.0")
     assert code == 0, out
@@ -108,21 +108,21 @@ def _tags(platform: PlatformInfo, run_id: str) -> list[str]:
 
 
 def test_an_archived_version_is_hidden_refused_and_its_history_stays_readable(
-    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo
+    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo, user: User
 ) -> None:
     name = two_versions.name
-    earlier = acc.launch(name, version="1.0.0")
+    earlier = user.acc.launch(name, version="1.0.0")
     assert earlier.wait(timeout=120) == "Completed"
 
     acc.archive(name, "1.0.0")
     assert deployment(platform.api_url, name, "1.0.0").paused is True  # type: ignore[attr-defined]
-    listed = next(m for m in acc.catalog() if m.name == name)
+    listed = next(m for m in user.acc.catalog() if m.name == name)
     assert [v.version for v in listed.versions] == ["1.1.0"]
-    assert [v.version for v in acc.get(name).versions] == ["1.1.0", "1.0.0"]
+    assert [v.version for v in user.acc.get(name).versions] == ["1.1.0", "1.0.0"]
 
     before = count_runs(platform.api_url, f"{name}@1.0.0")
     with pytest.raises(VersionArchived) as refused:
-        acc.launch(name, version="1.0.0")
+        user.acc.launch(name, version="1.0.0")
     assert str(refused.value) == (
         f"{name}@1.0.0 is archived: it takes no new runs (its runs and outputs stay "
         "readable); launch version 1.1.0, the newest active one"
@@ -130,29 +130,29 @@ def test_an_archived_version_is_hidden_refused_and_its_history_stays_readable(
     assert count_runs(platform.api_url, f"{name}@1.0.0") == before
 
     # Its history is still there.
-    again = acc.run(str(earlier.id))
+    again = user.acc.run(str(earlier.id))
     assert again.state == "Completed" and again.result()["code"] == "v1"
     assert any("shouting" in line for line in again.logs())
-    assert str(earlier.id) in {r.id for r in acc.runs(name)}
+    assert str(earlier.id) in {r.id for r in user.acc.runs(name)}
 
     # Archiving every version hides the model from the catalog.
     acc.archive(name, "1.1.0")
-    assert name not in {m.name for m in acc.catalog()}
+    assert name not in {m.name for m in user.acc.catalog()}
 
     acc.restore(name, "1.0.0")
     assert deployment(platform.api_url, name, "1.0.0").paused is False  # type: ignore[attr-defined]
-    assert [m.latest.version for m in acc.catalog() if m.name == name] == ["1.0.0"]
-    run = acc.launch(name)  # 1.0.0 is the only active version now
+    assert [m.latest.version for m in user.acc.catalog() if m.name == name] == ["1.0.0"]
+    run = user.acc.launch(name)  # 1.0.0 is the only active version now
     assert run.wait(timeout=120) == "Completed" and run.result()["code"] == "v1"
 
 
 def test_versions_lists_status_publication_commit_and_run_counts(
-    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo
+    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo, user: User
 ) -> None:
     name = two_versions.name
-    assert acc.launch(name).wait(timeout=120) == "Completed"
+    assert user.acc.launch(name).wait(timeout=120) == "Completed"
     acc.deprecate(name, "1.0.0")
-    infos = acc.versions(name)
+    infos = user.acc.versions(name)
     assert [(i.version, i.status.value, i.replaced_by, i.runs) for i in infos] == [
         ("1.1.0", "active", None, 1),
         ("1.0.0", "deprecated", "1.1.0", 0),
@@ -175,20 +175,25 @@ def test_versions_lists_status_publication_commit_and_run_counts(
 
 
 def test_only_the_owner_or_an_operator_moves_a_version(
-    acc: Accelerator, platform: PlatformInfo, two_versions: ModelRepo, tokens: dict[str, str]
+    acc: Accelerator, two_versions: ModelRepo, tokens: dict[str, str], user: User
 ) -> None:
     name = two_versions.name
-    with Accelerator.connect(platform.api_url, token=tokens["bob"]) as bob:
+    # Neither an author of the project who does not own the model, nor a member.
+    with pytest.raises(AccessDenied, match="only its owner or an operator"):
+        user.acc.deprecate(name, "1.0.0")
+    with pytest.raises(AccessDenied, match="only its owner or an operator"):
+        user.acc.archive(name, "1.1.0")
+    with connect_like(user, tokens["bob"]) as bob:
         with pytest.raises(AccessDenied, match="only its owner or an operator"):
             bob.deprecate(name, "1.0.0")
         with pytest.raises(AccessDenied):
             bob.archive(name, "1.1.0")
     with (
-        Accelerator.connect(platform.api_url, token=tokens["dave"]) as dave,
+        connect_like(user, tokens["dave"]) as dave,
         pytest.raises(NotFound, match=f"model '{name}' not found"),
     ):
         dave.archive(name, "1.0.0")  # a project model is invisible outside the project
-    with Accelerator.connect(platform.api_url, token=tokens["alice"]) as alice:
+    with connect_like(user, tokens["alice"]) as alice:
         assert alice.deprecate(name, "1.0.0").status.value == "deprecated"
         assert alice.restore(name, "1.0.0").status.value == "active"
     assert [v.status.value for v in acc.get(name).versions] == ["active", "active"]

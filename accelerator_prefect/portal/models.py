@@ -14,6 +14,7 @@ from accelerator_prefect.portal.problems import responses
 from accelerator_prefect.portal.runs import run_as_out, run_out, wait_seconds
 from accelerator_prefect.portal.schemas import (
     Caller,
+    Forgotten,
     LaunchRequest,
     RunOut,
     StatusRequest,
@@ -114,6 +115,16 @@ async def set_status(
     return _public(await acc.get(model))
 
 
+@router.delete(
+    "/models/{model}/secrets",
+    response_model=Forgotten,
+    summary="Forget the secrets you asked to be remembered for this model",
+    responses=responses(401, 404, 429, 503),
+)
+async def forget_secrets(model: str, acc: Acc) -> Forgotten:
+    return Forgotten(forgotten=await acc.forget_secrets(model))
+
+
 @router.get(
     "/models/{model}/usage",
     response_model=list[UsageRow],
@@ -124,8 +135,12 @@ async def usage(
     model: str,
     acc: Acc,
     days: Annotated[float, Query(gt=0, le=3660, description="How far back, in days.")] = 30,
+    since: Annotated[
+        datetime | None, Query(description="From this moment (instead of `days`).")
+    ] = None,
+    until: Annotated[datetime | None, Query(description="Up to this moment.")] = None,
 ) -> list[UsageRow]:
-    return await acc.usage(model, datetime.now(UTC) - timedelta(days=days))
+    return await acc.usage(model, since or datetime.now(UTC) - timedelta(days=days), until)
 
 
 @router.post(

@@ -63,9 +63,10 @@ class LaunchRequest(BaseModel):
     output: str | OutputLocation | None = Field(
         default=None, description="An acc:// output folder; the version's default when unset."
     )
-    secrets: dict[str, str] | None = Field(
+    # Values as sent: a secret that is not text is refused with the launch's other problems.
+    secrets: dict[str, Any] | None = Field(
         default=None,
-        description="Each secret the model declares, by name (never stored with the run).",
+        description="Each secret the model declares, by name, as text (never stored with the run).",
     )
     remember: bool = Field(default=False, description="Keep the secrets for your next launches.")
     webhook: str | None = Field(
@@ -91,7 +92,13 @@ class WebhookSecret(BaseModel):
 class RerunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    secrets: dict[str, str] | None = None
+    secrets: dict[str, Any] | None = Field(default=None, description="As for a launch.")
+
+
+class Forgotten(BaseModel):
+    """How many remembered secrets were deleted."""
+
+    forgotten: int
 
 
 class RunOut(BaseModel):
@@ -120,7 +127,12 @@ class LinkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = None
-    expires_in_days: float | None = Field(default=None, gt=0)
+    expires_in_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36600,
+        description="Days until the link stops opening (at most 100 years).",
+    )
 
 
 class StatusRequest(BaseModel):
