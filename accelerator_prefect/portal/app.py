@@ -51,15 +51,22 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
         await platform.client()
         platform.storage_fs()
         app.state.platform = platform
-        webhooks = asyncio.create_task(
-            WebhookDispatcher().run_forever(platform, settings), name="acc-webhooks"
+        # A portal that may send no webhook (no allowed hosts) dispatches none: the
+        # deliveries other portals took stay theirs.
+        webhooks = (
+            asyncio.create_task(
+                WebhookDispatcher().run_forever(platform, settings), name="acc-webhooks"
+            )
+            if settings.webhook_hosts
+            else None
         )
         try:
             yield
         finally:
-            webhooks.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await webhooks
+            if webhooks is not None:
+                webhooks.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await webhooks
             await platform.aclose()
 
     app = FastAPI(
