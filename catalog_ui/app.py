@@ -9,7 +9,6 @@ another site.
 from __future__ import annotations
 
 import streamlit as st
-from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
 from accelerator_prefect.errors import AccessDenied
 from catalog_ui import cookies
@@ -36,16 +35,12 @@ if signed_in is None and saved and not link and not st.session_state.get(session
     if signed_in is None:  # expired, its token revoked, or signed out everywhere
         st.session_state[sessions.FORGET_COOKIE] = True
 
-
-def tell_the_browser() -> None:
-    """What the browser is to keep or drop, said once, on a page that is drawn to its end
-    (the routes of serve.py set the cookie): a page that moves on to another says it there."""
-    ticket = st.session_state.pop(sessions.STORE_TICKET, None)
-    if ticket:
-        st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
-    if st.session_state.pop(sessions.FORGET_COOKIE, False) and saved:
-        st.html(cookies.forget_script(), unsafe_allow_javascript=True, width="content")
-
+# What the browser is to keep or drop, said once (the routes of serve.py set the cookie).
+ticket = st.session_state.pop(sessions.STORE_TICKET, None)
+if ticket:
+    st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
+if st.session_state.pop(sessions.FORGET_COOKIE, False) and saved:
+    st.html(cookies.forget_script(), unsafe_allow_javascript=True, width="content")
 
 if link and model and (signed_in is None or signed_in.link != link):
     try:
@@ -141,12 +136,4 @@ if signed_in is not None and not embed:
                 st.logout()
             st.rerun()
 
-try:
-    current.run()
-except RerunException:
-    raise  # the page moves on (a switch, a rerun): the browser is told on the next one
-except StopException:
-    tell_the_browser()  # st.stop() ends a page that was drawn
-    raise
-else:
-    tell_the_browser()
+current.run()
