@@ -35,9 +35,14 @@ if signed_in is None and saved and not link and not st.session_state.get(session
     if signed_in is None:  # expired, its token revoked, or signed out everywhere
         st.session_state[sessions.FORGET_COOKIE] = True
 
-# What the browser is to keep or drop, said once (the routes of serve.py set the cookie).
-ticket = st.session_state.pop(sessions.STORE_TICKET, None)
-if ticket:
+# What the browser is to keep or drop (the routes of serve.py set the cookie). A new ticket
+# is said on the next two draws: a draw cut short by a rerun can drop its script unrun, and
+# storing the same ticket twice changes nothing.
+pending = st.session_state.pop(sessions.STORE_TICKET, None)
+if pending:
+    ticket, draws = pending if isinstance(pending, tuple) else (pending, 2)
+    if draws > 1:
+        st.session_state[sessions.STORE_TICKET] = (ticket, draws - 1)
     st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
 if st.session_state.pop(sessions.FORGET_COOKIE, False) and saved:
     st.html(cookies.forget_script(), unsafe_allow_javascript=True, width="content")
