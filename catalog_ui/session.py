@@ -180,6 +180,7 @@ def sign_out(*, everywhere: bool = False) -> None:
                 session.acc.end_sessions()
         finally:
             session.acc.close()
+    _state().pop(STORE_TICKET, None)  # a ticket not yet said twice is not said again
     _state()[SIGNED_OUT] = True
     _state()[FORGET_COOKIE] = True
 
