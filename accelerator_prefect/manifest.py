@@ -85,6 +85,12 @@ class InputMapping(_Strict):
         pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="Largest total size of the selection, e.g. '500 MB'.",
     )
+    samples: list[str] = Field(
+        default_factory=list,
+        description="Sample inputs, as acc://<project>/... files or folders (a folder ends "
+        "with /) in the model's own project area. Everyone who may run the model may read "
+        "them and start from them with one click.",
+    )
 
     @model_validator(mode="after")
     def _counts(self) -> InputMapping:
@@ -187,6 +193,21 @@ class Manifest(_Strict):
                 )
         return [path.strip("/") for path in value]
 
+    @model_validator(mode="after")
+    def _samples_in_own_area(self) -> Manifest:
+        # Samples become readable by everyone who may run the model: they must be the
+        # project's own files, never a door into another area.
+        area = f"acc://{self.project}/"
+        for sample in self.inputs.samples:
+            rest = sample[len(area) :] if sample.startswith(area) else None
+            parts = (rest or "").rstrip("/").split("/")
+            if not rest or any(p in ("", ".", "..") for p in parts) or "\\" in sample:
+                raise ValueError(
+                    f"inputs.samples: {sample!r} is not a file or folder in the model's own "
+                    f"project area: expected {area}<path>, e.g. {area}examples/"
+                )
+        return self
+
     @property
     def entrypoint_path(self) -> str:
         return self.jobflow.rsplit(":", 1)[0]
@@ -203,6 +224,8 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return f"{path}: required field is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule across fields names its own field, and the input is all
+        return message
     return f"{path}: {message} (got {error['input']!r})"
 
 
