@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from accelerator_prefect import secrets as run_secrets
-from accelerator_prefect.access import Principal, may_use_path, usable_areas
+from accelerator_prefect.access import (
+    Principal,
+    may_read_path,
+    may_use_path,
+    readable_samples,
+    usable_areas,
+)
 from accelerator_prefect.catalog import HostedModel, HostedVersion, pick_version, read_model, tag
 from accelerator_prefect.errors import (
     IdempotencyConflict,
@@ -141,19 +147,29 @@ def _inside_storage(uri: str, storage: AccFileSystem | None) -> str | None:
 
 
 def area_problems(
-    principal: Principal, parameters: dict[str, Any], storage: AccFileSystem | None = None
+    principal: Principal,
+    parameters: dict[str, Any],
+    storage: AccFileSystem | None = None,
+    samples: tuple[str, ...] = (),
 ) -> list[str]:
-    """Chosen ``acc://`` locations outside the storage ``principal`` may use.
+    """Chosen ``acc://`` locations outside the storage ``principal`` may use; inputs may
+    also lie in the ``samples`` they may read (never the output).
 
     Decided on the path alone, before storage is touched, so the answer says
     nothing about what exists there. A cloud URL into storage's own backend
     obeys the same rule, as the ``acc://`` path it is.
     """
+
+    def allowed(where: str, relative: str) -> bool:
+        if where.startswith("inputs"):
+            return may_read_path(principal, relative, samples)
+        return may_use_path(principal, relative)
+
     problems = []
     for where, uri in _selection(parameters):
         if not uri.startswith(PREFIX):
             inside = _inside_storage(uri, storage)
-            if inside is not None and not may_use_path(principal, inside):
+            if inside is not None and not allowed(where, inside):
                 problems.append(
                     f"{where}: {uri} lies in acc:// storage outside what you may use "
                     f"({', '.join(usable_areas(principal))})"
@@ -163,7 +179,7 @@ def area_problems(
             relative = check_path(uri.replace("{run_id}", "run"))
         except StoragePathError:
             continue  # the mapping checks report it
-        if not may_use_path(principal, relative):
+        if not allowed(where, relative):
             problems.append(
                 f"{where}: {uri} is outside the storage you may use "
                 f"({', '.join(usable_areas(principal))})"
@@ -279,7 +295,8 @@ async def launch(
     if principal.guest and output is not None:
         problems.append("output: a guest's results go to a scratch folder of their run")
     flagged = {p.split(":", 1)[0] for p in problems}
-    outside = area_problems(principal, parameters, storage)
+    # The samples of the version launched are its launcher's to read (they may run it).
+    outside = area_problems(principal, parameters, storage, readable_samples(principal, [hosted]))
     problems += outside
     if not outside:
         problems += [
