@@ -31,10 +31,10 @@ from accelerator_prefect.errors import (
     NotFound,
     QuotaExceeded,
 )
-from accelerator_prefect.manifest import Status
+from accelerator_prefect.manifest import LaunchCheck, Status
 from accelerator_prefect.mapping import input_problems, output_problems
 from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
-from accelerator_prefect.validation import parameter_problems
+from accelerator_prefect.validation import failed_checks, parameter_problems
 from accelerator_prefect.versions import refuse_archived
 
 if TYPE_CHECKING:
@@ -204,6 +204,53 @@ def _mapping_problems(
     return problems
 
 
+def _input_names(inputs: dict[str, Any], storage: AccFileSystem | None) -> list[str]:
+    """The names of the files a run would get: folders expanded as the run expands them
+    (accepted types only, no earlier runs' outputs)."""
+    from accelerator_prefect.mapping import expand
+    from accelerator_prefect.storage import AccFileSystem, folder_files
+
+    accepted = list(inputs.get("accepted_types") or [])
+    names = [str(u).rstrip("/").rsplit("/", 1)[-1] for u in inputs.get("selected_files", [])]
+    fs = storage or AccFileSystem()
+    cloud = []
+    for uri in inputs.get("selected_folders", []):
+        if not uri.startswith(PREFIX):
+            cloud.append(uri)
+            continue
+        names += [relative.rsplit("/", 1)[-1] for relative, _ in folder_files(fs, uri, accepted)]
+    if cloud:
+        names += [f.name for f in expand([], cloud, accepted)]
+    return names
+
+
+def _check_problems(
+    hosted: HostedVersion,
+    parameters: dict[str, Any],
+    storage: AccFileSystem | None,
+    flagged: set[str],
+) -> list[str]:
+    """The model's own checks across settings and inputs (see ``LaunchCheck``), for the
+    checks whose settings the schema found nothing wrong with."""
+    checks = [
+        check
+        for check in map(LaunchCheck.model_validate, hosted.record.manifest.get("checks") or [])
+        if not any(
+            where == name or where.startswith((f"{name}.", f"{name}["))
+            for where in flagged
+            for name in check.settings
+        )
+    ]
+    inputs = parameters.get("inputs")
+    if not checks or not isinstance(inputs, dict):
+        return []
+    try:
+        names = _input_names(inputs, storage)
+    except InvalidInputs as exc:  # a cloud folder refused on a second look
+        return exc.problems
+    return failed_checks(checks, parameters.get("conf"), names)
+
+
 def run_name(hosted: HostedVersion, user: str) -> str:
     from prefect.utilities.names import generate_slug
 
@@ -304,6 +351,10 @@ async def launch(
             for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
             if p.split(":", 1)[0] not in flagged
         ]
+        if not any(p.startswith("inputs") for p in problems):
+            # Only on a selection that holds: its files are what the checks look at.
+            wrong = {p.split(":", 1)[0] for p in problems}
+            problems += await asyncio.to_thread(_check_problems, hosted, parameters, storage, wrong)
     problems += secret_problems
     if problems:
         raise _refusal(problems, f"launch of {hosted.name}@{hosted.version}")
