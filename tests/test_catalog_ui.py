@@ -525,14 +525,20 @@ def test_the_form_never_launches_a_value_other_than_the_one_shown(
 def test_a_failed_run_leads_with_the_models_own_words(
     climate: ModelRepo, people: dict[str, str]
 ) -> None:
-    """The issue's case: scenario ssp126 with only the ssp245 model file among the inputs."""
+    """The issue's case, past the model's pre-launch check: scenario ssp126 with the ssp245
+    model run under the ssp126 file name, which only the model itself can tell."""
     with Accelerator.connect(token=people["alice"]) as alice:
+        mine = "acc://users/alice/misnamed/"
+        with alice.storage.open("acc://climate/examples/coarse-cmip6/model_ssp245.nc") as f:
+            data = f.read()
+        with alice.storage.open(f"{mine}model_ssp126.nc", "wb") as f:
+            f.write(data)
         run = alice.launch(
             "climate-downscaling",
             conf={"scenario": "ssp126", "target_region": "alps"},
             inputs=[
                 "acc://climate/examples/coarse-cmip6/observations.nc",
-                "acc://climate/examples/coarse-cmip6/model_ssp245.nc",
+                f"{mine}model_ssp126.nc",
             ],
         )
         assert run.wait(timeout=180) == "Failed"
