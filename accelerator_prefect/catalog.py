@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from accelerator_prefect.access import Principal, may_run, may_see, visible_tags
 from accelerator_prefect.data import DataRemote
 from accelerator_prefect.errors import NotFound
-from accelerator_prefect.manifest import InputMapping, Scope, SecretSpec, Status
+from accelerator_prefect.manifest import InputMapping, OutputMapping, Scope, SecretSpec, Status
 from accelerator_prefect.provenance import DataRecord
 from accelerator_prefect.validation import EXTENSION_KEY
 
@@ -119,6 +119,11 @@ class HostedVersion(BaseModel):
         those in the version's own project area only: readable by whoever may run it."""
         area = f"acc://{self.record.project}/"
         return [s for s in self.input_mapping.samples if s.startswith(area) and s != area]
+
+    @property
+    def output_mapping(self) -> OutputMapping:
+        """Where runs write and what their tables' columns mean, as published."""
+        return OutputMapping.model_validate(self.record.manifest.get("output") or {})
 
     @property
     def secrets(self) -> dict[str, SecretSpec]:
