@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
+    from accelerator_prefect.runs import (
+        RoutineProgress,
+        RunFailure,
+        RunInfo,
+        RunQuery,
+        RunSummary,
+    )
     from accelerator_prefect.storage import Entry
     from accelerator_prefect.usage import UsageRow
     from accelerator_prefect.versions import VersionInfo
@@ -338,6 +344,12 @@ class PortalService:
 
     async def run_logs(self, run_id: str, workspace: str | None = None) -> list[str]:
         return list(await self._call("GET", f"/runs/{run_id}/logs"))
+
+    async def run_failure(self, run_id: str, workspace: str | None = None) -> RunFailure | None:
+        from accelerator_prefect.runs import RunFailure
+
+        body = await self._call("GET", f"/runs/{run_id}/failure")
+        return RunFailure(**body) if body else None
 
     async def run_progress(self, run_id: str, workspace: str | None = None) -> RoutineProgress:
         from accelerator_prefect.runs import RoutineProgress

@@ -1,5 +1,7 @@
-"""One run: live state, elapsed time, routines done, logs as they come, and a way to cancel
-it; then the outputs with previews and downloads, the provenance, and "run again"."""
+"""One run: live state, elapsed time, routines done, how long such runs usually take, logs as
+they come, and a way to cancel it; a failed run leads with the model's own words (its
+traceback behind "Details", for those the service gives it to); then the outputs with
+previews and downloads, the provenance, and "run again"."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Literal
 
 import streamlit as st
 
-from accelerator_prefect.runs import RoutineProgress
+from accelerator_prefect.runs import RoutineProgress, RunFailure
 from catalog_ui import previews
 from catalog_ui.parts import elapsed, embedded, go, human_size, require_session, state_badge
 from catalog_ui.session import plain_error, reported
@@ -50,38 +52,39 @@ st.caption(
 
 
 def phase(state: str, progress: RoutineProgress) -> str:
-    """What the run is doing, in words: queued, preparing, running routine k of n, ended."""
+    """What the run is doing, in words: queued, preparing, running routine k of n, ended;
+    while it waits or runs, how long runs of its version usually take, when known."""
+    usually = (
+        f" · usually about {elapsed(progress.usual_seconds)} from launch to end"
+        if progress.usual_seconds is not None
+        else ""
+    )
     if state == "Scheduled":
-        return "Queued: waiting for a worker to take it…"
+        return f"Queued: waiting for a worker to take it…{usually}"
     if state == "Pending":
-        return "Preparing the model…"
+        return f"Preparing the model…{usually}"
     if state == "Running":
         if not progress.started:
-            return "Running…"
+            return f"Running…{usually}"
         k = min(progress.done + 1, progress.total) if progress.total else progress.done + 1
         of = f" of {progress.total}" if progress.total else ""
-        return f"Running routine {k}{of}…"
+        return f"Running routine {k}{of}…{usually}"
     return {"Cancelling": "Cancelling…", "Completed": "Completed"}.get(state, state)
 
 
-def reason(message: str | None) -> str | None:
-    """The model's own words for why the run failed, out of the run's final state message:
-    Prefect's framing ("Flow run encountered an exception: ValueError: …") taken off."""
-    if not message:
-        return None
-    text = message.strip()
-    for framing in ("Flow run encountered an exception:", "Task run encountered an exception:"):
-        if text.startswith(framing):
-            text = text[len(framing) :].strip()
-    kind, colon, rest = text.partition(": ")
-    if colon and kind.replace(".", "").replace("_", "").isalnum() and kind[:1].isupper():
-        text = rest  # "ValueError: no model run …" -> "no model run …"
-    return text or None
+def failure_box(failure: RunFailure) -> None:
+    """The model's own words first; its traceback behind "Details" when the service gave
+    it (to the model's owner and operators only)."""
+    st.error(f"The run failed: {failure.message}", icon=":material/error:")
+    if failure.routine:
+        st.caption(f"Said by the model's routine **{failure.routine}**.")
+    if failure.details:
+        with st.expander("Details"):
+            st.code(failure.details, language=None)
 
 
 def status_box() -> str:
     """The run's phase, its time since Launch, and its routines; returns the state name."""
-    info = run.info()
     summary = run.summary()
     state = summary.state
     launched = summary.created or summary.started
@@ -91,6 +94,9 @@ def status_box() -> str:
         end = summary.ended or datetime.now(UTC)
         since_launch = max(0.0, (end - launched).total_seconds())
     progress = run.progress()
+    failure = run.failure() if state in FINAL - {"Completed", "Cancelled"} else None
+    if failure is not None:
+        failure_box(failure)
     box: Literal["running", "complete", "error"] = (
         "complete" if state == "Completed" else "error" if state in FINAL else "running"
     )
@@ -116,13 +122,9 @@ def status_box() -> str:
             if state == "Cancelling"
             else "Cancelled: its routines were stopped where they were."
         )
-    elif state in FINAL:
-        said = reason(info.message)
-        status.error(
-            f"The run failed: {said}" if said else "The run failed; the logs below say why.",
-            icon=":material/error:",
-        )
-    elif progress.failed:
+    elif state in FINAL and failure is None:
+        status.error("The run failed; the logs below say why.", icon=":material/error:")
+    elif progress.failed and state not in FINAL:
         status.warning(f"{progress.failed} routine(s) failed so far; the logs below say why.")
     return state
 
