@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from accelerator_prefect.errors import AcceleratorError, AccessDenied
+from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
 
 if TYPE_CHECKING:
     from accelerator_prefect import Accelerator, Principal
@@ -239,10 +239,13 @@ def plain_error(exc: BaseException) -> str:
         return PLATFORM_DOWN
     if isinstance(exc, AcceleratorError):
         # The service layer's messages point CLI users to commands; here, to pages.
-        return str(exc).replace(
+        said = str(exc).replace(
             " (see `acc list` for the hosted models)",
             ". The catalog lists the models open to you.",
         )
+        if isinstance(exc, NotFound) and said.startswith("run ") and said.endswith("not found"):
+            said += ". Check the address, or open the run from My runs, which lists yours."
+        return said
     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500:
         return PLATFORM_DOWN
     return (
