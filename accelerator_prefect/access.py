@@ -6,13 +6,17 @@ and :func:`may_run` launching; every front end asks them, and a model a
 principal may not see is *not found* for them, never "forbidden". Listing first
 narrows the deployments in the server by tags (:func:`visible_tags`), then
 applies the exact rules here. :func:`may_use_path` decides which ``acc://``
-folders a principal may select inputs from and write outputs to.
+folders a principal may select inputs from and write outputs to;
+:func:`may_read_path` adds what they may only read: the sample inputs of the
+model versions they may run (:func:`readable_samples`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from accelerator_prefect.manifest import Scope
 
@@ -157,6 +161,51 @@ def may_use_path(principal: Principal, relative: str) -> bool:
         return True
     area = principal.own_area
     return relative == area or relative.startswith(area + "/")
+
+
+class SampleSource(Protocol):
+    """A hosted version as far as its samples go (a ``catalog.HostedVersion``)."""
+
+    @property
+    def input_samples(self) -> list[str]: ...
+
+    def runnable_by(self, principal: Principal) -> bool: ...
+
+
+def readable_samples(principal: Principal, versions: Iterable[SampleSource]) -> tuple[str, ...]:
+    """The sample paths (relative to ``acc://``; a folder ends with ``/``) that
+    ``principal`` may read: those of the ``versions`` they may run."""
+    found: list[str] = []
+    for version in versions:
+        if version.runnable_by(principal):
+            found += (s.removeprefix("acc://") for s in version.input_samples)
+    # Checked when the manifest was read; checked again, as a door must not open wide.
+    return tuple(s for s in dict.fromkeys(found) if _narrow(s))
+
+
+def _narrow(sample: str) -> bool:
+    """A sample names a file or folder below a project folder, nothing wider."""
+    parts = sample.removesuffix("/").split("/")
+    return (
+        len(parts) >= 2
+        and parts[0] not in RESERVED_AREAS
+        and not any(p in ("", ".", "..") or "\\" in p for p in parts)
+    )
+
+
+def in_sample(relative: str, sample: str) -> bool:
+    """Whether ``acc://relative`` is the sample ``sample`` or lies inside it (a folder
+    sample ends with ``/``); never a path beside it or above it."""
+    if sample.endswith("/"):
+        return relative == sample.rstrip("/") or relative.startswith(sample)
+    return relative == sample
+
+
+def may_read_path(principal: Principal, relative: str, samples: Iterable[str] = ()) -> bool:
+    """Whether ``principal`` may read (list, open, take as an input) ``acc://relative``:
+    what they may use, and the ``samples`` they may read (see :func:`readable_samples`),
+    which they never write."""
+    return may_use_path(principal, relative) or any(in_sample(relative, s) for s in samples)
 
 
 def usable_areas(principal: Principal) -> list[str]:

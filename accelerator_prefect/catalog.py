@@ -114,6 +114,13 @@ class HostedVersion(BaseModel):
         return InputMapping.model_validate(self.record.manifest.get("inputs") or {})
 
     @property
+    def input_samples(self) -> list[str]:
+        """The sample inputs the manifest names (``acc://`` files; a folder ends with ``/``),
+        those in the version's own project area only: readable by whoever may run it."""
+        area = f"acc://{self.record.project}/"
+        return [s for s in self.input_mapping.samples if s.startswith(area) and s != area]
+
+    @property
     def secrets(self) -> dict[str, SecretSpec]:
         """The credentials a launcher supplies, by name (values never live here)."""
         raw = self.record.manifest.get("secrets") or {}

@@ -185,6 +185,9 @@ class AsyncAccelerator:
         self._link = link
         self._trusted = trusted_user
         self._verified: set[tuple[str, str]] = set()
+        # Whom each checked token stood for (a token never changes hands): the next check
+        # reads the token's record and its user's in one request, not one after the other.
+        self._token_users: dict[str, str] = {}
         self._others: dict[str, PrefectClient] = {}
         self._principal: Principal | None = None
         self._client: PrefectClient | None = None
@@ -241,6 +244,7 @@ class AsyncAccelerator:
         other = AsyncAccelerator(self.api_url, settings=self.settings, token=token, link=link)
         other._client, other._borrowed, other._one_request = self._client, True, True
         other._verified = self._verified
+        other._token_users = self._token_users
         other._others = self._others
         other._launch_writes = self._launch_writes
         other._storage_fs = self._storage_fs
@@ -276,7 +280,11 @@ class AsyncAccelerator:
             await open_link(client, self._link, self._verified) if self._link is not None else None
         )
         if self._token is not None:
-            principal = await authenticate(client, self._token, self._verified, self.user)
+            last = self.user or self._token_users.get(self._token)
+            principal = await authenticate(client, self._token, self._verified, last)
+            if len(self._token_users) > 10_000:  # only checked tokens enter: a bound, not a leak
+                self._token_users.clear()
+            self._token_users[self._token] = principal.name
         elif self._trusted is not None:
             try:
                 principal = (await read_user(client, self._trusted)).principal()

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from accelerator_prefect import secrets as run_secrets
-from accelerator_prefect.access import Principal, may_use_path, usable_areas
+from accelerator_prefect.access import (
+    Principal,
+    may_read_path,
+    may_use_path,
+    readable_samples,
+    usable_areas,
+)
 from accelerator_prefect.catalog import HostedModel, HostedVersion, pick_version, read_model, tag
 from accelerator_prefect.errors import (
     IdempotencyConflict,
@@ -25,10 +31,10 @@ from accelerator_prefect.errors import (
     NotFound,
     QuotaExceeded,
 )
-from accelerator_prefect.manifest import Status
+from accelerator_prefect.manifest import LaunchCheck, Status
 from accelerator_prefect.mapping import input_problems, output_problems
 from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
-from accelerator_prefect.validation import parameter_problems
+from accelerator_prefect.validation import failed_checks, parameter_problems
 from accelerator_prefect.versions import refuse_archived
 
 if TYPE_CHECKING:
@@ -141,19 +147,29 @@ def _inside_storage(uri: str, storage: AccFileSystem | None) -> str | None:
 
 
 def area_problems(
-    principal: Principal, parameters: dict[str, Any], storage: AccFileSystem | None = None
+    principal: Principal,
+    parameters: dict[str, Any],
+    storage: AccFileSystem | None = None,
+    samples: tuple[str, ...] = (),
 ) -> list[str]:
-    """Chosen ``acc://`` locations outside the storage ``principal`` may use.
+    """Chosen ``acc://`` locations outside the storage ``principal`` may use; inputs may
+    also lie in the ``samples`` they may read (never the output).
 
     Decided on the path alone, before storage is touched, so the answer says
     nothing about what exists there. A cloud URL into storage's own backend
     obeys the same rule, as the ``acc://`` path it is.
     """
+
+    def allowed(where: str, relative: str) -> bool:
+        if where.startswith("inputs"):
+            return may_read_path(principal, relative, samples)
+        return may_use_path(principal, relative)
+
     problems = []
     for where, uri in _selection(parameters):
         if not uri.startswith(PREFIX):
             inside = _inside_storage(uri, storage)
-            if inside is not None and not may_use_path(principal, inside):
+            if inside is not None and not allowed(where, inside):
                 problems.append(
                     f"{where}: {uri} lies in acc:// storage outside what you may use "
                     f"({', '.join(usable_areas(principal))})"
@@ -163,7 +179,7 @@ def area_problems(
             relative = check_path(uri.replace("{run_id}", "run"))
         except StoragePathError:
             continue  # the mapping checks report it
-        if not may_use_path(principal, relative):
+        if not allowed(where, relative):
             problems.append(
                 f"{where}: {uri} is outside the storage you may use "
                 f"({', '.join(usable_areas(principal))})"
@@ -186,6 +202,53 @@ def _mapping_problems(
     if isinstance(output, dict) and isinstance(output.get("location"), str):
         problems += output_problems(output["location"], storage)
     return problems
+
+
+def _input_names(inputs: dict[str, Any], storage: AccFileSystem | None) -> list[str]:
+    """The names of the files a run would get: folders expanded as the run expands them
+    (accepted types only, no earlier runs' outputs)."""
+    from accelerator_prefect.mapping import expand
+    from accelerator_prefect.storage import AccFileSystem, folder_files
+
+    accepted = list(inputs.get("accepted_types") or [])
+    names = [str(u).rstrip("/").rsplit("/", 1)[-1] for u in inputs.get("selected_files", [])]
+    fs = storage or AccFileSystem()
+    cloud = []
+    for uri in inputs.get("selected_folders", []):
+        if not uri.startswith(PREFIX):
+            cloud.append(uri)
+            continue
+        names += [relative.rsplit("/", 1)[-1] for relative, _ in folder_files(fs, uri, accepted)]
+    if cloud:
+        names += [f.name for f in expand([], cloud, accepted)]
+    return names
+
+
+def _check_problems(
+    hosted: HostedVersion,
+    parameters: dict[str, Any],
+    storage: AccFileSystem | None,
+    flagged: set[str],
+) -> list[str]:
+    """The model's own checks across settings and inputs (see ``LaunchCheck``), for the
+    checks whose settings the schema found nothing wrong with."""
+    checks = [
+        check
+        for check in map(LaunchCheck.model_validate, hosted.record.manifest.get("checks") or [])
+        if not any(
+            where == name or where.startswith((f"{name}.", f"{name}["))
+            for where in flagged
+            for name in check.settings
+        )
+    ]
+    inputs = parameters.get("inputs")
+    if not checks or not isinstance(inputs, dict):
+        return []
+    try:
+        names = _input_names(inputs, storage)
+    except InvalidInputs as exc:  # a cloud folder refused on a second look
+        return exc.problems
+    return failed_checks(checks, parameters.get("conf"), names)
 
 
 def run_name(hosted: HostedVersion, user: str) -> str:
@@ -279,7 +342,8 @@ async def launch(
     if principal.guest and output is not None:
         problems.append("output: a guest's results go to a scratch folder of their run")
     flagged = {p.split(":", 1)[0] for p in problems}
-    outside = area_problems(principal, parameters, storage)
+    # The samples of the version launched are its launcher's to read (they may run it).
+    outside = area_problems(principal, parameters, storage, readable_samples(principal, [hosted]))
     problems += outside
     if not outside:
         problems += [
@@ -287,6 +351,10 @@ async def launch(
             for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
             if p.split(":", 1)[0] not in flagged
         ]
+        if not any(p.startswith("inputs") for p in problems):
+            # Only on a selection that holds: its files are what the checks look at.
+            wrong = {p.split(":", 1)[0] for p in problems}
+            problems += await asyncio.to_thread(_check_problems, hosted, parameters, storage, wrong)
     problems += secret_problems
     if problems:
         raise _refusal(problems, f"launch of {hosted.name}@{hosted.version}")

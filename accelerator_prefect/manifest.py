@@ -32,6 +32,8 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+SETTING = re.compile(r"^conf(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 Slug = Annotated[str, Field(pattern=SLUG)]
 SCHEMA_FILE = "manifest.schema.json"
 
@@ -128,6 +130,61 @@ class SecretSpec(_Strict):
     required: bool = True
 
 
+class LaunchCheck(_Strict):
+    """A rule across the settings and the inputs, checked before a launch is dispatched.
+
+    Declarative on purpose: the service layer runs no author code. ``{conf.<setting>}``
+    in ``inputs_include`` and ``message`` is filled in from the launch's settings.
+
+    Example (YAML)::
+
+        checks:
+          - field: conf.scenario
+            inputs_include: "model_{conf.scenario}.nc"
+            message: "Select model_{conf.scenario}.nc among your inputs."
+    """
+
+    field: str = Field(
+        pattern=r"^(conf(\.[A-Za-z_][A-Za-z0-9_]*)+|inputs)$",
+        description="Where the problem is shown: conf.<setting> (under that setting) or inputs.",
+    )
+    inputs_include: str = Field(
+        min_length=1,
+        description="A file-name pattern (*, ?, [abc]) that one of the inputs (folders "
+        "expanded) must match, e.g. 'model_{conf.scenario}.nc'.",
+    )
+    message: str = Field(
+        default="",
+        description="What the person is told under `field` when no input matches; "
+        "{conf.<setting>} is filled in. Defaults to naming the pattern.",
+    )
+
+    @field_validator("inputs_include", "message")
+    @classmethod
+    def _placeholders_name_settings(cls, value: str) -> str:
+        for name in PLACEHOLDER.findall(value):
+            if not SETTING.match(name):
+                raise ValueError(
+                    f"{{{name}}}: expected a placeholder naming a setting, e.g. {{conf.scenario}}"
+                )
+        return value
+
+    @field_validator("inputs_include")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value:
+            raise ValueError(
+                f"{value!r}: expected a file-name pattern without folders, e.g. 'model_*.nc'"
+            )
+        return value
+
+    @property
+    def settings(self) -> list[str]:
+        """The settings it reads (``conf.scenario``), each once, in order."""
+        named = PLACEHOLDER.findall(self.inputs_include) + PLACEHOLDER.findall(self.message)
+        return list(dict.fromkeys(named))
+
+
 class Manifest(_Strict):
     """One hosted model version, as its author describes it."""
 
@@ -149,6 +206,11 @@ class Manifest(_Strict):
         default_factory=list,
         description="DVC-tracked files or folders the jobflow reads, relative to the "
         "repository root; each version pins their content.",
+    )
+    checks: list[LaunchCheck] = Field(
+        default_factory=list,
+        description="Rules across settings and inputs checked before a launch is dispatched; "
+        "a failing one refuses the launch with its message under its field.",
     )
     status: Status = Status.active
     work_pool: str | None = Field(default=None, description="Defaults to the platform's pool.")

@@ -53,7 +53,7 @@ from accelerator_prefect.manifest import (
     parse_manifest,
 )
 from accelerator_prefect.mapping import constrain_schema
-from accelerator_prefect.validation import EXTENSION_KEY
+from accelerator_prefect.validation import EXTENSION_KEY, check_declaration_problems
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -185,6 +185,9 @@ def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: str) -> No
             f"{path}: inputs: the jobflow {manifest.jobflow} takes no `inputs` parameter; "
             "add `inputs: Inputs` to its signature or remove the input mapping"
         )
+    unknown = check_declaration_problems(manifest.checks, schema)
+    if unknown:
+        raise ManifestError(f"{path}: {'; '.join(unknown)}")
 
 
 def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,9 @@ aside, then moved into place, or committed as one object on object stores),
 so a crashed writer never leaves a half-written file under its final name.
 
 :class:`Storage` is the same storage as users handle it: ``put``, ``get``,
-``ls``, ``open``, streaming in chunks with progress.
+``ls``, ``open``, streaming in chunks with progress, for one principal: the
+access layer decides each path, and the sample inputs of the models the
+principal may run are readable too (never writable).
 
 Example:
     >>> import fsspec
@@ -28,6 +30,7 @@ import io
 import mimetypes
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -44,7 +47,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
 
 if TYPE_CHECKING:
-    from accelerator_prefect.access import Principal
+    from accelerator_prefect.access import Principal, SampleSource
     from accelerator_prefect.settings import Settings
 
 PROTOCOL = "acc"
@@ -63,6 +66,11 @@ mimetypes.add_type("application/geo+json", ".geojson")
 mimetypes.add_type("image/tiff", ".tif")
 
 Progress = Callable[[int], None]
+# Reads the hosted versions of one project as the principal's own client sees them.
+VersionReader = Callable[[str], Iterable["SampleSource"]]
+# How long a Storage keeps which samples a principal may read in a project: the list
+# grants reading only, and changes when a model is published or its scope changes.
+SAMPLES_TTL = 10.0
 
 
 class StoragePathError(AcceleratorError, ValueError):
@@ -567,6 +575,10 @@ def _modified(info: dict[str, Any]) -> datetime | None:
     return None
 
 
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
+
+
 def _entry(info: dict[str, Any]) -> Entry:
     uri = to_uri(str(info["name"]))
     if info.get("type") == "directory":
@@ -590,33 +602,102 @@ class Storage:
         self,
         fs: AccFileSystem | None = None,
         principal: Principal | Callable[[], Principal] | None = None,
+        versions: VersionReader | None = None,
     ) -> None:
+        """Storage for ``principal`` (``None``: no rules, as inside a run). ``versions``
+        reads the hosted versions of a project as the principal's own client sees them:
+        the samples of those the principal may run are readable here too."""
         self.fs = fs or AccFileSystem()
         self._principal = principal
+        self._versions = versions
+        self._samples: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
 
     @property
     def principal(self) -> Principal | None:
         """Whose storage rules apply (``None``: none, as inside a run)."""
         return self._principal() if callable(self._principal) else self._principal
 
-    def _allowed(self, uri: str, listing: bool = False) -> str:
-        """``uri`` relative to the root, if the principal (when there is one) may use it.
+    def reading_samples(self, versions: VersionReader) -> Storage:
+        """This storage, for the same principal, reading also the sample inputs of the
+        versions ``versions`` reads that the principal may run."""
+        return Storage(self.fs, self._principal, versions)
 
-        Decided on the path alone, so a refusal says nothing about what is there.
-        Only a listing may name the root itself (and shows only what may be used).
+    def _allowed(self, uri: str, listing: bool = False, reading: bool = False) -> str:
+        """``uri`` relative to the root, if the principal (when there is one) may use it,
+        or, when ``reading``, read it as (inside) a sample of a model they may run.
+
+        Decided on the path (and the models' samples) alone, so a refusal says nothing
+        about what is there. Only a listing may name the root itself (and shows only
+        what may be used).
         """
         relative = check_path(uri)
         principal = self.principal
-        if principal is None or principal.operator:
+        if principal is None or principal.operator or (listing and not relative):
             return relative
         from accelerator_prefect.access import may_use_path, usable_areas
 
-        if (relative or not listing) and not (relative and may_use_path(principal, relative)):
-            raise AccessDenied(
-                f"{to_uri(relative)}: outside the storage you may use "
-                f"({', '.join(usable_areas(principal))})"
-            )
-        return relative
+        if relative and may_use_path(principal, relative):
+            return relative
+        if relative and reading and self._sample_of(principal, relative) is not None:
+            return relative
+        raise AccessDenied(
+            f"{to_uri(relative)}: outside the storage you may use "
+            f"({', '.join(usable_areas(principal))})"
+        )
+
+    def _sample_of(self, principal: Principal, relative: str) -> str | None:
+        """The sample ``relative`` lies in (or is) that ``principal`` may read, if any."""
+        from accelerator_prefect.access import in_sample
+
+        for sample in self._readable_samples(principal, relative.split("/", 1)[0]):
+            if in_sample(relative, sample) and self._stays_in(relative, sample):
+                return sample
+        return None
+
+    def _readable_samples(self, principal: Principal, project: str) -> tuple[str, ...]:
+        """The samples in ``project`` that ``principal`` may read, read once a while."""
+        if self._versions is None:
+            return ()
+        from accelerator_prefect.access import readable_samples
+
+        # Who exactly is asking: a changed membership or link is another principal.
+        key = (principal.name, principal.guest, principal.links, *principal.projects.items())
+        key += (principal.operator, project)
+        held = self._samples.get(key)
+        now = time.monotonic()
+        if held is None or now - held[0] > SAMPLES_TTL:
+            found = readable_samples(principal, self._versions(project))
+            # A model's samples lie in its own project's folder; nothing else is opened.
+            inside = tuple(s for s in found if s.startswith(project + "/"))
+            held = self._samples[key] = (now, inside)
+        return held[1]
+
+    def _stays_in(self, relative: str, sample: str) -> bool:
+        """Whether ``relative`` really lies in ``sample``, and the sample in its project's
+        folder, once symbolic links are followed (object stores have none)."""
+        root = self.fs._local_root
+        if root is None:
+            return True
+        project = os.path.realpath(os.path.join(root, sample.split("/", 1)[0]))
+        base = os.path.realpath(os.path.join(root, sample.rstrip("/")))
+        real = os.path.realpath(os.path.join(root, relative))
+        return _within(base, project) and _within(real, base)
+
+    def _readable_entries(self, uri: str, entries: list[Entry]) -> list[Entry]:
+        """``entries`` found under ``uri``, those the principal may read: all of them in
+        their own areas; inside a sample, those that stay in it."""
+        principal = self.principal
+        relative = check_path(uri)
+        if principal is None or principal.operator or not relative:
+            return entries
+        from accelerator_prefect.access import may_use_path
+
+        if may_use_path(principal, relative):
+            return entries
+        sample = self._sample_of(principal, relative)
+        if sample is None:
+            return []
+        return [e for e in entries if self._stays_in(check_path(e.uri), sample)]
 
     def _failed(self, uri: str, exc: OSError) -> AcceleratorError:
         """A backend error as users should read it: about their acc:// path."""
@@ -625,20 +706,20 @@ class Storage:
         return AcceleratorError(f"{to_uri(uri)}: {exc.strerror or type(exc).__name__}")
 
     def info(self, uri: str) -> Entry:
-        self._allowed(uri)
+        self._allowed(uri, reading=True)
         try:
             return _entry(self.fs.info(uri))
         except OSError as exc:
             raise self._failed(uri, exc) from None
 
     def exists(self, uri: str) -> bool:
-        self._allowed(uri)
+        self._allowed(uri, reading=True)
         return bool(self.fs.exists(uri))
 
     def ls(self, uri: str = PREFIX) -> list[Entry]:
         """The files and folders directly inside ``uri`` (dot-files hidden; at the root,
         only the folders this principal may use)."""
-        top = not self._allowed(uri, listing=True)
+        top = not self._allowed(uri, listing=True, reading=True)
         try:
             infos = self.fs.ls(uri, detail=True)
         except OSError as exc:
@@ -651,19 +732,22 @@ class Storage:
             from accelerator_prefect.access import may_use_path
 
             entries = [e for e in entries if may_use_path(principal, e.name)]
+        elif not top:
+            entries = self._readable_entries(uri, entries)
         return sorted(entries, key=lambda e: (not e.is_folder, e.uri))
 
     def files(self, uri: str, accepted: Iterable[str] = ()) -> list[Entry]:
         """Every file under folder ``uri``, recursively, matching ``accepted`` types."""
-        self._allowed(uri)
+        self._allowed(uri, reading=True)
         try:
-            return [_entry(info) for _, info in folder_files(self.fs, uri, accepted)]
+            found = [_entry(info) for _, info in folder_files(self.fs, uri, accepted)]
         except OSError as exc:
             raise self._failed(uri, exc) from None
+        return self._readable_entries(uri, found)
 
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open a file; writes appear only once the file is closed cleanly."""
-        self._allowed(uri)
+        self._allowed(uri, reading=not any(c in mode for c in "wax+"))
         try:
             return self.fs.open(uri, mode, **kwargs)
         except OSError as exc:

@@ -1,18 +1,31 @@
-"""Validate launch parameters against a version's parameter schema.
+"""Validate launch parameters against a version's parameter schema and its checks.
 
 The same JSON Schema that Prefect enforces server-side, checked first and in
 full: every problem is reported at once, each with its field path, e.g.
 ``conf.base_year: 3000 is greater than the maximum of 2100``.
+
+A manifest's ``checks`` (rules across settings and inputs, e.g. "the
+scenario's file is among the inputs") are checked here too: against the
+schema when a version is published (:func:`check_declaration_problems`), and
+against a launch's settings and input files (:func:`failed_checks`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from accelerator_prefect.errors import field_path
+from accelerator_prefect.manifest import PLACEHOLDER
+
+if TYPE_CHECKING:
+    from accelerator_prefect.manifest import LaunchCheck
 
 EXTENSION_KEY = "x-accelerator"
 # A schema node may say in words what its pattern means (the ajv-errors convention).
@@ -78,3 +91,99 @@ def field_schema(schema: dict[str, Any], parameter: str, field: str) -> dict[str
     """The schema of ``parameter.field`` with references resolved (``{}`` if unknown)."""
     node = property_schema(schema, parameter).get("properties", {}).get(field, {})
     return _resolve(schema, node)
+
+
+def _setting_schema(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
+    """The schema of setting ``conf.a.b`` (references followed), or None if there is none."""
+    node: dict[str, Any] = schema
+    for name in dotted.split("."):
+        node = _resolve(schema, node)
+        for part in node.get("allOf", []):  # pydantic wraps a described $ref in one
+            if isinstance(part, dict):
+                node = {**_resolve(schema, part), **node}
+        child = node.get("properties", {}).get(name)
+        if not isinstance(child, dict):
+            return None
+        node = child
+    return _resolve(schema, node)
+
+
+def _known_settings(schema: dict[str, Any]) -> str:
+    names = sorted(property_schema(schema, "conf").get("properties", {}))
+    return ", ".join(f"conf.{n}" for n in names) or "none"
+
+
+def check_declaration_problems(checks: Sequence[LaunchCheck], schema: dict[str, Any]) -> list[str]:
+    """What a manifest's ``checks`` name that its jobflow does not take, one line each,
+    e.g. ``checks[0].inputs_include: {conf.scenaro} names no setting of the jobflow``."""
+    problems = []
+    takes_inputs = "inputs" in schema.get("properties", {})
+    for index, check in enumerate(checks):
+        where = f"checks[{index}]"
+        if not takes_inputs:
+            problems.append(
+                f"{where}.inputs_include: the jobflow takes no `inputs` parameter to check"
+            )
+        if check.field != "inputs" and _setting_schema(schema, check.field) is None:
+            problems.append(
+                f"{where}.field: {check.field} is no setting of the jobflow "
+                f"(its settings: {_known_settings(schema)})"
+            )
+        for key in ("inputs_include", "message"):
+            for name in dict.fromkeys(PLACEHOLDER.findall(getattr(check, key))):
+                if _setting_schema(schema, name) is None:
+                    problems.append(
+                        f"{where}.{key}: {{{name}}} names no setting of the jobflow "
+                        f"(its settings: {_known_settings(schema)})"
+                    )
+    return problems
+
+
+def _setting_text(conf: Any, dotted: str) -> str | None:
+    """The value of ``conf.a.b`` as text, or None when it is not a plain value
+    (missing or malformed settings are the schema's to report)."""
+    value = conf
+    for name in dotted.split(".")[1:]:
+        if not isinstance(value, dict) or name not in value:
+            return None
+        value = value[name]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return None
+
+
+def _filled(template: str, values: dict[str, str], escape: bool) -> str:
+    def fill(match: re.Match[str]) -> str:
+        text = values[match.group(1)]
+        # A setting's value is matched as written, never as a pattern: "*" matches "*".
+        return re.sub(r"([*?\[])", r"[\1]", text) if escape else text
+
+    return PLACEHOLDER.sub(fill, template)
+
+
+def failed_checks(checks: Sequence[LaunchCheck], conf: Any, file_names: Iterable[str]) -> list[str]:
+    """The launch problems of ``checks`` for settings ``conf`` and the names of the input
+    files (folders expanded), one line each under the check's field, e.g.
+    ``conf.scenario: Select model_ssp126.nc among your inputs.``
+
+    A check whose settings are missing or not plain values is skipped: the schema
+    reports those.
+    """
+    names = list(file_names)
+    problems = []
+    for check in checks:
+        values = {name: _setting_text(conf, name) for name in check.settings}
+        if any(v is None for v in values.values()):
+            continue
+        given = {k: v for k, v in values.items() if v is not None}
+        pattern = _filled(check.inputs_include, given, escape=True)
+        if any(fnmatchcase(name, pattern) for name in names):
+            continue
+        wanted = _filled(check.inputs_include, given, escape=False)
+        message = _filled(check.message, given, escape=False) or (
+            f"Select a file named {wanted} among your inputs."
+        )
+        problems.append(f"{check.field}: {message}")
+    return problems

@@ -1,10 +1,12 @@
 """The input picker of the launch form: a file explorer over ``acc://``.
 
 It shows the folders this user may read (the access layer decides, through
-the user's :class:`~accelerator_prefect.Storage`), only the files of the types
-the model accepts, lets them tick files and whole folders, upload files from
-their computer into their own area, and (where the model allows it) type
-cloud paths. It returns the ``inputs`` a launch takes.
+the user's :class:`~accelerator_prefect.Storage`, which reads the sample inputs
+of the models they may run too), only the files of the types the model
+accepts, lets them open folders by their names and tick files and whole
+folders by their check boxes, start from the model's samples in one click,
+upload files from their computer into their own area, and (where the model
+allows it) type cloud paths. It returns the ``inputs`` a launch takes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from catalog_ui.parts import ago, human_size
 
 if TYPE_CHECKING:
     from accelerator_prefect import Storage
+    from accelerator_prefect.catalog import HostedVersion
     from catalog_ui.session import Session
 
 MAX_LISTED = 300  # entries shown in one folder; a filter narrows larger ones
@@ -47,19 +50,38 @@ def parent(uri: str) -> str:
 class Explorer:
     """One explorer on a page; its state lives in ``st.session_state`` under ``key``."""
 
-    def __init__(self, session: Session, mapping: InputMapping, key: str) -> None:
+    def __init__(
+        self, session: Session, mapping: InputMapping, key: str, model: str | None = None
+    ) -> None:
+        """``model``: the model whose inputs these are (default: the page's ``?model=``),
+        whose sample inputs the user may then read."""
         import streamlit as st
 
         self.session = session
         self.mapping = mapping
         self.key = key
+        self.model = model or st.query_params.get("model") or session.model
         self.state: Any = st.session_state
         self.state.setdefault(f"{key}:folder", PREFIX)
         self.state.setdefault(f"{key}:selected", {})
+        self._storage: Storage | None = None
 
     @property
     def storage(self) -> Storage:
-        return self.session.acc.storage
+        """The user's storage, reading also the samples of this model (if they may run it:
+        the storage decides)."""
+        if self._storage is None:
+            storage = self.session.acc.storage
+            if self.model and hasattr(storage, "reading_samples"):
+                storage = storage.reading_samples(self._versions)
+            self._storage = storage
+        return self._storage
+
+    def _versions(self, project: str) -> list[HostedVersion]:
+        """This model's versions as the user's own client reads them (the page's read)."""
+        name = str(self.model)
+        hosted = self.session.cached(f"model:{name}", lambda: self.session.acc.get(name))
+        return hosted.versions
 
     @property
     def folder(self) -> str:
@@ -79,6 +101,27 @@ class Explorer:
                 continue
         if uris:
             self.open(parent(uris[0]))
+
+    def use_samples(self) -> None:
+        """Replace the selection with the model's sample inputs, and open the first folder."""
+        from catalog_ui.session import plain_error
+
+        chosen: dict[str, Entry] = {}
+        for uri in self.mapping.samples:
+            try:
+                entry = self.storage.info(uri)
+            except Exception as exc:  # gone, or not readable: said under the button
+                self.state[f"{self.key}:samples-problem"] = (
+                    f"The sample inputs cannot be used: {plain_error(exc)}"
+                )
+                return
+            chosen[entry.uri] = entry
+        self.state.pop(f"{self.key}:samples-problem", None)
+        self.selected.clear()
+        self.selected.update(chosen)
+        folders = [u for u in chosen if u.endswith("/")]
+        if folders:
+            self.open(folders[0])
 
     def open(self, uri: str) -> None:
         self.state[f"{self.key}:folder"] = uri
@@ -141,36 +184,71 @@ class Explorer:
         elif not entries:
             st.caption("Nothing here the model can take." if hidden else "This folder is empty.")
         for entry in entries[:MAX_LISTED]:
-            tick, size, when, action = st.columns([6, 2, 2, 2], vertical_alignment="center")
-            # A button, not a check box: the selection lives here, so no widget value can go
-            # stale when the listing changes under it.
-            ticked = entry.uri in self.selected
-            kind = "folder" if entry.is_folder else "file"
-            tick.button(
-                entry.name,
-                key=f"{self.key}:tick:{entry.uri}",
-                icon=":material/check_box:" if ticked else ":material/check_box_outline_blank:",
-                help=f"{'Unselect' if ticked else 'Select'} this {kind}",
-                on_click=self.toggle,
-                args=(entry,),
-                type="tertiary",
-            )
-            size.caption("folder" if entry.is_folder else human_size(entry.size))
-            when.caption(ago(entry.modified))
-            if entry.is_folder:
-                action.button(
-                    "Open",
-                    key=f"{self.key}:open:{entry.uri}",
-                    on_click=self.open,
-                    args=(entry.uri,),
-                    icon=":material/chevron_right:",
-                    type="tertiary",
-                )
+            self.row(entry)
         if len(entries) > MAX_LISTED:
             st.caption(f"Showing {MAX_LISTED} of {len(entries)}; type in the filter to narrow.")
         if hidden:
             kinds = ", ".join(self.mapping.accepted_types)
             st.caption(f"{hidden} other file(s) hidden: this model takes {kinds}.")
+
+    def row(self, entry: Entry) -> None:
+        """One entry: its check box selects it; its name opens a folder (a file's selects it)."""
+        import streamlit as st
+
+        tick, name, size, when = st.columns([1, 7, 2, 2], vertical_alignment="center")
+        # Buttons, not check boxes: the selection lives here, so no widget value can go
+        # stale when the listing changes under it.
+        ticked = entry.uri in self.selected
+        kind = "folder" if entry.is_folder else "file"
+        tick.button(
+            "",
+            key=f"{self.key}:tick:{entry.uri}",
+            icon=":material/check_box:" if ticked else ":material/check_box_outline_blank:",
+            help=f"{'Unselect' if ticked else 'Select'} this {kind}",
+            on_click=self.toggle,
+            args=(entry,),
+            type="tertiary",
+        )
+        if entry.is_folder:
+            name.button(
+                entry.name + "/",
+                key=f"{self.key}:name:{entry.uri}",
+                icon=":material/folder:",
+                help="Open this folder",
+                on_click=self.open,
+                args=(entry.uri,),
+                type="tertiary",
+            )
+        else:
+            name.button(
+                entry.name,
+                key=f"{self.key}:name:{entry.uri}",
+                icon=":material/draft:",
+                help=f"{'Unselect' if ticked else 'Select'} this file",
+                on_click=self.toggle,
+                args=(entry,),
+                type="tertiary",
+            )
+        size.caption("folder" if entry.is_folder else human_size(entry.size))
+        when.caption(ago(entry.modified))
+
+    def samples(self) -> None:
+        """The one-click start: the model's sample inputs, for whoever may run it."""
+        import streamlit as st
+
+        if not self.mapping.samples:
+            return
+        st.button(
+            "Use the sample inputs",
+            key=f"{self.key}:samples",
+            icon=":material/science:",
+            help="Select the inputs the model's author provides: "
+            + ", ".join(self.mapping.samples),
+            on_click=self.use_samples,
+        )
+        problem = self.state.get(f"{self.key}:samples-problem")
+        if problem:
+            st.warning(problem, icon=":material/warning:")
 
     def upload(self) -> None:
         import streamlit as st
@@ -264,6 +342,7 @@ class Explorer:
 
         st.caption(rule(self.mapping))
         if Source.storage in self.mapping.sources:
+            self.samples()
             with st.container(border=True):
                 self.breadcrumb()
                 self.rows()

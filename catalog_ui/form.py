@@ -7,6 +7,12 @@ This module owns the translation between a JSON Schema node and a form:
 - `errors_by_field` sorts the service layer's validation lines by field, so
   `render` can show each one under the widget it is about.
 
+A model arranges its form with two keys beside a field's schema: ``x-section``
+(fields with the same section stand together under its heading, sections in
+the order they first appear) and ``x-advanced: true`` (the field goes into a
+collapsed "Advanced settings" fold at the end of its section, or of the form
+for fields in no section; a fold holding a problem opens and says so).
+
 The form enforces what widgets can (bounds, steps, options, lengths, row
 counts, choices narrowed by ``if``/``then`` rules); what they cannot (patterns,
 text formats, rules it does not understand) is left to
@@ -118,6 +124,8 @@ class Field:
     name: str | None = None  # the property name, for fields of an object
     help: str | None = None
     unit: str | None = None  # from the schema's "x-unit" (or "unit"), shown in the label
+    section: str | None = None  # from "x-section": the heading it stands under
+    advanced: bool = False  # from "x-advanced": folded away under "Advanced settings"
     required: bool = False
     nullable: bool = False
     default: Any = NO_DEFAULT
@@ -189,6 +197,8 @@ def _build(
         title=title,
         help=_text(own.get("description")) or _text(schema.get("description")),
         unit=_unit(own) or _unit(schema),
+        section=_text(own.get("x-section")) or _text(schema.get("x-section")),
+        advanced=own.get("x-advanced") is True or schema.get("x-advanced") is True,
         required=required,
         nullable=nullable,
         default=NO_DEFAULT if default is None else default,
@@ -661,6 +671,7 @@ class _Spot(NamedTuple):
 class _Canvas:
     ui: Any
     errors: dict[str, list[str]]
+    folded: bool = False  # drawing inside an "Advanced settings" fold (folds do not nest)
 
     def show_errors(self, at: str) -> None:
         for message in self.errors.pop(at, []):
@@ -1173,16 +1184,64 @@ def _draw_properties(
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     drawn: set[str] = set()
-    for child in field.children:
-        name = child.name or ""
-        shown = _narrowed(child, field.rules, values, drawn)
-        value = _draw(shown, canvas, spot.child(name), given.get(name, NO_DEFAULT))
-        drawn.add(name)
-        if value is not _EMPTY:
-            values[name] = value
-        elif child.nullable:
-            values[name] = None
+
+    def draw(children: Sequence[Field]) -> None:
+        for child in children:
+            name = child.name or ""
+            shown = _narrowed(child, field.rules, values, drawn)
+            value = _draw(shown, canvas, spot.child(name), given.get(name, NO_DEFAULT))
+            drawn.add(name)
+            if value is not _EMPTY:
+                values[name] = value
+            elif child.nullable:
+                values[name] = None
+
+    unplaced: list[Field] = []  # advanced fields in no section: folded at the very end
+    for section, children in _sections(field.children):
+        folded = [c for c in children if c.advanced and not canvas.folded]
+        if section is not None:
+            canvas.ui.markdown(f"#### {_escaped(section)}")
+        draw([c for c in children if not (c.advanced and not canvas.folded)])
+        if section is None:
+            unplaced += folded
+        else:
+            _draw_fold(folded, canvas, spot, draw)
+    _draw_fold(unplaced, canvas, spot, draw)
     return values
+
+
+def _sections(children: Sequence[Field]) -> list[tuple[str | None, list[Field]]]:
+    """The fields by ``x-section``, sections in the order they first appear (fields in
+    none form a group of their own, placed where the first of them is)."""
+    grouped: dict[str | None, list[Field]] = {}
+    for child in children:
+        grouped.setdefault(child.section, []).append(child)
+    return list(grouped.items())
+
+
+def _draw_fold(
+    children: Sequence[Field],
+    canvas: _Canvas,
+    spot: _Spot,
+    draw: Callable[[Sequence[Field]], None],
+) -> None:
+    """Advanced fields in a collapsed fold, opened (and saying so) when one needs fixing."""
+    if not children:
+        return
+    places = [spot.child(child.name or "").at for child in children]
+    trouble = sum(
+        len(messages)
+        for at, messages in canvas.errors.items()
+        if any(at == p or at.startswith((f"{p}.", f"{p}[")) for p in places)
+    )
+    label = "Advanced settings" + (f" · {trouble} to fix" if trouble else "")
+    icon = ":material/error:" if trouble else ":material/tune:"
+    with canvas.ui.expander(label, expanded=bool(trouble), icon=icon):
+        canvas.folded = True
+        try:
+            draw(children)
+        finally:
+            canvas.folded = False
 
 
 def _narrowed(
@@ -1230,8 +1289,12 @@ def _holds(rule: ChoiceRule, values: Mapping[str, Any]) -> bool:
 
 def _heading(label: str) -> str:
     title, marked = (label[:-2], True) if label.endswith(" *") else (label, False)
-    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$])", r"\\\1", title)
-    return f"**{escaped}**" + (" \\*" if marked else "")
+    return f"**{_escaped(title)}**" + (" \\*" if marked else "")
+
+
+def _escaped(text: str) -> str:
+    """`text` shown as written in Markdown."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$])", r"\\\1", text)
 
 
 def _draw_rows(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: str) -> Any:

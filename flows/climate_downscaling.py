@@ -103,23 +103,25 @@ class DownscalingConf(Conf):
         description="Emission scenario (SSP) of the projection: pick the one your model file "
         "was run for.",
         json_schema_extra={
+            "x-section": "What to downscale",
             "x-enum-titles": {
                 "ssp126": "SSP1-2.6 (sustainability, low emissions)",
                 "ssp245": "SSP2-4.5 (middle of the road)",
                 "ssp370": "SSP3-7.0 (regional rivalry, high emissions)",
                 "ssp585": "SSP5-8.5 (fossil-fuelled development, very high emissions)",
-            }
+            },
         },
     )
     target_region: Region = Field(
         description="Mountain region to downscale.",
         json_schema_extra={
+            "x-section": "What to downscale",
             "x-enum-titles": {
                 "alps": "Alps",
                 "pyrenees": "Pyrenees",
                 "carpathians": "Carpathians",
                 "scandes": "Scandinavian Mountains",
-            }
+            },
         },
     )
     base_year: int = Field(
@@ -128,6 +130,7 @@ class DownscalingConf(Conf):
         le=2100,
         title="Base year",
         description="Centre of the 30-year reference period the change is measured against.",
+        json_schema_extra={"x-section": "Period and grid"},
     )
     resolution_km: float = Field(
         default=5.0,
@@ -135,7 +138,8 @@ class DownscalingConf(Conf):
         le=50.0,
         title="Resolution",
         description="Cell size of the fine grid.",
-        json_schema_extra={"x-unit": "km"},
+        # Rarely changed: 5 km suits the regions' terrain; folded under "Advanced settings".
+        json_schema_extra={"x-unit": "km", "x-section": "Period and grid", "x-advanced": True},
     )
 
 

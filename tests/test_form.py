@@ -903,6 +903,119 @@ def test_required_fields_are_marked_and_titles_fall_back_to_readable_names() -> 
     assert app.number_input(key="form.base_year").help.startswith("Centre of the 30-year")
 
 
+# ---------------------------------------------------------------- sections and the advanced fold
+
+SECTIONED = simple_root(
+    {
+        "label": {"type": "string", "title": "Label"},  # in no section
+        "scenario": {"enum": ["a", "b"], "x-section": "What to run"},
+        "year": {"type": "integer", "default": 2000, "maximum": 2100, "x-section": "When"},
+        "region": {"enum": ["x", "y"], "x-section": "What to run"},
+        "seed": {"type": "integer", "default": 1, "maximum": 100, "x-advanced": True},
+        "tolerance": {
+            "type": "number",
+            "default": 0.1,
+            "x-section": "When",
+            "x-advanced": True,
+        },
+    },
+    ["scenario"],
+)
+
+
+def headings_and_keys(app: AppTest) -> list[str]:
+    """The section headings and widget keys, in page order."""
+    return [
+        said
+        for kind, said in shown(app)
+        if said.startswith("form.") or (kind == "Markdown" and said.startswith("#### "))
+    ]
+
+
+def test_fields_stand_under_their_sections_in_the_order_the_sections_first_appear() -> None:
+    form = fields_of(conf_form(SECTIONED))
+    assert (form["tolerance"].section, form["tolerance"].advanced) == ("When", True)
+    assert (form["label"].section, form["label"].advanced) == (None, False)
+
+    app = open_form(SECTIONED)
+    assert headings_and_keys(app) == [
+        "form.label",
+        "#### What to run",
+        "form.scenario",
+        "form.region",
+        "#### When",
+        "form.year",
+        "form.tolerance",  # folded at the end of its section
+        "form.seed",  # in no section: folded at the end of the form
+    ]
+
+
+def test_advanced_fields_are_folded_away_and_a_value_set_there_is_returned() -> None:
+    app = open_form(SECTIONED)
+    folds = list(app.expander)
+    assert [f.label for f in folds] == ["Advanced settings", "Advanced settings"]
+    assert not any(f.proto.expanded for f in folds)  # collapsed until opened
+    assert [[w.key for w in f.number_input] for f in folds] == [["form.tolerance"], ["form.seed"]]
+
+    app.selectbox(key="form.scenario").set_value("b")
+    app.number_input(key="form.seed").set_value(42)
+    conf = value(rerun(app))
+    assert conf == {"scenario": "b", "year": 2000, "seed": 42, "tolerance": 0.1}
+    assert problems(SECTIONED, conf) == []
+
+
+def test_a_folded_field_that_needs_fixing_opens_its_fold_and_says_so() -> None:
+    app = open_form(SECTIONED, errors={"seed": ["500 is greater than the maximum of 100"]})
+    within_when, at_the_end = app.expander
+    assert (within_when.label, within_when.proto.expanded) == ("Advanced settings", False)
+    assert (at_the_end.label, at_the_end.proto.expanded) == ("Advanced settings · 1 to fix", True)
+    assert [e.value for e in at_the_end.error] == ["500 is greater than the maximum of 100"]
+    assert element_after(app, "form.seed") == ("Error", "500 is greater than the maximum of 100")
+
+
+def test_an_advanced_group_holds_its_own_advanced_fields_without_a_fold_in_a_fold() -> None:
+    root = simple_root(
+        {
+            "name": {"type": "string"},
+            "tuning": {
+                "type": "object",
+                "x-advanced": True,
+                "properties": {
+                    "steps": {"type": "integer", "default": 3},
+                    "jitter": {"type": "number", "default": 0.5, "x-advanced": True},
+                },
+                "required": ["steps"],
+            },
+        },
+        ["name", "tuning"],
+    )
+    app = open_form(root)  # Streamlit refuses an expander inside an expander
+    assert [f.label for f in app.expander] == ["Advanced settings"]
+    assert {w.key for w in app.expander[0].number_input} == {
+        "form.tuning.steps",
+        "form.tuning.jitter",
+    }
+    assert value(app) == {"name": "", "tuning": {"steps": 3, "jitter": 0.5}}
+
+
+def test_the_climate_examples_settings_come_in_sections_with_the_resolution_folded() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.climate_downscaling import climate_downscaling
+
+    root = parameter_schema(climate_downscaling).model_dump_for_openapi()
+    app = open_form(root)
+    assert headings_and_keys(app) == [
+        "#### What to downscale",
+        "form.scenario",
+        "form.target_region",
+        "#### Period and grid",
+        "form.base_year",
+        "form.resolution_km",
+    ]
+    assert [w.key for w in app.expander[0].number_input] == ["form.resolution_km"]
+
+
 # ---------------------------------------------------------------- the real conf schemas
 
 

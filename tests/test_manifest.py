@@ -80,3 +80,41 @@ def test_editors_validate_manifests_with_the_published_schema() -> None:
     jsonschema.Draft202012Validator(schema).validate(valid())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate({**valid(), "status": "gone"})
+
+
+def test_the_example_declares_its_check_across_settings_and_inputs() -> None:
+    (check,) = load_manifest(EXAMPLE).checks
+    assert (check.field, check.inputs_include) == ("conf.scenario", "model_{conf.scenario}.nc")
+    assert check.settings == ["conf.scenario"]
+
+
+@pytest.mark.parametrize(
+    ("check", "expected"),
+    [
+        (
+            {"field": "conf.scenario", "inputs_include": "model_{scenario}.nc"},
+            "checks[0].inputs_include: {scenario}: expected a placeholder naming a setting, "
+            "e.g. {conf.scenario}",
+        ),
+        (
+            {"field": "scenario", "inputs_include": "model_*.nc"},
+            "checks[0].field: String should match pattern",
+        ),
+        (
+            {"field": "inputs", "inputs_include": "data/model_*.nc"},
+            "checks[0].inputs_include: 'data/model_*.nc': expected a file-name pattern without "
+            "folders",
+        ),
+        (
+            {"field": "inputs", "inputs_include": "*.nc", "message": "Add {conf..x}"},
+            "checks[0].message: {conf..x}: expected a placeholder naming a setting",
+        ),
+        ({"field": "inputs"}, "checks[0].inputs_include: required field is missing"),
+    ],
+)
+def test_a_malformed_check_is_refused_naming_its_field(
+    tmp_path: Path, check: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ManifestError) as error:
+        load_manifest(write(tmp_path, {**valid(), "checks": [check]}))
+    assert expected in str(error.value)

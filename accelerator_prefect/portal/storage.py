@@ -1,10 +1,11 @@
-"""``/storage``: list, download and upload ``acc://`` files, inside the caller's areas only,
-streamed (never held whole in memory)."""
+"""``/storage``: list, download and upload ``acc://`` files, inside the caller's areas only
+(and, to read, the sample inputs of the models they may run), streamed (never held whole
+in memory)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -15,14 +16,42 @@ from accelerator_prefect.portal.problems import problem, responses
 from accelerator_prefect.portal.runs import file_responses, ranged
 from accelerator_prefect.storage import Entry, Storage
 
+if TYPE_CHECKING:
+    from accelerator_prefect.catalog import HostedVersion
+
 router = APIRouter(tags=["storage"])
 
 Path = Annotated[str, Query(description="An acc:// path.", examples=["acc://users/alice/"])]
 
 
-async def _storage(acc: Acc) -> Storage:
+async def _storage(acc: Acc, reading: str | None = None) -> Storage:
+    """The caller's storage; the path it is ``reading``, if outside their own areas, may be
+    a sample of a model they may run (the storage decides, from their project's versions)."""
     principal = await acc.principal()
-    return Storage(acc.storage_fs(), principal=principal)
+    versions = await _versions_around(acc, reading) if reading else []
+    return Storage(acc.storage_fs(), principal=principal, versions=lambda _project: versions)
+
+
+async def _versions_around(acc: Acc, path: str) -> list[HostedVersion]:
+    """The hosted versions the caller sees in the project ``path`` lies in, read only when
+    their own areas do not hold ``path`` (one read a request, on that road only)."""
+    from accelerator_prefect.access import may_use_path
+    from accelerator_prefect.catalog import read_versions, tag
+    from accelerator_prefect.storage import StoragePathError, check_path
+
+    principal = await acc.principal()
+    try:
+        relative = check_path(path)
+    except StoragePathError:
+        return []  # the storage refuses it, in its own words
+    if not relative or principal.operator or may_use_path(principal, relative):
+        return []
+    project = [tag("project", relative.split("/", 1)[0])]
+    spaces = await acc.workspaces()
+    found = await asyncio.gather(
+        *(read_versions(c, extra_tags=project, principal=principal) for c in spaces.values())
+    )
+    return [version for batch in found for version in batch]
 
 
 @router.get(
@@ -32,7 +61,7 @@ async def _storage(acc: Acc) -> Storage:
     responses=responses(400, 401, 403, 404, 422, 429, 503),
 )
 async def list_folder(acc: Acc, path: Path = "acc://") -> list[Entry]:
-    storage = await _storage(acc)
+    storage = await _storage(acc, path)
     return await asyncio.to_thread(storage.ls, path)
 
 
@@ -45,7 +74,7 @@ async def list_folder(acc: Acc, path: Path = "acc://") -> list[Entry]:
 async def download(acc: Acc, path: Path, range: Annotated[str | None, Header()] = None) -> Response:
     from accelerator_prefect.storage import media_type
 
-    storage = await _storage(acc)
+    storage = await _storage(acc, path)
     entry = await asyncio.to_thread(storage.info, path)
     if entry.kind != "file":
         raise NotFound(f"{path}: not a file")

@@ -114,10 +114,10 @@ form_key = f"{name}:{chosen.version}:{from_run or ''}"
 # schema): their problems stand under their fields, and Launch waits until there are none.
 live_key = f"live:{form_key}"
 live: list[str] = st.session_state.get(live_key, [])
-problems: list[str] = [
-    *live,
-    *(p for p in st.session_state.get(problems_key, []) if not p.startswith("conf")),
-]
+# The last refusal's problems; those about settings (a model's checks across settings and
+# inputs: "select model_ssp126.nc …") stand under their fields until the settings change.
+refused_before: list[str] = st.session_state.get(problems_key, [])
+problems: list[str] = [*live, *(p for p in refused_before if p not in live)]
 
 with run_tab:
     inputs: dict[str, list[str]] | None = None
@@ -151,6 +151,10 @@ with run_tab:
         ]
         if now != live:  # draw again, each problem under its field
             st.session_state[live_key] = now
+            st.rerun()
+        about_settings = [p for p in refused_before if p.startswith("conf")]
+        if about_settings and conf != st.session_state.get(f"{problems_key}:conf"):
+            st.session_state[problems_key] = [p for p in refused_before if p not in about_settings]
             st.rerun()
 
     output: str | None = None
@@ -235,6 +239,7 @@ with run_tab:
                 )
         except ValidationFailed as exc:
             st.session_state[problems_key] = exc.problems
+            st.session_state[f"{problems_key}:conf"] = conf
             st.rerun()
         except Exception as exc:
             st.error(f"The run was not started: {plain_error(exc)}")
