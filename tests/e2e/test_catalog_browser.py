@@ -171,17 +171,17 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     page.get_by_role("heading", name="Your inputs").wait_for()
     shot(page, "02-model-page")
 
-    # The explorer: climate → examples → coarse-cmip6, then tick the two files.
-    steps = ["climate", "examples", "coarse-cmip6", "observations.nc"]
+    # The explorer: a folder's name opens it (climate → examples → coarse-cmip6), a file's
+    # name selects it: the two files.
+    steps = ["climate/", "examples/", "coarse-cmip6/", "observations.nc"]
     for folder, inside in itertools.pairwise(steps):
-        row = page.locator("[data-testid='stHorizontalBlock']").filter(has=tick(page, folder))
-        row.locator("button").filter(has_text=re.compile("Open$")).last.click()
-        tick(page, inside).first.wait_for()
+        entry(page, folder).click()
+        entry(page, inside).first.wait_for()
         settled(page)
-    tick(page, "observations.nc").click()
+    entry(page, "observations.nc").click()
     page.get_by_text(re.compile(r"^Selected: 1 file")).wait_for()
     settled(page)
-    tick(page, "model_ssp245.nc").click()
+    entry(page, "model_ssp245.nc").click()
     page.get_by_text(re.compile(r"^Selected: 2 file\(s\), [0-9.]+ KB$")).wait_for()
     shot(page, "03-inputs-picked", page.get_by_text(re.compile("^Selected:")))
 
@@ -244,11 +244,19 @@ def settled(page: Any) -> None:
     page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
 
 
-def tick(page: Any, name: str) -> Any:
-    """The explorer's select button of the file or folder ``name``."""
+def entry(page: Any, name: str) -> Any:
+    """The explorer's name button of the file ``name`` (it selects it) or the folder
+    ``name/`` (it opens it)."""
     return page.locator("[data-testid='stButton'] button").filter(
-        has_text=re.compile(rf"check_box\S*\s*{re.escape(name)}$"), visible=True
+        has_text=re.compile(rf"(^|\s|folder|draft){re.escape(name)}$"), visible=True
     )
+
+
+def check_box(page: Any, name: str) -> Any:
+    """The explorer's check box selecting the file or folder ``name`` (the first button of
+    its row)."""
+    row = page.locator("[data-testid='stHorizontalBlock']").filter(has=entry(page, name))
+    return row.last.locator("button").first
 
 
 def choose(page: Any, label: str, option: str, click: Any = None) -> None:
@@ -440,12 +448,11 @@ def test_a_first_time_member_reaches_a_completed_climate_run_and_downloads_it_al
         how = "the 'Use the sample inputs' button"
     else:  # the explorer: climate → examples, then tick the samples' folder
         how = "the explorer: open climate/, open examples/, tick coarse-cmip6/"
-        for folder, inside in itertools.pairwise(["climate", "examples", "coarse-cmip6"]):
-            row = page.locator("[data-testid='stHorizontalBlock']").filter(has=tick(page, folder))
-            click(row.locator("button").filter(has_text=re.compile("Open$")).last)
-            tick(page, inside).first.wait_for()
+        for folder, inside in itertools.pairwise(["climate/", "examples/", "coarse-cmip6/"]):
+            click(entry(page, folder))
+            entry(page, inside).first.wait_for()
             settled(page)
-        click(tick(page, "coarse-cmip6"))
+        click(check_box(page, "coarse-cmip6/"))
     page.get_by_text(re.compile(r"^Selected: ")).first.wait_for()
     settled(page)
     for label, option in [("Scenario", "SSP2-4.5 (middle of the road)"), ("Target region", "Alps")]:
