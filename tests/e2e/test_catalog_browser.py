@@ -167,7 +167,7 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     shot(page, "01-catalog-alice")
 
     page.locator(".st-key-open-climate-downscaling button").click()
-    page.get_by_role("heading", name="Climate downscaling").wait_for()
+    page.get_by_role("heading", name="Climate downscaling", level=1).wait_for()
     page.get_by_role("heading", name="Your inputs").wait_for()
     shot(page, "02-model-page")
 
