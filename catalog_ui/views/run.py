@@ -12,10 +12,19 @@ from typing import Literal
 
 import streamlit as st
 
+from accelerator_prefect.catalog import HostedModel
 from accelerator_prefect.runs import RoutineProgress, RunFailure
 from catalog_ui import previews
-from catalog_ui.parts import elapsed, embedded, go, human_size, require_session, state_badge
-from catalog_ui.session import plain_error, reported
+from catalog_ui.parts import (
+    download_all_button,
+    elapsed,
+    embedded,
+    go,
+    human_size,
+    require_session,
+    state_badge,
+)
+from catalog_ui.session import halt, plain_error, reported
 
 FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
 CANCELLED = {"Cancelling", "Cancelled"}
@@ -27,7 +36,7 @@ acc, principal = session.acc, session.principal
 run_id = st.query_params.get("run")
 if not run_id:
     st.info("Open a run from your runs or launch one from a model's page.")
-    st.stop()
+    halt()
 assert run_id is not None
 CANCEL_REFUSED = f"cancel-refused:{run_id}"
 
@@ -40,10 +49,16 @@ if principal.guest:
         go("model")
 elif not embedded():
     st.page_link("views/my_runs.py", label="My runs", icon=":material/arrow_back:")
+hosted: HostedModel | None
 try:
-    title = session.cached(f"model:{first.model}", lambda: acc.get(first.model)).latest.title
+    hosted = session.cached(f"model:{first.model}", lambda: acc.get(first.model))
 except Exception:  # the model went out of sight (archived, unshared): its run still reads
-    title = first.model
+    hosted = None
+title = hosted.latest.title if hosted is not None else first.model
+its_version = next(
+    (v for v in (hosted.versions if hosted is not None else []) if v.version == first.version),
+    None,
+)
 st.title(f"{title} · {first.version}")
 st.caption(
     f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
@@ -183,7 +198,7 @@ if final:
     live()
 else:
     st.fragment(live, run_every=REFRESH_SECONDS)()
-    st.stop()
+    halt()
 
 # -- the run has ended ---------------------------------------------------------------------
 
@@ -195,6 +210,8 @@ st.subheader(":material/inventory: Outputs")
 with reported("list the outputs"):
     files = run.outputs()
     complete = run.outputs_complete
+if files:
+    download_all_button(str(run.id))
 if not files:
     st.caption("This run wrote no files.")
 elif not complete:
@@ -232,7 +249,8 @@ for file in files:
             st.caption(f"Too large to preview here ({human_size(file.size)}); download it.")
         elif eager or st.toggle("Preview", key=f"preview:{file.path}"):
             try:
-                previews.show(file.path, reader(file.path))
+                columns = its_version.output_mapping.columns_of(file.path) if its_version else {}
+                previews.show(file.path, reader(file.path), columns=columns)
             except Exception as exc:
                 st.info(f"No preview: {plain_error(exc)} Download the file to open it.")
 
