@@ -552,7 +552,16 @@ class PortalStorage:
 
     def info(self, uri: str) -> Entry:
         parent = uri.rstrip("/").rsplit("/", 1)[0] + "/"
-        for entry in self.ls(parent):
+        try:
+            listed = self.ls(parent)
+        except errors.AccessDenied:
+            # A folder one may read inside one's parent may not (a model's sample inputs):
+            # it is a folder if it lists itself.
+            from accelerator_prefect.storage import Entry
+
+            self.ls(uri.rstrip("/") + "/")
+            return Entry(uri.rstrip("/") + "/", "folder", 0, None, None)
+        for entry in listed:
             if entry.uri.rstrip("/") == uri.rstrip("/"):
                 return entry
         raise errors.NotFound(f"{uri}: no such file or folder")
