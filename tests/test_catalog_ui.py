@@ -147,11 +147,14 @@ def finished_run(acc: Accelerator, climate: ModelRepo, people: dict[str, str]) -
 
 
 def test_run_page_shows_state_outputs_previews_and_provenance(
-    people: dict[str, str], finished_run: str
+    people: dict[str, str], finished_run: str, climate: ModelRepo
 ) -> None:
     at = on_page(people["alice"], "run", run=finished_run)
     assert not at.exception, at.exception
     said = texts(at)
+    # The provenance names the code's repository without showing where the platform keeps it.
+    assert f"{climate.path.name} (on the platform)" in said
+    assert str(climate.path) not in said and str(climate.path.parent) not in said
     assert "Completed" in said
     assert "Outputs" in said
     labels = [e.label for e in at.expander]

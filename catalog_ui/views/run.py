@@ -260,7 +260,19 @@ with st.expander(":material/fingerprint: Provenance: what this run ran on"):
     except Exception as exc:
         st.caption(plain_error(exc))
     else:
-        st.markdown(record.markdown())
+        if principal.operator:
+            st.markdown(record.markdown())
+        else:  # the record as its people read it: no paths or hosts of the platform's own
+            table = "\n".join(f"| {k} | {v} |" for k, v in record.rows(operator=False))
+            st.markdown(f"| | |\n|---|---|\n{table}")
+            st.caption("Settings")
+            st.json(record.conf, expanded=False)
+            if record.inputs:
+                st.caption("Inputs, with their content's fingerprint (sha256)")
+                st.dataframe(
+                    [{"file": f.uri, "sha256": f.sha256, "size": f.size} for f in record.inputs],
+                    hide_index=True,
+                )
 
 if state in FINAL:
     st.divider()
