@@ -113,6 +113,9 @@ class DownscalingConf(Conf):
         },
     )
     target_region: Region = Field(
+        # A harmless default (every region runs on the same inputs), unlike the scenario,
+        # which must be the one the selected model run was made for: that stays a choice.
+        default=Region.alps,
         description="Mountain region to downscale.",
         json_schema_extra={
             "x-section": "What to downscale",
