@@ -191,8 +191,7 @@ def live() -> None:
         st.rerun(scope="app")  # draw the outputs below
 
 
-with reported("read the run"):
-    final = run.summary().state in FINAL
+final = first.state in FINAL  # read as this draw began: an ended run stays ended
 if final:
     st.session_state.setdefault(f"seen-final:{run_id}", time.time())
     live()
@@ -202,7 +201,7 @@ else:
 
 # -- the run has ended ---------------------------------------------------------------------
 
-state = run.summary().state
+state = first.state
 if principal.operator and not embedded():
     st.link_button("Open in the Prefect UI", run.url, icon=":material/open_in_new:")
 
