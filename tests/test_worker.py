@@ -283,3 +283,33 @@ def test_ten_runs_at_once_all_complete_each_in_its_own_process(
     results = [run.result() for run in runs]
     assert {r["code"] for r in results} == {"v2"}
     assert len({r["pid"] for r in results}) == 10
+
+
+def test_the_zygote_and_its_runs_die_with_a_killed_worker(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    pool = f"warm-{uuid.uuid4().hex[:6]}"
+    create_warm_pool(platform.api_url, pool)
+    worker = start_warm_worker(platform.home, platform.api_url, pool)
+    try:
+        _until(lambda: _worker_online(platform.api_url, pool), 120, "the worker came online")
+        repo = ModelRepo(tmp_path / "models", f"nap-{uuid.uuid4().hex[:8]}")
+        publish_nap(acc, repo, pool, "1.0.0", "v1")
+        run = acc.launch(repo.name, conf={"seconds": 120})
+        child = wait_running_pid(platform.api_url, run.id)
+        zygote = zygote_of(worker)
+
+        os.kill(worker, signal.SIGKILL)  # no clean-up of its own: the kernel's signal only
+
+        for pid in (zygote, child):
+            _until(lambda pid=pid: not _alive(pid), 10, f"process {pid} ended with its worker")
+    finally:
+        stop_process(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
