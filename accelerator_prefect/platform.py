@@ -258,6 +258,42 @@ def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None
     return process.pid
 
 
+def start_warm_worker(
+    home: Path, api_url: str, pool: str, env: dict[str, str] | None = None
+) -> int:
+    """Start a warm worker (type ``acc-warm``, :mod:`accelerator_prefect.worker`) on
+    ``pool``; return its pid. It picks runs up from Prefect's event stream and polls every
+    five seconds as the fallback.
+
+    ``env`` adds settings its runs inherit, e.g. ``ACC_STORAGE_URL`` or ``ACC_WARM_LIMIT``.
+    """
+    extra, env = env or {}, _base_env(home, api_url)
+    env.update(
+        {
+            "PREFECT_WORKER_QUERY_SECONDS": "5",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"local-file-system/{RESULTS_BLOCK}",
+        }
+    )
+    env.update(extra)
+    process = _spawn(
+        [
+            _prefect_bin(),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "acc-warm",
+            "--name",
+            f"acc-warm-{socket.gethostname()}-{home.name}-{pool}",
+        ],
+        env,
+        home / "logs" / f"warm-worker-{pool}.log",
+    )
+    return process.pid
+
+
 def catalog_app() -> Path:
     """The Streamlit catalog's entry script."""
     import catalog_ui

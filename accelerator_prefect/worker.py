@@ -1,0 +1,483 @@
+"""The warm worker: a Prefect worker type of the product's own (``acc-warm``) that starts
+each flow run in a child forked from a warm parent (:mod:`accelerator_prefect.zygote`)
+instead of a fresh Python, and picks runs up from Prefect's event stream.
+
+- **Warm start.** The zygote has Prefect, the product and numpy imported; a run pays
+  neither the interpreter's start nor these imports. The child still imports the
+  jobflow from its version's pinned code (the deployment's ``checkout`` pull step).
+- **Credentials.** The zygote starts without any credential in its environment; the
+  worker hands each child its run's environment (the auth string, storage keys…) over a
+  pipe that only the child reads.
+- **Pick-up.** A ``prefect.flow-run.Scheduled`` event of the pool starts the run at
+  once; polling (``PREFECT_WORKER_QUERY_SECONDS``) stays as the fallback. Prefect
+  enforces the pool's concurrency limit only in its polling query, so the worker checks
+  it, and its own limit, itself before taking a run from an event.
+- **Supervision.** A child that dies is marked Crashed as soon as the zygote reaps it;
+  children die with the zygote, which dies with the worker (``PR_SET_PDEATHSIG``); a
+  Cancelling run's process group is killed and the run marked Cancelled.
+
+Start one with ``prefect worker start --type acc-warm --pool <pool>``; create its pool
+with ``prefect work-pool create --type acc-warm <pool>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.workers.base import (
+    BaseJobConfiguration,
+    BaseVariables,
+    BaseWorker,
+    BaseWorkerResult,
+)
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from accelerator_prefect.zygote import credential_free
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.events import Event
+
+WORKER_TYPE = "acc-warm"
+_MESSAGE_BYTES = 65536
+
+
+class WarmWorkerSettings(BaseSettings):
+    """The warm worker's own settings (``ACC_WARM_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ACC_WARM_", extra="ignore")
+
+    limit: int = Field(
+        default=8, ge=1, description="Flow runs one warm worker runs at once, at most."
+    )
+    start_deadline: float = Field(
+        default=120.0, gt=0, description="Seconds the zygote may take to import its stack."
+    )
+    cancel_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a cancelled run gets after SIGTERM before its group is killed.",
+    )
+    events: bool = Field(
+        default=True, description="Pick runs up from Prefect's event stream (else poll only)."
+    )
+
+
+class WarmJobConfiguration(BaseJobConfiguration):  # type: ignore[misc]  # Prefect is untyped here
+    """What the worker needs to start one flow run: its environment and working folder."""
+
+    working_dir: Path | None = Field(
+        default=None,
+        title="Working Directory",
+        description="Folder under which each run gets a fresh working folder of its own.",
+    )
+
+
+class WarmVariables(BaseVariables):  # type: ignore[misc]  # Prefect is untyped here
+    """The pool's job variables (what a deployment may override)."""
+
+    working_dir: Path | None = Field(
+        default=None,
+        title="Working Directory",
+        description="Folder under which each run gets a fresh working folder of its own.",
+    )
+
+
+class WarmWorkerResult(BaseWorkerResult):  # type: ignore[misc]  # Prefect is untyped here
+    """How a child ended: its exit code (negative: the signal that ended it)."""
+
+
+class Zygote:
+    """The worker's handle on its zygote process: start it, ask it to fork, learn of exits."""
+
+    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+        self.process = process
+        self.channel = channel
+        self.pid = process.pid
+        self._forked: dict[str, asyncio.Future[int]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+
+    @classmethod
+    async def start(cls, deadline: float) -> Zygote:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        workdir = Path(tempfile.mkdtemp(prefix="acc-zygote-"))
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "accelerator_prefect.zygote",
+                str(theirs.fileno()),
+                str(os.getpid()),
+            ],
+            env=credential_free(os.environ),
+            pass_fds=[theirs.fileno()],
+            cwd=workdir,  # no .env or prefect.toml of the worker's folder is read
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        zygote = cls(process, ours)
+        loop = asyncio.get_running_loop()
+        ready = await asyncio.wait_for(loop.sock_recv(ours, _MESSAGE_BYTES), deadline)
+        if not ready or "ready" not in json.loads(ready):
+            raise RuntimeError(f"the zygote exited before it was ready (code {process.poll()})")
+        loop.add_reader(ours.fileno(), zygote._on_message)
+        return zygote
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _on_message(self) -> None:
+        try:
+            data = self.channel.recv(_MESSAGE_BYTES)
+        except BlockingIOError:
+            return
+        if not data:  # the zygote died: every child of it died with it
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            for future in [*self._forked.values(), *self._exits.values()]:
+                if not future.done():
+                    future.set_exception(RuntimeError("the zygote exited"))
+            return
+        message = json.loads(data)
+        if "forked" in message:
+            pid = int(message["pid"])
+            self._exits[pid] = asyncio.get_running_loop().create_future()
+            forked = self._forked.pop(str(message["forked"]), None)
+            if forked is not None and not forked.done():
+                forked.set_result(pid)
+        elif "exited" in message:
+            exited = self._exits.pop(int(message["exited"]), None)
+            if exited is not None and not exited.done():
+                exited.set_result(int(message["code"]))
+
+    async def fork(self, run_id: UUID, given: dict[str, Any]) -> tuple[int, asyncio.Future[int]]:
+        """Fork a child for ``run_id`` and hand it ``given`` (its environment) over a pipe
+        only the child reads; return its pid and a future of its exit code."""
+        key = str(run_id)
+        forked = asyncio.get_running_loop().create_future()
+        self._forked[key] = forked
+        read_end, write_end = os.pipe()
+        try:
+            socket.send_fds(self.channel, [json.dumps({"fork": key}).encode()], [read_end])
+        finally:
+            os.close(read_end)
+        try:
+            pid = await asyncio.wait_for(forked, 30)
+        except BaseException:
+            os.close(write_end)
+            raise
+        exited = self._exits[pid]
+        payload = json.dumps(given).encode()
+        await asyncio.to_thread(_write_all, write_end, payload)
+        return pid, exited
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+        self.channel.close()  # the zygote kills its children and exits on EOF
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        if self.alive:
+            self.process.kill()
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    with os.fdopen(fd, "wb") as pipe:
+        pipe.write(payload)
+
+
+class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResult]):  # type: ignore[misc]  # Prefect is untyped here
+    """Runs hosted models' flow runs in children forked from a warm, credential-free parent.
+
+    Example:
+        prefect work-pool create --type acc-warm models
+        prefect worker start --type acc-warm --pool models
+    """
+
+    type = WORKER_TYPE
+    job_configuration = WarmJobConfiguration
+    job_configuration_variables = WarmVariables
+    _description = (
+        "Runs flow runs of hosted models in processes forked from a warm parent with Prefect "
+        "and the scientific stack already imported; picks runs up from the event stream."
+    )
+    _display_name = "Accelerator warm worker"
+    _documentation_url = "https://docs.prefect.io/v3/deploy/infrastructure-concepts/workers"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.settings = WarmWorkerSettings()
+        if kwargs.get("limit") is None:
+            kwargs["limit"] = self.settings.limit
+        super().__init__(*args, **kwargs)
+        self._zygote: Zygote | None = None
+        self._zygote_lock = asyncio.Lock()
+        self._children: dict[UUID, int] = {}
+        self._cancelled: set[UUID] = set()
+        self._watching = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        await super().setup()
+        await self._ensure_zygote()
+
+    async def teardown(self, *exc_info: Any) -> None:
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
+        for flow_run_id in list(self._children):
+            await self._crash(flow_run_id, "The warm worker stopped while the run was running.")
+        await super().teardown(*exc_info)
+
+    async def _ensure_zygote(self) -> Zygote:
+        async with self._zygote_lock:
+            if self._zygote is None or not self._zygote.alive:
+                self._zygote = await Zygote.start(self.settings.start_deadline)
+                self._logger.info("Warm zygote started (pid %s)", self._zygote.pid)
+            return self._zygote
+
+    async def _initialize_after_sync(self) -> None:
+        await super()._initialize_after_sync()
+        if self._work_pool is not None and not self._watching and self.settings.events:
+            self._watching = True
+            scope = anyio.CancelScope()
+            self._scheduled_task_scopes.add(scope)
+            assert self._runs_task_group is not None
+            self._runs_task_group.start_soon(self._watch_events, scope)
+
+    # -- running a flow run ----------------------------------------------------------
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: WarmJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> WarmWorkerResult:
+        zygote = await self._ensure_zygote()
+        env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
+        working_dir = str(configuration.working_dir) if configuration.working_dir else None
+        pid, exited = await zygote.fork(flow_run.id, {"env": env, "working_dir": working_dir})
+        self._children[flow_run.id] = pid
+        if task_status is not None:
+            task_status.started(pid)
+        try:
+            code = await exited
+        except RuntimeError:
+            code = -int(signal.SIGKILL)
+        finally:
+            self._children.pop(flow_run.id, None)
+        if flow_run.id in self._cancelled:
+            self._cancelled.discard(flow_run.id)
+            code = 0  # ended on purpose; the run is already Cancelled
+        self._runs_task_group_start(self._poll_now)
+        return WarmWorkerResult(status_code=code, identifier=str(pid))
+
+    def _runs_task_group_start(self, fn: Any) -> None:
+        if self._runs_task_group is not None:
+            self._runs_task_group.start_soon(fn)
+
+    async def _poll_now(self) -> None:
+        """A slot came free: look for a waiting run now, not at the next poll."""
+        with contextlib.suppress(Exception):
+            await self.get_and_submit_flow_runs()
+
+    async def _crash(self, flow_run_id: UUID, message: str) -> None:
+        with contextlib.suppress(Exception):
+            flow_run = await self.client.read_flow_run(flow_run_id)
+            await self._propose_crashed_state(flow_run, message)
+
+    # -- cancellation ----------------------------------------------------------------
+
+    async def _cancel_run(self, flow_run_id: UUID) -> None:
+        pid = self._children.get(flow_run_id)
+        if pid is None:
+            await super()._cancel_run(flow_run_id)
+            return
+        self._cancelled.add(flow_run_id)
+        await self._stop_group(pid)
+        flow_run = await self.client.read_flow_run(flow_run_id)
+        await self._mark_flow_run_as_cancelled(
+            flow_run, state_updates={"message": "Cancelled: the run's process was stopped."}
+        )
+        self.get_flow_run_logger(flow_run).info("Cancelled flow run '%s'", flow_run_id)
+
+    async def _stop_group(self, pid: int) -> None:
+        """SIGTERM the run's process group, SIGKILL it after the grace period."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        end = anyio.current_time() + self.settings.cancel_grace
+        while pid in self._children.values() and anyio.current_time() < end:
+            await anyio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        submitted: list[FlowRun] = await super().get_and_submit_flow_runs()
+        await self._cancel_cancelling_children()
+        return submitted
+
+    async def _cancel_cancelling_children(self) -> None:
+        """The polling fallback for cancellation: runs of ours that are Cancelling."""
+        if not self._children:
+            return
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            FlowRunFilterState,
+            FlowRunFilterStateName,
+        )
+
+        runs = await self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=list(self._children)),
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Cancelling"])),
+            )
+        )
+        for flow_run in runs:
+            if flow_run.id not in self._cancelled:
+                self._runs_task_group_start(lambda r=flow_run.id: self._cancel_run(r))
+
+    # -- pick-up from the event stream -----------------------------------------------
+
+    async def _watch_events(self, scope: anyio.CancelScope) -> None:
+        """Scheduled and Cancelling events of this pool's runs, for as long as the worker
+        runs; a broken stream is retried, and polling covers the gap."""
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import (
+            EventAnyResourceFilter,
+            EventFilter,
+            EventNameFilter,
+            EventOccurredFilter,
+        )
+
+        with scope:
+            while True:
+                event_filter = EventFilter(
+                    occurred=EventOccurredFilter(
+                        since=datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
+                    ),
+                    event=EventNameFilter(
+                        name=["prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"]
+                    ),
+                    any_resource=EventAnyResourceFilter(
+                        id=[f"prefect.work-pool.{self.work_pool.id}"]
+                    ),
+                )
+                try:
+                    async with get_events_subscriber(
+                        filter=event_filter, reconnection_attempts=2
+                    ) as subscriber:
+                        self._logger.info("Watching the event stream for scheduled runs")
+                        async for event in subscriber:
+                            self._on_event(event)
+                except Exception as exc:
+                    self._logger.warning(
+                        "The event stream is unavailable (%s); polling every %s s instead "
+                        "until it is back",
+                        exc,
+                        _query_seconds(),
+                    )
+                await anyio.sleep(5)
+
+    def _on_event(self, event: Event) -> None:
+        flow_run_id = _flow_run_id(event.resource.id)
+        if flow_run_id is None:
+            return
+        if event.event.endswith(".Cancelling"):
+            if flow_run_id in self._children and flow_run_id not in self._cancelled:
+                self._runs_task_group_start(lambda: self._cancel_run(flow_run_id))
+            return
+        self._runs_task_group_start(lambda: self._pick_up(flow_run_id))
+
+    async def _pick_up(self, flow_run_id: UUID) -> None:
+        """Start a run announced by an event, if it is due and a slot is free (the pool's
+        and this worker's); else leave it Scheduled for polling to find."""
+        from prefect.client.schemas.responses import WorkerFlowRunResponse
+
+        if flow_run_id in self._submitting_flow_run_ids or flow_run_id in self._children:
+            return
+        flow_run = await self.client.read_flow_run(flow_run_id)
+        if not self._is_due(flow_run) or not await self._pool_has_room():
+            return
+        assert flow_run.work_queue_id is not None
+        if self._work_queues and flow_run.work_queue_name not in self._work_queues:
+            return
+        await self._submit_scheduled_flow_runs(
+            [
+                WorkerFlowRunResponse(
+                    work_pool_id=self.work_pool.id,
+                    work_queue_id=flow_run.work_queue_id,
+                    flow_run=flow_run,
+                )
+            ]
+        )
+
+    def _is_due(self, flow_run: FlowRun) -> bool:
+        state = flow_run.state
+        if state is None or not state.is_scheduled() or flow_run.work_queue_id is None:
+            return False
+        if self.work_pool.is_paused:
+            return False
+        due = flow_run.next_scheduled_start_time or flow_run.expected_start_time
+        horizon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            seconds=self._prefetch_seconds
+        )
+        return due is None or due <= horizon
+
+    async def _pool_has_room(self) -> bool:
+        """Whether the pool's concurrency limit leaves a slot (the polling query's rule)."""
+        limit = self.work_pool.concurrency_limit
+        if limit is None:
+            return True
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            WorkPoolFilter,
+            WorkPoolFilterName,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        active = await self.client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(
+                        any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+                    )
+                )
+            ),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
+        )
+        return bool(active < limit)
+
+
+def _flow_run_id(resource_id: str) -> UUID | None:
+    prefix = "prefect.flow-run."
+    if not resource_id.startswith(prefix):
+        return None
+    try:
+        return UUID(resource_id.removeprefix(prefix))
+    except ValueError:
+        return None
+
+
+def _query_seconds() -> float:
+    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
+
+    return float(PREFECT_WORKER_QUERY_SECONDS.value())

@@ -1,0 +1,266 @@
+"""The warm worker's zygote: a parent interpreter that has Prefect, the product and the
+common scientific stack imported, and forks one child per flow run.
+
+The zygote holds no credentials: the warm worker starts it with an environment swept of
+every secret (:func:`credential_free`), and it never reads what a run is given. For each
+run the worker sends it one end of a fresh pipe; the zygote forks, and only the child
+reads the pipe, which carries the run's whole environment (the Prefect auth string, the
+storage keys…). The child then runs the flow run with Prefect's own engine, in a process
+group and a working directory of its own, and exits.
+
+The protocol, over a ``SOCK_SEQPACKET`` UNIX socket (one JSON message per packet):
+
+- zygote → worker ``{"ready": pid}`` once its imports are done;
+- worker → zygote ``{"fork": run_id}`` with the pipe's read end attached (``SCM_RIGHTS``);
+- zygote → worker ``{"forked": run_id, "pid": pid}``, then ``{"exited": pid, "code": n}``
+  when that child ends (``n`` as ``subprocess`` reports it: negative for a signal).
+
+Run it as ``python -m accelerator_prefect.zygote <socket fd> <worker pid>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+PRELOAD = (
+    "prefect",
+    "prefect.flow_engine",
+    "prefect.flows",
+    "prefect.deployments.steps",
+    "prefect.logging.handlers",
+    "prefect.events.worker",
+    "prefect.client.orchestration",
+    "accelerator_prefect",
+    "accelerator_prefect.jobflow",
+    "accelerator_prefect.steps",
+    "accelerator_prefect.storage",
+    "numpy",
+)
+"""What every run finds imported; ``ACC_WARM_PRELOAD`` (comma-separated) adds more."""
+
+_SECRET_NAME = re.compile(r"AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|SESSION|CERT", re.IGNORECASE)
+_SECRET_NAMES = frozenset(
+    {
+        "ACC_STORAGE_OPTIONS",
+        "PREFECT_API_DATABASE_CONNECTION_URL",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    }
+)
+_USERINFO = re.compile(r"://[^/@\s]+@")
+_MESSAGE_BYTES = 65536
+PR_SET_PDEATHSIG = 1
+
+
+def credential_free(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without anything that may be a credential: names that say so (``…TOKEN``,
+    ``…AUTH…``, ``…KEY…``, ``…SECRET…``), option blobs that may carry keys, and URLs with a
+    user and password in them. Dropping a harmless setting costs nothing: the child gets the
+    worker's whole environment back."""
+    return {
+        name: value
+        for name, value in env.items()
+        if not _SECRET_NAME.search(name)
+        and name not in _SECRET_NAMES
+        and not _USERINFO.search(value)
+    }
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent ends (``PR_SET_PDEATHSIG``),
+    and end now if the parent already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _send(channel: socket.socket, message: dict[str, Any]) -> None:
+    channel.send(json.dumps(message).encode())
+
+
+def _preload() -> None:
+    import importlib
+
+    extra = [m.strip() for m in os.environ.get("ACC_WARM_PRELOAD", "").split(",") if m.strip()]
+    for name in (*PRELOAD, *extra):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
+
+
+class Zygote:
+    """The fork loop: reads fork requests, reaps children, reports both to the worker."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self.channel = channel
+        self.children: set[int] = set()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.selector = selectors.DefaultSelector()
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
+        signal.signal(signal.SIGTERM, lambda *_: self._stop())
+        self.selector.register(self.channel, selectors.EVENT_READ)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+        _send(self.channel, {"ready": os.getpid()})
+        while True:
+            for key, _ in self.selector.select():
+                if key.fileobj == self.wake_r:
+                    os.read(self.wake_r, 512)
+                    self._reap()
+                else:
+                    self._receive()
+
+    def _receive(self) -> None:
+        message, fds, _, _ = socket.recv_fds(self.channel, _MESSAGE_BYTES, 1)
+        if not message:  # the worker is gone
+            self._stop()
+        request = json.loads(message)
+        if "fork" not in request or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return
+        self._fork(str(request["fork"]), fds[0])
+
+    def _fork(self, run_id: str, secrets_fd: int) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self._become_child()
+            run_child(secrets_fd, parent)
+        os.close(secrets_fd)
+        self.children.add(pid)
+        _send(self.channel, {"forked": run_id, "pid": pid})
+
+    def _become_child(self) -> None:
+        """Drop what belongs to the zygote: its socket, its signal plumbing."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        self.selector.close()
+        self.channel.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            _send(self.channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def _stop(self) -> None:
+        """Children end with their zygote: each run's whole process group is killed."""
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        os._exit(0)
+
+
+def run_child(secrets_fd: int, zygote: int) -> None:
+    """The forked child: take the run's environment from the pipe, run the flow run with
+    Prefect's engine in a fresh working directory, exit with 0 once it reached a final
+    state (whatever it is) and non-zero only if the engine itself broke."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        die_with_parent(zygote)
+        with os.fdopen(secrets_fd, "rb") as pipe:
+            given = json.loads(pipe.read())
+        code = _run(given["env"], given.get("working_dir"))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # the child must never fall back into the zygote's loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run(env: dict[str, str], working_dir: str | None) -> int:
+    import shutil
+    import tempfile
+    from uuid import UUID
+
+    os.environ.clear()
+    os.environ.update(env)
+    scratch = tempfile.mkdtemp(prefix="acc-run-", dir=working_dir)
+    os.chdir(scratch)
+    try:
+        _refresh_prefect_settings()
+        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]))
+    finally:
+        _drain_prefect_services()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _refresh_prefect_settings() -> None:
+    """Prefect read its settings when the zygote imported it, without credentials: read
+    them again from the run's environment. The flow run's heartbeat stays off: it would
+    hold the run's end by up to a second, and the worker watches its children itself."""
+    import prefect.context
+
+    prefect.context.refresh_global_settings_context()
+    prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.flows.heartbeat_frequency = None
+
+
+def _engine(flow_run_id: Any) -> int:
+    """What ``python -m prefect.engine`` does, in this process."""
+    from prefect.engine import _drive_run_flow_result, handle_engine_signals
+    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+
+    with handle_engine_signals(flow_run_id):
+        flow_run = load_flow_run(flow_run_id=flow_run_id)
+        run_logger = flow_run_logger(flow_run=flow_run)
+        try:
+            flow = load_flow(flow_run)
+        except Exception:
+            run_logger.error(
+                "Unexpected exception encountered when trying to load flow", exc_info=True
+            )
+            raise
+        result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
+        _drive_run_flow_result(flow, result)
+    return 0
+
+
+def _drain_prefect_services() -> None:
+    """Send the run's last logs and events before the child exits without the interpreter's
+    own shutdown (which would run the zygote's exit handlers too)."""
+    from prefect._internal.concurrency.services import QueueService
+
+    with contextlib.suppress(Exception):
+        QueueService.drain_all(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    fd, worker = int(args[0]), int(args[1])
+    die_with_parent(worker)
+    channel = socket.socket(fileno=fd)
+    _preload()
+    Zygote(channel).serve()
+
+
+if __name__ == "__main__":
+    main()

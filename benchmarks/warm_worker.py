@@ -1,0 +1,285 @@
+"""B8: launch → Completed for a trivial hosted jobflow on the warm worker (``acc-warm``)
+against the process worker polling every second (what ``acc up`` runs today).
+
+One embedded platform (Prefect server on SQLite, as ``acc up`` starts it) with two work
+pools: ``acc up``'s process pool and its worker (one fresh Python per run, polling every
+second), and a pool of type ``acc-warm`` with one warm worker (runs forked from a warm
+parent, picked up from Prefect's event stream). The same trivial model is published to
+each (one version per pool). Each timed run is ``Accelerator.launch`` and then polling
+the run's state every 20 ms until it is Completed. Sides alternate (AB BA …) after
+untimed warm-up runs. Each run's own state history splits its time into pick-up
+(created → Pending), start (Pending → Running) and run (Running → Completed).
+
+Target (issue 19): the warm worker's median at most 0.5 s.
+
+Run it:
+
+    python -m benchmarks.warm_worker --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks.common import Report, command, load_average, median, p95
+from benchmarks.common import parser as common_parser
+
+NAME = "warm_worker"
+TARGET_SECONDS = 0.5
+SIDES = ("warm", "process-1s")
+WHAT = {
+    "warm": "warm worker (acc-warm): fork from a warm parent, event-stream pick-up",
+    "process-1s": "process worker, polling every 1 s (acc up today)",
+}
+MODEL = "bench-warm"
+
+FLOW = """
+from pydantic import Field
+
+from accelerator_prefect import Conf, jobflow, routine
+
+
+class AddConf(Conf):
+    x: int = Field(default=1, description="A number.")
+
+
+@routine
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@jobflow(name="bench-warm")
+def trivial(conf: AddConf) -> int:
+    return add_one(conf.x)
+"""
+
+MANIFEST = """
+name: bench-warm
+title: Trivial
+version: {version}
+jobflow: flows/trivial.py:trivial
+owner: operator
+project: bench
+access:
+  scope: project
+work_pool: {pool}
+"""
+
+COLUMNS = [
+    "Worker",
+    "Runs",
+    "Median s",
+    "p95 s",
+    "Pick-up median s",
+    "Start median s",
+    "Run median s",
+    "Ratio to process-1s (medians)",
+    "Target",
+    "Met?",
+]
+
+
+def _repo(folder: Path, versions: dict[str, str]) -> list[Path]:
+    """A git repository with the trivial model; one manifest per (version, pool)."""
+    from git import Repo
+
+    repo = Repo.init(folder)
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Benchmark")
+        config.set_value("user", "email", "bench@example.invalid")
+    (folder / "flows").mkdir(parents=True)
+    (folder / "flows" / "trivial.py").write_text(textwrap.dedent(FLOW).lstrip())
+    manifests = []
+    for version, pool in versions.items():
+        target = folder / "deployments" / version / f"{MODEL}.yaml"
+        target.parent.mkdir(parents=True)
+        target.write_text(textwrap.dedent(MANIFEST.format(version=version, pool=pool)).lstrip())
+        manifests.append(target)
+    repo.git.add(A=True)
+    repo.index.commit("trivial model")
+    return manifests
+
+
+async def _until_completed(client: Any, run_id: Any, deadline: float = 120.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        run = await client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            if not run.state.is_completed():
+                raise RuntimeError(f"run {run_id} ended {run.state.name}: {run.state.message}")
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"run {run_id} did not complete within {deadline:g} s")
+
+
+async def _phases(client: Any, run_id: Any) -> dict[str, float]:
+    """Seconds from creation to Pending, Pending to Running, Running to Completed, from the
+    run's state history (the server's clock)."""
+    run = await client.read_flow_run(run_id)
+    states = {s.type.value: s.timestamp for s in await client.read_flow_run_states(run_id)}
+    created, pending = run.created, states.get("PENDING")
+    running, completed = states.get("RUNNING"), states.get("COMPLETED")
+    if None in (created, pending, running, completed):
+        return {}
+    return {
+        "pickup": (pending - created).total_seconds(),
+        "start": (running - pending).total_seconds(),
+        "run": (completed - running).total_seconds(),
+    }
+
+
+def _timed_run(acc: Any, version: str) -> tuple[float, dict[str, float]]:
+    start = time.perf_counter()
+    run = acc.launch(MODEL, {"x": 1}, version=version)
+    acc._call(lambda client: _until_completed(client, run.id))
+    seconds = time.perf_counter() - start
+    return seconds, acc._call(lambda client: _phases(client, run.id))
+
+
+def _summary(seconds: list[float], phases: list[dict[str, float]]) -> dict[str, Any]:
+    def phase(name: str) -> float | None:
+        values = [p[name] for p in phases if name in p]
+        return round(median(values), 3) if values else None
+
+    return {
+        "seconds": [round(s, 3) for s in seconds],
+        "median_s": round(median(seconds), 3),
+        "p95_s": round(p95(seconds), 3),
+        "pickup_median_s": phase("pickup"),
+        "start_median_s": phase("start"),
+        "run_median_s": phase("run"),
+        "phases": phases,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = common_parser(NAME, __doc__)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per side")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per side first")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be at least 1, --warmup at least 0")
+    return args
+
+
+def run(args: argparse.Namespace, console: Console) -> Report:
+    from accelerator_prefect import Accelerator
+    from accelerator_prefect.platform import down, free_port, start_warm_worker, stop_process, up
+
+    report = Report(NAME, "B8 — launch → Completed: warm worker vs process worker", COLUMNS)
+    report.notes = NOTES
+    workdir = Path(tempfile.mkdtemp(prefix="acc-bench-warm-"))
+    home = workdir / "home"
+    warm_pid: int | None = None
+    samples: dict[str, tuple[list[float], list[dict[str, float]]]] = {s: ([], []) for s in SIDES}
+    try:
+        with console.status("starting a platform (Prefect server on SQLite)…"):
+            info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
+        operator = Accelerator.connect(info.api_url, home=home, trusted_user="operator")
+        warm_pool = "bench-warm"
+        operator._call(lambda c: c.create_work_pool(_warm_pool(warm_pool)))
+        versions = {"1.0.0": warm_pool, "1.0.1": info.work_pool}
+        side_version = {"warm": "1.0.0", "process-1s": "1.0.1"}
+        for manifest in _repo(workdir / "repo", versions):
+            operator.publish(manifest)
+        with console.status("starting the warm worker…"):
+            warm_pid = start_warm_worker(home, info.api_url, warm_pool)
+            _until_online(operator, warm_pool)
+        load_before = load_average()
+        for side in SIDES:
+            for _ in range(args.warmup):
+                _timed_run(operator, side_version[side])
+        for round_ in range(args.runs):
+            for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                console.print(f"[dim]run {round_ + 1}/{args.runs}: {side}")
+                seconds, phases = _timed_run(operator, side_version[side])
+                samples[side][0].append(seconds)
+                samples[side][1].append(phases)
+        operator.close()
+    finally:
+        stop_process(warm_pid)
+        down(home)
+        shutil.rmtree(workdir, ignore_errors=True)
+    results = {side: _summary(*samples[side]) for side in SIDES}
+    baseline = results["process-1s"]["median_s"]
+    for side in SIDES:
+        results[side]["ratio_to_process_1s"] = round(results[side]["median_s"] / baseline, 3)
+    warm = results["warm"]
+    report.met = warm["median_s"] <= TARGET_SECONDS
+    report.rows = [_row(side, results[side], side == "warm") for side in SIDES]
+    report.data = {
+        "config": {"runs": args.runs, "warmup": args.warmup, "target_s": TARGET_SECONDS},
+        "load_average": {"before": load_before, "after": load_average()},
+        "results": [{"side": side, "what": WHAT[side], **results[side]} for side in SIDES],
+        "speedup_vs_process_1s": round(baseline / warm["median_s"], 2),
+    }
+    return report
+
+
+def _row(side: str, r: dict[str, Any], targeted: bool) -> list[str]:
+    def s(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    return [
+        WHAT[side],
+        str(len(r["seconds"])),
+        s(r["median_s"]),
+        s(r["p95_s"]),
+        s(r["pickup_median_s"]),
+        s(r["start_median_s"]),
+        s(r["run_median_s"]),
+        f"{r['ratio_to_process_1s']:.3f}",
+        f"≤ {TARGET_SECONDS} s" if targeted else "—",
+        ("yes" if r["median_s"] <= TARGET_SECONDS else "NO") if targeted else "—",
+    ]
+
+
+NOTES = [
+    "Launch → Completed = wall time from calling Accelerator.launch (operator, in-process "
+    "client) until a read of the run shows Completed (state polled every 20 ms).",
+    "Pick-up = created → Pending, start = Pending → Running (fork or fresh Python, pull "
+    "steps, loading the jobflow), run = Running → Completed; server timestamps.",
+    "Both workers run the same trivial jobflow (one routine adding one) from the same "
+    "pinned git checkout; sides alternate (AB BA …) after untimed warm-up runs.",
+    "The warm worker picks runs up from Prefect's event stream and polls every 5 s as the "
+    "fallback; the process worker polls every second, as `acc up` starts it.",
+    "Prefect server on SQLite (the embedded default), on the same 2-core machine.",
+]
+
+
+def _until_online(operator: Any, pool: str, deadline: float = 120.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        workers = operator._call(lambda c: c.read_workers_for_work_pool(pool))
+        if any(str(w.status).upper().endswith("ONLINE") for w in workers):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the warm worker on {pool} did not come online within {deadline:g} s")
+
+
+def _warm_pool(name: str) -> Any:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
+
+    return WorkPoolCreate(
+        name=name, type=WORKER_TYPE, base_job_template=WarmWorker.get_default_base_job_template()
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command(argv, parse_args, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

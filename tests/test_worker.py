@@ -1,0 +1,315 @@
+"""The warm worker (``acc-warm``) on the session's real Prefect server: its own pool and
+worker process, models published into that pool, runs launched as users launch them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from accelerator_prefect import Accelerator
+from accelerator_prefect.platform import (
+    PlatformInfo,
+    ensure_auth_string,
+    start_warm_worker,
+    stop_process,
+)
+from accelerator_prefect.transport import prefect_client
+from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
+from tests.conftest import ModelRepo
+
+NAP_FLOW = """
+import os
+import time
+
+from pydantic import Field
+
+from accelerator_prefect import Conf, jobflow, routine
+
+CODE_VERSION = "{code_version}"
+
+
+class NapConf(Conf):
+    seconds: float = Field(default=0.0, ge=0, le=600, description="How long to sleep.")
+
+
+@routine
+def sleep(conf: NapConf) -> int:
+    time.sleep(conf.seconds)
+    return os.getpid()
+
+
+@jobflow(name="nap")
+def nap(conf: NapConf) -> dict:
+    return {{"code": CODE_VERSION, "pid": sleep(conf), "cwd": os.getcwd()}}
+"""
+
+NAP_MANIFEST = """
+name: {name}
+title: Nap
+version: {version}
+jobflow: flows/nap.py:nap
+owner: alice
+project: demo
+work_pool: {pool}
+access:
+  scope: project
+"""
+
+
+@dataclass(frozen=True)
+class WarmPool:
+    name: str
+    worker_pid: int
+    auth_string: str
+
+
+def _until(condition: Callable[[], object], deadline: float, what: str) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within {deadline:g} s")
+
+
+def _prefect(api_url: str, call: Callable[..., object]) -> object:
+    async def go() -> object:
+        async with prefect_client(api_url) as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def create_warm_pool(api_url: str, name: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    _prefect(
+        api_url,
+        lambda c: c.create_work_pool(
+            WorkPoolCreate(
+                name=name,
+                type=WORKER_TYPE,
+                base_job_template=WarmWorker.get_default_base_job_template(),
+            )
+        ),
+    )
+
+
+def _worker_online(api_url: str, pool: str) -> bool:
+    async def online(client: object) -> bool:
+        workers = await client.read_workers_for_work_pool(pool)  # type: ignore[attr-defined]
+        return any(str(w.status).upper().endswith("ONLINE") for w in workers)
+
+    return bool(_prefect(api_url, online))
+
+
+def zygote_of(worker_pid: int) -> int:
+    """The worker's zygote: its child running ``accelerator_prefect.zygote``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == worker_pid and b"accelerator_prefect.zygote" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"worker {worker_pid} has no zygote")
+
+
+@pytest.fixture(scope="module")
+def warm(platform: PlatformInfo) -> Iterator[WarmPool]:
+    """A work pool of type acc-warm and one warm worker process serving it."""
+    name = f"warm-{uuid.uuid4().hex[:6]}"
+    create_warm_pool(platform.api_url, name)
+    pid = start_warm_worker(platform.home, platform.api_url, name, {"ACC_WARM_LIMIT": "10"})
+    _until(lambda: _worker_online(platform.api_url, name), 120, "the warm worker came online")
+    _until(lambda: _has_zygote(pid), 120, "the zygote started")
+    yield WarmPool(name, pid, ensure_auth_string(platform.home))
+    stop_process(pid)
+
+
+def _has_zygote(worker_pid: int) -> bool:
+    try:
+        zygote_of(worker_pid)
+    except AssertionError:
+        return False
+    return True
+
+
+def publish_nap(acc: Accelerator, repo: ModelRepo, pool: str, version: str, code: str) -> None:
+    repo.write("flows/nap.py", NAP_FLOW.format(code_version=code))
+    repo.write(
+        f"deployments/{repo.name}.yaml",
+        NAP_MANIFEST.format(name=repo.name, version=version, pool=pool),
+    )
+    repo.commit(f"{version}")
+    acc.publish(repo.manifest)
+
+
+@pytest.fixture(scope="module")
+def nap(acc: Accelerator, warm: WarmPool, tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
+    """A nap model in the warm pool: 1.0.0 (code v1) and 2.0.0 (code v2)."""
+    repo = ModelRepo(tmp_path_factory.mktemp("nap") / "models", f"nap-{uuid.uuid4().hex[:8]}")
+    publish_nap(acc, repo, warm.name, "1.0.0", "v1")
+    repo.repo.create_tag("v1")
+    publish_nap(acc, repo, warm.name, "2.0.0", "v2")
+    return repo
+
+
+def test_the_warm_worker_type_is_known_to_prefects_cli(platform: PlatformInfo) -> None:
+    from accelerator_prefect.platform import _base_env, _prefect_bin
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    env = _base_env(platform.home, platform.api_url)
+    created = subprocess.run(
+        [_prefect_bin(), "work-pool", "create", "--type", WORKER_TYPE, name],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    pool = _prefect(platform.api_url, lambda c: c.read_work_pool(name))
+    assert pool.type == WORKER_TYPE  # type: ignore[attr-defined]
+
+
+def test_a_trivial_run_completes_in_a_process_of_its_own(
+    acc: Accelerator, nap: ModelRepo, warm: WarmPool
+) -> None:
+    run = acc.launch(nap.name, version="1.0.0")
+    assert run.wait(timeout=60) == "Completed"
+    result = run.result()
+    assert result["code"] == "v1"
+    zygote = zygote_of(warm.worker_pid)
+    assert result["pid"] not in (warm.worker_pid, zygote)
+    assert Path(result["cwd"]).name == nap.repo.tags["v1"].commit.hexsha  # its pinned code
+
+
+def test_two_versions_side_by_side_each_run_their_own_code(
+    acc: Accelerator, nap: ModelRepo
+) -> None:
+    first = acc.launch(nap.name, version="1.0.0", conf={"seconds": 1})
+    second = acc.launch(nap.name, version="2.0.0", conf={"seconds": 1})
+    assert first.wait(timeout=60) == "Completed" and second.wait(timeout=60) == "Completed"
+    assert first.result()["code"] == "v1"
+    assert second.result()["code"] == "v2"
+
+
+def _running_pid(api_url: str, run_id: object) -> int | None:
+    flow_run = _prefect(api_url, lambda c: c.read_flow_run(run_id))
+    state = flow_run.state  # type: ignore[attr-defined]
+    pid = flow_run.infrastructure_pid  # type: ignore[attr-defined]
+    return int(pid) if pid and state is not None and state.is_running() else None
+
+
+def wait_running_pid(api_url: str, run_id: object, deadline: float = 60) -> int:
+    """The pid of the run's process, once the run is Running."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        pid = _running_pid(api_url, run_id)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} was not running within {deadline:g} s")
+
+
+def test_a_child_killed_by_sigkill_is_marked_crashed_within_five_seconds(
+    acc: Accelerator, platform: PlatformInfo, nap: ModelRepo
+) -> None:
+    run = acc.launch(nap.name, version="1.0.0", conf={"seconds": 120})
+    pid = wait_running_pid(platform.api_url, run.id)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _until(lambda: run.state == "Crashed", 5, "the run was Crashed")
+    assert time.monotonic() - killed < 5
+
+
+def test_a_cancelled_run_stops_its_process_and_ends_cancelled(
+    acc: Accelerator, platform: PlatformInfo, nap: ModelRepo
+) -> None:
+    run = acc.launch(nap.name, version="1.0.0", conf={"seconds": 120})
+    pid = wait_running_pid(platform.api_url, run.id)
+    run.cancel()
+    assert run.wait(timeout=30) == "Cancelled"
+    _until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the run's process ended")
+
+
+def test_the_zygote_holds_no_credentials(warm: WarmPool) -> None:
+    zygote = zygote_of(warm.worker_pid)
+    environ = Path(f"/proc/{zygote}/environ").read_bytes()
+    secret = warm.auth_string.encode()
+    assert b"PREFECT_API_AUTH_STRING" not in environ
+    assert secret not in environ
+    # The worker does hold it (a platform service), and the zygote is its child.
+    assert secret in Path(f"/proc/{warm.worker_pid}/environ").read_bytes()
+    assert secret not in _memory(zygote)
+
+
+def _memory(pid: int) -> bytes:
+    """Everything the process has mapped readable and private: its heap, its stacks."""
+    chunks: list[bytes] = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            span, perms = fields[0], fields[1]
+            if not perms.startswith("r") or (len(fields) > 5 and fields[5].startswith("/")):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                continue
+    return b"".join(chunks)
+
+
+def test_ten_runs_at_once_all_complete_each_in_its_own_process(
+    acc: Accelerator, nap: ModelRepo
+) -> None:
+    runs = [acc.launch(nap.name, version="2.0.0", conf={"seconds": 0.5}) for _ in range(10)]
+    assert [run.wait(timeout=120) for run in runs] == ["Completed"] * 10
+    results = [run.result() for run in runs]
+    assert {r["code"] for r in results} == {"v2"}
+    assert len({r["pid"] for r in results}) == 10
+
+
+def test_the_zygote_and_its_runs_die_with_a_killed_worker(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    pool = f"warm-{uuid.uuid4().hex[:6]}"
+    create_warm_pool(platform.api_url, pool)
+    worker = start_warm_worker(platform.home, platform.api_url, pool)
+    try:
+        _until(lambda: _worker_online(platform.api_url, pool), 120, "the worker came online")
+        repo = ModelRepo(tmp_path / "models", f"nap-{uuid.uuid4().hex[:8]}")
+        publish_nap(acc, repo, pool, "1.0.0", "v1")
+        run = acc.launch(repo.name, conf={"seconds": 120})
+        child = wait_running_pid(platform.api_url, run.id)
+        zygote = zygote_of(worker)
+
+        os.kill(worker, signal.SIGKILL)  # no clean-up of its own: the kernel's signal only
+
+        for pid in (zygote, child):
+            _until(lambda pid=pid: not _alive(pid), 10, f"process {pid} ended with its worker")
+    finally:
+        stop_process(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
