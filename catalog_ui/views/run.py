@@ -42,11 +42,14 @@ try:
     title = session.cached(f"model:{first.model}", lambda: acc.get(first.model)).latest.title
 except Exception:  # the model went out of sight (archived, unshared): its run still reads
     title = first.model
-st.title(f"{title} · {first.version}")
-st.caption(
-    f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
-    + (f" · {first.created:%Y-%m-%d %H:%M} UTC" if first.created else "")
-)
+if embedded():  # a widget in another site: one line
+    st.markdown(f"#### {title} · {first.version} · run {first.name.rsplit(' · ', 1)[-1]}")
+else:
+    st.title(f"{title} · {first.version}")
+    st.caption(
+        f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
+        + (f" · {first.created:%Y-%m-%d %H:%M} UTC" if first.created else "")
+    )
 
 
 def phase(state: str, progress: RoutineProgress) -> str:
