@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from accelerator_prefect.access import Principal, may_run, may_see, visible_tags
 from accelerator_prefect.data import DataRemote
 from accelerator_prefect.errors import NotFound
-from accelerator_prefect.manifest import InputMapping, Scope, SecretSpec, Status
+from accelerator_prefect.manifest import InputMapping, OutputMapping, Scope, SecretSpec, Status
 from accelerator_prefect.provenance import DataRecord
 from accelerator_prefect.validation import EXTENSION_KEY
 
@@ -63,6 +63,9 @@ class HostingRecord(BaseModel):
     replaced_by: str | None = None  # the version to use instead, once deprecated
     status_changed_at: datetime | None = None
     status_changed_by: str | None = None
+    # The routine calls its jobflow declares (a run's page counts "k of n" from the start);
+    # None for versions published before it was counted.
+    routines: int | None = None
 
 
 def hosting_tags(
@@ -119,6 +122,11 @@ class HostedVersion(BaseModel):
         those in the version's own project area only: readable by whoever may run it."""
         area = f"acc://{self.record.project}/"
         return [s for s in self.input_mapping.samples if s.startswith(area) and s != area]
+
+    @property
+    def output_mapping(self) -> OutputMapping:
+        """Where runs write and what their tables' columns mean, as published."""
+        return OutputMapping.model_validate(self.record.manifest.get("output") or {})
 
     @property
     def secrets(self) -> dict[str, SecretSpec]:

@@ -31,7 +31,14 @@ if TYPE_CHECKING:
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance, RunDiff
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.runs import RoutineProgress, Run, RunInfo, RunQuery, RunSummary
+    from accelerator_prefect.runs import (
+        RoutineProgress,
+        Run,
+        RunFailure,
+        RunInfo,
+        RunQuery,
+        RunSummary,
+    )
     from accelerator_prefect.storage import AccFileSystem, Storage
     from accelerator_prefect.usage import UsageRow
     from accelerator_prefect.versions import VersionInfo
@@ -641,10 +648,22 @@ class AsyncAccelerator:
         return RunInfo.of(flow_run, url)
 
     async def run_logs(self, run_id: str, workspace: str | None = None) -> list[str]:
-        from accelerator_prefect.runs import read_logs
+        """Run ``run_id``'s log lines as this principal is shown them (see
+        :func:`~accelerator_prefect.runs.shown_logs`)."""
+        from accelerator_prefect.runs import audience_of, read_logs, run_tags, shown_logs
 
-        url = await self.visible_run(run_id, workspace)
-        return await read_logs((await self.workspaces())[url], run_id)
+        flow_run, url = await self._readable_run(run_id, workspace)
+        lines = await read_logs((await self.workspaces())[url], run_id)
+        return shown_logs(lines, audience_of(await self.principal(), run_tags(flow_run)))
+
+    async def run_failure(self, run_id: str, workspace: str | None = None) -> RunFailure | None:
+        """Why run ``run_id`` failed, as this principal is shown it (``None`` unless it
+        failed): the model's words; the traceback for its owner and operators only."""
+        from accelerator_prefect.runs import audience_of, read_failure, run_tags
+
+        flow_run, url = await self._readable_run(run_id, workspace)
+        audience = audience_of(await self.principal(), run_tags(flow_run))
+        return await read_failure((await self.workspaces())[url], flow_run, audience)
 
     async def run_progress(self, run_id: str, workspace: str | None = None) -> RoutineProgress:
         from uuid import UUID

@@ -205,6 +205,23 @@ async def _read_many(client: PrefectClient, names: list[str]) -> dict[str, Any]:
     return {item["name"]: item["value"] for item in response.json()}
 
 
+async def _token_and_owner(
+    client: PrefectClient, token_id: str | None, user: str | None
+) -> tuple[TokenRecord | None, UserRecord | None]:
+    """The record of the token ``token_id`` and of ``user``, read together in one request
+    (``None`` for either that does not exist or has a malformed name)."""
+    token_name = TOKEN_PREFIX + token_id if token_id and _ID.match(token_id) else None
+    user_name = USER_PREFIX + user if user and _USER.match(user) else None
+    names = [n for n in (token_name, user_name) if n is not None]
+    values = await _read_many(client, names) if names else {}
+    token_value = values.get(token_name) if token_name else None
+    user_value = values.get(user_name) if user_name else None
+    return (
+        TokenRecord.model_validate(token_value) if token_value is not None else None,
+        UserRecord.model_validate(user_value) if user_value is not None else None,
+    )
+
+
 async def authenticate(
     client: PrefectClient,
     token: str,
@@ -219,22 +236,12 @@ async def authenticate(
     stood for last time (a token never changes hands), read in the same request.
     """
     match = _TOKEN.match(token.strip())
-    names = [TOKEN_PREFIX + match.group(1)] if match else []
-    if names and user is not None and _USER.match(user):
-        names.append(USER_PREFIX + user)
-    values = await _read_many(client, names) if names else {}
-    value = values.get(names[0]) if names else None
-    record = TokenRecord.model_validate(value) if value is not None else None
-    if not _matches(
-        match, record.salt if record else None, record.hash if record else None, verified
-    ):
+    record, person = await _token_and_owner(client, match.group(1) if match else None, user)
+    salt, stored = (record.salt, record.hash) if record else (None, None)
+    if not _matches(match, salt, stored, verified) or record is None or not record.active:
         raise AccessDenied(INVALID_TOKEN)
-    assert record is not None
-    if not record.active:
-        raise AccessDenied(INVALID_TOKEN)
-    known = values.get(USER_PREFIX + record.user)
-    if known is not None:
-        return UserRecord.model_validate(known).principal()
+    if person is not None and person.name == record.user:
+        return person.principal()
     try:
         return (await read_user(client, record.user)).principal()
     except NotFound:
@@ -256,13 +263,9 @@ async def check_session(
     """Whom a browser session stands for: ``user``, who signed in with the token whose id is
     ``token`` at ``issued``. It holds while that token is active and theirs, and they have
     not signed out everywhere since; else :class:`AccessDenied` (always the same)."""
-    names = [TOKEN_PREFIX + token, USER_PREFIX + user]
-    values = await _read_many(client, names) if _ID.match(token) and _USER.match(user) else {}
-    token_value, user_value = (values.get(name) for name in names)
-    if token_value is None or user_value is None:
+    record, person = await _token_and_owner(client, token, user)
+    if record is None or person is None:
         raise AccessDenied(SESSION_ENDED)
-    record = TokenRecord.model_validate(token_value)
-    person = UserRecord.model_validate(user_value)
     ended = person.signed_out_at is not None and issued <= person.signed_out_at
     if not record.active or record.user != user or ended:
         raise AccessDenied(SESSION_ENDED)

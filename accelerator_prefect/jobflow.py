@@ -4,10 +4,13 @@ A jobflow takes only the reserved parameters ``conf`` (a pydantic model: the
 configuration schema users fill in), ``inputs``, ``output`` and ``secrets``;
 each is optional. Prefect derives the deployment's parameter schema from this
 signature, so the run form, the server and the launcher all agree.
+:func:`declared_routines` counts the routine calls a jobflow's source declares, read
+without running it, so a run's page knows from the start how many routines it has.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import typing
@@ -360,3 +363,73 @@ def jobflow(fn: F | None = None, /, **options: Any) -> Any:
         return flow(_reporting_outputs(f), **hooks)
 
     return decorate if fn is None else decorate(fn)
+
+
+ROUTINE_DECORATORS = {"routine", "task"}  # ours, and Prefect's own
+
+
+def declared_routines(source: str, function: str) -> int | None:
+    """How many routine calls the jobflow ``function`` makes in ``source`` (its module's
+    text), read without running it; ``None`` when none is found (or it cannot be read).
+
+    A routine is a function of the same module decorated ``@routine`` or ``@task``; a call
+    is ``r(…)``, ``r.submit(…)``, ``r.map(…)`` or ``r.with_options(…)(…)``. A call inside
+    a loop, or a mapped routine, may run more often than that, never less.
+
+    Example:
+        >>> text = "@routine\\ndef a(): ...\\n@jobflow\\ndef f():\\n    a(); a.submit()"
+        >>> declared_routines(text, "f")
+        2
+    """
+    try:
+        module = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    routines = {
+        node.name
+        for node in module.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and any(_decorator_name(d) in ROUTINE_DECORATORS for d in node.decorator_list)
+    }
+    flow = next(
+        (
+            node
+            for node in module.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function
+        ),
+        None,
+    )
+    if flow is None or not routines:
+        return None
+    count = sum(_calls_routine(node, routines) for node in ast.walk(flow))
+    return count or None
+
+
+def _decorator_name(node: ast.expr) -> str | None:
+    """``routine`` for ``@routine``, ``@routine(...)`` and ``@accelerator_prefect.routine``."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _calls_routine(node: ast.AST, routines: set[str]) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    called = node.func
+    if isinstance(called, ast.Call):  # r.with_options(...)(...)
+        inner = called.func
+        return (
+            isinstance(inner, ast.Attribute)
+            and inner.attr == "with_options"
+            and isinstance(inner.value, ast.Name)
+            and inner.value.id in routines
+        )
+    if isinstance(called, ast.Attribute):
+        return (
+            called.attr in ("submit", "map")
+            and isinstance(called.value, ast.Name)
+            and called.value.id in routines
+        )
+    return isinstance(called, ast.Name) and called.id in routines

@@ -114,6 +114,14 @@ class InputMapping(_Strict):
         return value
 
 
+class OutputColumn(_Strict):
+    """What one column of an output table holds, for the people who read it."""
+
+    title: str | None = Field(default=None, max_length=120, description="A readable name.")
+    unit: str | None = Field(default=None, max_length=40, description="Its unit, e.g. 'mm/day'.")
+    description: str = Field(default="", max_length=500, description="Shown on hover.")
+
+
 class OutputMapping(_Strict):
     """Where a run writes its results unless the caller chooses another place."""
 
@@ -121,6 +129,38 @@ class OutputMapping(_Strict):
         default="acc://{project}/results/{model}/{version}/{run_id}/",
         description="Template; {project}, {model}, {version}, {user} and {run_id} are filled in.",
     )
+    columns: dict[str, dict[str, OutputColumn]] = Field(
+        default_factory=dict,
+        description="Titles and units of output tables' columns: a file name or pattern "
+        "('summary.csv', '*.csv') to its columns by name. The catalog's previews head the "
+        "columns with them; the files keep their own headers.",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _table_names(
+        cls, value: dict[str, dict[str, OutputColumn]]
+    ) -> dict[str, dict[str, OutputColumn]]:
+        for pattern in value:
+            if not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
+                raise ValueError(
+                    f"{pattern!r} is not a file name or pattern inside the run's "
+                    "output folder, e.g. summary.csv or *.csv"
+                )
+        return value
+
+    def columns_of(self, path: str) -> dict[str, OutputColumn]:
+        """The columns declared for the output file at ``path`` (relative to the run's
+        folder): an exact name first, then the first pattern that matches."""
+        from fnmatch import fnmatchcase
+
+        name = path.lstrip("/")
+        if name in self.columns:
+            return self.columns[name]
+        for pattern, columns in self.columns.items():
+            if fnmatchcase(name, pattern) or fnmatchcase(name.rsplit("/", 1)[-1], pattern):
+                return columns
+        return {}
 
 
 class SecretSpec(_Strict):

@@ -78,17 +78,25 @@ class Provenance(BaseModel):
     started: datetime | None = None
     ended: datetime
 
-    def markdown(self) -> str:
-        """The record as the Prefect UI shows it: a summary, then the JSON itself."""
+    def rows(self, *, operator: bool = True) -> list[tuple[str, str]]:
+        """The record's summary, one (what, value) pair a line. For people who are not
+        operators, a repository on the platform's own disk is named, not located, and the
+        worker's host is left out: neither is theirs to see."""
+        repository = self.code.repository or "unknown"
+        if not operator and not re.match(r"^([a-z][a-z0-9+.-]*://|git@)", repository):
+            repository = repository.rstrip("/\\").rsplit("/", 1)[-1] + " (on the platform)"
         rows = [
             ("model", f"{self.model}@{self.version}"),
-            ("code", f"{self.code.repository} @ {(self.code.commit or 'working tree')[:12]}"),
+            ("code", f"{repository} @ {(self.code.commit or 'working tree')[:12]}"),
             ("data", ", ".join(f"{d.path} (md5 {d.md5[:12]})" for d in self.data) or "none"),
             ("inputs", f"{len(self.inputs)} file(s)"),
             ("outputs", f"{len(self.outputs)} file(s) in `{self.output}`"),
-            ("worker", self.worker.get("host", "")),
         ]
-        table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        return [*rows, ("worker", self.worker.get("host", ""))] if operator else rows
+
+    def markdown(self) -> str:
+        """The record as the Prefect UI shows it: a summary, then the JSON itself."""
+        table = "\n".join(f"| {k} | {v} |" for k, v in self.rows())
         body = self.model_dump_json(indent=2)
         return f"**Provenance** of this run.\n\n| | |\n|---|---|\n{table}\n\n```json\n{body}\n```\n"
 

@@ -338,6 +338,7 @@ async def _deploy(
         schema_fingerprint=_fingerprint(schema),
         published_at=datetime.now(UTC),
         published_by=published_by,
+        routines=_declared_routines(manifest, source.root),
     )
     status: PublishStatus = "created"
     if existing is not None:
@@ -368,6 +369,18 @@ async def _deploy(
     )
     await mark_heads(client, manifest.name)
     return _result(manifest, status, str(deployment_id), record)
+
+
+def _declared_routines(manifest: Manifest, root: Path) -> int | None:
+    """The routine calls the jobflow's source declares (read, not imported: code from the
+    portal is imported only in a process of its own)."""
+    from accelerator_prefect.jobflow import declared_routines
+
+    try:
+        text = (root / manifest.entrypoint_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return declared_routines(text, manifest.function_name)
 
 
 def _pin_data(

@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
+    from accelerator_prefect.runs import (
+        RoutineProgress,
+        RunFailure,
+        RunInfo,
+        RunQuery,
+        RunSummary,
+    )
     from accelerator_prefect.storage import Entry
     from accelerator_prefect.usage import UsageRow
     from accelerator_prefect.versions import VersionInfo
@@ -339,6 +345,12 @@ class PortalService:
     async def run_logs(self, run_id: str, workspace: str | None = None) -> list[str]:
         return list(await self._call("GET", f"/runs/{run_id}/logs"))
 
+    async def run_failure(self, run_id: str, workspace: str | None = None) -> RunFailure | None:
+        from accelerator_prefect.runs import RunFailure
+
+        body = await self._call("GET", f"/runs/{run_id}/failure")
+        return RunFailure(**body) if body else None
+
     async def run_progress(self, run_id: str, workspace: str | None = None) -> RoutineProgress:
         from accelerator_prefect.runs import RoutineProgress
 
@@ -540,7 +552,16 @@ class PortalStorage:
 
     def info(self, uri: str) -> Entry:
         parent = uri.rstrip("/").rsplit("/", 1)[0] + "/"
-        for entry in self.ls(parent):
+        try:
+            listed = self.ls(parent)
+        except errors.AccessDenied:
+            # A folder one may read inside one's parent may not (a model's sample inputs):
+            # it is a folder if it lists itself.
+            from accelerator_prefect.storage import Entry
+
+            self.ls(uri.rstrip("/") + "/")
+            return Entry(uri.rstrip("/") + "/", "folder", 0, None, None)
+        for entry in listed:
             if entry.uri.rstrip("/") == uri.rstrip("/"):
                 return entry
         raise errors.NotFound(f"{uri}: no such file or folder")

@@ -1,13 +1,17 @@
-"""Runs of hosted models: the ``Run`` handle, run listings and the reads behind them."""
+"""Runs of hosted models: the ``Run`` handle, run listings and the reads behind them, and
+what each reader is shown of a run's logs and failure (:func:`audience_of`): operators see
+everything; others see the model's own lines and words, without the platform's lines,
+tracebacks (the model's owner sees those, without the server's folders) or server paths."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from accelerator_prefect.errors import NotFound, RunTimeout
@@ -203,11 +207,16 @@ async def read_runs(
 
 @dataclass(frozen=True)
 class RoutineProgress:
-    """How far a run's routines have got: ``done`` of ``total``.
+    """How far a run's routines have got: ``done`` of ``total``, and how long runs of its
+    version usually take.
 
-    ``total`` is what the last completed run of the same version ran (a jobflow
-    of fixed shape runs as many again), or the routines started so far when that
-    is more, or when the version has no completed run yet.
+    ``total`` is the number of routine calls the version's jobflow declares (counted
+    at publish), or the routines started so far when more ran (a routine mapped over
+    inputs): it never shrinks while the run goes on. Versions published without that
+    count take what the last completed run of the version ran.
+    ``usual_seconds``: the median time from launch to end of the version's recent
+    completed runs, when there are enough of them (see
+    :func:`~accelerator_prefect.usage.usual_seconds`).
     """
 
     done: int
@@ -215,6 +224,7 @@ class RoutineProgress:
     failed: int
     started: int
     total: int
+    usual_seconds: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -240,6 +250,44 @@ async def _task_states(client: PrefectClient, run_id: UUID) -> list[str]:
 
 async def read_progress(client: PrefectClient, run_id: UUID) -> RoutineProgress:
     """The routines of run ``run_id`` done, running and failed, of how many."""
+    from accelerator_prefect.usage import usual_seconds
+
+    states, flow_run = await asyncio.gather(_task_states(client, run_id), read_run(client, run_id))
+    expected, usual = 0, None
+    if flow_run.deployment_id is not None:
+        declared, usual = await asyncio.gather(
+            declared_routines(client, flow_run.deployment_id),
+            usual_seconds(client, flow_run.deployment_id),
+        )
+        expected = declared or await _last_run_routines(client, run_id, flow_run.deployment_id)
+    return RoutineProgress(
+        done=states.count("COMPLETED"),
+        running=states.count("RUNNING"),
+        failed=sum(s in {"FAILED", "CRASHED"} for s in states),
+        started=len(states),
+        total=max(expected, len(states)),
+        usual_seconds=usual,
+    )
+
+
+async def declared_routines(client: PrefectClient, deployment_id: UUID) -> int | None:
+    """The routine calls the version's jobflow declares, as its record keeps them
+    (``None`` for versions published before the count was recorded)."""
+    from prefect.exceptions import ObjectNotFound
+
+    from accelerator_prefect.validation import EXTENSION_KEY
+
+    try:
+        deployment = await client.read_deployment(deployment_id)
+    except ObjectNotFound:
+        return None
+    record = (deployment.parameter_openapi_schema or {}).get(EXTENSION_KEY) or {}
+    count = record.get("routines") if isinstance(record, dict) else None
+    return count if isinstance(count, int) and count > 0 else None
+
+
+async def _last_run_routines(client: PrefectClient, run_id: UUID, deployment_id: UUID) -> int:
+    """The routines the version's last completed run ran (0 when it has none)."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
@@ -251,31 +299,16 @@ async def read_progress(client: PrefectClient, run_id: UUID) -> RoutineProgress:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    states = await _task_states(client, run_id)
-    flow_run = await read_run(client, run_id)
-    expected = 0
-    if flow_run.deployment_id is not None:
-        earlier = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(not_any_=[run_id]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
-            ),
-            deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[flow_run.deployment_id])
-            ),
-            sort=FlowRunSort.END_TIME_DESC,
-            limit=1,
-        )
-        if earlier:
-            expected = len(await _task_states(client, earlier[0].id))
-    done = states.count("COMPLETED")
-    return RoutineProgress(
-        done=done,
-        running=states.count("RUNNING"),
-        failed=sum(s in {"FAILED", "CRASHED"} for s in states),
-        started=len(states),
-        total=max(expected, len(states)),
+    earlier = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(not_any_=[run_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+        ),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        sort=FlowRunSort.END_TIME_DESC,
+        limit=1,
     )
+    return len(await _task_states(client, earlier[0].id)) if earlier else 0
 
 
 async def wait_for(
@@ -293,8 +326,26 @@ async def wait_for(
         await asyncio.sleep(poll)
 
 
-async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[str]:
-    """The run's log lines, oldest first, as ``HH:MM:SS LEVEL source │ message``.
+@dataclass(frozen=True)
+class LogLine:
+    """One log line of a run, with the logger that wrote it."""
+
+    time: datetime
+    level: int
+    logger: str  # e.g. prefect.task_runs (a routine's), prefect.flow_runs.worker (the worker's)
+    source: str  # the routine that logged (its task run name), or ``jobflow``
+    task_run: UUID | None
+    message: str
+
+    def text(self, message: str | None = None) -> str:
+        """``HH:MM:SS LEVEL source │ message``."""
+        said = self.message if message is None else message
+        level = logging.getLevelName(self.level)
+        return f"{self.time:%H:%M:%S} {level:<7} {self.source} │ {said}"
+
+
+async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[LogLine]:
+    """The run's log lines, oldest first, each with its logger and level.
 
     The source is the routine that logged (its task run name) or ``jobflow``.
     """
@@ -308,10 +359,204 @@ async def read_logs(client: PrefectClient, run_id: UUID | str) -> list[str]:
         )
         names = {t.id: t.name for t in task_runs}
     return [
-        f"{r.timestamp:%H:%M:%S} {logging.getLevelName(r.level):<7} "
-        f"{names.get(r.task_run_id, 'routine') if r.task_run_id else 'jobflow'} │ {r.message}"
+        LogLine(
+            time=r.timestamp,
+            level=r.level,
+            logger=r.name,
+            source=(names.get(r.task_run_id, "routine") if r.task_run_id else "jobflow"),
+            task_run=r.task_run_id,
+            message=r.message,
+        )
         for r in records
     ]
+
+
+Audience = Literal["operator", "owner", "reader"]
+"""Who reads a run: an operator, the owner of the model version it ran, or anyone else
+who may read it (its launcher, a guest holding a link)."""
+
+
+def audience_of(principal: Principal, tags: dict[str, str]) -> Audience:
+    """What ``principal`` is to a run with hosting ``tags`` (see :data:`Audience`)."""
+    if principal.operator:
+        return "operator"
+    if not principal.guest and tags.get("owner") == principal.name:
+        return "owner"
+    return "reader"
+
+
+# The lines a run's own code writes; other ``prefect.*`` loggers are the worker's, the
+# runner's and the infrastructure's.
+MODEL_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+PLATFORM_LOGGERS = ("prefect", "accelerator_prefect", "py.warnings", "httpx", "uvicorn")
+BEGINNING = "Beginning flow run"
+TRACEBACK = "Traceback (most recent call last):"
+# An absolute path of the server: after a space, quote or bracket, never inside a URL.
+_SERVER_PATH = re.compile(r"(?<![\w:/.~@-])/(?:[^\s/\"'(),;]+/)+[^\s/\"'(),;:]*")
+_CHECKOUT = re.compile(r"/code/[0-9a-f]{16}/[0-9a-f]{40}/")  # see accelerator_prefect.steps
+
+
+def shown_logs(lines: list[LogLine], audience: Audience) -> list[str]:
+    """The log lines ``audience`` is shown, as text (see :data:`Audience`).
+
+    Operators see every line as written. Everyone else sees the jobflow's and the
+    routines' own lines and the model's own loggers: not the worker's, the runner's or
+    the infrastructure's, not the code checkout before the jobflow begins (only its
+    errors, which say why the run could not start), not deprecation warnings; with the
+    server's folders taken out of file names. Only the model's owner sees tracebacks.
+    Lines are only ever added as a run goes on, so a stream can send the new ones by
+    position.
+    """
+    if audience == "operator":
+        return [line.text() for line in lines]
+    shown, begun = [], False
+    for line in lines:
+        begun = begun or (line.logger == "prefect.flow_runs" and line.message.startswith(BEGINNING))
+        if _platform_line(line, begun):
+            continue
+        shown.append(line.text(plain(line.message, audience)))
+    return shown
+
+
+def _platform_line(line: LogLine, begun: bool) -> bool:
+    """Whether ``line`` is the platform's, not the model's."""
+    if line.logger not in MODEL_LOGGERS:
+        if line.logger.startswith("accelerator_prefect") and line.level >= logging.ERROR:
+            return False  # ours, written for users: why the version's code or data is not there
+        return line.logger.split(".", 1)[0] in PLATFORM_LOGGERS
+    if line.task_run is None and not begun and line.level < logging.ERROR:
+        return True  # preparing: the pull steps checking out the version's code and data
+    if line.level == logging.WARNING and "deprecat" in line.message.lower():
+        return True
+    # Once the jobflow began, the engine's closing report repeats its exception with the
+    # engine's frames; before, it is how a failed checkout of the code or data is told.
+    return begun and line.message.startswith("Engine execution exited with unexpected exception")
+
+
+def plain(text: str, audience: Audience) -> str:
+    """``text`` as ``audience`` is shown it: operators as written; the model's owner with
+    file names instead of server paths; anyone else also without tracebacks."""
+    if audience == "operator":
+        return text
+    if audience == "reader" and TRACEBACK in text:
+        text = _without_traceback(text)
+    return _SERVER_PATH.sub(lambda m: short_path(m.group(0)), text)
+
+
+_RAISED = re.compile(r"[A-Za-z_][\w.]*(?::|$)")  # "ValueError: …", as a traceback ends
+
+
+def _without_traceback(text: str) -> str:
+    """``text`` with its traceback replaced by the exception it ends with, unless the
+    text says that already (Prefect's "Task run failed with exception: ValueError(…)")."""
+    head, _, trace = text.partition(TRACEBACK)
+    lines = trace.splitlines()
+    last = next((i for i in reversed(range(len(lines))) if _RAISED.match(lines[i])), None)
+    raised = "\n".join(lines[last:]).strip() if last is not None else ""
+    words = model_words(raised) or ""
+    head = head.rstrip()
+    if not words or words in head:
+        return head
+    return f"{head}\n{raised}" if head else raised
+
+
+def short_path(path: str) -> str:
+    """A server path as a file name its reader knows: the model's files relative to its
+    code, packages' relative to where they are installed, anything else by its name."""
+    checkout = _CHECKOUT.search(path)
+    if checkout:
+        return path[checkout.end() :]
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in path:
+            return path.rsplit(marker, 1)[1]
+    if "/accelerator_prefect/" in path:
+        return "accelerator_prefect/" + path.rsplit("/accelerator_prefect/", 1)[1]
+    return path.rstrip("/").rsplit("/", 1)[-1] or "/"
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Why a run failed, as its reader is shown it.
+
+    ``message``: the model's own words (the exception the failing routine, or the
+    jobflow, raised), without Prefect's framing; ``routine``: the routine that
+    raised, if one did; ``details``: the traceback, for the model's owner (file
+    names without the server's folders) and operators only, else ``None``.
+    """
+
+    message: str
+    routine: str | None = None
+    details: str | None = None
+
+
+def model_words(message: str | None) -> str | None:
+    """A state message without Prefect's framing: ``Flow run encountered an exception:
+    ValueError: no model run …`` -> ``no model run …``."""
+    if not message:
+        return None
+    text = message.strip()
+    for framing in ("Flow run encountered an exception", "Task run encountered an exception"):
+        if text.startswith(framing):
+            text = text[len(framing) :].lstrip(": ").strip()
+    kind, colon, rest = text.partition(": ")
+    if colon and kind.replace(".", "").replace("_", "").isalnum() and kind[:1].isupper():
+        text = rest  # "ValueError: no model run …" -> "no model run …"
+    return text or None
+
+
+CRASHED = "The run's process stopped before it finished; launch it again, or ask an operator."
+
+
+async def read_failure(
+    client: PrefectClient, flow_run: FlowRun, audience: Audience
+) -> RunFailure | None:
+    """Why ``flow_run`` failed, as ``audience`` is shown it; ``None`` unless it failed."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    state = flow_run.state
+    if state is None or state.type not in (StateType.FAILED, StateType.CRASHED):
+        return None
+    failed = await client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+        task_run_filter=TaskRunFilter(
+            state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED]))
+        ),
+        sort=TaskRunSort.END_TIME_DESC,
+        limit=1,
+    )
+    routine = failed[0] if failed else None
+    said = model_words(routine.state.message if routine and routine.state else None)
+    said = said or model_words(state.message)
+    if state.type == StateType.CRASHED and audience != "operator":
+        said = CRASHED
+    details = None
+    if audience != "reader":
+        details = await _traceback(client, flow_run.id, routine.id if routine else None)
+    return RunFailure(
+        message=plain(said or "the run failed without saying why", audience),
+        routine=re.sub(r"-[0-9a-f]{3}$", "", routine.name) if routine else None,
+        details=plain(details, audience) if details else None,
+    )
+
+
+async def _traceback(client: PrefectClient, run_id: UUID, task_run: UUID | None) -> str | None:
+    """The traceback the failing routine (else the jobflow) logged last."""
+    records = await _read_log_records(client, run_id)
+    found = [r for r in records if TRACEBACK in r.message and r.level >= logging.ERROR]
+    mine = [r for r in found if task_run is not None and r.task_run_id == task_run]
+    chosen = (mine or found)[-1:]
+    if not chosen:
+        return None
+    message: str = chosen[0].message
+    return TRACEBACK + message.split(TRACEBACK, 1)[1]
 
 
 async def _read_log_records(client: PrefectClient, run_id: UUID | str) -> list[Any]:
@@ -413,9 +658,17 @@ class Run:
         return info.state
 
     def logs(self) -> list[str]:
-        """The run's log lines so far, oldest first."""
+        """The run's log lines so far, oldest first, as you may see them: operators every
+        line; others the jobflow's and routines' own lines, tracebacks only for the
+        model's owner, and no server paths."""
         lines: list[str] = self._ask("run_logs")
         return lines
+
+    def failure(self) -> RunFailure | None:
+        """Why the run failed, in the model's own words (``None`` unless it failed); its
+        traceback in ``details`` for the model's owner and operators only."""
+        failure: RunFailure | None = self._ask("run_failure")
+        return failure
 
     def outputs(self) -> list[OutputFile]:
         """The files the run wrote so far (path, size, media type).

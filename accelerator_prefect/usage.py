@@ -1,4 +1,5 @@
-"""How a hosted model has been used: runs per version and per day.
+"""How a hosted model has been used: runs per version and per day, and how long a
+version's runs usually take (what a waiting run's page says).
 
 The server does the selecting: only the model's finished runs in the window
 come back (tag, state-type and time filters), paged; nothing else is read.
@@ -8,15 +9,20 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+USUAL_RUNS = 20  # the recent completed runs a usual duration is taken from
+USUAL_MIN_RUNS = 3  # fewer say too little to tell anyone how long to wait
+USUAL_TTL_S = 20.0  # every page watching a run asks every second or two
 
 
 @dataclass(frozen=True)
@@ -114,3 +120,45 @@ async def read_finished_runs(
         if len(batch) < page:
             return found
         offset += page
+
+
+_usual: dict[tuple[str, UUID], tuple[float, float | None]] = {}
+
+
+async def usual_seconds(client: PrefectClient, deployment_id: UUID) -> float | None:
+    """The median seconds from launch to end of the version's last :data:`USUAL_RUNS`
+    completed runs; ``None`` with fewer than :data:`USUAL_MIN_RUNS` of them.
+
+    One read of at most :data:`USUAL_RUNS` runs, remembered for :data:`USUAL_TTL_S` s
+    per version.
+    """
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    key = (str(client.api_url), deployment_id)
+    remembered = _usual.get(key)
+    if remembered is not None and time.monotonic() - remembered[0] < USUAL_TTL_S:
+        return remembered[1]
+    completed = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+        ),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        sort=FlowRunSort.END_TIME_DESC,
+        limit=USUAL_RUNS,
+    )
+    spans = [
+        (r.end_time - r.created).total_seconds()
+        for r in completed
+        if r.end_time is not None and r.created is not None
+    ]
+    usual = statistics.median(spans) if len(spans) >= USUAL_MIN_RUNS else None
+    _usual[key] = (time.monotonic(), usual)
+    return usual

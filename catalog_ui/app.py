@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from accelerator_prefect.access import Principal
 from accelerator_prefect.errors import AccessDenied
 from catalog_ui import cookies
 from catalog_ui import session as sessions
@@ -26,21 +27,26 @@ params = st.query_params
 embed = embedded()
 link, model = params.get("link"), params.get("model")
 signed_in = sessions.current()
+checked = False  # whether who is signed in was looked up in this draw already
 
 # A browser that signed in before (a reload, a new tab, a shared run link) is still signed
 # in while its session cookie holds, unless it signed out in this page's life.
 saved = st.context.cookies.get(cookies.COOKIE)
 if signed_in is None and saved and not link and not st.session_state.get(sessions.SIGNED_OUT):
-    signed_in = sessions.resume(saved)
+    try:
+        signed_in = sessions.resume(saved)
+        checked = True
+    except Exception as exc:  # the platform not answering: not the cookie's fault
+        sessions.stop_with_a_page(exc, guest=False)
     if signed_in is None:  # expired, its token revoked, or signed out everywhere
-        st.session_state[sessions.FORGET_COOKIE] = True
+        sessions.sign_out(why=sessions.SESSION_ENDED)
 
 # What the browser is to keep or drop (the routes of serve.py set the cookie). A new ticket
 # is said on the next two draws: a draw cut short by a rerun can drop its script unrun, and
 # storing the same ticket twice changes nothing.
-pending = st.session_state.pop(sessions.STORE_TICKET, None)
+pending: tuple[str, int] | None = st.session_state.pop(sessions.STORE_TICKET, None)
 if pending:
-    ticket, draws = pending if isinstance(pending, tuple) else (pending, 2)
+    ticket, draws = pending
     if draws > 1:
         st.session_state[sessions.STORE_TICKET] = (ticket, draws - 1)
     st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
@@ -51,6 +57,7 @@ if link and model and (signed_in is None or signed_in.link != link):
     try:
         with st.spinner("Opening the shared model…"):
             signed_in = sessions.sign_in_with_link(model, link)
+            checked = True
     except Exception as exc:
         sessions.stop_with_a_page(exc, guest=True)
 
@@ -74,18 +81,16 @@ if signed_in is None and sessions.oidc_configured() and st.user.is_logged_in:
     except Exception as exc:
         st.error(f"Could not sign you in: {sessions.plain_error(exc)}")
 
+# Who is signed in is looked up once a draw (a link revoked, a token expired since); the
+# sidebar and the page use what this found.
+principal: Principal | None = None
 if signed_in is not None:
     try:
-        signed_in.principal  # noqa: B018 - checked now: a link revoked, a token expired since
+        principal = signed_in.principal if checked else signed_in.check()
     except Exception as exc:
         if not isinstance(exc, AccessDenied) or signed_in.how == "link":
             sessions.stop_with_a_page(exc, guest=signed_in.how == "link")
-        sessions.sign_out()
-        st.warning(
-            "Your sign-in has ended: your token was revoked or has expired. Sign in again, "
-            "with a new token if you have one.",
-            icon=":material/logout:",
-        )
+        sessions.sign_out(why=sessions.TOKEN_ENDED)
         signed_in = None
 
 if signed_in is None:
@@ -115,9 +120,8 @@ else:
 
 current = st.navigation(pages, position="hidden" if embed or signed_in is None else "sidebar")
 
-if signed_in is not None and not embed:
+if signed_in is not None and principal is not None and not embed:
     with st.sidebar:
-        principal = signed_in.principal
         if principal.guest:
             st.caption(f"Guest of **{signed_in.model}** through a shared link")
         else:
@@ -141,4 +145,7 @@ if signed_in is not None and not embed:
                 st.logout()
             st.rerun()
 
-current.run()
+try:
+    current.run()
+except Exception as exc:  # a failure no page said in its own words: a plain page, no crash
+    sessions.stop_with_a_page(exc, guest=signed_in is not None and signed_in.how == "link")

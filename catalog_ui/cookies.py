@@ -6,7 +6,9 @@ catalog is served as an ``st.App`` with two routes of its own (see ``serve.py``)
 - ``POST /_acc/session`` takes a *ticket* the sign-in page has just issued and stores it
   as an ``HttpOnly``, ``SameSite=Lax`` cookie: for the browser's session, or for
   :data:`REMEMBER_DAYS` days when the person asked to be remembered on this device;
-- ``POST /_acc/sign-out`` removes it.
+- ``POST /_acc/sign-out`` removes it;
+- ``GET /_acc/runs/{run_id}/outputs.zip`` ("Download all") reads it to know for whom to
+  open the run.
 
 A ticket names the user and the id of the token they signed in with (never the token's
 secret), and when it was issued; it is signed with a key derived from the platform's
@@ -33,6 +35,7 @@ from typing import Any
 COOKIE = "acc_session"
 STORE_ROUTE = "/_acc/session"
 SIGN_OUT_ROUTE = "/_acc/sign-out"
+OUTPUTS_ROUTE = "/_acc/runs/{run_id}/outputs.zip"
 FRESH_SECONDS = 120  # a ticket is stored as a cookie within this long of its sign-in
 SESSION_HOURS = 12  # a browser session's sign-in lasts at most this long
 REMEMBER_DAYS = 30  # "remember me on this device"
@@ -68,10 +71,18 @@ def _serializer(secret: str | None) -> Any:
     return URLSafeTimedSerializer(key, salt=_SALT)
 
 
-def issue(user: str, token_id: str, *, remember: bool, secret: str | None = None) -> str:
-    """A signed ticket for ``user``, who has just signed in with token ``token_id``."""
+def issue(
+    user: str,
+    token_id: str,
+    *,
+    remember: bool,
+    secret: str | None = None,
+    at: datetime | None = None,
+) -> str:
+    """A signed ticket for ``user``, who has just (or ``at``) signed in with token
+    ``token_id``."""
     # The signature's own time counts whole seconds; "signed out everywhere" needs finer.
-    issued = datetime.now(UTC).timestamp()
+    issued = (at or datetime.now(UTC)).timestamp()
     return str(_serializer(secret).dumps({"u": user, "t": token_id, "r": remember, "i": issued}))
 
 

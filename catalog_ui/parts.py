@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from catalog_ui.session import Session, current
+from catalog_ui.session import Session, current, halt
 
 if TYPE_CHECKING:
     from accelerator_prefect.catalog import HostedVersion
@@ -51,13 +51,10 @@ STATE_COLOURS = {
 def require_session() -> Session:
     """The signed-in session; else the sign-in form, after which the same page (with the
     same address, e.g. a bookmarked run) shows."""
-    import streamlit as st
-
     session = current()
     if session is None:
         sign_in_form()
-        st.stop()
-    assert session is not None
+        halt()
     return session
 
 
@@ -70,6 +67,9 @@ def sign_in_form() -> None:
     _, middle, _ = st.columns([1, 2, 1])
     with middle:
         st.title(":material/science: Model catalog")
+        ended = st.session_state.get(sessions.ENDED)
+        if ended:
+            st.warning(ended, icon=":material/logout:")
         st.write(
             "Run the models your colleagues host, with your own data and settings. "
             "Sign in to see the models open to you."
@@ -233,3 +233,33 @@ def runs_table(runs: list[Any], *, key: str, show_model: bool = True) -> None:
     rows = picked.selection.rows if picked is not None else []  # type: ignore[attr-defined]
     if rows:
         go("run", run=runs[rows[0]].id)
+
+
+def outputs_zip_url(run_id: str) -> str:
+    """Where run ``run_id``'s outputs are served as one zip (see ``serve.py``), relative
+    to the catalog's pages."""
+    from urllib.parse import quote
+
+    from catalog_ui.cookies import OUTPUTS_ROUTE
+
+    return OUTPUTS_ROUTE.lstrip("/").replace("{run_id}", quote(run_id, safe=""))
+
+
+def download_all_button(run_id: str) -> None:
+    """ "Download all (zip)": every output of run ``run_id`` in one zip, made as it is sent.
+
+    The browser fetches it from the catalog's own route with its session cookie, so the
+    button is drawn only for a session that has one (signed in with a token); the route
+    opens the run as that person, exactly as the run page does.
+    """
+    import streamlit as st
+
+    session = current()
+    if session is None or session.how not in ("token", "cookie"):
+        return
+    st.link_button(
+        "Download all (zip)",
+        outputs_zip_url(run_id),
+        icon=":material/folder_zip:",
+        help="Every file of this run in one zip.",
+    )

@@ -28,8 +28,9 @@ import json
 import logging
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "PREVIEW_LIMIT",
     "PreviewError",
     "describe_netcdf",
+    "headed",
     "kind_of",
     "quicklook",
     "read_table",
@@ -777,11 +779,36 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def show(name: str, data: bytes, ui: Any = None) -> None:
+def headed(frame: pd.DataFrame, columns: Mapping[str, Any]) -> pd.DataFrame:
+    """``frame`` with its columns headed as the model declares them: "Title (unit)".
+
+    ``columns`` maps a column's name to what the manifest says of it (an object with
+    ``title`` and ``unit``, see :class:`~accelerator_prefect.manifest.OutputColumn`).
+
+    Example:
+        >>> import pandas as pd
+        >>> from accelerator_prefect.manifest import OutputColumn
+        >>> headed(pd.DataFrame({"tas": [1.5]}), {"tas": OutputColumn(title="Mean", unit="°C")})
+           Mean (°C)
+        0        1.5
+    """
+    names = {}
+    for column in frame.columns:
+        spec = columns.get(str(column))
+        if spec is None:
+            continue
+        title = spec.title or str(column)
+        names[column] = f"{title} ({spec.unit})" if spec.unit else title
+    return frame.rename(columns=names)
+
+
+def show(name: str, data: bytes, ui: Any = None, columns: Mapping[str, Any] | None = None) -> None:
     """Draw a preview of an output file with ``ui`` (by default the ``streamlit`` module).
 
     ``ui`` may also be a Streamlit container or column. A file that cannot be
     previewed gets a plain-language note saying to download it, never a traceback.
+
+    ``columns``: the titles and units the model declares for a table's columns.
 
     Example:
         >>> import streamlit as st  # doctest: +SKIP
@@ -800,7 +827,12 @@ def show(name: str, data: bytes, ui: Any = None) -> None:
             f"(the limit is {_size(PREVIEW_LIMIT)}). {_DOWNLOAD_HINT}"
         )
         return
-    draw = {"table": _show_table, "image": _show_image, "text": _show_text}.get(kind, _show_raster)
+    draws: dict[str, Callable[[str, bytes, Any], None]] = {
+        "table": partial(_show_table, columns=columns or {}),
+        "image": _show_image,
+        "text": _show_text,
+    }
+    draw = draws.get(kind, _show_raster)
     try:
         draw(name, data, ui)
     except PreviewError as exc:
@@ -812,13 +844,19 @@ def show(name: str, data: bytes, ui: Any = None) -> None:
         ui.warning(f"The preview of {name} failed. {_DOWNLOAD_HINT}")
 
 
-def _show_table(name: str, data: bytes, ui: Any) -> None:
+def _show_table(name: str, data: bytes, ui: Any, columns: Mapping[str, Any]) -> None:
     frame, total = _read_table(name, data, TABLE_ROWS)
     summary = f"{total:,} rows × {len(frame.columns):,} columns"
     if total > len(frame):
         summary += f"; showing the first {len(frame):,} rows"
     ui.caption(summary)
-    ui.dataframe(frame)
+    config = importlib.import_module("streamlit").column_config
+    described = {
+        title: config.Column(help=spec.description)
+        for column, title in zip(frame.columns, headed(frame, columns).columns, strict=True)
+        if (spec := columns.get(str(column))) is not None and spec.description
+    }
+    ui.dataframe(headed(frame, columns), column_config=described or None)
 
 
 def _show_image(name: str, data: bytes, ui: Any) -> None:

@@ -1,16 +1,20 @@
 """How the catalog is served: ``app.py`` as an ``st.App``, with the two routes that keep a
-signed-in browser signed in (see :mod:`catalog_ui.cookies`).
+signed-in browser signed in (see :mod:`catalog_ui.cookies`), and the one that sends all of
+a run's outputs as one zip, for whoever that browser's session cookie names.
 
 ``streamlit run catalog_ui/serve.py`` serves it (``acc up`` does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from catalog_ui import cookies
@@ -63,10 +67,66 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
+def _opened(value: str | None, run_id: str) -> tuple[Any, Any, list[Any]] | int:
+    """The client for the cookie's person, the run and its outputs, opened as that person
+    (the service decides); else the status to answer: 401 without a session that holds,
+    404 for a run that person may not read, exactly as for one that does not exist."""
+    from accelerator_prefect.errors import NotFound
+    from catalog_ui.session import client_for_cookie
+
+    opened = client_for_cookie(value) if value else None
+    if opened is None:
+        return 401
+    acc, _ = opened
+    try:
+        run = acc.run(run_id)
+        return acc, run, run.outputs()
+    except NotFound:
+        acc.close()
+        return 404
+    except BaseException:
+        acc.close()
+        raise
+
+
+async def outputs_zip(request: Request) -> Response:
+    """Every output of a run, as one zip made while it is sent ("Download all")."""
+    from accelerator_prefect.archive import outputs_zip as pieces
+    from catalog_ui.session import plain_error
+
+    run_id = request.path_params["run_id"]
+    try:
+        opened = await run_in_threadpool(_opened, request.cookies.get(cookies.COOKIE), run_id)
+    except Exception as exc:  # the platform not answering, or worse: said, never a trace
+        return _refused(503, plain_error(exc))
+    if opened == 401:
+        return _refused(401, "sign in to the catalog first, then download again")
+    if isinstance(opened, int):
+        return _refused(404, "no such run")
+    acc, run, files = opened
+
+    def sent() -> Iterator[bytes]:
+        try:
+            yield from pieces(run, files)
+        finally:
+            acc.close()
+
+    name = f"run-{run.id}-outputs.zip"
+    return StreamingResponse(
+        sent(),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 app = st.App(
     str(Path(__file__).with_name("app.py")),
     routes=[
         Route(cookies.STORE_ROUTE, store, methods=["POST"]),
         Route(cookies.SIGN_OUT_ROUTE, sign_out, methods=["POST"]),
+        Route(cookies.OUTPUTS_ROUTE, outputs_zip, methods=["GET"]),
     ],
 )

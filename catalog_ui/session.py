@@ -11,13 +11,14 @@ makes the holder a guest of one model.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from accelerator_prefect.errors import AcceleratorError, AccessDenied
+from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
 
 if TYPE_CHECKING:
     from accelerator_prefect import Accelerator, Principal
@@ -25,12 +26,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 KEY = "acc_session"
 CACHE_SECONDS = 10.0
-# One-shot instructions for the next page draw (see app.py): have the browser keep a new
-# session ticket, or drop its cookie; and "this browser session signed out": a cookie the
-# page was opened with is not resumed again.
+# One-shot instructions for the next page draws (see app.py): have the browser keep a new
+# session ticket (``(ticket, draws left)``), or drop its cookie; "this browser session
+# signed out": a cookie the page was opened with is not resumed again; and why a sign-in
+# ended, said above the sign-in form until the person signs in again.
 STORE_TICKET = "acc-store-ticket"
 FORGET_COOKIE = "acc-forget-cookie"
 SIGNED_OUT = "acc-signed-out"
+ENDED = "acc-sign-in-ended"
+SESSION_ENDED = (
+    "Your sign-in on this device has ended: it expired, or you signed out everywhere. "
+    "Sign in again to go on where you were."
+)
+TOKEN_ENDED = (
+    "Your sign-in has ended: your token was revoked or has expired. Sign in again, "
+    "with a new token if you have one."
+)
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,10 +55,18 @@ class Session:
     link: str | None = None
     token_id: str | None = None  # the token signed in with (its id, never its secret)
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    checked: Principal | None = None  # who this session stood for at the last check
+
+    def check(self) -> Principal:
+        """Who this session stands for, looked up now: a token or link revoked, or a
+        membership changed, counts from here. The entry script checks once per page draw;
+        the page then reads :attr:`principal` without asking the directory again."""
+        self.checked = self.acc.principal
+        return self.checked
 
     @property
     def principal(self) -> Principal:
-        return self.acc.principal
+        return self.checked if self.checked is not None else self.check()
 
     @property
     def user(self) -> str:
@@ -82,8 +102,9 @@ def current() -> Session | None:
 
 
 def _keep(session: Session) -> Session:
-    session.principal  # noqa: B018 - checks the token or link now, not on the first page
+    session.check()  # the token or link now, not on the first page
     _state()[KEY] = session
+    _state().pop(ENDED, None)
     return session
 
 
@@ -106,30 +127,49 @@ def sign_in_with_token(user: str, token: str, *, remember: bool = False) -> Sess
     # Without a key to sign with, the sign-in lasts as long as the page.
     with contextlib.suppress(RuntimeError):
         if session.token_id is not None:
-            _state()[STORE_TICKET] = cookies.issue(user, session.token_id, remember=remember)
+            ticket = cookies.issue(user, session.token_id, remember=remember)
+            _state()[STORE_TICKET] = (ticket, 2)
     _state().pop(SIGNED_OUT, None)
     return session
 
 
-def resume(value: str) -> Session | None:
-    """The session a browser's cookie ``value`` holds, if it still holds: signed by this
-    platform, not too old, its token active, and not signed out everywhere since."""
+def client_for_cookie(value: str) -> tuple[Accelerator, str] | None:
+    """A client acting for whoever a browser's session cookie ``value`` names, and the id
+    of the token they signed in with, if the cookie still holds: signed by this platform,
+    not too old, its token active, and not signed out everywhere since. ``None`` if not;
+    the platform not answering raises (that is not the cookie's fault)."""
     from accelerator_prefect import Accelerator
     from catalog_ui import cookies
 
     try:
         ticket = cookies.read(value)
-    except RuntimeError:
+    except RuntimeError:  # no key to check it with: this catalog keeps no sessions
         return None
     if ticket is None:
         return None
-    acc = Accelerator.connect(trusted_user=ticket.user)
+    try:
+        acc = Accelerator.connect(trusted_user=ticket.user)
+    except AccessDenied:
+        return None
     try:
         acc.check_session(ticket.token_id, ticket.issued)
     except AccessDenied:
         acc.close()
         return None
-    return _keep(Session(acc, "cookie", token_id=ticket.token_id))
+    except BaseException:
+        acc.close()
+        raise
+    return acc, ticket.token_id
+
+
+def resume(value: str) -> Session | None:
+    """The session a browser's cookie ``value`` holds, if it still holds (see
+    :func:`client_for_cookie`)."""
+    opened = client_for_cookie(value)
+    if opened is None:
+        return None
+    acc, token = opened
+    return _keep(Session(acc, "cookie", token_id=token))
 
 
 def sign_in_with_link(model: str, link: str) -> Session:
@@ -170,9 +210,10 @@ def sign_in_with_oidc(claims: dict[str, Any]) -> Session:
     return _keep(Session(Accelerator.connect(trusted_user=oidc_user(claims)), "oidc"))
 
 
-def sign_out(*, everywhere: bool = False) -> None:
+def sign_out(*, everywhere: bool = False, why: str | None = None) -> None:
     """Sign this browser out (its cookie is dropped on the next draw); ``everywhere``: every
-    browser this user signed in to, too."""
+    browser this user signed in to, too. ``why``: what to tell the person above the
+    sign-in form (nothing when they signed out themselves)."""
     session = _state().pop(KEY, None)
     if isinstance(session, Session):
         try:
@@ -183,6 +224,10 @@ def sign_out(*, everywhere: bool = False) -> None:
     _state().pop(STORE_TICKET, None)  # a ticket not yet said twice is not said again
     _state()[SIGNED_OUT] = True
     _state()[FORGET_COOKIE] = True
+    if why:
+        _state()[ENDED] = why
+    else:
+        _state().pop(ENDED, None)
 
 
 def plain_error(exc: BaseException) -> str:
@@ -190,45 +235,94 @@ def plain_error(exc: BaseException) -> str:
     what to do), anything else without a traceback."""
     import httpx
 
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
-        return (
-            "The platform is not answering right now. Try again in a moment; if it keeps "
-            "happening, tell the operator."
-        )
+    if _unreachable(exc):
+        return PLATFORM_DOWN
     if isinstance(exc, AcceleratorError):
         # The service layer's messages point CLI users to commands; here, to pages.
-        return str(exc).replace(
+        said = str(exc).replace(
             " (see `acc list` for the hosted models)",
             ". The catalog lists the models open to you.",
         )
+        if isinstance(exc, NotFound) and said.startswith("run ") and said.endswith("not found"):
+            said += ". Check the address, or open the run from My runs, which lists yours."
+        return said
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500:
+        return PLATFORM_DOWN
     return (
         f"Something went wrong on our side ({type(exc).__name__}). Try again in a moment; "
         "if it keeps happening, tell the operator."
     )
 
 
+PLATFORM_DOWN = (
+    "The platform is not answering right now. Try again in a moment; if it keeps "
+    "happening, tell the operator."
+)
 LINK_ENDED = (
     "This link does not open anything any more: it was revoked, it has expired, or it is "
     "not complete. Ask whoever shared it with you for a new one."
 )
 
 
-def stop_with_a_page(exc: BaseException, *, guest: bool) -> None:
-    """End the page with a plain page about ``exc``: a link that no longer opens anything
-    (for a guest), or the platform not answering; never a crash."""
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the platform (its Prefect server) did not answer."""
+    import httpx
+
+    return isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError)
+
+
+def halt() -> NoReturn:
+    """End this page draw here, keeping what it drew.
+
+    ``st.stop()`` only asks the script runner to stop, which it does at its next element;
+    raising Streamlit's own stop makes sure nothing after this line is drawn or run,
+    whatever the runner does with the request.
+    """
+    import streamlit as st
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    st.stop()
+    raise StopException()
+
+
+def stop_with_a_page(exc: BaseException, *, guest: bool) -> NoReturn:
+    """End the page with a plain page about ``exc``: a sentence saying what happened and
+    what to do, and a way on (try again); never a crash. For a guest whose link was
+    refused: the link has ended."""
     import streamlit as st
 
+    if not isinstance(exc, AcceleratorError) and not _unreachable(exc):
+        _log.error("a catalog page failed", exc_info=exc)  # for the operator's log
     st.title(":material/science: Model catalog")
     if guest and isinstance(exc, AccessDenied):
         st.error(LINK_ENDED, icon=":material/link_off:")
-    else:
-        st.error(plain_error(exc), icon=":material/cloud_off:")
-    st.stop()
+        halt()
+    st.error(plain_error(exc), icon=":material/cloud_off:")
+    st.button("Try again", icon=":material/refresh:", key="try-again")
+    halt()
+
+
+def way_back() -> None:
+    """Links out of a page that cannot show what it was asked for: to the catalog and
+    the person's runs, or (a guest) to their model. Only on the pages themselves (the
+    entry script knows them by then)."""
+    import streamlit as st
+
+    session = current()
+    if session is None:
+        return
+    if session.guest:
+        st.page_link("views/model.py", label="Back to the model", icon=":material/arrow_back:")
+        return
+    left, right, _ = st.columns([1, 1, 3])
+    left.page_link("views/catalog.py", label="The catalog", icon=":material/apps:")
+    right.page_link("views/my_runs.py", label="My runs", icon=":material/history:")
 
 
 @contextmanager
 def reported(what: str) -> Iterator[None]:
-    """Show a failure of ``what`` as a plain message on the page and stop the page there."""
+    """Show a failure of ``what`` as a plain message on the page, with a way back, and
+    stop the page there."""
     import streamlit as st
 
     try:
@@ -236,5 +330,8 @@ def reported(what: str) -> Iterator[None]:
     except Exception as exc:
         if type(exc).__name__ in {"StopException", "RerunException"}:
             raise  # Streamlit's own control flow
+        if not isinstance(exc, AcceleratorError) and not _unreachable(exc):
+            _log.error("could not %s", what, exc_info=exc)
         st.error(f"Could not {what}: {plain_error(exc)}")
-        st.stop()
+        way_back()
+        halt()

@@ -147,16 +147,24 @@ def finished_run(acc: Accelerator, climate: ModelRepo, people: dict[str, str]) -
 
 
 def test_run_page_shows_state_outputs_previews_and_provenance(
-    people: dict[str, str], finished_run: str
+    people: dict[str, str], finished_run: str, climate: ModelRepo
 ) -> None:
     at = on_page(people["alice"], "run", run=finished_run)
     assert not at.exception, at.exception
     said = texts(at)
+    # The provenance names the code's repository without showing where the platform keeps it.
+    assert f"{climate.path.name} (on the platform)" in said
+    assert str(climate.path) not in said and str(climate.path.parent) not in said
     assert "Completed" in said
     assert "Outputs" in said
     labels = [e.label for e in at.expander]
     assert any(label.startswith("summary.csv") for label in labels), labels
     assert at.dataframe, "the CSV summary is previewed as a table"
+    # Headed as the manifest declares its columns; the file keeps its own headers.
+    headers = [list(frame.value.columns) for frame in at.dataframe]
+    assert any("Warming (K)" in h and "Sub-region" in h for h in headers), headers
+    zipped = [b for b in at.get("link_button") if "Download all" in str(b.proto.label)]
+    assert zipped and zipped[0].proto.url.endswith(f"_acc/runs/{finished_run}/outputs.zip")
     # Images and tables first; the NetCDF is previewed only when asked for.
     outputs = [label.split(" · ")[0] for label in labels if " · " in label]
     kinds = [label.rsplit(".", 1)[-1] for label in outputs]
@@ -172,7 +180,7 @@ def test_run_page_shows_state_outputs_previews_and_provenance(
     done = [e.value for e in at.success]
     assert any(re.fullmatch(r"Done: .+ of computing, .+ in all\.", d) for d in done), done
     # Operators also get the Prefect UI; alice is not one.
-    assert not any("Prefect UI" in str(getattr(b, "label", "")) for b in at.get("link_button"))
+    assert not any("Prefect UI" in str(b.proto.label) for b in at.get("link_button"))
 
 
 def test_someone_else_cannot_open_a_run(people: dict[str, str], finished_run: str) -> None:

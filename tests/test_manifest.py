@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from accelerator_prefect import ManifestError
-from accelerator_prefect.manifest import Scope, load_manifest, manifest_json_schema
+from accelerator_prefect.manifest import Scope, load_manifest, manifest_json_schema, parse_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "deployments" / "climate-downscaling.yaml"
@@ -118,3 +118,13 @@ def test_a_malformed_check_is_refused_naming_its_field(
     with pytest.raises(ManifestError) as error:
         load_manifest(write(tmp_path, {**valid(), "checks": [check]}))
     assert expected in str(error.value)
+
+
+def test_output_columns_outside_the_run_folder_or_misspelt_are_refused_naming_them() -> None:
+    data = yaml.safe_load((ROOT / "deployments" / "climate-downscaling.yaml").read_text())
+    data["output"]["columns"] = {"../escape.csv": {}}
+    with pytest.raises(ManifestError, match=r"output\.columns: '\.\./escape\.csv' is not a file"):
+        parse_manifest(data)
+    data["output"]["columns"] = {"summary.csv": {"tas": {"unit": "K", "colour": "red"}}}
+    with pytest.raises(ManifestError, match=r"output\.columns\.summary\.csv\.tas\.colour: unknown"):
+        parse_manifest(data)

@@ -361,6 +361,35 @@ def test_show_draws_a_csv_as_a_dataframe_with_its_row_count() -> None:
     assert app.caption[0].value == "12 rows × 2 columns"
 
 
+def headed_page(name: str, data: bytes) -> None:
+    from accelerator_prefect.manifest import OutputMapping
+    from catalog_ui.previews import show
+
+    mapping = OutputMapping.model_validate(
+        {"columns": {"*.csv": {"tas": {"title": "Mean temperature", "unit": "°C"}}}}
+    )
+    show(name, data, columns=mapping.columns_of(name))
+
+
+def test_a_tables_columns_are_headed_with_the_titles_and_units_the_model_declares() -> None:
+    app = AppTest.from_function(headed_page, args=("out/summary.csv", csv_bytes(3)))
+    app.run(timeout=30)
+    assert not app.exception
+    assert list(app.dataframe[0].value.columns) == ["site", "Mean temperature (°C)"]
+    assert list(app.dataframe[0].value["Mean temperature (°C)"]) == [0.0, 0.5, 1.0]
+
+
+def test_output_columns_are_found_by_exact_name_before_a_pattern() -> None:
+    from accelerator_prefect.manifest import OutputMapping
+
+    mapping = OutputMapping.model_validate(
+        {"columns": {"*.csv": {"a": {"unit": "m"}}, "summary.csv": {"b": {"unit": "s"}}}}
+    )
+    assert set(mapping.columns_of("summary.csv")) == {"b"}
+    assert set(mapping.columns_of("sub/other.csv")) == {"a"}
+    assert mapping.columns_of("map.png") == {}
+
+
 def test_show_says_a_long_table_is_cut_to_the_first_thousand_rows() -> None:
     app = run_preview("summary.csv", csv_bytes(1500))
     assert app.dataframe[0].value.shape == (1000, 2)

@@ -287,3 +287,14 @@ def test_a_guest_starts_from_the_sample_inputs_in_one_click_and_the_run_complete
         assert run.parameters["inputs"]["selected_folders"] == [SAMPLE]
         assert run.wait(timeout=180) == "Completed"
     acc.revoke_link(link.id)
+
+
+def test_the_python_client_over_the_portal_sees_a_sample_folder_it_may_not_see_beside(
+    portal: str, outsider: str
+) -> None:
+    with Accelerator.connect(url=portal, token=outsider) as bob:
+        assert bob.storage.info(SAMPLE).kind == "folder"
+        assert bob.storage.exists(SAMPLE)
+        assert "observations.nc" in [e.name for e in bob.storage.ls(SAMPLE)]
+        with pytest.raises(AccessDenied):
+            bob.storage.info("acc://climate/results/")

@@ -1,5 +1,5 @@
 """``/runs``: my runs, one run (optionally waited for), cancel, rerun, logs (and their live
-stream), progress, result, provenance, outputs (downloads with HTTP Range)."""
+stream), why it failed, progress, result, provenance, outputs (downloads with HTTP Range)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from accelerator_prefect.portal.deps import Acc
 from accelerator_prefect.portal.problems import problem, responses
 from accelerator_prefect.portal.schemas import OutputsOut, RerunRequest, RunOut
 from accelerator_prefect.provenance import Provenance
-from accelerator_prefect.runs import RoutineProgress, RunInfo, RunQuery, RunSummary
+from accelerator_prefect.runs import RoutineProgress, RunFailure, RunInfo, RunQuery, RunSummary
 
 router = APIRouter(tags=["runs"])
 
@@ -187,6 +187,17 @@ async def progress(run_id: str, acc: Acc) -> RoutineProgress:
     return await acc.run_progress(run_id)
 
 
+@router.get(
+    "/runs/{run_id}/failure",
+    response_model=RunFailure | None,
+    summary="Why it failed: the model's words (null unless it failed)",
+    description="The traceback (`details`) is given to the model's owner and operators only.",
+    responses=READ,
+)
+async def failure(run_id: str, acc: Acc) -> RunFailure | None:
+    return await acc.run_failure(run_id)
+
+
 @router.get("/runs/{run_id}/result", summary="The jobflow's return value (JSON)", responses=READ)
 async def result(run_id: str, acc: Acc) -> Any:
     return await acc.run_result(run_id)
@@ -205,7 +216,7 @@ async def provenance(run_id: str, acc: Acc) -> Provenance:
 @router.get(
     "/runs/{run_id}/logs",
     response_model=list[str],
-    summary="The log lines so far",
+    summary="The log lines so far (operators: every line; others: the model's own)",
     responses=READ,
 )
 async def logs(run_id: str, acc: Acc) -> list[str]:

@@ -10,7 +10,7 @@ import streamlit as st
 from accelerator_prefect.catalog import HostedModel
 from accelerator_prefect.manifest import Status
 from catalog_ui.parts import ago, go, require_session, scope_badge
-from catalog_ui.session import plain_error, reported
+from catalog_ui.session import halt, plain_error, reported
 
 session = require_session()
 acc, principal = session.acc, session.principal
@@ -25,7 +25,7 @@ if not mine:
         "You own no hosted model yet. Describe your model in a manifest "
         "(`deployments/<model>.yaml`) and publish it with `acc publish`; see the authors' guide."
     )
-    st.stop()
+    halt()
 
 name = st.selectbox(
     "Model",

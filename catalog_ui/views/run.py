@@ -1,5 +1,7 @@
-"""One run: live state, elapsed time, routines done, logs as they come, and a way to cancel
-it; then the outputs with previews and downloads, the provenance, and "run again"."""
+"""One run: live state, elapsed time, routines done, how long such runs usually take, logs as
+they come, and a way to cancel it; a failed run leads with the model's own words (its
+traceback behind "Details", for those the service gives it to); then the outputs with
+previews and downloads, the provenance, and "run again"."""
 
 from __future__ import annotations
 
@@ -10,10 +12,19 @@ from typing import Literal
 
 import streamlit as st
 
-from accelerator_prefect.runs import RoutineProgress
+from accelerator_prefect.catalog import HostedModel
+from accelerator_prefect.runs import RoutineProgress, RunFailure
 from catalog_ui import previews
-from catalog_ui.parts import elapsed, embedded, go, human_size, require_session, state_badge
-from catalog_ui.session import plain_error, reported
+from catalog_ui.parts import (
+    download_all_button,
+    elapsed,
+    embedded,
+    go,
+    human_size,
+    require_session,
+    state_badge,
+)
+from catalog_ui.session import halt, plain_error, reported
 
 FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
 CANCELLED = {"Cancelling", "Cancelled"}
@@ -25,7 +36,7 @@ acc, principal = session.acc, session.principal
 run_id = st.query_params.get("run")
 if not run_id:
     st.info("Open a run from your runs or launch one from a model's page.")
-    st.stop()
+    halt()
 assert run_id is not None
 CANCEL_REFUSED = f"cancel-refused:{run_id}"
 
@@ -38,10 +49,16 @@ if principal.guest:
         go("model")
 elif not embedded():
     st.page_link("views/my_runs.py", label="My runs", icon=":material/arrow_back:")
+hosted: HostedModel | None
 try:
-    title = session.cached(f"model:{first.model}", lambda: acc.get(first.model)).latest.title
+    hosted = session.cached(f"model:{first.model}", lambda: acc.get(first.model))
 except Exception:  # the model went out of sight (archived, unshared): its run still reads
-    title = first.model
+    hosted = None
+title = hosted.latest.title if hosted is not None else first.model
+its_version = next(
+    (v for v in (hosted.versions if hosted is not None else []) if v.version == first.version),
+    None,
+)
 if embedded():  # a widget in another site: one line
     st.markdown(f"#### {title} · {first.version} · run {first.name.rsplit(' · ', 1)[-1]}")
 else:
@@ -53,38 +70,39 @@ else:
 
 
 def phase(state: str, progress: RoutineProgress) -> str:
-    """What the run is doing, in words: queued, preparing, running routine k of n, ended."""
+    """What the run is doing, in words: queued, preparing, running routine k of n, ended;
+    while it waits or runs, how long runs of its version usually take, when known."""
+    usually = (
+        f" · usually about {elapsed(progress.usual_seconds)} from launch to end"
+        if progress.usual_seconds is not None
+        else ""
+    )
     if state == "Scheduled":
-        return "Queued: waiting for a worker to take it…"
+        return f"Queued: waiting for a worker to take it…{usually}"
     if state == "Pending":
-        return "Preparing the model…"
+        return f"Preparing the model…{usually}"
     if state == "Running":
         if not progress.started:
-            return "Running…"
+            return f"Running…{usually}"
         k = min(progress.done + 1, progress.total) if progress.total else progress.done + 1
         of = f" of {progress.total}" if progress.total else ""
-        return f"Running routine {k}{of}…"
+        return f"Running routine {k}{of}…{usually}"
     return {"Cancelling": "Cancelling…", "Completed": "Completed"}.get(state, state)
 
 
-def reason(message: str | None) -> str | None:
-    """The model's own words for why the run failed, out of the run's final state message:
-    Prefect's framing ("Flow run encountered an exception: ValueError: …") taken off."""
-    if not message:
-        return None
-    text = message.strip()
-    for framing in ("Flow run encountered an exception:", "Task run encountered an exception:"):
-        if text.startswith(framing):
-            text = text[len(framing) :].strip()
-    kind, colon, rest = text.partition(": ")
-    if colon and kind.replace(".", "").replace("_", "").isalnum() and kind[:1].isupper():
-        text = rest  # "ValueError: no model run …" -> "no model run …"
-    return text or None
+def failure_box(failure: RunFailure) -> None:
+    """The model's own words first; its traceback behind "Details" when the service gave
+    it (to the model's owner and operators only)."""
+    st.error(f"The run failed: {failure.message}", icon=":material/error:")
+    if failure.routine:
+        st.caption(f"Said by the model's routine **{failure.routine}**.")
+    if failure.details:
+        with st.expander("Details"):
+            st.code(failure.details, language=None)
 
 
 def status_box() -> str:
     """The run's phase, its time since Launch, and its routines; returns the state name."""
-    info = run.info()
     summary = run.summary()
     state = summary.state
     launched = summary.created or summary.started
@@ -94,6 +112,9 @@ def status_box() -> str:
         end = summary.ended or datetime.now(UTC)
         since_launch = max(0.0, (end - launched).total_seconds())
     progress = run.progress()
+    failure = run.failure() if state in FINAL - {"Completed", "Cancelled"} else None
+    if failure is not None:
+        failure_box(failure)
     box: Literal["running", "complete", "error"] = (
         "complete" if state == "Completed" else "error" if state in FINAL else "running"
     )
@@ -119,13 +140,9 @@ def status_box() -> str:
             if state == "Cancelling"
             else "Cancelled: its routines were stopped where they were."
         )
-    elif state in FINAL:
-        said = reason(info.message)
-        status.error(
-            f"The run failed: {said}" if said else "The run failed; the logs below say why.",
-            icon=":material/error:",
-        )
-    elif progress.failed:
+    elif state in FINAL and failure is None:
+        status.error("The run failed; the logs below say why.", icon=":material/error:")
+    elif progress.failed and state not in FINAL:
         status.warning(f"{progress.failed} routine(s) failed so far; the logs below say why.")
     return state
 
@@ -184,7 +201,7 @@ if final:
     live()
 else:
     st.fragment(live, run_every=REFRESH_SECONDS)()
-    st.stop()
+    halt()
 
 # -- the run has ended ---------------------------------------------------------------------
 
@@ -196,6 +213,8 @@ st.subheader(":material/inventory: Outputs")
 with reported("list the outputs"):
     files = run.outputs()
     complete = run.outputs_complete
+if files:
+    download_all_button(str(run.id))
 if not files:
     st.caption("This run wrote no files.")
 elif not complete:
@@ -233,7 +252,8 @@ for file in files:
             st.caption(f"Too large to preview here ({human_size(file.size)}); download it.")
         elif eager or st.toggle("Preview", key=f"preview:{file.path}"):
             try:
-                previews.show(file.path, reader(file.path))
+                columns = its_version.output_mapping.columns_of(file.path) if its_version else {}
+                previews.show(file.path, reader(file.path), columns=columns)
             except Exception as exc:
                 st.info(f"No preview: {plain_error(exc)} Download the file to open it.")
 
@@ -243,7 +263,19 @@ with st.expander(":material/fingerprint: Provenance: what this run ran on"):
     except Exception as exc:
         st.caption(plain_error(exc))
     else:
-        st.markdown(record.markdown())
+        if principal.operator:
+            st.markdown(record.markdown())
+        else:  # the record as its people read it: no paths or hosts of the platform's own
+            table = "\n".join(f"| {k} | {v} |" for k, v in record.rows(operator=False))
+            st.markdown(f"| | |\n|---|---|\n{table}")
+            st.caption("Settings")
+            st.json(record.conf, expanded=False)
+            if record.inputs:
+                st.caption("Inputs, with their content's fingerprint (sha256)")
+                st.dataframe(
+                    [{"file": f.uri, "sha256": f.sha256, "size": f.size} for f in record.inputs],
+                    hide_index=True,
+                )
 
 if state in FINAL:
     st.divider()

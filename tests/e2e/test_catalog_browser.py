@@ -9,10 +9,10 @@ linked model. Each step leaves a screenshot in ``test-artifacts/catalog/``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -82,12 +82,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         acc_cli(home, "down")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, through Playwright."""
     from playwright.sync_api import sync_playwright
 
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
     with sync_playwright() as p:
         chromium = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -102,8 +101,20 @@ def browser() -> Iterator[Any]:
                 "--no-first-run",
             ],
         )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.iterdir():  # this module's; the error pages' test keeps its own
+        if not old.name.startswith("errors-"):
+            old.unlink()
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def shot(page: Any, name: str, at: Any = None) -> None:
@@ -156,21 +167,21 @@ def test_alice_finds_fills_launches_watches_previews_and_downloads(
     shot(page, "01-catalog-alice")
 
     page.locator(".st-key-open-climate-downscaling button").click()
-    page.get_by_role("heading", name="Climate downscaling").wait_for()
+    page.get_by_role("heading", name="Climate downscaling", level=1).wait_for()
     page.get_by_role("heading", name="Your inputs").wait_for()
     shot(page, "02-model-page")
 
-    # The explorer: climate → examples → coarse-cmip6, then tick the two files.
-    steps = ["climate", "examples", "coarse-cmip6", "observations.nc"]
+    # The explorer: a folder's name opens it (climate → examples → coarse-cmip6), a file's
+    # name selects it: the two files.
+    steps = ["climate/", "examples/", "coarse-cmip6/", "observations.nc"]
     for folder, inside in itertools.pairwise(steps):
-        row = page.locator("[data-testid='stHorizontalBlock']").filter(has=tick(page, folder))
-        row.locator("button").filter(has_text=re.compile("Open$")).last.click()
-        tick(page, inside).first.wait_for()
+        entry(page, folder).click()
+        entry(page, inside).first.wait_for()
         settled(page)
-    tick(page, "observations.nc").click()
+    entry(page, "observations.nc").click()
     page.get_by_text(re.compile(r"^Selected: 1 file")).wait_for()
     settled(page)
-    tick(page, "model_ssp245.nc").click()
+    entry(page, "model_ssp245.nc").click()
     page.get_by_text(re.compile(r"^Selected: 2 file\(s\), [0-9.]+ KB$")).wait_for()
     shot(page, "03-inputs-picked", page.get_by_text(re.compile("^Selected:")))
 
@@ -233,21 +244,31 @@ def settled(page: Any) -> None:
     page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
 
 
-def tick(page: Any, name: str) -> Any:
-    """The explorer's select button of the file or folder ``name``."""
+def entry(page: Any, name: str) -> Any:
+    """The explorer's name button of the file ``name`` (it selects it) or the folder
+    ``name/`` (it opens it)."""
     return page.locator("[data-testid='stButton'] button").filter(
-        has_text=re.compile(rf"check_box\S*\s*{re.escape(name)}$"), visible=True
+        has_text=re.compile(rf"(^|\s|folder|draft){re.escape(name)}$"), visible=True
     )
 
 
-def choose(page: Any, label: str, option: str) -> None:
-    """Pick ``option`` in the select box labelled ``label`` (a required one ends with *)."""
+def check_box(page: Any, name: str) -> Any:
+    """The explorer's check box selecting the file or folder ``name`` (the first button of
+    its row)."""
+    row = page.locator("[data-testid='stHorizontalBlock']").filter(has=entry(page, name))
+    return row.last.locator("button").first
+
+
+def choose(page: Any, label: str, option: str, click: Any = None) -> None:
+    """Pick ``option`` in the select box labelled ``label`` (a required one ends with *),
+    with ``click`` (one that counts them, say) or a plain click."""
+    click = click or (lambda target: target.click())
     box = page.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
     settled(page)
     combo = box.get_by_role("combobox")
-    combo.click()
+    click(combo)
     combo.press("ArrowDown")  # a click alone does not always open the list
-    page.get_by_role("option", name=option, exact=True).click()
+    click(page.get_by_role("option", name=option, exact=True))
     settled(page)
     assert box.get_by_role("combobox").input_value() == option
 
@@ -388,3 +409,111 @@ def test_a_signed_in_browser_stays_signed_in_until_it_signs_out(
         operator.revoke_token(str(token_id(token)))
     page.reload()
     assert signed_out(page)
+
+
+class Clicks:
+    """Clicks a person makes, counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, target: Any) -> None:
+        target.click()
+        self.count += 1
+
+
+def test_a_first_time_member_reaches_a_completed_climate_run_and_downloads_it_all(
+    served: dict[str, Any], new_page: Any
+) -> None:
+    """Issue 18's measure: the clicks from the catalog (after sign-in) to a Completed
+    climate run with the sample inputs, and the seconds from Launch to the run page's
+    first phase; reported in ``report.json``, not asserted. Then "Download all": the zip
+    holds the run's outputs, for its launcher only."""
+    import json
+    import time
+
+    with Accelerator.connect(served["api"], home=served["home"]) as operator:
+        _, token = operator.add_user("erin", {"climate": "member"})
+    page = new_page()
+    sign_in(page, served["url"], "erin", token)
+    opened = time.perf_counter()
+    click = Clicks()
+
+    click(page.locator(".st-key-open-climate-downscaling button"))
+    page.get_by_role("heading", name="Your inputs").wait_for()
+    settled(page)
+    samples = page.get_by_role("button", name="Use the sample inputs")
+    if samples.count():
+        click(samples)
+        how = "the 'Use the sample inputs' button"
+    else:  # the explorer: climate → examples, then tick the samples' folder
+        how = "the explorer: open climate/, open examples/, tick coarse-cmip6/"
+        for folder, inside in itertools.pairwise(["climate/", "examples/", "coarse-cmip6/"]):
+            click(entry(page, folder))
+            entry(page, inside).first.wait_for()
+            settled(page)
+        click(check_box(page, "coarse-cmip6/"))
+    page.get_by_text(re.compile(r"^Selected: ")).first.wait_for()
+    settled(page)
+    for label, option in [("Scenario", "SSP2-4.5 (middle of the road)"), ("Target region", "Alps")]:
+        choose(page, label, option, click)
+
+    launched = time.perf_counter()
+    click(page.get_by_role("button", name="Launch"))
+    page.get_by_text(re.compile("Queued|Preparing the model|Running")).first.wait_for()
+    first_phase = time.perf_counter() - launched
+    page.get_by_role("heading", name="Outputs").wait_for(timeout=RUN)
+    assert page.get_by_text("Completed").first.is_visible()
+    completed = time.perf_counter() - opened
+    shot(page, "13-first-time-member-completed")
+    report = {
+        "clicks_after_sign_in": click.count,
+        "samples_chosen_with": how,
+        "catalog_to_completed_seconds": round(completed, 1),
+        "launch_to_first_phase_seconds": round(first_phase, 2),
+    }
+    (ARTIFACTS / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nfirst-time member, measured in Chromium: {json.dumps(report)}")
+
+    run_id = re.search(r"[?&]run=([0-9a-f-]+)", page.url)
+    assert run_id, page.url
+    downloads_all(served, run_id.group(1), token, wait_for_session_cookie(page), new_page)
+
+
+def downloads_all(
+    served: dict[str, Any], run_id: str, token: str, cookie: dict[str, Any], new_page: Any
+) -> None:
+    """The catalog's "Download all" route, over real HTTP with the browser's cookie."""
+    import io
+    import zipfile
+
+    import httpx
+
+    route = f"{served['url']}/_acc/runs/{run_id}/outputs.zip"
+    with httpx.stream("GET", route, cookies={cookie["name"]: cookie["value"]}, timeout=60) as got:
+        assert got.status_code == 200, got.read()
+        assert got.headers["content-type"] == "application/zip"
+        assert "content-length" not in got.headers  # made while it is sent
+        body = b"".join(got.iter_bytes())
+    archive = zipfile.ZipFile(io.BytesIO(body))
+    with Accelerator.connect(served["api"], home=served["home"], token=token) as erin:
+        run = erin.run(run_id)
+        outputs = {f.path for f in run.outputs()}
+        assert sorted(archive.namelist()) == sorted(outputs) and outputs
+        for name in outputs:
+            with run.open_output(name) as f:
+                assert archive.read(name) == f.read(), name
+
+    # No cookie: sign in first. Someone else's, or no such run: nothing to tell them apart.
+    assert httpx.get(route, timeout=30).status_code == 401
+    bob = new_page()
+    sign_in(bob, served["url"], "bob", served["bob"])
+    bobs = wait_for_session_cookie(bob)
+    as_bob = httpx.get(route, cookies={bobs["name"]: bobs["value"]}, timeout=30)
+    nowhere = httpx.get(
+        route.replace(run_id, "00000000-0000-4000-8000-000000000000"),
+        cookies={cookie["name"]: cookie["value"]},
+        timeout=30,
+    )
+    assert as_bob.status_code == nowhere.status_code == 404
+    assert as_bob.content == nowhere.content
