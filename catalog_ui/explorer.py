@@ -6,7 +6,9 @@ of the models they may run too), only the files of the types the model
 accepts, lets them open folders by their names and tick files and whole
 folders by their check boxes, start from the model's samples in one click,
 upload files from their computer into their own area, and (where the model
-allows it) type cloud paths. It returns the ``inputs`` a launch takes.
+allows it) type cloud paths. It returns the ``inputs`` a launch takes. Compact (for the
+catalog embedded in another site), the samples and the selection come first and the
+browsing and uploading wait in one fold (opened where the model has no samples).
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class Explorer:
         crumbs = [("acc://", PREFIX)]
         for i, part in enumerate(p for p in parts if p):
             crumbs.append((part, PREFIX + "/".join(parts[: i + 1]) + "/"))
-        columns = st.columns(len(crumbs) + 1, gap="small")
+        columns = st.columns(len(crumbs) + 1, gap="small", wrap=False)
         for column, (label, uri) in zip(columns, crumbs, strict=False):
             column.button(
                 label,
@@ -195,7 +197,8 @@ class Explorer:
         """One entry: its check box selects it; its name opens a folder (a file's selects it)."""
         import streamlit as st
 
-        tick, name, size, when = st.columns([1, 7, 2, 2], vertical_alignment="center")
+        # Never stacked, not even in a narrow frame: a row is one entry.
+        tick, name, size, when = st.columns([1, 7, 2, 2], vertical_alignment="center", wrap=False)
         # Buttons, not check boxes: the selection lives here, so no widget value can go
         # stale when the listing changes under it.
         ticked = entry.uri in self.selected
@@ -250,13 +253,21 @@ class Explorer:
         if problem:
             st.warning(problem, icon=":material/warning:")
 
-    def upload(self) -> None:
+    def upload(self, *, folded: bool = True) -> None:
+        """The uploader, in a fold of its own unless ``folded`` is false (it is in one)."""
+        import contextlib
+
         import streamlit as st
 
         area = f"{PREFIX}{self.session.principal.own_area}/uploads/"
         extensions = [t.lstrip(".") for t in self.mapping.accepted_types if t.startswith(".")]
         only_extensions = len(extensions) == len(self.mapping.accepted_types)
-        with st.expander("Upload files from your computer", icon=":material/upload:"):
+        fold = (
+            st.expander("Upload files from your computer", icon=":material/upload:")
+            if folded
+            else contextlib.nullcontext()
+        )
+        with fold:
             files = st.file_uploader(
                 f"They go into your own folder, {area}",
                 type=extensions if extensions and only_extensions else None,
@@ -279,7 +290,9 @@ class Explorer:
                 self.open(area)
                 st.rerun()
 
-    def summary(self) -> None:
+    def summary(self, *, compact: bool = False) -> None:
+        """What is selected, each with a button to remove it (``compact``: each in a line,
+        a single one in the heading's)."""
         import streamlit as st
 
         if not self.selected:
@@ -292,10 +305,15 @@ class Explorer:
             said.append(f"{len(files)} file(s), {human_size(sum(e.size for e in files))}")
         if folders:
             said.append(f"{len(folders)} folder(s)")
-        st.markdown(f"**Selected:** {' and '.join(said)}")
+        alone = compact and len(self.selected) == 1
+        if not alone:
+            st.markdown(f"**Selected:** {' and '.join(said)}")
         for uri in sorted(self.selected):
-            name, remove = st.columns([10, 1], vertical_alignment="center")
-            name.code(uri, language=None)
+            name, remove = st.columns([10, 1], vertical_alignment="center", wrap=False)
+            if compact:
+                name.markdown(("**Selected:** " if alone else "") + f"`{uri}`")
+            else:
+                name.code(uri, language=None)
             if self.selected[uri].is_folder:
                 name.caption(self.expands_to(uri))
             remove.button(
@@ -325,6 +343,29 @@ class Explorer:
         shown = ", ".join(names[:SHOWN_NAMES]) + (", …" if len(names) > SHOWN_NAMES else "")
         return f"{len(found)} file(s), {human_size(sum(e.size for e in found))}: {shown}"
 
+    def draw_compact(self) -> None:
+        """The samples and the rule on one line, the selection, then a fold to browse and
+        upload in (open when the model has no samples to start from)."""
+        import streamlit as st
+
+        if self.mapping.samples:
+            button, said = st.columns([2, 3], vertical_alignment="center", wrap=False)
+            with button:
+                self.samples()
+            said.caption(rule(self.mapping))
+        else:
+            st.caption(rule(self.mapping))
+        self.summary(compact=True)
+        with st.expander(
+            "Browse or upload files",
+            icon=":material/folder_open:",
+            expanded=not self.mapping.samples,
+        ):
+            with st.container(border=True):
+                self.breadcrumb()
+                self.rows()
+            self.upload(folded=False)
+
     def cloud_paths(self) -> list[str]:
         import streamlit as st
 
@@ -336,18 +377,26 @@ class Explorer:
         )
         return [line.strip() for line in text.splitlines() if line.strip()]
 
-    def draw(self, errors: list[str] | None = None) -> dict[str, list[str]]:
-        """Draw the explorer; the ``inputs`` it holds now."""
+    def draw(
+        self, errors: list[str] | None = None, *, compact: bool = False
+    ) -> dict[str, list[str]]:
+        """Draw the explorer; the ``inputs`` it holds now. ``compact``: the samples and the
+        selection first, browsing and uploading in a fold (for a form in little room)."""
         import streamlit as st
 
-        st.caption(rule(self.mapping))
-        if Source.storage in self.mapping.sources:
+        storage = Source.storage in self.mapping.sources
+        if storage and compact:
+            self.draw_compact()
+        elif storage:
+            st.caption(rule(self.mapping))
             self.samples()
             with st.container(border=True):
                 self.breadcrumb()
                 self.rows()
             self.upload()
             self.summary()
+        else:
+            st.caption(rule(self.mapping))
         cloud = self.cloud_paths() if Source.cloud in self.mapping.sources else []
         for message in errors or []:
             st.error(message, icon=":material/error:")

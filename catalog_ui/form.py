@@ -11,7 +11,10 @@ A model arranges its form with two keys beside a field's schema: ``x-section``
 (fields with the same section stand together under its heading, sections in
 the order they first appear) and ``x-advanced: true`` (the field goes into a
 collapsed "Advanced settings" fold at the end of its section, or of the form
-for fields in no section; a fold holding a problem opens and says so).
+for fields in no section; a fold holding a problem opens and says so). A
+compact form (``render(..., compact=True)``, for the catalog embedded in another
+site) puts short fields side by side in twos, in their sections' order but without
+the sections' headings.
 
 The form enforces what widgets can (bounds, steps, options, lengths, row
 counts, choices narrowed by ``if``/``then`` rules); what they cannot (patterns,
@@ -672,6 +675,7 @@ class _Canvas:
     ui: Any
     errors: dict[str, list[str]]
     folded: bool = False  # drawing inside an "Advanced settings" fold (folds do not nest)
+    compact: bool = False  # short fields side by side in twos, no section headings
 
     def show_errors(self, at: str) -> None:
         for message in self.errors.pop(at, []):
@@ -692,6 +696,7 @@ def render(
     initial: Any = None,
     errors: Mapping[str, Sequence[str]] | None = None,
     ui: Any = None,
+    compact: bool = False,
 ) -> Any:
     """Draw the widgets and return the JSON-ready value they hold now.
 
@@ -702,7 +707,9 @@ def render(
     again"); schema defaults otherwise. `errors` maps a field path relative to
     the form root (e.g. "base_year", "column_rules[0].pattern", "" for the
     root) to messages, shown right under that field's widget with ``ui.error``;
-    messages about fields not shown go to the top of the form.
+    messages about fields not shown go to the top of the form. `compact` draws
+    short fields (one-line text, numbers, dates, choices, switches) side by side in
+    twos, and leaves out the sections' headings: for a form in little room.
 
     An empty optional field is left out of its object, or null where the
     schema allows null.
@@ -719,7 +726,9 @@ def render(
         import streamlit
 
         ui = streamlit
-    canvas = _Canvas(ui, {at: list(messages) for at, messages in (errors or {}).items()})
+    canvas = _Canvas(
+        ui, {at: list(messages) for at, messages in (errors or {}).items()}, compact=compact
+    )
     top = ui.container()
     start = NO_DEFAULT if initial is None else initial
     value = _draw(field, canvas, _Spot("", key), start, framed=False)
@@ -1185,21 +1194,33 @@ def _draw_properties(
     values: dict[str, Any] = {}
     drawn: set[str] = set()
 
+    def draw_one(child: Field) -> None:
+        name = child.name or ""
+        shown = _narrowed(child, field.rules, values, drawn)
+        value = _draw(shown, canvas, spot.child(name), given.get(name, NO_DEFAULT))
+        drawn.add(name)
+        if value is not _EMPTY:
+            values[name] = value
+        elif child.nullable:
+            values[name] = None
+
     def draw(children: Sequence[Field]) -> None:
-        for child in children:
-            name = child.name or ""
-            shown = _narrowed(child, field.rules, values, drawn)
-            value = _draw(shown, canvas, spot.child(name), given.get(name, NO_DEFAULT))
-            drawn.add(name)
-            if value is not _EMPTY:
-                values[name] = value
-            elif child.nullable:
-                values[name] = None
+        for row in _rows(children, 2 if canvas.compact else 1):
+            if len(row) == 1:
+                draw_one(row[0])
+                continue
+            outer = canvas.ui
+            for child, column in zip(row, outer.columns(len(row), wrap=False), strict=True):
+                canvas.ui = column  # the field, and its problems, in its column
+                try:
+                    draw_one(child)
+                finally:
+                    canvas.ui = outer
 
     unplaced: list[Field] = []  # advanced fields in no section: folded at the very end
     for section, children in _sections(field.children):
         folded = [c for c in children if c.advanced and not canvas.folded]
-        if section is not None:
+        if section is not None and not canvas.compact:
             canvas.ui.markdown(f"#### {_escaped(section)}")
         draw([c for c in children if not (c.advanced and not canvas.folded)])
         if section is None:
@@ -1208,6 +1229,26 @@ def _draw_properties(
             _draw_fold(folded, canvas, spot, draw)
     _draw_fold(unplaced, canvas, spot, draw)
     return values
+
+
+# Fields short enough to stand two in a row of a compact form.
+_SHORT: frozenset[str] = frozenset({"text", "date", "integer", "number", "boolean", "choice"})
+
+
+def _rows(children: Sequence[Field], width: int) -> list[list[Field]]:
+    """`children` in rows of up to `width` short fields; any other field has a row of its own."""
+    rows: list[list[Field]] = []
+    for child in children:
+        last = rows[-1] if rows else None
+        if _short(child) and last is not None and len(last) < width and _short(last[-1]):
+            last.append(child)
+        else:
+            rows.append([child])
+    return rows
+
+
+def _short(field: Field) -> bool:
+    return field.kind in _SHORT and not field.multiline
 
 
 def _sections(children: Sequence[Field]) -> list[tuple[str | None, list[Field]]]:

@@ -53,6 +53,8 @@ if from_run:
         )
 
 newest = listed.latest
+MISSING = ": required field is missing"  # the end of the validator's line for an unset field
+SHORT_LINE = 90  # characters of a description's first sentence a widget's header shows
 choices = [newest, *(v for v in listed.versions if v is not newest)]
 
 
@@ -65,20 +67,61 @@ def label(version: HostedVersion) -> str:
 
 wanted = st.query_params.get("version") or (earlier_version if from_run else None)
 index = next((i for i, v in enumerate(choices) if v.version == wanted), 0)
+compact = embedded()
 
-if not embedded() and not principal.guest:
-    st.page_link("views/catalog.py", label="All models", icon=":material/arrow_back:")
-st.title(newest.title)
-st.markdown(first_line(newest.description, limit=300))
-top_left, top_right = st.columns([3, 1], vertical_alignment="bottom")
-chosen: HostedVersion = top_right.selectbox(
-    "Version", choices, index=index, format_func=label, key=f"version:{name}"
-)
-top_left.markdown(version_badges(chosen))
-top_left.caption(
-    f":material/person: {chosen.record.owner} · :material/folder: {chosen.record.project} · "
-    f"published {chosen.record.published_at:%Y-%m-%d}"
-)
+
+def about(version: HostedVersion) -> None:
+    """What the model does, in full, and which version this is."""
+    st.markdown(version.description or "No description yet.")
+    who = "" if principal.guest else f"by {version.record.owner} · "
+    st.caption(f"Version {version.version} · {who}published {version.record.published_at:%Y-%m-%d}")
+    if version.record.data:
+        st.caption(
+            "Reference data pinned by this version: "
+            + ", ".join(f"`{d.path}`" for d in version.record.data)
+        )
+
+
+def compact_header() -> HostedVersion:
+    """One line for a widget in another site: the title, and "About" for the rest. A
+    guest runs the version the link names (or asked for), else the newest: no picker."""
+    title, more = st.columns([4, 1], vertical_alignment="center", wrap=False)
+    title.markdown(f"#### {newest.title}")
+    chosen = choices[index]
+    if not principal.guest:
+        chosen = title.selectbox(
+            "Version", choices, index=index, format_func=label, key=f"version:{name}"
+        )
+    with more.popover("About", icon=":material/info:", width="stretch"):
+        about(chosen)
+    short = first_line(newest.description, limit=300)
+    if short and len(short) <= SHORT_LINE:
+        st.caption(short)
+    return chosen
+
+
+def full_header() -> HostedVersion:
+    """The title, the description's first lines, the version (chosen here unless a guest
+    holds the link) and who published it."""
+    if not principal.guest:
+        st.page_link("views/catalog.py", label="All models", icon=":material/arrow_back:")
+    st.title(newest.title)
+    st.markdown(first_line(newest.description, limit=300))
+    top_left, top_right = st.columns([3, 1], vertical_alignment="bottom")
+    chosen = choices[index]
+    if not principal.guest:
+        chosen = top_right.selectbox(
+            "Version", choices, index=index, format_func=label, key=f"version:{name}"
+        )
+        top_left.markdown(version_badges(chosen))
+    top_left.caption(
+        f":material/person: {chosen.record.owner} · :material/folder: {chosen.record.project} · "
+        f"version {chosen.version}, published {chosen.record.published_at:%Y-%m-%d}"
+    )
+    return chosen
+
+
+chosen = compact_header() if compact else full_header()
 if chosen.status.value == "deprecated":
     instead = chosen.record.replaced_by
     st.warning(
@@ -88,18 +131,13 @@ if chosen.status.value == "deprecated":
         icon=":material/warning:",
     )
 
-tabs = ["Run it"] if embedded() else ["Run it", "About", "Your recent runs"]
-run_tab, *rest = st.tabs(tabs)
-
-if rest:
-    with rest[0]:
-        st.markdown(chosen.description or "No description yet.")
-        if chosen.record.data:
-            st.caption(
-                "Reference data pinned by this version: "
-                + ", ".join(f"`{d.path}`" for d in chosen.record.data)
-            )
-    with rest[1]:
+if compact:
+    run_tab = st.container()
+else:
+    run_tab, about_tab, runs_tab = st.tabs(["Run it", "About", "Your recent runs"])
+    with about_tab:
+        about(chosen)
+    with runs_tab:
         with reported("read your runs"):
             mine = session.cached(
                 f"my-runs:{name}", lambda: acc.runs(name, user=principal.name, limit=10)
@@ -117,12 +155,44 @@ live: list[str] = st.session_state.get(live_key, [])
 # The last refusal's problems; those about settings (a model's checks across settings and
 # inputs: "select model_ssp126.nc …") stand under their fields until the settings change.
 refused_before: list[str] = st.session_state.get(problems_key, [])
-problems: list[str] = [*live, *(p for p in refused_before if p not in live)]
+# In a widget, a required setting not chosen yet is named beside Launch rather than marked
+# in red under its field before the person had a chance to choose it.
+unchosen = [p for p in live if p.endswith(MISSING)] if compact else []
+problems: list[str] = [
+    *(p for p in live if p not in unchosen),
+    *(p for p in refused_before if p not in live),
+]
+fields: form.Field | None = None
+
+
+def waiting_words() -> str | None:
+    """Why Launch waits, if it does: the settings still to choose, and how many to fix."""
+    if not live:
+        return None
+    titles = {c.name: c.title for c in fields.children} if fields is not None else {}
+    named = [
+        titles.get(path, path)
+        for path in (p.removesuffix(MISSING).removeprefix("conf.") for p in unchosen)
+    ]
+    rest = len(live) - len(unchosen)
+    if not named:
+        return f":material/block: Launch waits for {rest} setting(s) marked above to be set right."
+    also = f", and {rest} setting(s) marked above to be set right" if rest else ""
+    return f":material/block: Launch waits for you to choose {', '.join(named)}{also}."
+
+
+def part(title: str, icon: str) -> None:
+    """A part of the form's heading: in small type in a widget."""
+    if compact:
+        st.markdown(f"**{icon} {title}**")
+    else:
+        st.subheader(f"{icon} {title}")
+
 
 with run_tab:
     inputs: dict[str, list[str]] | None = None
     if "inputs" in parameters:
-        st.subheader(":material/folder_open: Your inputs")
+        part("Your inputs", ":material/folder_open:")
         explorer = Explorer(session, chosen.input_mapping, key=f"inputs:{form_key}")
         started = f"inputs:{form_key}:prefilled"
         if earlier and not st.session_state.get(started):
@@ -134,15 +204,19 @@ with run_tab:
                 ]
             )
             st.session_state[started] = True
-        inputs = explorer.draw([p for p in problems if p.startswith("inputs")])
+        inputs = explorer.draw([p for p in problems if p.startswith("inputs")], compact=compact)
 
     conf: Any = None
     if "conf" in parameters:
-        st.subheader(":material/tune: Settings")
+        part("Settings", ":material/tune:")
         conf_errors, _ = form.errors_by_field(problems, "conf")
         fields = form.form_fields(property_schema(schema, "conf"), schema)
         conf = form.render(
-            fields, key=f"conf:{form_key}", initial=earlier.get("conf"), errors=conf_errors
+            fields,
+            key=f"conf:{form_key}",
+            initial=earlier.get("conf"),
+            errors=conf_errors,
+            compact=compact,
         )
         now = [
             p
@@ -158,8 +232,9 @@ with run_tab:
             st.rerun()
 
     output: str | None = None
-    if "output" in parameters:
-        st.subheader(":material/output: Results")
+    # A guest's results go to the link's own folder: nothing to choose, so a widget says nothing.
+    if "output" in parameters and not (compact and principal.guest):
+        part("Results", ":material/output:")
         suggested = default_output(chosen, principal) or ""
         output = st.text_input(
             "Results go to",
@@ -175,7 +250,7 @@ with run_tab:
     secrets: dict[str, str] = {}
     remember = False
     if chosen.secrets:
-        st.subheader(":material/key: Credentials")
+        part("Credentials", ":material/key:")
         st.caption(
             "Used only by this run and deleted when it ends; never stored with the run or shown "
             "in its logs."
@@ -209,14 +284,18 @@ with run_tab:
             f"The run was not started: {len(refused)} thing(s) to fix, shown above.",
             icon=":material/block:",
         )
-    if live:
-        st.caption(
-            f":material/block: Launch waits for {len(live)} setting(s) marked above "
-            "to be set right."
-        )
+    waits = waiting_words()
+    if compact:  # Launch, and why it waits beside it
+        at_launch, beside = st.columns([1, 2], vertical_alignment="center", wrap=False)
+        if waits:
+            beside.caption(waits)
+    else:
+        if waits:
+            st.caption(waits)
+        at_launch = st.container()
 
     if (
-        st.button(
+        at_launch.button(
             "Launch",
             type="primary",
             icon=":material/rocket_launch:",
@@ -225,23 +304,25 @@ with run_tab:
         )
         and not live
     ):  # (a press sent with the typing that made a setting wrong starts nothing)
+        # Said at once, before the launch's round trip: the run page follows when it is made.
+        starting = st.status("Starting…", state="running")
         try:
-            with st.spinner("Checking and launching…"):
-                run = acc.launch(
-                    name,
-                    conf,
-                    version=chosen.version,
-                    inputs=inputs,
-                    output=None if principal.guest else output,
-                    secrets=secrets or None,
-                    remember=remember,
-                    via="link" if principal.guest else "catalog",
-                )
+            run = acc.launch(
+                name,
+                conf,
+                version=chosen.version,
+                inputs=inputs,
+                output=None if principal.guest else output,
+                secrets=secrets or None,
+                remember=remember,
+                via="link" if principal.guest else "catalog",
+            )
         except ValidationFailed as exc:
             st.session_state[problems_key] = exc.problems
             st.session_state[f"{problems_key}:conf"] = conf
             st.rerun()
         except Exception as exc:
+            starting.update(label="Not started", state="error")
             st.error(f"The run was not started: {plain_error(exc)}")
         else:
             st.session_state.pop(problems_key, None)

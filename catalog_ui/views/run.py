@@ -59,11 +59,14 @@ its_version = next(
     (v for v in (hosted.versions if hosted is not None else []) if v.version == first.version),
     None,
 )
-st.title(f"{title} · {first.version}")
-st.caption(
-    f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
-    + (f" · {first.created:%Y-%m-%d %H:%M} UTC" if first.created else "")
-)
+if embedded():  # a widget in another site: one line
+    st.markdown(f"#### {title} · {first.version} · run {first.name.rsplit(' · ', 1)[-1]}")
+else:
+    st.title(f"{title} · {first.version}")
+    st.caption(
+        f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
+        + (f" · {first.created:%Y-%m-%d %H:%M} UTC" if first.created else "")
+    )
 
 
 def phase(state: str, progress: RoutineProgress) -> str:

@@ -7,7 +7,10 @@ any other origin.
 The pages are served as they are in ``docs/examples/`` (only their placeholders replaced)
 by loopback HTTP servers on ports of their own: other origins than the catalog's and the
 portal's. In the widget, a guest also cancels a running run with the run page's "Cancel
-run" and watches it end Cancelled. Screenshots go to ``test-artifacts/embedding/``.
+run" and watches it end Cancelled, and runs the climate example in a 600×700 frame: a
+one-line header, the inputs first, Launch in view without scrolling once the sample inputs
+are chosen, and "Starting…" at once after Launch. Screenshots go to
+``test-artifacts/embedding/``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,13 +37,14 @@ from accelerator_prefect.client import embed_snippet
 from accelerator_prefect.platform import (
     PlatformInfo,
     free_port,
+    seed_example_data,
     start_catalog,
     start_portal,
     stop_process,
 )
 from tests.conftest import ROOT, ModelRepo
 from tests.test_catalog_ui import SLEEPY_FLOW, SLEEPY_MANIFEST
-from tests.test_launch import count_runs
+from tests.test_launch import bundled_example, count_runs
 
 CHROMIUM = "/usr/bin/chromium"
 DOC = ROOT / "docs" / "integrators.md"
@@ -47,6 +52,8 @@ EXAMPLES = ROOT / "docs" / "examples"
 ARTIFACTS = ROOT / "test-artifacts" / "embedding"
 STEP = 30_000  # ms a page may take to show what a step waits for
 RUN = 120_000  # ms an echo run may take to complete
+CLIMATE_RUN = 180_000  # ms a climate run may take to complete
+WIDGET = {"width": 600, "height": 700}  # the smallest widget the catalog is made to fit
 # What the pages hold until an integrator (or this test) puts in their own.
 PLACEHOLDER_LINK = "https://catalog.example.org/?model=climate-downscaling&link=accl_YOUR-LINK"
 
@@ -141,6 +148,15 @@ def sleepy_model(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
+def climate_model(acc: Accelerator, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bundled climate example (sections, an "Advanced settings" fold, sample inputs)."""
+    repo = bundled_example(tmp_path_factory.mktemp("embed-climate"), "climate-downscaling")
+    seed_example_data(acc.storage)
+    acc.publish(repo.manifest)
+    return repo.name
+
+
+@pytest.fixture(scope="module")
 def portal(platform: PlatformInfo, site: PageServer) -> Iterator[str]:
     """The portal, admitting the integrator's site (and it alone) to call it from a browser."""
     env = {"ACC_PORTAL_CORS_ORIGINS": json.dumps([site.origin])}
@@ -183,12 +199,13 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
-    """A fresh browser tab; on failure its screen is kept as an artifact."""
+def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """A fresh browser tab (1300×1100 unless ``viewport`` says); its last screen is kept as
+    an artifact."""
     contexts: list[Any] = []
 
-    def make() -> Any:
-        context = browser.new_context(viewport={"width": 1300, "height": 1100})
+    def make(viewport: dict[str, int] | None = None) -> Any:
+        context = browser.new_context(viewport=viewport or {"width": 1300, "height": 1100})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(STEP)
@@ -292,6 +309,120 @@ def test_a_guest_cancels_a_run_in_the_widget_and_watches_it_end_cancelled(
     assert frame.get_by_text("Not cancelled").count() == 0
     assert frame.get_by_text("routine(s) failed").count() == 0  # stopped, not failed
     page.screenshot(path=str(ARTIFACTS / "04-widget-cancelled.png"))
+
+
+def widget_frame(page: Any) -> Any:
+    """The Frame of the page's one iframe (to measure and evaluate in, as well as to find)."""
+    frame = page.locator("iframe").element_handle().content_frame()
+    assert frame is not None
+    return frame
+
+
+def settled(frame: Any) -> None:
+    """Wait until Streamlit has finished redrawing: no element of the last run left stale."""
+    frame.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+
+
+def choose(frame: Any, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label``."""
+    box = frame.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(f"^{label}"))
+    settled(frame)
+    combo = box.get_by_role("combobox")
+    combo.click()
+    combo.press("ArrowDown")  # a click alone does not always open the list
+    frame.get_by_role("option", name=option, exact=True).click()
+    settled(frame)
+    assert box.get_by_role("combobox").input_value() == option
+
+
+def scrolled(frame: Any) -> int:
+    """How far anything in the frame is scrolled down, in pixels."""
+    return int(
+        frame.evaluate(
+            "() => Math.max(0, ...[...document.querySelectorAll('*')].map(e => e.scrollTop))"
+        )
+    )
+
+
+def test_the_climate_widget_fits_600_by_700_and_says_starting_at_once(
+    platform: PlatformInfo,
+    catalog: str,
+    climate_model: str,
+    site: PageServer,
+    new_page: Callable[..., Any],
+) -> None:
+    snippet = shared_by_cli(platform, climate_model, catalog)
+    sized = snippet.replace('width="100%" height="900"', 'width="600" height="700"')
+    assert sized != snippet
+    site.pages["widget.html"] = (
+        f'<!doctype html><title>Widget</title><body style="margin:0">{sized}</body>'
+    )
+    page = new_page(WIDGET)
+    page.goto(f"{site.origin}/widget.html")
+    frame = widget_frame(page)
+    launch = frame.get_by_role("button", name="Launch")
+    launch.wait_for()
+    settled(frame)
+
+    # A one-line header: the title and "About"; no version picker, no badges for a guest.
+    title = frame.get_by_role("heading", name="Climate downscaling")
+    heading = title.bounding_box()
+    assert heading["y"] + heading["height"] < 100, heading
+    assert frame.locator("[data-testid='stSelectbox']").filter(has_text="Version").count() == 0
+    assert frame.get_by_text("Public", exact=True).count() == 0
+    frame.get_by_role("button", name="About").click()
+    frame.get_by_text("Statistical downscaling of a coarse").first.wait_for()
+    frame.get_by_text("Version 1.0.0").first.wait_for()
+    page.keyboard.press("Escape")
+    frame.get_by_text("Statistical downscaling of a coarse").first.wait_for(state="hidden")
+
+    # The inputs first, then the settings, then Launch.
+    samples = frame.get_by_role("button", name="Use the sample inputs")
+    scenario = frame.locator("[data-testid='stSelectbox']").filter(has_text="Scenario")
+    tops = [samples.bounding_box()["y"], scenario.bounding_box()["y"], launch.bounding_box()["y"]]
+    assert tops == sorted(tops) and tops[0] < 200, tops
+
+    # With the sample inputs chosen, Launch is in view without scrolling.
+    samples.click()
+    frame.get_by_text("acc://climate/examples/coarse-cmip6/").first.wait_for()
+    frame.get_by_text(re.compile(r"^5 file\(s\)")).first.wait_for()
+    settled(frame)
+    page.mouse.move(0, 0)  # no tooltip over the form in the screenshot
+    assert scrolled(frame) == 0
+    box = launch.bounding_box()
+    assert box is not None and box["y"] >= 0, box
+    assert box["y"] + box["height"] <= WIDGET["height"], box
+    page.screenshot(path=str(ARTIFACTS / "07-widget-600x700-samples-chosen.png"))
+    measured = {
+        "launch_button_top_px": round(box["y"]),
+        "launch_button_bottom_px": round(box["y"] + box["height"]),
+    }
+
+    choose(frame, "Scenario", "SSP2-4.5 (middle of the road)")
+    choose(frame, "Target region", "Alps")
+    frame.get_by_role("button", name="Launch", disabled=False).wait_for()
+    assert scrolled(frame) == 0
+    box = launch.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= WIDGET["height"], box
+    page.screenshot(path=str(ARTIFACTS / "08-widget-600x700-ready.png"))
+
+    # "Starting…" at once, before the launch's round trip ends; then the run's first phase.
+    clicked = time.monotonic()
+    launch.click()
+    frame.get_by_text("Starting…").first.wait_for()
+    starting = time.monotonic() - clicked
+    frame.get_by_text(re.compile(r"^(Queued|Submitting|Preparing|Running)")).first.wait_for()
+    first_phase = time.monotonic() - clicked
+    page.screenshot(path=str(ARTIFACTS / "09-widget-600x700-run.png"))
+    measured |= {
+        "launch_to_starting_s": round(starting, 2),
+        "launch_to_first_phase_s": round(first_phase, 2),
+    }
+    (ARTIFACTS / "widget-600x700.json").write_text(json.dumps(measured, indent=2) + "\n")
+    assert starting <= 1.0, starting
+    frame.get_by_role("button", name="Run again with these settings").wait_for(timeout=CLIMATE_RUN)
+    frame.get_by_text("Completed").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "10-widget-600x700-completed.png"))
 
 
 # -- launch.html ---------------------------------------------------------------------------------
