@@ -85,9 +85,14 @@ class Session:
         self.cache[key] = (time.monotonic(), value)
         return value
 
-    def forget(self) -> None:
-        """Drop cached reads, after a change (a launch, a new status, a new link)."""
-        self.cache.clear()
+    def forget(self, *, keep_models: bool = False) -> None:
+        """Drop cached reads, after a change (a launch, a new status, a new link).
+        ``keep_models``: the change was a run's (a launch), so models read just now stand."""
+        if not keep_models:
+            self.cache.clear()
+            return
+        for key in [k for k in self.cache if not k.startswith("model:")]:
+            del self.cache[key]
 
 
 def _state() -> Any:

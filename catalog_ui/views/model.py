@@ -25,21 +25,23 @@ from catalog_ui.parts import (
     runs_table,
     version_badges,
 )
-from catalog_ui.session import plain_error, reported
+from catalog_ui.session import halt, plain_error, reported, way_back
 
 session = require_session()
 acc, principal = session.acc, session.principal
 name: str = st.query_params.get("model") or session.model or ""
 if not name:
     st.info("Choose a model in the catalog first.")
-    st.stop()
+    way_back()
+    halt()
 
 with reported("open this model"), st.spinner("Opening the model…"):
     hosted = session.cached(f"model:{name}", lambda: acc.get(name))
 listed = hosted.listed()
 if listed is None:
     st.warning(f"{name} takes no new runs: every version of it has been archived.")
-    st.stop()
+    way_back()
+    halt()
 assert listed is not None
 
 # Prefill from an earlier run ("run again with these settings"), once per visit.
@@ -326,5 +328,6 @@ with run_tab:
             st.error(f"The run was not started: {plain_error(exc)}")
         else:
             st.session_state.pop(problems_key, None)
-            session.forget()
+            session.forget(keep_models=True)
+            st.session_state[f"launched:{run.id}"] = True  # the run page says so at once
             go("run", run=str(run.id))

@@ -40,9 +40,14 @@ if not run_id:
 assert run_id is not None
 CANCEL_REFUSED = f"cancel-refused:{run_id}"
 
+# Just launched from this session: it is queued, said before the first read comes back.
+early = st.empty()
+if st.session_state.pop(f"launched:{run_id}", None):
+    early.status("Queued: waiting for a worker to take it…", state="running")
 with reported("open this run"):
     run = acc.run(run_id)
     first = run.summary()
+early.empty()
 
 if principal.guest:
     if st.button("Back to the model", icon=":material/arrow_back:", type="tertiary"):
