@@ -169,6 +169,9 @@ class SampleSource(Protocol):
     @property
     def input_samples(self) -> list[str]: ...
 
+    @property
+    def status(self) -> str: ...
+
     def runnable_by(self, principal: Principal) -> bool: ...
 
 
@@ -177,6 +180,8 @@ def readable_samples(principal: Principal, versions: Iterable[SampleSource]) -> 
     ``principal`` may read: those of the ``versions`` they may run."""
     found: list[str] = []
     for version in versions:
+        if version.status == "archived":  # takes no runs: its samples close with it
+            continue
         if version.runnable_by(principal):
             found += (s.removeprefix("acc://") for s in version.input_samples)
     # Checked when the manifest was read; checked again, as a door must not open wide.

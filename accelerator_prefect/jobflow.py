@@ -184,8 +184,34 @@ def _scrubbing(fn: F) -> F:
 
         return _with_signature(run_async, fn)  # type: ignore[no-any-return]
 
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        return fn
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async_gen(*args: Any, **kwargs: Any) -> Any:
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except BaseException as exc:
+                clean = scrub(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+
+        return _with_signature(run_async_gen, fn)  # type: ignore[no-any-return]
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def run_gen(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return (yield from fn(*args, **kwargs))
+            except BaseException as exc:
+                clean = scrub(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+
+        return _with_signature(run_gen, fn)  # type: ignore[no-any-return]
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:

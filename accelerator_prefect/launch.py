@@ -141,9 +141,17 @@ def _inside_storage(uri: str, storage: AccFileSystem | None) -> str | None:
     protocols = storage.fs.protocol
     protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
     root = str(storage.path).rstrip("/")
-    if not sep or scheme not in protocols or not (rest == root or rest.startswith(root + "/")):
+    if not sep or scheme not in protocols:
         return None
-    return rest[len(root) :].strip("/")
+    if not (rest == root or rest.startswith(root + "/")):
+        return None
+    inside = rest[len(root) :].strip("/")
+    try:
+        return check_path(inside) if inside else inside
+    except StoragePathError:
+        # '..' and the like: where it lands is the backend's to say, so it is nowhere
+        # anyone may use (the root itself, which no one but operators may).
+        return ""
 
 
 def area_problems(

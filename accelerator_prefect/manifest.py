@@ -136,6 +136,18 @@ class OutputMapping(_Strict):
         "columns with them; the files keep their own headers.",
     )
 
+    @field_validator("location")
+    @classmethod
+    def _a_folder_per_run(cls, value: str) -> str:
+        # A run's outputs are what its model's owner may read: a template without a folder
+        # of the run's own would hand them whatever else lies there (a launcher's own area).
+        if "{run_id}" not in value.rstrip("/").split("/"):
+            raise ValueError(
+                f"{value!r} gives runs no folder of their own: end it with a {{run_id}} "
+                "folder, e.g. acc://{project}/results/{model}/{version}/{run_id}/"
+            )
+        return value
+
     @field_validator("columns")
     @classmethod
     def _table_names(

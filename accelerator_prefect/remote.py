@@ -559,7 +559,9 @@ class PortalStorage:
             # it is a folder if it lists itself.
             from accelerator_prefect.storage import Entry
 
-            self.ls(uri.rstrip("/") + "/")
+            inside = self.ls(uri.rstrip("/") + "/")
+            if [e.uri for e in inside] == [uri.rstrip("/")]:
+                return inside[0]  # a file lists as itself
             return Entry(uri.rstrip("/") + "/", "folder", 0, None, None)
         for entry in listed:
             if entry.uri.rstrip("/") == uri.rstrip("/"):

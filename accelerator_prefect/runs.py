@@ -392,7 +392,10 @@ PLATFORM_LOGGERS = ("prefect", "accelerator_prefect", "py.warnings", "httpx", "u
 BEGINNING = "Beginning flow run"
 TRACEBACK = "Traceback (most recent call last):"
 # An absolute path of the server: after a space, quote or bracket, never inside a URL.
-_SERVER_PATH = re.compile(r"(?<![\w:/.~@-])/(?:[^\s/\"'(),;]+/)+[^\s/\"'(),;:]*")
+# A path from the server's root: after a space, a quote or a colon ("PATH:/opt/…"), never
+# inside a URL ("acc://a/b": its slashes follow ':' then '/', which cannot start a path).
+_SERVER_PATH = re.compile(r"(?<![\w/.~@-])/(?:[^\s/\"'(),;]+/)+[^\s/\"'(),;:]*")
+_FILE_URL = re.compile(r"\bfile://(?=/)")  # file:///srv/… is the path /srv/…
 _CHECKOUT = re.compile(r"/code/[0-9a-f]{16}/[0-9a-f]{40}/")  # see accelerator_prefect.steps
 
 
@@ -440,7 +443,7 @@ def plain(text: str, audience: Audience) -> str:
         return text
     if audience == "reader" and TRACEBACK in text:
         text = _without_traceback(text)
-    return _SERVER_PATH.sub(lambda m: short_path(m.group(0)), text)
+    return _SERVER_PATH.sub(lambda m: short_path(m.group(0)), _FILE_URL.sub("", text))
 
 
 _RAISED = re.compile(r"[A-Za-z_][\w.]*(?::|$)")  # "ValueError: …", as a traceback ends

@@ -570,3 +570,8 @@ def test_a_cloud_url_into_storage_obeys_the_same_areas() -> None:
         "inputs.selected_files[0]: s3://bucket/acc/users/carol/secret.csv lies in acc:// "
         "storage outside what you may use (acc://demo/, acc://users/bob/)"
     ]
+    # '..' climbing out of an area he may use, or out of a sample he may read, is nowhere
+    # he may use: where it lands is the backend's to say.
+    climbing = {"inputs": {"selected_files": ["s3://bucket/acc/demo/../users/carol/secret.csv"]}}
+    assert len(area_problems(bob, climbing, fs)) == 1
+    assert len(area_problems(bob, climbing, fs, samples=("demo/",))) == 1

@@ -128,3 +128,13 @@ def test_output_columns_outside_the_run_folder_or_misspelt_are_refused_naming_th
     data["output"]["columns"] = {"summary.csv": {"tas": {"unit": "K", "colour": "red"}}}
     with pytest.raises(ManifestError, match=r"output\.columns\.summary\.csv\.tas\.colour: unknown"):
         parse_manifest(data)
+
+
+def test_an_output_template_without_a_folder_per_run_is_refused() -> None:
+    """A run's outputs are readable by the model's owner: a template sharing one folder
+    between runs (a launcher's whole area) would hand them its other files."""
+    data = yaml.safe_load((ROOT / "deployments" / "climate-downscaling.yaml").read_text())
+    for location in ["acc://users/{user}/", "acc://{project}/results/{run_id}-x/"]:
+        data["output"]["location"] = location
+        with pytest.raises(ManifestError, match=r"output\.location: .* no folder of their own"):
+            parse_manifest(data)

@@ -259,3 +259,12 @@ def test_the_routine_total_shown_from_launch_is_the_final_total(
     at = on_page(people["alice"], "run", run=str(run.id))
     assert routines_done(at) == "3 of 3"
     assert totals == {3}, totals
+
+
+def test_server_paths_leave_file_urls_and_colon_lists_but_storage_urls_stay() -> None:
+    from accelerator_prefect.runs import plain
+
+    said = plain("cannot open file:///srv/acc/storage/other/secret.nc; PATH:/opt/acc/bin", "reader")
+    assert "/srv/" not in said and "/opt/" not in said and "secret.nc" in said
+    kept = "acc://climate/examples/x.nc and s3://bucket/a/b.nc and https://example.org/a/b"
+    assert plain(kept, "reader") == kept

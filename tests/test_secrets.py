@@ -462,3 +462,34 @@ def test_a_value_typed_where_a_secret_name_belongs_is_not_echoed(
     with pytest.raises(InvalidSecrets) as refused:
         user.acc.launch(keyed, secrets={f"API_KEY={value}": "x"})
     assert value not in str(refused.value)
+
+
+def test_a_generator_routines_exception_loses_the_secret_like_any_routines() -> None:
+    """A routine written as a generator (sync or async) raises through the same scrubbing
+    as a plain one: its message becomes the run's failure, which others read."""
+    from accelerator_prefect.jobflow import _scrubbing
+
+    key = "gen-" + uuid.uuid4().hex
+    run_secrets.register(key)
+    try:
+
+        def rows(n: int) -> Any:
+            yield n
+            raise ValueError(f"auth failed for {key}")
+
+        async def pages(n: int) -> Any:
+            yield n
+            raise ValueError(f"auth failed for {key}")
+
+        with pytest.raises(ValueError) as caught:
+            assert list(_scrubbing(rows)(1)) == [1]
+        assert key not in str(caught.value) and "auth failed for ***" in str(caught.value)
+
+        async def drain() -> list[int]:
+            return [n async for n in _scrubbing(pages)(2)]
+
+        with pytest.raises(ValueError) as caught_async:
+            asyncio.run(drain())
+        assert key not in str(caught_async.value)
+    finally:
+        run_secrets._VALUES.difference_update(run_secrets._forms(key))
