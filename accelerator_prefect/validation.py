@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -179,8 +179,12 @@ def failed_checks(checks: Sequence[LaunchCheck], conf: Any, file_names: Iterable
             continue
         given = {k: v for k, v in values.items() if v is not None}
         pattern = _filled(check.inputs_include, given, escape=True)
-        if any(fnmatchcase(name, pattern) for name in names):
-            continue
+        # No file name is longer than 255 characters: a longer pattern matches none, and is
+        # not compiled (fnmatch's own cache would keep every such pattern a caller sends).
+        if len(pattern) <= 1024:
+            matches = re.compile(translate(pattern)).fullmatch
+            if any(matches(name) for name in names):
+                continue
         wanted = _filled(check.inputs_include, given, escape=False)
         message = _filled(check.message, given, escape=False) or (
             f"Select a file named {wanted} among your inputs."
