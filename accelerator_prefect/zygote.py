@@ -34,16 +34,27 @@ from typing import Any
 
 PRELOAD = (
     "prefect",
+    "prefect.engine",
     "prefect.flow_engine",
+    "prefect.task_engine",
     "prefect.flows",
+    "prefect.artifacts",
+    "prefect.results",
     "prefect.deployments.steps",
     "prefect.logging.handlers",
     "prefect.events.worker",
     "prefect.client.orchestration",
+    "prefect.utilities.visualization",
+    "pydantic.v1",
+    "anyio._backends._asyncio",
+    "rich._emoji_codes",
     "accelerator_prefect",
     "accelerator_prefect.jobflow",
     "accelerator_prefect.steps",
     "accelerator_prefect.storage",
+    "accelerator_prefect.outputs",
+    "accelerator_prefect.provenance",
+    "accelerator_prefect.runs",
     "numpy",
 )
 """What every run finds imported; ``ACC_WARM_PRELOAD`` (comma-separated) adds more."""
@@ -97,6 +108,41 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError as exc:
             print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
+    # Prefect loads its plugins' entry points (this worker among them, and with it
+    # ``prefect.workers``) the first time a run resolves a block: once here, not per run.
+    from prefect.plugins import load_prefect_collections
+
+    load_prefect_collections()
+    _share_ca_context()
+
+
+def _share_ca_context() -> None:
+    """Build the TLS context of certifi's CA bundle once, for every client of every run.
+
+    Prefect's and httpx's clients each parse the bundle anew (``ssl.create_default_context
+    (cafile=…)``, some 20 ms each, several clients per run). The bundle is public data; a
+    child only ever shares the context between its own clients, all with the same
+    settings.
+    """
+    import ssl
+
+    import certifi
+
+    original, bundle = ssl.create_default_context, certifi.where()
+    shared = original(cafile=bundle)
+
+    def create_default_context(
+        purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
+        *,
+        cafile: str | None = None,
+        capath: str | None = None,
+        cadata: str | bytes | None = None,
+    ) -> ssl.SSLContext:
+        if purpose == ssl.Purpose.SERVER_AUTH and cafile == bundle and not capath and not cadata:
+            return shared
+        return original(purpose, cafile=cafile, capath=capath, cadata=cadata)
+
+    ssl.create_default_context = create_default_context  # type: ignore[assignment]
 
 
 class Zygote:
@@ -222,6 +268,19 @@ def _refresh_prefect_settings() -> None:
 
     prefect.context.refresh_global_settings_context()
     prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.flows.heartbeat_frequency = None
+    _no_suspension_observer()
+
+
+def _no_suspension_observer() -> None:
+    """Prefect watches every deployment's run for a Suspended event from outside: a
+    thread with its own event loop and websocket, waited for at the start and joined at
+    the end of each run. Hosted jobflows are never suspended from outside (they are
+    cancelled, which the worker handles), so the child does without it."""
+    import prefect.flow_engine
+
+    prefect.flow_engine.observe_flow_run_suspension = (  # type: ignore[attr-defined]
+        lambda *_args, **_kwargs: contextlib.nullcontext()
+    )
 
 
 def _engine(flow_run_id: Any) -> int:
