@@ -70,6 +70,8 @@ _SECRET_NAMES = frozenset(
 _USERINFO = re.compile(r"://[^/@\s]+@")
 _MESSAGE_BYTES = 65536
 PR_SET_PDEATHSIG = 1
+CANCEL_SIGNAL = signal.SIGUSR1
+"""Sent by the worker to a child just before the SIGTERM that cancels its run."""
 
 
 def credential_free(env: Mapping[str, str]) -> dict[str, str]:
@@ -114,6 +116,36 @@ def _preload() -> None:
 
     load_prefect_collections()
     _share_ca_context()
+    _build_models()
+    _warm_logging()
+
+
+def _build_models() -> None:
+    """Build the schemas of the API's models now: pydantic builds a deferred one on its
+    first use, which would be in every child (reading the run, the deployment…)."""
+    import importlib
+
+    from pydantic import BaseModel
+
+    for name in (
+        "prefect.client.schemas.objects",
+        "prefect.client.schemas.responses",
+        "prefect.client.schemas.actions",
+        "prefect.events.schemas.events",
+    ):
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseModel):
+                with contextlib.suppress(Exception):
+                    value.model_rebuild()
+
+
+def _warm_logging() -> None:
+    """Log one line through Prefect's console handler: its first record pays rich's
+    rendering set-up and the ABC and typing caches logging uses, once here."""
+    from prefect.logging import get_logger
+
+    get_logger("accelerator.zygote").info("Warm zygote ready (pid %s)", os.getpid())
 
 
 def _share_ca_context() -> None:
@@ -228,6 +260,7 @@ def run_child(secrets_fd: int, zygote: int) -> None:
     try:
         os.setpgid(0, 0)
         die_with_parent(zygote)
+        signal.signal(CANCEL_SIGNAL, _cancel_intent)
         with os.fdopen(secrets_fd, "rb") as pipe:
             given = json.loads(pipe.read())
         code = _run(given["env"], given.get("working_dir"))
@@ -241,6 +274,14 @@ def run_child(secrets_fd: int, zygote: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _cancel_intent(*_: Any) -> None:
+    """The worker is cancelling this run (a SIGTERM follows): tell Prefect's engine, so
+    that it ends the run Cancelled rather than Crashed, as a runner's cancel does."""
+    from prefect._internal import control_listener
+
+    control_listener._set_intent("cancel")
 
 
 def _run(env: dict[str, str], working_dir: str | None) -> int:

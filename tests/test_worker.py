@@ -4,9 +4,12 @@ worker process, models published into that pool, runs launched as users launch t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -394,3 +397,86 @@ def test_a_killed_childs_secrets_are_deleted_and_its_outputs_marked_incomplete(
     assert folder is not None
     assert [Path(f.path).name for f in list_outputs(folder)] == ["partial.txt"]
     assert is_incomplete(folder)
+
+
+class RefusingProxy:
+    """A loopback proxy in front of the Prefect API that passes every request through
+    but refuses the event stream's websocket (``/events/out``) with 403, as a proxy or
+    load balancer that does not allow websockets does."""
+
+    def __init__(self, api_url: str) -> None:
+        host_port = api_url.split("://", 1)[1].split("/", 1)[0]
+        host, port = host_port.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.path = "/" + api_url.split("://", 1)[1].split("/", 1)[1]
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}{self.path}"
+        self.refused = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(65536)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        if b"/events/out" in head.split(b"\r\n", 1)[0]:
+            self.refused += 1
+            client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
+        upstream = socket.create_connection(self.upstream)
+        upstream.sendall(head)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=(source, target), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def test_runs_are_picked_up_by_polling_when_the_event_stream_is_refused(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    proxy = RefusingProxy(platform.api_url)
+    pool = f"warm-{uuid.uuid4().hex[:6]}"
+    create_warm_pool(platform.api_url, pool)
+    worker = start_warm_worker(
+        platform.home, proxy.url, pool, {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    )
+    try:
+        _until(lambda: _worker_online(platform.api_url, pool), 120, "the worker came online")
+        _until(lambda: proxy.refused > 0, 60, "the worker tried the event stream")
+        repo = ModelRepo(tmp_path / "models", f"nap-{uuid.uuid4().hex[:8]}")
+        publish_nap(acc, repo, pool, "1.0.0", "v1")
+
+        run = acc.launch(repo.name)
+
+        assert run.wait(timeout=60) == "Completed"
+        assert run.result()["code"] == "v1"
+        log = platform.home / "logs" / f"warm-worker-{pool}.log"
+        assert "The event stream is unavailable" in log.read_text(errors="replace")
+    finally:
+        stop_process(worker)
+        proxy.close()
