@@ -381,7 +381,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         zygote = await self._ensure_zygote()
         env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
-        pid, exited = await zygote.fork(flow_run.id, {"env": env, "working_dir": working_dir})
+        given: dict[str, Any] = {"env": env, "working_dir": working_dir}
+        deployment = _DEPLOYMENT.get()
+        if deployment is not None:  # the child need not read it again
+            given["deployment"] = deployment.model_dump(mode="json")
+        pid, exited = await zygote.fork(flow_run.id, given)
         self._children[flow_run.id] = pid
         if task_status is not None:
             task_status.started(pid)

@@ -263,7 +263,7 @@ def run_child(secrets_fd: int, zygote: int) -> None:
         signal.signal(CANCEL_SIGNAL, _cancel_intent)
         with os.fdopen(secrets_fd, "rb") as pipe:
             given = json.loads(pipe.read())
-        code = _run(given["env"], given.get("working_dir"))
+        code = _run(given["env"], given.get("working_dir"), given.get("deployment"))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the child must never fall back into the zygote's loop
@@ -284,7 +284,7 @@ def _cancel_intent(*_: Any) -> None:
     control_listener._set_intent("cancel")
 
 
-def _run(env: dict[str, str], working_dir: str | None) -> int:
+def _run(env: dict[str, str], working_dir: str | None, deployment: Any = None) -> int:
     import shutil
     import tempfile
     from uuid import UUID
@@ -295,7 +295,7 @@ def _run(env: dict[str, str], working_dir: str | None) -> int:
     os.chdir(scratch)
     try:
         _refresh_prefect_settings()
-        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]))
+        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]), deployment)
     finally:
         _drain_prefect_services()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -324,7 +324,7 @@ def _no_suspension_observer() -> None:
     )
 
 
-def _engine(flow_run_id: Any) -> int:
+def _engine(flow_run_id: Any, deployment: Any = None) -> int:
     """What ``python -m prefect.engine`` does, in this process."""
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
@@ -333,7 +333,7 @@ def _engine(flow_run_id: Any) -> int:
         flow_run = load_flow_run(flow_run_id=flow_run_id)
         run_logger = flow_run_logger(flow_run=flow_run)
         try:
-            flow = load_flow(flow_run)
+            flow = _load_flow(flow_run, deployment) if deployment else load_flow(flow_run)
         except Exception:
             run_logger.error(
                 "Unexpected exception encountered when trying to load flow", exc_info=True
@@ -342,6 +342,41 @@ def _engine(flow_run_id: Any) -> int:
         result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
         _drive_run_flow_result(flow, result)
     return 0
+
+
+def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
+    """Prefect's ``load_flow_from_flow_run`` for the deployment the worker read while
+    submitting the run (one round trip fewer): its pull steps (the ``checkout`` of the
+    pinned commit), then its entrypoint, imported from the checkout. Deployments of
+    another shape go through Prefect's own loader."""
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.deployments.steps.core import StepExecutionError, run_steps
+    from prefect.flow_engine import flow_run_logger, load_flow
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    deployment = DeploymentResponse.model_validate(data)
+    entrypoint = deployment.entrypoint or ""
+    if not deployment.pull_steps or ":" not in entrypoint:
+        return load_flow(flow_run)
+    run_logger = flow_run_logger(flow_run)
+    run_logger.info("Running %d deployment pull step(s)", len(deployment.pull_steps))
+    try:
+        output = run_coro_as_sync(
+            run_steps(
+                deployment.pull_steps,
+                print_function=run_logger.info,
+                deployment=deployment,
+                flow_run=flow_run,
+                logger=run_logger,
+            )
+        )
+    except StepExecutionError as exc:
+        run_logger.error(str(exc.__cause__ or exc))
+        raise
+    if output and output.get("directory"):
+        os.chdir(output["directory"])
+    return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
 
 
 def _drain_prefect_services() -> None:

@@ -37,7 +37,10 @@ benchmark, Prefect 3.x, 2 cores under a load average of 4–5) and what was remo
   child, as the heartbeat already was.
 - Medians, 8–10 runs a side, warm (pick-up / start / run) against process-1s in the same
   run: before 3.10 s (0.23 / 1.48 / 1.08) vs 13.7 s; after 0.65 s (0.04 / 0.28 / 0.24)
-  vs 8.0 s. The ratio to process-1s went from 0.23 to 0.08.
+  vs 8.0 s. The ratio to process-1s went from 0.23 to 0.08. A 20-run repeat under a
+  heavier load (load average 6.7 at its start): 0.92 s (0.06 / 0.37 / 0.26) vs 8.65 s.
+- Then the worker hands the child the deployment it read (the child no longer reads it
+  before its pull steps): 0.66 s (0.04 / 0.27 / 0.20) vs 8.84 s, 10 runs, load 2–3.
 - Left, not the worker's: the engine's own round trips (reading the run, the deployment
   and the default result-storage block, proposing Running and Completed, the routine's
   task run states), the pull step's logging, and the product's provenance record (a
