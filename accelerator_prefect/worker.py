@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import json
 import os
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import anyio
@@ -47,14 +48,25 @@ from prefect.workers.base import (
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from accelerator_prefect.zygote import credential_free
+from accelerator_prefect.zygote import CANCEL_SIGNAL, credential_free
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import Flow, FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
     from prefect.events import Event
 
 WORKER_TYPE = "acc-warm"
 _MESSAGE_BYTES = 65536
+_CACHED_CONFIGURATIONS = 256
+HOST_LABEL = "acc.warm.host"
+"""The flow-run label naming the host whose warm worker runs it (to find orphans)."""
+
+_DEPLOYMENT: contextvars.ContextVar[DeploymentResponse | None] = contextvars.ContextVar(
+    "acc_warm_deployment", default=None
+)
+"""The deployment the worker read while submitting a run, handed on to the job
+configuration's resolution (a task's context is copied into the tasks it starts)."""
 
 
 class WarmWorkerSettings(BaseSettings):
@@ -86,6 +98,99 @@ class WarmJobConfiguration(BaseJobConfiguration):  # type: ignore[misc]  # Prefe
         title="Working Directory",
         description="Folder under which each run gets a fresh working folder of its own.",
     )
+
+    _resolved: ClassVar[dict[str, tuple[WarmJobConfiguration, Flow]]] = {}
+    _environment: ClassVar[dict[str, str] | None] = None
+
+    @classmethod
+    def _base_environment(cls) -> dict[str, str]:
+        """The worker's Prefect settings as variables, computed once: they do not change
+        while it runs, and dumping them costs some 15 ms a run."""
+        if cls._environment is None:
+            cls._environment = dict(super()._base_environment())
+        return dict(cls._environment)
+
+    @classmethod
+    async def resolve_for_flow_run(
+        cls,
+        flow_run: FlowRun,
+        *,
+        client: PrefectClient,
+        work_pool: WorkPool,
+        worker_name: str,
+        worker_id: UUID | None = None,
+        deployment: DeploymentResponse | None = None,
+    ) -> WarmJobConfiguration:
+        """Prefect's resolution, done once per deployment version rather than per run.
+
+        The template merged with the deployment's and the run's job variables, and the
+        run's flow, are cached under the deployment's id and update time, the run's job
+        variables and the pool's template; only the per-run part (its environment, its
+        labels) is prepared each time. A template that reads blocks or variables is
+        resolved every time, as they may change without the deployment changing.
+        """
+        deployment = deployment or _DEPLOYMENT.get()
+        key = _configuration_key(flow_run, deployment, work_pool)
+        if deployment is None or key is None:
+            return await super().resolve_for_flow_run(  # type: ignore[no-any-return]
+                flow_run,
+                client=client,
+                work_pool=work_pool,
+                worker_name=worker_name,
+                worker_id=worker_id,
+                deployment=deployment,
+            )
+        cached = cls._resolved.get(key)
+        if cached is None:
+            flow = await client.read_flow(flow_run.flow_id)
+            job_variables = {**(deployment.job_variables or {})}
+            if isinstance(job_variables.get("env"), dict):
+                job_variables["env"] = {
+                    **job_variables["env"],
+                    **(flow_run.job_variables or {}).get("env", {}),
+                }
+            job_variables.update(
+                {k: v for k, v in (flow_run.job_variables or {}).items() if k != "env"}
+            )
+            base = await cls.from_template_and_values(
+                base_job_template=work_pool.base_job_template, values=job_variables, client=client
+            )
+            if len(cls._resolved) >= _CACHED_CONFIGURATIONS:
+                cls._resolved.clear()
+            cached = cls._resolved[key] = (base, flow)
+        base, flow = cached
+        configuration: WarmJobConfiguration = base.model_copy(deep=True)
+        configuration.prepare_for_flow_run(
+            flow_run=flow_run,
+            deployment=deployment,
+            flow=flow,
+            work_pool=work_pool,
+            worker_name=worker_name,
+            worker_id=worker_id,
+        )
+        return configuration
+
+
+def _configuration_key(
+    flow_run: FlowRun, deployment: DeploymentResponse | None, work_pool: WorkPool
+) -> str | None:
+    """The cache key of a run's resolved job configuration; None when it must not be
+    cached (no deployment, or a template that reads blocks or variables)."""
+    if deployment is None:
+        return None
+    key = json.dumps(
+        [
+            str(deployment.id),
+            str(deployment.updated),
+            deployment.job_variables,
+            flow_run.job_variables,
+            str(flow_run.flow_id),
+            work_pool.base_job_template,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return None if "{{ prefect." in key or "{{prefect." in key else key
 
 
 class WarmVariables(BaseVariables):  # type: ignore[misc]  # Prefect is untyped here
@@ -230,6 +335,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._children: dict[UUID, int] = {}
         self._cancelled: set[UUID] = set()
         self._watching = False
+        self._swept_orphans = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -254,6 +360,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def _initialize_after_sync(self) -> None:
         await super()._initialize_after_sync()
+        if self._work_pool is not None and not self._swept_orphans:
+            self._swept_orphans = True
+            self._runs_task_group_start(self._crash_orphans)
         if self._work_pool is not None and not self._watching and self.settings.events:
             self._watching = True
             scope = anyio.CancelScope()
@@ -272,7 +381,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         zygote = await self._ensure_zygote()
         env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
-        pid, exited = await zygote.fork(flow_run.id, {"env": env, "working_dir": working_dir})
+        given: dict[str, Any] = {"env": env, "working_dir": working_dir}
+        deployment = _DEPLOYMENT.get()
+        if deployment is not None:  # the child need not read it again
+            given["deployment"] = deployment.model_dump(mode="json")
+        pid, exited = await zygote.fork(flow_run.id, given)
         self._children[flow_run.id] = pid
         if task_status is not None:
             task_status.started(pid)
@@ -285,8 +398,90 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if flow_run.id in self._cancelled:
             self._cancelled.discard(flow_run.id)
             code = 0  # ended on purpose; the run is already Cancelled
+        elif code != 0:  # Prefect marks it Crashed once this returns
+            await self._clean_up_after(flow_run, "Crashed")
         self._runs_task_group_start(self._poll_now)
         return WarmWorkerResult(status_code=code, identifier=str(pid))
+
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        """Prefect's submission with fewer round trips to the server before the fork: the
+        deployment is read once, alongside the Pending proposal, and handed on to the job
+        configuration's (cached) resolution; the run's pid is recorded after it started."""
+        from prefect.exceptions import ObjectNotFound
+
+        deployment, pending = await asyncio.gather(
+            self._read_deployment(flow_run),
+            self._propose_pending_state(flow_run),
+            return_exceptions=True,
+        )
+        started: int | Exception | None = None
+        try:
+            if isinstance(deployment, ObjectNotFound):
+                await self._mark_flow_run_as_cancelled(
+                    flow_run,
+                    state_updates={
+                        "message": f"Deployment {flow_run.deployment_id} no longer exists, "
+                        "cancelled run."
+                    },
+                )
+                return
+            if isinstance(deployment, BaseException):
+                deployment = None  # the resolution reads it again, the Prefect way
+            if pending is not True:
+                return
+            _DEPLOYMENT.set(deployment)  # this task's context: copied into the run's task
+            assert self._runs_task_group is not None
+            started = await self._runs_task_group.start(
+                self._submit_run_and_capture_errors, flow_run
+            )
+            if started and not isinstance(started, Exception):
+                self._runs_task_group_start(lambda: self._record_pid(flow_run, started))
+                self.get_flow_run_logger(flow_run).info(
+                    "Flow run '%s' submitted to infrastructure", flow_run.name
+                )
+        finally:
+            if not started or isinstance(started, Exception):
+                self._release_limit_slot(flow_run.id)
+            self._submitting_flow_run_ids.discard(flow_run.id)
+            if self._cancelling_observer is not None:
+                self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
+
+    async def _read_deployment(self, flow_run: FlowRun) -> DeploymentResponse | None:
+        if flow_run.deployment_id is None:
+            return None
+        deployment: DeploymentResponse = await self.client.read_deployment(flow_run.deployment_id)
+        return deployment
+
+    async def _record_pid(self, flow_run: FlowRun, pid: int) -> None:
+        try:
+            await self.client.update_flow_run(flow_run_id=flow_run.id, infrastructure_pid=str(pid))
+        except Exception:
+            self.get_flow_run_logger(flow_run).exception(
+                "Could not record the run's process id; the run may not be cancellable."
+            )
+
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """Skipped: the run is Pending already, and a second Pending state (Submitting)
+        costs a round trip through the server's orchestration before every fork."""
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        """Prefect's worker labels and this host's name, set in the background (the
+        run need not wait for them); the host label lets a later worker find orphans."""
+
+        async def label() -> None:
+            with contextlib.suppress(Exception):
+                await self.client.update_flow_run_labels(
+                    flow_run_id,
+                    {
+                        "prefect.worker.name": self.name,
+                        "prefect.worker.type": self.type,
+                        "prefect.work-pool.name": self.work_pool.name,
+                        "prefect.work-pool.id": str(self.work_pool.id),
+                        HOST_LABEL: socket.gethostname(),
+                    },
+                )
+
+        self._runs_task_group_start(label)
 
     def _runs_task_group_start(self, fn: Any) -> None:
         if self._runs_task_group is not None:
@@ -300,7 +495,84 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     async def _crash(self, flow_run_id: UUID, message: str) -> None:
         with contextlib.suppress(Exception):
             flow_run = await self.client.read_flow_run(flow_run_id)
+            await self._clean_up_after(flow_run, "Crashed")
             await self._propose_crashed_state(flow_run, message)
+
+    async def _clean_up_after(self, flow_run: FlowRun, why: str) -> None:
+        """What a run does for itself when it ends, for one whose process died first: its
+        per-run secret blocks are deleted, its partial outputs marked incomplete."""
+        from accelerator_prefect import secrets
+        from accelerator_prefect.outputs import mark_folder_incomplete, run_folder
+        from accelerator_prefect.storage import Storage
+
+        parameters = dict(flow_run.parameters or {})
+        blocks = (parameters.get("secrets") or {}).get("blocks") or {}
+        names = [str(n) for n in blocks.values() if str(n).startswith(secrets.RUN_PREFIX)]
+        try:
+            if names:
+                await secrets.delete(self.client, names)
+            folder = run_folder(parameters, flow_run.id)
+            if folder is not None:
+                await asyncio.to_thread(mark_folder_incomplete, folder, Storage(), why)
+        except Exception as exc:  # the periodic secret sweep is the fallback
+            self._logger.warning(
+                "Could not clean up after flow run '%s': %s", flow_run.id, type(exc).__name__
+            )
+
+    # -- runs left behind by a worker that died ----------------------------------------
+
+    async def _crash_orphans(self) -> None:
+        """Mark Crashed the runs of this pool that a warm worker had in flight and that
+        no live process holds any more. Prefect's open-source server never does: they
+        would stay Running for ever."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            WorkPoolFilter,
+            WorkPoolFilterName,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        in_flight = await self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(
+                        any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+                    )
+                )
+            ),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
+        )
+        workers = {
+            w.name: w for w in await self.client.read_workers_for_work_pool(self.work_pool.name)
+        }
+        for flow_run in in_flight:
+            if flow_run.id in self._children or flow_run.id in self._submitting_flow_run_ids:
+                continue
+            if self._orphaned(flow_run, workers):
+                await self._clean_up_after(flow_run, "Crashed")
+                await self._propose_crashed_state(
+                    flow_run,
+                    "Crashed: the warm worker that ran it stopped, and no process holds it "
+                    "any more.",
+                )
+
+    def _orphaned(self, flow_run: FlowRun, workers: dict[str, Any]) -> bool:
+        """Whether the warm worker that held ``flow_run`` is gone: it had this worker's
+        name (this is its successor), or it ran on this host and the run's process is
+        gone, or the pool's record of it says it is offline."""
+        labels = dict(flow_run.labels or {})
+        holder = labels.get("prefect.worker.name")
+        if labels.get("prefect.worker.type") != WORKER_TYPE or not holder:
+            return False
+        if holder == self.name:
+            return True
+        pid = str(flow_run.infrastructure_pid or "")
+        if labels.get(HOST_LABEL) == socket.gethostname() and pid.isdigit():
+            return not _process_alive(int(pid))
+        worker = workers.get(str(holder))
+        return worker is None or str(worker.status).upper().endswith("OFFLINE")
 
     # -- cancellation ----------------------------------------------------------------
 
@@ -318,8 +590,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self.get_flow_run_logger(flow_run).info("Cancelled flow run '%s'", flow_run_id)
 
     async def _stop_group(self, pid: int) -> None:
-        """SIGTERM the run's process group, SIGKILL it after the grace period."""
+        """SIGTERM the run's process group, SIGKILL it after the grace period. The child
+        is told first that it is a cancellation (it ends Cancelled, not Crashed); a
+        signal of lower number is handled first when both are pending."""
         with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, CANCEL_SIGNAL)
             os.killpg(pid, signal.SIGTERM)
         end = anyio.current_time() + self.settings.cancel_grace
         while pid in self._children.values() and anyio.current_time() < end:
@@ -465,6 +740,16 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
         )
         return bool(active < limit)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _flow_run_id(resource_id: str) -> UUID | None:

@@ -34,16 +34,27 @@ from typing import Any
 
 PRELOAD = (
     "prefect",
+    "prefect.engine",
     "prefect.flow_engine",
+    "prefect.task_engine",
     "prefect.flows",
+    "prefect.artifacts",
+    "prefect.results",
     "prefect.deployments.steps",
     "prefect.logging.handlers",
     "prefect.events.worker",
     "prefect.client.orchestration",
+    "prefect.utilities.visualization",
+    "pydantic.v1",
+    "anyio._backends._asyncio",
+    "rich._emoji_codes",
     "accelerator_prefect",
     "accelerator_prefect.jobflow",
     "accelerator_prefect.steps",
     "accelerator_prefect.storage",
+    "accelerator_prefect.outputs",
+    "accelerator_prefect.provenance",
+    "accelerator_prefect.runs",
     "numpy",
 )
 """What every run finds imported; ``ACC_WARM_PRELOAD`` (comma-separated) adds more."""
@@ -59,6 +70,8 @@ _SECRET_NAMES = frozenset(
 _USERINFO = re.compile(r"://[^/@\s]+@")
 _MESSAGE_BYTES = 65536
 PR_SET_PDEATHSIG = 1
+CANCEL_SIGNAL = signal.SIGUSR1
+"""Sent by the worker to a child just before the SIGTERM that cancels its run."""
 
 
 def credential_free(env: Mapping[str, str]) -> dict[str, str]:
@@ -97,6 +110,71 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError as exc:
             print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
+    # Prefect loads its plugins' entry points (this worker among them, and with it
+    # ``prefect.workers``) the first time a run resolves a block: once here, not per run.
+    from prefect.plugins import load_prefect_collections
+
+    load_prefect_collections()
+    _share_ca_context()
+    _build_models()
+    _warm_logging()
+
+
+def _build_models() -> None:
+    """Build the schemas of the API's models now: pydantic builds a deferred one on its
+    first use, which would be in every child (reading the run, the deployment…)."""
+    import importlib
+
+    from pydantic import BaseModel
+
+    for name in (
+        "prefect.client.schemas.objects",
+        "prefect.client.schemas.responses",
+        "prefect.client.schemas.actions",
+        "prefect.events.schemas.events",
+    ):
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseModel):
+                with contextlib.suppress(Exception):
+                    value.model_rebuild()
+
+
+def _warm_logging() -> None:
+    """Log one line through Prefect's console handler: its first record pays rich's
+    rendering set-up and the ABC and typing caches logging uses, once here."""
+    from prefect.logging import get_logger
+
+    get_logger("accelerator.zygote").info("Warm zygote ready (pid %s)", os.getpid())
+
+
+def _share_ca_context() -> None:
+    """Build the TLS context of certifi's CA bundle once, for every client of every run.
+
+    Prefect's and httpx's clients each parse the bundle anew (``ssl.create_default_context
+    (cafile=…)``, some 20 ms each, several clients per run). The bundle is public data; a
+    child only ever shares the context between its own clients, all with the same
+    settings.
+    """
+    import ssl
+
+    import certifi
+
+    original, bundle = ssl.create_default_context, certifi.where()
+    shared = original(cafile=bundle)
+
+    def create_default_context(
+        purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
+        *,
+        cafile: str | None = None,
+        capath: str | None = None,
+        cadata: str | bytes | None = None,
+    ) -> ssl.SSLContext:
+        if purpose == ssl.Purpose.SERVER_AUTH and cafile == bundle and not capath and not cadata:
+            return shared
+        return original(purpose, cafile=cafile, capath=capath, cadata=cadata)
+
+    ssl.create_default_context = create_default_context  # type: ignore[assignment]
 
 
 class Zygote:
@@ -182,9 +260,10 @@ def run_child(secrets_fd: int, zygote: int) -> None:
     try:
         os.setpgid(0, 0)
         die_with_parent(zygote)
+        signal.signal(CANCEL_SIGNAL, _cancel_intent)
         with os.fdopen(secrets_fd, "rb") as pipe:
             given = json.loads(pipe.read())
-        code = _run(given["env"], given.get("working_dir"))
+        code = _run(given["env"], given.get("working_dir"), given.get("deployment"))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the child must never fall back into the zygote's loop
@@ -197,7 +276,15 @@ def run_child(secrets_fd: int, zygote: int) -> None:
         os._exit(code)
 
 
-def _run(env: dict[str, str], working_dir: str | None) -> int:
+def _cancel_intent(*_: Any) -> None:
+    """The worker is cancelling this run (a SIGTERM follows): tell Prefect's engine, so
+    that it ends the run Cancelled rather than Crashed, as a runner's cancel does."""
+    from prefect._internal import control_listener
+
+    control_listener._set_intent("cancel")
+
+
+def _run(env: dict[str, str], working_dir: str | None, deployment: Any = None) -> int:
     import shutil
     import tempfile
     from uuid import UUID
@@ -208,7 +295,7 @@ def _run(env: dict[str, str], working_dir: str | None) -> int:
     os.chdir(scratch)
     try:
         _refresh_prefect_settings()
-        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]))
+        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]), deployment)
     finally:
         _drain_prefect_services()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -222,9 +309,22 @@ def _refresh_prefect_settings() -> None:
 
     prefect.context.refresh_global_settings_context()
     prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.flows.heartbeat_frequency = None
+    _no_suspension_observer()
 
 
-def _engine(flow_run_id: Any) -> int:
+def _no_suspension_observer() -> None:
+    """Prefect watches every deployment's run for a Suspended event from outside: a
+    thread with its own event loop and websocket, waited for at the start and joined at
+    the end of each run. Hosted jobflows are never suspended from outside (they are
+    cancelled, which the worker handles), so the child does without it."""
+    import prefect.flow_engine
+
+    prefect.flow_engine.observe_flow_run_suspension = (  # type: ignore[attr-defined]
+        lambda *_args, **_kwargs: contextlib.nullcontext()
+    )
+
+
+def _engine(flow_run_id: Any, deployment: Any = None) -> int:
     """What ``python -m prefect.engine`` does, in this process."""
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
@@ -233,7 +333,7 @@ def _engine(flow_run_id: Any) -> int:
         flow_run = load_flow_run(flow_run_id=flow_run_id)
         run_logger = flow_run_logger(flow_run=flow_run)
         try:
-            flow = load_flow(flow_run)
+            flow = _load_flow(flow_run, deployment) if deployment else load_flow(flow_run)
         except Exception:
             run_logger.error(
                 "Unexpected exception encountered when trying to load flow", exc_info=True
@@ -242,6 +342,41 @@ def _engine(flow_run_id: Any) -> int:
         result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
         _drive_run_flow_result(flow, result)
     return 0
+
+
+def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
+    """Prefect's ``load_flow_from_flow_run`` for the deployment the worker read while
+    submitting the run (one round trip fewer): its pull steps (the ``checkout`` of the
+    pinned commit), then its entrypoint, imported from the checkout. Deployments of
+    another shape go through Prefect's own loader."""
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.deployments.steps.core import StepExecutionError, run_steps
+    from prefect.flow_engine import flow_run_logger, load_flow
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    deployment = DeploymentResponse.model_validate(data)
+    entrypoint = deployment.entrypoint or ""
+    if not deployment.pull_steps or ":" not in entrypoint:
+        return load_flow(flow_run)
+    run_logger = flow_run_logger(flow_run)
+    run_logger.info("Running %d deployment pull step(s)", len(deployment.pull_steps))
+    try:
+        output = run_coro_as_sync(
+            run_steps(
+                deployment.pull_steps,
+                print_function=run_logger.info,
+                deployment=deployment,
+                flow_run=flow_run,
+                logger=run_logger,
+            )
+        )
+    except StepExecutionError as exc:
+        run_logger.error(str(exc.__cause__ or exc))
+        raise
+    if output and output.get("directory"):
+        os.chdir(output["directory"])
+    return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
 
 
 def _drain_prefect_services() -> None:

@@ -15,6 +15,36 @@ Target (issue 19): the warm worker's median at most 0.5 s.
 Run it:
 
     python -m benchmarks.warm_worker --runs 20
+
+Profile (py-spy, ``record -f raw --subprocesses`` on the warm worker during this
+benchmark, Prefect 3.x, 2 cores under a load average of 4–5) and what was removed:
+
+- worker, submit path: almost no CPU; its time was round trips to the server before the
+  fork: the deployment read twice, the flow read, the pool's template resolved, the worker
+  labels set and a second Pending state ("Submitting") proposed, one after the other.
+  Now: the deployment is read once, alongside the Pending proposal; the resolved job
+  configuration is cached per deployment version (id + update time); labels and the
+  run's pid are recorded in the background; no Submitting state; the worker's settings
+  are turned into variables once (15 ms a run).
+- child, fork → Running: imports the zygote had not done (Prefect's plugin entry points,
+  loaded on the first block read, and with them ``prefect.workers``: ~290 ms of samples
+  over 11 runs; ``prefect.task_engine``, ``pydantic.v1``, ``prefect.artifacts``, the
+  product's run modules), ``ssl.create_default_context`` parsing certifi's bundle for
+  every client (~90 ms a run), pydantic building deferred model schemas, the first log
+  record through rich. All are now done once in the zygote.
+- child, Running → Completed: Prefect's flow-run suspension observer (a thread with its
+  own event loop and websocket, waited for at the start, joined at the end): off in the
+  child, as the heartbeat already was.
+- Medians, 8–10 runs a side, warm (pick-up / start / run) against process-1s in the same
+  run: before 3.10 s (0.23 / 1.48 / 1.08) vs 13.7 s; after 0.65 s (0.04 / 0.28 / 0.24)
+  vs 8.0 s. The ratio to process-1s went from 0.23 to 0.08. A 20-run repeat under a
+  heavier load (load average 6.7 at its start): 0.92 s (0.06 / 0.37 / 0.26) vs 8.65 s.
+- Then the worker hands the child the deployment it read (the child no longer reads it
+  before its pull steps): 0.66 s (0.04 / 0.27 / 0.20) vs 8.84 s, 10 runs, load 2–3.
+- Left, not the worker's: the engine's own round trips (reading the run, the deployment
+  and the default result-storage block, proposing Running and Completed, the routine's
+  task run states), the pull step's logging, and the product's provenance record (a
+  deployment read and a markdown artifact per run).
 """
 
 from __future__ import annotations

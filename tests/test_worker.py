@@ -4,9 +4,12 @@ worker process, models published into that pool, runs launched as users launch t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -285,7 +288,7 @@ def test_ten_runs_at_once_all_complete_each_in_its_own_process(
     assert len({r["pid"] for r in results}) == 10
 
 
-def test_the_zygote_and_its_runs_die_with_a_killed_worker(
+def test_runs_of_a_killed_worker_die_with_it_and_the_next_worker_marks_them_crashed(
     acc: Accelerator, platform: PlatformInfo, tmp_path: Path
 ) -> None:
     pool = f"warm-{uuid.uuid4().hex[:6]}"
@@ -303,6 +306,11 @@ def test_the_zygote_and_its_runs_die_with_a_killed_worker(
 
         for pid in (zygote, child):
             _until(lambda pid=pid: not _alive(pid), 10, f"process {pid} ended with its worker")
+        assert run.state == "Running"  # Prefect's server leaves it so
+
+        # The next warm worker of the pool finds the run nobody holds and ends it.
+        worker = start_warm_worker(platform.home, platform.api_url, pool)
+        _until(lambda: run.state == "Crashed", 120, "the orphaned run was marked Crashed")
     finally:
         stop_process(worker)
 
@@ -313,3 +321,162 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+KEYED_FLOW = """
+import os
+import signal
+
+from accelerator_prefect import Conf, Output, Secrets, jobflow, routine
+
+
+class KeyConf(Conf):
+    pass
+
+
+@routine
+def write_then_die(secrets: Secrets, output: Output) -> None:
+    with output.open("partial.txt", "w") as f:
+        f.write(str(len(secrets.get("API_KEY"))))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@jobflow(name="keyed-warm")
+def keyed(conf: KeyConf, secrets: Secrets, output: Output) -> None:
+    write_then_die(secrets, output)
+"""
+
+KEYED_MANIFEST = """
+name: {name}
+title: Keyed
+version: 1.0.0
+jobflow: flows/keyed.py:keyed
+owner: alice
+project: demo
+work_pool: {pool}
+access:
+  scope: project
+secrets:
+  API_KEY:
+    description: Key of the data service
+    required: true
+"""
+
+
+def _run_blocks(api_url: str) -> list[str]:
+    from accelerator_prefect import secrets
+
+    async def names(client: object) -> list[str]:
+        found = await secrets._blocks_named(client, secrets.RUN_PREFIX)  # type: ignore[arg-type]
+        return [str(b["name"]) for b in found]
+
+    found = _prefect(api_url, names)
+    assert isinstance(found, list)
+    return [str(name) for name in found]
+
+
+def test_a_killed_childs_secrets_are_deleted_and_its_outputs_marked_incomplete(
+    acc: Accelerator, platform: PlatformInfo, warm: WarmPool, tmp_path: Path
+) -> None:
+    from accelerator_prefect.outputs import is_incomplete, list_outputs
+
+    repo = ModelRepo(tmp_path / "models", f"keyed-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/keyed.py", KEYED_FLOW)
+    repo.write(
+        f"deployments/{repo.name}.yaml", KEYED_MANIFEST.format(name=repo.name, pool=warm.name)
+    )
+    repo.commit("keyed")
+    acc.publish(repo.manifest)
+    run = acc.launch(repo.name, secrets={"API_KEY": "sk-" + uuid.uuid4().hex})
+    block = run.parameters["secrets"]["blocks"]["API_KEY"]
+
+    _until(lambda: run.state in ("Crashed", "Completed", "Failed"), 120, "the run ended")
+    assert run.state == "Crashed"
+    assert block not in _run_blocks(platform.api_url)
+    folder = run.output_location
+    assert folder is not None
+    assert [Path(f.path).name for f in list_outputs(folder)] == ["partial.txt"]
+    assert is_incomplete(folder)
+
+
+class RefusingProxy:
+    """A loopback proxy in front of the Prefect API that passes every request through
+    but refuses the event stream's websocket (``/events/out``) with 403, as a proxy or
+    load balancer that does not allow websockets does."""
+
+    def __init__(self, api_url: str) -> None:
+        host_port = api_url.split("://", 1)[1].split("/", 1)[0]
+        host, port = host_port.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.path = "/" + api_url.split("://", 1)[1].split("/", 1)[1]
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}{self.path}"
+        self.refused = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(65536)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        if b"/events/out" in head.split(b"\r\n", 1)[0]:
+            self.refused += 1
+            client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
+        upstream = socket.create_connection(self.upstream)
+        upstream.sendall(head)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=(source, target), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def test_runs_are_picked_up_by_polling_when_the_event_stream_is_refused(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    proxy = RefusingProxy(platform.api_url)
+    pool = f"warm-{uuid.uuid4().hex[:6]}"
+    create_warm_pool(platform.api_url, pool)
+    worker = start_warm_worker(
+        platform.home, proxy.url, pool, {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    )
+    try:
+        _until(lambda: _worker_online(platform.api_url, pool), 120, "the worker came online")
+        _until(lambda: proxy.refused > 0, 60, "the worker tried the event stream")
+        repo = ModelRepo(tmp_path / "models", f"nap-{uuid.uuid4().hex[:8]}")
+        publish_nap(acc, repo, pool, "1.0.0", "v1")
+
+        run = acc.launch(repo.name)
+
+        assert run.wait(timeout=60) == "Completed"
+        assert run.result()["code"] == "v1"
+        log = platform.home / "logs" / f"warm-worker-{pool}.log"
+        assert "The event stream is unavailable" in log.read_text(errors="replace")
+    finally:
+        stop_process(worker)
+        proxy.close()
