@@ -1,4 +1,4 @@
-"""B8: launch → Completed for a trivial hosted jobflow on the warm worker (``acc-warm``)
+"""B11: launch → Completed for a trivial hosted jobflow on the warm worker (``acc-warm``)
 against the process worker polling every second (what ``acc up`` runs today).
 
 One embedded platform (Prefect server on SQLite, as ``acc up`` starts it) with two work
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
     from accelerator_prefect import Accelerator
     from accelerator_prefect.platform import down, free_port, start_warm_worker, stop_process, up
 
-    report = Report(NAME, "B8 — launch → Completed: warm worker vs process worker", COLUMNS)
+    report = Report(NAME, "B11 — launch → Completed: warm worker vs process worker", COLUMNS)
     report.notes = NOTES
     workdir = Path(tempfile.mkdtemp(prefix="acc-bench-warm-"))
     home = workdir / "home"

@@ -1,4 +1,4 @@
-"""B8 (the warm worker against the process worker) runs end to end on a tiny size and
+"""B11 (the warm worker against the process worker) runs end to end on a tiny size and
 writes its results (no timings asserted)."""
 
 from __future__ import annotations
@@ -30,6 +30,6 @@ def test_warm_worker_benchmark_times_both_workers_and_reports_their_ratio(
     assert report["machine"]["cpus"]
 
     markdown = (out / "warm_worker.md").read_text()
-    assert markdown.startswith("# B8")
+    assert markdown.startswith("# B11")
     for column in ("Median s", "p95 s", "Pick-up median s", "Ratio to process-1s (medians)"):
         assert column in markdown
