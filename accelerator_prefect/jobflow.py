@@ -165,22 +165,29 @@ def routine(fn: F | None = None, /, **options: Any) -> Any:
     return task(_scrubbing(fn), **options)
 
 
+class _Scrubbed:
+    """Re-raises an exception leaving its block with secret values taken out of it."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> None:
+        from accelerator_prefect.secrets import scrub
+
+        if exc is not None and (clean := scrub(exc)) is not exc:
+            raise clean from None
+
+
 def _scrubbing(fn: F) -> F:
     """``fn``, with secret values taken out of any exception it raises (before Prefect
-    turns the exception into a state message and a log line)."""
-    from accelerator_prefect.secrets import scrub
-
+    turns the exception into a state message and a log line), whether it is a plain,
+    async, generator or async generator function."""
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            try:
+            with _Scrubbed():
                 return await fn(*args, **kwargs)
-            except BaseException as exc:
-                clean = scrub(exc)
-                if clean is exc:
-                    raise
-                raise clean from None
 
         return _with_signature(run_async, fn)  # type: ignore[no-any-return]
 
@@ -188,14 +195,9 @@ def _scrubbing(fn: F) -> F:
 
         @functools.wraps(fn)
         async def run_async_gen(*args: Any, **kwargs: Any) -> Any:
-            try:
+            with _Scrubbed():
                 async for item in fn(*args, **kwargs):
                     yield item
-            except BaseException as exc:
-                clean = scrub(exc)
-                if clean is exc:
-                    raise
-                raise clean from None
 
         return _with_signature(run_async_gen, fn)  # type: ignore[no-any-return]
 
@@ -203,25 +205,15 @@ def _scrubbing(fn: F) -> F:
 
         @functools.wraps(fn)
         def run_gen(*args: Any, **kwargs: Any) -> Any:
-            try:
+            with _Scrubbed():
                 return (yield from fn(*args, **kwargs))
-            except BaseException as exc:
-                clean = scrub(exc)
-                if clean is exc:
-                    raise
-                raise clean from None
 
         return _with_signature(run_gen, fn)  # type: ignore[no-any-return]
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _Scrubbed():
             return fn(*args, **kwargs)
-        except BaseException as exc:
-            clean = scrub(exc)
-            if clean is exc:
-                raise
-            raise clean from None
 
     return _with_signature(run, fn)  # type: ignore[no-any-return]
 
