@@ -525,25 +525,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         """Mark Crashed the runs of this pool that a warm worker had in flight and that
         no live process holds any more. Prefect's open-source server never does: they
         would stay Running for ever."""
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            WorkPoolFilter,
-            WorkPoolFilterName,
-        )
-        from prefect.client.schemas.objects import StateType
-
-        in_flight = await self.client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(
-                        any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
-                    )
-                )
-            ),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
-        )
+        in_flight = await self.client.read_flow_runs(**self._in_flight_filters())
         workers = {
             w.name: w for w in await self.client.read_workers_for_work_pool(self.work_pool.name)
         }
@@ -720,6 +702,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         limit = self.work_pool.concurrency_limit
         if limit is None:
             return True
+        active = await self.client.count_flow_runs(**self._in_flight_filters())
+        return bool(active < limit)
+
+    def _in_flight_filters(self) -> dict[str, Any]:
+        """The filters of this pool's runs in flight: Pending, Running or Cancelling."""
         from prefect.client.schemas.filters import (
             FlowRunFilter,
             FlowRunFilterState,
@@ -729,17 +716,13 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         )
         from prefect.client.schemas.objects import StateType
 
-        active = await self.client.count_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(
-                        any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
-                    )
-                )
+        states = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+        return {
+            "flow_run_filter": FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
             ),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
-        )
-        return bool(active < limit)
+            "work_pool_filter": WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
+        }
 
 
 def _process_alive(pid: int) -> bool:
