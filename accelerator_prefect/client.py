@@ -395,8 +395,8 @@ class AsyncAccelerator:
             if bound.name == project:
                 url = bound.api_url.rstrip("/")
                 client = await self._workspace_client(url, bound.api_key_block)
-                return client, url, bound.work_pool or self.settings.work_pool
-        return home, self.api_url, self.settings.work_pool
+                return client, url, bound.work_pool or self.settings.pool
+        return home, self.api_url, self.settings.pool
 
     async def _versions(
         self,

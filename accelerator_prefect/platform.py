@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel
@@ -253,7 +253,7 @@ def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None
             f"acc-worker-{socket.gethostname()}-{home.name}",
         ],
         env,
-        home / "logs" / "worker.log",
+        worker_log(home, pool),
     )
     return process.pid
 
@@ -289,9 +289,20 @@ def start_warm_worker(
             f"acc-warm-{socket.gethostname()}-{home.name}-{pool}",
         ],
         env,
-        home / "logs" / f"warm-worker-{pool}.log",
+        worker_log(home, pool),
     )
     return process.pid
+
+
+def worker_log(home: Path, pool: str) -> Path:
+    """Where the worker of ``pool`` started by the platform writes its log."""
+    return home / "logs" / f"worker-{pool}.log"
+
+
+def start_pool_worker(home: Path, api_url: str, pool: str, kind: str) -> int:
+    """Start the worker of kind ``kind`` (``warm`` or ``process``) on ``pool``."""
+    start = start_warm_worker if kind == "warm" else start_worker
+    return start(home, api_url, pool)
 
 
 def catalog_app() -> Path:
@@ -423,28 +434,44 @@ def stop_process(pid: int | None, deadline: float = 15.0) -> None:
 
 
 async def _prepare(
-    client: PrefectClient, home: Path, pool: str, concurrency: int | None = None
+    client: PrefectClient, home: Path, pool: str, kind: str, concurrency: int | None = None
 ) -> None:
-    """Create the work pool (at most ``concurrency`` runs at once: a burst of launches
-    queues instead of starting a process each) and the result storage block."""
+    """Create the work pool for the worker of ``kind`` (at most ``concurrency`` runs at
+    once: a burst of launches queues instead of starting a process each) and the result
+    storage block."""
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
     from prefect.filesystems import LocalFileSystem
-    from prefect.workers.process import ProcessWorker
 
+    template: dict[str, Any]
+    if kind == "warm":
+        from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
+
+        pool_type, template = WORKER_TYPE, WarmWorker.get_default_base_job_template()
+        description = "Runs hosted models in processes forked from a warm parent (acc up)."
+    else:
+        from prefect.workers.process import ProcessWorker
+
+        pool_type, template = "process", ProcessWorker.get_default_base_job_template()
+        description = "Runs hosted models as local processes (acc up)."
     try:
         existing = await client.read_work_pool(pool)
     except ObjectNotFound:
         await client.create_work_pool(
             WorkPoolCreate(
                 name=pool,
-                type="process",
-                base_job_template=ProcessWorker.get_default_base_job_template(),
-                description="Runs hosted models as local processes (created by acc up).",
+                type=pool_type,
+                base_job_template=template,
+                description=description,
                 concurrency_limit=concurrency,
             )
         )
     else:
+        if existing.type != pool_type:
+            raise PlatformError(
+                f"the work pool {pool!r} is of type {existing.type!r}, but a {kind} worker "
+                f"needs one of type {pool_type!r}: name another pool with ACC_WORK_POOL"
+            )
         if existing.concurrency_limit != concurrency:
             await client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=concurrency))
     results = home / "results"
@@ -536,7 +563,7 @@ def up(
     home: Path,
     *,
     port: int = 4200,
-    pool: str = "acc-process",
+    pool: str | None = None,
     catalog_port: int | None = 8501,
     portal_port: int | None = 8600,
     examples: list[Path] | None = None,
@@ -544,10 +571,15 @@ def up(
     deadline: float = 120.0,
 ) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
     """Start (or reuse) the embedded platform, publish the examples, serve the portal and
-    the catalog (``portal_port`` / ``catalog_port`` ``None``: not that one)."""
+    the catalog (``portal_port`` / ``catalog_port`` ``None``: not that one).
+
+    The worker is the settings' ``worker`` (``ACC_WORKER``: ``warm`` unless told
+    otherwise) on ``pool`` (the settings' pool when ``None``)."""
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()
+    kind = get_settings(home=home).worker
+    pool = pool or get_settings(home=home).pool
     (home / "storage").mkdir(parents=True, exist_ok=True)
     info = read_platform(home)
     if info is not None and healthy(info.api_url):
@@ -574,13 +606,13 @@ def up(
     # The platform's own setup acts as its operator, vouched for by holding the auth string.
     acc = Accelerator(AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
-    acc._call(lambda c: _prepare(c, home, pool, settings.work_pool_concurrency))
+    acc._call(lambda c: _prepare(c, home, pool, kind, settings.work_pool_concurrency))
     token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))
     if token is not None:
         report(f"created the operator; its token (kept for the local CLI) is {token}")
     if not _alive(info.worker_pid):
-        report("starting a process worker")
-        info.worker_pid = start_worker(home, info.api_url, pool)
+        report(f"starting a {kind} worker on the pool {pool!r}")
+        info.worker_pid = start_pool_worker(home, info.api_url, pool, kind)
         _write_platform(info)
     _wait_for_worker(acc, info, pool, deadline)
     if examples is None:
@@ -611,7 +643,7 @@ def up(
 
 def _wait_for_worker(acc: Accelerator, info: PlatformInfo, pool: str, deadline: float) -> None:
     end = time.monotonic() + deadline
-    log = info.home / "logs" / "worker.log"
+    log = worker_log(info.home, pool)
     while time.monotonic() < end:
         if not _alive(info.worker_pid):
             raise PlatformError(f"the worker exited; the last lines of {log}:\n{_tail(log)}")

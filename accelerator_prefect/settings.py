@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,7 +48,17 @@ class Settings(BaseSettings):
         "by the platform's services and operators only; when unset, PREFECT_API_AUTH_STRING, "
         "then the file `acc up` keeps in the home.",
     )
-    work_pool: str = Field(default="acc-process", description="Default work pool for models.")
+    worker: Literal["warm", "process"] = Field(
+        default="warm",
+        description="The worker `acc up` runs: `warm` (runs start in a process forked from a "
+        "warm parent, in well under a second) or `process` (Prefect's process worker: a fresh "
+        "Python per run).",
+    )
+    work_pool: str | None = Field(
+        default=None,
+        description="Default work pool for models; when unset, `acc-warm` or `acc-process` "
+        "after `worker`.",
+    )
     catalog_url: str | None = Field(
         default=None,
         description="Where the catalog is served (in links); when unset, where `acc up` serves it.",
@@ -149,6 +159,11 @@ class Settings(BaseSettings):
         description="DVC remote for models' reference data whose repository names none; "
         "a folder under `home` when unset.",
     )
+
+    @property
+    def pool(self) -> str:
+        """The work pool models go to unless their manifest or project names another."""
+        return self.work_pool or f"acc-{self.worker}"
 
     @property
     def data_remote(self) -> str:

@@ -2,7 +2,8 @@
 plain Prefect deployment of the same function on the same worker.
 
 Two process workers serve two work pools: one with Prefect's default polling
-(every 10 s), one polling every second (what ``acc up`` runs). On each pool:
+(every 10 s), one polling every second (what ``acc up`` ran before its warm worker). On
+each pool:
 
 - ``acc``: ``Accelerator.launch`` of the hosted model (its version published to
   that pool: git checkout pull step, the jobflow wrapper, provenance), then

@@ -1,12 +1,12 @@
 """B11: launch → Completed for a trivial hosted jobflow on the warm worker (``acc-warm``)
-against the process worker polling every second (what ``acc up`` runs today).
+against the process worker polling every second (what ``acc up`` ran before it).
 
 One embedded platform (Prefect server on SQLite, as ``acc up`` starts it) with two work
-pools: ``acc up``'s process pool and its worker (one fresh Python per run, polling every
-second), and a pool of type ``acc-warm`` with one warm worker (runs forked from a warm
-parent, picked up from Prefect's event stream). The same trivial model is published to
-each (one version per pool). Each timed run is ``Accelerator.launch`` and then polling
-the run's state every 20 ms until it is Completed. Sides alternate (AB BA …) after
+pools: ``acc up``'s pool of type ``acc-warm`` and its warm worker (runs forked from a
+warm parent, picked up from Prefect's event stream), and a process pool with Prefect's
+process worker (one fresh Python per run, polling every second). The same trivial model
+is published to each (one version per pool). Each timed run is ``Accelerator.launch``
+and then polling the run's state every 20 ms until it is Completed. Sides alternate (AB BA …) after
 untimed warm-up runs. Each run's own state history splits its time into pick-up
 (created → Pending), start (Pending → Running) and run (Running → Completed).
 
@@ -204,27 +204,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, console: Console) -> Report:
     from accelerator_prefect import Accelerator
-    from accelerator_prefect.platform import down, free_port, start_warm_worker, stop_process, up
+    from accelerator_prefect.platform import down, free_port, start_worker, stop_process, up
 
     report = Report(NAME, "B11 — launch → Completed: warm worker vs process worker", COLUMNS)
     report.notes = NOTES
     workdir = Path(tempfile.mkdtemp(prefix="acc-bench-warm-"))
     home = workdir / "home"
-    warm_pid: int | None = None
+    process_pid: int | None = None
     samples: dict[str, tuple[list[float], list[dict[str, float]]]] = {s: ([], []) for s in SIDES}
     try:
         with console.status("starting a platform (Prefect server on SQLite)…"):
             info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
         operator = Accelerator.connect(info.api_url, home=home, trusted_user="operator")
-        warm_pool = "bench-warm"
-        operator._call(lambda c: c.create_work_pool(_warm_pool(warm_pool)))
-        versions = {"1.0.0": warm_pool, "1.0.1": info.work_pool}
+        process_pool = "bench-process"
+        operator._call(lambda c: c.create_work_pool(_process_pool(process_pool)))
+        versions = {"1.0.0": info.work_pool, "1.0.1": process_pool}
         side_version = {"warm": "1.0.0", "process-1s": "1.0.1"}
         for manifest in _repo(workdir / "repo", versions):
             operator.publish(manifest)
-        with console.status("starting the warm worker…"):
-            warm_pid = start_warm_worker(home, info.api_url, warm_pool)
-            _until_online(operator, warm_pool)
+        with console.status("starting the process worker…"):
+            process_pid = start_worker(home, info.api_url, process_pool)
+            _until_online(operator, process_pool)
         load_before = load_average()
         for side in SIDES:
             for _ in range(args.warmup):
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 samples[side][1].append(phases)
         operator.close()
     finally:
-        stop_process(warm_pid)
+        stop_process(process_pid)
         down(home)
         shutil.rmtree(workdir, ignore_errors=True)
     results = {side: _summary(*samples[side]) for side in SIDES}
@@ -282,7 +282,7 @@ NOTES = [
     "Both workers run the same trivial jobflow (one routine adding one) from the same "
     "pinned git checkout; sides alternate (AB BA …) after untimed warm-up runs.",
     "The warm worker picks runs up from Prefect's event stream and polls every 5 s as the "
-    "fallback; the process worker polls every second, as `acc up` starts it.",
+    "fallback; the process worker polls every second, as `acc up` started it before.",
     "Prefect server on SQLite (the embedded default), on the same 2-core machine.",
 ]
 
@@ -294,16 +294,15 @@ def _until_online(operator: Any, pool: str, deadline: float = 120.0) -> None:
         if any(str(w.status).upper().endswith("ONLINE") for w in workers):
             return
         time.sleep(0.2)
-    raise TimeoutError(f"the warm worker on {pool} did not come online within {deadline:g} s")
+    raise TimeoutError(f"the worker on {pool} did not come online within {deadline:g} s")
 
 
-def _warm_pool(name: str) -> Any:
+def _process_pool(name: str) -> Any:
     from prefect.client.schemas.actions import WorkPoolCreate
-
-    from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
+    from prefect.workers.process import ProcessWorker
 
     return WorkPoolCreate(
-        name=name, type=WORKER_TYPE, base_job_template=WarmWorker.get_default_base_job_template()
+        name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()
     )
 
 
