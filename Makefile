@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: setup up down test lint bench
+.PHONY: setup up down test quick lint bench
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
@@ -22,8 +22,14 @@ lint: setup
 
 # A temporary folder of its own (outside the checkout, so "outside git" is outside): other
 # test sessions on the machine clear only pytest's shared default folders, never this one.
+# Two groups side by side (pytest-xdist), each with a platform of its own; a test module
+# stays in one group, so its module fixtures are made once.
 test: lint
-	$(UV) run --frozen pytest --basetemp="$$(mktemp -d)/pytest"
+	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d)/pytest"
+
+# The inner loop: what needs no browser and no benchmark, in a few minutes.
+quick: setup
+	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d)/pytest" $(QUICK)
 
 # Not part of `make test` (which runs each at tiny sizes): tens of minutes, a 1 GB file,
 # 10,000 deployments. Writes benchmarks/RESULTS.md and RESULTS.json.

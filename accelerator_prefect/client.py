@@ -732,9 +732,10 @@ class AsyncAccelerator:
     async def cancel(self, run_id: str, workspace: str | None = None) -> RunInfo:
         """Cancel run ``run_id`` (its launcher, its model's owner, operators).
 
-        A run not yet started ends Cancelled at once; a running one is set Cancelling
-        and its worker stops its process. Either way its secret blocks are deleted now,
-        and partial outputs are marked incomplete. A run already ended is left as it is.
+        A run still waiting for a worker ends Cancelled at once; one a worker took
+        (Pending or Running) is set Cancelling and its worker stops its process. Either
+        way its secret blocks are deleted now, and partial outputs are marked
+        incomplete. A run already ended is left as it is.
         """
         from prefect.states import Cancelled, Cancelling
 
@@ -756,7 +757,9 @@ class AsyncAccelerator:
         if info.final:
             return info
         client = (await self.workspaces())[url]
-        started = info.state_type in {"RUNNING", "CANCELLING"}
+        # A Pending run's process may be starting: only its worker can stop it (a run set
+        # Cancelled under it would be taken Running again by its engine).
+        started = info.state_type in {"PENDING", "RUNNING", "CANCELLING"}
         state = (
             Cancelling(message=f"cancelled by {principal.name}")
             if started

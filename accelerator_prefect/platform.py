@@ -299,10 +299,12 @@ def worker_log(home: Path, pool: str) -> Path:
     return home / "logs" / f"worker-{pool}.log"
 
 
-def start_pool_worker(home: Path, api_url: str, pool: str, kind: str) -> int:
+def start_pool_worker(
+    home: Path, api_url: str, pool: str, kind: str, env: dict[str, str] | None = None
+) -> int:
     """Start the worker of kind ``kind`` (``warm`` or ``process``) on ``pool``."""
     start = start_warm_worker if kind == "warm" else start_worker
-    return start(home, api_url, pool)
+    return start(home, api_url, pool, env)
 
 
 def catalog_app() -> Path:

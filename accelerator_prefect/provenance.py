@@ -173,16 +173,28 @@ def jobflow_packages(fn: Callable[..., Any]) -> dict[str, str]:
     return dict(sorted(versions.items()))
 
 
+_known_deployments: dict[str, Any] = {}
+"""Deployments this process already holds (the warm worker hands its child the one it
+read), so the record needs no second read of the same deployment."""
+
+
+def remember_deployment(deployment: Any) -> None:
+    """Let this process's provenance records use ``deployment`` without reading it again."""
+    _known_deployments[str(deployment.id)] = deployment
+
+
 def _hosting_record(deployment_id: Any) -> dict[str, Any]:
     """The hosting record of the version this run belongs to (read from its deployment)."""
     if deployment_id is None:
         return {}
-    from prefect.client.orchestration import get_client
-
     from accelerator_prefect.validation import EXTENSION_KEY
 
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment(deployment_id)
+    deployment = _known_deployments.get(str(deployment_id))
+    if deployment is None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment(deployment_id)
     return dict((deployment.parameter_openapi_schema or {}).get(EXTENSION_KEY) or {})
 
 

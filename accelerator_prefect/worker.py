@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import contextvars
 import datetime
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -334,6 +336,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._zygote_lock = asyncio.Lock()
         self._children: dict[UUID, int] = {}
         self._cancelled: set[UUID] = set()
+        self._cancel_on_start: set[UUID] = set()
         self._watching = False
         self._swept_orphans = False
 
@@ -387,6 +390,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             given["deployment"] = deployment.model_dump(mode="json")
         pid, exited = await zygote.fork(flow_run.id, given)
         self._children[flow_run.id] = pid
+        if flow_run.id in self._cancel_on_start:  # cancelled while it was being submitted
+            self._cancel_on_start.discard(flow_run.id)
+            self._runs_task_group_start(lambda: self._cancel_run(flow_run.id))
         if task_status is not None:
             task_status.started(pid)
         try:
@@ -483,9 +489,19 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
         self._runs_task_group_start(label)
 
-    def _runs_task_group_start(self, fn: Any) -> None:
+    def _runs_task_group_start(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Start ``fn`` beside the runs. It must never end the worker: an error in it (a
+        run deleted between its event and its read, the server away for a moment) is
+        logged, and polling or the next event tries again."""
+
+        async def guarded() -> None:
+            try:
+                await fn()
+            except Exception:
+                self._logger.exception("A background step of the warm worker failed")
+
         if self._runs_task_group is not None:
-            self._runs_task_group.start_soon(fn)
+            self._runs_task_group.start_soon(guarded)
 
     async def _poll_now(self) -> None:
         """A slot came free: look for a waiting run now, not at the next poll."""
@@ -608,7 +624,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         )
         for flow_run in runs:
             if flow_run.id not in self._cancelled:
-                self._runs_task_group_start(lambda r=flow_run.id: self._cancel_run(r))
+                self._runs_task_group_start(functools.partial(self._cancel_run, flow_run.id))
 
     # -- pick-up from the event stream -----------------------------------------------
 
@@ -659,6 +675,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if event.event.endswith(".Cancelling"):
             if flow_run_id in self._children and flow_run_id not in self._cancelled:
                 self._runs_task_group_start(lambda: self._cancel_run(flow_run_id))
+            elif flow_run_id in self._submitting_flow_run_ids:  # Pending: not forked yet
+                self._cancel_on_start.add(flow_run_id)
             return
         self._runs_task_group_start(lambda: self._pick_up(flow_run_id))
 
@@ -666,10 +684,19 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         """Start a run announced by an event, if it is due and a slot is free (the pool's
         and this worker's); else leave it Scheduled for polling to find."""
         from prefect.client.schemas.responses import WorkerFlowRunResponse
+        from prefect.exceptions import ObjectNotFound
 
         if flow_run_id in self._submitting_flow_run_ids or flow_run_id in self._children:
             return
-        flow_run = await self.client.read_flow_run(flow_run_id)
+        for delay in (0.0, 0.1, 0.5):  # the event may come before its run can be read
+            await anyio.sleep(delay)
+            try:
+                flow_run = await self.client.read_flow_run(flow_run_id)
+                break
+            except ObjectNotFound:
+                continue
+        else:
+            return  # deleted since: nothing to run
         if not self._is_due(flow_run) or not await self._pool_has_room():
             return
         assert flow_run.work_queue_id is not None

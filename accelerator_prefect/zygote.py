@@ -355,7 +355,10 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
     from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.asyncutils import run_coro_as_sync
 
+    from accelerator_prefect.provenance import remember_deployment
+
     deployment = DeploymentResponse.model_validate(data)
+    remember_deployment(deployment)  # the run's provenance record need not read it again
     entrypoint = deployment.entrypoint or ""
     if not deployment.pull_steps or ":" not in entrypoint:
         return load_flow(flow_run)

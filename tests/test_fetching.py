@@ -28,7 +28,7 @@ from accelerator_prefect.fetching import (
 )
 from accelerator_prefect.manifest import InputMapping, Source
 from accelerator_prefect.mapping import InputFile, expand, input_problems, inputs_schema
-from accelerator_prefect.platform import PlatformInfo, free_port, start_worker, stop_process
+from accelerator_prefect.platform import PlatformInfo, free_port, start_pool_worker, stop_process
 from accelerator_prefect.settings import Settings
 from tests.conftest import ModelRepo, S3Server
 from tests.test_launch import count_runs
@@ -467,9 +467,9 @@ def cloud_pool(acc: Accelerator, platform: PlatformInfo, s3_server: S3Server) ->
     from accelerator_prefect.platform import _prepare
 
     pool = f"acc-cloud-{uuid.uuid4().hex[:6]}"
-    acc._call(lambda c: _prepare(c, platform.home, pool))
+    acc._call(lambda c: _prepare(c, platform.home, pool, "warm"))
     env = {"ACC_CLOUD_HOSTS": json.dumps([_host_port(s3_server.endpoint)])}
-    worker = start_worker(platform.home, platform.api_url, pool, env=env)
+    worker = start_pool_worker(platform.home, platform.api_url, pool, "warm", env)
     yield pool
     stop_process(worker)
 

@@ -300,7 +300,8 @@ def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(
     platform: PlatformInfo, s3_server: S3Server, tmp_path: Path
 ) -> None:
     """A worker configured only through its environment (ACC_STORAGE_URL and
-    ACC_STORAGE_OPTIONS, as on another machine) serves acc:// from S3."""
+    ACC_STORAGE_OPTIONS, as on another machine) serves acc:// from S3. It is Prefect's
+    process worker on a process pool, which `ACC_WORKER=process` keeps available."""
     from accelerator_prefect.platform import _prepare
 
     prefix = f"s3://{s3_server.bucket}/platform-{uuid.uuid4().hex[:6]}"
@@ -309,7 +310,7 @@ def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(
     acc = Accelerator(
         AsyncAccelerator(platform.api_url, settings=settings, trusted_user="operator")
     )
-    acc._call(lambda c: _prepare(c, platform.home, pool))
+    acc._call(lambda c: _prepare(c, platform.home, pool, "process"))
     worker = start_worker(
         platform.home,
         platform.api_url,

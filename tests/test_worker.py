@@ -24,6 +24,7 @@ from accelerator_prefect.platform import (
     ensure_auth_string,
     start_warm_worker,
     stop_process,
+    worker_log,
 )
 from accelerator_prefect.transport import prefect_client
 from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
@@ -249,6 +250,28 @@ def test_a_cancelled_run_stops_its_process_and_ends_cancelled(
     _until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the run's process ended")
 
 
+def test_a_run_cancelled_while_its_worker_starts_it_ends_cancelled_and_never_runs_on(
+    acc: Accelerator, platform: PlatformInfo, nap: ModelRepo
+) -> None:
+    """Cancelled while Pending (the worker took it, its process is starting): the run
+    must not be taken Running again by its engine and run to the end."""
+
+    def state_type(run_id: object) -> str:
+        flow_run = _prefect(platform.api_url, lambda c: c.read_flow_run(run_id))
+        return str(flow_run.state.type.value)  # type: ignore[attr-defined]
+
+    for _ in range(20):
+        run = acc.launch(nap.name, version="1.0.0", conf={"seconds": 30})
+        end = time.monotonic() + 30
+        while (seen := state_type(run.id)) == "SCHEDULED" and time.monotonic() < end:
+            time.sleep(0.005)
+        run.cancel()
+        assert run.wait(timeout=30) == "Cancelled"
+        if seen == "PENDING":
+            return
+    raise AssertionError("no launch was seen Pending in 20 tries")
+
+
 def test_the_zygote_holds_no_credentials(warm: WarmPool) -> None:
     zygote = zygote_of(warm.worker_pid)
     environ = Path(f"/proc/{zygote}/environ").read_bytes()
@@ -286,6 +309,37 @@ def test_ten_runs_at_once_all_complete_each_in_its_own_process(
     results = [run.result() for run in runs]
     assert {r["code"] for r in results} == {"v2"}
     assert len({r["pid"] for r in results}) == 10
+
+
+def _rss_kib(pid: int) -> int:
+    """The process's resident memory (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"process {pid} has no VmRSS")
+
+
+def test_the_parents_memory_stays_flat_over_two_hundred_runs(
+    acc: Accelerator, nap: ModelRepo, warm: WarmPool
+) -> None:
+    """The zygote and the worker hold nothing of a run once it ended: their resident
+    memory after 200 more runs is what it was before (after warm-up runs that fill the
+    caches a first run fills)."""
+
+    def batch(n: int) -> None:
+        runs = [acc.launch(nap.name, version="2.0.0") for _ in range(n)]
+        assert {run.wait(timeout=120) for run in runs} == {"Completed"}
+
+    zygote = zygote_of(warm.worker_pid)
+    batch(10)
+    before = {"zygote": _rss_kib(zygote), "worker": _rss_kib(warm.worker_pid)}
+    for _ in range(20):
+        batch(10)
+    after = {"zygote": _rss_kib(zygote), "worker": _rss_kib(warm.worker_pid)}
+    print(f"RSS (KiB) before 200 runs {before}, after {after}")
+    assert zygote_of(warm.worker_pid) == zygote  # the same parent served them all
+    assert after["zygote"] - before["zygote"] <= 2048, (before, after)
+    assert after["worker"] - before["worker"] <= 16384, (before, after)
 
 
 def test_runs_of_a_killed_worker_die_with_it_and_the_next_worker_marks_them_crashed(
@@ -475,7 +529,7 @@ def test_runs_are_picked_up_by_polling_when_the_event_stream_is_refused(
 
         assert run.wait(timeout=60) == "Completed"
         assert run.result()["code"] == "v1"
-        log = platform.home / "logs" / f"warm-worker-{pool}.log"
+        log = worker_log(platform.home, pool)
         assert "The event stream is unavailable" in log.read_text(errors="replace")
     finally:
         stop_process(worker)
