@@ -36,6 +36,10 @@ from accelerator_prefect.storage import AccFileSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# pytest-xdist's workers start with COLUMNS=80, and Rich fixes a console's width when it
+# is made (the CLI's, at import) if COLUMNS is set: the CLI tests set their own width.
+os.environ.pop("COLUMNS", None)
+
 ECHO_FLOW = """
 from pydantic import Field
 
