@@ -27,7 +27,12 @@ lint: setup
 test: lint
 	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d)/pytest"
 
-# The inner loop: what needs no browser and no benchmark, in a few minutes.
+# The inner loop, in a few minutes: the walk from manifest to provenance, storage, the CLI,
+# the portal and secrets; no browser, no benchmark, no fault injection.
+QUICK ?= tests/test_manifest.py tests/test_jobflow.py tests/test_validation.py \
+	tests/test_storage.py tests/test_publish.py tests/test_cli.py tests/test_usage.py \
+	tests/test_launch.py tests/test_launch_checks.py tests/test_form.py \
+	tests/test_provenance.py tests/test_portal.py tests/test_secrets.py tests/test_platform.py
 quick: setup
 	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d)/pytest" $(QUICK)
 
