@@ -151,6 +151,30 @@ def _installed(module: str) -> bool:
     )
 
 
+_distributions: dict[str, tuple[str, str]] | None = None
+_module_distributions: dict[str, list[str]] | None = None
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def index_distributions() -> None:
+    """Read every installed distribution's name and version, and which modules each
+    provides, once: a process that runs many jobflows (the warm worker's zygote, whose
+    children inherit it) then finds each run's package versions without reading
+    metadata again."""
+    from importlib import metadata
+
+    global _distributions, _module_distributions
+    index: dict[str, tuple[str, str]] = {}
+    for distribution in metadata.distributions():
+        name = distribution.metadata["Name"]
+        if name:
+            index.setdefault(_normalised(name), (name, distribution.version))
+    _distributions, _module_distributions = index, dict(metadata.packages_distributions())
+
+
 def jobflow_packages(fn: Callable[..., Any]) -> dict[str, str]:
     """Prefect's, this package's and the jobflow module's own imports' versions."""
     from importlib import metadata
@@ -158,6 +182,13 @@ def jobflow_packages(fn: Callable[..., Any]) -> dict[str, str]:
     versions: dict[str, str] = {}
     unknown = []
     for name in sorted({"prefect", "accelerator-prefect", *_imported_modules(fn)}):
+        if _distributions is not None:
+            found = _distributions.get(_normalised(name))
+            if found is None:
+                unknown.append(name)
+            else:
+                versions[found[0]] = found[1]
+            continue
         try:  # most distributions are named as their module: ask them directly
             versions[metadata.distribution(name).name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -166,10 +197,11 @@ def jobflow_packages(fn: Callable[..., Any]) -> dict[str, str]:
     # distribution: only installed ones are worth the full map's 0.2-0.5 s.
     unknown = [name for name in unknown if _installed(name)]
     if unknown:  # e.g. yaml -> PyYAML: the full (slower) map of modules to distributions
-        distributions = metadata.packages_distributions()
+        distributions = _module_distributions or metadata.packages_distributions()
         for module in unknown:
             for name in distributions.get(module, []):
-                versions[name] = metadata.version(name)
+                found = (_distributions or {}).get(_normalised(name))
+                versions[name] = found[1] if found else metadata.version(name)
     return dict(sorted(versions.items()))
 
 

@@ -70,6 +70,11 @@ _DEPLOYMENT: contextvars.ContextVar[DeploymentResponse | None] = contextvars.Con
 """The deployment the worker read while submitting a run, handed on to the job
 configuration's resolution (a task's context is copied into the tasks it starts)."""
 
+_RESULT_STORAGE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "acc_warm_result_storage", default=None
+)
+"""The default result-storage block the worker read while submitting a run, for its child."""
+
 
 class WarmWorkerSettings(BaseSettings):
     """The warm worker's own settings (``ACC_WARM_*``)."""
@@ -388,6 +393,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         deployment = _DEPLOYMENT.get()
         if deployment is not None:  # the child need not read it again
             given["deployment"] = deployment.model_dump(mode="json")
+        given["result_storage"] = _RESULT_STORAGE.get()
         pid, exited = await zygote.fork(flow_run.id, given)
         self._children[flow_run.id] = pid
         if flow_run.id in self._cancel_on_start:  # cancelled while it was being submitted
@@ -415,9 +421,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         configuration's (cached) resolution; the run's pid is recorded after it started."""
         from prefect.exceptions import ObjectNotFound
 
-        deployment, pending = await asyncio.gather(
+        deployment, pending, storage = await asyncio.gather(
             self._read_deployment(flow_run),
             self._propose_pending_state(flow_run),
+            self._read_result_storage(),
             return_exceptions=True,
         )
         started: int | Exception | None = None
@@ -436,6 +443,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             if pending is not True:
                 return
             _DEPLOYMENT.set(deployment)  # this task's context: copied into the run's task
+            _RESULT_STORAGE.set(storage if isinstance(storage, dict) else None)
             assert self._runs_task_group is not None
             started = await self._runs_task_group.start(
                 self._submit_run_and_capture_errors, flow_run
@@ -457,6 +465,22 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             return None
         deployment: DeploymentResponse = await self.client.read_deployment(flow_run.deployment_id)
         return deployment
+
+    async def _read_result_storage(self) -> dict[str, Any] | None:
+        """The default result-storage block (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``)
+        that a run's engine reads before it starts, read here beside the Pending
+        proposal and handed to the child with its environment: one round trip fewer
+        before the run. The child uses it only if its own setting names the same block."""
+        from prefect.settings import PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK
+
+        slug = PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK.value()
+        if not slug or "/" not in slug:
+            return None
+        block_type, name = slug.split("/", 1)
+        document = await self.client.read_block_document_by_name(
+            name=name, block_type_slug=block_type, include_secrets=True
+        )
+        return {"slug": slug, "document": document.model_dump(mode="json")}
 
     async def _record_pid(self, flow_run: FlowRun, pid: int) -> None:
         try:

@@ -55,6 +55,9 @@ PRELOAD = (
     "accelerator_prefect.outputs",
     "accelerator_prefect.provenance",
     "accelerator_prefect.runs",
+    "accelerator_prefect.results",
+    "accelerator_prefect.secrets",
+    "encodings.idna",  # httpx's clients encode host names with it
     "numpy",
 )
 """What every run finds imported; ``ACC_WARM_PRELOAD`` (comma-separated) adds more."""
@@ -115,6 +118,9 @@ def _preload() -> None:
     from prefect.plugins import load_prefect_collections
 
     load_prefect_collections()
+    from accelerator_prefect.provenance import index_distributions
+
+    index_distributions()  # each run's provenance lists package versions from it
     _share_ca_context()
     _build_models()
     _warm_logging()
@@ -263,7 +269,7 @@ def run_child(secrets_fd: int, zygote: int) -> None:
         signal.signal(CANCEL_SIGNAL, _cancel_intent)
         with os.fdopen(secrets_fd, "rb") as pipe:
             given = json.loads(pipe.read())
-        code = _run(given["env"], given.get("working_dir"), given.get("deployment"))
+        code = _run(given)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the child must never fall back into the zygote's loop
@@ -284,18 +290,23 @@ def _cancel_intent(*_: Any) -> None:
     control_listener._set_intent("cancel")
 
 
-def _run(env: dict[str, str], working_dir: str | None, deployment: Any = None) -> int:
+def _run(given: dict[str, Any]) -> int:
+    """Run the flow run with what the worker gave: its environment (``env``), the folder
+    its working folder goes in (``working_dir``), and what the worker already read for
+    it (``deployment``, ``result_storage``)."""
     import shutil
     import tempfile
     from uuid import UUID
 
+    env: dict[str, str] = given["env"]
     os.environ.clear()
     os.environ.update(env)
-    scratch = tempfile.mkdtemp(prefix="acc-run-", dir=working_dir)
+    scratch = tempfile.mkdtemp(prefix="acc-run-", dir=given.get("working_dir"))
     os.chdir(scratch)
     try:
         _refresh_prefect_settings()
-        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]), deployment)
+        _preset_result_storage(given.get("result_storage"))
+        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]), given.get("deployment"))
     finally:
         _drain_prefect_services()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -310,6 +321,25 @@ def _refresh_prefect_settings() -> None:
     prefect.context.refresh_global_settings_context()
     prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.flows.heartbeat_frequency = None
     _no_suspension_observer()
+
+
+def _preset_result_storage(given: dict[str, Any] | None) -> None:
+    """Put the default result-storage block the worker read into Prefect's cache of
+    default storages, if the run's own setting names that block; else Prefect reads it."""
+    if not given:
+        return
+    from prefect import results
+    from prefect.blocks.core import Block
+    from prefect.client.schemas.objects import BlockDocument
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings().results
+    if settings.default_storage_block != given.get("slug"):
+        return
+    with contextlib.suppress(Exception):  # Prefect's own read is the fallback
+        block = Block._from_block_document(BlockDocument.model_validate(given["document"]))
+        key = (str(settings.default_storage_block), str(settings.local_storage_path), "None")
+        results._default_storages[key] = block
 
 
 def _no_suspension_observer() -> None:
