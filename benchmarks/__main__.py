@@ -109,6 +109,13 @@ BENCHMARKS = [
         ("--size-mb", "1024", "--repeat", "3", "--warmup", "1"),
         ("--size-mb", "4", "--repeat", "2", "--warmup", "0"),
     ),
+    Benchmark(
+        "B12",
+        "catalog_launch",
+        "click on Launch in the catalog (Chromium) → run page shows Completed vs the Python API",
+        (),
+        ("--runs", "2", "--warmup", "1"),
+    ),
 ]
 
 
