@@ -6,9 +6,10 @@ previews and downloads, the provenance, and "run again"."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 import streamlit as st
 
@@ -29,6 +30,10 @@ from catalog_ui.session import halt, plain_error, reported
 FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
 CANCELLED = {"Cancelling", "Cancelled"}
 REFRESH_SECONDS = 1.5
+QUICK_SECONDS = 0.25
+"""How often the page reads the run's state in its first QUICK_FOR seconds: a run on a
+warm worker often ends within a second, and should be seen to end then."""
+QUICK_FOR = 10.0
 LOG_LINES = 300
 
 session = require_session()
@@ -106,6 +111,26 @@ def failure_box(failure: RunFailure) -> None:
             st.code(failure.details, language=None)
 
 
+T = TypeVar("T")
+
+
+def fresh(name: str, read: Callable[[], T], state: str) -> T:
+    """``read()``, or what it gave less than REFRESH_SECONDS ago while the run was in the
+    same state: the quick looks after Launch read the run's state, not all of it."""
+    key = f"{name}:{run_id}"
+    kept = st.session_state.get(key)
+    now = time.monotonic()
+    if kept is not None and kept[0] == state and now - kept[1] < REFRESH_SECONDS:
+        return cast(T, kept[2])
+    value = read()
+    st.session_state[key] = (state, now, value)
+    return value
+
+
+def since(moment: datetime | None) -> float | None:
+    return None if moment is None else (datetime.now(UTC) - moment).total_seconds()
+
+
 def status_box() -> str:
     """The run's phase, its time since Launch, and its routines; returns the state name."""
     summary = run.summary()
@@ -116,7 +141,7 @@ def status_box() -> str:
     else:
         end = summary.ended or datetime.now(UTC)
         since_launch = max(0.0, (end - launched).total_seconds())
-    progress = run.progress()
+    progress = fresh("progress", run.progress, state)
     failure = run.failure() if state in FINAL - {"Completed", "Cancelled"} else None
     if failure is not None:
         failure_box(failure)
@@ -178,7 +203,7 @@ def cancel_button(state: str) -> None:
 
 
 def logs_box(state: str) -> None:
-    lines = run.logs()
+    lines = fresh("logs", run.logs, state)
     with st.expander(f"Logs ({len(lines)} lines)", expanded=state not in FINAL):
         shown = lines[-LOG_LINES:]
         if len(lines) > LOG_LINES:
@@ -197,14 +222,18 @@ def live() -> None:
     if state in FINAL and st.session_state.get(f"seen-final:{run_id}") is None:
         st.session_state[f"seen-final:{run_id}"] = time.time()
         st.rerun(scope="app")  # draw the outputs below
+    if every == QUICK_SECONDS and (since(first.created) or 0.0) >= QUICK_FOR:
+        st.rerun(scope="app")  # look less often from now on
 
 
 final = first.state in FINAL  # read as this draw began: an ended run stays ended
+age = since(first.created)
+every = QUICK_SECONDS if not final and age is not None and age < QUICK_FOR else REFRESH_SECONDS
 if final:
     st.session_state.setdefault(f"seen-final:{run_id}", time.time())
     live()
 else:
-    st.fragment(live, run_every=REFRESH_SECONDS)()
+    st.fragment(live, run_every=every)()
     halt()
 
 # -- the run has ended ---------------------------------------------------------------------
