@@ -712,17 +712,22 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
         if flow_run_id in self._submitting_flow_run_ids or flow_run_id in self._children:
             return
-        for delay in (0.0, 0.1, 0.5):  # the event may come before its run can be read
-            await anyio.sleep(delay)
-            try:
-                flow_run = await self.client.read_flow_run(flow_run_id)
-                break
-            except ObjectNotFound:
-                continue
-        else:
-            return  # deleted since: nothing to run
-        if not self._is_due(flow_run) or not await self._pool_has_room():
-            return
+        room = asyncio.ensure_future(self._pool_has_room())  # beside the run's read
+        room.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        try:
+            for delay in (0.0, 0.1, 0.5):  # the event may come before its run can be read
+                await anyio.sleep(delay)
+                try:
+                    flow_run = await self.client.read_flow_run(flow_run_id)
+                    break
+                except ObjectNotFound:
+                    continue
+            else:
+                return  # deleted since: nothing to run
+            if not self._is_due(flow_run) or not await room:
+                return
+        finally:
+            room.cancel()
         assert flow_run.work_queue_id is not None
         if self._work_queues and flow_run.work_queue_name not in self._work_queues:
             return

@@ -321,6 +321,7 @@ def _refresh_prefect_settings() -> None:
     prefect.context.refresh_global_settings_context()
     prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.flows.heartbeat_frequency = None
     _no_suspension_observer()
+    _queued_pull_step_events()
 
 
 def _preset_result_storage(given: dict[str, Any] | None) -> None:
@@ -352,6 +353,48 @@ def _no_suspension_observer() -> None:
     prefect.flow_engine.observe_flow_run_suspension = (  # type: ignore[attr-defined]
         lambda *_args, **_kwargs: contextlib.nullcontext()
     )
+
+
+def _queued_pull_step_events() -> None:
+    """Prefect sends each pull step's event (``prefect.flow-run.pull-step.executed``…)
+    over a websocket it opens for that one event: a connection and a server-version
+    check per step, some 20 ms each before the run may start. The child sends the same
+    events through Prefect's background events worker, which it drains before exiting."""
+    from prefect.deployments.steps import core
+    from prefect.events import emit_event
+
+    if not hasattr(core, "_emit_pull_step_event"):
+        return
+
+    async def emit(
+        serialized_step: dict[str, Any],
+        *,
+        event_type: str,
+        deployment: Any = None,
+        flow_run: Any = None,
+        logger: Any = None,
+    ) -> None:
+        flow_run_id = flow_run.id if flow_run is not None else os.getenv("PREFECT__FLOW_RUN_ID")
+        if not flow_run_id:
+            return
+        related = (
+            [
+                {
+                    "prefect.resource.id": f"prefect.deployment.{deployment.id}",
+                    "prefect.resource.role": "deployment",
+                }
+            ]
+            if deployment is not None
+            else []
+        )
+        emit_event(
+            event=event_type,
+            resource={"prefect.resource.id": f"prefect.flow-run.{flow_run_id}"},
+            related=related,
+            payload=serialized_step,
+        )
+
+    core._emit_pull_step_event = emit
 
 
 def _engine(flow_run_id: Any, deployment: Any = None) -> int:

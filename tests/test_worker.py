@@ -190,7 +190,7 @@ def test_the_warm_worker_type_is_known_to_prefects_cli(platform: PlatformInfo) -
 
 
 def test_a_trivial_run_completes_in_a_process_of_its_own(
-    acc: Accelerator, nap: ModelRepo, warm: WarmPool
+    acc: Accelerator, nap: ModelRepo, warm: WarmPool, platform: PlatformInfo
 ) -> None:
     run = acc.launch(nap.name, version="1.0.0")
     assert run.wait(timeout=60) == "Completed"
@@ -199,6 +199,33 @@ def test_a_trivial_run_completes_in_a_process_of_its_own(
     zygote = zygote_of(warm.worker_pid)
     assert result["pid"] not in (warm.worker_pid, zygote)
     assert Path(result["cwd"]).name == nap.repo.tags["v1"].commit.hexsha  # its pinned code
+    # Operators still see each pull step in the event feed (sent by the events worker).
+    _until(
+        lambda: (
+            _pull_step_events(platform.api_url, run.id) == ["checkout", "set_working_directory"]
+        ),
+        30,
+        "both pull steps' events were recorded",
+    )
+
+
+def _pull_step_events(api_url: str, run_id: object) -> list[str]:
+    async def read(client: object) -> list[str]:
+        response = await client._client.post(  # type: ignore[attr-defined]
+            "/events/filter",
+            json={
+                "filter": {
+                    "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                    "event": {"name": ["prefect.flow-run.pull-step.executed"]},
+                    "order": "ASC",
+                },
+                "limit": 50,
+            },
+        )
+        response.raise_for_status()
+        return [e["payload"]["step_name"] for e in response.json()["events"]]
+
+    return list(_prefect(api_url, read))  # type: ignore[call-overload]
 
 
 def test_two_versions_side_by_side_each_run_their_own_code(
