@@ -110,6 +110,13 @@ BENCHMARKS = [
         ("--size-mb", "4", "--repeat", "2", "--warmup", "0"),
     ),
     Benchmark(
+        "B11",
+        "warm_worker",
+        "launch → Completed on the warm worker vs the process worker polling every second",
+        (),
+        ("--runs", "2", "--warmup", "1"),
+    ),
+    Benchmark(
         "B12",
         "catalog_launch",
         "click on Launch in the catalog (Chromium) → run page shows Completed vs the Python API",

@@ -41,10 +41,25 @@ benchmark, Prefect 3.x, 2 cores under a load average of 4–5) and what was remo
   heavier load (load average 6.7 at its start): 0.92 s (0.06 / 0.37 / 0.26) vs 8.65 s.
 - Then the worker hands the child the deployment it read (the child no longer reads it
   before its pull steps): 0.66 s (0.04 / 0.27 / 0.20) vs 8.84 s, 10 runs, load 2–3.
-- Left, not the worker's: the engine's own round trips (reading the run, the deployment
-  and the default result-storage block, proposing Running and Completed, the routine's
-  task run states), the pull step's logging, and the product's provenance record (a
-  deployment read and a markdown artifact per run).
+- Then, with ``acc up`` running the warm worker by default, a py-spy profile of the
+  children (``record --subprocesses --idle``, 20 runs; the child's main thread ~420 ms a
+  run under the profiler) showed, in what the product controls: the provenance record
+  re-reading the deployment the worker had handed over, and reading package versions
+  from metadata (~23 ms); the default result-storage block read before the engine
+  starts (~30 ms); modules no run had preloaded (``accelerator_prefect.results``,
+  ``.secrets``, ``encodings.idna``: compiled in every child, ~12 ms); each pull step's
+  event sent over a websocket opened for it alone (a connection and a server-version
+  check per step). Now the record uses the handed deployment and an index of
+  distributions the zygote builds once; the worker reads the storage block beside the
+  Pending proposal and hands it over; the zygote preloads those modules; pull-step
+  events go through Prefect's background events worker (still recorded: see
+  tests/test_worker.py); and the pick-up counts the pool's room beside the run's read.
+  Medians, 20 runs a side, load 1–2: 0.52 s (0.05 / 0.19 / 0.13) vs 6.7 s.
+- Left, not the product's: the engine's own round trips (reading the run; updating its
+  policy; proposing Running and Completed; the routine's task run), its settings parsed
+  again from the run's environment (~10 ms), the launch itself (~50 ms: B1) and the
+  provenance artifact (one POST, ~25 ms, kept before Completed so that a run seen ended
+  always has its provenance).
 """
 
 from __future__ import annotations
@@ -69,7 +84,7 @@ TARGET_SECONDS = 0.5
 SIDES = ("warm", "process-1s")
 WHAT = {
     "warm": "warm worker (acc-warm): fork from a warm parent, event-stream pick-up",
-    "process-1s": "process worker, polling every 1 s (acc up today)",
+    "process-1s": "process worker, polling every 1 s (acc up before the warm worker)",
 }
 MODEL = "bench-warm"
 
