@@ -342,6 +342,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._children: dict[UUID, int] = {}
         self._cancelled: set[UUID] = set()
         self._cancel_on_start: set[UUID] = set()
+        self._queue_limits: dict[UUID, int] = {}
         self._watching = False
         self._swept_orphans = False
 
@@ -373,6 +374,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             self._runs_task_group_start(self._crash_orphans)
         if self._work_pool is not None and not self._watching and self.settings.events:
             self._watching = True
+            await self._read_queue_limits()
             scope = anyio.CancelScope()
             self._scheduled_task_scopes.add(scope)
             assert self._runs_task_group is not None
@@ -627,7 +629,19 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         submitted: list[FlowRun] = await super().get_and_submit_flow_runs()
         await self._cancel_cancelling_children()
+        await self._read_queue_limits()
         return submitted
+
+    async def _read_queue_limits(self) -> None:
+        """The concurrency limits of the pool's work queues, read at each poll, for the
+        pick-up from events (Prefect enforces them only in its polling query)."""
+        if self._work_pool is None:
+            return
+        with contextlib.suppress(Exception):  # kept as they were until the next poll
+            queues = await self.client.read_work_queues(work_pool_name=self.work_pool.name)
+            self._queue_limits = {
+                q.id: q.concurrency_limit for q in queues if q.concurrency_limit is not None
+            }
 
     async def _cancel_cancelling_children(self) -> None:
         """The polling fallback for cancellation: runs of ours that are Cancelling."""
@@ -728,6 +742,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 return
         finally:
             room.cancel()
+        if not await self._queue_has_room(flow_run.work_queue_id):
+            return
         assert flow_run.work_queue_id is not None
         if self._work_queues and flow_run.work_queue_name not in self._work_queues:
             return
@@ -759,6 +775,19 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if limit is None:
             return True
         active = await self.client.count_flow_runs(**self._in_flight_filters())
+        return bool(active < limit)
+
+    async def _queue_has_room(self, queue_id: UUID | None) -> bool:
+        """Whether the run's work queue, if it has a concurrency limit, has a slot."""
+        limit = self._queue_limits.get(queue_id) if queue_id is not None else None
+        if limit is None:
+            return True
+        from prefect.client.schemas.filters import WorkQueueFilter, WorkQueueFilterId
+
+        active = await self.client.count_flow_runs(
+            flow_run_filter=self._in_flight_filters()["flow_run_filter"],
+            work_queue_filter=WorkQueueFilter(id=WorkQueueFilterId(any_=[queue_id])),
+        )
         return bool(active < limit)
 
     def _in_flight_filters(self) -> dict[str, Any]:

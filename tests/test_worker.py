@@ -561,3 +561,40 @@ def test_runs_are_picked_up_by_polling_when_the_event_stream_is_refused(
     finally:
         stop_process(worker)
         proxy.close()
+
+
+def test_a_queue_limit_holds_for_runs_picked_up_from_events(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    """Prefect enforces a work queue's concurrency limit only in its polling query: the
+    worker checks it itself before taking a run from an event, and starts the waiting
+    run when a slot comes free."""
+    pool = f"warm-{uuid.uuid4().hex[:6]}"
+    create_warm_pool(platform.api_url, pool)
+
+    async def limit_default_queue(client: object) -> None:
+        queues = await client.read_work_queues(work_pool_name=pool)  # type: ignore[attr-defined]
+        await client.update_work_queue(id=queues[0].id, concurrency_limit=1)  # type: ignore[attr-defined]
+
+    _prefect(platform.api_url, limit_default_queue)
+    # Polling once a minute: within this test, runs start from events only.
+    worker = start_warm_worker(
+        platform.home, platform.api_url, pool, {"PREFECT_WORKER_QUERY_SECONDS": "60"}
+    )
+    try:
+        _until(lambda: _worker_online(platform.api_url, pool), 120, "the worker came online")
+        repo = ModelRepo(tmp_path / "models", f"nap-{uuid.uuid4().hex[:8]}")
+        publish_nap(acc, repo, pool, "1.0.0", "v1")
+
+        first = acc.launch(repo.name, conf={"seconds": 3})
+        wait_running_pid(platform.api_url, first.id)
+        second = acc.launch(repo.name)
+        held_until = time.monotonic() + 1.5  # a window to watch it wait, not a sync
+        while time.monotonic() < held_until and first.state == "Running":
+            assert second.state == "Scheduled"
+            time.sleep(0.05)
+
+        assert first.wait(timeout=60) == "Completed"
+        assert second.wait(timeout=30) == "Completed"  # started as the slot came free
+    finally:
+        stop_process(worker)
