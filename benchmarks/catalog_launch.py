@@ -47,7 +47,6 @@ between them is the run page waiting for its next refresh.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import itertools
 import re
@@ -60,7 +59,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import Report, command, load_average, median, p95
+from benchmarks.common import Report, command, load_average, median, p95, until_completed
 from benchmarks.common import parser as common_parser
 from benchmarks.platform_fixture import make_model_repo
 
@@ -246,23 +245,11 @@ def api_run(acc: Any) -> dict[str, Any]:
     """One launch through the Python API, then the run's state read every 20 ms."""
     started, clock = time.perf_counter(), time.time()
     run = acc.launch(MODEL, CONF)
-    acc._call(lambda client: _until_completed(client, run.id))
+    acc._call(lambda client: until_completed(client, run.id, RUN_MS / 1000, POLL_SECONDS))
     seconds = time.perf_counter() - started
     seen = clock + seconds
     server = acc._call(lambda client: _server_times(client, run.id))
     return {"run_id": str(run.id), "seconds": seconds, **_split(clock, seen, server)}
-
-
-async def _until_completed(client: Any, run_id: Any) -> None:
-    end = time.monotonic() + RUN_MS / 1000
-    while time.monotonic() < end:
-        run = await client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            if not run.state.is_completed():
-                raise RuntimeError(f"run {run_id} ended {run.state.name}: {run.state.message}")
-            return
-        await asyncio.sleep(POLL_SECONDS)
-    raise TimeoutError(f"run {run_id} did not complete within {RUN_MS / 1000:g} s")
 
 
 async def _server_times(client: Any, run_id: Any) -> dict[str, float]:

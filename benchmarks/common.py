@@ -11,10 +11,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +116,22 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"{machine['cpu']} x{machine['cpus']}, {machine['ram_gib']} GiB RAM, {machine['os']}, "
         f"Python {machine['python']}; {packages}"
     )
+
+
+async def until_completed(
+    client: Any, run_id: Any, deadline: float = 120.0, poll: float = 0.02
+) -> None:
+    """Read the flow run every ``poll`` seconds until it is Completed; raise if it ended
+    otherwise or is still going after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        run = await client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            if not run.state.is_completed():
+                raise RuntimeError(f"run {run_id} ended {run.state.name}: {run.state.message}")
+            return
+        await asyncio.sleep(poll)
+    raise TimeoutError(f"run {run_id} did not complete within {deadline:g} s")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

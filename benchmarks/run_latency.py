@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Report, load_average, median, p95
+from benchmarks.common import Report, load_average, median, p95, until_completed
 from benchmarks.common import console as common_console
 from benchmarks.common import parser as common_parser
 
@@ -154,18 +154,6 @@ async def _raw_deployments(
     return found
 
 
-async def _wait_completed(client: Any, run_id: Any, deadline: float = 300.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        run = await client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            if not run.state.is_completed():
-                raise RuntimeError(f"run {run_id} ended {run.state.name}: {run.state.message}")
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"run {run_id} did not complete within {deadline:g} s")
-
-
 def _acc_run(acc: Any, api_url: str, auth_string: str, version: str) -> float:
     from prefect.client.orchestration import PrefectClient
 
@@ -174,7 +162,7 @@ def _acc_run(acc: Any, api_url: str, auth_string: str, version: str) -> float:
 
     async def wait() -> None:
         async with PrefectClient(api_url, auth_string=auth_string) as client:
-            await _wait_completed(client, run.id)
+            await until_completed(client, run.id, 300.0, 0.05)
 
     asyncio.run(wait())
     return time.perf_counter() - start
@@ -187,7 +175,7 @@ def _raw_run(api_url: str, auth_string: str, deployment_id: Any) -> float:
         async with PrefectClient(api_url, auth_string=auth_string) as client:
             start = time.perf_counter()
             run = await client.create_flow_run_from_deployment(deployment_id, parameters={"x": 1})
-            await _wait_completed(client, run.id)
+            await until_completed(client, run.id, 300.0, 0.05)
             return time.perf_counter() - start
 
     return asyncio.run(go())

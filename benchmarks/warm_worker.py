@@ -65,7 +65,6 @@ benchmark, Prefect 3.x, 2 cores under a load average of 4–5) and what was remo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import tempfile
 import textwrap
@@ -76,7 +75,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import Report, command, load_average, median, p95
+from benchmarks.common import Report, command, load_average, median, p95, until_completed
 from benchmarks.common import parser as common_parser
 
 NAME = "warm_worker"
@@ -155,18 +154,6 @@ def _repo(folder: Path, versions: dict[str, str]) -> list[Path]:
     return manifests
 
 
-async def _until_completed(client: Any, run_id: Any, deadline: float = 120.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        run = await client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            if not run.state.is_completed():
-                raise RuntimeError(f"run {run_id} ended {run.state.name}: {run.state.message}")
-            return
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"run {run_id} did not complete within {deadline:g} s")
-
-
 async def _phases(client: Any, run_id: Any) -> dict[str, float]:
     """Seconds from creation to Pending, Pending to Running, Running to Completed, from the
     run's state history (the server's clock)."""
@@ -186,7 +173,7 @@ async def _phases(client: Any, run_id: Any) -> dict[str, float]:
 def _timed_run(acc: Any, version: str) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
     run = acc.launch(MODEL, {"x": 1}, version=version)
-    acc._call(lambda client: _until_completed(client, run.id))
+    acc._call(lambda client: until_completed(client, run.id))
     seconds = time.perf_counter() - start
     return seconds, acc._call(lambda client: _phases(client, run.id))
 
