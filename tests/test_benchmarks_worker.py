@@ -1,5 +1,7 @@
-"""B11 (the warm worker against the process worker) runs end to end on a tiny size and
-writes its results (no timings asserted)."""
+"""B11 (the warm worker against the process worker, then the climate example against its
+own compute time) runs end to end on a tiny size and writes its results (no timings
+asserted). The climate example is published from this repository, as ``acc up`` does:
+the tree must be committed."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ def test_warm_worker_benchmark_times_both_workers_and_reports_their_ratio(
 ) -> None:
     out = tmp_path / "results"
 
-    warm_worker.main(["--runs", "2", "--warmup", "1", "--out", str(out)])
+    warm_worker.main(["--runs", "2", "--warmup", "1", "--climate-runs", "1", "--out", str(out)])
 
     report = json.loads((out / "warm_worker.json").read_text())
     results = {r["side"]: r for r in report["results"]}
@@ -28,8 +30,15 @@ def test_warm_worker_benchmark_times_both_workers_and_reports_their_ratio(
     assert results["warm"]["ratio_to_process_1s"] > 0
     assert report["speedup_vs_process_1s"] > 0
     assert report["machine"]["cpus"]
+    # The climate example: launch → Completed set against the span of its routines.
+    climate = report["climate"]
+    assert climate is not None, "climate-downscaling was not measured (is the tree committed?)"
+    (only,) = climate["runs"]
+    assert 0 < only["compute_s"] < only["seconds"]
+    assert climate["overhead_median_s"] == only["overhead_s"]
 
     markdown = (out / "warm_worker.md").read_text()
     assert markdown.startswith("# B11")
     for column in ("Median s", "p95 s", "Pick-up median s", "Ratio to process-1s (medians)"):
         assert column in markdown
+    assert "climate-downscaling (compute median" in markdown
