@@ -399,7 +399,8 @@ NOTES = [
     "The warm worker picks runs up from Prefect's event stream and polls every 5 s as the "
     "fallback; the process worker polls every second, as `acc up` started it before.",
     "Prefect server on SQLite (the embedded default), on the same 2-core machine.",
-    "climate-downscaling: the bundled example with its sample inputs (scenario ssp245, the Alps, base year 1995), "
+    "climate-downscaling: the bundled example with its sample inputs (scenario ssp245, "
+    "the Alps, base year 1995), "
     "after one untimed run; compute = first routine start → last routine end (task "
     "runs), overhead = launch → Completed minus compute.",
 ]
