@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from accelerator_prefect.access import Principal, may_run, may_see, visible_tags
 from accelerator_prefect.data import DataRemote
+from accelerator_prefect.environments import EnvironmentRecord
 from accelerator_prefect.errors import NotFound
 from accelerator_prefect.manifest import InputMapping, OutputMapping, Scope, SecretSpec, Status
 from accelerator_prefect.provenance import DataRecord
@@ -66,6 +67,8 @@ class HostingRecord(BaseModel):
     # The routine calls its jobflow declares (a run's page counts "k of n" from the start);
     # None for versions published before it was counted.
     routines: int | None = None
+    # The libraries this version runs with, locked at publish (None: the platform's own).
+    environment: EnvironmentRecord | None = None
 
 
 def hosting_tags(

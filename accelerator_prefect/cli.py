@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.status import Status
 
-    from accelerator_prefect.catalog import HostedVersion
+    from accelerator_prefect.catalog import HostedVersion, HostingRecord
     from accelerator_prefect.client import Accelerator
     from accelerator_prefect.runs import Run
     from accelerator_prefect.storage import Storage
@@ -307,8 +307,11 @@ def _conf_table(hosted: HostedVersion) -> Table:
 def show(
     model: str,
     version: str | None = typer.Option(None, "--version", help="Show this version."),
+    lock: bool = typer.Option(
+        False, "--lock", help="Print only the version's locked environment (requirements.lock)."
+    ),
 ) -> None:
-    """Show a model: description, versions and its configuration form."""
+    """Show a model: description, versions, libraries and its configuration form."""
     from accelerator_prefect.catalog import pick_version
 
     acc = connect()
@@ -318,6 +321,11 @@ def show(
     except AcceleratorError as exc:
         fail(str(exc))
     record = hosted.record
+    if lock:
+        if record.environment is None:
+            fail(f"{hosted.name}@{hosted.version} declares no environment of its own")
+        print(record.environment.lock, end="")
+        return
     console.print(
         Panel(
             Markdown(hosted.description or "_no description_"),
@@ -345,6 +353,7 @@ def show(
     console.print(versions)
     for pinned in hosted.record.data:
         console.print(f"reference data: {pinned.path} (DVC md5 {pinned.md5})", highlight=False)
+    _print_environment(hosted.record)
     console.print(_conf_table(hosted))
     if hosted.secrets:
         needed = Table("secret", "required", "description", title="secrets (give with --secret)")
@@ -353,6 +362,28 @@ def show(
         console.print(needed)
     ui = (hosted.workspace or acc.api_url).removesuffix("/api")
     console.print(f"Prefect UI: {ui}/deployments/deployment/{hosted.deployment_id}")
+
+
+def _print_environment(record: HostingRecord) -> None:
+    """The version's environment: where it is declared, its lock, and each direct
+    dependency with the version it is locked at."""
+    environment = record.environment
+    if environment is None:
+        console.print("libraries: the platform's own (the repository declares no environment)")
+        return
+    console.print(
+        f"libraries: declared in {environment.source}; lock {environment.hash[:12]}, "
+        f"Python {environment.python}, runtime {environment.runtime} "
+        "(acc show --lock prints it all)",
+        highlight=False,
+    )
+    from accelerator_prefect.environments import requirement_name
+
+    locked = environment.packages
+    table = Table("requirement", "locked at", title="libraries")
+    for requirement in environment.requirements:
+        table.add_row(requirement, locked.get(requirement_name(requirement), "?"))
+    console.print(table)
 
 
 # -- versions ---------------------------------------------------------------------------------
@@ -567,14 +598,15 @@ def _value(value: object) -> str:
 
 @app.command()
 def diff(run_a: str, run_b: str) -> None:
-    """Show what differed between two runs: code, data, conf, inputs, outputs, packages."""
+    """Show what differed between two runs: code, data, conf, inputs, outputs, packages and
+    environment."""
     acc = connect()
     try:
         found = acc.diff(run_a, run_b)
     except AcceleratorError as exc:
         fail(str(exc))
     table = Table("kind", "what", "run A", "run B", title=f"{run_a} (A) vs {run_b} (B)")
-    for kind in ("code", "data", "conf", "inputs", "outputs", "packages"):
+    for kind in ("code", "data", "conf", "inputs", "outputs", "packages", "environment"):
         changes = getattr(found, kind)
         if not changes:
             table.add_row(kind, "[green]identical[/]", "", "")

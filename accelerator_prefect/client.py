@@ -490,6 +490,7 @@ class AsyncAccelerator:
             repository=repository,
             elsewhere=[v for v in await self._all_versions(loaded.name) if v.workspace != url],
             data_remote=self.settings.data_remote,
+            home=self.settings.home,
         )
 
     async def _all_versions(self, model: str) -> list[HostedVersion]:

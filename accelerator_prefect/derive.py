@@ -69,11 +69,12 @@ class DerivedFlow:
     schema: dict[str, Any]
 
 
-def isolated_env(scratch: Path) -> dict[str, str]:
+def isolated_env(scratch: Path, *, own_runtime: bool = True) -> dict[str, str]:
     """The whole environment of the child: nothing of the caller's but ``PATH``.
 
     ``PYTHONPATH`` names where this package is, so the child imports the same
-    ``accelerator_prefect`` the caller runs.
+    ``accelerator_prefect`` the caller runs (``own_runtime``), unless the child runs in a
+    version's environment, which has the runtime it locked.
     """
     package = Path(__file__).resolve().parent.parent
     for name in ("home", "tmp", "prefect"):
@@ -83,7 +84,7 @@ def isolated_env(scratch: Path) -> dict[str, str]:
         "HOME": str(scratch / "home"),
         "TMPDIR": str(scratch / "tmp"),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": str(package),
+        **({"PYTHONPATH": str(package)} if own_runtime else {}),
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
@@ -113,10 +114,18 @@ def _entry_inside(code: Path, jobflow: str, label: str) -> str:
 
 
 async def derive_schema(
-    code: Path, jobflow: str, *, timeout: float = SCHEMA_TIMEOUT, label: str = "manifest"
+    code: Path,
+    jobflow: str,
+    *,
+    timeout: float = SCHEMA_TIMEOUT,
+    label: str = "manifest",
+    python: Path | None = None,
 ) -> DerivedFlow:
     """Import ``jobflow`` (``path/to/file.py:function``, relative to ``code``) in a child
     Python holding no credentials, and return the flow's name and parameter schema.
+
+    ``python``: the interpreter of the version's environment (its libraries and runtime);
+    this process's own when ``None``.
 
     Raises :class:`~accelerator_prefect.ManifestError` when the file is missing, the
     import raises, the function is not a ``@jobflow``, or the import outlasts ``timeout``.
@@ -125,8 +134,10 @@ async def derive_schema(
     scratch = Path(tempfile.mkdtemp(prefix="acc-derive-"))
     try:
         async with _turn():
-            env = isolated_env(scratch)
-            answer, note, exit_code = await _run_child(code, entrypoint, env, timeout)
+            env = isolated_env(scratch, own_runtime=python is None)
+            answer, note, exit_code = await _run_child(
+                code, entrypoint, env, timeout, str(python or sys.executable)
+            )
     except TimeoutError:
         raise ManifestError(
             f"{label}: jobflow: importing {jobflow} took longer than {timeout:g} s; "
@@ -192,11 +203,11 @@ class _TooLong(Exception):
 
 
 async def _run_child(
-    code: Path, entrypoint: str, env: dict[str, str], timeout: float
+    code: Path, entrypoint: str, env: dict[str, str], timeout: float, python: str
 ) -> tuple[bytes, bytes, int | None]:
     """Run the child; its answer, the tail of its stderr and its exit code."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
+        python,
         "-P",  # the code's folder is not where `accelerator_prefect` is looked for
         "-m",
         "accelerator_prefect.derive",

@@ -264,6 +264,13 @@ class Manifest(_Strict):
         description="Rules across settings and inputs checked before a launch is dispatched; "
         "a failing one refuses the launch with its message under its field.",
     )
+    environment: str | None = Field(
+        default=None,
+        description="The file declaring the libraries the jobflow runs with, relative to the "
+        "repository root: a requirements.txt, or a pyproject.toml (with its uv.lock beside it, "
+        "if any). When unset, a pyproject.toml with dependencies or a requirements.txt at the "
+        "root; with neither, the version runs with the platform's own libraries.",
+    )
     status: Status = Status.active
     work_pool: str | None = Field(default=None, description="Defaults to the platform's pool.")
     tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
@@ -294,6 +301,18 @@ class Manifest(_Strict):
         for name in value:
             if not re.match(r"^[A-Z][A-Z0-9_]*$", name):
                 raise ValueError(f"secret name {name!r}: expected UPPER_SNAKE_CASE")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_path(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or value.startswith("/") or ".." in value.split("/") or "\\" in value
+        ):
+            raise ValueError(
+                f"environment {value!r}: expected a path inside the repository, relative to its "
+                "root, e.g. requirements.txt or model/pyproject.toml"
+            )
         return value
 
     @field_validator("data")

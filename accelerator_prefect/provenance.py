@@ -57,6 +57,16 @@ class CodeRecord(BaseModel):
     dirty: bool = False
 
 
+class EnvironmentSummary(BaseModel):
+    """The environment a run ran in: the lock its version recorded (``None`` in a
+    provenance record: the platform's own libraries)."""
+
+    hash: str
+    source: str
+    runtime: str
+    python: str | None = None
+
+
 class Provenance(BaseModel):
     """Everything needed to tell what a run ran on, and to run it again."""
 
@@ -73,7 +83,8 @@ class Provenance(BaseModel):
     output: str | None = None
     outputs: list[FileRecord] = Field(default_factory=list)  # uri relative to ``output``
     secrets: list[str] = Field(default_factory=list)  # names only; values are never recorded
-    packages: dict[str, str] = Field(default_factory=dict)
+    packages: dict[str, str] = Field(default_factory=dict)  # those the jobflow imported
+    environment: EnvironmentSummary | None = None
     worker: dict[str, str] = Field(default_factory=dict)
     started: datetime | None = None
     ended: datetime
@@ -91,6 +102,12 @@ class Provenance(BaseModel):
             ("data", ", ".join(f"{d.path} (md5 {d.md5[:12]})" for d in self.data) or "none"),
             ("inputs", f"{len(self.inputs)} file(s)"),
             ("outputs", f"{len(self.outputs)} file(s) in `{self.output}`"),
+            (
+                "environment",
+                f"{self.environment.source} (lock {self.environment.hash[:12]})"
+                if self.environment
+                else "the platform's libraries",
+            ),
         ]
         return [*rows, ("worker", self.worker.get("host", ""))] if operator else rows
 
@@ -314,6 +331,7 @@ def _build(
         outputs=output_records(folder, storage) if folder else [],
         secrets=sorted(secrets.blocks) if isinstance(secrets, Secrets) else [],
         packages=jobflow_packages(fn),
+        environment=_environment(hosting.get("environment")),
         worker={
             "host": socket.gethostname(),
             "python": platform.python_version(),
@@ -321,6 +339,17 @@ def _build(
         },
         started=flow_run.start_time,
         ended=datetime.now(UTC),
+    )
+
+
+def _environment(locked: dict[str, Any] | None) -> EnvironmentSummary | None:
+    if not locked:
+        return None
+    return EnvironmentSummary(
+        hash=locked["hash"],
+        source=locked["source"],
+        runtime=locked["runtime"],
+        python=locked.get("python"),
     )
 
 
@@ -365,11 +394,12 @@ class RunDiff(BaseModel):
     inputs: list[Change] = Field(default_factory=list)
     outputs: list[Change] = Field(default_factory=list)
     packages: list[Change] = Field(default_factory=list)
+    environment: list[Change] = Field(default_factory=list)
     same_outputs: int = 0  # output files with identical content in both
 
     @property
     def identical(self) -> bool:
-        """Same code, data, conf, inputs and outputs (packages may differ)."""
+        """Same code, data, conf, inputs and outputs (packages and environment may differ)."""
         return not (self.code or self.data or self.conf or self.inputs or self.outputs)
 
 
@@ -409,8 +439,19 @@ def diff(a: Provenance, b: Provenance) -> RunDiff:
         inputs=_changes(_by(a.inputs, "uri", "sha256"), _by(b.inputs, "uri", "sha256")),
         outputs=_changes(outputs_a, outputs_b),
         packages=_changes(a.packages, b.packages),
+        environment=_changes(_environment_fields(a), _environment_fields(b)),
         same_outputs=sum(1 for k, v in outputs_a.items() if outputs_b.get(k) == v),
     )
+
+
+def _environment_fields(run: Provenance) -> dict[str, Any]:
+    if run.environment is None:
+        return {"lock": "the platform's libraries"}
+    return {
+        "lock": run.environment.hash[:12],
+        "declared in": run.environment.source,
+        "runtime": run.environment.runtime,
+    }
 
 
 def load(text: str) -> Provenance:

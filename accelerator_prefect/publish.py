@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
     from accelerator_prefect.client import AsyncAccelerator
     from accelerator_prefect.data import DataRemote
+    from accelerator_prefect.environments import EnvironmentRecord
     from accelerator_prefect.provenance import DataRecord
     from accelerator_prefect.storage import AccFileSystem
 
@@ -122,6 +123,8 @@ def _code_source(repo: Repo, manifest: Manifest, repository: str | None) -> Code
         else:
             continue
         digest.update(name.encode() + b"\0" + content + b"\0")
+    for path in _environment_files(root, manifest):  # the libraries are part of the version
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     changed = [d.a_path for d in repo.index.diff(None)] if repo.head.is_valid() else []
     staged = [d.a_path for d in repo.index.diff("HEAD")] if repo.head.is_valid() else []
     untracked = repo.git.ls_files("-o", "--exclude-standard", "--", folder).splitlines()
@@ -133,6 +136,20 @@ def _code_source(repo: Repo, manifest: Manifest, repository: str | None) -> Code
         dirty=bool(dirty_files) or not repo.head.is_valid(),
         fingerprint=digest.hexdigest(),
     )
+
+
+def _environment_files(root: Path, manifest: Manifest) -> list[Path]:
+    """The files declaring the version's environment (and a uv.lock beside a pyproject)."""
+    from accelerator_prefect import environments
+
+    try:
+        declared = environments.declared(root, manifest.environment)
+    except environments.EnvironmentFailed:
+        return []  # reported when the environment is prepared
+    if declared is None:
+        return []
+    lock = declared.parent / "uv.lock"
+    return [declared, lock] if declared.name == "pyproject.toml" and lock.is_file() else [declared]
 
 
 def _status_listing(repo: Repo) -> str:
@@ -210,6 +227,15 @@ def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str,
 
 
 def _pull_steps(record: HostingRecord, root: Path) -> list[dict[str, Any]]:
+    first = (
+        [{"accelerator_prefect.steps.environment": {"hash": record.environment.hash}}]
+        if record.environment is not None
+        else []
+    )
+    return first + _code_steps(record, root)
+
+
+def _code_steps(record: HostingRecord, root: Path) -> list[dict[str, Any]]:
     if record.dirty:
         return [{"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}]
     checkout: dict[str, Any] = {
@@ -238,12 +264,15 @@ async def publish(
     principal: Principal | None = None,
     elsewhere: list[HostedVersion] | None = None,
     data_remote: str | None = None,
+    home: Path | None = None,
 ) -> PublishResult:
     """Create or update the deployment ``<model>@<version>`` for one manifest, from the
     git repository it lies in on this machine.
 
     ``elsewhere``: versions of the same model found in other workspaces;
-    ``data_remote``: the DVC remote to use when the repository names none.
+    ``data_remote``: the DVC remote to use when the repository names none;
+    ``home``: the platform home whose ``environments`` folder its environment is built in
+    (the settings' when ``None``).
 
     The jobflow is imported in this process: the code is on the caller's own disk, and
     the caller holds the platform's credentials already. Code that comes from anyone
@@ -257,7 +286,12 @@ async def publish(
     source = _code_source(repo, manifest, repository)
     if source.dirty and not allow_dirty:
         raise PublishError(f"{manifest.name}@{manifest.version}: {_dirty_message(repo, source)}")
-    flow_name, schema = _load_schema(manifest, path, source.root)
+    environment, python = await _environment(client, manifest, source, str(path), home)
+    if python is None:
+        flow_name, schema = _load_schema(manifest, path, source.root)
+    else:  # the jobflow imports the environment's libraries: derive it there
+        derived = await derive_schema(source.root, manifest.jobflow, label=str(path), python=python)
+        flow_name, schema = derived.name, derived.schema
     return await _deploy(
         client,
         manifest,
@@ -271,6 +305,7 @@ async def publish(
         principal=principal,
         elsewhere=elsewhere,
         data_remote=data_remote,
+        environment=environment,
     )
 
 
@@ -299,12 +334,14 @@ async def _deploy(
     data_remote: str | None,
     pinned_data: tuple[list[DataRecord], DataRemote | None] | None = None,
     keep_code: Callable[[], Awaitable[None]] | None = None,
+    environment: EnvironmentRecord | None = None,
 ) -> PublishResult:
     """Check what the version may be and create or update its deployment.
 
     ``pinned_data``: the data pins, when the caller took them already;
     ``keep_code``: stores the code where workers fetch it, called once every check has
-    passed and only when the version takes this code (not when it keeps its pin).
+    passed and only when the version takes this code (not when it keeps its pin);
+    ``environment``: the locked environment the repository declares.
     """
     _check_mappings(manifest, schema, label)
     schema = constrain_schema(schema, manifest)
@@ -339,6 +376,7 @@ async def _deploy(
         published_at=datetime.now(UTC),
         published_by=published_by,
         routines=_declared_routines(manifest, source.root),
+        environment=environment,
     )
     status: PublishStatus = "created"
     if existing is not None:
@@ -369,6 +407,45 @@ async def _deploy(
     )
     await mark_heads(client, manifest.name)
     return _result(manifest, status, str(deployment_id), record)
+
+
+async def _environment(
+    client: PrefectClient,
+    manifest: Manifest,
+    source: CodeSource,
+    label: str,
+    home: Path | None = None,
+) -> tuple[EnvironmentRecord | None, Path | None]:
+    """The environment the repository declares, locked and built, and its interpreter
+    (``None``, ``None``: it declares none, and the version runs with the platform's
+    libraries). A version already published from the same code keeps the lock it has: a
+    published version never changes. A lock that does not resolve or install is refused
+    with uv's message."""
+    from accelerator_prefect import environments
+    from accelerator_prefect.settings import get_settings
+
+    home = home or get_settings().home
+    try:
+        declared = environments.declared(source.root, manifest.environment)
+        if declared is None:
+            return None, None
+        published = await read_versions(client, model=manifest.name)
+        kept = next(
+            (
+                v.record.environment
+                for v in published
+                if v.version == manifest.version
+                and v.record.code_fingerprint == source.fingerprint
+                and v.record.environment is not None
+            ),
+            None,
+        )
+        if kept is not None:
+            return kept, await asyncio.to_thread(environments.ensure, home, kept)
+        record = await asyncio.to_thread(environments.lock, source.root, declared, home)
+        return record, await asyncio.to_thread(environments.ensure, home, record)
+    except environments.EnvironmentFailed as exc:
+        raise PublishError(f"{label}: {manifest.name}@{manifest.version}: {exc}") from exc
 
 
 def _declared_routines(manifest: Manifest, root: Path) -> int | None:
@@ -458,6 +535,7 @@ def _compare(
             "commit": old.commit,
             "dirty": old.dirty,
             "data_remote": old.data_remote,
+            "environment": old.environment,  # locked once: an upgrade does not change it
             "published_at": old.published_at,
             "published_by": old.published_by,
             "status": old.status,
@@ -595,8 +673,13 @@ async def publish_source(
         )
         # Opened before the author's code runs: what is kept is what the platform made.
         bundle = stack.enter_context(fetched.bundle.open("rb")) if fetched.bundle else None
+        environment, python = await _environment(client, manifest, source, label, acc.settings.home)
         derived = await derive_schema(
-            source.root, manifest.jobflow, timeout=settings.schema_timeout, label=label
+            source.root,
+            manifest.jobflow,
+            timeout=settings.schema_timeout,
+            label=label,
+            python=python,
         )
 
         async def keep_code() -> None:
@@ -618,6 +701,7 @@ async def publish_source(
             data_remote=acc.settings.data_remote,
             pinned_data=pinned,
             keep_code=keep_code,
+            environment=environment,
         )
 
 

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         "(unset: no limit).",
     )
 
+    package_index: str | None = Field(
+        default=None,
+        description="The package index models' environments are locked and built from "
+        "(uv's default index when unset).",
+    )
+
     dvc_remote: str | None = Field(
         default=None,
         description="DVC remote for models' reference data whose repository names none; "

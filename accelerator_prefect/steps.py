@@ -112,6 +112,28 @@ def _fetch(repository: str, commit: str, scratch: Path) -> None:
         bundle.unlink(missing_ok=True)
 
 
+def environment(hash: str) -> dict[str, str]:
+    """Check that the run runs in its version's environment (the lock ``hash``), and fail
+    it with a clear message otherwise: a worker that does not start versions in their own
+    environments (Prefect's process worker, for one) must never run them on its own
+    libraries. The warm worker starts each run in its version's environment.
+
+    Example (the first pull step of a version that declares an environment):
+        {"accelerator_prefect.steps.environment": {"hash": "5be0…"}}
+    """
+    import sys
+
+    if Path(sys.prefix).name == hash[:24]:
+        return {"python": sys.executable}
+    message = (
+        f"This version runs with libraries of its own (environment {hash[:12]}), which its "
+        "worker did not start it in: run it on a warm work pool (type acc-warm), which "
+        "prepares each version's environment."
+    )
+    _fail_run(message)
+    raise AcceleratorError(message)
+
+
 def _fail_run(message: str) -> None:
     """Tell the run's readers why it did not start: a log line and a Failed state.
 

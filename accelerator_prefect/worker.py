@@ -29,12 +29,14 @@ import datetime
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -50,6 +52,8 @@ from prefect.workers.base import (
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from accelerator_prefect.environments import EnvironmentRecord
+from accelerator_prefect.errors import AcceleratorError
 from accelerator_prefect.zygote import CANCEL_SIGNAL, credential_free
 
 if TYPE_CHECKING:
@@ -94,6 +98,12 @@ class WarmWorkerSettings(BaseSettings):
     )
     events: bool = Field(
         default=True, description="Pick runs up from Prefect's event stream (else poll only)."
+    )
+    environments: int = Field(
+        default=4,
+        ge=1,
+        description="Warm parents kept at once, one per environment (the platform's own "
+        "counts); over it, the least recently used idle one stops.",
     )
 
 
@@ -225,18 +235,26 @@ class Zygote:
         self._exits: dict[int, asyncio.Future[int]] = {}
 
     @classmethod
-    async def start(cls, deadline: float) -> Zygote:
+    async def start(
+        cls, deadline: float, python: str = sys.executable, preload: Sequence[str] = ()
+    ) -> Zygote:
+        """Start a zygote on ``python`` (an environment's interpreter, or the worker's own),
+        importing the distributions ``preload`` names besides the usual stack."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         workdir = Path(tempfile.mkdtemp(prefix="acc-zygote-"))
+        env = credential_free(os.environ)
+        if preload:
+            env["ACC_WARM_PRELOAD_DISTRIBUTIONS"] = ",".join(preload)
         process = subprocess.Popen(
             [
-                sys.executable,
+                python,
+                "-P",  # the worker's folder is not on the path: the environment's code is
                 "-m",
                 "accelerator_prefect.zygote",
                 str(theirs.fileno()),
                 str(os.getpid()),
             ],
-            env=credential_free(os.environ),
+            env=env,
             pass_fds=[theirs.fileno()],
             cwd=workdir,  # no .env or prefect.toml of the worker's folder is read
             stdin=subprocess.DEVNULL,
@@ -254,6 +272,20 @@ class Zygote:
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        """Whether any child of it is still running."""
+        return bool(self._exits) or bool(self._forked)
+
+    def rss_kib(self) -> int | None:
+        """The zygote's resident memory (KiB), from ``/proc``."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        match = re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE)
+        return int(match[1]) if match else None
 
     def _on_message(self) -> None:
         try:
@@ -309,6 +341,22 @@ class Zygote:
             self.process.kill()
 
 
+def _environment_of(deployment: DeploymentResponse | None) -> EnvironmentRecord | None:
+    """The environment a hosted version's record locks, if it declares one."""
+    from accelerator_prefect.validation import EXTENSION_KEY
+
+    schema = (deployment.parameter_openapi_schema or {}) if deployment is not None else {}
+    data = (schema.get(EXTENSION_KEY) or {}).get("environment")
+    return EnvironmentRecord.model_validate(data) if data else None
+
+
+def _distributions(requirements: Sequence[str]) -> list[str]:
+    """The distribution names of requirement strings (``numpy>=2``, ``foo[bar]==1``…)."""
+    from accelerator_prefect.environments import requirement_name
+
+    return [n for n in map(requirement_name, requirements) if n]
+
+
 def _write_all(fd: int, payload: bytes) -> None:
     with os.fdopen(fd, "wb") as pipe:
         pipe.write(payload)
@@ -337,7 +385,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if kwargs.get("limit") is None:
             kwargs["limit"] = self.settings.limit
         super().__init__(*args, **kwargs)
-        self._zygote: Zygote | None = None
+        # One zygote per environment ("" for the worker's own), least recently used first.
+        self._zygotes: OrderedDict[str, Zygote] = OrderedDict()
         self._zygote_lock = asyncio.Lock()
         self._children: dict[UUID, int] = {}
         self._cancelled: set[UUID] = set()
@@ -353,19 +402,62 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         await self._ensure_zygote()
 
     async def teardown(self, *exc_info: Any) -> None:
-        zygote, self._zygote = self._zygote, None
-        if zygote is not None:
+        zygotes, self._zygotes = list(self._zygotes.values()), OrderedDict()
+        for zygote in zygotes:
             zygote.stop()
         for flow_run_id in list(self._children):
             await self._crash(flow_run_id, "The warm worker stopped while the run was running.")
         await super().teardown(*exc_info)
 
-    async def _ensure_zygote(self) -> Zygote:
+    async def _ensure_zygote(
+        self, environment: EnvironmentRecord | None = None, python: str | None = None
+    ) -> Zygote:
+        """The warm parent of ``environment`` (whose interpreter is ``python``), or of the
+        worker's own interpreter; started if there is none, the least recently used idle
+        one stopped when there are more than ``ACC_WARM_ENVIRONMENTS``."""
+        key = environment.hash if environment is not None else ""
         async with self._zygote_lock:
-            if self._zygote is None or not self._zygote.alive:
-                self._zygote = await Zygote.start(self.settings.start_deadline)
-                self._logger.info("Warm zygote started (pid %s)", self._zygote.pid)
-            return self._zygote
+            zygote = self._zygotes.get(key)
+            if zygote is None or not zygote.alive:
+                preload = _distributions(environment.requirements) if environment else ()
+                zygote = await Zygote.start(
+                    self.settings.start_deadline, python or sys.executable, preload
+                )
+                self._zygotes[key] = zygote
+                self._logger.info(
+                    "Warm zygote started (pid %s) for %s; warm parents hold %s KiB",
+                    zygote.pid,
+                    f"environment {key[:12]}" if key else "the worker's own environment",
+                    self._zygotes_rss(),
+                )
+            self._zygotes.move_to_end(key)
+            self._evict_zygotes()
+            return zygote
+
+    def _evict_zygotes(self) -> None:
+        """Stop least recently used idle zygotes while there are more than the cap."""
+        for key in list(self._zygotes):
+            if len(self._zygotes) <= self.settings.environments:
+                return
+            zygote = self._zygotes[key]
+            if key == next(reversed(self._zygotes)) or zygote.busy:
+                continue
+            rss = zygote.rss_kib()
+            del self._zygotes[key]
+            zygote.stop()
+            self._logger.info(
+                "Stopped the warm zygote of %s (least recently used, %s KiB)",
+                f"environment {key[:12]}" if key else "the worker's own environment",
+                rss,
+            )
+
+    def _zygotes_rss(self) -> int:
+        return sum(z.rss_kib() or 0 for z in self._zygotes.values())
+
+    def zygotes(self) -> dict[str, int]:
+        """Environment hash ("" for the worker's own) → pid of its warm parent, least
+        recently used first."""
+        return {key: z.pid for key, z in self._zygotes.items()}
 
     async def _initialize_after_sync(self) -> None:
         await super()._initialize_after_sync()
@@ -388,11 +480,21 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         configuration: WarmJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> WarmWorkerResult:
-        zygote = await self._ensure_zygote()
+        deployment = _DEPLOYMENT.get()
+        try:
+            environment = _environment_of(deployment)
+            python = await self._prepare_environment(flow_run, environment)
+        except AcceleratorError as exc:
+            message = f"The model's environment could not be prepared: {exc}"
+            self.get_flow_run_logger(flow_run).error(message)
+            await self._propose_crashed_state(flow_run, message)
+            if task_status is not None:
+                task_status.started(0)
+            return WarmWorkerResult(status_code=0, identifier="")
+        zygote = await self._ensure_zygote(environment, python)
         env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
         given: dict[str, Any] = {"env": env, "working_dir": working_dir}
-        deployment = _DEPLOYMENT.get()
         if deployment is not None:  # the child need not read it again
             given["deployment"] = deployment.model_dump(mode="json")
         given["result_storage"] = _RESULT_STORAGE.get()
@@ -416,6 +518,24 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             await self._clean_up_after(flow_run, "Crashed")
         self._runs_task_group_start(self._poll_now)
         return WarmWorkerResult(status_code=code, identifier=str(pid))
+
+    async def _prepare_environment(
+        self, flow_run: FlowRun, environment: EnvironmentRecord | None
+    ) -> str | None:
+        """The interpreter of the run's environment, built first if this machine lacks it
+        (the run's log says so); ``None`` for a version that declares none."""
+        if environment is None:
+            return None
+        from accelerator_prefect import environments
+        from accelerator_prefect.settings import get_settings
+
+        home = get_settings().home
+        logger = self.get_flow_run_logger(flow_run)
+
+        def report(text: str) -> None:
+            logger.info(text[:1].upper() + text[1:] + "…")
+
+        return str(await asyncio.to_thread(environments.ensure, home, environment, report))
 
     async def _submit_run(self, flow_run: FlowRun) -> None:
         """Prefect's submission with fewer round trips to the server before the fork: the

@@ -60,7 +60,9 @@ PRELOAD = (
     "encodings.idna",  # httpx's clients encode host names with it
     "numpy",
 )
-"""What every run finds imported; ``ACC_WARM_PRELOAD`` (comma-separated) adds more."""
+"""What every run finds imported; ``ACC_WARM_PRELOAD`` (comma-separated) adds more, and
+``ACC_WARM_PRELOAD_DISTRIBUTIONS`` the modules of the named distributions (the direct
+requirements of the environment the zygote runs in)."""
 
 _SECRET_NAME = re.compile(r"AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|SESSION|CERT", re.IGNORECASE)
 _SECRET_NAMES = frozenset(
@@ -108,10 +110,13 @@ def _preload() -> None:
     import importlib
 
     extra = [m.strip() for m in os.environ.get("ACC_WARM_PRELOAD", "").split(",") if m.strip()]
-    for name in (*PRELOAD, *extra):
+    for name in (*PRELOAD, *extra, *_modules_of(os.environ.get("ACC_WARM_PRELOAD_DISTRIBUTIONS"))):
         try:
             importlib.import_module(name)
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name != name.split(".")[0]:  # a model's environment need not have numpy
+                print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
+        except Exception as exc:
             print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
     # Prefect loads its plugins' entry points (this worker among them, and with it
     # ``prefect.workers``) the first time a run resolves a block: once here, not per run.
@@ -124,6 +129,32 @@ def _preload() -> None:
     _share_ca_context()
     _build_models()
     _warm_logging()
+
+
+def _modules_of(distributions: str | None) -> list[str]:
+    """The module each named distribution is imported as (a model environment's direct
+    requirements), to import in the zygote: the one named like the distribution, else its
+    only public top-level module. Others (``pylab`` beside ``matplotlib``) are left out:
+    importing them may do more than define things."""
+    wanted = {_dist_key(d) for d in (distributions or "").split(",") if d.strip()}
+    if not wanted:
+        return []
+    from importlib import metadata
+
+    modules: dict[str, list[str]] = {}
+    for module, owners in metadata.packages_distributions().items():
+        for owner in owners:
+            if _dist_key(owner) in wanted and not module.startswith("_"):
+                modules.setdefault(_dist_key(owner), []).append(module)
+    chosen = []
+    for dist, names in modules.items():
+        named = [m for m in names if _dist_key(m) == dist]
+        chosen += named or (names if len(names) == 1 else [])
+    return sorted(chosen)
+
+
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def _build_models() -> None:

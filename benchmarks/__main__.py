@@ -114,7 +114,7 @@ BENCHMARKS = [
         "warm_worker",
         "launch → Completed on the warm worker vs the process worker polling every second",
         (),
-        ("--runs", "2", "--warmup", "1"),
+        ("--runs", "2", "--warmup", "1", "--climate-runs", "1"),
     ),
     Benchmark(
         "B12",
@@ -122,6 +122,13 @@ BENCHMARKS = [
         "click on Launch in the catalog (Chromium) → run page shows Completed vs the Python API",
         (),
         ("--runs", "2", "--warmup", "1"),
+    ),
+    Benchmark(
+        "B13",
+        "environments",
+        "runs in a version's own environment: first runs and warm runs, vs the platform's",
+        (),
+        ("--runs", "1", "--cold", "1"),
     ),
 ]
 

@@ -26,6 +26,27 @@ from typing import Any
 
 PACKAGES = ("accelerator-prefect", "prefect", "fsspec", "s3fs", "moto")
 RESULTS = Path("benchmarks/results")
+TRIVIAL_FLOW = """
+{imports}from pydantic import Field
+
+from accelerator_prefect import Conf, jobflow, routine
+
+
+class AddConf(Conf):
+    x: int = Field(default=1, description="A number.")
+
+
+@routine
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@jobflow(name="{name}")
+def trivial(conf: AddConf) -> int:
+    return add_one(conf.x)
+"""
+"""The trivial hosted jobflow the latency benchmarks time (``{name}``: its flow's name;
+``{imports}``: lines before the rest, e.g. a library its environment pins)."""
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:

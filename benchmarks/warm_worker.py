@@ -81,7 +81,15 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import Report, command, load_average, median, p95, until_completed
+from benchmarks.common import (
+    TRIVIAL_FLOW,
+    Report,
+    command,
+    load_average,
+    median,
+    p95,
+    until_completed,
+)
 from benchmarks.common import parser as common_parser
 
 NAME = "warm_worker"
@@ -97,25 +105,7 @@ WHAT = {
 }
 MODEL = "bench-warm"
 
-FLOW = """
-from pydantic import Field
-
-from accelerator_prefect import Conf, jobflow, routine
-
-
-class AddConf(Conf):
-    x: int = Field(default=1, description="A number.")
-
-
-@routine
-def add_one(x: int) -> int:
-    return x + 1
-
-
-@jobflow(name="bench-warm")
-def trivial(conf: AddConf) -> int:
-    return add_one(conf.x)
-"""
+FLOW = TRIVIAL_FLOW.format(name=MODEL, imports="")
 
 MANIFEST = """
 name: bench-warm

@@ -11,6 +11,7 @@ from catalog_ui.session import Session, current, halt
 
 if TYPE_CHECKING:
     from accelerator_prefect.catalog import HostedVersion
+    from accelerator_prefect.runs import RoutineProgress
 
 PAGES = {
     "sign_in": "views/sign_in.py",
@@ -263,3 +264,31 @@ def download_all_button(run_id: str) -> None:
         icon=":material/folder_zip:",
         help="Every file of this run in one zip.",
     )
+
+
+ENVIRONMENT_LOG = "Preparing the model's environment"
+"""How the worker's log says it is building the version's environment before the run."""
+
+
+def phase(state: str, progress: RoutineProgress, building: bool = False) -> str:
+    """What the run is doing, in words: queued, preparing (its environment, when the worker
+    is ``building`` it), running routine k of n, ended; while it waits or runs, how long
+    runs of its version usually take, when known."""
+    usually = (
+        f" · usually about {elapsed(progress.usual_seconds)} from launch to end"
+        if progress.usual_seconds is not None
+        else ""
+    )
+    if state == "Scheduled":
+        return f"Queued: waiting for a worker to take it…{usually}"
+    if state == "Pending":
+        if building:
+            return "Preparing the model's environment (its libraries), once for all its runs…"
+        return f"Preparing the model…{usually}"
+    if state == "Running":
+        if not progress.started:
+            return f"Running…{usually}"
+        k = min(progress.done + 1, progress.total) if progress.total else progress.done + 1
+        of = f" of {progress.total}" if progress.total else ""
+        return f"Running routine {k}{of}…{usually}"
+    return {"Cancelling": "Cancelling…", "Completed": "Completed"}.get(state, state)

@@ -67,6 +67,9 @@ def bundled_example(folder: Path, model: str) -> ModelRepo:
     manifest = ROOT / "deployments" / f"{model}.yaml"
     repo.write(flow, (ROOT / flow).read_text())
     repo.write(f"deployments/{model}.yaml", manifest.read_text())
+    environment = load_manifest(manifest).environment
+    if environment:  # the libraries it computes with
+        repo.write(environment, (ROOT / environment).read_text())
     paths = load_manifest(manifest).data
     if paths:
         remote = get_settings().data_remote

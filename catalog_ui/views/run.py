@@ -14,14 +14,16 @@ from typing import Literal, TypeVar, cast
 import streamlit as st
 
 from accelerator_prefect.catalog import HostedModel
-from accelerator_prefect.runs import RoutineProgress, RunFailure
+from accelerator_prefect.runs import RunFailure
 from catalog_ui import previews
 from catalog_ui.parts import (
+    ENVIRONMENT_LOG,
     download_all_button,
     elapsed,
     embedded,
     go,
     human_size,
+    phase,
     require_session,
     state_badge,
 )
@@ -79,27 +81,6 @@ else:
     )
 
 
-def phase(state: str, progress: RoutineProgress) -> str:
-    """What the run is doing, in words: queued, preparing, running routine k of n, ended;
-    while it waits or runs, how long runs of its version usually take, when known."""
-    usually = (
-        f" · usually about {elapsed(progress.usual_seconds)} from launch to end"
-        if progress.usual_seconds is not None
-        else ""
-    )
-    if state == "Scheduled":
-        return f"Queued: waiting for a worker to take it…{usually}"
-    if state == "Pending":
-        return f"Preparing the model…{usually}"
-    if state == "Running":
-        if not progress.started:
-            return f"Running…{usually}"
-        k = min(progress.done + 1, progress.total) if progress.total else progress.done + 1
-        of = f" of {progress.total}" if progress.total else ""
-        return f"Running routine {k}{of}…{usually}"
-    return {"Cancelling": "Cancelling…", "Completed": "Completed"}.get(state, state)
-
-
 def failure_box(failure: RunFailure) -> None:
     """The model's own words first; its traceback behind "Details" when the service gave
     it (to the model's owner and operators only)."""
@@ -149,7 +130,10 @@ def status_box() -> str:
         "complete" if state == "Completed" else "error" if state in FINAL else "running"
     )
     # Not used as a context manager: leaving one marks the box complete.
-    status = st.status(phase(state, progress), state=box, expanded=True)
+    building = state == "Pending" and any(
+        ENVIRONMENT_LOG in line for line in fresh("logs", run.logs, state)
+    )
+    status = st.status(phase(state, progress, building), state=box, expanded=True)
     a, b, c = status.columns(3)
     a.markdown("**State**")
     a.markdown(state_badge(state))
