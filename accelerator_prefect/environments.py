@@ -126,16 +126,47 @@ def _project_table(path: Path) -> dict[str, Any]:
     return project if isinstance(project, dict) else {}
 
 
-def _direct_requirements(path: Path) -> list[str]:
+def _direct_requirements(path: Path, shown: str) -> list[str]:
+    """The requirements ``path`` declares, each checked by :func:`_checked`."""
     if path.name == "pyproject.toml":
         dependencies = _project_table(path).get("dependencies", [])
-        return [str(d) for d in dependencies] if isinstance(dependencies, list) else []
-    lines = path.read_text(encoding="utf-8").splitlines()
+        if not isinstance(dependencies, list):
+            raise EnvironmentFailed(f"{shown}: [project] dependencies: expected a list")
+        return [_checked(str(d), f"{shown}: [project] dependencies") for d in dependencies]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnvironmentFailed(f"{shown}: not readable as text ({exc})") from exc
     return [
-        line.split("#", 1)[0].strip()
-        for line in lines
-        if line.split("#", 1)[0].strip() and not line.strip().startswith("-")
+        _checked(line.split(" #", 1)[0].strip(), f"{shown}, line {number}")
+        for number, line in enumerate(lines, 1)
+        if line.split(" #", 1)[0].strip() and not line.lstrip().startswith("#")
     ]
+
+
+def _checked(requirement: str, where: str) -> str:
+    """A requirement on a package of the index, by name and version: never an option
+    (``-r``, ``--index-url``…) nor a URL or path, which would make the platform read its
+    own files or fetch from elsewhere than its configured index."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if requirement.startswith("-"):
+        raise EnvironmentFailed(
+            f"{where}: {requirement.split()[0]!r}: options are not accepted; list one "
+            "requirement a line (e.g. numpy>=2.1), all from the platform's package index"
+        )
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement as exc:
+        raise EnvironmentFailed(
+            f"{where}: {requirement!r} is not a requirement (expected e.g. numpy>=2.1): {exc}"
+        ) from None
+    if parsed.url:
+        raise EnvironmentFailed(
+            f"{where}: {parsed.name} comes from {parsed.url.split(':', 1)[0]}: a URL or path; "
+            "expected a package of the platform's index, by name and version"
+        )
+    return requirement
 
 
 def requirement_name(requirement: str) -> str:
@@ -280,15 +311,13 @@ def lock(root: Path, source: Path, home: Path) -> EnvironmentRecord:
     resolve."""
     shown = source.relative_to(root).as_posix()
     version, _ = runtime_wheel(wheelhouse(home))
-    direct = _direct_requirements(source)
+    direct = _direct_requirements(source, shown)
     with tempfile.TemporaryDirectory(prefix="acc-lock-") as scratch_name:
         scratch = Path(scratch_name)
-        pins = _pins_of_uv_lock(source, scratch, shown)
-        if pins is None:  # the file itself: its own includes (-r, -c) and options hold
-            wanted = [source]
-        else:  # the author's own lock, pinned exactly
-            wanted = [scratch / "pinned.in"]
-            wanted[0].write_text("\n".join(_without_runtime(pins)) + "\n")
+        pins = _pins_of_uv_lock(source, scratch, shown)  # the author's own, kept exactly
+        model = _without_runtime(pins if pins is not None else direct)
+        wanted = [scratch / "requirements.in"]
+        wanted[0].write_text("\n".join(model) + "\n")
         runtime = scratch / "runtime.in"
         runtime.write_text(f"{RUNTIME}=={version}\n")
         out = scratch / LOCK_FILE
@@ -313,6 +342,7 @@ def lock(root: Path, source: Path, home: Path) -> EnvironmentRecord:
                 "--quiet",
             ],
             what=f"{shown}: its requirements do not resolve",
+            cwd=scratch,  # no uv.toml of the caller's folder counts
             hide=(scratch, root, root.resolve()),
         )
         text = _normalised_lock(out.read_text())
@@ -351,9 +381,9 @@ def _pins_of_uv_lock(source: Path, scratch: Path, shown: str) -> list[str] | Non
         hide=(scratch,),
     )
     return [
-        line.strip()
+        _checked(line.strip(), f"{shown}: its uv.lock")
         for line in exported.splitlines()
-        if line.strip() and not line.strip().startswith(("#", "-"))
+        if line.strip() and not line.strip().startswith("#")
     ]
 
 

@@ -37,6 +37,11 @@ class VersionArchived(AcceleratorError):
     """The version is archived: it takes no new runs; its runs and outputs stay readable."""
 
 
+class RuntimeMismatch(AcceleratorError):
+    """The version's locked runtime cannot talk to this platform's Prefect server: it is
+    refused at launch rather than run on other libraries than it locked."""
+
+
 class PublishError(AcceleratorError):
     """A manifest is valid but cannot be published as asked."""
 

@@ -35,7 +35,7 @@ from accelerator_prefect.manifest import LaunchCheck, Status
 from accelerator_prefect.mapping import input_problems, output_problems
 from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
 from accelerator_prefect.validation import failed_checks, parameter_problems
-from accelerator_prefect.versions import refuse_archived
+from accelerator_prefect.versions import refuse_archived, refuse_mismatched_runtime
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -329,6 +329,7 @@ async def launch(
     if not hosted.runnable_by(principal):
         raise NotFound(f"model {model!r} not found (see `acc list` for the hosted models)")
     refuse_archived(found, hosted)
+    await refuse_mismatched_runtime(client, hosted)
     values = dict(secrets or {})
     launch_id = run_secrets.new_launch_id()
     secret_problems, saved = await _secret_problems(client, hosted, principal, values, remember)

@@ -10,12 +10,18 @@ deployment's ``acc:status:…`` tag) and in the version's hosting record.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from accelerator_prefect.catalog import HostedModel, HostedVersion, hosting_tags, mark_heads
-from accelerator_prefect.errors import AcceleratorError, NotFound, VersionArchived
+from accelerator_prefect.errors import (
+    AcceleratorError,
+    NotFound,
+    RuntimeMismatch,
+    VersionArchived,
+)
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.validation import EXTENSION_KEY
 
@@ -64,6 +70,35 @@ def refuse_archived(model: HostedModel, hosted: HostedVersion) -> None:
         f"{hosted.name}@{hosted.version} is archived: it takes no new runs (its runs and "
         f"outputs stay readable); {hint}"
     )
+
+
+_server_versions: dict[str, tuple[float, str]] = {}
+SERVER_VERSION_SECONDS = 60.0
+"""How long a client trusts the Prefect server's version it read (a server upgrade is
+seen within a minute)."""
+
+
+async def refuse_mismatched_runtime(client: PrefectClient, hosted: HostedVersion) -> None:
+    """Raise :class:`RuntimeMismatch` if ``hosted`` locks a Prefect whose major version
+    differs from the server's: its runtime could not talk to the server, and the version
+    never runs on another one."""
+    environment = hosted.record.environment
+    locked = environment.packages.get("prefect") if environment is not None else None
+    if locked is None:
+        return
+    key = str(client.api_url)
+    now = time.monotonic()
+    cached = _server_versions.get(key)
+    if cached is None or now - cached[0] > SERVER_VERSION_SECONDS:
+        cached = (now, await client.api_version())
+        _server_versions[key] = cached
+    server = cached[1]
+    if locked.split(".", 1)[0] != server.split(".", 1)[0]:
+        raise RuntimeMismatch(
+            f"{hosted.name}@{hosted.version} runs with Prefect {locked}, locked in its "
+            f"environment, which cannot talk to this platform's Prefect server ({server}); "
+            "its owner can publish a new version, locked with the platform's current runtime"
+        )
 
 
 def _replacement(model: HostedModel, hosted: HostedVersion, replaced_by: str | None) -> str | None:

@@ -388,6 +388,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         # One zygote per environment ("" for the worker's own), least recently used first.
         self._zygotes: OrderedDict[str, Zygote] = OrderedDict()
         self._zygote_lock = asyncio.Lock()
+        self._environments_home: Path | None = None
         self._children: dict[UUID, int] = {}
         self._cancelled: set[UUID] = set()
         self._cancel_on_start: set[UUID] = set()
@@ -453,6 +454,14 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     def _zygotes_rss(self) -> int:
         return sum(z.rss_kib() or 0 for z in self._zygotes.values())
+
+    def _home(self) -> Path:
+        """The platform home whose ``environments`` folder this worker uses (read once)."""
+        if self._environments_home is None:
+            from accelerator_prefect.settings import get_settings
+
+            self._environments_home = get_settings().home
+        return self._environments_home
 
     def zygotes(self) -> dict[str, int]:
         """Environment hash ("" for the worker's own) → pid of its warm parent, least
@@ -527,9 +536,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if environment is None:
             return None
         from accelerator_prefect import environments
-        from accelerator_prefect.settings import get_settings
 
-        home = get_settings().home
+        home = self._home()
+        if environments.ready(home, environment):  # the usual case: nothing to wait for
+            return str(environments.interpreter(environments.folder(home, environment)))
         logger = self.get_flow_run_logger(flow_run)
 
         def report(text: str) -> None:

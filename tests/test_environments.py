@@ -84,6 +84,7 @@ def publish_colours(
         f"deployments/{repo.name}.yaml", MANIFEST.format(name=repo.name, version=version, pool=pool)
     )
     repo.commit(version)
+    repo.repo.create_tag(f"v{version}")
     acc.publish(repo.manifest)
     return record_of(acc, repo.name, version)
 
@@ -330,3 +331,88 @@ def test_a_pyproject_with_its_uv_lock_keeps_the_authors_exact_pins(
     run = acc.launch(repo.name)
     assert run.wait(timeout=180) == "Completed", run.logs()
     assert run.result()["termcolor"] == "2.3.0"
+
+
+def test_a_version_locking_a_prefect_the_server_cannot_talk_to_is_refused_at_launch(
+    acc: Accelerator, colours: ModelRepo, env_pool: WarmPool, platform: PlatformInfo
+) -> None:
+    """As if the platform's server had moved to a new major Prefect since 8.0.0 was
+    published: its record says so, and its launch is refused, creating no run."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    from accelerator_prefect import RuntimeMismatch
+    from accelerator_prefect.validation import EXTENSION_KEY
+    from tests.test_launch import count_runs
+
+    publish_colours(acc, colours, env_pool.name, "8.0.0", "termcolor==2.3.0\n")
+    (hosted,) = [v for v in acc.get(colours.name).versions if v.version == "8.0.0"]
+    environment = hosted.record.environment
+    assert environment is not None
+    locked = environment.packages["prefect"]
+    older = environment.model_copy(
+        update={"lock": environment.lock.replace(f"prefect=={locked}", "prefect==2.20.0")}
+    )
+    record = hosted.record.model_copy(update={"environment": older})
+    schema = {**hosted.parameter_schema, EXTENSION_KEY: record.model_dump(mode="json")}
+    acc._call(
+        lambda c: c.update_deployment(
+            hosted.deployment_id, DeploymentUpdate(parameter_openapi_schema=schema)
+        )
+    )
+    with pytest.raises(RuntimeMismatch) as refused:
+        acc.launch(colours.name, version="8.0.0")
+    assert "runs with Prefect 2.20.0" in str(refused.value)
+    assert count_runs(platform.api_url, f"{colours.name}@8.0.0") == 0
+
+
+def test_after_a_runtime_upgrade_old_versions_keep_the_runtime_they_locked(
+    acc: Accelerator,
+    colours: ModelRepo,
+    env_pool: WarmPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The platform's runtime moves to a new version (simulated by bumping its version
+    label): new versions lock the new one, old versions keep theirs, republished or not."""
+    old = record_of(acc, colours.name, "1.0.0").environment
+    assert old is not None
+    upgraded = "0.1.0+feedfacecafe"
+    monkeypatch.setattr(envs, "runtime_version", lambda: upgraded)
+
+    new = publish_colours(acc, colours, env_pool.name, "10.0.0", "termcolor==2.3.0\n")
+    assert new.environment is not None and new.environment.runtime == upgraded
+    assert new.environment.hash != old.hash  # same library, another runtime
+    # Republishing 1.0.0's manifest at its own commit keeps its lock.
+    colours.repo.git.checkout(colours.repo.tags["v1.0.0"].commit.hexsha)
+    try:
+        acc.publish(colours.manifest)
+    finally:
+        colours.repo.git.checkout("-")
+    assert record_of(acc, colours.name, "1.0.0").environment == old
+
+    first = acc.launch(colours.name, version="1.0.0")
+    second = acc.launch(colours.name, version="10.0.0")
+    assert first.wait(timeout=180) == "Completed", first.logs()
+    assert second.wait(timeout=180) == "Completed", second.logs()
+    assert first.result()["runtime"] == old.runtime
+    assert second.result()["runtime"] == upgraded
+
+
+@pytest.mark.parametrize(
+    ("declared", "said"),
+    [
+        ("-r /etc/passwd\n", "requirements.txt, line 1: '-r': options are not accepted"),
+        ("termcolor==2.3.0\n--index-url http://10.0.0.1/simple\n", "line 2: '--index-url'"),
+        ("termcolor @ file:///etc\n", "termcolor comes from file: a URL or path"),
+        ("not a requirement!\n", "line 1: 'not a requirement!' is not a requirement"),
+    ],
+)
+def test_a_requirements_file_may_only_name_packages_of_the_index(
+    tmp_path: Path, declared: str, said: str
+) -> None:
+    """Publishing through the portal runs uv on the platform: a requirements file must
+    not make it read the platform's files or fetch from elsewhere."""
+    (tmp_path / "requirements.txt").write_text(declared)
+    with pytest.raises(envs.EnvironmentFailed) as refused:
+        envs.lock(tmp_path, tmp_path / "requirements.txt", tmp_path / "home")
+    assert said in str(refused.value)
+    assert "root:" not in str(refused.value)

@@ -446,3 +446,34 @@ def test_repository_and_bundle_publishes_of_one_commit_agree(
     again = publish_through(portal, people.author_token, repo.manifest)
     assert again.status == "unchanged" and again.commit == local.commit
     assert Repo(repo.path).head.commit.hexsha == local.commit
+
+
+def test_an_environment_that_would_read_the_platforms_files_is_refused(
+    portal: Portal, people: People, acc: Accelerator, tmp_path: Path
+) -> None:
+    """A requirements file is resolved on the platform: one naming a file of the
+    platform's machine is refused before uv reads anything, and nothing is published."""
+    repo = model_repo(tmp_path / "models", people.author, people.project)
+    repo.write("requirements.txt", "-r /etc/passwd\n")
+    repo.commit("an environment")
+    answer = post(portal, people.author_token, repo.manifest, bundle=bundle_of(repo, tmp_path))
+    assert answer.status_code == 409, answer.text
+    detail = answer.json()["detail"]
+    assert "requirements.txt, line 1: '-r': options are not accepted" in detail
+    assert "root:" not in detail and "acc-publish-" not in detail
+    assert_not_published(acc, repo.name)
+
+
+def test_an_author_publishes_a_model_with_its_own_libraries_through_the_portal(
+    portal: Portal, people: People, acc: Accelerator, tmp_path: Path
+) -> None:
+    repo = model_repo(tmp_path / "models", people.author, people.project)
+    repo.write("requirements.txt", "termcolor==2.3.0\n")
+    repo.commit("an environment")
+    result = publish_through(portal, people.author_token, repo.manifest)
+    assert result.status == "created"
+    (hosted,) = acc.get(repo.name).versions
+    assert hosted.record.environment is not None
+    assert hosted.record.environment.packages["termcolor"] == "2.3.0"
+    run = acc.launch(repo.name, conf={"message": "hi"})
+    assert run.wait(timeout=180) == "Completed", run.logs()

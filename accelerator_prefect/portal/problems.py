@@ -89,6 +89,7 @@ _STATUS: list[tuple[type[errors.AcceleratorError], int, str]] = [
     (errors.AccessDenied, 403, "access-denied"),
     (errors.ValidationFailed, 422, "validation-failed"),
     (errors.VersionArchived, 409, "version-archived"),
+    (errors.RuntimeMismatch, 409, "runtime-mismatch"),
     (errors.ManifestError, 422, "manifest-invalid"),
     (errors.PublishError, 409, "publish-refused"),
     (errors.IdempotencyConflict, 422, "idempotency-key-reused"),
