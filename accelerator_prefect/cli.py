@@ -896,11 +896,17 @@ def users_add(
         [], "--project", "-p", help="PROJECT or PROJECT:author (repeat)."
     ),
     operator: bool = typer.Option(False, help="Operates the whole platform."),
+    oidc_subject: str | None = typer.Option(
+        None,
+        "--oidc-subject",
+        help="Their account's stable subject (`sub`) at the catalog's identity provider: "
+        "single sign-on as that account is this user.",
+    ),
 ) -> None:
     """Add a user (or change their projects) and print a new token for them, once."""
     acc = connect()
     try:
-        record, token = acc.add_user(name, _projects(project), operator)
+        record, token = acc.add_user(name, _projects(project), operator, oidc_subject)
     except (AcceleratorError, ValueError) as exc:
         fail(str(exc))
     roles = ", ".join(f"{p} ({r.value})" for p, r in record.projects.items()) or "no project"

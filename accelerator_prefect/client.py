@@ -260,11 +260,12 @@ class AsyncAccelerator:
         return other
 
     async def principal(self) -> Principal:
-        """Who this client acts for (a token or link is checked on every call)."""
-        if self._principal is not None and (
-            self._one_request or (self._token is None and self._link is None)
-        ):
-            return self._principal  # a trusted user, or one portal request: checked already
+        """Who this client acts for (read again on every call: a revoked token, link or
+        membership counts at once)."""
+        if self._principal is not None and self._one_request:
+            return self._principal  # one portal request: checked already
+        # Everyone else's rights are read again on every call (a trusted user's too: the
+        # catalog's single sign-on users), so a removal from a project counts at once.
         # Simultaneous checks of one credential (one client's, or the portal's requests)
         # read it once, if that read had not begun when they asked: as fresh as their own.
         key = ("principal", self._token, self._link, self._trusted, self.user)
@@ -552,16 +553,26 @@ class AsyncAccelerator:
         await end_sessions(await self.client(), principal.name)
 
     async def add_user(
-        self, name: str, projects: dict[str, str] | None = None, operator: bool = False
+        self,
+        name: str,
+        projects: dict[str, str] | None = None,
+        operator: bool = False,
+        oidc_subject: str | None = None,
     ) -> tuple[UserRecord, str]:
-        """Add (or update) a user and give them a new token, shown once (operators only)."""
+        """Add (or update) a user and give them a new token, shown once (operators only).
+        ``oidc_subject``: their account's ``sub`` at the catalog's identity provider."""
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.directory import UserRecord, create_token, save_user
 
         require_operator(await self.principal(), f"add user {name}")
         client = await self.client()
         record = UserRecord.model_validate(
-            {"name": name, "projects": projects or {}, "operator": operator}
+            {
+                "name": name,
+                "projects": projects or {},
+                "operator": operator,
+                "oidc_subject": oidc_subject,
+            }
         )
         await save_user(client, record)
         _, token = await create_token(client, name)
@@ -1199,11 +1210,16 @@ class Accelerator:
         self._run(self._core.end_sessions())
 
     def add_user(
-        self, name: str, projects: dict[str, str] | None = None, operator: bool = False
+        self,
+        name: str,
+        projects: dict[str, str] | None = None,
+        operator: bool = False,
+        oidc_subject: str | None = None,
     ) -> tuple[UserRecord, str]:
         """Add a user, e.g. ``add_user("alice", {"climate": "author"})``; returns their
-        record and a new token (shown once). Operators only."""
-        return self._run(self._core.add_user(name, projects, operator))
+        record and a new token (shown once). Operators only. ``oidc_subject``: their
+        account's ``sub`` at the catalog's identity provider, for single sign-on."""
+        return self._run(self._core.add_user(name, projects, operator, oidc_subject))
 
     def users(self) -> list[UserRecord]:
         """Every user in the directory (operators only)."""

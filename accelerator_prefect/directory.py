@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ class UserRecord(BaseModel):
     operator: bool = False
     # "Sign out everywhere": browser sessions begun before this moment no longer hold.
     signed_out_at: datetime | None = None
+    # The identity provider's stable subject (its `sub` claim) single sign-on maps here.
+    oidc_subject: str | None = None
 
     @field_validator("projects")
     @classmethod
@@ -172,6 +175,44 @@ async def _values(client: PrefectClient, prefix: str) -> list[Any]:
 async def list_users(client: PrefectClient) -> list[UserRecord]:
     users = [UserRecord.model_validate(v) for v in await _values(client, USER_PREFIX)]
     return sorted(users, key=lambda u: u.name)
+
+
+def _oidc_refusal(subject: str) -> AccessDenied:
+    linked = f" (acc users add NAME --oidc-subject {subject})" if subject else ""
+    return AccessDenied(
+        "your identity provider's account is not linked to a user here; ask an operator to "
+        f"link it{linked}"
+    )
+
+
+async def oidc_user_name(
+    client: PrefectClient, claims: Mapping[str, Any], email_domains: Iterable[str]
+) -> str:
+    """The directory user an identity provider's sign-in (its ID token's ``claims``) is:
+    the user whose recorded subject is the token's stable ``sub``; else, only when the
+    provider says the e-mail address is verified and its domain is one of
+    ``email_domains``, the user named by the part before the ``@``. Names the user picks
+    (``preferred_username``) never count, and an e-mail never maps to an operator."""
+    subject = str(claims.get("sub") or "")
+    if subject:
+        for user in await list_users(client):
+            if user.oidc_subject == subject:
+                return user.name
+    email = str(claims.get("email") or "")
+    local, _, domain = email.rpartition("@")
+    allowed = {d.strip().lower().lstrip("@") for d in email_domains if d.strip()}
+    if not (local and claims.get("email_verified") is True and domain.lower() in allowed):
+        raise _oidc_refusal(subject)
+    name = local.lower()
+    if not _USER.match(name):
+        raise _oidc_refusal(subject)
+    try:
+        user = await read_user(client, name)
+    except NotFound:
+        return name  # signed in, in no project yet
+    if user.operator or (user.oidc_subject is not None and user.oidc_subject != subject):
+        raise _oidc_refusal(subject)  # an operator, or someone else's account
+    return name
 
 
 async def create_token(

@@ -259,7 +259,8 @@ _FACTORY_INSTALLED = False
 
 def _install_filter() -> None:
     """Redact every log record as it is made (whatever handler later gets it), and
-    put the filter on every handler there is, for records made before."""
+    put the filter on every handler there is, for records made before; redact raw writes
+    to stdout and stderr (and so warnings), and artifacts."""
     global _FACTORY_INSTALLED
     if not _FACTORY_INSTALLED:
         make = logging.getLogRecordFactory()
@@ -270,12 +271,101 @@ def _install_filter() -> None:
             return record
 
         logging.setLogRecordFactory(redacting_factory)
+        _install_streams()
+        _install_artifact_redaction()
         _FACTORY_INSTALLED = True
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):
             if _FILTER not in handler.filters:
                 handler.addFilter(_FILTER)
+
+
+class _RedactingStream:
+    """``sys.stdout`` or ``sys.stderr`` with registered values masked in what is written
+    to it (raw writes and warnings, which bypass logging)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: Any) -> Any:
+        return self._stream.write(redact(text) if isinstance(text, str) else text)
+
+    def writelines(self, lines: Any) -> None:
+        self._stream.writelines(redact(x) if isinstance(x, str) else x for x in lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _install_streams() -> None:
+    import sys
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _RedactingStream):
+            setattr(sys, name, _RedactingStream(stream))
+
+
+_ARTIFACT_FIELDS = ("key", "description", "data", "metadata_")
+
+
+def _redacted_artifact(artifact: Any) -> Any:
+    """An artifact to create or update with every registered value masked in its key,
+    description, data and metadata (the event Prefect emits for it is made from it)."""
+    if not _VALUES:
+        return artifact
+    changed = {}
+    for name in _ARTIFACT_FIELDS:
+        if name not in artifact.model_fields_set:
+            continue
+        value = getattr(artifact, name)
+        masked = _redact_any(value)
+        if name == "key" and isinstance(masked, str):
+            masked = masked.replace(MASK, "redacted")  # keys allow lowercase and dashes only
+        if masked != value:
+            changed[name] = masked
+    return artifact.model_copy(update=changed) if changed else artifact
+
+
+def _install_artifact_redaction() -> None:
+    """Mask registered values in every artifact this process creates or updates, through
+    either of Prefect's clients."""
+    from prefect.client.orchestration._artifacts import client as artifacts
+
+    def sync_create(original: Any) -> Any:
+        def create(self: Any, artifact: Any) -> Any:
+            return original(self, _redacted_artifact(artifact))
+
+        return create
+
+    def async_create(original: Any) -> Any:
+        async def create(self: Any, artifact: Any) -> Any:
+            return await original(self, _redacted_artifact(artifact))
+
+        return create
+
+    def sync_update(original: Any) -> Any:
+        def update(self: Any, artifact_id: Any, artifact: Any) -> Any:
+            return original(self, artifact_id, _redacted_artifact(artifact))
+
+        return update
+
+    def async_update(original: Any) -> Any:
+        async def update(self: Any, artifact_id: Any, artifact: Any) -> Any:
+            return await original(self, artifact_id, _redacted_artifact(artifact))
+
+        return update
+
+    for cls, create, update in (
+        (artifacts.ArtifactClient, sync_create, sync_update),
+        (artifacts.ArtifactAsyncClient, async_create, async_update),
+    ):
+        if getattr(cls, "_acc_redacting", False):
+            continue
+        cls.create_artifact = create(cls.create_artifact)
+        cls.update_artifact = update(cls.update_artifact)
+        cls._acc_redacting = True
 
 
 def contains_secret(value: Any) -> bool:

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         "(unset: no limit).",
     )
 
+    oidc_email_domains: list[str] = Field(
+        default_factory=list,
+        description="E-mail domains whose verified addresses single sign-on maps to the user "
+        'of the same name (before the @), e.g. ["uni.example"]; empty: only accounts an '
+        "operator linked (acc users add NAME --oidc-subject SUB) sign in.",
+    )
     package_index: str | None = Field(
         default=None,
         description="The package index models' environments are locked and built from "

@@ -240,6 +240,16 @@ class _AtomicText(io.TextIOWrapper):
         self.close()
 
 
+def area_of(relative: str) -> str:
+    """The storage area a path (relative to the root) lies in: its project
+    (``climate``), or its user's or link's own (``users/alice``, ``links/<id>``)."""
+    from accelerator_prefect.access import LINKS_AREA, USERS_AREA
+
+    parts = relative.strip("/").split("/")
+    depth = 2 if parts[0] in (USERS_AREA, LINKS_AREA) else 1
+    return "/".join(parts[:depth])
+
+
 class AccFileSystem(DirFileSystem):  # type: ignore[misc]
     """The ``acc://`` protocol: ``acc://<project>/<path>`` under one backing URL.
 
@@ -300,11 +310,22 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
         return [self._join(p) for p in path]
 
     def _check_inside(self, full: str, relative: str) -> None:
+        """Refuse a path that a symbolic link leads out of the storage root, or out of the
+        area it names (``acc://lab/mirror`` → ``meteo``): access is decided on areas, so a
+        link planted in one must never open another."""
         assert self._local_root is not None
         real = os.path.realpath(full)
         if real != self._local_root and not real.startswith(self._local_root + os.sep):
             raise StoragePathError(
                 f"{PREFIX}{relative}: leads outside the storage root through a symbolic link"
+            )
+        if real == os.path.normpath(full):
+            return  # no link on the way
+        target = os.path.relpath(real, self._local_root).replace(os.sep, "/")
+        area = area_of(relative)
+        if area_of("" if target == "." else target) != area:
+            raise StoragePathError(
+                f"{PREFIX}{relative}: leads out of {PREFIX}{area}/ through a symbolic link"
             )
 
     # -- what the local backend would otherwise get wrong -------------------------------------

@@ -200,12 +200,24 @@ def oidc_configured() -> bool:
 
 
 def oidc_user(claims: dict[str, Any]) -> str:
-    """The directory name of the user an identity provider signed in: their preferred
-    user name, else the part of their e-mail address before the @."""
-    name = claims.get("preferred_username") or str(claims.get("email") or "").split("@")[0]
-    if not name:
-        raise AccessDenied("your identity provider did not say who you are; ask the operator")
-    return str(name).lower()
+    """The directory name of the user an identity provider signed in: the user whose
+    recorded subject is the provider's ``sub``, else one named by a verified e-mail address
+    of an allowed domain (``ACC_OIDC_EMAIL_DOMAINS``); never an operator by e-mail."""
+    import asyncio
+
+    from accelerator_prefect.client import resolve_api_url
+    from accelerator_prefect.directory import oidc_user_name
+    from accelerator_prefect.settings import get_settings
+    from accelerator_prefect.transport import prefect_client
+
+    settings = get_settings()
+
+    async def find() -> str:
+        auth = settings.service_auth_string() or ""
+        async with prefect_client(resolve_api_url(settings, None), auth_string=auth) as client:
+            return await oidc_user_name(client, claims, settings.oidc_email_domains)
+
+    return asyncio.run(find())
 
 
 def sign_in_with_oidc(claims: dict[str, Any]) -> Session:

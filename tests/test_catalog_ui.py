@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -316,14 +317,45 @@ def test_run_again_opens_the_form_filled_with_that_runs_settings(
     assert chosen.get("Scenario *") == "ssp245" and chosen.get("Target region") == "alps"
 
 
-def test_an_identity_providers_user_is_named_as_in_the_directory() -> None:
+def test_single_sign_on_maps_a_stable_subject_or_a_verified_email_of_an_allowed_domain(
+    acc: Accelerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who an identity provider signed in: never a name the person picked, never an
+    unverified or foreign address, never an operator by e-mail."""
     from accelerator_prefect.errors import AccessDenied
     from catalog_ui.session import oidc_user
 
-    assert oidc_user({"preferred_username": "Alice", "email": "a@example.org"}) == "alice"
-    assert oidc_user({"email": "bob.smith@example.org"}) == "bob.smith"
-    with pytest.raises(AccessDenied, match="did not say who you are"):
-        oidc_user({"sub": "1234"})
+    linked = f"carol-{uuid.uuid4().hex[:6]}"
+    subject = f"idp|{uuid.uuid4().hex}"
+    acc.add_user(linked, {"demo": "member"}, oidc_subject=subject)
+    monkeypatch.setenv("ACC_OIDC_EMAIL_DOMAINS", '["uni.example"]')
+
+    # The recorded subject decides, whatever else the token says.
+    assert oidc_user({"sub": subject, "preferred_username": "operator"}) == linked
+    # A verified address of an allowed domain names the user before the @.
+    assert oidc_user({"sub": "s-2", "email": "Dana@uni.example", "email_verified": True}) == "dana"
+    refused = [
+        {"sub": "s-3", "preferred_username": "operator"},  # a name the person picked
+        {"sub": "s-4", "email": "dana@uni.example", "email_verified": False},
+        {"sub": "s-5", "email": "dana@uni.example"},  # not said to be verified
+        {"sub": "s-6", "email": "operator@evil.example", "email_verified": True},
+        {"sub": "s-7", "email": "operator@uni.example", "email_verified": True},  # an operator
+        {"sub": "s-8", "email": f"{linked}@uni.example", "email_verified": True},  # linked to s
+    ]
+    for claims in refused:
+        with pytest.raises(AccessDenied, match="not linked to a user here"):
+            oidc_user(claims)
+
+
+def test_a_single_sign_on_users_rights_are_read_on_every_request(acc: Accelerator) -> None:
+    """The catalog acts for a signed-in person as a trusted user: taking them out of a
+    project counts at their next click, not at their next sign-in."""
+    name = f"erin-{uuid.uuid4().hex[:6]}"
+    acc.add_user(name, {"demo": "member"})
+    with Accelerator.connect(trusted_user=name) as session:
+        assert session.principal.projects == {"demo": "member"}
+        acc.add_user(name, {})
+        assert session.principal.projects == {}
 
 
 def test_errors_reach_catalog_users_in_plain_words_without_internals() -> None:

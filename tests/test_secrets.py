@@ -40,6 +40,10 @@ import hashlib
 import logging
 import os
 import signal
+import sys
+import warnings
+
+from prefect.artifacts import create_markdown_artifact
 
 from pydantic import Field
 
@@ -56,6 +60,11 @@ def use_key(conf: KeyConf, secrets: Secrets, output: Output) -> str:
     key = secrets.get("API_KEY")
     print(f"using the key {{key}}")
     logging.getLogger("prefect.task_runs").warning("key=%s", key)
+    # Careless ways past logging: an artifact, raw writes, a warning.
+    create_markdown_artifact(f"the key is {{key}}", description=f"made with {{key}}")
+    sys.stdout.write(f"raw {{key}}\\n")
+    sys.stderr.write(f"raw error {{key}}\\n")
+    warnings.warn(f"deprecated key {{key}}", stacklevel=1)
     with output.open("digest.txt", "w") as f:
         f.write(hashlib.sha256(key.encode()).hexdigest())
     if conf.crash:
@@ -216,6 +225,7 @@ def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
     everything = _everything_prefect_shows(platform.api_url, str(run.id), since)
     assert key not in everything
     assert key[3:20] not in everything  # not even in part
+    assert "the key is ***" in everything and "made with ***" in everything  # the artifact
     # What was printed and raised is there, with the value masked.
     logs = "\n".join(run.logs())
     assert "using the key ***" in logs

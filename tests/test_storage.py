@@ -342,3 +342,33 @@ def test_a_folder_never_sweeps_in_the_outputs_of_earlier_runs(acc_fs: AccFileSys
     # A run's folder selected itself gives its outputs, never its records.
     run = [e.uri for e in storage.files("acc://climate/results/climate/1.0.0/run-1/")]
     assert run == ["acc://climate/results/climate/1.0.0/run-1/downscaled.nc"]
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("lab/meteo-mirror", "meteo"),  # a project's folder into another project
+        ("lab/notes", "meteo/stations/notes.txt"),  # a file of another project
+        ("users/mallory/inbox", "users/alice"),  # a user's area into another's
+        ("links/abc/shared", "lab"),  # a link's guests into a project
+    ],
+)
+def test_a_symlink_into_another_area_opens_nothing(tmp_path: Path, link: str, target: str) -> None:
+    """A link planted inside the root (by code that could write there) must not widen
+    access: areas are decided on acc:// paths, so a link may not cross from one to another."""
+    root = tmp_path / "storage"
+    fs = AccFileSystem(root=root.as_uri(), storage_options={})
+    fs.pipe_file("acc://meteo/stations/notes.txt", b"private")
+    fs.pipe_file("acc://users/alice/diary.txt", b"private")
+    fs.pipe_file("acc://lab/own.txt", b"ours")
+    fs.makedirs("acc://users/mallory", exist_ok=True)
+    fs.makedirs("acc://links/abc", exist_ok=True)
+    planted = root / link
+    planted.symlink_to(root / target, target_is_directory=(root / target).is_dir())
+    parent = link.rsplit("/", 1)[0]
+    assert f"{parent}/{link.rsplit('/', 1)[1]}" not in fs.ls(f"acc://{parent}/", detail=False)
+    with pytest.raises(StoragePathError, match="through a symbolic link"):
+        fs.cat_file(f"acc://{link}/notes.txt" if (root / target).is_dir() else f"acc://{link}")
+    with pytest.raises(StoragePathError):
+        fs.pipe_file(f"acc://{link}/planted.txt", b"x")
+    assert fs.cat_file("acc://lab/own.txt") == b"ours"  # the area itself still works
