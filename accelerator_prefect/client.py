@@ -980,12 +980,13 @@ class AsyncAccelerator:
 
     async def revoke_link(self, link_id: str) -> SharedLink:
         from accelerator_prefect.directory import read_link, revoke_link
+        from accelerator_prefect.errors import AccessDenied
 
         client = await self.client()
         record = await read_link(client, link_id)
         try:
             await self._managed(record.model)
-        except NotFound:
+        except (NotFound, AccessDenied):  # the same answer as for an id that does not exist
             raise NotFound(f"link {link_id!r} not found") from None
         return SharedLink.of(await revoke_link(client, link_id), None, self.catalog_url)
 

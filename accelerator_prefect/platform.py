@@ -9,6 +9,7 @@ worker reads it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,9 +165,14 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
     return env
 
 
+PRIVATE_UMASK = 0o077
+"""What the platform's processes create is their user's alone (0700 folders, 0600 files):
+storage, results, logs and the database, on a host other people use too."""
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with _private(), log.open("ab") as out:
         return subprocess.Popen(
             args,
             env=env,
@@ -174,7 +180,18 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # stopped by us, in order, not by the terminal's Ctrl-C
+            umask=PRIVATE_UMASK,
         )
+
+
+@contextlib.contextmanager
+def _private() -> Iterator[None]:
+    """This process's own files created meanwhile are private too."""
+    before = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(before)
 
 
 def _wait_until_ready(
@@ -577,12 +594,37 @@ def up(
 
     The worker is the settings' ``worker`` (``ACC_WORKER``: ``warm`` unless told
     otherwise) on ``pool`` (the settings' pool when ``None``)."""
+    with _private():  # what it creates (folders, logs, results) is its user's alone
+        return _up(
+            home,
+            port=port,
+            pool=pool,
+            catalog_port=catalog_port,
+            portal_port=portal_port,
+            examples=examples,
+            report=report,
+            deadline=deadline,
+        )
+
+
+def _up(
+    home: Path,
+    *,
+    port: int = 4200,
+    pool: str | None = None,
+    catalog_port: int | None = 8501,
+    portal_port: int | None = 8600,
+    examples: list[Path] | None = None,
+    report: Report = lambda _: None,
+    deadline: float = 120.0,
+) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()
     kind = get_settings(home=home).worker
     pool = pool or get_settings(home=home).pool
     (home / "storage").mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)  # its operator token, auth string, database and storage: the user's
     info = read_platform(home)
     if info is not None and healthy(info.api_url):
         report(f"reusing the Prefect server at {info.api_url}")

@@ -575,3 +575,23 @@ def test_a_cloud_url_into_storage_obeys_the_same_areas() -> None:
     climbing = {"inputs": {"selected_files": ["s3://bucket/acc/demo/../users/carol/secret.csv"]}}
     assert len(area_problems(bob, climbing, fs)) == 1
     assert len(area_problems(bob, climbing, fs, samples=("demo/",))) == 1
+
+
+def test_revoking_a_link_one_may_not_manage_answers_as_for_one_that_does_not_exist(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    """bob sees alice's model but does not manage it: revoking its link must not tell him
+    that the id he tried exists."""
+    model = _note_model(acc, tmp_path / "m", "project", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        link = alice.share_link(model)
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        assert model in {m.name for m in bob.catalog()}
+        answers = []
+        for link_id in (link.id, uuid.uuid4().hex[: len(link.id)]):
+            with pytest.raises(NotFound) as refused:
+                bob.revoke_link(link_id)
+            answers.append(str(refused.value).replace(link_id, "<id>"))
+    assert answers[0] == answers[1] == "link '<id>' not found"
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        assert [x.active for x in alice.links(model)] == [True]
