@@ -165,6 +165,13 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
     return env
 
 
+TRUST_NOTICE = (
+    "note: models' code runs as this user on this machine, with the worker's access to "
+    "the platform; host only code you trust here (docs/operations.md, 'Whose code runs')"
+)
+"""What ``acc up`` says at every start: the embedded platform runs no model in a user
+of its own, so it trusts its authors."""
+
 PRIVATE_UMASK = 0o077
 """What the platform's processes create is their user's alone (0700 folders, 0600 files):
 storage, results, logs and the database, on a host other people use too."""
@@ -659,6 +666,7 @@ def _up(
         info.worker_pid = start_pool_worker(home, info.api_url, pool, kind)
         _write_platform(info)
     _wait_for_worker(acc, info, pool, deadline)
+    report(TRUST_NOTICE)
     if examples is None:
         from accelerator_prefect.storage import AccFileSystem, Storage
 

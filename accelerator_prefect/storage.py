@@ -31,6 +31,7 @@ import mimetypes
 import os
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -57,7 +58,12 @@ CHUNK = 8 * 2**20
 UPLOAD_PART = 16 * 2**20
 UPLOAD_CONCURRENCY = 4
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
-_FORBIDDEN = re.compile(r"[\\%\x00-\x1f\x7f]")
+# Backslashes, percent-encoding, control characters (C0, DEL, C1) and the characters that
+# reorder text on screen (bidirectional marks, embeddings, overrides and isolates), with
+# which a name can show another name than it is ("invoice\u202egpj.exe").
+_FORBIDDEN = re.compile(r"[\\%\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_NAME_BYTES = 255
+"""The longest name (one path segment, UTF-8) storage takes: the local file systems'."""
 
 mimetypes.add_type("application/x-netcdf", ".nc")
 mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
@@ -88,20 +94,35 @@ def check_path(path: str) -> str:
         'climate/obs/t2m.csv'
     """
     rest = path[len(PREFIX) :] if path.startswith(PREFIX) else path
-    rest = rest.rstrip("/")
+    rest = unicodedata.normalize("NFC", rest.rstrip("/"))  # one spelling of each name
     if not rest:
         return ""
-    shown = PREFIX + rest
     if rest.startswith("/"):
-        raise StoragePathError(f"{shown}: expected acc://<project>/<path>, not an absolute path")
-    if _FORBIDDEN.search(rest):
         raise StoragePathError(
-            f"{shown}: backslashes, percent-encoding and control characters are not allowed"
+            f"{PREFIX}{rest}: expected acc://<project>/<path>, not an absolute path"
         )
+    if _FORBIDDEN.search(rest):
+        shown = PREFIX + printable(rest)  # the message must not reorder itself
+        raise StoragePathError(
+            f"{shown}: backslashes, percent-encoding, control characters and characters that "
+            "reorder text (bidirectional marks and overrides) are not allowed"
+        )
+    shown = PREFIX + rest
     for part in rest.split("/"):
         if part in {"", ".", ".."}:
             raise StoragePathError(f"{shown}: path segment {part!r} is not allowed")
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise StoragePathError(
+                f"{PREFIX}{rest[:60]}…: the name {part[:40]}… is {len(part.encode())} bytes "
+                f"long; names may be at most {MAX_NAME_BYTES} bytes"
+            )
     return rest
+
+
+def printable(name: str) -> str:
+    """``name`` as it may be shown: every character storage refuses (controls, those that
+    reorder text) replaced by ``?``."""
+    return _FORBIDDEN.sub("?", name)
 
 
 def to_uri(path: str) -> str:

@@ -13,10 +13,12 @@ browsing and uploading wait in one fold (opened where the model has no samples).
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
+from accelerator_prefect.errors import AcceleratorError
 from accelerator_prefect.manifest import InputMapping, Source
-from accelerator_prefect.storage import PREFIX, Entry, accepts
+from accelerator_prefect.storage import PREFIX, Entry, accepts, printable
 from catalog_ui.parts import ago, human_size
 
 if TYPE_CHECKING:
@@ -275,14 +277,21 @@ class Explorer:
                 # A new key once uploaded: the box empties, ready for the next files.
                 key=f"{self.key}:upload:{self.state.get(f'{self.key}:uploads', 0)}",
             )
+            for refusal in self.state.get(f"{self.key}:refused", []):
+                st.error(refusal, icon=":material/block:")
             if files and st.button("Upload and select", key=f"{self.key}:do-upload"):
-                done = []
+                done, refused = [], []
                 with st.spinner(f"Uploading {len(files)} file(s)…"):
-                    for file in files:
-                        uri = area + file.name
-                        with self.storage.open(uri, "wb") as out:
-                            out.write(file.getvalue())
-                        done.append(self.storage.info(uri))
+                    for file in files:  # each on its own: one refused name stops no other
+                        name = unicodedata.normalize("NFC", file.name)
+                        try:
+                            uri = area + name
+                            with self.storage.open(uri, "wb") as out:
+                                out.write(file.getvalue())
+                            done.append(self.storage.info(uri))
+                        except (AcceleratorError, OSError) as exc:
+                            refused.append(f"{printable(name)} was not uploaded: {_reason(exc)}")
+                self.state[f"{self.key}:refused"] = refused
                 for entry in done:
                     self.selected[entry.uri] = entry
                 self.session.forget()
@@ -405,3 +414,9 @@ class Explorer:
             "selected_files": [u for u in chosen if not u.endswith("/")],
             "selected_folders": [u for u in chosen if u.endswith("/")],
         }
+
+
+def _reason(exc: BaseException) -> str:
+    """Why storage refused a file, in words: after the path, which the message repeats."""
+    said = str(exc)
+    return said.split(": ", 1)[1] if said.startswith("acc://") and ": " in said else said

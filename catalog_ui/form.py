@@ -198,7 +198,7 @@ def _build(
         field,
         name=name,
         title=title,
-        help=_text(own.get("description")) or _text(schema.get("description")),
+        help=_help(_text(own.get("description")) or _text(schema.get("description"))),
         unit=_unit(own) or _unit(schema),
         section=_text(own.get("x-section")) or _text(schema.get("x-section")),
         advanced=own.get("x-advanced") is True or schema.get("x-advanced") is True,
@@ -415,6 +415,13 @@ def _title(own: dict[str, Any], schema: dict[str, Any], name: str | None) -> str
     if name:
         return _readable(name) or None
     return None
+
+
+def _help(text: str | None) -> str | None:
+    """A field's description as its help text (Markdown, shown without images)."""
+    from catalog_ui.markdown import safe_markdown
+
+    return safe_markdown(text) if text else None
 
 
 def _text(value: Any) -> str | None:

@@ -884,6 +884,8 @@ def _show_text(name: str, data: bytes, ui: Any) -> None:
     if text.note:
         ui.caption(text.note)
     if _suffix(name) == ".md":
-        ui.markdown(text.body)
+        from catalog_ui.markdown import safe_markdown
+
+        ui.markdown(safe_markdown(text.body))
         return
     ui.code(text.body, language=_TEXT_LANGUAGES.get(_suffix(name)))

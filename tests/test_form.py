@@ -1767,3 +1767,21 @@ def test_any_schema_at_all_draws_a_form_and_returns_json_without_crashing(
     root = conf_root("Conf", {"Conf": conf, "Other": other})
     _, value = fill_in(root, data)
     json.dumps(value, allow_nan=False)
+
+
+def test_author_markdown_loads_nothing_from_elsewhere() -> None:
+    """A description, a field's help or a Markdown output with an image must not make the
+    viewer's browser fetch it (a tracking pixel): each image is shown as a link."""
+    from catalog_ui.markdown import safe_markdown
+
+    pixel = "https://tracker.example/p.gif?who=me"
+    text = f"Downscaling ![logo]({pixel}) and ![ref][p]\n\n[p]: {pixel}"
+    shown = safe_markdown(text)
+    assert "![" not in shown
+    assert f"[image: logo]({pixel})" in shown and "[image: ref][p]" in shown
+    schema = {
+        "type": "object",
+        "properties": {"x": {"type": "integer", "description": f"Step ![s]({pixel})"}},
+    }
+    (x,) = form_fields(schema, schema).children
+    assert x.help == f"Step [image: s]({pixel})"

@@ -372,3 +372,33 @@ def test_a_symlink_into_another_area_opens_nothing(tmp_path: Path, link: str, ta
     with pytest.raises(StoragePathError):
         fs.pipe_file(f"acc://{link}/planted.txt", b"x")
     assert fs.cat_file("acc://lab/own.txt") == b"ours"  # the area itself still works
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("invoice\u202egpj.exe", "acc://lab/invoice?gpj.exe: "),  # shows as invoiceexe.jpg
+        ("a\u2066b\u2069.csv", "characters that reorder text"),
+        ("bell\x85.csv", "control characters"),  # a C1 control
+        ("x" * 256 + ".csv", "names may be at most 255 bytes"),
+    ],
+)
+def test_names_that_hide_or_overflow_are_refused_with_a_clear_message(
+    tmp_path: Path, name: str, said: str
+) -> None:
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    with pytest.raises(StoragePathError) as refused:
+        fs.pipe_file(f"acc://lab/{name}", b"x")
+    assert said in str(refused.value)
+    assert "\u202e" not in str(refused.value) and "\u2066" not in str(refused.value)
+    assert not list((tmp_path / "storage").rglob("*.*"))  # nothing was written
+
+
+def test_a_name_has_one_spelling_whatever_its_unicode_form(tmp_path: Path) -> None:
+    import unicodedata
+
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    decomposed = unicodedata.normalize("NFD", "acc://lab/Zürich.csv")
+    fs.pipe_file(decomposed, b"t\n1\n")
+    assert fs.cat_file("acc://lab/Zürich.csv") == b"t\n1\n"  # the composed spelling
+    assert fs.ls("acc://lab/", detail=False) == ["lab/Zürich.csv"]

@@ -17,6 +17,7 @@ from accelerator_prefect.launch import default_output
 from accelerator_prefect.validation import parameter_problems, property_schema
 from catalog_ui import form
 from catalog_ui.explorer import Explorer
+from catalog_ui.markdown import safe_markdown
 from catalog_ui.parts import (
     embedded,
     first_line,
@@ -74,7 +75,7 @@ compact = embedded()
 
 def about(version: HostedVersion) -> None:
     """What the model does, in full, and which version this is."""
-    st.markdown(version.description or "No description yet.")
+    st.markdown(safe_markdown(version.description) or "No description yet.")
     who = "" if principal.guest else f"by {version.record.owner} · "
     st.caption(f"Version {version.version} · {who}published {version.record.published_at:%Y-%m-%d}")
     if version.record.data:

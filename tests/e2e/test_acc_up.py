@@ -62,6 +62,8 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert "published climate-downscaling@1.0.0: created" in first.stdout
     assert "published data-harmonization@1.0.0: created" in first.stdout
     assert "sample inputs: 10 new file(s)" in first.stdout
+    # The embedded platform runs models as this user: it says it trusts their authors.
+    assert "models' code runs as this user on this machine" in " ".join(first.stdout.split())
     # The terrain grid (DVC-tracked) went into the platform's DVC remote before publishing.
     assert "pushing flows/reference/terrain.nc to the DVC remote" in first.stdout
     assert list((home / "dvc-remote" / "files" / "md5").rglob("*"))
