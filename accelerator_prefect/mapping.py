@@ -329,7 +329,7 @@ def output_problems(location: str, storage: AccFileSystem | None = None) -> list
         return [f"output.location: {exc}"]
     if "/" not in relative:
         return [f"output.location: {location} is a project root; choose a folder inside it"]
-    from accelerator_prefect.storage import AccFileSystem
+    from accelerator_prefect.storage import AccFileSystem, run_folder_of
 
     fs = storage or AccFileSystem()
     parts = relative.split("/")
@@ -343,8 +343,14 @@ def output_problems(location: str, storage: AccFileSystem | None = None) -> list
                     else f"is inside the file {PREFIX}{here}"
                 )
                 return [f"output.location: {location} {what}; choose a folder"]
+        ran = run_folder_of(fs, relative)
     except StoragePathError as exc:
         return [f"output.location: {exc}"]
+    if ran is not None:
+        return [
+            f"output.location: {location} is in the output folder of another run "
+            f"({PREFIX}{ran}/); choose a new folder"
+        ]
     return []
 
 

@@ -198,6 +198,19 @@ def folder_files(
     ]
 
 
+def run_folder_of(fs: AbstractFileSystem, relative: str) -> str | None:
+    """The output folder of a run that ``relative`` is or lies in (one that holds the
+    run's records, ``provenance.json`` or ``_INCOMPLETE.json``), if any."""
+    from accelerator_prefect.outputs import INCOMPLETE, PROVENANCE
+
+    parts = relative.strip("/").split("/")
+    for depth in range(len(parts), 1, -1):
+        here = "/".join(parts[:depth])
+        if any(fs.isfile(f"{here}/{record}") for record in (PROVENANCE, INCOMPLETE)):
+            return here
+    return None
+
+
 class AtomicWriter(io.RawIOBase):
     """A binary file that appears under its final name only when closed cleanly.
 
@@ -787,16 +800,44 @@ class Storage:
             raise self._failed(uri, exc) from None
         return self._readable_entries(uri, found)
 
+    def _writable(self, uri: str, *, recursive: bool = False) -> str:
+        """``uri`` relative to the root, if the principal may write or remove it: inside
+        their areas, and not in the output folder of a run that has ended (its outputs are
+        kept as it wrote them; operators excepted). ``recursive``: nor holding one."""
+        relative = self._allowed(uri)
+        principal = self.principal
+        if principal is None or principal.operator or not relative:
+            return relative
+        ended = run_folder_of(self.fs, relative)
+        if ended is None and recursive and self.fs.isdir(uri):
+            from accelerator_prefect.outputs import INCOMPLETE, PROVENANCE
+
+            records = [
+                name
+                for name in self.fs.find(uri)
+                if name.rsplit("/", 1)[-1] in (PROVENANCE, INCOMPLETE)
+            ]
+            ended = records[0].rsplit("/", 1)[0] if records else None
+        if ended is not None:
+            raise AccessDenied(
+                f"{to_uri(relative)}: in the output folder of an ended run ({to_uri(ended)}/), "
+                "which stays as the run wrote it; copy its files elsewhere to change them"
+            )
+        return relative
+
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open a file; writes appear only once the file is closed cleanly."""
-        self._allowed(uri, reading=not any(c in mode for c in "wax+"))
+        if any(c in mode for c in "wax+"):
+            self._writable(uri)
+        else:
+            self._allowed(uri, reading=True)
         try:
             return self.fs.open(uri, mode, **kwargs)
         except OSError as exc:
             raise self._failed(uri, exc) from None
 
     def rm(self, uri: str, recursive: bool = False) -> None:
-        self._allowed(uri)
+        self._writable(uri, recursive=recursive)
         try:
             self.fs.rm(uri, recursive=recursive)
         except OSError as exc:
@@ -815,14 +856,17 @@ class Storage:
         if not source.exists():
             raise NotFound(f"{source}: no such local file or folder")
         target = self._into(uri, source.name)
-        self._allowed(target)
+        self._writable(target)
         if source.is_file():
             return [(source, target)]
-        return [
+        pairs = [
             (path, target + "/" + path.relative_to(source).as_posix())
             for path in sorted(source.rglob("*"))
             if path.is_file()
         ]
+        for folder in sorted({t.rsplit("/", 1)[0] for _, t in pairs}):
+            self._writable(folder)  # once a folder, not once a file
+        return pairs
 
     def put(self, local: str | Path, uri: str, progress: Progress | None = None) -> list[Entry]:
         """Copy a local file or folder into ``uri`` (into it, if ``uri`` is a folder)."""

@@ -595,3 +595,33 @@ def test_revoking_a_link_one_may_not_manage_answers_as_for_one_that_does_not_exi
     assert answers[0] == answers[1] == "link '<id>' not found"
     with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
         assert [x.active for x in alice.links(model)] == [True]
+
+
+def test_a_colleague_cannot_alter_or_reuse_an_ended_runs_outputs(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    """bob shares project demo with alice: her run's folder is in his area, yet what her
+    run wrote stays as it wrote it, and his launch may not write into it."""
+    from accelerator_prefect import InvalidInputs
+
+    model = _note_model(acc, tmp_path / "m", "project", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        run = alice.launch(model, {"text": "hers"})
+        assert run.wait(timeout=120) == "Completed"
+        folder = run.output_location
+    note = f"{folder}note.txt"
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        for tamper in (
+            lambda: bob.storage.open(note, "wb").close(),
+            lambda: bob.storage.rm(note),
+            lambda: bob.storage.rm(folder, recursive=True),
+            lambda: bob.storage.rm(folder.rsplit("/", 2)[0] + "/", recursive=True),
+            lambda: bob.storage.put(tmp_path / "m" / "flows" / "note.py", folder),
+        ):
+            with pytest.raises(AccessDenied, match="in the output folder of an ended run"):
+                tamper()
+        with pytest.raises(InvalidInputs, match="is in the output folder of another run"):
+            bob.launch(model, {"text": "his"}, output=folder)
+        bob.storage.open(f"{folder.rsplit('/', 2)[0]}/bobs.txt", "wb").close()  # beside: fine
+    with acc.storage.open(note, "rb") as f:  # operators may still clean up
+        assert f.read() == b"hers"
