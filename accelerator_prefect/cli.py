@@ -1144,6 +1144,26 @@ def _seconds(value: float | None) -> str:
 
 
 @app.command()
+def audit(
+    model: str,
+    limit: int = typer.Option(100, help="At most this many entries, newest first."),
+) -> None:
+    """Who did what to a model: publications, lifecycle, links, launches, cancels."""
+    acc = connect()
+    try:
+        entries = acc.audit(model, limit)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("when (UTC)", "who", "what", "details", title=f"audit log of {model}")
+    for entry in entries:
+        details = ", ".join(f"{k} {v}" for k, v in entry.details.items() if v not in (None, ""))
+        table.add_row(
+            f"{entry.occurred:%Y-%m-%d %H:%M:%S}", entry.actor or "—", entry.action, details
+        )
+    console.print(table if entries else f"nothing recorded for {model} yet")
+
+
+@app.command()
 def usage(
     model: str,
     since: str = typer.Option("30d", help="Since: how long ago (30d, 12h) or a date."),

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
     from accelerator_prefect.access import Principal
+    from accelerator_prefect.audit import AuditEntry
     from accelerator_prefect.catalog import HostedModel, HostedVersion
     from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
     from accelerator_prefect.manifest import Status
@@ -480,7 +481,7 @@ class AsyncAccelerator:
         principal = await self.principal()
         loaded = load_manifest(manifest)
         client, url, work_pool = await self.project_workspace(loaded.project)
-        return await publish(
+        result = await publish(
             client,
             manifest,
             principal=principal,
@@ -493,6 +494,40 @@ class AsyncAccelerator:
             data_remote=self.settings.data_remote,
             home=self.settings.home,
         )
+        await self.audit_published(result, loaded.access.scope.value)
+        return result
+
+    async def audit_published(self, result: PublishResult, scope: str) -> None:
+        """Record a publication in the audit log (an unchanged one is none)."""
+        from accelerator_prefect import audit
+
+        if result.status == "unchanged":
+            return
+        await audit.record(
+            await self.client(),
+            "acc.model.published",
+            audit.model_resource(result.model),
+            actor=(await self.principal()).name,
+            payload={
+                "version": result.version,
+                "status": result.status,
+                "commit": result.commit,
+                "scope": scope,
+            },
+        )
+
+    async def audit(self, model: str, limit: int = 500) -> list[AuditEntry]:
+        """``model``'s audit log, newest first (its owner and operators): publications,
+        lifecycle changes, links made and revoked, launches and cancels, and who did each."""
+        from accelerator_prefect import audit
+
+        _, client = await self._managed(model)
+        entries = await audit.read(client, model, limit)
+        main = await self.client()
+        if client is not main:  # a project on a workspace of its own: its runs are there
+            entries += [e for e in await audit.read(main, model, limit) if e.action != "launched"]
+            entries.sort(key=lambda e: e.occurred, reverse=True)
+        return entries[:limit]
 
     async def _all_versions(self, model: str) -> list[HostedVersion]:
         """Every version of ``model`` in every workspace, whoever may see it (for checks)."""
@@ -575,7 +610,20 @@ class AsyncAccelerator:
             }
         )
         await save_user(client, record)
-        _, token = await create_token(client, name)
+        made, token = await create_token(client, name)
+        from accelerator_prefect import audit
+
+        await audit.record(
+            client,
+            "acc.user.added",
+            audit.user_resource(name),
+            actor=(await self.principal()).name,
+            payload={
+                "projects": {p: str(getattr(r, "value", r)) for p, r in record.projects.items()},
+                "operator": operator,
+                "token": made.id,
+            },
+        )
         return record, token
 
     async def users(self) -> list[UserRecord]:
@@ -589,16 +637,36 @@ class AsyncAccelerator:
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.directory import create_token
 
-        require_operator(await self.principal(), f"create a token for {user}")
-        _, token = await create_token(await self.client(), user, expires_in)
+        principal = await self.principal()
+        require_operator(principal, f"create a token for {user}")
+        made, token = await create_token(await self.client(), user, expires_in)
+        from accelerator_prefect import audit
+
+        await audit.record(
+            await self.client(),
+            "acc.user.token-created",
+            audit.user_resource(user),
+            actor=principal.name,
+            payload={"token": made.id},
+        )
         return token
 
     async def revoke_token(self, token_id: str) -> None:
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.directory import revoke_token
 
-        require_operator(await self.principal(), "revoke a token")
-        await revoke_token(await self.client(), token_id)
+        principal = await self.principal()
+        require_operator(principal, "revoke a token")
+        revoked = await revoke_token(await self.client(), token_id)
+        from accelerator_prefect import audit
+
+        await audit.record(
+            await self.client(),
+            "acc.user.token-revoked",
+            audit.user_resource(revoked.user),
+            actor=principal.name,
+            payload={"token": token_id},
+        )
 
     async def visible_run(self, run_id: str, workspace: str | None = None) -> str:
         """The workspace (API URL) of run ``run_id`` if this principal may read it, else
@@ -934,13 +1002,22 @@ class AsyncAccelerator:
         self, model: str, version: str, status: Status, replaced_by: str | None = None
     ) -> HostedVersion:
         """Move ``model@version`` in its lifecycle (its owner or an operator)."""
+        from accelerator_prefect import audit
         from accelerator_prefect.versions import set_status
 
         hosted, client = await self._managed(model)
         principal = await self.principal()
-        return await set_status(
+        changed = await set_status(
             client, hosted, version, status, by=principal.name, replaced_by=replaced_by
         )
+        await audit.record(
+            await self.client(),
+            "acc.model.status-changed",
+            audit.model_resource(model),
+            actor=principal.name,
+            payload={"version": version, "status": status.value, "replaced_by": replaced_by},
+        )
+        return changed
 
     async def share_link(
         self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
@@ -966,6 +1043,19 @@ class AsyncAccelerator:
             created_by=principal.name,
             expires_in=expires_in,
         )
+        from accelerator_prefect import audit
+
+        await audit.record(
+            await self.client(),
+            "acc.model.link-created",
+            audit.model_resource(model),
+            actor=principal.name,
+            payload={
+                "link": record.id,
+                "version": version,
+                "expires": record.expires.isoformat() if record.expires else None,
+            },
+        )
         return SharedLink.of(record, token, self.catalog_url)
 
     async def links(self, model: str | None = None) -> list[SharedLink]:
@@ -988,7 +1078,17 @@ class AsyncAccelerator:
             await self._managed(record.model)
         except (NotFound, AccessDenied):  # the same answer as for an id that does not exist
             raise NotFound(f"link {link_id!r} not found") from None
-        return SharedLink.of(await revoke_link(client, link_id), None, self.catalog_url)
+        revoked = await revoke_link(client, link_id)
+        from accelerator_prefect import audit
+
+        await audit.record(
+            client,
+            "acc.model.link-revoked",
+            audit.model_resource(record.model),
+            actor=(await self.principal()).name,
+            payload={"link": link_id},
+        )
+        return SharedLink.of(revoked, None, self.catalog_url)
 
     async def runs(self, query: RunQuery, limit: int = 200) -> list[RunSummary]:
         """Runs this principal may read, newest first (see ``Accelerator.runs``)."""
@@ -1393,6 +1493,11 @@ class Accelerator:
             until=until,
         )
         return self._run(self._core.runs(query, limit))
+
+    def audit(self, model: str, limit: int = 500) -> list[AuditEntry]:
+        """``model``'s audit log, newest first: who published it, changed its lifecycle,
+        shared or revoked a link, launched or cancelled a run. Its owner and operators."""
+        return self._run(self._core.audit(model, limit))
 
     def usage(
         self,

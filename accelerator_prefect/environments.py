@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -46,6 +47,8 @@ from pydantic import BaseModel, Field
 
 from accelerator_prefect.errors import AcceleratorError
 
+_log = logging.getLogger(__name__)
+
 RUNTIME = "accelerator-prefect"
 RUNTIME_PACKAGE = "accelerator_prefect"
 LOCK_FILE = "requirements.lock"
@@ -53,6 +56,8 @@ READY_FILE = "ready.json"
 NOT_IN_RUNTIME = frozenset({"streamlit"})
 """The runtime's own requirements that runs never import (the catalog's)."""
 UV_TIMEOUT = 600.0
+RUNTIMES = "acc://.platform/runtimes/"
+"""Where the platform keeps every runtime wheel it locked, for workers elsewhere."""
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -262,7 +267,7 @@ def runtime_wheel(wheelhouse: Path) -> tuple[str, Path]:
     """Build (once) the wheel of this process's runtime into ``wheelhouse``; its version
     and path. Old wheels stay: the environments of old versions are built from them."""
     version = runtime_version()
-    name = f"{RUNTIME_PACKAGE}-{version}-py3-none-any.whl"
+    name = _wheel_name(version)
     path = wheelhouse / name
     if path.exists():
         return version, path
@@ -310,8 +315,9 @@ def lock(root: Path, source: Path, home: Path) -> EnvironmentRecord:
     process's runtime; raise :class:`EnvironmentFailed` with uv's message if it does not
     resolve."""
     shown = source.relative_to(root).as_posix()
-    version, _ = runtime_wheel(wheelhouse(home))
     direct = _direct_requirements(source, shown)
+    version, wheel = runtime_wheel(wheelhouse(home))
+    keep_runtime(wheel)
     with tempfile.TemporaryDirectory(prefix="acc-lock-") as scratch_name:
         scratch = Path(scratch_name)
         pins = _pins_of_uv_lock(source, scratch, shown)  # the author's own, kept exactly
@@ -463,9 +469,48 @@ def ensure(home: Path, record: EnvironmentRecord, report: Report = lambda _: Non
     return interpreter(path)
 
 
+def _wheel_name(version: str) -> str:
+    return f"{RUNTIME_PACKAGE}-{version}-py3-none-any.whl"
+
+
+def keep_runtime(wheel: Path) -> None:
+    """Keep a runtime wheel in the platform's storage (``acc://.platform/runtimes/``, where
+    no user writes), so that a worker on another machine builds old versions' environments
+    with the runtime they locked. Best effort: the publishing machine has it anyway."""
+    from accelerator_prefect.storage import AccFileSystem
+
+    try:
+        fs = AccFileSystem()
+        uri = RUNTIMES + wheel.name
+        if not fs.exists(uri):
+            fs.put_file(str(wheel), uri)
+    except Exception as exc:  # storage unreachable from here: workers here still have it
+        _log.warning("could not keep the runtime %s in storage: %s", wheel.name, exc)
+
+
+def _fetch_runtime(home: Path, version: str) -> bool:
+    """Fetch a runtime wheel this machine lacks from the platform's storage."""
+    from accelerator_prefect.storage import AccFileSystem
+
+    target = wheelhouse(home) / _wheel_name(version)
+    try:
+        fs = AccFileSystem()
+        uri = RUNTIMES + _wheel_name(version)
+        if not fs.exists(uri):
+            return False
+        wheelhouse(home).mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.part")
+        fs.get_file(uri, str(part))
+        part.replace(target)
+    except Exception as exc:
+        _log.warning("could not fetch the runtime %s from storage: %s", version, exc)
+        return False
+    return True
+
+
 def _build(home: Path, record: EnvironmentRecord, path: Path) -> None:
     runtime = record.runtime
-    if not (wheelhouse(home) / f"{RUNTIME_PACKAGE}-{runtime}-py3-none-any.whl").exists():
+    if not (wheelhouse(home) / _wheel_name(runtime)).exists() and not _fetch_runtime(home, runtime):
         built, _ = runtime_wheel(wheelhouse(home))
         if built != runtime:
             raise EnvironmentFailed(

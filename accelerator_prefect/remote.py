@@ -25,6 +25,7 @@ from accelerator_prefect import errors
 
 if TYPE_CHECKING:
     from accelerator_prefect.access import Principal
+    from accelerator_prefect.audit import AuditEntry
     from accelerator_prefect.catalog import HostedModel
     from accelerator_prefect.client import SharedLink
     from accelerator_prefect.manifest import Status
@@ -226,6 +227,12 @@ class PortalService:
             params["until"] = until.isoformat()
         rows = await self._call("GET", f"/models/{model}/usage", params=params)
         return list(_adapter(list[UsageRow]).validate_python(rows))
+
+    async def audit(self, model: str, limit: int = 500) -> list[AuditEntry]:
+        from accelerator_prefect.audit import AuditEntry
+
+        entries = await self._call("GET", f"/models/{model}/audit", params={"limit": limit})
+        return list(_adapter(list[AuditEntry]).validate_python(entries))
 
     # -- launching -------------------------------------------------------------------------------
 

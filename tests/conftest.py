@@ -327,3 +327,18 @@ def echo_repo(tmp_path: Path) -> ModelRepo:
     repo = ModelRepo(tmp_path / "models", f"echo-{uuid.uuid4().hex[:8]}").echo()
     repo.commit("echo 1.0.0")
     return repo
+
+
+@pytest.fixture(scope="module")
+def team(acc: Accelerator) -> dict[str, str]:
+    """Tokens of alice (author in demo), bob (member of demo), carol (in another project)."""
+    suffix = uuid.uuid4().hex[:6]
+    names = {"alice": f"alice-{suffix}", "bob": f"bob-{suffix}", "carol": f"carol-{suffix}"}
+    tokens = {}
+    for who, projects in (
+        ("alice", {"demo": "author"}),
+        ("bob", {"demo": "member"}),
+        ("carol", {"elsewhere": "author"}),
+    ):
+        _, tokens[who] = acc.add_user(names[who], projects)
+    return {**tokens, **{f"{who}-name": name for who, name in names.items()}}

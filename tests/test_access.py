@@ -22,21 +22,6 @@ from tests.test_launch import count_runs
 SCOPES = ["private", "project", "public", "link"]
 
 
-@pytest.fixture(scope="module")
-def team(acc: Accelerator) -> dict[str, str]:
-    """Tokens of alice (author in demo), bob (member of demo), carol (in another project)."""
-    suffix = uuid.uuid4().hex[:6]
-    names = {"alice": f"alice-{suffix}", "bob": f"bob-{suffix}", "carol": f"carol-{suffix}"}
-    tokens = {}
-    for who, projects in (
-        ("alice", {"demo": "author"}),
-        ("bob", {"demo": "member"}),
-        ("carol", {"elsewhere": "author"}),
-    ):
-        _, tokens[who] = acc.add_user(names[who], projects)
-    return {**tokens, **{f"{who}-name": name for who, name in names.items()}}
-
-
 NOTE_FLOW = """
 from pydantic import Field
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -305,8 +306,6 @@ def test_a_pyproject_with_its_uv_lock_keeps_the_authors_exact_pins(
     acc: Accelerator, env_pool: WarmPool, tmp_path: Path
 ) -> None:
     """The range allows 2.4.0; the author's lock chose 2.3.0, and 2.3.0 is what runs."""
-    import subprocess
-
     repo = ModelRepo(tmp_path / "model", f"locked-{uuid.uuid4().hex[:8]}")
     repo.write("pyproject.toml", PYPROJECT)
     locked = subprocess.run(
@@ -370,6 +369,7 @@ def test_after_a_runtime_upgrade_old_versions_keep_the_runtime_they_locked(
     colours: ModelRepo,
     env_pool: WarmPool,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """The platform's runtime moves to a new version (simulated by bumping its version
     label): new versions lock the new one, old versions keep theirs, republished or not."""
@@ -395,6 +395,25 @@ def test_after_a_runtime_upgrade_old_versions_keep_the_runtime_they_locked(
     assert second.wait(timeout=180) == "Completed", second.logs()
     assert first.result()["runtime"] == old.runtime
     assert second.result()["runtime"] == upgraded
+
+    # A worker on another machine (a home of its own) has neither the environment nor the
+    # runtime wheel: it fetches the wheel the platform kept in storage at publish.
+    monkeypatch.undo()  # this process runs its own runtime again
+    elsewhere = tmp_path / "elsewhere"
+    python = envs.ensure(elsewhere, new.environment)
+    reported = subprocess.run(
+        [
+            str(python),
+            "-P",
+            "-c",
+            "import importlib.metadata as m; "
+            "print(m.version('termcolor'), m.version('accelerator-prefect'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert reported.stdout.split() == ["2.3.0", upgraded]
 
 
 @pytest.mark.parametrize(

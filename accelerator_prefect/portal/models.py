@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
+from accelerator_prefect.audit import AuditEntry
 from accelerator_prefect.catalog import HostedModel
 from accelerator_prefect.manifest import Status
 from accelerator_prefect.portal.deps import Acc
@@ -141,6 +142,20 @@ async def usage(
     until: Annotated[datetime | None, Query(description="Up to this moment.")] = None,
 ) -> list[UsageRow]:
     return await acc.usage(model, since or datetime.now(UTC) - timedelta(days=days), until)
+
+
+@router.get(
+    "/models/{model}/audit",
+    response_model=list[AuditEntry],
+    summary="Who published, shared, changed, launched and cancelled what (owners, operators)",
+    responses=responses(401, 403, 404, 429, 503),
+)
+async def audit(
+    model: str,
+    acc: Acc,
+    limit: Annotated[int, Query(ge=1, le=2000, description="At most this many entries.")] = 500,
+) -> list[AuditEntry]:
+    return await acc.audit(model, limit)
 
 
 @router.post(

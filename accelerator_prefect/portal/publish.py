@@ -26,6 +26,7 @@ from accelerator_prefect.publish import (
     PublishSettings,
     PublishStatus,
     RepositoryCode,
+    parse_manifest_text,
     publish_source,
 )
 
@@ -198,6 +199,7 @@ async def publish(request: Request, acc: Acc, response: Response) -> PublishOut 
             result = await publish_source(acc, text, code, label=label, force=force)
     except _TooLarge:
         return _too_large(limit)
+    await acc.audit_published(result, parse_manifest_text(text, label).access.scope.value)
     if result.status not in ("created", "replaced"):
         response.status_code = 200
     return PublishOut(

@@ -1,0 +1,154 @@
+"""The audit log: who published, changed a model's scope or lifecycle, shared or revoked
+a link, added a user or a token, launched or cancelled a run.
+
+Each action is a Prefect event, so operators see them all in the Prefect UI's event
+feed, beside Prefect's own:
+
+- ``acc.model.published`` (and with it any change of scope), ``acc.model.status-changed``,
+  ``acc.model.link-created``, ``acc.model.link-revoked``: resource ``acc.model.<name>``;
+- ``acc.user.added``, ``acc.user.token-created``, ``acc.user.token-revoked``: resource
+  ``acc.user.<name>``;
+- launches and cancels are Prefect's own run events (``prefect.flow-run.Scheduled``,
+  ``…Cancelling``, ``…Cancelled``), which name the model through the run's tags.
+
+Every ``acc.*`` event names who acted (a related resource of role ``actor``). Recording
+is best effort: the action has happened when it is recorded, and a failure to record is
+logged by the process that acted, never undoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+_log = logging.getLogger(__name__)
+RUN_EVENTS = ("prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling")
+
+
+def model_resource(model: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"acc.model.{model}", "prefect.resource.name": model}
+
+
+def user_resource(user: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"acc.user.{user}", "prefect.resource.name": user}
+
+
+async def record(
+    client: PrefectClient,
+    event: str,
+    resource: dict[str, str],
+    *,
+    actor: str,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """Send the event ``event`` about ``resource``, done by ``actor``."""
+    body = {
+        "id": str(uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": event,
+        "resource": resource,
+        "related": [{**user_resource(actor), "prefect.resource.role": "actor"}],
+        "payload": payload or {},
+    }
+    try:
+        response = await client.request("POST", "/events", json=[body])  # type: ignore[arg-type]
+        response.raise_for_status()
+    except Exception as exc:  # the action stands; say that its record is missing
+        _log.warning("could not record %s for %s: %s", event, resource, exc)
+
+
+class AuditEntry(BaseModel):
+    """One line of a model's audit log."""
+
+    occurred: datetime
+    actor: str | None
+    action: str
+    details: dict[str, Any]
+
+
+def _entry(event: dict[str, Any]) -> AuditEntry | None:
+    name = str(event.get("event", ""))
+    related = event.get("related") or []
+    payload = event.get("payload") or {}
+    if name.startswith("acc."):
+        actor = next(
+            (
+                r.get("prefect.resource.name")
+                for r in related
+                if r.get("prefect.resource.role") == "actor"
+            ),
+            None,
+        )
+        return AuditEntry(
+            occurred=event["occurred"],
+            actor=actor,
+            action=name.removeprefix("acc.model.").removeprefix("acc."),
+            details=payload,
+        )
+    tags = {
+        str(r.get("prefect.resource.id", "")).removeprefix("prefect.tag.")
+        for r in related
+        if str(r.get("prefect.resource.id", "")).startswith("prefect.tag.")
+    }
+    values = dict(
+        t.removeprefix("acc:").split(":", 1)
+        for t in tags
+        if t.count(":") >= 2 and t.startswith("acc:")
+    )
+    run = str(event.get("resource", {}).get("prefect.resource.id", "")).removeprefix(
+        "prefect.flow-run."
+    )
+    if name == "prefect.flow-run.Scheduled":
+        return AuditEntry(
+            occurred=event["occurred"],
+            actor=values.get("user")
+            or (f"guest of link {values['link']}" if "link" in values else None),
+            action="launched",
+            details={"run": run, "version": values.get("version"), "via": values.get("via")},
+        )
+    message = str((payload.get("validated_state") or {}).get("message") or "")
+    if name.startswith("prefect.flow-run.Cancel") and message.startswith("cancelled by "):
+        return AuditEntry(
+            occurred=event["occurred"],
+            actor=message.removeprefix("cancelled by ").split(" ", 1)[0] or None,
+            action="cancelled",
+            details={"run": run, "version": values.get("version")},
+        )
+    return None
+
+
+async def read(client: PrefectClient, model: str, limit: int = 500) -> list[AuditEntry]:
+    """The audit log of ``model``, newest first: its ``acc.model.*`` events and the
+    launches and cancels of its runs."""
+    wanted = {
+        "filter": {
+            "any_resource": {"id": [f"acc.model.{model}", f"prefect.tag.acc:model:{model}"]},
+            "event": {"prefix": ["acc.model.", *RUN_EVENTS, "prefect.flow-run.Cancelled"]},
+            "order": "DESC",
+        },
+        "limit": 50,
+    }
+    response = await client.request("POST", "/events/filter", json=wanted)  # type: ignore[arg-type]
+    response.raise_for_status()
+    page = response.json()
+    events = list(page.get("events", []))
+    while page.get("next_page") and len(events) < limit:
+        response = await client._client.get(page["next_page"])
+        response.raise_for_status()
+        page = response.json()
+        events += page.get("events", [])
+    entries, cancelled = [], set()
+    for entry in filter(None, map(_entry, events[:limit])):
+        if entry.action == "cancelled":  # a run set Cancelling, then Cancelled: once
+            if entry.details["run"] in cancelled:
+                continue
+            cancelled.add(entry.details["run"])
+        entries.append(entry)
+    return sorted(entries, key=lambda e: e.occurred, reverse=True)

@@ -1,0 +1,106 @@
+"""The audit log: who published a model, shared and revoked its links, changed its
+lifecycle, launched and cancelled its runs; as Prefect events, read by the model's owner
+and operators (``acc audit``), refused to everyone else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accelerator_prefect import Accelerator, AccessDenied
+from accelerator_prefect.audit import AuditEntry
+from accelerator_prefect.manifest import Status
+from accelerator_prefect.platform import PlatformInfo
+from tests.test_access import _note_model
+from tests.test_cli import acc_cli
+
+
+def _until(read: Callable[[], list[AuditEntry]], done: Callable[[list[AuditEntry]], bool]) -> Any:
+    """Events are stored a moment after they are sent: read until ``done`` (30 s)."""
+    end = time.monotonic() + 30
+    while True:
+        entries = read()
+        if done(entries) or time.monotonic() > end:
+            return entries
+        time.sleep(0.2)
+
+
+def test_the_owner_reads_who_did_what_to_their_model_and_a_member_may_not(
+    acc: Accelerator,
+    platform: PlatformInfo,
+    team: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    alice_name = team["alice-name"]
+    model = _note_model(acc, tmp_path / "m", "project", alice_name)  # published by the operator
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        link = alice.share_link(model)
+        alice.revoke_link(link.id)
+        run = alice.launch(model, {"text": "audited"})
+        assert run.wait(timeout=120) == "Completed"
+        alice.deprecate(model, "1.0.0")
+        wanted = {"published", "link-created", "link-revoked", "launched", "status-changed"}
+        entries = _until(
+            lambda: alice.audit(model), lambda found: wanted <= {e.action for e in found}
+        )
+    by_action = {e.action: e for e in entries}
+    assert wanted <= set(by_action), [e.action for e in entries]
+    assert by_action["published"].actor == "operator"
+    assert by_action["published"].details["version"] == "1.0.0"
+    assert by_action["published"].details["scope"] == "project"
+    assert by_action["link-created"].actor == alice_name
+    assert by_action["link-created"].details["link"] == link.id
+    assert by_action["link-revoked"].details["link"] == link.id
+    assert by_action["launched"].actor == alice_name
+    assert by_action["launched"].details["run"] == str(run.id)
+    assert by_action["status-changed"].details["status"] == Status.deprecated.value
+    times = [e.occurred for e in entries]
+    assert times == sorted(times, reverse=True)  # newest first
+
+    # A member sees the model, not its audit log; the CLI shows it to operators.
+    with (
+        Accelerator.connect(platform.api_url, token=team["bob"]) as bob,
+        pytest.raises(AccessDenied),
+    ):
+        bob.audit(model)
+    code, output = acc_cli(platform, "audit", model)
+    assert code == 0, output
+    assert "link-created" in output and alice_name in output
+
+
+def test_adding_users_and_tokens_is_recorded_as_prefect_events(
+    acc: Accelerator,
+    platform: PlatformInfo,
+    team: dict[str, str],
+) -> None:
+    import asyncio
+
+    from accelerator_prefect.transport import prefect_client
+
+    bob = team["bob-name"]
+
+    async def events() -> list[str]:
+        async with prefect_client(platform.api_url) as client:
+            response = await client.request(
+                "POST",
+                "/events/filter",
+                json={
+                    "filter": {
+                        "any_resource": {"id": [f"acc.user.{bob}"]},
+                        "event": {"prefix": ["acc.user."]},
+                    },
+                    "limit": 50,
+                },
+            )
+            return [e["event"] for e in response.json()["events"]]
+
+    acc.add_token(bob)
+    end = time.monotonic() + 30
+    while "acc.user.token-created" not in (found := asyncio.run(events())):
+        assert time.monotonic() < end, found
+        time.sleep(0.2)
+    assert "acc.user.added" in found
