@@ -107,11 +107,22 @@ class _Repo:
         return hosted.record
 
 
-def _timed(acc: Any, model: str, version: str) -> float:
+PHASES: dict[str, list[dict[str, float]]] = {}
+"""Each timed run's phases (launch, pick-up, start, run), by side, as B11 splits them."""
+
+
+def _timed(acc: Any, model: str, version: str, side: str | None = None) -> float:
+    from benchmarks.warm_worker import _phases
+
     start = time.perf_counter()
     run = acc.launch(model, {"x": 1}, version=version)
+    launched = time.perf_counter() - start
     acc._call(lambda client: until_completed(client, run.id, deadline=600))
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if side is not None:
+        phases = acc._call(lambda client: _phases(client, run.id))
+        PHASES.setdefault(side, []).append({"launch": launched, **phases})
+    return seconds
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -165,7 +176,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         for round_ in range(args.runs):
             for side in order if round_ % 2 == 0 else order[::-1]:
                 console.print(f"[dim]run {round_ + 1}/{args.runs}: {side}")
-                samples[side].append(_timed(acc, *versions[side]))
+                samples[side].append(_timed(acc, *versions[side], side=side))
         acc.close()
     finally:
         down(home)
@@ -208,7 +219,10 @@ def run(args: argparse.Namespace, console: Console) -> Report:
     report.data = {
         "config": {"runs": args.runs, "cold": args.cold, "target_s": TARGET_SECONDS},
         "load_average": {"before": load_before, "after": load_average()},
-        "results": [{"side": s, "what": SIDES[s], **r} for s, r in results.items()],
+        "results": [
+            {"side": s, "what": SIDES[s], **r, "phases": PHASES.get(s, [])}
+            for s, r in results.items()
+        ],
         "build_seconds": [round(b, 2) for b in builds],
     }
     return report

@@ -61,6 +61,11 @@ benchmark, Prefect 3.x, 2 cores under a load average of 4–5) and what was remo
   events go through Prefect's background events worker (still recorded: see
   tests/test_worker.py); and the pick-up counts the pool's room beside the run's read.
   Medians, 20 runs a side, load 1–2: 0.52 s (0.05 / 0.19 / 0.13) vs 6.7 s.
+- Later, with versions' environments (issue 20) in place and the climate example in
+  its own: 0.504 s (launch 0.06 / 0.05 / 0.19 / 0.13) vs 6.58 s, 20 runs a side, load
+  1–1.5; the climate example 2.94 s for 2.35 s of routines (overhead 0.57 s). Over the
+  session's runs the trivial median moved between 0.50 and 0.60 s with the machine's
+  load (0.58–0.60 s with tests running beside it).
 - Left, not the product's: the engine's own round trips (reading the run; updating its
   policy; proposing Running and Completed; the routine's task run), its settings parsed
   again from the run's environment (~10 ms), the launch itself (~50 ms: B1) and the
