@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from accelerator_prefect import Accelerator, NotFound, Run
+from accelerator_prefect import Accelerator, AccessDenied, NotFound, Run
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.provenance import Provenance
 from accelerator_prefect.transport import prefect_client
@@ -56,7 +56,7 @@ def sha256(data: bytes) -> str:
 
 @PORTAL_ONLY
 def test_a_run_records_what_it_ran_on(
-    platform: PlatformInfo, user: User, first: Run, tmp_path: Path
+    platform: PlatformInfo, user: User, first: Run, tmp_path: Path, acc: Accelerator
 ) -> None:
     record = first.provenance()
     hosted = user.acc.get("climate-downscaling").versions[0]
@@ -106,11 +106,14 @@ def test_a_run_records_what_it_ran_on(
     assert shown.type == "markdown"  # type: ignore[attr-defined]
     assert Provenance.from_markdown(shown.data) == record  # type: ignore[attr-defined]
 
-    # The copy beside the outputs is the user's to keep; changing it changes nothing.
+    # The copy beside the outputs stays as the run wrote it: its user may not change it,
+    # and if an operator does, the run's record (its artifact) stays what it was.
     changed = tmp_path / "provenance.json"
     changed.write_text(record.model_copy(update={"version": "6.6.6"}).model_dump_json())
-    storage.put(changed, f"{first.output_location}provenance.json")
-    with storage.open(f"{first.output_location}provenance.json") as f:
+    with pytest.raises(AccessDenied, match="in the output folder of an ended run"):
+        storage.put(changed, f"{first.output_location}provenance.json")
+    acc.storage.put(changed, f"{first.output_location}provenance.json")
+    with acc.storage.open(f"{first.output_location}provenance.json") as f:
         assert Provenance.model_validate_json(f.read()).version == "6.6.6"
     assert first.provenance() == record
 

@@ -148,7 +148,7 @@ async def usage(
     "/models/{model}/audit",
     response_model=list[AuditEntry],
     summary="Who published, shared, changed, launched and cancelled what (owners, operators)",
-    responses=responses(401, 403, 404, 429, 503),
+    responses=responses(401, 403, 404, 422, 429, 503),
 )
 async def audit(
     model: str,
