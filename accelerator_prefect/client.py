@@ -499,22 +499,27 @@ class AsyncAccelerator:
 
     async def audit_published(self, result: PublishResult, scope: str) -> None:
         """Record a publication in the audit log (an unchanged one is none)."""
-        from accelerator_prefect import audit
-
         if result.status == "unchanged":
             return
-        await audit.record(
-            await self.client(),
+        await self._audit(
             "acc.model.published",
-            audit.model_resource(result.model),
-            actor=(await self.principal()).name,
-            payload={
-                "version": result.version,
-                "status": result.status,
-                "commit": result.commit,
-                "scope": scope,
-            },
+            model=result.model,
+            version=result.version,
+            status=result.status,
+            commit=result.commit,
+            scope=scope,
         )
+
+    async def _audit(
+        self, event: str, *, model: str | None = None, user: str | None = None, **payload: Any
+    ) -> None:
+        """Record ``event`` about ``model`` (or ``user``), done by this principal, in the
+        audit log (:mod:`accelerator_prefect.audit`)."""
+        from accelerator_prefect import audit
+
+        resource = audit.model_resource(model) if model else audit.user_resource(user or "")
+        actor = (await self.principal()).name
+        await audit.record(await self.client(), event, resource, actor=actor, payload=payload)
 
     async def audit(self, model: str, limit: int = 500) -> list[AuditEntry]:
         """``model``'s audit log, newest first (its owner and operators): publications,
@@ -611,18 +616,12 @@ class AsyncAccelerator:
         )
         await save_user(client, record)
         made, token = await create_token(client, name)
-        from accelerator_prefect import audit
-
-        await audit.record(
-            client,
+        await self._audit(
             "acc.user.added",
-            audit.user_resource(name),
-            actor=(await self.principal()).name,
-            payload={
-                "projects": {p: str(getattr(r, "value", r)) for p, r in record.projects.items()},
-                "operator": operator,
-                "token": made.id,
-            },
+            user=name,
+            projects={p: str(getattr(r, "value", r)) for p, r in record.projects.items()},
+            operator=operator,
+            token=made.id,
         )
         return record, token
 
@@ -637,36 +636,18 @@ class AsyncAccelerator:
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.directory import create_token
 
-        principal = await self.principal()
-        require_operator(principal, f"create a token for {user}")
+        require_operator(await self.principal(), f"create a token for {user}")
         made, token = await create_token(await self.client(), user, expires_in)
-        from accelerator_prefect import audit
-
-        await audit.record(
-            await self.client(),
-            "acc.user.token-created",
-            audit.user_resource(user),
-            actor=principal.name,
-            payload={"token": made.id},
-        )
+        await self._audit("acc.user.token-created", user=user, token=made.id)
         return token
 
     async def revoke_token(self, token_id: str) -> None:
         from accelerator_prefect.access import require_operator
         from accelerator_prefect.directory import revoke_token
 
-        principal = await self.principal()
-        require_operator(principal, "revoke a token")
+        require_operator(await self.principal(), "revoke a token")
         revoked = await revoke_token(await self.client(), token_id)
-        from accelerator_prefect import audit
-
-        await audit.record(
-            await self.client(),
-            "acc.user.token-revoked",
-            audit.user_resource(revoked.user),
-            actor=principal.name,
-            payload={"token": token_id},
-        )
+        await self._audit("acc.user.token-revoked", user=revoked.user, token=token_id)
 
     async def visible_run(self, run_id: str, workspace: str | None = None) -> str:
         """The workspace (API URL) of run ``run_id`` if this principal may read it, else
@@ -1002,7 +983,6 @@ class AsyncAccelerator:
         self, model: str, version: str, status: Status, replaced_by: str | None = None
     ) -> HostedVersion:
         """Move ``model@version`` in its lifecycle (its owner or an operator)."""
-        from accelerator_prefect import audit
         from accelerator_prefect.versions import set_status
 
         hosted, client = await self._managed(model)
@@ -1010,12 +990,12 @@ class AsyncAccelerator:
         changed = await set_status(
             client, hosted, version, status, by=principal.name, replaced_by=replaced_by
         )
-        await audit.record(
-            await self.client(),
+        await self._audit(
             "acc.model.status-changed",
-            audit.model_resource(model),
-            actor=principal.name,
-            payload={"version": version, "status": status.value, "replaced_by": replaced_by},
+            model=model,
+            version=version,
+            status=status.value,
+            replaced_by=replaced_by,
         )
         return changed
 
@@ -1043,18 +1023,12 @@ class AsyncAccelerator:
             created_by=principal.name,
             expires_in=expires_in,
         )
-        from accelerator_prefect import audit
-
-        await audit.record(
-            await self.client(),
+        await self._audit(
             "acc.model.link-created",
-            audit.model_resource(model),
-            actor=principal.name,
-            payload={
-                "link": record.id,
-                "version": version,
-                "expires": record.expires.isoformat() if record.expires else None,
-            },
+            model=model,
+            link=record.id,
+            version=version,
+            expires=record.expires.isoformat() if record.expires else None,
         )
         return SharedLink.of(record, token, self.catalog_url)
 
@@ -1079,15 +1053,7 @@ class AsyncAccelerator:
         except (NotFound, AccessDenied):  # the same answer as for an id that does not exist
             raise NotFound(f"link {link_id!r} not found") from None
         revoked = await revoke_link(client, link_id)
-        from accelerator_prefect import audit
-
-        await audit.record(
-            client,
-            "acc.model.link-revoked",
-            audit.model_resource(record.model),
-            actor=(await self.principal()).name,
-            payload={"link": link_id},
-        )
+        await self._audit("acc.model.link-revoked", model=record.model, link=link_id)
         return SharedLink.of(revoked, None, self.catalog_url)
 
     async def runs(self, query: RunQuery, limit: int = 200) -> list[RunSummary]:

@@ -86,11 +86,12 @@ def locked_packages(lock: str) -> dict[str, str]:
     for line in lock.splitlines():
         match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line.strip())
         if match:
-            pins[_normalised(match[1])] = match[2]
+            pins[normalised_name(match[1])] = match[2]
     return pins
 
 
-def _normalised(name: str) -> str:
+def normalised_name(name: str) -> str:
+    """A distribution's name as PEP 503 compares it (``Foo_Bar.baz`` → ``foo-bar-baz``)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -116,7 +117,7 @@ def declared(root: Path, named: str | None) -> Path | None:
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         project = _project_table(pyproject)
-        if project.get("dependencies") and _normalised(str(project.get("name", ""))) != RUNTIME:
+        if project.get("dependencies") and normalised_name(str(project.get("name", ""))) != RUNTIME:
             return pyproject
     requirements = root / "requirements.txt"
     return requirements if requirements.is_file() else None
@@ -176,7 +177,7 @@ def _checked(requirement: str, where: str) -> str:
 
 def requirement_name(requirement: str) -> str:
     """The normalised distribution name of a requirement (``Foo_Bar[x]>=1`` → ``foo-bar``)."""
-    return _normalised(re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0])
+    return normalised_name(re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0])
 
 
 def _without_runtime(requirements: list[str]) -> list[str]:
@@ -397,7 +398,7 @@ def _platform_pins() -> str:
     return "".join(
         f"{dist.metadata['Name']}=={dist.version}\n"
         for dist in metadata.distributions()
-        if dist.metadata["Name"] and _normalised(dist.metadata["Name"]) != RUNTIME
+        if dist.metadata["Name"] and normalised_name(dist.metadata["Name"]) != RUNTIME
     )
 
 
@@ -535,12 +536,3 @@ def _build(home: Path, record: EnvironmentRecord, path: Path) -> None:
         what=what,
         hide=(path,),
     )
-
-
-def prepare(
-    home: Path, root: Path, source: Path, report: Report = lambda _: None
-) -> EnvironmentRecord:
-    """Lock and build at publish: the record, once the environment is known to install."""
-    record = lock(root, source, home)
-    ensure(home, record, report)
-    return record

@@ -10,6 +10,7 @@ worker reads it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -189,6 +190,21 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             start_new_session=True,  # stopped by us, in order, not by the terminal's Ctrl-C
             umask=PRIVATE_UMASK,
         )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _privately(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, creating private files and folders while it runs (see ``_private``)."""
+
+    @functools.wraps(function)
+    def private(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _private():
+            return function(*args, **kwargs)
+
+    return private
 
 
 @contextlib.contextmanager
@@ -585,6 +601,7 @@ def seed_reference_data(manifests: list[Path], remote_url: str, report: Report) 
     return gaps
 
 
+@_privately  # what it creates (folders, logs, results) is its user's alone
 def up(
     home: Path,
     *,
@@ -601,30 +618,6 @@ def up(
 
     The worker is the settings' ``worker`` (``ACC_WORKER``: ``warm`` unless told
     otherwise) on ``pool`` (the settings' pool when ``None``)."""
-    with _private():  # what it creates (folders, logs, results) is its user's alone
-        return _up(
-            home,
-            port=port,
-            pool=pool,
-            catalog_port=catalog_port,
-            portal_port=portal_port,
-            examples=examples,
-            report=report,
-            deadline=deadline,
-        )
-
-
-def _up(
-    home: Path,
-    *,
-    port: int = 4200,
-    pool: str | None = None,
-    catalog_port: int | None = 8501,
-    portal_port: int | None = 8600,
-    examples: list[Path] | None = None,
-    report: Report = lambda _: None,
-    deadline: float = 120.0,
-) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()

@@ -333,38 +333,34 @@ def _install_artifact_redaction() -> None:
     either of Prefect's clients."""
     from prefect.client.orchestration._artifacts import client as artifacts
 
-    def sync_create(original: Any) -> Any:
-        def create(self: Any, artifact: Any) -> Any:
-            return original(self, _redacted_artifact(artifact))
+    def redacted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The call's arguments with its artifact (named ``artifact``, or the last one:
+        ``create_artifact(artifact)``, ``update_artifact(artifact_id, artifact)``) redacted."""
+        if "artifact" in kwargs:
+            kwargs["artifact"] = _redacted_artifact(kwargs["artifact"])
+            return args
+        return (*args[:-1], _redacted_artifact(args[-1]))
 
-        return create
+    def redacting(original: Any) -> Any:
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return original(self, *redacted(args, kwargs), **kwargs)
 
-    def async_create(original: Any) -> Any:
-        async def create(self: Any, artifact: Any) -> Any:
-            return await original(self, _redacted_artifact(artifact))
+        return method
 
-        return create
+    def redacting_async(original: Any) -> Any:
+        async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await original(self, *redacted(args, kwargs), **kwargs)
 
-    def sync_update(original: Any) -> Any:
-        def update(self: Any, artifact_id: Any, artifact: Any) -> Any:
-            return original(self, artifact_id, _redacted_artifact(artifact))
+        return method
 
-        return update
-
-    def async_update(original: Any) -> Any:
-        async def update(self: Any, artifact_id: Any, artifact: Any) -> Any:
-            return await original(self, artifact_id, _redacted_artifact(artifact))
-
-        return update
-
-    for cls, create, update in (
-        (artifacts.ArtifactClient, sync_create, sync_update),
-        (artifacts.ArtifactAsyncClient, async_create, async_update),
+    for cls, wrap in (
+        (artifacts.ArtifactClient, redacting),
+        (artifacts.ArtifactAsyncClient, redacting_async),
     ):
         if getattr(cls, "_acc_redacting", False):
             continue
-        cls.create_artifact = create(cls.create_artifact)
-        cls.update_artifact = update(cls.update_artifact)
+        cls.create_artifact = wrap(cls.create_artifact)
+        cls.update_artifact = wrap(cls.update_artifact)
         cls._acc_redacting = True
 
 

@@ -136,7 +136,9 @@ def _modules_of(distributions: str | None) -> list[str]:
     requirements), to import in the zygote: the one named like the distribution, else its
     only public top-level module. Others (``pylab`` beside ``matplotlib``) are left out:
     importing them may do more than define things."""
-    wanted = {_dist_key(d) for d in (distributions or "").split(",") if d.strip()}
+    from accelerator_prefect.environments import normalised_name as key
+
+    wanted = {key(d.strip()) for d in (distributions or "").split(",") if d.strip()}
     if not wanted:
         return []
     from importlib import metadata
@@ -144,17 +146,13 @@ def _modules_of(distributions: str | None) -> list[str]:
     modules: dict[str, list[str]] = {}
     for module, owners in metadata.packages_distributions().items():
         for owner in owners:
-            if _dist_key(owner) in wanted and not module.startswith("_"):
-                modules.setdefault(_dist_key(owner), []).append(module)
+            if key(owner) in wanted and not module.startswith("_"):
+                modules.setdefault(key(owner), []).append(module)
     chosen = []
     for dist, names in modules.items():
-        named = [m for m in names if _dist_key(m) == dist]
+        named = [m for m in names if key(m) == dist]
         chosen += named or (names if len(names) == 1 else [])
     return sorted(chosen)
-
-
-def _dist_key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def _build_models() -> None:
