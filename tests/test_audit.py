@@ -104,3 +104,27 @@ def test_adding_users_and_tokens_is_recorded_as_prefect_events(
         assert time.monotonic() < end, found
         time.sleep(0.2)
     assert "acc.user.added" in found
+
+
+def test_the_portals_audit_door_opens_for_the_owner_only(
+    acc: Accelerator, portal: str, team: dict[str, str], tmp_path: Path
+) -> None:
+    """Raw HTTP on ``GET /api/v1/models/{model}/audit``: without a token, with a member's
+    (who sees the model), with an outsider's (who does not), and with the owner's."""
+    import httpx
+
+    model = _note_model(acc, tmp_path / "m", "project", team["alice-name"])
+    url = f"{portal}/api/v1/models/{model}/audit"
+
+    def get(token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(url, headers=headers, timeout=30)
+
+    assert get(None).status_code == 401
+    assert get(team["bob"]).status_code == 403  # a member: sees it, does not manage it
+    assert get(team["carol"]).status_code == 404  # another project: not there for them
+    owner = _until(
+        lambda: [AuditEntry.model_validate(e) for e in get(team["alice"]).json()],
+        lambda found: "published" in {e.action for e in found},
+    )
+    assert [e.actor for e in owner if e.action == "published"] == ["operator"]
