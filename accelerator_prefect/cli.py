@@ -217,6 +217,44 @@ def publish(
         raise typer.Exit(1)
 
 
+@app.command()
+def init(
+    name: str = typer.Argument(..., help="The model's name, e.g. crop-yield."),
+    folder: Path | None = typer.Option(
+        None, "--dir", help="Where to write it (default: a new folder named like the model)."
+    ),
+    owner: str | None = typer.Option(
+        None, help="Who owns it (default: your user name, as `acc whoami` would say)."
+    ),
+    project: str = typer.Option(..., prompt=True, help="The project it belongs to."),
+    title: str | None = typer.Option(None, help="Its title in the catalog."),
+) -> None:
+    """Start a model's repository: jobflow, manifest, libraries, sample, test, README."""
+    import getpass
+
+    from accelerator_prefect.scaffold import Model, ScaffoldError, write
+
+    target = folder or Path(name)
+    model = Model(
+        name=name,
+        owner=owner or getpass.getuser().lower(),
+        project=project,
+        title=title or name.replace("-", " ").capitalize(),
+    )
+    try:
+        written = write(target, model)
+    except ScaffoldError as exc:
+        fail(str(exc))
+    table = Table("file", title=f"{name}: a model repository in {target}")
+    for path in written:
+        table.add_row(str(path.relative_to(target)))
+    console.print(table)
+    console.print(
+        f"Next: `cd {target} && pytest` runs the jobflow here; the README says how to publish it.",
+        highlight=False,
+    )
+
+
 @app.command("manifest-schema")
 def manifest_schema() -> None:
     """Print the JSON Schema of hosting manifests (for editors)."""
@@ -372,10 +410,11 @@ def _print_environment(record: HostingRecord) -> None:
         console.print("libraries: the platform's own (the repository declares no environment)")
         return
     console.print(
-        f"libraries: declared in {environment.source}; lock {environment.hash[:12]}, "
-        f"Python {environment.python}, runtime {environment.runtime} "
-        "(acc show --lock prints it all)",
+        f"libraries: declared in {environment.source}; Python {environment.python}, "
+        f"runtime {environment.runtime} (acc show --lock prints the lock)\n"
+        f"lock hash: {environment.hash}",
         highlight=False,
+        soft_wrap=True,
     )
     from accelerator_prefect.environments import requirement_name
 
@@ -753,8 +792,14 @@ def _print_outputs(acc: Accelerator, run_id: str) -> None:
     title = f"outputs in {handle.output_location}" + ("" if complete else " (INCOMPLETE)")
     table = Table("file", "size", "type", title=title)
     for f in files:
-        table.add_row(f.path, human_size(f.size), f.media_type)
+        altered = " [red](altered: not what the run wrote)[/]" if f.altered else ""
+        table.add_row(f.path + altered, human_size(f.size), f.media_type)
     console.print(table)
+    if any(f.altered for f in files):
+        console.print(
+            "[red]Files marked altered were changed after the run wrote them;[/] they are "
+            "not its result."
+        )
     console.print(f"Download them with: acc get {handle.output_location} .")
 
 

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -79,6 +80,22 @@ class EnvironmentRecord(BaseModel):
     def packages(self) -> dict[str, str]:
         """Locked package → version."""
         return locked_packages(self.lock)
+
+
+def of_deployment(deployment: Any) -> EnvironmentRecord | None:
+    """The environment a hosted version's deployment locks, if it declares one."""
+    from accelerator_prefect.validation import EXTENSION_KEY
+
+    schema = (deployment.parameter_openapi_schema or {}) if deployment is not None else {}
+    data = (schema.get(EXTENSION_KEY) or {}).get("environment")
+    return EnvironmentRecord.model_validate(data) if data else None
+
+
+def running_in(hash: str) -> bool:
+    """Whether this interpreter is the environment of the lock ``hash``: one this platform
+    built (its folder is named after the hash), or an image an operator built from the
+    lock, which says so with ``ACC_ENVIRONMENT=<hash>``."""
+    return Path(sys.prefix).name == hash[:24] or os.environ.get("ACC_ENVIRONMENT") == hash
 
 
 def locked_packages(lock: str) -> dict[str, str]:

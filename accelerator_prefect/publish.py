@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
     from git import Repo
     from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import WorkPool
 
     from accelerator_prefect.client import AsyncAccelerator
     from accelerator_prefect.data import DataRemote
@@ -346,7 +347,7 @@ async def _deploy(
     _check_mappings(manifest, schema, label)
     schema = constrain_schema(schema, manifest)
     work_pool = manifest.work_pool or default_work_pool
-    await _check_work_pool(client, work_pool, label)
+    pool = await _check_work_pool(client, work_pool, label)
 
     if pinned_data is not None:
         data, remote = pinned_data
@@ -401,6 +402,7 @@ async def _deploy(
         parameters=_default_parameters(manifest, schema),
         enforce_parameter_schema=True,
         work_pool_name=work_pool,
+        job_variables=_image_of(environment, pool),
         entrypoint=manifest.jobflow,
         pull_steps=_pull_steps(record, source.root),
         paused=record.status == Status.archived,
@@ -552,16 +554,28 @@ def _compare(
     return ("unchanged" if unchanged else "updated"), kept
 
 
-async def _check_work_pool(client: PrefectClient, name: str, path: str) -> None:
+async def _check_work_pool(client: PrefectClient, name: str, path: str) -> WorkPool:
     from prefect.exceptions import ObjectNotFound
 
     try:
-        await client.read_work_pool(name)
+        return await client.read_work_pool(name)
     except ObjectNotFound:
         raise PublishError(
             f"{path}: work_pool: {name!r} does not exist on the Prefect server; start the "
             f"platform with `acc up`, or create it with `prefect work-pool create {name}`"
         ) from None
+
+
+def _image_of(environment: EnvironmentRecord | None, pool: WorkPool) -> dict[str, Any]:
+    """The job variables that start a version in its environment's image, on a pool whose
+    jobs run in one (Docker, Kubernetes) when the operator names the images."""
+    from accelerator_prefect.settings import get_settings
+
+    template = get_settings().environment_image
+    variables = (pool.base_job_template.get("variables") or {}).get("properties") or {}
+    if environment is None or not template or "image" not in variables:
+        return {}
+    return {"image": template.replace("{hash}", environment.hash[:24])}
 
 
 # -- code the platform fetches: publishing through the portal ------------------------------------

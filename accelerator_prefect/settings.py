@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         description="The package index models' environments are locked and built from "
         "(uv's default index when unset).",
     )
+    environment_image: str | None = Field(
+        default=None,
+        description="The image of each environment on work pools that start containers "
+        "(Docker, Kubernetes): a name with {hash}, the lock's hash (24 characters), e.g. "
+        "registry.example.org/acc-env:{hash}. Publishing sets it as the `image` job "
+        "variable of versions that declare an environment, on pools that have one.",
+    )
 
     dvc_remote: str | None = Field(
         default=None,

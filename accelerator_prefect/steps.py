@@ -113,33 +113,83 @@ def _fetch(repository: str, commit: str, scratch: Path) -> None:
 
 
 def environment(hash: str) -> dict[str, str]:
-    """Check that the run runs in its version's environment (the lock ``hash``), and fail
-    it with a clear message otherwise: a worker that does not start versions in their own
-    environments (Prefect's process worker, for one) must never run them on its own
-    libraries. The warm worker starts each run in its version's environment.
+    """Run the version in its own environment (the lock ``hash``).
+
+    The warm worker starts each run there already: nothing to do. Any other worker
+    (Prefect's process worker, a Docker or Kubernetes image without the environment)
+    starts it on its own interpreter; then this step builds the environment if the
+    machine lacks it (the run's log says so) and starts the engine again on the
+    environment's interpreter, in the same process, which the worker keeps watching.
+    A run whose environment cannot be prepared fails with the reason, and never runs on
+    the worker's own libraries.
 
     Example (the first pull step of a version that declares an environment):
         {"accelerator_prefect.steps.environment": {"hash": "5be0…"}}
     """
     import sys
 
-    if Path(sys.prefix).name == hash[:24]:
+    from accelerator_prefect import environments
+
+    if environments.running_in(hash):
         return {"python": sys.executable}
-    message = (
-        f"This version runs with libraries of its own (environment {hash[:12]}), which its "
-        "worker did not start it in: run it on a warm work pool (type acc-warm), which "
-        "prepares each version's environment."
-    )
-    _fail_run(message)
-    raise AcceleratorError(message)
+    try:
+        python = _prepared_environment(hash)
+    except AcceleratorError as exc:
+        message = f"The model's environment could not be prepared: {exc}"
+        _fail_run(message)
+        raise AcceleratorError(message) from None
+    # The engine again, on the environment's interpreter; its pull steps run once more,
+    # this one returning at once and the checkout coming from the cache.
+    _send_logs()
+    os.execv(python, [python, "-m", "prefect.engine"])
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _fail_run(message: str) -> None:
-    """Tell the run's readers why it did not start: a log line and a Failed state.
+def _prepared_environment(hash: str) -> str:
+    """The interpreter of this run's environment, built first if this machine lacks it."""
+    from uuid import UUID
 
-    Pull steps run before the run's own logging does, so an error here would
-    otherwise reach only the worker's console.
-    """
+    from prefect.client.orchestration import get_client
+
+    from accelerator_prefect import environments
+    from accelerator_prefect.settings import get_settings
+
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if not run_id:
+        raise AcceleratorError(
+            f"this version runs with libraries of its own (environment {hash[:12]}), and "
+            "this process is not one of its runs"
+        )
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(run_id))
+        deployment = (
+            client.read_deployment(flow_run.deployment_id) if flow_run.deployment_id else None
+        )
+    record = environments.of_deployment(deployment)
+    if record is None or record.hash != hash:
+        raise AcceleratorError(f"its deployment does not lock the environment {hash[:12]}")
+    home = get_settings().home
+    if not environments.ready(home, record):
+        _log_to_run("Preparing the model's environment…")
+    return str(environments.ensure(home, record))
+
+
+def _send_logs() -> None:
+    """Send the log lines Prefect still holds, before this process becomes another."""
+    import contextlib
+    import sys
+
+    from prefect._internal.concurrency.services import QueueService
+
+    with contextlib.suppress(Exception):
+        QueueService.drain_all(timeout=5)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _log_to_run(message: str, level: int = 20) -> None:
+    """A line in the run's log, sent at once (pull steps run before the run's own
+    logging does, so a line logged the usual way could reach only the worker's console)."""
     run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
     if not run_id:
         return
@@ -148,18 +198,31 @@ def _fail_run(message: str) -> None:
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import LogCreate
-    from prefect.states import Failed
 
     with get_client(sync_client=True) as client:
         client.create_logs(
             [
                 LogCreate(
                     name="accelerator_prefect.steps",
-                    level=40,
+                    level=level,
                     message=message,
                     timestamp=datetime.now(UTC),
                     flow_run_id=UUID(run_id),
                 )
             ]
         )
+
+
+def _fail_run(message: str) -> None:
+    """Tell the run's readers why it did not start: a log line and a Failed state."""
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if not run_id:
+        return
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    _log_to_run(message, level=40)
+    with get_client(sync_client=True) as client:
         client.set_flow_run_state(UUID(run_id), Failed(message=message), force=True)

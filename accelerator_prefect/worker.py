@@ -52,7 +52,7 @@ from prefect.workers.base import (
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from accelerator_prefect.environments import EnvironmentRecord
+from accelerator_prefect.environments import EnvironmentRecord, of_deployment
 from accelerator_prefect.errors import AcceleratorError
 from accelerator_prefect.zygote import CANCEL_SIGNAL, credential_free
 
@@ -341,15 +341,6 @@ class Zygote:
             self.process.kill()
 
 
-def _environment_of(deployment: DeploymentResponse | None) -> EnvironmentRecord | None:
-    """The environment a hosted version's record locks, if it declares one."""
-    from accelerator_prefect.validation import EXTENSION_KEY
-
-    schema = (deployment.parameter_openapi_schema or {}) if deployment is not None else {}
-    data = (schema.get(EXTENSION_KEY) or {}).get("environment")
-    return EnvironmentRecord.model_validate(data) if data else None
-
-
 def _distributions(requirements: Sequence[str]) -> list[str]:
     """The distribution names of requirement strings (``numpy>=2``, ``foo[bar]==1``…)."""
     from accelerator_prefect.environments import requirement_name
@@ -491,7 +482,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     ) -> WarmWorkerResult:
         deployment = _DEPLOYMENT.get()
         try:
-            environment = _environment_of(deployment)
+            environment = of_deployment(deployment)
             python = await self._prepare_environment(flow_run, environment)
         except AcceleratorError as exc:
             message = f"The model's environment could not be prepared: {exc}"

@@ -247,24 +247,66 @@ def test_a_version_whose_runtime_this_machine_lacks_never_runs_on_another(
     assert not envs.ready(tmp_path / "home", older)
 
 
-def test_a_worker_that_does_not_start_environments_fails_the_run_rather_than_run_it(
+def test_prefects_process_worker_runs_a_version_in_its_own_environment(
     acc: Accelerator, colours: ModelRepo, platform: PlatformInfo
 ) -> None:
-    """Prefect's process worker starts every run on the platform's own interpreter: a
-    version with libraries of its own must say so, never run on the wrong ones."""
+    """Prefect's process worker starts every run on the platform's own interpreter: the
+    version's first pull step builds the environment on that machine, then starts the
+    engine again on the environment's interpreter, in the process the worker watches."""
     from accelerator_prefect.platform import _prepare, start_worker
 
     pool = f"process-{uuid.uuid4().hex[:6]}"
     acc._call(lambda c: _prepare(c, platform.home, pool, "process"))
     worker = start_worker(platform.home, platform.api_url, pool)
     try:
-        publish_colours(acc, colours, pool, "9.0.0", "termcolor==2.3.0\n")
+        record = publish_colours(acc, colours, pool, "9.0.0", "termcolor==2.1.0\n")
+        assert record.environment is not None
+        shutil.rmtree(envs.folder(platform.home, record.environment))  # not on this machine
         run = acc.launch(colours.name, version="9.0.0")
-        assert run.wait(timeout=180) in ("Failed", "Crashed")
-        logs = "\n".join(run.logs())
-        assert "runs with libraries of its own" in logs and "acc-warm" in logs
+        assert run.wait(timeout=240) == "Completed", run.logs()
+        result = run.result()
+        assert result["termcolor"] == "2.1.0"
+        assert result["runtime"] == record.environment.runtime
+        assert Path(result["prefix"]).name == record.environment.hash[:24]
+        assert any("Preparing the model's environment" in line for line in run.logs())
+        assert envs.ready(platform.home, record.environment)
     finally:
         stop_process(worker)
+
+
+def test_a_container_pool_starts_each_version_in_its_environments_image(
+    acc: Accelerator, colours: ModelRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a pool whose jobs run in an image (Docker, Kubernetes; no such worker runs here,
+    the pool is only published to), the operator's image of each lock is the version's
+    `image` job variable: one image per lock hash, named in the version's deployment."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = f"containers-{uuid.uuid4().hex[:6]}"
+    template = {
+        "job_configuration": {"image": "{{ image }}", "env": "{{ env }}"},
+        "variables": {
+            "type": "object",
+            "properties": {"image": {"type": "string"}, "env": {"type": "object"}},
+        },
+    }
+    acc._call(
+        lambda c: c.create_work_pool(
+            WorkPoolCreate(name=pool, type="docker", base_job_template=template)
+        )
+    )
+    monkeypatch.setenv("ACC_ENVIRONMENT_IMAGE", "registry.example.org/acc-env:{hash}")
+    record = publish_colours(acc, colours, pool, "9.1.0", "termcolor==2.3.0\n")
+    assert record.environment is not None
+    (hosted,) = [v for v in acc.get(colours.name).versions if v.version == "9.1.0"]
+    deployment = acc._call(lambda c: c.read_deployment(hosted.deployment_id))
+    assert deployment.job_variables == {
+        "image": f"registry.example.org/acc-env:{record.environment.hash[:24]}"
+    }
+    # Inside such an image the first pull step finds itself in the environment.
+    monkeypatch.setenv("ACC_ENVIRONMENT", record.environment.hash)
+    assert envs.running_in(record.environment.hash)
+    assert not envs.running_in("0" * 64)
 
 
 def test_acc_show_lists_the_libraries_and_prints_the_lock(
@@ -276,10 +318,11 @@ def test_acc_show_lists_the_libraries_and_prints_the_lock(
     assert code == 0, output
     assert "declared in requirements.txt" in output, output
     assert "termcolor==2.3.0" in output and "2.3.0" in output
-    code, output = acc_cli(platform, "show", colours.name, "--version", "1.0.0", "--lock")
-    assert code == 0, output
     environment = record_of(acc, colours.name, "1.0.0").environment
     assert environment is not None
+    assert f"lock hash: {environment.hash}" in output  # what an image names (operations.md)
+    code, output = acc_cli(platform, "show", colours.name, "--version", "1.0.0", "--lock")
+    assert code == 0, output
     assert output == environment.lock
     assert "termcolor==2.3.0" in output.splitlines()
 
