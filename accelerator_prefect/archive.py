@@ -61,8 +61,9 @@ def outputs_zip(
     run: Run, files: list[OutputFile] | None = None, chunk: int = CHUNK
 ) -> Iterator[bytes]:
     """The pieces of a zip holding ``files`` (default: every output of ``run``), each
-    under its path in the run's output folder, with its bytes as the run wrote them."""
-    listed = run.outputs() if files is None else files
+    under its path in the run's output folder, with its bytes as the run wrote them;
+    files changed since (altered) are left out."""
+    listed = [f for f in (run.outputs() if files is None else files) if not f.altered]
     when = datetime.now(UTC)
     sink = _Pieces()
     with zipfile.ZipFile(sink, "w", compresslevel=1) as archive:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
     from accelerator_prefect.manifest import Status
     from accelerator_prefect.outputs import OutputFile
-    from accelerator_prefect.provenance import Provenance, RunDiff
+    from accelerator_prefect.provenance import FileRecord, Provenance, RunDiff
     from accelerator_prefect.publish import PublishResult
     from accelerator_prefect.runs import (
         RoutineProgress,
@@ -198,6 +198,8 @@ class AsyncAccelerator:
         self._token_users: dict[str, str] = {}
         self._others: dict[str, PrefectClient] = {}
         self._principal: Principal | None = None
+        # The tags the principal could see on this client's last lookup of a model.
+        self._visible_hint: tuple[tuple[str, ...] | None] | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
         self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
@@ -436,20 +438,39 @@ class AsyncAccelerator:
     async def _find(self, model: str) -> tuple[Principal, HostedModel, PrefectClient, str]:
         """Who is asking, ``model`` as they see it, and its workspace's client and URL.
 
-        Who is asking, which workspaces are bound and the model's versions on this
-        server do not depend on each other, so they are read at once; the versions
-        (the server filters them by the model's tag) are then narrowed to those the
-        principal may see, as :func:`~accelerator_prefect.catalog.read_versions` does.
+        The server filters the model's versions by the tags the principal may see
+        (:func:`~accelerator_prefect.catalog.read_versions`), so that a model they may
+        not see costs what a missing one does: no version of it is read. Who is asking,
+        the bound workspaces and the versions are read at once, the versions with the
+        tags this client's principal had on its last call; when those have changed
+        since (or on a first call), the versions are read again with the current ones.
         """
+        from accelerator_prefect.access import visible_tags
         from accelerator_prefect.catalog import group_models, read_versions
 
         home = await self.client()
         shared = self._shared
-        principal, spaces, here = await asyncio.gather(
-            self.principal(),
-            shared.read("workspaces", self.workspaces),
-            shared.read(("versions", model), lambda: read_versions(home, model=model)),
-        )
+
+        def versions_for(visible: tuple[str, ...] | None, who: Principal | None) -> Any:
+            return shared.read(
+                ("versions", model, visible),
+                lambda: read_versions(
+                    home,
+                    model=model,
+                    principal=who,
+                    any_tags=None if visible is None else list(visible),
+                ),
+            )
+
+        hint = self._visible_hint
+        reads: list[Any] = [self.principal(), shared.read("workspaces", self.workspaces)]
+        if hint is not None:
+            reads.append(versions_for(hint[0], None))
+        principal, spaces, *early = await asyncio.gather(*reads)
+        tags = visible_tags(principal)
+        visible = None if tags is None else tuple(tags)
+        self._visible_hint = (visible,)
+        here = early[0] if early and hint == (visible,) else await versions_for(visible, None)
         versions = [v for v in here if v.visible_to(principal)]
         for version in versions:
             version.workspace = self.api_url
@@ -655,6 +676,13 @@ class AsyncAccelerator:
         _, url = await self._readable_run(run_id, workspace)
         return url
 
+    async def hidden_runs(self, run_ids: list[str]) -> set[str]:
+        """Of ``run_ids``, those of runs on this server the principal may not read: the
+        storage keeps their output folders from them."""
+        from accelerator_prefect.runs import hidden_runs
+
+        return await hidden_runs(await self.client(), await self.principal(), run_ids)
+
     async def _readable_run(self, run_id: str, workspace: str | None = None) -> tuple[Any, str]:
         """The flow run ``run_id`` and its workspace, if this principal may read it (one
         read of the run, in the workspace it is found in)."""
@@ -752,8 +780,10 @@ class AsyncAccelerator:
     async def run_outputs(
         self, run_id: str, workspace: str | None = None
     ) -> tuple[list[OutputFile], bool]:
-        """The files run ``run_id`` wrote, and whether they are complete."""
-        from accelerator_prefect.outputs import is_incomplete, list_outputs, run_folder
+        """The files run ``run_id`` wrote, and whether they are complete; once the run
+        has ended, each is checked against the hash its provenance recorded, and marked
+        altered if it no longer matches."""
+        from accelerator_prefect.outputs import checked, is_incomplete, list_outputs, run_folder
         from accelerator_prefect.storage import Storage
 
         info = await self.run_info(run_id, workspace)
@@ -761,9 +791,32 @@ class AsyncAccelerator:
         if folder is None:
             return [], info.completed
         storage = Storage(self.storage_fs())  # reading the run was allowed already
-        files = await asyncio.to_thread(list_outputs, folder, storage)
+        files, recorded = await asyncio.gather(
+            asyncio.to_thread(list_outputs, folder, storage),
+            self._recorded_outputs(run_id, info, workspace),
+        )
+        files = await asyncio.to_thread(checked, files, storage, recorded)
         complete = info.completed and not await asyncio.to_thread(is_incomplete, folder, storage)
         return files, complete
+
+    async def _recorded_outputs(
+        self, run_id: str, info: RunInfo, workspace: str | None
+    ) -> dict[str, FileRecord] | None:
+        """The outputs run ``run_id``'s provenance recorded, by path (``None`` while the
+        run has not ended or recorded none): read from its Prefect artifact, which no
+        user can change, never from the copy beside the outputs."""
+        from uuid import UUID
+
+        from accelerator_prefect.runs import read_provenance
+
+        if not info.final:
+            return None
+        client = (await self.workspaces())[info.workspace or workspace or self.api_url]
+        try:
+            record = await read_provenance(client, UUID(run_id))
+        except NotFound:
+            return None
+        return {f.uri: f for f in record.outputs}
 
     async def open_output(self, run_id: str, path: str, workspace: str | None = None) -> Any:
         """One of run ``run_id``'s output files, open for reading (``path`` as listed)."""
@@ -773,8 +826,10 @@ class AsyncAccelerator:
     async def open_output_sized(
         self, run_id: str, path: str, workspace: str | None = None
     ) -> tuple[Any, int]:
-        """One of run ``run_id``'s output files, open for reading, and its size."""
-        from accelerator_prefect.outputs import run_folder
+        """One of run ``run_id``'s output files, open for reading, and its size;
+        :class:`AlteredOutput` if it no longer holds what the run wrote."""
+        from accelerator_prefect.errors import AlteredOutput
+        from accelerator_prefect.outputs import is_altered, run_folder
         from accelerator_prefect.storage import Storage, check_path, to_uri
 
         info = await self.run_info(run_id, workspace)
@@ -785,9 +840,17 @@ class AsyncAccelerator:
         if not uri.startswith(folder) or uri == folder:
             raise NotFound(f"{path!r} is not an output of run {run_id}")
         storage = Storage(self.storage_fs())
-        entry = await asyncio.to_thread(storage.info, uri)
+        entry, recorded = await asyncio.gather(
+            asyncio.to_thread(storage.info, uri), self._recorded_outputs(run_id, info, workspace)
+        )
         if entry.is_folder:
             raise NotFound(f"{path!r} is not an output file of run {run_id}")
+        relative = uri[len(folder) :]
+        if await asyncio.to_thread(is_altered, storage, uri, relative, recorded):
+            raise AlteredOutput(
+                f"{relative} was changed after run {run_id} wrote it: it no longer holds what "
+                "the run's provenance recorded, so it is not shown as the run's output"
+            )
         return await asyncio.to_thread(storage.open, uri, "rb"), entry.size
 
     async def cancel(self, run_id: str, workspace: str | None = None) -> RunInfo:
@@ -1224,7 +1287,11 @@ class Accelerator:
             self._storage = cast(Storage, PortalStorage(self, cast(PortalService, self._core)))
         if self._storage is None:
             # Asked on every operation, so a revocation or a changed membership counts at once.
-            self._storage = Storage(self._core.storage_fs(), principal=lambda: self.principal)
+            self._storage = Storage(
+                self._core.storage_fs(),
+                principal=lambda: self.principal,
+                runs=lambda ids: self._run(self._core.hidden_runs(ids)),
+            )
         return self._storage
 
     @property

@@ -42,6 +42,11 @@ class RuntimeMismatch(AcceleratorError):
     refused at launch rather than run on other libraries than it locked."""
 
 
+class AlteredOutput(AcceleratorError):
+    """An output file no longer holds what its run wrote (its hash differs from the one
+    the run's provenance recorded): it is never served as the run's output."""
+
+
 class PublishError(AcceleratorError):
     """A manifest is valid but cannot be published as asked."""
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -33,7 +34,7 @@ from accelerator_prefect.errors import (
 )
 from accelerator_prefect.manifest import LaunchCheck, Status
 from accelerator_prefect.mapping import input_problems, output_problems
-from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
+from accelerator_prefect.storage import PREFIX, RUN_ID, StoragePathError, check_path
 from accelerator_prefect.validation import failed_checks, parameter_problems
 from accelerator_prefect.versions import refuse_archived, refuse_mismatched_runtime
 
@@ -212,6 +213,51 @@ def _mapping_problems(
     return problems
 
 
+async def _inputs_of_hidden_runs(
+    client: PrefectClient, principal: Principal, parameters: dict[str, Any]
+) -> list[str]:
+    """Inputs inside the output folder of a run the launcher may not read (a colleague's):
+    the run would read for them what the storage keeps from them."""
+    from accelerator_prefect.runs import hidden_runs
+
+    inputs = parameters.get("inputs")
+    if not isinstance(inputs, dict):
+        return []
+    named = [
+        (f"inputs.{key}[{index}]", uri, RUN_ID.findall(uri.lower()))
+        for key in ("selected_files", "selected_folders")
+        for index, uri in enumerate(inputs.get(key) or [])
+        if isinstance(uri, str)
+    ]
+    ids = sorted({i for _, _, found in named for i in found})
+    hidden = await hidden_runs(client, principal, ids) if ids else set()
+    return [
+        f"{where}: {uri} is in the output folder of a run you may not read"
+        for where, uri, found in named
+        if set(found) & hidden
+    ]
+
+
+async def _other_runs_folder(client: PrefectClient, location: str) -> list[str]:
+    """A chosen output folder may not be, or lie in, another run's, ended or still
+    running: one whose path names the id of a run on this server (a run's folder holds
+    its records only once it has ended)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    ids = {UUID(found) for found in RUN_ID.findall(location.lower())}
+    if not ids:
+        return []
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=sorted(ids))), limit=len(ids)
+    )
+    if not runs:
+        return []
+    return [
+        f"output.location: {location} is in the output folder of another run; choose a new "
+        "folder"
+    ]
+
+
 def _input_names(inputs: dict[str, Any], storage: AccFileSystem | None) -> list[str]:
     """The names of the files a run would get: folders expanded as the run expands them
     (accepted types only, no earlier runs' outputs)."""
@@ -355,6 +401,8 @@ async def launch(
     outside = area_problems(principal, parameters, storage, readable_samples(principal, [hosted]))
     problems += outside
     if not outside:
+        problems += await _inputs_of_hidden_runs(client, principal, parameters)
+    if not outside:
         problems += [
             p
             for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)
@@ -364,6 +412,8 @@ async def launch(
             # Only on a selection that holds: its files are what the checks look at.
             wrong = {p.split(":", 1)[0] for p in problems}
             problems += await asyncio.to_thread(_check_problems, hosted, parameters, storage, wrong)
+        if output is not None and not any(p.startswith("output") for p in problems):
+            problems += await _other_runs_folder(client, parameters["output"]["location"])
     problems += secret_problems
     if problems:
         raise _refusal(problems, f"launch of {hosted.name}@{hosted.version}")

@@ -20,6 +20,7 @@ from accelerator_prefect.mapping import human_size
 
 if TYPE_CHECKING:
     from accelerator_prefect.jobflow import Output
+    from accelerator_prefect.provenance import FileRecord
     from accelerator_prefect.storage import Storage
 
 INCOMPLETE = "_INCOMPLETE.json"
@@ -35,6 +36,62 @@ class OutputFile:
     path: str  # relative to the run's output folder
     size: int
     media_type: str
+    # Changed since the run ended: its size or content no longer what the run's
+    # provenance recorded (or the run never wrote it). Never shown as the run's output.
+    altered: bool = False
+
+
+# Outputs up to this size are hashed when listed or opened (the hash of a file is kept
+# while its size and modification time stay); larger ones are compared by size.
+VERIFY_LIMIT = 64 << 20
+_verified: dict[tuple[str, int, str], str] = {}
+
+
+def _sha256(storage: Storage, uri: str, size: int, modified: object) -> str:
+    import hashlib
+
+    key = (uri, size, str(modified))
+    known = _verified.get(key)
+    if known is None:
+        digest = hashlib.sha256()
+        with storage.open(uri, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        known = _verified[key] = digest.hexdigest()
+        if len(_verified) > 4096:
+            _verified.pop(next(iter(_verified)))
+    return known
+
+
+def is_altered(
+    storage: Storage, uri: str, path: str, recorded: dict[str, FileRecord] | None
+) -> bool:
+    """Whether output ``path`` (at ``uri``) differs from what the run recorded:
+    ``recorded`` holds the hashes of its provenance (``None``: none yet, nothing to
+    compare with)."""
+    if recorded is None:
+        return False
+    record = recorded.get(path)
+    entry = storage.info(uri)
+    if record is None or record.size != entry.size:
+        return True
+    if entry.size > VERIFY_LIMIT:
+        return False
+    return _sha256(storage, uri, entry.size, entry.modified) != record.sha256
+
+
+def checked(
+    files: list[OutputFile], storage: Storage, recorded: dict[str, FileRecord] | None
+) -> list[OutputFile]:
+    """``files``, each marked altered if it differs from what the run recorded."""
+    import dataclasses
+
+    if recorded is None:
+        return files
+    return [
+        dataclasses.replace(f, altered=is_altered(storage, f.uri, f.path, recorded))
+        for f in files
+    ]
 
 
 def list_outputs(folder: str, storage: Storage | None = None) -> list[OutputFile]:

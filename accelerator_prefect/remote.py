@@ -48,6 +48,8 @@ _ERRORS: dict[str, type[errors.AcceleratorError]] = {
     "access-denied": errors.AccessDenied,
     "unauthenticated": errors.AccessDenied,
     "version-archived": errors.VersionArchived,
+    "runtime-mismatch": errors.RuntimeMismatch,
+    "output-altered": errors.AlteredOutput,
     "manifest-invalid": errors.ManifestError,
     "publish-refused": errors.PublishError,
     "run-timeout": errors.RunTimeout,

@@ -739,6 +739,32 @@ class Run:
         return provenance
 
 
+async def hidden_runs(client: PrefectClient, principal: Principal, run_ids: list[str]) -> set[str]:
+    """Of ``run_ids``, those of runs on ``client``'s server that ``principal`` may not read
+    (see :func:`~accelerator_prefect.access.may_read_run`)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from accelerator_prefect.access import may_read_run
+
+    if principal.operator or not run_ids:
+        return set()
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in run_ids])),
+        limit=len(run_ids),
+    )
+    hidden = set()
+    for flow_run in runs:
+        tags = run_tags(flow_run)
+        if not may_read_run(
+            principal,
+            launched_by=tags.get("user"),
+            model_owner=tags.get("owner"),
+            link_id=tags.get("link"),
+        ):
+            hidden.add(str(flow_run.id))
+    return hidden
+
+
 async def read_provenance(client: PrefectClient, run_id: UUID) -> Provenance:
     """The provenance a run recorded as its artifact."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId

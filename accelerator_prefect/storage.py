@@ -74,6 +74,10 @@ mimetypes.add_type("image/tiff", ".tif")
 Progress = Callable[[int], None]
 # Reads the hosted versions of one project as the principal's own client sees them.
 VersionReader = Callable[[str], Iterable["SampleSource"]]
+# Run ids found in paths → those of them the principal may not read (runs they did not
+# launch, of models they do not own): the folders named after those runs are theirs.
+RunGate = Callable[[list[str]], set[str]]
+RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # How long a Storage keeps which samples a principal may read in a project: the list
 # grants reading only, and changes when a model is published or its scope changes.
 SAMPLES_TTL = 10.0
@@ -658,14 +662,19 @@ class Storage:
         fs: AccFileSystem | None = None,
         principal: Principal | Callable[[], Principal] | None = None,
         versions: VersionReader | None = None,
+        runs: RunGate | None = None,
     ) -> None:
         """Storage for ``principal`` (``None``: no rules, as inside a run). ``versions``
         reads the hosted versions of a project as the principal's own client sees them:
-        the samples of those the principal may run are readable here too."""
+        the samples of those the principal may run are readable here too. ``runs`` says
+        which runs named in paths the principal may not read: a folder named after such
+        a run (a run's output folder) is not theirs, even inside their areas."""
         self.fs = fs or AccFileSystem()
         self._principal = principal
         self._versions = versions
+        self._runs = runs
         self._samples: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
+        self._run_gate: dict[tuple[str, str], tuple[float, bool]] = {}
 
     @property
     def principal(self) -> Principal | None:
@@ -675,7 +684,44 @@ class Storage:
     def reading_samples(self, versions: VersionReader) -> Storage:
         """This storage, for the same principal, reading also the sample inputs of the
         versions ``versions`` reads that the principal may run."""
-        return Storage(self.fs, self._principal, versions)
+        return Storage(self.fs, self._principal, versions, self._runs)
+
+    def _hidden_runs(self, paths: Iterable[str]) -> set[str]:
+        """The run ids named in ``paths`` whose runs the principal may not read (asked
+        again after a few seconds, so a change of rights counts soon)."""
+        principal = self.principal
+        if self._runs is None or principal is None or principal.operator:
+            return set()
+        ids = {found for path in paths for found in RUN_ID.findall(path.lower())}
+        now = time.monotonic()
+        known: dict[str, bool] = {}
+        for run_id in ids:
+            held = self._run_gate.get((principal.name, run_id))
+            if held is not None and now - held[0] <= SAMPLES_TTL:
+                known[run_id] = held[1]
+        unknown = sorted(ids - set(known))
+        if unknown:
+            hidden_now = self._runs(unknown)
+            for i in unknown:
+                known[i] = i in hidden_now
+                self._run_gate[(principal.name, i)] = (now, i in hidden_now)
+            if len(self._run_gate) > 4096:
+                self._run_gate.clear()
+        return {i for i, hidden in known.items() if hidden}
+
+    def _refuse_hidden_run(self, relative: str) -> None:
+        hidden = self._hidden_runs([relative])
+        if hidden:
+            raise AccessDenied(
+                f"{to_uri(relative)}: in the output folder of a run you may not read "
+                "(a run is read by whoever launched it, its model's owner and operators)"
+            )
+
+    def _without_hidden_runs(self, entries: list[Entry]) -> list[Entry]:
+        hidden = self._hidden_runs(e.uri for e in entries)
+        if not hidden:
+            return entries
+        return [e for e in entries if not set(RUN_ID.findall(e.uri.lower())) & hidden]
 
     def _allowed(self, uri: str, listing: bool = False, reading: bool = False) -> str:
         """``uri`` relative to the root, if the principal (when there is one) may use it,
@@ -692,6 +738,7 @@ class Storage:
         from accelerator_prefect.access import may_use_path, usable_areas
 
         if relative and may_use_path(principal, relative):
+            self._refuse_hidden_run(relative)
             return relative
         if relative and reading and self._sample_of(principal, relative) is not None:
             return relative
@@ -748,7 +795,7 @@ class Storage:
         from accelerator_prefect.access import may_use_path
 
         if may_use_path(principal, relative):
-            return entries
+            return self._without_hidden_runs(entries)
         sample = self._sample_of(principal, relative)
         if sample is None:
             return []

@@ -130,6 +130,13 @@ BENCHMARKS = [
         (),
         ("--runs", "1", "--cold", "1"),
     ),
+    Benchmark(
+        "B14",
+        "hidden_models",
+        "a hidden model's lookup through the portal vs a missing one's",
+        (),
+        ("--rounds", "3", "--warmup", "1", "--versions", "2"),
+    ),
 ]
 
 

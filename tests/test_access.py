@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from datetime import timedelta
@@ -244,6 +245,49 @@ def test_hidden_models_are_not_found_exactly_like_missing_ones(
                 assert str(hidden.value) == (
                     f"model {model!r} not found (see `acc list` for the hosted models)"
                 )
+
+
+def test_a_hidden_model_costs_the_server_what_a_missing_one_does(
+    platform: PlatformInfo, team: dict[str, str], scoped: dict[str, str]
+) -> None:
+    """Looking up a model one may not see sends the same requests as looking up one that
+    does not exist, and gets the same answers: the server filters by the tags the asker
+    may see, so none of the hidden model's versions is read. (The timing itself is
+    measured by `python -m benchmarks.hidden_models`.)"""
+    with Accelerator.connect(platform.api_url, token=team["carol"]) as carol:
+
+        def exchanges(model: str) -> list[tuple[str, str, int, int]]:
+            seen: list[tuple[str, str, int, int]] = []
+
+            async def record(response: Any) -> None:
+                await response.aread()
+                path = response.request.url.path.replace(model, "<model>")
+                if path.endswith("/variables/filter"):
+                    return  # the project bindings: read again by age (10 s), not by model
+                seen.append(
+                    (response.request.method, path, response.status_code, len(response.content))
+                )
+
+            async def hook(client: Any) -> None:
+                client._client.event_hooks["response"].append(record)
+
+            async def unhook(client: Any) -> None:
+                client._client.event_hooks["response"].remove(record)
+
+            carol._call(hook)
+            try:
+                for probe in (carol.get, carol.launch):
+                    with pytest.raises(NotFound):
+                        probe(model)
+            finally:
+                carol._call(unhook)
+            return seen
+
+        exchanges("warm-up")  # the client's first lookup reads who is asking first
+        missing = sorted(exchanges(f"missing-{uuid.uuid4().hex[:8]}"))
+        assert any("/deployments/filter" in path for _, path, _, _ in missing)
+        for scope in ("private", "project", "link"):
+            assert sorted(exchanges(scoped[scope])) == missing, scope
 
 
 def _client(platform: PlatformInfo, team: dict[str, str], who: str) -> Accelerator:
@@ -595,18 +639,120 @@ def test_a_colleague_cannot_alter_or_reuse_an_ended_runs_outputs(
         assert run.wait(timeout=120) == "Completed"
         folder = run.output_location
     note = f"{folder}note.txt"
+    refused = {
+        # bob may not even read alice's run's folder; she may read it, not change it.
+        "bob": "in the output folder of (an ended run|a run you may not read)",
+        "alice": "in the output folder of an ended run",
+    }
+    for who, message in refused.items():
+        with Accelerator.connect(platform.api_url, token=team[who]) as someone:
+            storage = someone.storage
+            for tamper in (
+                lambda s=storage: s.open(note, "wb").close(),
+                lambda s=storage: s.rm(note),
+                lambda s=storage: s.rm(folder, recursive=True),
+                lambda s=storage: s.rm(folder.rsplit("/", 2)[0] + "/", recursive=True),
+                lambda s=storage: s.put(tmp_path / "m" / "flows" / "note.py", folder),
+            ):
+                with pytest.raises(AccessDenied, match=message):
+                    tamper()
     with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
-        for tamper in (
-            lambda: bob.storage.open(note, "wb").close(),
-            lambda: bob.storage.rm(note),
-            lambda: bob.storage.rm(folder, recursive=True),
-            lambda: bob.storage.rm(folder.rsplit("/", 2)[0] + "/", recursive=True),
-            lambda: bob.storage.put(tmp_path / "m" / "flows" / "note.py", folder),
-        ):
-            with pytest.raises(AccessDenied, match="in the output folder of an ended run"):
-                tamper()
         with pytest.raises(InvalidInputs, match="is in the output folder of another run"):
             bob.launch(model, {"text": "his"}, output=folder)
         bob.storage.open(f"{folder.rsplit('/', 2)[0]}/bobs.txt", "wb").close()  # beside: fine
     with acc.storage.open(note, "rb") as f:  # operators may still clean up
+        assert f.read() == b"hers"
+    # A run's folder is its own before its records are written too (while it runs): the
+    # folder that names a run's id is refused, records or not.
+    acc.storage.rm(folder + "provenance.json")
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        for chosen in (folder, folder + "inside/"):
+            with pytest.raises(InvalidInputs, match="is in the output folder of another run"):
+                bob.launch(model, {"text": "his"}, output=chosen)
+
+
+def test_an_output_changed_after_its_run_is_shown_altered_and_never_served(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], portal: str, tmp_path: Path
+) -> None:
+    """Whoever can still write an ended run's folder (an operator, or code holding the
+    storage's own keys) cannot pass a changed file off as the run's output: each listed
+    file is checked against the hash in the run's provenance (its Prefect artifact, which
+    no user can change), even when the change keeps the file's size."""
+    import httpx
+
+    from accelerator_prefect.errors import AlteredOutput
+
+    model = _note_model(acc, tmp_path / "m", "project", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        run = alice.launch(model, {"text": "hers"})
+        assert run.wait(timeout=120) == "Completed"
+        assert [(o.path, o.altered) for o in run.outputs()] == [("note.txt", False)]
+        folder = run.output_location
+        assert folder is not None
+        with acc.storage.open(folder + "note.txt", "wb") as f:
+            f.write(b"HERS")  # the same size, other bytes
+        with acc.storage.open(folder + "provenance.json", "rb") as f:
+            copy = json.loads(f.read())
+        for record in copy["outputs"]:  # the copy beside the outputs is made to agree
+            record["sha256"] = hashlib.sha256(b"HERS").hexdigest()
+        with acc.storage.open(folder + "provenance.json", "wb") as f:
+            f.write(json.dumps(copy).encode())
+        assert [(o.path, o.altered) for o in run.outputs()] == [("note.txt", True)]
+        with pytest.raises(AlteredOutput, match=r"note\.txt was changed after run"):
+            run.open_output("note.txt")
+    headers = {"Authorization": f"Bearer {team['alice']}"}
+    with httpx.Client(base_url=f"{portal}/api/v1", headers=headers, timeout=60) as http:
+        listed = http.get(f"/runs/{run.id}/outputs")
+        assert listed.status_code == 200
+        assert [(f["path"], f["altered"]) for f in listed.json()["files"]] == [("note.txt", True)]
+        download = http.get(f"/runs/{run.id}/outputs/note.txt")
+        assert download.status_code == 409
+        assert download.json()["type"] == "urn:acc:problem:output-altered"
+        assert b"HERS" not in download.content
+
+
+def test_a_colleague_cannot_read_a_runs_folder_list_it_or_feed_it_to_a_run(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], portal: str, tmp_path: Path
+) -> None:
+    """bob shares project demo with alice, so her run's folder lies in his area; but a run
+    is read only by whoever launched it, its model's owner and operators, and its folder
+    (named after it) with it: not read, not listed, not given to a run of his as input."""
+    import httpx
+
+    from accelerator_prefect import InvalidInputs
+
+    model = _note_model(acc, tmp_path / "m", "project", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        run = alice.launch(model, {"text": "hers"})
+        assert run.wait(timeout=120) == "Completed"
+        folder = run.output_location
+        assert folder is not None
+        parent = folder.rstrip("/").rsplit("/", 1)[0] + "/"
+        assert folder in [e.uri for e in alice.storage.ls(parent)]  # hers to read
+        with alice.storage.open(folder + "note.txt") as f:
+            assert f.read() == b"hers"
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        for name in ("note.txt", "provenance.json"):
+            with pytest.raises(AccessDenied, match="output folder of a run you may not read"):
+                bob.storage.open(folder + name)
+        with pytest.raises(AccessDenied, match="a run you may not read"):
+            bob.storage.ls(folder)
+        assert folder not in [e.uri for e in bob.storage.ls(parent)]
+        top = parent.rsplit("/", 3)[0] + "/"  # acc://demo/results/
+        assert not any(e.uri.startswith(folder) for e in bob.storage.files(top))
+        with pytest.raises(InvalidInputs, match="in the output folder of a run you may not read"):
+            bob.launch(model, {"text": "his"}, inputs=[folder + "note.txt"])
+        own = bob.launch(model, {"text": "his"})  # his own run's folder is his
+        assert own.wait(timeout=120) == "Completed"
+        with bob.storage.open(str(own.output_location) + "note.txt") as f:
+            assert f.read() == b"his"
+    headers = {"Authorization": f"Bearer {team['bob']}"}
+    with httpx.Client(base_url=f"{portal}/api/v1", headers=headers, timeout=60) as http:
+        listed = http.get("/storage", params={"path": parent})
+        assert listed.status_code == 200
+        assert folder not in [e["uri"] for e in listed.json()]
+        read = http.get("/storage/file", params={"path": folder + "note.txt"})
+        assert read.status_code == 403
+        assert b"hers" not in read.content
+    with acc.storage.open(folder + "note.txt") as f:  # operators read every run's
         assert f.read() == b"hers"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import portal_burst, portal_download, portal_latency
+from benchmarks import hidden_models, portal_burst, portal_download, portal_latency
 from benchmarks.__main__ import BENCHMARKS
 from benchmarks.portal_fixture import LIMITS_LIFTED, PortalBench, portal_platform
 
@@ -133,3 +133,22 @@ def test_portal_download_reports_throughput_and_the_portals_memory(
     assert markdown.startswith("# B10")
     for column in ("MB/s median", "Ratio to acc://", "Server RSS growth MB (max)", "Met?"):
         assert column in markdown
+
+
+def test_hidden_models_compares_a_hidden_models_lookup_with_a_missing_ones(
+    bench: PortalBench, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+
+    hidden_models.main(
+        ["--rounds", "3", "--warmup", "1", "--versions", "2", "--out", str(out)], platform=bench
+    )
+
+    report = json.loads((out / "hidden_models.json").read_text())
+    results = {r["side"]: r for r in report["results"]}
+    assert set(results) == {"visible", "hidden", "missing", "raw-hidden"}
+    for result in results.values():
+        assert result["calls"] == 3 and result["median_ms"] > 0
+    assert results["missing"]["ratio_to_missing"] == 1.0
+    assert results["hidden"]["met"] in (True, False)
+    assert results["visible"]["met"] is None

@@ -50,7 +50,8 @@ _MEANING = {
     401: "No credential, or an unknown, revoked or expired token or link",
     403: "The caller may see this but not do this with it",
     404: "Not found, or not visible to the caller (the two are not told apart)",
-    409: "The version is archived, or the change conflicts with what is published",
+    409: "The version is archived, the change conflicts with what is published, or the "
+    "output file was changed after its run wrote it",
     413: "The request body is larger than the portal accepts",
     416: "The requested byte range is not within the file",
     422: "The request, or the configuration, inputs, output or secrets it carries, were "
@@ -90,6 +91,7 @@ _STATUS: list[tuple[type[errors.AcceleratorError], int, str]] = [
     (errors.ValidationFailed, 422, "validation-failed"),
     (errors.VersionArchived, 409, "version-archived"),
     (errors.RuntimeMismatch, 409, "runtime-mismatch"),
+    (errors.AlteredOutput, 409, "output-altered"),
     (errors.ManifestError, 422, "manifest-invalid"),
     (errors.PublishError, 409, "publish-refused"),
     (errors.IdempotencyConflict, 422, "idempotency-key-reused"),

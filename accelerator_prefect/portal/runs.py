@@ -277,7 +277,7 @@ async def outputs(run_id: str, acc: Acc) -> OutputsOut:
     "/runs/{run_id}/outputs/{path:path}",
     summary="Download one output file (HTTP Range supported)",
     response_class=StreamingResponse,
-    responses=file_responses(400, 401, 404, 422, 429, 503),
+    responses=file_responses(400, 401, 404, 409, 422, 429, 503),
 )
 async def download_output(
     run_id: str, path: str, acc: Acc, range: Annotated[str | None, Header()] = None

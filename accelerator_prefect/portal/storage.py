@@ -29,7 +29,17 @@ async def _storage(acc: Acc, reading: str | None = None) -> Storage:
     a sample of a model they may run (the storage decides, from their project's versions)."""
     principal = await acc.principal()
     versions = await _versions_around(acc, reading) if reading else []
-    return Storage(acc.storage_fs(), principal=principal, versions=lambda _project: versions)
+    loop = asyncio.get_running_loop()
+
+    def hidden_runs(ids: list[str]) -> set[str]:  # asked from the thread the storage works in
+        return asyncio.run_coroutine_threadsafe(acc.hidden_runs(ids), loop).result(timeout=60)
+
+    return Storage(
+        acc.storage_fs(),
+        principal=principal,
+        versions=lambda _project: versions,
+        runs=hidden_runs,
+    )
 
 
 async def _versions_around(acc: Acc, path: str) -> list[HostedVersion]:

@@ -253,7 +253,15 @@ files.sort(key=lambda f: (FIRST.get(previews.kind_of(f.path) or "", 2), f.path))
 for file in files:
     kind = previews.kind_of(file.path)
     eager = kind in FIRST
-    with st.expander(f"{file.path} · {human_size(file.size)}", expanded=eager):
+    title = f"{file.path} · {human_size(file.size)}" + (" · altered" if file.altered else "")
+    with st.expander(title, expanded=eager or file.altered):
+        if file.altered:
+            st.warning(
+                "This file was changed after the run wrote it: it no longer holds the run's "
+                "result, so it is neither previewed nor offered for download.",
+                icon=":material/gpp_bad:",
+            )
+            continue
         st.download_button(
             "Download",
             data=partial(reader, file.path),  # read only when asked for
