@@ -253,8 +253,7 @@ async def _other_runs_folder(client: PrefectClient, location: str) -> list[str]:
     if not runs:
         return []
     return [
-        f"output.location: {location} is in the output folder of another run; choose a new "
-        "folder"
+        f"output.location: {location} is in the output folder of another run; choose a new folder"
     ]
 
 

@@ -89,8 +89,7 @@ def checked(
     if recorded is None:
         return files
     return [
-        dataclasses.replace(f, altered=is_altered(storage, f.uri, f.path, recorded))
-        for f in files
+        dataclasses.replace(f, altered=is_altered(storage, f.uri, f.path, recorded)) for f in files
     ]
 
 
