@@ -168,10 +168,25 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
 
 TRUST_NOTICE = (
     "note: models' code runs as this user on this machine, with the worker's access to "
-    "the platform; host only code you trust here (docs/operations.md, 'Whose code runs')"
+    "the platform{confined}; host only code you trust here (docs/operations.md, 'Whose "
+    "code runs')"
 )
 """What ``acc up`` says at every start: the embedded platform runs no model in a user
 of its own, so it trusts its authors."""
+
+
+def trust_notice() -> str:
+    """:data:`TRUST_NOTICE`, saying whether runs are kept out of the platform's home."""
+    from accelerator_prefect import confine
+
+    if os.environ.get("ACC_WARM_CONFINE", "true").strip().lower() in ("0", "false", "no"):
+        confined = " and its home (ACC_WARM_CONFINE=false)"
+    elif confine.abi() < 1:
+        confined = " and its home (this kernel offers no Landlock to keep them out)"
+    else:
+        confined = " (though kept out of its home's credentials, with Landlock)"
+    return TRUST_NOTICE.format(confined=confined)
+
 
 PRIVATE_UMASK = 0o077
 """What the platform's processes create is their user's alone (0700 folders, 0600 files):
@@ -659,7 +674,7 @@ def up(
         info.worker_pid = start_pool_worker(home, info.api_url, pool, kind)
         _write_platform(info)
     _wait_for_worker(acc, info, pool, deadline)
-    report(TRUST_NOTICE)
+    report(trust_notice())
     if examples is None:
         from accelerator_prefect.storage import AccFileSystem, Storage
 

@@ -250,6 +250,7 @@ class Zygote:
         self._fork(str(request["fork"]), fds[0])
 
     def _fork(self, run_id: str, secrets_fd: int) -> None:
+        _keep_allowed()
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
@@ -331,8 +332,11 @@ def _run(given: dict[str, Any]) -> int:
     env: dict[str, str] = given["env"]
     os.environ.clear()
     os.environ.update(env)
-    scratch = tempfile.mkdtemp(prefix="acc-run-", dir=given.get("working_dir"))
+    # In the zygote's own folder (which the confinement allows) unless the pool says where.
+    scratch = tempfile.mkdtemp(prefix="acc-run-", dir=given.get("working_dir") or os.getcwd())
     os.chdir(scratch)
+    # The run's temporary files go to its scratch folder, which stays its own once confined.
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
         _refresh_prefect_settings()
         _preset_result_storage(given.get("result_storage"))
@@ -340,6 +344,88 @@ def _run(given: dict[str, Any]) -> int:
     finally:
         _drain_prefect_services()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_RULESET: int | str | None = None
+"""The confinement every child takes (a Landlock ruleset's descriptor), made once by the
+zygote; or why there is none (``None``: not asked for, ``ACC_WARM_CONFINE=false``)."""
+_ALLOWED: dict[str, tuple[int, int]] = {}
+"""Folders the ruleset allows whole, where runs work (the zygote's own, the code cache),
+with the (device, inode) allowed: a rule holds the folder it was made for, so one
+removed and made again (the code cache, cleared by an operator) is allowed anew."""
+
+
+def _prepare_confinement() -> None:
+    """Make the children's confinement (:mod:`accelerator_prefect.confine`): the platform's
+    home out of reach but for what a run needs, and this zygote's folder, where each run's
+    scratch folder goes."""
+    global _RULESET
+    if os.environ.get("ACC_WARM_CONFINE", "true").strip().lower() in ("0", "false", "no"):
+        return
+    from pathlib import Path
+
+    from accelerator_prefect import confine
+    from accelerator_prefect.settings import get_settings
+
+    home = get_settings().home
+    (home / "results").mkdir(parents=True, exist_ok=True)  # there before the rules are made
+    try:
+        fd = confine.ruleset(home)
+    except confine.Unavailable as exc:
+        _RULESET = str(exc)
+        print(f"zygote: runs are not confined to what they need: {exc}", file=sys.stderr)
+        return
+    from accelerator_prefect.steps import _cache_root
+
+    _RULESET = fd
+    made = {Path.cwd(), _cache_root(), home / "results"}  # runs write there: made if gone
+    for folder in [*made, *(home / n for n in confine.RUN_NEEDS)]:
+        if folder in made or folder.is_dir():
+            _ALLOWED[str(folder.resolve())] = (0, 0)
+    _keep_allowed()
+
+
+def _keep_allowed() -> None:
+    """Before each fork: allow the folders runs work in as they now are (made again if
+    they went, allowed anew if they were made again since)."""
+    if not isinstance(_RULESET, int):
+        return
+    from pathlib import Path
+
+    from accelerator_prefect import confine
+
+    for folder, held in _ALLOWED.items():
+        try:
+            if held == (0, 0) or not os.path.exists(folder):
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            found = os.stat(folder)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) != held:
+            confine.allow(_RULESET, Path(folder))
+            _ALLOWED[folder] = (found.st_dev, found.st_ino)
+
+
+def _confine() -> None:
+    """Confine this child with the zygote's ruleset, and its working folder: its scratch
+    folder, or the code it runs (a checkout in the platform's code cache, or an
+    author's working tree for a version published with uncommitted code)."""
+    if not isinstance(_RULESET, int):
+        return
+    import tempfile
+    from pathlib import Path
+
+    from accelerator_prefect import confine
+
+    try:
+        for folder in {str(Path.cwd().resolve()), tempfile.gettempdir()}:
+            if not any(folder == a or folder.startswith(a + os.sep) for a in _ALLOWED):
+                confine.allow(_RULESET, Path(folder))  # rare: a pool's or a dirty version's
+        confine.restrict(_RULESET)
+    except confine.Unavailable as exc:
+        print(f"zygote: the run is not confined to what it needs: {exc}", file=sys.stderr)
+    finally:
+        os.close(_RULESET)
 
 
 def _refresh_prefect_settings() -> None:
@@ -436,7 +522,11 @@ def _engine(flow_run_id: Any, deployment: Any = None) -> int:
         flow_run = load_flow_run(flow_run_id=flow_run_id)
         run_logger = flow_run_logger(flow_run=flow_run)
         try:
-            flow = _load_flow(flow_run, deployment) if deployment else load_flow(flow_run)
+            if deployment:
+                flow = _load_flow(flow_run, deployment)
+            else:
+                _confine()
+                flow = load_flow(flow_run)
         except Exception:
             run_logger.error(
                 "Unexpected exception encountered when trying to load flow", exc_info=True
@@ -482,6 +572,9 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
         raise
     if output and output.get("directory"):
         os.chdir(output["directory"])
+    # The pull steps (the platform's: the code's checkout) are done; the author's code,
+    # from its import on, runs confined.
+    _confine()
     return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
 
 
@@ -500,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     die_with_parent(worker)
     channel = socket.socket(fileno=fd)
     _preload()
+    _prepare_confinement()
     # What the zygote imported is never freed: the children's full collections need not
     # walk it (a gen-2 pass over the preloaded stack stalls a run ~0.1 s), and their pages
     # stay shared with the parent.

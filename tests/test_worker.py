@@ -310,6 +310,84 @@ def test_the_zygote_holds_no_credentials(warm: WarmPool) -> None:
     assert secret not in _memory(zygote)
 
 
+HOSTILE_FLOW = """
+import os
+
+from accelerator_prefect import Conf, Output, jobflow
+from accelerator_prefect.settings import get_settings
+
+
+class Nothing(Conf):
+    pass
+
+
+def attempt(action) -> str:
+    try:
+        action()
+    except PermissionError:
+        return "refused"
+    except FileNotFoundError:
+        return "missing"
+    return "done"
+
+
+@jobflow(name="hostile")
+def hostile(conf: Nothing, output: Output) -> dict:
+    home = get_settings().home
+    tried = {
+        "operator token": attempt(lambda: (home / "operator.token").read_bytes()),
+        "auth string": attempt(lambda: (home / "api-auth-string").read_bytes()),
+        "server database": attempt(lambda: os.listdir(home / "prefect")),
+        "logs": attempt(lambda: os.listdir(home / "logs")),
+        "home": attempt(lambda: os.listdir(home)),
+        "planted": attempt(lambda: (home / "planted.py").write_text("import os")),
+        "code cache": attempt(lambda: os.listdir(home / "code")),
+    }
+    with output.open("tried.txt", "w") as f:  # its own outputs, as ever
+        f.write(repr(tried))
+    return tried
+"""
+
+
+def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
+    acc: Accelerator, warm: WarmPool, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    """An author's code runs as the worker's user, yet the operator's token, the API's
+    auth string, the server's database and the logs in the platform's home are out of
+    its reach (Landlock, set by each child before the run): only the folders a run needs
+    (its code, storage, results, environments) are."""
+    from accelerator_prefect import confine
+
+    if confine.abi() < 1:
+        pytest.skip(
+            "this kernel offers no Landlock (the docs say the platform then trusts its authors)"
+        )
+    repo = ModelRepo(tmp_path / "hostile", f"hostile-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/nap.py", HOSTILE_FLOW)
+    repo.write(
+        f"deployments/{repo.name}.yaml",
+        NAP_MANIFEST.format(name=repo.name, version="1.0.0", pool=warm.name).replace(
+            "flows/nap.py:nap", "flows/nap.py:hostile"
+        ),
+    )
+    repo.commit("hostile")
+    acc.publish(repo.manifest)
+    assert (platform.home / "operator.token").exists()
+    run = acc.launch(repo.name)
+    assert run.wait(timeout=120) == "Completed", run.logs()
+    assert run.result() == {
+        "operator token": "refused",
+        "auth string": "refused",
+        "server database": "refused",
+        "logs": "refused",
+        "home": "refused",
+        "planted": "refused",
+        "code cache": "done",
+    }
+    assert not (platform.home / "planted.py").exists()
+    assert [o.path for o in run.outputs()] == ["tried.txt"]
+
+
 def _memory(pid: int) -> bytes:
     """Everything the process has mapped readable and private: its heap, its stacks."""
     chunks: list[bytes] = []
@@ -598,3 +676,14 @@ def test_a_queue_limit_holds_for_runs_picked_up_from_events(
         assert second.wait(timeout=30) == "Completed"  # started as the slot came free
     finally:
         stop_process(worker)
+
+
+def test_acc_up_says_what_runs_are_kept_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    from accelerator_prefect import confine
+    from accelerator_prefect.platform import trust_notice
+
+    monkeypatch.setenv("ACC_WARM_CONFINE", "false")
+    assert "and its home (ACC_WARM_CONFINE=false)" in trust_notice()
+    monkeypatch.delenv("ACC_WARM_CONFINE")
+    expected = "kept out of its home" if confine.abi() >= 1 else "offers no Landlock"
+    assert expected in trust_notice() and "host only code you trust" in trust_notice()

@@ -1,0 +1,136 @@
+"""Keep a run's process out of the platform's home, with Linux's Landlock.
+
+A warm worker's child runs an author's code as the worker's own user. Before the run
+starts, the child restricts itself (irrevocably, it and anything it starts) so that,
+inside the platform's home, it reaches only what a run needs: the code cache, the
+environments, the local storage and result folders, the DVC remote. The operator's
+token, the Prefect API's auth string, the Prefect server's database and the logs are
+out of its reach; everything outside the home is as before.
+
+Landlock (Linux 5.13 and later, when the kernel enables it) needs no privilege. Where it
+is missing, :class:`Unavailable` says why and the run goes on unconfined: the platform
+then trusts its authors, as ``acc up`` says at start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+# Syscall numbers (the same on x86_64 and aarch64) and Landlock's ABI constants.
+_CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
+_CREATE_RULESET_VERSION = 1 << 0
+_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_O_PATH = 0o10000000
+
+# What a rule may allow: on a file, these; on a folder, every right up to TRUNCATE.
+_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14)  # execute, write, read, truncate
+_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1}  # ABI 2 adds REFER, 3 TRUNCATE
+_ALL_RIGHTS = (1 << 15) - 1
+
+RUN_NEEDS = ("code", "environments", "storage", "results", "dvc-remote")
+"""The folders of the platform's home a run reaches (the others, and every file directly
+in the home, are out of its reach)."""
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def abi() -> int:
+    """The kernel's Landlock ABI version; 0 where Landlock is not available."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    version = libc.syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
+    return max(int(version), 0)
+
+
+class Unavailable(Exception):
+    """Why this process cannot be confined (nothing was restricted)."""
+
+
+def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS) -> int:
+    """A Landlock ruleset (its file descriptor) allowing everything but ``home``, and in
+    ``home`` the folders ``needs`` names. Made once, in the warm parent: each child
+    restricts itself with it (:func:`restrict`), for nothing more than two system calls.
+
+    Raises :class:`Unavailable` where Landlock is not."""
+    version = abi()
+    if version < 1:
+        raise Unavailable("this kernel offers no Landlock")
+    rights = _RIGHTS_BY_ABI.get(version, _ALL_RIGHTS)
+    home = home.resolve()
+    if home == Path("/"):
+        raise Unavailable("the platform's home is the root folder")
+    allowed = [(p, False) for p in _around(home)]
+    allowed += [((home / n).resolve(), True) for n in needs if (home / n).is_dir()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _RulesetAttr(rights)
+    fd = int(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
+    if fd < 0:
+        raise Unavailable(f"Landlock refused a ruleset ({os.strerror(ctypes.get_errno())})")
+    for path, follow in allowed:
+        allow(fd, path, follow=follow, rights=rights)
+    return fd
+
+
+def restrict(fd: int) -> None:
+    """Restrict this process (and whatever it starts) to the ruleset ``fd``, for good."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise Unavailable(f"no_new_privs refused ({os.strerror(ctypes.get_errno())})")
+    if libc.syscall(_RESTRICT_SELF, fd, 0) != 0:
+        raise Unavailable(f"Landlock refused to restrict ({os.strerror(ctypes.get_errno())})")
+
+
+def confine(home: Path, needs: Iterable[str] = RUN_NEEDS) -> None:
+    """:func:`ruleset` and :func:`restrict` at once."""
+    fd = ruleset(home, needs)
+    try:
+        restrict(fd)
+    finally:
+        os.close(fd)
+
+
+def _around(home: Path) -> list[Path]:
+    """Every entry beside each folder on the way from the root down to ``home`` (and
+    beside ``home`` itself): what stays reachable. The folders on the way are not
+    allowed whole, or the home would be reachable through them."""
+    around = []
+    for folder in [*reversed(home.parents), home][:-1]:
+        on_the_way = home.parts[len(folder.parts)]
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        around += [folder / name for name in names if name != on_the_way]
+    return around
+
+
+def allow(fd: int, path: Path, *, follow: bool = True, rights: int | None = None) -> None:
+    """Add to the ruleset ``fd``: ``rights`` (all that it handles) beneath ``path``.
+
+    An entry beside the way to the home is taken as it is (``follow`` false): a symbolic
+    link there allows the link, never its target, so a link into the home opens nothing."""
+    if rights is None:
+        rights = _RIGHTS_BY_ABI.get(abi(), _ALL_RIGHTS)
+    flags = _O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        target = os.open(path, flags)
+    except OSError:
+        return  # gone since it was listed
+    try:
+        folder = stat.S_ISDIR(os.fstat(target).st_mode)
+        rule = _PathBeneathAttr(rights if folder else rights & _FILE_RIGHTS, target)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+    finally:
+        os.close(target)
