@@ -686,8 +686,7 @@ class AsyncAccelerator:
     async def _readable_run(self, run_id: str, workspace: str | None = None) -> tuple[Any, str]:
         """The flow run ``run_id`` and its workspace, if this principal may read it (one
         read of the run, in the workspace it is found in)."""
-        from accelerator_prefect.access import may_read_run
-        from accelerator_prefect.runs import read_run, run_tags
+        from accelerator_prefect.runs import may_read_flow_run, read_run
 
         principal, spaces = await self.principal(), await self.workspaces()
         order = sorted(spaces, key=lambda url: url != (workspace or self.api_url))
@@ -700,16 +699,7 @@ class AsyncAccelerator:
                 continue
         else:
             raise NotFound(f"run {run_id!r} not found")
-        if principal.operator:
-            return flow_run, url
-        tags = run_tags(flow_run)
-        # The owner of the version the run ran (its deployment's tag, copied onto the run).
-        if not may_read_run(
-            principal,
-            launched_by=tags.get("user"),
-            model_owner=tags.get("owner"),
-            link_id=tags.get("link"),
-        ):
+        if not may_read_flow_run(principal, flow_run):
             raise NotFound(f"run {run_id!r} not found")
         return flow_run, url
 

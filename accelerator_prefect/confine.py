@@ -82,6 +82,45 @@ def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS) -> int:
     return fd
 
 
+READ_ONLY = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read a file, read a folder
+
+
+def new_ruleset() -> int:
+    """An empty ruleset handling every right this kernel knows (nothing allowed yet)."""
+    version = abi()
+    if version < 1:
+        raise Unavailable("this kernel offers no Landlock")
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _RulesetAttr(_RIGHTS_BY_ABI.get(version, _ALL_RIGHTS))
+    fd = int(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
+    if fd < 0:
+        raise Unavailable(f"Landlock refused a ruleset ({os.strerror(ctypes.get_errno())})")
+    return fd
+
+
+def open_around(folder: Path) -> list[int]:
+    """Handles (``O_PATH``) on every entry beside the way from the root down to
+    ``folder``, opened once so that a ruleset keeping everything but ``folder`` is made
+    from them again and again without looking a path up (:func:`allow_opened`)."""
+    opened = []
+    for path in _around(folder.resolve()):
+        try:
+            opened.append(os.open(path, _O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW))
+        except OSError:
+            continue
+    return opened
+
+
+def allow_opened(fd: int, target: int, rights: int | None = None) -> None:
+    """Add to the ruleset ``fd``: ``rights`` (all) beneath the opened ``target``."""
+    if rights is None:
+        rights = _RIGHTS_BY_ABI.get(abi(), _ALL_RIGHTS)
+    folder = stat.S_ISDIR(os.fstat(target).st_mode)
+    rule = _PathBeneathAttr(rights if folder else rights & _FILE_RIGHTS, target)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall(_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+
+
 def restrict(fd: int) -> None:
     """Restrict this process (and whatever it starts) to the ruleset ``fd``, for good."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -120,17 +159,12 @@ def allow(fd: int, path: Path, *, follow: bool = True, rights: int | None = None
 
     An entry beside the way to the home is taken as it is (``follow`` false): a symbolic
     link there allows the link, never its target, so a link into the home opens nothing."""
-    if rights is None:
-        rights = _RIGHTS_BY_ABI.get(abi(), _ALL_RIGHTS)
     flags = _O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         target = os.open(path, flags)
     except OSError:
         return  # gone since it was listed
     try:
-        folder = stat.S_ISDIR(os.fstat(target).st_mode)
-        rule = _PathBeneathAttr(rights if folder else rights & _FILE_RIGHTS, target)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall(_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+        allow_opened(fd, target, rights)
     finally:
         os.close(target)

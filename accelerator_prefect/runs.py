@@ -744,25 +744,27 @@ async def hidden_runs(client: PrefectClient, principal: Principal, run_ids: list
     (see :func:`~accelerator_prefect.access.may_read_run`)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from accelerator_prefect.access import may_read_run
-
     if principal.operator or not run_ids:
         return set()
     runs = await client.read_flow_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in run_ids])),
         limit=len(run_ids),
     )
-    hidden = set()
-    for flow_run in runs:
-        tags = run_tags(flow_run)
-        if not may_read_run(
-            principal,
-            launched_by=tags.get("user"),
-            model_owner=tags.get("owner"),
-            link_id=tags.get("link"),
-        ):
-            hidden.add(str(flow_run.id))
-    return hidden
+    return {str(r.id) for r in runs if not may_read_flow_run(principal, r)}
+
+
+def may_read_flow_run(principal: Principal, flow_run: FlowRun) -> bool:
+    """:func:`~accelerator_prefect.access.may_read_run` for a flow run, from its tags (its
+    launcher, its link, and the owner of the version it ran, copied from its deployment)."""
+    from accelerator_prefect.access import may_read_run
+
+    tags = run_tags(flow_run)
+    return may_read_run(
+        principal,
+        launched_by=tags.get("user"),
+        model_owner=tags.get("owner"),
+        link_id=tags.get("link"),
+    )
 
 
 async def read_provenance(client: PrefectClient, run_id: UUID) -> Provenance:

@@ -349,6 +349,10 @@ def _run(given: dict[str, Any]) -> int:
 _RULESET: int | str | None = None
 """The confinement every child takes (a Landlock ruleset's descriptor), made once by the
 zygote; or why there is none (``None``: not asked for, ``ACC_WARM_CONFINE=false``)."""
+_STORAGE: tuple[str, list[int]] | None = None
+"""The local storage root, and handles on everything beside the way to it: each child
+confines itself to its inputs and its output folder in there (none for an object store,
+whose keys the run holds: the run-scoped proxy's part)."""
 _ALLOWED: dict[str, tuple[int, int]] = {}
 """Folders the ruleset allows whole, where runs work (the zygote's own, the code cache),
 with the (device, inode) allowed: a rule holds the folder it was made for, so one
@@ -359,7 +363,7 @@ def _prepare_confinement() -> None:
     """Make the children's confinement (:mod:`accelerator_prefect.confine`): the platform's
     home out of reach but for what a run needs, and this zygote's folder, where each run's
     scratch folder goes."""
-    global _RULESET
+    global _RULESET, _STORAGE
     if os.environ.get("ACC_WARM_CONFINE", "true").strip().lower() in ("0", "false", "no"):
         return
     from pathlib import Path
@@ -378,6 +382,13 @@ def _prepare_confinement() -> None:
     from accelerator_prefect.steps import _cache_root
 
     _RULESET = fd
+    root = get_settings().storage_root
+    if root.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        local = Path(unquote(urlparse(root).path)).resolve()
+        local.mkdir(parents=True, exist_ok=True)
+        _STORAGE = (str(local), confine.open_around(local))
     made = {Path.cwd(), _cache_root(), home / "results"}  # runs write there: made if gone
     for folder in [*made, *(home / n for n in confine.RUN_NEEDS)]:
         if folder in made or folder.is_dir():
@@ -406,10 +417,11 @@ def _keep_allowed() -> None:
             _ALLOWED[folder] = (found.st_dev, found.st_ino)
 
 
-def _confine() -> None:
+def _confine(flow_run: Any) -> None:
     """Confine this child with the zygote's ruleset, and its working folder: its scratch
     folder, or the code it runs (a checkout in the platform's code cache, or an
-    author's working tree for a version published with uncommitted code)."""
+    author's working tree for a version published with uncommitted code); then, in a
+    local storage, to the run's inputs (to read) and its output folder."""
     if not isinstance(_RULESET, int):
         return
     import tempfile
@@ -422,10 +434,52 @@ def _confine() -> None:
             if not any(folder == a or folder.startswith(a + os.sep) for a in _ALLOWED):
                 confine.allow(_RULESET, Path(folder))  # rare: a pool's or a dirty version's
         confine.restrict(_RULESET)
+        _confine_storage(flow_run)
     except confine.Unavailable as exc:
         print(f"zygote: the run is not confined to what it needs: {exc}", file=sys.stderr)
     finally:
         os.close(_RULESET)
+
+
+def _confine_storage(flow_run: Any) -> None:
+    """A second layer: in the local storage, only the run's ``acc://`` inputs (to read)
+    and its output folder (made now); everything else as the first layer left it."""
+    if _STORAGE is None:
+        return
+    import tempfile
+    from pathlib import Path
+
+    from accelerator_prefect import confine
+    from accelerator_prefect.outputs import run_folder
+    from accelerator_prefect.storage import PREFIX, check_path
+
+    root, around = _STORAGE
+    parameters = flow_run.parameters or {}
+    inputs = parameters.get("inputs") or {}
+    readable = [
+        uri
+        for key in ("selected_files", "selected_folders")
+        for uri in inputs.get(key) or []
+        if isinstance(uri, str) and uri.startswith(PREFIX)
+    ]
+    output = run_folder(parameters, flow_run.id)
+    fd = confine.new_ruleset()
+    try:
+        for opened in around:
+            confine.allow_opened(fd, opened)
+        # What the first layer allows anew (a code cache made again), but the storage.
+        for folder in {*_ALLOWED, str(Path.cwd().resolve()), tempfile.gettempdir()}:
+            if not (folder == root or root.startswith(folder + os.sep)):
+                confine.allow(fd, Path(folder))
+        for uri in readable:
+            confine.allow(fd, Path(root, check_path(uri)), rights=confine.READ_ONLY)
+        if output is not None and output.startswith(PREFIX):
+            written = Path(root, check_path(output))
+            written.mkdir(parents=True, exist_ok=True)
+            confine.allow(fd, written)
+        confine.restrict(fd)
+    finally:
+        os.close(fd)
 
 
 def _refresh_prefect_settings() -> None:
@@ -525,7 +579,7 @@ def _engine(flow_run_id: Any, deployment: Any = None) -> int:
             if deployment:
                 flow = _load_flow(flow_run, deployment)
             else:
-                _confine()
+                _confine(flow_run)
                 flow = load_flow(flow_run)
         except Exception:
             run_logger.error(
@@ -574,7 +628,7 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
         os.chdir(output["directory"])
     # The pull steps (the platform's: the code's checkout) are done; the author's code,
     # from its import on, runs confined.
-    _confine()
+    _confine(flow_run)
     return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
 
 

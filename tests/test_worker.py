@@ -313,7 +313,9 @@ def test_the_zygote_holds_no_credentials(warm: WarmPool) -> None:
 HOSTILE_FLOW = """
 import os
 
-from accelerator_prefect import Conf, Output, jobflow
+import fsspec
+
+from accelerator_prefect import Conf, Inputs, Output, jobflow
 from accelerator_prefect.settings import get_settings
 
 
@@ -324,15 +326,20 @@ class Nothing(Conf):
 def attempt(action) -> str:
     try:
         action()
-    except PermissionError:
-        return "refused"
     except FileNotFoundError:
         return "missing"
+    except Exception as exc:
+        return "refused" if "ermission denied" in str(exc) else f"failed: {exc!r}"
     return "done"
 
 
+def write(uri: str) -> None:
+    with fsspec.open(uri, "w") as f:
+        f.write("pwned")
+
+
 @jobflow(name="hostile")
-def hostile(conf: Nothing, output: Output) -> dict:
+def hostile(conf: Nothing, inputs: Inputs, output: Output) -> dict:
     home = get_settings().home
     tried = {
         "operator token": attempt(lambda: (home / "operator.token").read_bytes()),
@@ -342,6 +349,10 @@ def hostile(conf: Nothing, output: Output) -> dict:
         "home": attempt(lambda: os.listdir(home)),
         "planted": attempt(lambda: (home / "planted.py").write_text("import os")),
         "code cache": attempt(lambda: os.listdir(home / "code")),
+        "its input": attempt(lambda: inputs.files()[0].read_text()),
+        "other storage": attempt(lambda: fsspec.open("acc://demo/ledger/books.csv").open().read()),
+        "write elsewhere": attempt(lambda: write("acc://demo/PWNED.txt")),
+        "link planted": attempt(lambda: os.symlink("/", str(home / "storage" / "demo" / "up"))),
     }
     with output.open("tried.txt", "w") as f:  # its own outputs, as ever
         f.write(repr(tried))
@@ -354,8 +365,9 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
 ) -> None:
     """An author's code runs as the worker's user, yet the operator's token, the API's
     auth string, the server's database and the logs in the platform's home are out of
-    its reach (Landlock, set by each child before the run): only the folders a run needs
-    (its code, storage, results, environments) are."""
+    its reach (Landlock, set by each child before the author's code is imported): only
+    the folders a run needs are, and in the local storage only its inputs (to read) and
+    its output folder."""
     from accelerator_prefect import confine
 
     if confine.abi() < 1:
@@ -368,12 +380,17 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
         f"deployments/{repo.name}.yaml",
         NAP_MANIFEST.format(name=repo.name, version="1.0.0", pool=warm.name).replace(
             "flows/nap.py:nap", "flows/nap.py:hostile"
-        ),
+        )
+        + "inputs:\n  max_files: 5\n  accepted_types: ['.csv']\n  sources: [storage]\n",
     )
     repo.commit("hostile")
     acc.publish(repo.manifest)
     assert (platform.home / "operator.token").exists()
-    run = acc.launch(repo.name)
+    with acc.storage.open("acc://demo/ledger/books.csv", "wb") as f:
+        f.write(b"account,balance\n")
+    with acc.storage.open("acc://demo/hostile-in/in.csv", "wb") as f:
+        f.write(b"x\n1\n")
+    run = acc.launch(repo.name, inputs=["acc://demo/hostile-in/in.csv"])
     assert run.wait(timeout=120) == "Completed", run.logs()
     assert run.result() == {
         "operator token": "refused",
@@ -383,8 +400,13 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
         "home": "refused",
         "planted": "refused",
         "code cache": "done",
+        "its input": "done",
+        "other storage": "refused",
+        "write elsewhere": "refused",
+        "link planted": "refused",
     }
     assert not (platform.home / "planted.py").exists()
+    assert not acc.storage.exists("acc://demo/PWNED.txt")
     assert [o.path for o in run.outputs()] == ["tried.txt"]
 
 
