@@ -451,26 +451,23 @@ class AsyncAccelerator:
         home = await self.client()
         shared = self._shared
 
-        def versions_for(visible: tuple[str, ...] | None, who: Principal | None) -> Any:
+        def versions_for(visible: tuple[str, ...] | None) -> Any:
             return shared.read(
                 ("versions", model, visible),
                 lambda: read_versions(
-                    home,
-                    model=model,
-                    principal=who,
-                    any_tags=None if visible is None else list(visible),
+                    home, model=model, any_tags=None if visible is None else list(visible)
                 ),
             )
 
         hint = self._visible_hint
         reads: list[Any] = [self.principal(), shared.read("workspaces", self.workspaces)]
         if hint is not None:
-            reads.append(versions_for(hint[0], None))
+            reads.append(versions_for(hint[0]))
         principal, spaces, *early = await asyncio.gather(*reads)
         tags = visible_tags(principal)
         visible = None if tags is None else tuple(tags)
         self._visible_hint = (visible,)
-        here = early[0] if early and hint == (visible,) else await versions_for(visible, None)
+        here = early[0] if early and hint == (visible,) else await versions_for(visible)
         versions = [v for v in here if v.visible_to(principal)]
         for version in versions:
             version.workspace = self.api_url
@@ -836,7 +833,10 @@ class AsyncAccelerator:
         if entry.is_folder:
             raise NotFound(f"{path!r} is not an output file of run {run_id}")
         relative = uri[len(folder) :]
-        if await asyncio.to_thread(is_altered, storage, uri, relative, recorded):
+        altered = await asyncio.to_thread(
+            is_altered, storage, uri, entry.size, relative, recorded, entry.modified
+        )
+        if altered:
             raise AlteredOutput(
                 f"{relative} was changed after run {run_id} wrote it: it no longer holds what "
                 "the run's provenance recorded, so it is not shown as the run's output"

@@ -15,6 +15,7 @@ then trusts its authors, as ``acc up`` says at start.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import stat
 from collections.abc import Iterable
@@ -37,6 +38,11 @@ RUN_NEEDS = ("code", "environments", "storage", "results", "dvc-remote")
 in the home, are out of its reach)."""
 
 
+def asked() -> bool:
+    """Whether warm runs are to be confined: unless ``ACC_WARM_CONFINE`` says false."""
+    return os.environ.get("ACC_WARM_CONFINE", "true").strip().lower() not in ("0", "false", "no")
+
+
 class _RulesetAttr(ctypes.Structure):
     _fields_ = [("handled_access_fs", ctypes.c_uint64)]
 
@@ -46,15 +52,41 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
 def abi() -> int:
     """The kernel's Landlock ABI version; 0 where Landlock is not available."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    version = libc.syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
+    version = _libc().syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
     return max(int(version), 0)
+
+
+def _handled() -> int:
+    """Every right this kernel's Landlock knows: what a ruleset handles, and a rule allows
+    unless told otherwise."""
+    return _RIGHTS_BY_ABI.get(abi(), _ALL_RIGHTS)
 
 
 class Unavailable(Exception):
     """Why this process cannot be confined (nothing was restricted)."""
+
+
+def _failed(what: str) -> Unavailable:
+    return Unavailable(f"{what} ({os.strerror(ctypes.get_errno())})")
+
+
+def new_ruleset() -> int:
+    """An empty ruleset handling every right this kernel knows (nothing allowed yet)."""
+    if abi() < 1:
+        raise Unavailable("this kernel offers no Landlock")
+    attr = _RulesetAttr(_handled())
+    fd = int(_libc().syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
+    if fd < 0:
+        raise _failed("Landlock refused a ruleset")
+    return fd
 
 
 def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS) -> int:
@@ -63,39 +95,19 @@ def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS) -> int:
     restricts itself with it (:func:`restrict`), for nothing more than two system calls.
 
     Raises :class:`Unavailable` where Landlock is not."""
-    version = abi()
-    if version < 1:
-        raise Unavailable("this kernel offers no Landlock")
-    rights = _RIGHTS_BY_ABI.get(version, _ALL_RIGHTS)
     home = home.resolve()
     if home == Path("/"):
         raise Unavailable("the platform's home is the root folder")
-    allowed = [(p, False) for p in _around(home)]
-    allowed += [((home / n).resolve(), True) for n in needs if (home / n).is_dir()]
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = _RulesetAttr(rights)
-    fd = int(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
-    if fd < 0:
-        raise Unavailable(f"Landlock refused a ruleset ({os.strerror(ctypes.get_errno())})")
-    for path, follow in allowed:
-        allow(fd, path, follow=follow, rights=rights)
+    fd = new_ruleset()
+    for path in _around(home):
+        allow(fd, path, follow=False)
+    for name in needs:
+        if (home / name).is_dir():
+            allow(fd, (home / name).resolve())
     return fd
 
 
 READ_ONLY = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read a file, read a folder
-
-
-def new_ruleset() -> int:
-    """An empty ruleset handling every right this kernel knows (nothing allowed yet)."""
-    version = abi()
-    if version < 1:
-        raise Unavailable("this kernel offers no Landlock")
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = _RulesetAttr(_RIGHTS_BY_ABI.get(version, _ALL_RIGHTS))
-    fd = int(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
-    if fd < 0:
-        raise Unavailable(f"Landlock refused a ruleset ({os.strerror(ctypes.get_errno())})")
-    return fd
 
 
 def open_around(folder: Path) -> list[int]:
@@ -113,30 +125,18 @@ def open_around(folder: Path) -> list[int]:
 
 def allow_opened(fd: int, target: int, rights: int | None = None) -> None:
     """Add to the ruleset ``fd``: ``rights`` (all) beneath the opened ``target``."""
-    if rights is None:
-        rights = _RIGHTS_BY_ABI.get(abi(), _ALL_RIGHTS)
+    rights = _handled() if rights is None else rights
     folder = stat.S_ISDIR(os.fstat(target).st_mode)
     rule = _PathBeneathAttr(rights if folder else rights & _FILE_RIGHTS, target)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall(_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+    _libc().syscall(_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
 
 
 def restrict(fd: int) -> None:
     """Restrict this process (and whatever it starts) to the ruleset ``fd``, for good."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise Unavailable(f"no_new_privs refused ({os.strerror(ctypes.get_errno())})")
-    if libc.syscall(_RESTRICT_SELF, fd, 0) != 0:
-        raise Unavailable(f"Landlock refused to restrict ({os.strerror(ctypes.get_errno())})")
-
-
-def confine(home: Path, needs: Iterable[str] = RUN_NEEDS) -> None:
-    """:func:`ruleset` and :func:`restrict` at once."""
-    fd = ruleset(home, needs)
-    try:
-        restrict(fd)
-    finally:
-        os.close(fd)
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _failed("no_new_privs refused")
+    if _libc().syscall(_RESTRICT_SELF, fd, 0) != 0:
+        raise _failed("Landlock refused to restrict")
 
 
 def _around(home: Path) -> list[Path]:
@@ -144,7 +144,7 @@ def _around(home: Path) -> list[Path]:
     beside ``home`` itself): what stays reachable. The folders on the way are not
     allowed whole, or the home would be reachable through them."""
     around = []
-    for folder in [*reversed(home.parents), home][:-1]:
+    for folder in reversed(home.parents):
         on_the_way = home.parts[len(folder.parts)]
         try:
             names = os.listdir(folder)

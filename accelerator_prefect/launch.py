@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -230,7 +229,7 @@ async def _inputs_of_hidden_runs(
         if isinstance(uri, str)
     ]
     ids = sorted({i for _, _, found in named for i in found})
-    hidden = await hidden_runs(client, principal, ids) if ids else set()
+    hidden = await hidden_runs(client, principal, ids)
     return [
         f"{where}: {uri} is in the output folder of a run you may not read"
         for where, uri, found in named
@@ -242,15 +241,9 @@ async def _other_runs_folder(client: PrefectClient, location: str) -> list[str]:
     """A chosen output folder may not be, or lie in, another run's, ended or still
     running: one whose path names the id of a run on this server (a run's folder holds
     its records only once it has ended)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from accelerator_prefect.runs import runs_by_id
 
-    ids = {UUID(found) for found in RUN_ID.findall(location.lower())}
-    if not ids:
-        return []
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=sorted(ids))), limit=len(ids)
-    )
-    if not runs:
+    if not await runs_by_id(client, RUN_ID.findall(location.lower())):
         return []
     return [
         f"output.location: {location} is in the output folder of another run; choose a new folder"
@@ -401,7 +394,6 @@ async def launch(
     problems += outside
     if not outside:
         problems += await _inputs_of_hidden_runs(client, principal, parameters)
-    if not outside:
         problems += [
             p
             for p in await asyncio.to_thread(_mapping_problems, hosted, parameters, storage)

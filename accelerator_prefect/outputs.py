@@ -64,20 +64,25 @@ def _sha256(storage: Storage, uri: str, size: int, modified: object) -> str:
 
 
 def is_altered(
-    storage: Storage, uri: str, path: str, recorded: dict[str, FileRecord] | None
+    storage: Storage,
+    uri: str,
+    size: int,
+    path: str,
+    recorded: dict[str, FileRecord] | None,
+    modified: datetime | None = None,
 ) -> bool:
-    """Whether output ``path`` (at ``uri``) differs from what the run recorded:
-    ``recorded`` holds the hashes of its provenance (``None``: none yet, nothing to
-    compare with)."""
+    """Whether output ``path`` (at ``uri``, ``size`` bytes, ``modified`` then, if known)
+    differs from what the run recorded: ``recorded`` holds the hashes of its provenance
+    (``None``: none yet, nothing to compare with)."""
     if recorded is None:
         return False
     record = recorded.get(path)
-    entry = storage.info(uri)
-    if record is None or record.size != entry.size:
+    if record is None or record.size != size:
         return True
-    if entry.size > VERIFY_LIMIT:
+    if size > VERIFY_LIMIT:
         return False
-    return _sha256(storage, uri, entry.size, entry.modified) != record.sha256
+    when = modified or storage.info(uri).modified  # the hash is kept while size and time stay
+    return _sha256(storage, uri, size, when) != record.sha256
 
 
 def checked(
@@ -89,7 +94,8 @@ def checked(
     if recorded is None:
         return files
     return [
-        dataclasses.replace(f, altered=is_altered(storage, f.uri, f.path, recorded)) for f in files
+        dataclasses.replace(f, altered=is_altered(storage, f.uri, f.size, f.path, recorded))
+        for f in files
     ]
 
 

@@ -179,7 +179,7 @@ def trust_notice() -> str:
     """:data:`TRUST_NOTICE`, saying whether runs are kept out of the platform's home."""
     from accelerator_prefect import confine
 
-    if os.environ.get("ACC_WARM_CONFINE", "true").strip().lower() in ("0", "false", "no"):
+    if not confine.asked():
         confined = " and its home (ACC_WARM_CONFINE=false)"
     elif confine.abi() < 1:
         confined = " and its home (this kernel offers no Landlock to keep them out)"

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -739,17 +740,25 @@ class Run:
         return provenance
 
 
+async def runs_by_id(client: PrefectClient, run_ids: Iterable[str]) -> list[FlowRun]:
+    """The runs on ``client``'s server among ``run_ids`` (ids of no run are left out)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    ids = sorted({UUID(i) for i in run_ids})
+    if not ids:
+        return []
+    found: list[FlowRun] = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+    )
+    return found
+
+
 async def hidden_runs(client: PrefectClient, principal: Principal, run_ids: list[str]) -> set[str]:
     """Of ``run_ids``, those of runs on ``client``'s server that ``principal`` may not read
     (see :func:`~accelerator_prefect.access.may_read_run`)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    if principal.operator or not run_ids:
+    if principal.operator:
         return set()
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in run_ids])),
-        limit=len(run_ids),
-    )
+    runs = await runs_by_id(client, run_ids)
     return {str(r.id) for r in runs if not may_read_flow_run(principal, r)}
 
 

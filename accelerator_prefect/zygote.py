@@ -364,17 +364,17 @@ def _prepare_confinement() -> None:
     home out of reach but for what a run needs, and this zygote's folder, where each run's
     scratch folder goes."""
     global _RULESET, _STORAGE
-    if os.environ.get("ACC_WARM_CONFINE", "true").strip().lower() in ("0", "false", "no"):
-        return
     from pathlib import Path
 
     from accelerator_prefect import confine
+
+    if not confine.asked():
+        return
     from accelerator_prefect.settings import get_settings
 
     home = get_settings().home
-    (home / "results").mkdir(parents=True, exist_ok=True)  # there before the rules are made
     try:
-        fd = confine.ruleset(home)
+        fd = confine.ruleset(home, needs=())  # the folders runs need: _keep_allowed's
     except confine.Unavailable as exc:
         _RULESET = str(exc)
         print(f"zygote: runs are not confined to what they need: {exc}", file=sys.stderr)
