@@ -21,7 +21,7 @@ from typing import Protocol
 from accelerator_prefect.manifest import Scope
 
 USERS_AREA = "users"  # acc://users/<name>/: each user's own storage
-LINKS_AREA = "links"  # acc://links/<link id>/: scratch space of a shared link's guests
+LINKS_AREA = "links"  # acc://links/<link id>/<guest id>/: each guest's own scratch space
 RESERVED_AREAS = frozenset({USERS_AREA, LINKS_AREA})
 
 
@@ -34,11 +34,13 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class LinkGrant:
-    """What a valid shared link opens: one model, or one version of it."""
+    """What a valid shared link opens: one model, or one version of it; for a guest
+    session (a guest token the link was exchanged for), which ``guest`` holds it."""
 
     link_id: str
     model: str
     version: str | None = None
+    guest: str | None = None
 
     def opens(self, model: str, version: str) -> bool:
         return self.model == model and self.version in (None, version)
@@ -48,8 +50,9 @@ class LinkGrant:
 class Principal:
     """Who is asking: a user with their projects (and roles), an operator, or a guest.
 
-    A guest is nobody in the directory: they hold a shared link and reach only
-    what it opens. A signed-in user may hold links too.
+    A guest is nobody in the directory: they hold a guest token, exchanged for a
+    shared link, and reach only what the link opens, in an area of their own. Each
+    exchange is another guest. A signed-in user may hold links too.
     """
 
     name: str
@@ -70,15 +73,18 @@ class Principal:
 
     @property
     def own_area(self) -> str:
-        """Their own storage folder (relative to ``acc://``): the user's, or the link's."""
+        """Their own storage folder (relative to ``acc://``): the user's, or the guest's
+        under their link."""
         if self.guest and self.links:
-            return f"{LINKS_AREA}/{self.links[0].link_id}"
+            grant = self.links[0]
+            return f"{LINKS_AREA}/{grant.link_id}/{grant.guest or 'shared'}"
         return f"{USERS_AREA}/{self.name}"
 
 
 def guest(grant: LinkGrant) -> Principal:
-    """The principal of someone holding only the shared link ``grant``."""
-    return Principal(f"guest-{grant.link_id}", links=(grant,), guest=True)
+    """The principal of the guest holding ``grant``: one identity per guest session."""
+    name = f"guest-{grant.link_id}" + (f"-{grant.guest}" if grant.guest else "")
+    return Principal(name, links=(grant,), guest=True)
 
 
 def may_see(
@@ -125,11 +131,15 @@ def may_read_run(
     link_id: str | None = None,
 ) -> bool:
     """A run is read by whoever launched it, the owner of its model, and operators;
-    a guest reads the runs launched through their link."""
+    a guest reads the runs they launched through their link, never another guest's."""
     if principal.operator:
         return True
     if principal.guest:
-        return link_id is not None and any(g.link_id == link_id for g in principal.links)
+        return (
+            link_id is not None
+            and launched_by == principal.name
+            and any(g.link_id == link_id for g in principal.links)
+        )
     return principal.name in {launched_by, model_owner}
 
 
@@ -151,7 +161,7 @@ def may_use_path(principal: Principal, relative: str) -> bool:
     """Whether ``principal`` may read inputs from and write outputs to ``acc://relative``.
 
     Users work under the projects they belong to and their own area
-    (``acc://users/<name>/``); guests only in their link's scratch area;
+    (``acc://users/<name>/``); guests only in their own area under their link;
     operators everywhere.
     """
     if principal.operator:

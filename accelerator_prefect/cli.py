@@ -161,18 +161,20 @@ def up(
         console.print("stopped.")
 
 
-SWEEP_EVERY = 60.0  # seconds between sweeps of secrets left by crashed runs
+SWEEP_EVERY = 60.0  # seconds between sweeps of secrets left by crashed runs (and guest areas)
 
 
 def _sweep_quietly(api_url: str) -> None:
-    """Sweep leftover per-run secrets as the local operator; say so only when it fails."""
+    """Sweep leftover per-run secrets, and guest areas past their retention, as the local
+    operator; say so only when it fails."""
     from accelerator_prefect.client import Accelerator
 
     try:
         with Accelerator.connect(api_url, home=_home()) as acc:
             acc.sweep_secrets()
+            acc.sweep_guest_areas()
     except Exception as exc:  # the platform keeps running; the next sweep retries
-        errors.print(f"[yellow]secret sweep failed:[/] {type(exc).__name__}: {exc}")
+        errors.print(f"[yellow]sweep failed:[/] {type(exc).__name__}: {exc}")
 
 
 @app.command()
@@ -1058,6 +1060,9 @@ def share(
     model: str | None = typer.Argument(None, help="The model to share."),
     version: str | None = typer.Option(None, "--version", help="Open only this version."),
     expires: str | None = typer.Option(None, help="Lifetime, e.g. 30d or 12h."),
+    guest_days: int = typer.Option(
+        30, "--guest-days", min=1, help="Days each guest keeps their session, files and runs."
+    ),
     list_links: bool = typer.Option(False, "--list", help="List the links (of MODEL, if given)."),
     revoke: str | None = typer.Option(None, "--revoke", help="Revoke the link with this id."),
     embed: bool = typer.Option(
@@ -1088,12 +1093,18 @@ def share(
         if model is None:
             fail("name the model to share, e.g. `acc share climate-downscaling`")
         title = acc.get(model).latest.title if embed else ""  # before the link: it shows once
-        link = acc.share_link(model, version=version, expires_in=_lifetime(expires))
+        link = acc.share_link(
+            model, version=version, expires_in=_lifetime(expires), guest_days=guest_days
+        )
     except AcceleratorError as exc:
         fail(str(exc))
     what = f"{link.model}@{link.version}" if link.version else link.model
     until = f"until {link.expires:%Y-%m-%d %H:%M} UTC" if link.expires else "until revoked"
     console.print(f"[green]link {link.id}[/] opens {what} to whoever holds it, {until}")
+    console.print(
+        f"each person who opens it is a guest of their own, for {link.guest_days} days: "
+        "then their files and runs' outputs are removed"
+    )
     console.print(f"shown once: [bold]{link.url}[/]", highlight=False, soft_wrap=True)
     from accelerator_prefect.client import embed_snippet
 

@@ -79,6 +79,7 @@ class SharedLink:
     active: bool
     token: str | None = None
     url: str | None = None
+    guest_days: int = 30  # how long each guest session, and its files and runs, are kept
 
     @classmethod
     def of(cls, record: LinkRecord, token: str | None, catalog_url: str) -> SharedLink:
@@ -97,7 +98,26 @@ class SharedLink:
             active=record.active,
             token=token,
             url=url,
+            guest_days=record.guest_days,
         )
+
+
+@dataclass(frozen=True)
+class GuestSession:
+    """A guest session a shared link was exchanged for: one guest, with an area of their
+    own (``acc://links/<link id>/<guest>/``), who sees only their own runs and files.
+
+    ``token`` acts for this guest alone until ``expires`` (the link's retention), or until
+    the link is revoked.
+    """
+
+    token: str
+    guest: str
+    link_id: str
+    model: str
+    version: str | None
+    area: str
+    expires: datetime
 
 
 # What a catalog widget needs of its frame: Streamlit's scripts and its own origin (the
@@ -209,6 +229,10 @@ class AsyncAccelerator:
         self._bindings: list[Any] = []
         self._borrowed = False
         self._one_request = False  # the portal's: the credential is checked once per request
+        self._exchanging = asyncio.Lock()
+        # The guest session this client opened with its link, if it holds only a link.
+        self.guest_session: GuestSession | None = None
+        self._shared_link: str | None = None  # the link it was given, once a guest of it
 
     @classmethod
     def connect(
@@ -267,6 +291,11 @@ class AsyncAccelerator:
         membership counts at once)."""
         if self._principal is not None and self._one_request:
             return self._principal  # one portal request: checked already
+        if self._holds_only_a_link and not self._one_request:
+            async with self._exchanging:  # one guest session per client, however many ask
+                if self._holds_only_a_link:
+                    self.guest_session = await self.exchange_link()
+                    self._shared_link, self._link = self._link, self.guest_session.token
         # Everyone else's rights are read again on every call (a trusted user's too: the
         # catalog's single sign-on users), so a removal from a project counts at once.
         # Simultaneous checks of one credential (one client's, or the portal's requests)
@@ -277,19 +306,58 @@ class AsyncAccelerator:
         self.user = principal.name
         return principal
 
+    @property
+    def _holds_only_a_link(self) -> bool:
+        """Whether this client holds a shared link's own token and nothing else: it then
+        acts as one guest session of it, exchanged once (see :meth:`exchange_link`)."""
+        from accelerator_prefect.directory import is_guest_token
+
+        link, alone = self._link, self._token is None and self._trusted is None
+        return alone and link is not None and not is_guest_token(link)
+
+    async def exchange_link(self) -> GuestSession:
+        """A new guest session of this client's shared link: its own identity and area.
+        Each exchange is another guest, who sees only their own runs and files."""
+        from accelerator_prefect.access import guest
+        from accelerator_prefect.directory import INVALID_LINK, exchange_link, is_guest_token
+        from accelerator_prefect.errors import AccessDenied
+
+        link = self._shared_link or self._link
+        if link is None or is_guest_token(link):
+            raise AccessDenied(f"only a shared link's own token is exchanged: {INVALID_LINK}")
+        client = await self.client()
+        token, grant, expires = await exchange_link(client, link, self._verified)
+        return GuestSession(
+            token=token,
+            guest=grant.guest or "",
+            link_id=grant.link_id,
+            model=grant.model,
+            version=grant.version,
+            area=f"acc://{guest(grant).own_area}/",
+            expires=expires,
+        )
+
     async def _check_credential(self) -> Principal:
         """Who the token, link or trusted user is, looked up now."""
         import dataclasses
 
         from accelerator_prefect.access import Principal, guest
-        from accelerator_prefect.directory import authenticate, open_link, read_user
+        from accelerator_prefect.directory import (
+            authenticate,
+            is_guest_token,
+            open_guest,
+            open_link,
+            read_user,
+        )
         from accelerator_prefect.errors import AccessDenied
 
         client = await self.client()
         # Tokens and links are looked up on every call, so a revocation counts at once.
-        grant = (
-            await open_link(client, self._link, self._verified) if self._link is not None else None
-        )
+        grant = None
+        if self._link is not None and is_guest_token(self._link):
+            grant = await open_guest(client, self._link)
+        elif self._link is not None:
+            grant = await open_link(client, self._link, self._verified)
         if self._token is not None:
             last = self.user or self._token_users.get(self._token)
             principal = await authenticate(client, self._token, self._verified, last)
@@ -1013,6 +1081,32 @@ class AsyncAccelerator:
         require_operator(await self.principal(), "sweep secrets")
         return sum([await sweep(client) for client in (await self.workspaces()).values()])
 
+    async def sweep_guest_areas(self, now: datetime | None = None) -> list[str]:
+        """Remove the areas (``acc://links/<link>/<guest>/``) of guest sessions past their
+        link's retention, with their files and runs' outputs (operators; ``acc up`` does it
+        every minute). Returns the ``acc://`` folders removed."""
+        from accelerator_prefect.access import LINKS_AREA, require_operator
+        from accelerator_prefect.directory import GUEST_ID, list_links
+
+        require_operator(await self.principal(), "sweep guest areas")
+        now = now or datetime.now(UTC)
+        fs = self.storage_fs()
+
+        def sweep(records: list[LinkRecord]) -> list[str]:
+            removed = []
+            for record in records:
+                area = f"{LINKS_AREA}/{record.id}"
+                if not fs.isdir(area):
+                    continue
+                for entry in fs.ls(area, detail=False):
+                    guest = str(entry).rstrip("/").rsplit("/", 1)[-1]
+                    if GUEST_ID.match(guest) and record.guest_expires(guest) <= now:
+                        fs.rm(f"{area}/{guest}", recursive=True)
+                        removed.append(f"acc://{area}/{guest}/")
+            return removed
+
+        return await asyncio.to_thread(sweep, await list_links(await self.client()))
+
     async def _managed(self, model: str) -> tuple[HostedModel, PrefectClient]:
         """``model`` and its workspace's client if this principal may manage it; else
         not found or refused."""
@@ -1053,7 +1147,12 @@ class AsyncAccelerator:
         return changed
 
     async def share_link(
-        self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        expires_in: timedelta | None = None,
+        guest_days: int = 30,
     ) -> SharedLink:
         from accelerator_prefect.directory import create_link
         from accelerator_prefect.errors import AccessDenied
@@ -1075,6 +1174,7 @@ class AsyncAccelerator:
             version=version,
             created_by=principal.name,
             expires_in=expires_in,
+            guest_days=guest_days,
         )
         await self._audit(
             "acc.model.link-created",
@@ -1249,6 +1349,20 @@ class Accelerator:
     def principal(self) -> Principal:
         """Who this client acts for: name, projects and roles, operator or not."""
         return self._run(self._core.principal())
+
+    @property
+    def guest_session(self) -> GuestSession | None:
+        """The guest session this client opened with the shared link it was given (on its
+        first call), if it holds only a link: keep its ``token`` to be the same guest again
+        (``Accelerator.connect(link=session.token)``)."""
+        if self._core.guest_session is None and getattr(self._core, "_link", None):
+            self.principal  # noqa: B018 (the first call opens it)
+        return self._core.guest_session
+
+    def exchange_link(self) -> GuestSession:
+        """A new guest session of the shared link this client holds, without becoming it:
+        for a service handing guest tokens to its own visitors."""
+        return self._run(self._core.exchange_link())
 
     @property
     def user(self) -> str:
@@ -1465,19 +1579,35 @@ class Accelerator:
         (operators; ``acc up`` does it every minute). Returns how many went."""
         return self._run(self._core.sweep_secrets())
 
+    def sweep_guest_areas(self) -> list[str]:
+        """Remove the areas of guest sessions past their link's retention (operators;
+        ``acc up`` does it every minute). Returns the ``acc://`` folders removed."""
+        return self._run(self._core.sweep_guest_areas())
+
     def share_link(
-        self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        expires_in: timedelta | None = None,
+        guest_days: int = 30,
     ) -> SharedLink:
         """A new link opening ``model`` (only ``version``, if given) to whoever holds it.
 
-        Only the owner and operators share a model; ``link.url`` is shown once.
+        Only the owner and operators share a model; ``link.url`` is shown once. Each
+        holder who opens it is a guest of their own, for ``guest_days``: then their
+        files and their runs' outputs are removed.
 
         Example:
             >>> link = acc.share_link("climate-downscaling",
             ...                       expires_in=timedelta(days=30))  # doctest: +SKIP
             >>> guest = Accelerator.connect(link=link.url)  # doctest: +SKIP
         """
-        return self._run(self._core.share_link(model, version=version, expires_in=expires_in))
+        return self._run(
+            self._core.share_link(
+                model, version=version, expires_in=expires_in, guest_days=guest_days
+            )
+        )
 
     def links(self, model: str | None = None) -> list[SharedLink]:
         """The links to models you manage (every link, for operators)."""

@@ -5,7 +5,10 @@ installation sees the same directory:
 
 - ``acc-user-<name>``: a user's projects, roles and whether they operate the platform;
 - ``acc-token-<id>``: a personal token, ``acc_<id>_<secret>``;
-- ``acc-link-<id>``: a shared link to a model, ``accl_<id>_<secret>``;
+- ``acc-link-<id>``: a shared link to a model, ``accl_<id>_<secret>``. Its holders
+  exchange it for guest tokens (``accg_<link id>_<guest id>_<signature>``), one per
+  guest session: nothing is stored for a guest, whose token is signed with a key only
+  the link's record holds;
 - ``acc-project-<name>``: a project bound to its own Prefect API (a workspace).
 
 Tokens and links keep only a salted scrypt hash of their secret, so a copy of
@@ -37,12 +40,24 @@ LINK_PREFIX = "acc-link-"
 PROJECT_PREFIX = "acc-project-"
 _TOKEN = re.compile(r"^acc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _LINK = re.compile(r"^accl_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_GUEST = re.compile(r"^accg_([0-9a-f]{12})_([0-9a-f]{16})_([0-9a-f]{32})$")
 _ID = re.compile(r"^[0-9a-f]{12}$")
+GUEST_ID = re.compile(r"^[0-9a-f]{16}$")  # the issue time (8 hex digits), then 8 random
+GUEST_DAYS = 30  # how long a guest session, and its area, last unless the link says
 _USER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # scrypt at 16 MiB of memory: slow to guess offline, ~50 ms to check.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 INVALID_TOKEN = "invalid or expired token; ask an operator for a new one"
 INVALID_LINK = "this link is invalid, expired or revoked; ask the model's owner for a new one"
+EXCHANGE_FIRST = (
+    "a shared link's token opens guest sessions: exchange it first (POST /api/v1/guest-sessions "
+    "with it), then send the guest token (accg_…) it gives"
+)
+NOT_A_LINK = "send the shared link's own token (accl_…) to open a guest session"
+GUEST_ENDED = (
+    "this guest session has ended (its link was revoked or the session is past its "
+    "retention); open the shared link again"
+)
 
 
 class UserRecord(BaseModel):
@@ -345,9 +360,15 @@ class LinkRecord(_Credential):
     model: str
     version: str | None = None
     created_by: str
+    # How long each guest session lasts, and its area with its runs' files is kept.
+    guest_days: int = GUEST_DAYS
 
-    def grant(self) -> LinkGrant:
-        return LinkGrant(self.id, self.model, self.version)
+    def grant(self, guest: str | None = None) -> LinkGrant:
+        return LinkGrant(self.id, self.model, self.version, guest)
+
+    def guest_expires(self, guest: str) -> datetime:
+        """When the guest session ``guest`` (and its area) ends."""
+        return guest_issued(guest) + timedelta(days=self.guest_days)
 
 
 async def create_link(
@@ -357,11 +378,16 @@ async def create_link(
     version: str | None,
     created_by: str,
     expires_in: timedelta | None = None,
+    guest_days: int = GUEST_DAYS,
 ) -> tuple[LinkRecord, str]:
     """A new link to ``model`` (one ``version`` of it, if given): its record and its
-    token (shown once)."""
+    token (shown once). Each guest session it opens lasts ``guest_days``."""
+    if guest_days < 1:
+        raise ValueError(f"guest_days: expected a whole number of days ≥ 1, got {guest_days}")
     fields, secret = _new_credential(expires_in)
-    record = LinkRecord(model=model, version=version, created_by=created_by, **fields)
+    record = LinkRecord(
+        model=model, version=version, created_by=created_by, guest_days=guest_days, **fields
+    )
     await _write(client, LINK_PREFIX + record.id, record.model_dump(mode="json"), "acc:link")
     return record, f"accl_{record.id}_{secret}"
 
@@ -405,13 +431,67 @@ async def open_link(
 
     Read on every call, like :func:`authenticate`: a revoked link stops at once.
     """
+    return (await _link_record(client, token, verified)).grant()
+
+
+async def _link_record(
+    client: PrefectClient, token: str, verified: set[tuple[str, str]] | None
+) -> LinkRecord:
     match = _LINK.match(link_token(token))
     value = await _read(client, LINK_PREFIX + match.group(1)) if match else None
     record = LinkRecord.model_validate(value) if value is not None else None
     salt, stored = (record.salt, record.hash) if record else (None, None)
     if not _matches(match, salt, stored, verified) or record is None or not record.active:
         raise AccessDenied(INVALID_LINK)
-    return record.grant()
+    return record
+
+
+def guest_issued(guest: str) -> datetime:
+    """When the guest session ``guest`` began (its id starts with the time, in hex)."""
+    return datetime.fromtimestamp(int(guest[:8], 16), UTC)
+
+
+def _guest_signature(record: LinkRecord, guest: str) -> str:
+    # Keyed by the hash of the link's secret, which only the directory holds: a link's
+    # holder cannot make a guest token, and revoking the link ends all of them.
+    key = hashlib.sha256(b"acc guest sessions\0" + bytes.fromhex(record.hash)).digest()
+    message = f"{record.id}:{guest}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def is_guest_token(value: str) -> bool:
+    return value.startswith("accg_")
+
+
+async def exchange_link(
+    client: PrefectClient,
+    token: str,
+    verified: set[tuple[str, str]] | None = None,
+    *,
+    at: datetime | None = None,
+) -> tuple[str, LinkGrant, datetime]:
+    """A new guest session for the holder of link ``token``: its guest token, what it
+    opens, and when it ends. Every exchange is another guest."""
+    record = await _link_record(client, token, verified)
+    issued = int((at or datetime.now(UTC)).timestamp())
+    guest = f"{issued:08x}{secrets.token_hex(4)}"
+    signed = f"accg_{record.id}_{guest}_{_guest_signature(record, guest)}"
+    return signed, record.grant(guest), record.guest_expires(guest)
+
+
+async def open_guest(client: PrefectClient, token: str) -> LinkGrant:
+    """What the guest token ``token`` opens, for which guest; :class:`AccessDenied` (always
+    the same) once its link is revoked or expired, or the session is past its retention."""
+    match = _GUEST.match(token.strip())
+    value = await _read(client, LINK_PREFIX + match.group(1)) if match else None
+    record = LinkRecord.model_validate(value) if value is not None else None
+    if match is None or record is None:
+        raise AccessDenied(GUEST_ENDED)
+    guest = match.group(2)
+    signed = hmac.compare_digest(_guest_signature(record, guest), match.group(3))
+    if not signed or not record.active or record.guest_expires(guest) <= datetime.now(UTC):
+        raise AccessDenied(GUEST_ENDED)
+    return record.grant(guest)
 
 
 class ProjectRecord(BaseModel):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.access import Principal
     from accelerator_prefect.audit import AuditEntry
     from accelerator_prefect.catalog import HostedModel
-    from accelerator_prefect.client import SharedLink
+    from accelerator_prefect.client import GuestSession, SharedLink
     from accelerator_prefect.manifest import Status
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance
@@ -118,6 +118,10 @@ class PortalService:
         self._headers = {"Authorization": f"Bearer {credential}"}
         self._http: httpx.AsyncClient | None = None
         self._principal: Principal | None = None
+        # A shared link's own token opens one guest session, on the first call.
+        self._link = credential if token is None and credential.startswith("accl_") else None
+        self._exchanging = asyncio.Lock()
+        self.guest_session: GuestSession | None = None
 
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -128,7 +132,29 @@ class PortalService:
             )
         return self._http
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def exchange_link(self) -> GuestSession:
+        """A new guest session of the link this client was given (the portal's
+        ``POST /guest-sessions``)."""
+        from accelerator_prefect.client import GuestSession
+
+        if self._link is None:
+            raise errors.AccessDenied("only a shared link's own token is exchanged")
+        headers = {"Authorization": f"Bearer {self._link}"}
+        found = await self._call("POST", "/guest-sessions", headers=headers, exchanged=True)
+        return _adapter(GuestSession).validate_python(found)  # type: ignore[no-any-return]
+
+    async def _as_guest(self) -> None:
+        """Holding a link's own token: act as a guest session of it, opened once."""
+        if self._link is not None and self.guest_session is None:
+            async with self._exchanging:  # one guest session per client, however many ask
+                if self.guest_session is None:
+                    self.guest_session = await self.exchange_link()
+                    self._headers["Authorization"] = f"Bearer {self.guest_session.token}"
+                    self.http().headers["Authorization"] = self._headers["Authorization"]
+
+    async def _call(self, method: str, path: str, exchanged: bool = False, **kwargs: Any) -> Any:
+        if not exchanged:
+            await self._as_guest()
         for attempt in range(RATE_RETRIES + 1):
             try:
                 response = await self.http().request(method, path, **kwargs)
@@ -388,6 +414,7 @@ class PortalService:
     async def _download(self, path: str, params: dict[str, str]) -> io.BufferedReader:
         """A file the portal streams, read as it arrives (never held whole); seekable, as
         a file opened in-process is: a seek asks for the rest of the file from there."""
+        await self._as_guest()
 
         async def from_byte(start: int) -> httpx.Response:
             headers = {"Range": f"bytes={start}-"} if start else None
@@ -411,12 +438,17 @@ class PortalService:
     # -- links -----------------------------------------------------------------------------------
 
     async def share_link(
-        self, model: str, *, version: str | None = None, expires_in: timedelta | None = None
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        expires_in: timedelta | None = None,
+        guest_days: int = 30,
     ) -> SharedLink:
         from accelerator_prefect.client import SharedLink
 
         days = expires_in.total_seconds() / 86400 if expires_in else None
-        body = {"version": version, "expires_in_days": days}
+        body = {"version": version, "expires_in_days": days, "guest_days": guest_days}
         found = await self._call("POST", f"/models/{model}/links", json=body)
         return _adapter(SharedLink).validate_python(found)  # type: ignore[no-any-return]
 

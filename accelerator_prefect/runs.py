@@ -171,8 +171,8 @@ def readable_tags(principal: Principal) -> list[str] | None:
 
     if principal.operator:
         return None
-    if principal.guest:
-        return [tag("link", g.link_id) for g in principal.links]
+    if principal.guest:  # their own runs, never the other guests' of their link
+        return [tag("user", principal.name)]
     return [tag("user", principal.name), tag("owner", principal.name)]
 
 

@@ -41,6 +41,17 @@ if signed_in is None and saved and not link and not st.session_state.get(session
     if signed_in is None:  # expired, its token revoked, or signed out everywhere
         sessions.sign_out(why=sessions.SESSION_ENDED)
 
+if link and model and (signed_in is None or signed_in.link != link):
+    try:
+        with st.spinner("Opening the shared model…"):
+            kept = cookies.guest_cookie(link)
+            saved_guest = st.context.cookies.get(kept) if kept else None
+            signed_in = sessions.sign_in_with_link(model, link, saved_guest)
+            checked = True
+    except Exception as exc:
+        sessions.stop_with_a_page(exc, guest=True)
+
+
 # What the browser is to keep or drop (the routes of serve.py set the cookie). A new ticket
 # is said on the next two draws: a draw cut short by a rerun can drop its script unrun, and
 # storing the same ticket twice changes nothing.
@@ -52,14 +63,6 @@ if pending:
     st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
 if st.session_state.pop(sessions.FORGET_COOKIE, False) and saved:
     st.html(cookies.forget_script(), unsafe_allow_javascript=True, width="content")
-
-if link and model and (signed_in is None or signed_in.link != link):
-    try:
-        with st.spinner("Opening the shared model…"):
-            signed_in = sessions.sign_in_with_link(model, link)
-            checked = True
-    except Exception as exc:
-        sessions.stop_with_a_page(exc, guest=True)
 
 
 def page(

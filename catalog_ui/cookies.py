@@ -7,6 +7,8 @@ catalog is served as an ``st.App`` with two routes of its own (see ``serve.py``)
   as an ``HttpOnly``, ``SameSite=Lax`` cookie: for the browser's session, or for
   :data:`REMEMBER_DAYS` days when the person asked to be remembered on this device;
 - ``POST /_acc/sign-out`` removes it;
+- a guest of a shared link is kept the same way, in a cookie of that link
+  (:data:`GUEST_COOKIE`), so a reload is the same guest, not a new one;
 - ``GET /_acc/runs/{run_id}/outputs.zip`` ("Download all") reads it to know for whom to
   open the run.
 
@@ -39,6 +41,8 @@ OUTPUTS_ROUTE = "/_acc/runs/{run_id}/outputs.zip"
 FRESH_SECONDS = 120  # a ticket is stored as a cookie within this long of its sign-in
 SESSION_HOURS = 12  # a browser session's sign-in lasts at most this long
 REMEMBER_DAYS = 30  # "remember me on this device"
+GUEST_DAYS = 3660  # a guest's ticket: its guest token's own retention decides
+GUEST_COOKIE = "acc_guest_{link_id}"  # which guest of that link this browser is
 _SALT = "acc-catalog-session"
 
 
@@ -50,10 +54,13 @@ class Ticket:
     token_id: str
     issued: datetime
     remember: bool
+    guest: str | None = None  # a guest session's token: the guest this browser is, on a link
 
     @property
     def lifetime(self) -> int:
-        """Seconds the sign-in holds."""
+        """Seconds the sign-in holds (a guest's: as long as the guest token itself)."""
+        if self.guest is not None:
+            return GUEST_DAYS * 86400
         return REMEMBER_DAYS * 86400 if self.remember else SESSION_HOURS * 3600
 
 
@@ -86,6 +93,22 @@ def issue(
     return str(_serializer(secret).dumps({"u": user, "t": token_id, "r": remember, "i": issued}))
 
 
+def issue_guest(guest_token: str, *, secret: str | None = None) -> str:
+    """A signed ticket keeping the guest session ``guest_token`` in this browser, so a
+    reload (or a new tab) on the same link is the same guest."""
+    issued = datetime.now(UTC).timestamp()
+    data = {"u": "", "t": "", "r": False, "i": issued, "g": guest_token}
+    return str(_serializer(secret).dumps(data))
+
+
+def guest_cookie(link_token: str) -> str | None:
+    """The name of the cookie keeping this browser's guest of the link ``link_token``."""
+    parts = link_token.split("_")
+    if len(parts) < 3 or parts[0] != "accl" or not parts[1].isalnum():
+        return None
+    return GUEST_COOKIE.format(link_id=parts[1])
+
+
 def read(value: str, max_age: int | None = None, *, secret: str | None = None) -> Ticket | None:
     """The ticket ``value`` holds, if its signature is right and it is younger than
     ``max_age`` seconds (else the ticket's own lifetime); ``None`` otherwise."""
@@ -95,7 +118,8 @@ def read(value: str, max_age: int | None = None, *, secret: str | None = None) -
     try:
         data = serializer.loads(value)
         issued = datetime.fromtimestamp(float(data["i"]), UTC)
-        ticket = Ticket(str(data["u"]), str(data["t"]), issued, bool(data["r"]))
+        guest = str(data["g"]) if data.get("g") else None
+        ticket = Ticket(str(data["u"]), str(data["t"]), issued, bool(data["r"]), guest)
     except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
         return None
     age = (datetime.now(UTC) - ticket.issued).total_seconds()

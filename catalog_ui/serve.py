@@ -46,8 +46,13 @@ async def store(request: Request) -> Response:
     if ticket is None or len(body) > MAX_TICKET:
         return _refused(400, "not a fresh sign-in; sign in again")
     response = Response(status_code=204)
+    name: str | None = cookies.COOKIE
+    if ticket.guest is not None:
+        name = cookies.guest_cookie(ticket.guest.replace("accg_", "accl_", 1))
+    if name is None:
+        return _refused(400, "not a guest session of a link; open the link again")
     response.set_cookie(
-        cookies.COOKIE,
+        name,
         body.decode(),
         max_age=ticket.lifetime if ticket.remember else None,  # else: until the browser closes
         httponly=True,
@@ -77,7 +82,7 @@ def _opened(value: str | None, run_id: str) -> tuple[Any, Any, list[Any]] | int:
     opened = client_for_cookie(value) if value else None
     if opened is None:
         return 401
-    acc, _ = opened
+    acc = opened[0]
     try:
         run = acc.run(run_id)
         return acc, run, run.outputs()
@@ -95,10 +100,18 @@ async def outputs_zip(request: Request) -> Response:
     from catalog_ui.session import plain_error
 
     run_id = request.path_params["run_id"]
-    try:
-        opened = await run_in_threadpool(_opened, request.cookies.get(cookies.COOKIE), run_id)
-    except Exception as exc:  # the platform not answering, or worse: said, never a trace
-        return _refused(503, plain_error(exc))
+    # Whoever this browser signed in as, then the guests it is of shared links.
+    held = [v for k, v in request.cookies.items() if k == cookies.COOKIE]
+    held += [v for k, v in request.cookies.items() if k.startswith(cookies.GUEST_COOKIE[:10])]
+    opened: tuple[Any, Any, list[Any]] | int = 401
+    for value in held:
+        try:
+            found = await run_in_threadpool(_opened, value, run_id)
+        except Exception as exc:  # the platform not answering, or worse: said, never a trace
+            return _refused(503, plain_error(exc))
+        opened = found if found != 401 else opened  # "no such run" outranks "sign in"
+        if not isinstance(opened, int):
+            break
     if opened == 401:
         return _refused(401, "sign in to the catalog first, then download again")
     if isinstance(opened, int):

@@ -152,6 +152,17 @@ def client_for_cookie(value: str) -> tuple[Accelerator, str] | None:
         return None
     if ticket is None:
         return None
+    if ticket.guest is not None:  # a guest of a shared link, still within its retention
+        acc = Accelerator.connect(link=ticket.guest)
+        try:
+            acc.principal  # noqa: B018 (checks the guest token now)
+        except AccessDenied:
+            acc.close()
+            return None
+        except BaseException:
+            acc.close()
+            raise
+        return acc, ""
     try:
         acc = Accelerator.connect(trusted_user=ticket.user)
     except AccessDenied:
@@ -177,15 +188,24 @@ def resume(value: str) -> Session | None:
     return _keep(Session(acc, "cookie", token_id=token))
 
 
-def sign_in_with_link(model: str, link: str) -> Session:
-    """Open ``model`` as a guest holding a shared ``link``."""
+def sign_in_with_link(model: str, link: str, saved: str | None = None) -> Session:
+    """Open ``model`` as a guest of a shared ``link``: the guest this browser already is
+    (its cookie of that link, ``saved``) while that guest session holds, else a new guest
+    session, which the browser is then given to keep (see :mod:`catalog_ui.cookies`)."""
     from accelerator_prefect import Accelerator
+    from catalog_ui import cookies
 
-    acc = Accelerator.connect(link=link)
-    grant = acc.principal.links[0]
-    if grant.model != model:
+    opened = client_for_cookie(saved) if saved else None
+    acc = opened[0] if opened is not None else Accelerator.connect(link=link)
+    grant = acc.principal.links[0]  # a new guest session is opened here
+    if grant.model != model or (
+        opened is not None and not link.startswith(f"accl_{grant.link_id}_")
+    ):
         acc.close()
         raise AccessDenied("this link opens another model; use the link exactly as you got it")
+    if opened is None and acc.guest_session is not None:
+        with contextlib.suppress(RuntimeError):  # no key to sign with: a guest of this tab
+            _state()[STORE_TICKET] = (cookies.issue_guest(acc.guest_session.token), 2)
     return _keep(Session(acc, "link", model=model, link=link))
 
 

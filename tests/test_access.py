@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from accelerator_prefect import Accelerator, AccessDenied, InvalidInputs, NotFound
-from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN, create_link
+from accelerator_prefect.directory import GUEST_ENDED, INVALID_LINK, INVALID_TOKEN, create_link
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.settings import get_settings
 from accelerator_prefect.transport import prefect_client
@@ -403,10 +403,12 @@ def test_a_link_opens_one_model_until_revoked_and_a_pinned_link_one_version(
         assert run.wait(timeout=120) == "Completed"
         tags = run.info().tags
         assert tags["via"] == "link" and tags["link"] == link.id
-        # Each guest run writes to a scratch folder of its own.
-        assert run.output_location == f"acc://links/{link.id}/runs/{run.id}/"
+        # Each guest run writes to a scratch folder of its own, in its guest's area.
+        area = f"acc://links/{link.id}/{guest.guest_session.guest}/"
+        assert guest.guest_session.area == area
+        assert run.output_location == f"{area}runs/{run.id}/"
         assert [r.id for r in guest.runs()] == [str(run.id)]
-        scratch = f"acc://links/{link.id}/runs/{run.id}/"
+        scratch = f"{area}runs/{run.id}/"
         assert [e.name for e in guest.storage.ls(scratch)] == ["note.txt", "provenance.json"]
         with pytest.raises(InvalidInputs, match="a guest's results go to a scratch folder"):
             guest.launch(model, output="acc://demo/elsewhere/")
@@ -421,8 +423,107 @@ def test_a_link_opens_one_model_until_revoked_and_a_pinned_link_one_version(
         ):
             with pytest.raises(AccessDenied) as refused:
                 attempt()
-            assert str(refused.value) == INVALID_LINK
+            assert str(refused.value) == GUEST_ENDED
         assert [x.active for x in alice.links(model)] == [False]
+        with pytest.raises(AccessDenied, match="invalid, expired or revoked"):
+            _ = Accelerator.connect(platform.api_url, link=str(link.url)).principal
+
+
+def _put(storage: Any, data: bytes, uri: str) -> None:
+    with storage.open(uri, "wb") as f:
+        f.write(data)
+
+
+def _read(storage: Any, uri: str) -> bytes:
+    with storage.open(uri, "rb") as f:
+        return bytes(f.read())
+
+
+def test_two_guests_of_one_link_each_see_only_their_own_runs_and_files(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    """A widget on a public site: every visitor holds the same link. Each is a guest of
+    their own; the link's owner sees all their runs."""
+    model = _note_model(acc, tmp_path / "m", "link", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        link = alice.share_link(model)
+    first = Accelerator.connect(platform.api_url, link=str(link.url))
+    second = Accelerator.connect(platform.api_url, link=str(link.url))
+    assert first.principal.guest and second.principal.guest
+    assert first.principal.name != second.principal.name
+    one, two = first.guest_session, second.guest_session
+    assert one is not None and two is not None and one.area != two.area
+    _put(first.storage, b"mine", f"{one.area}uploads/private.txt")
+    run = first.launch(model, {"text": "visitor one"})
+    assert run.wait(timeout=120) == "Completed"
+
+    # The other visitor finds none of it: runs, the run by id, files, the link's folder.
+    assert second.runs() == []
+    with pytest.raises(NotFound):
+        second.run(str(run.id))
+    for path in (
+        f"{one.area}uploads/private.txt",
+        f"{one.area}runs/{run.id}/note.txt",
+        f"acc://links/{link.id}/",
+    ):
+        with pytest.raises((AccessDenied, NotFound)):
+            _read(second.storage, path) if path.endswith(".txt") else second.storage.ls(path)
+    with pytest.raises((AccessDenied, InvalidInputs)):
+        _put(second.storage, b"overwritten", f"{one.area}uploads/private.txt")
+    with pytest.raises(InvalidInputs, match="inputs"):
+        second.launch(model, inputs=[f"{one.area}uploads/private.txt"])
+    assert _read(first.storage, f"{one.area}uploads/private.txt") == b"mine"
+
+    # The same guest again, from its token (a reload, a new tab): its run is still there.
+    again = Accelerator.connect(platform.api_url, link=one.token)
+    assert again.principal.name == first.principal.name
+    assert [r.id for r in again.runs()] == [str(run.id)]
+    assert again.run(str(run.id)).outputs()
+    # A guest token is not a link: it opens no guest session of its own.
+    with pytest.raises(AccessDenied):
+        again.exchange_link()
+
+    # The link's owner sees every guest's runs.
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        assert str(run.id) in {r.id for r in alice.runs(model=model)}
+        assert alice.run(str(run.id)).outputs()
+
+
+def test_a_guest_session_ends_with_its_links_retention_and_its_area_is_removed(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from accelerator_prefect.directory import exchange_link
+
+    model = _note_model(acc, tmp_path / "m", "link", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        link = alice.share_link(model, guest_days=2)
+    assert link.guest_days == 2 and link.token
+
+    async def session_begun(days_ago: float) -> str:
+        async with prefect_client(platform.api_url) as client:
+            at = datetime.now(UTC) - timedelta(days=days_ago)
+            token, _, _ = await exchange_link(client, str(link.token), at=at)
+            return token
+
+    old, recent = asyncio.run(session_begun(3)), asyncio.run(session_begun(1))
+    with pytest.raises(AccessDenied, match="guest session has ended"):
+        _ = Accelerator.connect(platform.api_url, link=old).principal
+    current = Accelerator.connect(platform.api_url, link=recent)
+    area = f"acc://{current.principal.own_area}/"
+    _put(current.storage, b"kept", f"{area}uploads/a.txt")
+    stale = area.replace(recent.split("_")[2], old.split("_")[2])
+    _put(acc.storage, b"expired", f"{stale}uploads/a.txt")  # as the guest had left it
+
+    assert acc.sweep_guest_areas() == [stale]
+    assert not acc.storage.exists(stale)
+    assert _read(current.storage, f"{area}uploads/a.txt") == b"kept"
+    # A forged guest token (another guest id, the signature of one that exists) opens nothing.
+    parts = recent.split("_")
+    forged = "_".join([*parts[:2], parts[2][:8] + "0" * 8, parts[3]])
+    with pytest.raises(AccessDenied, match="guest session has ended"):
+        _ = Accelerator.connect(platform.api_url, link=forged).principal
 
 
 def test_a_link_pinned_to_a_version_opens_no_other(

@@ -409,12 +409,32 @@ def test_a_guest_link_opens_one_model_through_the_portal(
     except AccessDenied:
         pytest.skip("the model's scope admits no links")
     assert link.token
-    guest_http = _http(portal, link.token)
+    # The link's own token opens guest sessions, nothing else.
+    refused = _http(portal, link.token).get("/models")
+    assert refused.status_code == 401 and "POST /api/v1/guest-sessions" in refused.text
+    sessions = [_http(portal, link.token).post("/guest-sessions") for _ in range(2)]
+    assert [r.status_code for r in sessions] == [201, 201], [r.text for r in sessions]
+    one, two = (r.json() for r in sessions)
+    assert one["token"].startswith("accg_") and one["model"] == slow_model
+    guest_http, other_guest = _http(portal, one["token"]), _http(portal, two["token"])
+    me, them = guest_http.get("/me").json(), other_guest.get("/me").json()
+    assert me["guest"] and them["guest"] and me["name"] != them["name"]
+    assert me["area"] == one["area"] != them["area"] == two["area"]
+    # A guest token is not a link's: it opens no more guest sessions.
+    assert guest_http.post("/guest-sessions").status_code == 401
+    # One guest's file is theirs alone.
+    mine = f"{one['area']}uploads/mine.txt"
+    put = guest_http.put("/storage/file", params={"path": mine}, content=b"guest one")
+    assert put.status_code in (200, 201), put.text
+    assert guest_http.get("/storage/file", params={"path": mine}).content == b"guest one"
+    assert other_guest.get("/storage/file", params={"path": mine}).status_code in (403, 404)
+    assert other_guest.get("/storage", params={"path": one["area"]}).status_code in (403, 404)
     assert [m["name"] for m in guest_http.get("/models").json()] == [slow_model]
     if other:
         assert guest_http.get(f"/models/{other}").status_code == 404
     author.revoke_link(link.id)
     assert guest_http.get("/models").status_code == 401
+    assert _http(portal, link.token).post("/guest-sessions").status_code == 401
     with pytest.raises(NotFound):
         author.get("no-such-model")
 

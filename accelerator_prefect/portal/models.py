@@ -47,6 +47,7 @@ async def me(acc: Acc) -> Caller:
         operator=principal.operator,
         guest=principal.guest,
         projects={k: str(v) for k, v in principal.projects.items()},
+        area=f"acc://{principal.own_area}/",
     )
 
 

@@ -119,9 +119,16 @@ def _of_error(exc: errors.AcceleratorError) -> JSONResponse:
 
 
 def _unauthenticated(message: str) -> bool:
-    from accelerator_prefect.directory import INVALID_LINK, INVALID_TOKEN
+    from accelerator_prefect.directory import (
+        EXCHANGE_FIRST,
+        GUEST_ENDED,
+        INVALID_LINK,
+        INVALID_TOKEN,
+        NOT_A_LINK,
+    )
 
-    return message in {INVALID_TOKEN, INVALID_LINK} or message.startswith("no credential")
+    known = {INVALID_TOKEN, INVALID_LINK, GUEST_ENDED, EXCHANGE_FIRST, NOT_A_LINK}
+    return message in known or message.startswith("no credential")
 
 
 def _field_problem(line: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ class Caller(BaseModel):
     operator: bool
     guest: bool
     projects: dict[str, str]
+    area: str = Field(description="Their own acc:// folder (a guest's, under their link).")
 
 
 VersionAction = Literal["deprecate", "archive", "restore"]
@@ -132,6 +133,12 @@ class LinkRequest(BaseModel):
         gt=0,
         le=36600,
         description="Days until the link stops opening (at most 100 years).",
+    )
+    guest_days: int = Field(
+        default=30,
+        ge=1,
+        le=3660,
+        description="Days each guest session lasts; its files and runs' outputs are then removed.",
     )
 
 

@@ -511,3 +511,55 @@ def test_the_launch_page_from_an_origin_not_admitted_is_refused_by_the_browser(
     page.screenshot(path=str(ARTIFACTS / "06-launch-refused.png"))
     # The browser stopped at the preflight: the launch never reached the portal.
     assert runs_of(platform, echo_model) == before
+
+
+# -- guests of one link --------------------------------------------------------------------------
+
+
+def guest_cookie(page: Any, deadline_s: float = 30.0) -> dict[str, Any]:
+    """The cookie in which the catalog has the browser keep which guest it is."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        found = [c for c in page.context.cookies() if c["name"].startswith("acc_guest_")]
+        if found:
+            return dict(found[0])
+        page.wait_for_timeout(200)  # the page's own fetch stores it: look again shortly
+    raise AssertionError("the catalog never had the browser keep its guest session")
+
+
+def test_two_guests_of_one_link_see_only_their_own_run_and_a_reload_keeps_the_guest(
+    acc: Accelerator, catalog: str, echo_model: str, new_page: Callable[[], Any]
+) -> None:
+    """Two visitors of a public page holding the same link: each is a guest of their own."""
+    from urllib.parse import urlencode
+
+    link = acc.share_link(echo_model)
+    assert link.token is not None
+    url = f"{catalog}/?{urlencode({'model': echo_model, 'link': link.token})}"
+
+    first = new_page()
+    first.goto(url)
+    first.get_by_role("button", name="Launch").click()
+    first.wait_for_url(re.compile(r"[?&]run="), timeout=RUN)
+    first.get_by_text("Completed").first.wait_for(timeout=RUN)
+    run_page = first.url
+    run_id = parse_qs(urlsplit(run_page).query)["run"][0]
+    kept = guest_cookie(first)
+    assert kept["httpOnly"] and kept["name"] == f"acc_guest_{link.id}"
+
+    # A reload is a new page for Streamlit; the browser's cookie makes it the same guest.
+    first.reload()
+    first.get_by_text("Completed").first.wait_for(timeout=STEP)
+    assert first.get_by_text("not found").count() == 0
+    first.screenshot(path=str(ARTIFACTS / "06-guest-run-after-reload.png"))
+
+    # Another visitor, with the same link and even that run's address, finds nothing there.
+    second = new_page()
+    second.goto(run_page)
+    second.get_by_text(re.compile(r"run '.+' not found")).first.wait_for()
+    assert second.get_by_text("Completed").count() == 0
+    assert guest_cookie(second)["value"] != kept["value"]
+    second.screenshot(path=str(ARTIFACTS / "07-other-guest-run-not-found.png"))
+
+    # The link's owner sees the guest's run.
+    assert run_id in {r.id for r in acc.runs(model=echo_model)}
