@@ -167,25 +167,33 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
 
 
 TRUST_NOTICE = (
-    "note: models' code runs as this user on this machine, with the worker's access to "
-    "the platform{confined}; host only code you trust here (docs/operations.md, 'Whose "
-    "code runs')"
+    "note: models' code runs as this user on this machine, with {access}, {home}; host "
+    "only code you trust here (docs/operations.md, 'Whose code runs')"
 )
 """What ``acc up`` says at every start: the embedded platform runs no model in a user
 of its own, so it trusts its authors."""
 
 
 def trust_notice() -> str:
-    """:data:`TRUST_NOTICE`, saying whether runs are kept out of the platform's home."""
+    """:data:`TRUST_NOTICE`, saying what runs reach of Prefect and of the platform's home."""
     from accelerator_prefect import confine
 
+    proxied = os.environ.get("ACC_WARM_PROXY", "true").strip().lower() not in _OFF
+    access = (
+        "only its own run's access to Prefect (a run-scoped proxy) and the worker's to storage"
+        if proxied
+        else "the worker's access to the platform (ACC_WARM_PROXY=false)"
+    )
     if not confine.asked():
-        confined = " and its home (ACC_WARM_CONFINE=false)"
+        home = "and its home within reach (ACC_WARM_CONFINE=false)"
     elif confine.abi() < 1:
-        confined = " and its home (this kernel offers no Landlock to keep them out)"
+        home = "and its home within reach (this kernel offers no Landlock to keep them out)"
     else:
-        confined = " (though kept out of its home's credentials, with Landlock)"
-    return TRUST_NOTICE.format(confined=confined)
+        home = "kept out of its home's credentials (Landlock)"
+    return TRUST_NOTICE.format(access=access, home=home)
+
+
+_OFF = {"false", "0", "no", "off", "n", "f"}
 
 
 PRIVATE_UMASK = 0o077

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
     from prefect.events import Event
 
+    from accelerator_prefect.proxy import RunProxy
+
 WORKER_TYPE = "acc-warm"
 _MESSAGE_BYTES = 65536
 _CACHED_CONFIGURATIONS = 256
@@ -98,6 +100,11 @@ class WarmWorkerSettings(BaseSettings):
     )
     events: bool = Field(
         default=True, description="Pick runs up from Prefect's event stream (else poll only)."
+    )
+    proxy: bool = Field(
+        default=True,
+        description="Runs reach Prefect through the worker's run-scoped proxy, with a token "
+        "good for their own run only, never with the API's auth string.",
     )
     environments: int = Field(
         default=4,
@@ -386,12 +393,35 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._queue_limits: dict[UUID, int] = {}
         self._watching = False
         self._swept_orphans = False
+        self._proxy: RunProxy | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def setup(self) -> None:
         await super().setup()
+        if self.settings.proxy:
+            from prefect.settings import get_current_settings
+
+            from accelerator_prefect.proxy import RunProxy
+
+            api = get_current_settings().api
+            auth = api.auth_string.get_secret_value() if api.auth_string else None
+            self._proxy = RunProxy(str(api.url), auth)
+            await asyncio.to_thread(self._proxy.start)
         await self._ensure_zygote()
+
+    def _scoped_environment(self, flow_run: FlowRun, env: dict[str, str]) -> dict[str, str]:
+        """The child's environment with the run-scoped proxy in place of the API: its
+        address, and a token good for this run only as the auth string. Every variable
+        holding the worker's own auth string is left out."""
+        if self._proxy is None:
+            return env
+        auth = self._proxy._auth
+        env = {k: v for k, v in env.items() if not auth or auth not in v}
+        env.pop("PREFECT_API_KEY", None)
+        env["PREFECT_API_URL"] = self._proxy.url
+        env["PREFECT_API_AUTH_STRING"] = self._proxy.admit(flow_run)
+        return env
 
     async def teardown(self, *exc_info: Any) -> None:
         zygotes, self._zygotes = list(self._zygotes.values()), OrderedDict()
@@ -400,6 +430,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         for flow_run_id in list(self._children):
             await self._crash(flow_run_id, "The warm worker stopped while the run was running.")
         await super().teardown(*exc_info)
+        if self._proxy is not None:
+            await asyncio.to_thread(self._proxy.stop)
 
     async def _ensure_zygote(
         self, environment: EnvironmentRecord | None = None, python: str | None = None
@@ -493,6 +525,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             return WarmWorkerResult(status_code=0, identifier="")
         zygote = await self._ensure_zygote(environment, python)
         env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
+        env = self._scoped_environment(flow_run, env)
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
         given: dict[str, Any] = {"env": env, "working_dir": working_dir}
         if deployment is not None:  # the child need not read it again
@@ -511,6 +544,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             code = -int(signal.SIGKILL)
         finally:
             self._children.pop(flow_run.id, None)
+            if self._proxy is not None:
+                self._proxy.release(flow_run.id)
         if flow_run.id in self._cancelled:
             self._cancelled.discard(flow_run.id)
             code = 0  # ended on purpose; the run is already Cancelled

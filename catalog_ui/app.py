@@ -152,3 +152,12 @@ try:
     current.run()
 except Exception as exc:  # a failure no page said in its own words: a plain page, no crash
     sessions.stop_with_a_page(exc, guest=signed_in is not None and signed_in.how == "link")
+
+# Which guest this browser is, kept once the page is drawn (below it, so a widget's layout
+# does not move); a draw cut short keeps it for the next, and it is said on two draws.
+guest_pending: tuple[str, int] | None = st.session_state.pop(sessions.STORE_GUEST_TICKET, None)
+if guest_pending:
+    ticket, draws = guest_pending
+    if draws > 1:
+        st.session_state[sessions.STORE_GUEST_TICKET] = (ticket, draws - 1)
+    st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")

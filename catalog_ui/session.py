@@ -31,6 +31,7 @@ CACHE_SECONDS = 10.0
 # signed out": a cookie the page was opened with is not resumed again; and why a sign-in
 # ended, said above the sign-in form until the person signs in again.
 STORE_TICKET = "acc-store-ticket"
+STORE_GUEST_TICKET = "acc-store-guest-ticket"  # the same, for which guest of a link it is
 FORGET_COOKIE = "acc-forget-cookie"
 SIGNED_OUT = "acc-signed-out"
 ENDED = "acc-sign-in-ended"
@@ -205,7 +206,7 @@ def sign_in_with_link(model: str, link: str, saved: str | None = None) -> Sessio
         raise AccessDenied("this link opens another model; use the link exactly as you got it")
     if opened is None and acc.guest_session is not None:
         with contextlib.suppress(RuntimeError):  # no key to sign with: a guest of this tab
-            _state()[STORE_TICKET] = (cookies.issue_guest(acc.guest_session.token), 2)
+            _state()[STORE_GUEST_TICKET] = (cookies.issue_guest(acc.guest_session.token), 2)
     return _keep(Session(acc, "link", model=model, link=link))
 
 

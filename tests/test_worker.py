@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -410,6 +411,163 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
     assert [o.path for o in run.outputs()] == ["tried.txt"]
 
 
+PRYING_FLOW = """
+import asyncio
+import base64
+import hashlib
+import os
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.context import get_run_context
+from prefect.events import emit_event
+from prefect.states import Cancelled
+
+from accelerator_prefect import Conf, Secrets, jobflow
+
+
+class Targets(Conf):
+    other_run: str
+    other_deployment: str
+    other_block: str
+    server: str
+
+
+async def pry(conf: Targets, own: UUID) -> dict:
+    tried = {}
+
+    async def attempt(name, call):
+        try:
+            await call
+            tried[name] = "done"
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            tried[name] = f"refused {status}" if status in (401, 403) else f"failed: {exc!r}"
+
+    other = UUID(conf.other_run)
+    async with get_client() as client:
+        await attempt("other run", client.read_flow_run(other))
+        await attempt("every run", client.read_flow_runs())
+        secret = client.read_block_document_by_name(conf.other_block, "secret")
+        await attempt("other secret", secret)
+        await attempt("directory", client.read_variables())
+        await attempt("launch another", client.create_flow_run_from_deployment(
+            UUID(conf.other_deployment)))
+        await attempt("cancel another", client.set_flow_run_state(other, Cancelled(), force=True))
+        await attempt("rename itself", client.update_flow_run(own, tags=["acc:user:alice"]))
+        await attempt("own run", client.read_flow_run(own))
+    # Straight to the server, with what the run was given: the server knows no such string.
+    given = base64.b64encode(os.environ["PREFECT_API_AUTH_STRING"].encode()).decode()
+    answer = httpx.get(
+        f"{conf.server}/flow_runs/{other}", headers={"Authorization": f"Basic {given}"}
+    )
+    refused = answer.status_code in (401, 403)
+    tried["server directly"] = f"refused {answer.status_code}" if refused else "done"
+    for name, about in (("Pried", other), ("Probed", own)):
+        resource = {"prefect.resource.id": f"prefect.flow-run.{about}"}
+        emit_event(f"prefect.flow-run.{name}", resource=resource)
+    values = os.environ.values()
+    tried["environment"] = sorted(hashlib.sha256(v.encode()).hexdigest() for v in values)
+    return tried
+
+
+@jobflow(name="prying")
+def prying(conf: Targets, secrets: Secrets) -> dict:
+    tried = asyncio.run(pry(conf, get_run_context().flow_run.id))
+    tried["own secret"] = secrets.get("API_KEY") == "its-own-key"
+    return tried
+"""
+
+
+def test_a_jobflow_reaches_only_its_own_run_through_the_run_scoped_proxy(
+    acc: Accelerator, warm: WarmPool, platform: PlatformInfo, nap: ModelRepo, tmp_path: Path
+) -> None:
+    """A run never holds the API's auth string: its requests go through the worker's
+    proxy with a token good for its own run, which refuses every other run, block,
+    Variable and deployment, and drops events about another run."""
+    import hashlib
+
+    from prefect.client.schemas.actions import BlockDocumentCreate
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    other = acc.launch(nap.name, version="2.0.0", conf={"seconds": 0.1})
+    assert other.wait(timeout=120) == "Completed"
+    other_block = f"acc-run-{uuid.uuid4().hex[:16]}-api-key"
+
+    async def plant(client: Any) -> str:
+        kind = await client.read_block_type_by_slug("secret")
+        schema = await client.get_most_recent_block_schema_for_block_type(kind.id)
+        await client.create_block_document(
+            BlockDocumentCreate(
+                name=other_block,
+                data={"value": "someone-elses-key"},
+                block_type_id=kind.id,
+                block_schema_id=schema.id,
+            )
+        )
+        flow_run = await client.read_flow_run(other.id)
+        return str(flow_run.deployment_id)
+
+    deployment = _prefect(platform.api_url, plant)
+    repo = ModelRepo(tmp_path / "prying", f"prying-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/nap.py", PRYING_FLOW)
+    repo.write(
+        f"deployments/{repo.name}.yaml",
+        NAP_MANIFEST.format(name=repo.name, version="1.0.0", pool=warm.name).replace(
+            "flows/nap.py:nap", "flows/nap.py:prying"
+        )
+        + "secrets:\n  API_KEY:\n    description: its key\n    required: true\n",
+    )
+    repo.commit("prying")
+    acc.publish(repo.manifest)
+    conf = {
+        "other_run": str(other.id),
+        "other_deployment": deployment,
+        "other_block": other_block,
+        "server": platform.api_url,
+    }
+    runs_before = len(acc.runs(model=nap.name))
+    run = acc.launch(repo.name, conf=conf, secrets={"API_KEY": "its-own-key"})
+    assert run.wait(timeout=120) == "Completed", run.logs()
+    tried = run.result()
+    environment = tried.pop("environment")
+    assert tried == {
+        "other run": "refused 403",
+        "every run": "refused 403",
+        "other secret": "refused 403",
+        "directory": "refused 403",
+        "launch another": "refused 403",
+        "cancel another": "refused 403",
+        "rename itself": "refused 403",
+        "own run": "done",
+        "server directly": "refused 401",
+        "own secret": True,
+    }
+    assert hashlib.sha256(warm.auth_string.encode()).hexdigest() not in environment
+    assert other.state == "Completed" and len(acc.runs(model=nap.name)) == runs_before
+    assert "acc:user:alice" not in run.info().tags.values()
+
+    def events(name: str) -> Any:
+        async def read(client: Any) -> Any:
+            found = await client.request(
+                "POST",
+                "/events/filter",
+                json={
+                    "filter": EventFilter(event=EventNameFilter(name=[name])).model_dump(
+                        mode="json"
+                    )
+                },
+            )
+            return found.json()["events"]
+
+        return _prefect(platform.api_url, read)
+
+    # Its event about itself arrives; the one about another run never does.
+    _until(lambda: events("prefect.flow-run.Probed"), 30, "the run's own event arrived")
+    assert events("prefect.flow-run.Pried") == []
+
+
 def _memory(pid: int) -> bytes:
     """Everything the process has mapped readable and private: its heap, its stacks."""
     chunks: list[bytes] = []
@@ -705,7 +863,13 @@ def test_acc_up_says_what_runs_are_kept_from(monkeypatch: pytest.MonkeyPatch) ->
     from accelerator_prefect.platform import trust_notice
 
     monkeypatch.setenv("ACC_WARM_CONFINE", "false")
-    assert "and its home (ACC_WARM_CONFINE=false)" in trust_notice()
+    monkeypatch.setenv("ACC_WARM_PROXY", "false")
+    said = trust_notice()
+    assert "its home within reach (ACC_WARM_CONFINE=false)" in said
+    assert "the worker's access to the platform (ACC_WARM_PROXY=false)" in said
     monkeypatch.delenv("ACC_WARM_CONFINE")
+    monkeypatch.delenv("ACC_WARM_PROXY")
+    said = trust_notice()
     expected = "kept out of its home" if confine.abi() >= 1 else "offers no Landlock"
-    assert expected in trust_notice() and "host only code you trust" in trust_notice()
+    assert expected in said and "host only code you trust" in said
+    assert "only its own run's access to Prefect (a run-scoped proxy)" in said

@@ -1,0 +1,484 @@
+"""The run-scoped proxy: all of the Prefect API a warm run's own process reaches.
+
+Prefect OSS has no scoped keys: whoever holds the API's auth string reads every
+Secret block and may do anything. So a warm run is never given it. The warm worker
+serves this proxy on loopback and hands each child, instead of the API's address
+and auth string, the proxy's address and a token good for that one flow run
+(``accr_<run id>_<signature>``, signed with a key the worker makes at start and never
+writes down). The token stops when the child exits.
+
+The proxy passes on, with the worker's own credential, only what concerns that run:
+
+- reading its flow run, its deployment and its flow; changing its state and labels;
+- its task runs (created for it, or first met in its events) and their states;
+- its logs and artifacts (every record must name the run);
+- the Secret blocks its launch named in its parameters (reading them, and deleting
+  its own per-run blocks once it ends);
+- events (``/events/in``): a frame is passed on only when its resource is the run or
+  one of its task runs, and the run is among its related resources. Task states
+  travel as events, so a frame about another run's task is dropped like a request.
+
+Everything else is refused with 403, and said in the worker's log. Nothing of the
+worker's credential reaches the child: not in its environment, not in an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+_log = logging.getLogger("accelerator_prefect.proxy")
+
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_TOKEN = re.compile(rf"^accr_({_UUID})_([0-9a-f]{{32}})$")
+_RUN_PREFIX = "acc-run-"  # the per-run Secret blocks a run deletes once it ends
+_TASK_RUNS_PER_RUN = 100_000  # the task runs one run may bring into being through the proxy
+_BODY_LIMIT = 64 << 20
+
+# Requests any run may make: they tell nothing about other runs.
+_OPEN = {
+    ("GET", "health"),
+    ("GET", "ready"),
+    ("GET", "hello"),
+    ("GET", "admin/version"),
+    ("GET", "csrf-token"),
+}
+
+
+@dataclass
+class RunScope:
+    """What one flow run may reach: itself, its deployment and flow, its task runs, and
+    the Secret blocks named in its parameters."""
+
+    run_id: str
+    deployment_id: str | None
+    flow_id: str | None
+    secret_blocks: frozenset[str]
+    work_queue_id: str | None = None
+    work_pool_name: str | None = None
+    task_runs: set[str] = field(default_factory=set)
+    block_ids: set[str] = field(default_factory=set)  # ids of its blocks, as read
+
+
+def scope_of(flow_run: Any) -> RunScope:
+    """The scope of ``flow_run`` (a Prefect ``FlowRun``)."""
+    parameters = flow_run.parameters or {}
+    blocks = (parameters.get("secrets") or {}).get("blocks") or {}
+    return RunScope(
+        run_id=str(flow_run.id),
+        deployment_id=str(flow_run.deployment_id) if flow_run.deployment_id else None,
+        flow_id=str(flow_run.flow_id) if flow_run.flow_id else None,
+        secret_blocks=frozenset(str(name) for name in blocks.values()),
+        work_queue_id=str(flow_run.work_queue_id) if flow_run.work_queue_id else None,
+        work_pool_name=flow_run.work_pool_name,
+    )
+
+
+class Refused(Exception):
+    """A request or frame outside the run's scope."""
+
+
+class RunProxy:
+    """The proxy, served on a loopback port from a thread of its own (see the module)."""
+
+    def __init__(self, upstream: str, auth_string: str | None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self._auth = auth_string
+        self._key = secrets.token_bytes(32)
+        self._scopes: dict[str, RunScope] = {}
+        self._task_owner: dict[str, str] = {}  # task run id -> the run that brought it in
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self._http: Any = None
+        self.url = ""
+
+    # -- tokens and scopes ---------------------------------------------------------------------
+
+    def _signature(self, run_id: str) -> str:
+        return hmac.new(self._key, run_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def admit(self, flow_run: Any) -> str:
+        """Let ``flow_run``'s process in; the token it is to present (as its auth string)."""
+        scope = scope_of(flow_run)
+        with self._lock:
+            self._scopes[scope.run_id] = scope
+        return f"accr_{scope.run_id}_{self._signature(scope.run_id)}"
+
+    def release(self, run_id: UUID | str) -> None:
+        """The run's process has ended: its token opens nothing any more."""
+        with self._lock:
+            scope = self._scopes.pop(str(run_id), None)
+            if scope is not None:
+                for task_run in scope.task_runs:
+                    self._task_owner.pop(task_run, None)
+
+    def _scope(self, token: str | None) -> RunScope | None:
+        match = _TOKEN.match(token or "")
+        if match is None or not hmac.compare_digest(self._signature(match[1]), match[2]):
+            return None
+        with self._lock:
+            return self._scopes.get(match[1])
+
+    def _claim_task_run(self, scope: RunScope, task_run: str) -> None:
+        """``task_run`` belongs to ``scope``'s run from now on, unless another run's."""
+        with self._lock:
+            owner = self._task_owner.setdefault(task_run, scope.run_id)
+            if owner != scope.run_id:
+                raise Refused(f"task run {task_run} is another run's")
+            if task_run not in scope.task_runs:
+                if len(scope.task_runs) >= _TASK_RUNS_PER_RUN:
+                    raise Refused("too many task runs")
+                scope.task_runs.add(task_run)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Serve on a free loopback port, from a thread of its own; the proxy's API URL."""
+        import uvicorn
+
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", 0))
+        port = listening.getsockname()[1]
+        config = uvicorn.Config(
+            self.app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws_max_size=16 << 20,
+            timeout_keep_alive=30,
+        )
+        self._server = uvicorn.Server(config)
+        started = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_until_complete(self._server.serve(sockets=[listening]))
+            if self._http is not None:
+                loop.run_until_complete(self._http.aclose())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="acc-run-proxy", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        self.url = f"http://127.0.0.1:{port}/api"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _client(self) -> Any:
+        import httpx
+
+        if self._http is None:
+            headers = {}
+            if self._auth:
+                basic = base64.b64encode(self._auth.encode()).decode()
+                headers["Authorization"] = f"Basic {basic}"
+            self._http = httpx.AsyncClient(
+                base_url=self.upstream,
+                headers=headers,
+                timeout=httpx.Timeout(120.0, connect=10.0),
+                limits=httpx.Limits(max_keepalive_connections=32),
+            )
+        return self._http
+
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.routing import Route, WebSocketRoute
+
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+        return Starlette(
+            routes=[
+                WebSocketRoute("/api/events/in", self._events_in),
+                WebSocketRoute("/api/{path:path}", self._socket_refused),
+                Route("/api/{path:path}", self._http_request, methods=methods),
+            ]
+        )
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def _http_request(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        given = request.path_params["path"]  # forwarded as given: a trailing / matters
+        path = given.strip("/")
+        method = request.method
+        scope = self._scope(_presented(request.headers.get("authorization")))
+        if scope is None:
+            if (method, path) in _OPEN:
+                return await self._forward(request, given, await request.body())
+            return JSONResponse({"detail": "not this run's credential"}, status_code=401)
+        body = await request.body()
+        if len(body) > _BODY_LIMIT:
+            return JSONResponse({"detail": "request too large"}, status_code=413)
+        _log.debug("run %s: %s /%s", scope.run_id, method, path)
+        try:
+            check = self._rule(scope, method, path, body)
+        except Refused as exc:
+            _log.warning("run %s: refused %s /%s: %s", scope.run_id, method, path, exc)
+            return JSONResponse({"detail": f"not this run's: {exc}"}, status_code=403)
+        response = await self._forward(request, given, body)
+        if check is not None and response.status_code < 300:
+            try:
+                await check(scope, response)
+            except Refused as exc:
+                _log.warning("run %s: withheld %s /%s: %s", scope.run_id, method, path, exc)
+                return JSONResponse({"detail": f"not this run's: {exc}"}, status_code=403)
+        return response
+
+    async def _forward(self, request: Any, path: str, body: bytes) -> Any:
+        from starlette.responses import Response
+
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in {"content-type", "accept", "x-prefect-api-version", "user-agent"}
+        }
+        query = request.url.query
+        upstream = await self._client().request(
+            request.method,
+            f"/{path}" + (f"?{query}" if query else ""),
+            content=body or None,
+            headers=headers,
+        )
+        kept = {
+            k: v
+            for k, v in upstream.headers.items()
+            if k.lower() in {"content-type", "x-prefect-api-version", "retry-after"}
+        }
+        return Response(upstream.content, status_code=upstream.status_code, headers=kept)
+
+    def _rule(
+        self, scope: RunScope, method: str, path: str, body: bytes
+    ) -> Callable[[RunScope, Any], Awaitable[None]] | None:
+        """Refuse what is not this run's; a check of the answer, where one is needed."""
+        if (method, path) in _OPEN:
+            return None
+        parts = path.split("/")
+        run = scope.run_id
+        if parts[0] == "flow_runs" and len(parts) >= 2:
+            if parts[1] != run:
+                raise Refused("another flow run")
+            if len(parts) == 2 and method == "GET":
+                return None
+            if len(parts) == 3 and parts[2] in {"set_state", "labels"}:
+                return None
+            if len(parts) == 2 and method == "PATCH":
+                _only_fields(body, {"flow_version", "infrastructure_pid", "empirical_policy"})
+                return None
+            raise Refused(f"flow run action {'/'.join(parts[2:]) or method}")
+        if parts[0] == "deployments" and len(parts) == 2 and method == "GET":
+            if parts[1] != scope.deployment_id:
+                raise Refused("another deployment")
+            return None
+        if parts[0] == "flows" and len(parts) == 2 and method == "GET":
+            if parts[1] != scope.flow_id:
+                raise Refused("another flow")
+            return None
+        if path == f"work_queues/{scope.work_queue_id}" and method == "GET":
+            return None  # its queue (events name it among the run's related resources)
+        if path == f"work_pools/{scope.work_pool_name}" and method == "GET":
+            return _without_template  # its pool, for the same, without the job template
+        if parts[0] == "task_runs":
+            return self._task_run_rule(scope, method, parts, body)
+        if path == "logs" and method == "POST":
+            for record in _records(body):
+                if str(record.get("flow_run_id")) != run:
+                    raise Refused("a log record of another run")
+                self._claim_optional_task_run(scope, record)
+            return None
+        if path == "artifacts" and method == "POST":
+            for record in _records(body):
+                if str(record.get("flow_run_id")) != run:
+                    raise Refused("an artifact of another run")
+                self._claim_optional_task_run(scope, record)
+            return None
+        if parts[0] == "block_types" and method == "GET":
+            return self._block_rule(scope, parts)
+        if parts[0] == "block_documents" and len(parts) == 2 and method == "DELETE":
+            if parts[1] not in scope.block_ids:
+                raise Refused("a block this run did not read")
+            return None
+        if parts[0] == "block_schemas" and method == "GET":
+            return None  # schemas describe block types; they hold no values
+        raise Refused("not among what a run may do")
+
+    def _task_run_rule(
+        self, scope: RunScope, method: str, parts: list[str], body: bytes
+    ) -> Callable[[RunScope, Any], Awaitable[None]] | None:
+        if len(parts) == 1 and method == "POST":  # a task run created for this run
+            record = _one(body)
+            if str(record.get("flow_run_id")) != scope.run_id:
+                raise Refused("a task run of another flow run")
+            if record.get("id"):
+                self._claim_task_run(scope, str(record["id"]))
+
+            async def claim(scope: RunScope, response: Any) -> None:
+                created = json.loads(response.body or b"{}")
+                self._claim_task_run(scope, str(created.get("id")))
+
+            return claim
+        if len(parts) >= 2 and parts[1] in scope.task_runs:
+            if len(parts) == 2 and method == "GET":
+                return None
+            if len(parts) == 3 and parts[2] == "set_state" and method == "POST":
+                return None
+        raise Refused("another run's task run")
+
+    def _claim_optional_task_run(self, scope: RunScope, record: dict[str, Any]) -> None:
+        if record.get("task_run_id"):
+            self._claim_task_run(scope, str(record["task_run_id"]))
+
+    def _block_rule(
+        self, scope: RunScope, parts: list[str]
+    ) -> Callable[[RunScope, Any], Awaitable[None]] | None:
+        # block_types/slug/<slug>[/block_documents/name/<name>]
+        if len(parts) == 3 and parts[1] == "slug":
+            return None  # a block type: its schema, no values
+        if len(parts) == 6 and parts[1] == "slug" and parts[3:5] == ["block_documents", "name"]:
+            if parts[5] not in scope.secret_blocks:
+                raise Refused(f"block {parts[5]!r} is not this run's")
+
+            async def remember(scope: RunScope, response: Any) -> None:
+                found = json.loads(response.body or b"{}")
+                name = str(found.get("name"))
+                if name in scope.secret_blocks and name.startswith(_RUN_PREFIX) and found.get("id"):
+                    scope.block_ids.add(str(found["id"]))
+
+            return remember
+        raise Refused("blocks other than the run's own")
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def _socket_refused(self, websocket: Any) -> None:
+        await websocket.close(code=1008, reason="not open to runs")
+
+    async def _events_in(self, websocket: Any) -> None:
+        """The run's events, each checked, over one upstream socket of the worker's."""
+        from websockets.asyncio.client import connect
+
+        await websocket.accept(subprotocol="prefect")
+        try:
+            hello = await websocket.receive_json()
+        except Exception:
+            return
+        scope = self._scope(str(hello.get("token") or "")) if isinstance(hello, dict) else None
+        if scope is None or hello.get("type") != "auth":
+            await websocket.close(code=1008, reason="not this run's credential")
+            return
+        url = self.upstream.replace("http", "ws", 1) + "/events/in"
+        headers = {}
+        if self._auth:
+            headers["Authorization"] = f"Basic {base64.b64encode(self._auth.encode()).decode()}"
+        async with connect(url, subprotocols=["prefect"], additional_headers=headers) as upstream:  # type: ignore[list-item]
+            await upstream.send(json.dumps({"type": "auth", "token": self._auth or ""}))
+            answer = json.loads(await upstream.recv())
+            if answer.get("type") != "auth_success":
+                await websocket.close(code=1011, reason="the server refused the worker")
+                return
+            await websocket.send_json({"type": "auth_success"})
+            with contextlib.suppress(Exception):
+                while True:
+                    frame = await websocket.receive_text()
+                    try:
+                        self._check_event(scope, json.loads(frame))
+                    except (Refused, ValueError, AttributeError, TypeError) as exc:
+                        _log.warning("run %s: dropped an event: %s", scope.run_id, exc)
+                        continue
+                    await upstream.send(frame)
+
+    def _check_event(self, scope: RunScope, event: dict[str, Any]) -> None:
+        """Pass an event about the run itself, or one of its task runs, that names no other
+        flow run or task run among its related resources (the server files a task run's
+        event under the flow run it relates to)."""
+        flow_run = f"prefect.flow-run.{scope.run_id}"
+        name = str(event.get("event", ""))
+        resource = str((event.get("resource") or {}).get("prefect.resource.id", ""))
+        related = [r for r in event.get("related") or [] if isinstance(r, dict)]
+        if not name.startswith("prefect."):
+            raise Refused(f"an event of the platform's or another kind: {name[:80]}")
+        for other in related:
+            named = str(other.get("prefect.resource.id", ""))
+            if named.startswith("prefect.flow-run.") and named != flow_run:
+                raise Refused("an event relating another flow run")
+            if named.startswith("prefect.task-run."):
+                self._claim_task_run(scope, named.removeprefix("prefect.task-run."))
+        if resource == flow_run:
+            return
+        if not any(r.get("prefect.resource.id") == flow_run for r in related):
+            raise Refused(f"an event about {resource[:80] or 'nothing'}, not this run's")
+        if resource.startswith("prefect.task-run."):
+            self._claim_task_run(scope, resource.removeprefix("prefect.task-run."))
+            return
+        if name.startswith(("prefect.block.", "prefect.artifact.")):
+            return  # "this run loaded a block", "made an artifact": what it may do
+        raise Refused(f"an event about {resource[:80]}")
+
+
+async def _without_template(scope: RunScope, response: Any) -> None:
+    """A work pool as a run sees it: its name and ids, not the job template (which may
+    hold the operator's variables)."""
+    pool = json.loads(response.body or b"{}")
+    pool["base_job_template"] = {}
+    response.body = json.dumps(pool).encode()
+    response.headers["content-length"] = str(len(response.body))
+
+
+def _presented(header: str | None) -> str | None:
+    """The token in an ``Authorization`` header: Basic (an auth string), or Bearer."""
+    if not header:
+        return None
+    kind, _, value = header.partition(" ")
+    if kind.lower() == "bearer":
+        return value.strip()
+    if kind.lower() == "basic":
+        with contextlib.suppress(ValueError):
+            return base64.b64decode(value.strip()).decode()
+    return None
+
+
+def _records(body: bytes) -> list[dict[str, Any]]:
+    try:
+        found = json.loads(body or b"[]")
+    except ValueError as exc:
+        raise Refused("not JSON") from exc
+    found = found if isinstance(found, list) else [found]
+    if not all(isinstance(r, dict) for r in found):
+        raise Refused("not records")
+    return found
+
+
+def _one(body: bytes) -> dict[str, Any]:
+    records = _records(body)
+    if len(records) != 1:
+        raise Refused("one record expected")
+    return records[0]
+
+
+def _only_fields(body: bytes, allowed: set[str]) -> None:
+    record = _one(body)
+    extra = {k for k, v in record.items() if v is not None} - allowed
+    if extra:
+        raise Refused(f"changing {', '.join(sorted(extra))}")
