@@ -15,8 +15,8 @@ The proxy passes on, with the worker's own credential, only what concerns that r
 - the Secret blocks its launch named in its parameters (reading them, and deleting
   its own per-run blocks once it ends);
 - events (``/events/in``): a frame is passed on only when its resource is the run or
-  one of its task runs, and the run is among its related resources. Task states
-  travel as events, so a frame about another run's task is dropped like a request.
+  one of its task runs, and it relates no other flow run. Task states travel as
+  events, so a frame about another run's task is dropped like a request.
 
 Everything else is refused with 403, and said in the worker's log. Nothing of the
 worker's credential reaches the child: not in its environment, not in an answer.
@@ -151,7 +151,9 @@ class RunProxy:
         """Serve on a free loopback port, from a thread of its own; the proxy's API URL."""
         import uvicorn
 
-        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each connection: without it a
+        # response's head and body wait on the peer's delayed ACK (some 40 ms a request).
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listening.bind(("127.0.0.1", 0))
         port = listening.getsockname()[1]
@@ -376,9 +378,9 @@ class RunProxy:
         await websocket.close(code=1008, reason="not open to runs")
 
     async def _events_in(self, websocket: Any) -> None:
-        """The run's events, each checked, over one upstream socket of the worker's."""
-        from websockets.asyncio.client import connect
-
+        """The run's events, each checked, then passed on in batches over the worker's
+        HTTP connection (``POST /events``): the run need not wait for a socket of the
+        worker's to open before its first event is taken."""
         await websocket.accept(subprotocol="prefect")
         try:
             hello = await websocket.receive_json()
@@ -388,26 +390,49 @@ class RunProxy:
         if scope is None or hello.get("type") != "auth":
             await websocket.close(code=1008, reason="not this run's credential")
             return
-        url = self.upstream.replace("http", "ws", 1) + "/events/in"
-        headers = {}
-        if self._auth:
-            headers["Authorization"] = f"Basic {base64.b64encode(self._auth.encode()).decode()}"
-        async with connect(url, subprotocols=["prefect"], additional_headers=headers) as upstream:  # type: ignore[list-item]
-            await upstream.send(json.dumps({"type": "auth", "token": self._auth or ""}))
-            answer = json.loads(await upstream.recv())
-            if answer.get("type") != "auth_success":
-                await websocket.close(code=1011, reason="the server refused the worker")
-                return
-            await websocket.send_json({"type": "auth_success"})
-            with contextlib.suppress(Exception):
-                while True:
-                    frame = await websocket.receive_text()
-                    try:
-                        self._check_event(scope, json.loads(frame))
-                    except (Refused, ValueError, AttributeError, TypeError) as exc:
-                        _log.warning("run %s: dropped an event: %s", scope.run_id, exc)
-                        continue
-                    await upstream.send(frame)
+        await websocket.send_json({"type": "auth_success"})
+        checked: asyncio.Queue[str | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send_events(scope, checked))
+        try:
+            while True:
+                frame = await websocket.receive_text()
+                try:
+                    self._check_event(scope, json.loads(frame))
+                except (Refused, ValueError, AttributeError, TypeError) as exc:
+                    _log.warning("run %s: dropped an event: %s", scope.run_id, exc)
+                    continue
+                checked.put_nowait(frame)
+        except Exception:  # the run closed its socket (or lost it): send what came
+            pass
+        finally:
+            checked.put_nowait(None)
+            await sender
+
+    async def _send_events(self, scope: RunScope, checked: asyncio.Queue[str | None]) -> None:
+        """Post the checked frames in order, as many at once as have come."""
+        done = False
+        while not done:
+            batch = [await checked.get()]
+            while not checked.empty() and len(batch) < 200:
+                batch.append(checked.get_nowait())
+            done = None in batch
+            frames = [f for f in batch if f is not None]
+            if not frames:
+                continue
+            body = ("[" + ",".join(frames) + "]").encode()
+            try:
+                answer = await self._client().post(
+                    "/events", content=body, headers={"content-type": "application/json"}
+                )
+                if answer.status_code >= 300:
+                    _log.warning(
+                        "run %s: the server refused %d event(s): %s",
+                        scope.run_id,
+                        len(frames),
+                        answer.status_code,
+                    )
+            except Exception as exc:
+                _log.warning("run %s: %d event(s) not sent: %s", scope.run_id, len(frames), exc)
 
     def _check_event(self, scope: RunScope, event: dict[str, Any]) -> None:
         """Pass an event about the run itself, or one of its task runs, that names no other
