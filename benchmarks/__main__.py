@@ -137,6 +137,13 @@ BENCHMARKS = [
         (),
         ("--rounds", "3", "--warmup", "1", "--versions", "2"),
     ),
+    Benchmark(
+        "B15",
+        "run_proxy",
+        "a run's requests through the run-scoped proxy vs raw Prefect",
+        (),
+        ("--rounds", "3", "--warmup", "1"),
+    ),
 ]
 
 

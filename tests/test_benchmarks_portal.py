@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import hidden_models, portal_burst, portal_download, portal_latency
+from benchmarks import hidden_models, portal_burst, portal_download, portal_latency, run_proxy
 from benchmarks.__main__ import BENCHMARKS
 from benchmarks.portal_fixture import LIMITS_LIFTED, PortalBench, portal_platform
 
@@ -152,3 +152,19 @@ def test_hidden_models_compares_a_hidden_models_lookup_with_a_missing_ones(
     assert results["missing"]["ratio_to_missing"] == 1.0
     assert results["hidden"]["met"] in (True, False)
     assert results["visible"]["met"] is None
+
+
+def test_run_proxy_compares_a_runs_requests_through_the_proxy_with_raw_ones(
+    bench: PortalBench, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+
+    run_proxy.main(["--rounds", "3", "--warmup", "1", "--out", str(out)], platform=bench)
+
+    report = json.loads((out / "run_proxy.json").read_text())
+    results = {r["side"]: r for r in report["results"]}
+    assert set(results) == {"read raw", "read proxied", "log raw", "log proxied"}
+    for result in results.values():
+        assert result["calls"] == 3 and result["median_ms"] > 0
+    assert results["read raw"]["ratio_to_raw"] == 1.0 and results["read raw"]["met"] is None
+    assert results["read proxied"]["met"] in (True, False)
