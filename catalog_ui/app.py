@@ -55,12 +55,17 @@ if link and model and (signed_in is None or signed_in.link != link):
 # What the browser is to keep or drop (the routes of serve.py set the cookie). A new ticket
 # is said on the next two draws: a draw cut short by a rerun can drop its script unrun, and
 # storing the same ticket twice changes nothing.
-pending: tuple[str, int] | None = st.session_state.pop(sessions.STORE_TICKET, None)
-if pending:
-    ticket, draws = pending
-    if draws > 1:
-        st.session_state[sessions.STORE_TICKET] = (ticket, draws - 1)
-    st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
+def keep_ticket(key: str) -> None:
+    """Have the browser keep the ticket waiting under ``key`` (said on two draws)."""
+    pending: tuple[str, int] | None = st.session_state.pop(key, None)
+    if pending:
+        ticket, draws = pending
+        if draws > 1:
+            st.session_state[key] = (ticket, draws - 1)
+        st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
+
+
+keep_ticket(sessions.STORE_TICKET)
 if st.session_state.pop(sessions.FORGET_COOKIE, False) and saved:
     st.html(cookies.forget_script(), unsafe_allow_javascript=True, width="content")
 
@@ -155,9 +160,4 @@ except Exception as exc:  # a failure no page said in its own words: a plain pag
 
 # Which guest this browser is, kept once the page is drawn (below it, so a widget's layout
 # does not move); a draw cut short keeps it for the next, and it is said on two draws.
-guest_pending: tuple[str, int] | None = st.session_state.pop(sessions.STORE_GUEST_TICKET, None)
-if guest_pending:
-    ticket, draws = guest_pending
-    if draws > 1:
-        st.session_state[sessions.STORE_GUEST_TICKET] = (ticket, draws - 1)
-    st.html(cookies.store_script(ticket), unsafe_allow_javascript=True, width="content")
+keep_ticket(sessions.STORE_GUEST_TICKET)

@@ -154,29 +154,28 @@ def client_for_cookie(value: str) -> tuple[Accelerator, str] | None:
     if ticket is None:
         return None
     if ticket.guest is not None:  # a guest of a shared link, still within its retention
-        acc = Accelerator.connect(link=ticket.guest)
-        try:
-            acc.principal  # noqa: B018 (checks the guest token now)
-        except AccessDenied:
-            acc.close()
-            return None
-        except BaseException:
-            acc.close()
-            raise
-        return acc, ""
+        guest = Accelerator.connect(link=ticket.guest)
+        return (guest, "") if _holds(guest, lambda: guest.principal) else None
     try:
         acc = Accelerator.connect(trusted_user=ticket.user)
     except AccessDenied:
         return None
+    held = _holds(acc, lambda: acc.check_session(ticket.token_id, ticket.issued))
+    return (acc, ticket.token_id) if held else None
+
+
+def _holds(acc: Accelerator, check: Callable[[], object]) -> bool:
+    """Whether ``check()`` finds the session still holds; if not, ``acc`` is closed (and
+    anything but a refusal, such as the platform not answering, raised)."""
     try:
-        acc.check_session(ticket.token_id, ticket.issued)
+        check()
     except AccessDenied:
         acc.close()
-        return None
+        return False
     except BaseException:
         acc.close()
         raise
-    return acc, ticket.token_id
+    return True
 
 
 def resume(value: str) -> Session | None:
