@@ -400,11 +400,17 @@ async def list_links(client: PrefectClient, model: str | None = None) -> list[Li
     )
 
 
+async def _stored_link(client: PrefectClient, link_id: str | None) -> LinkRecord | None:
+    """The record of link ``link_id``, if there is one (an id of the wrong shape: none)."""
+    value = await _read(client, LINK_PREFIX + link_id) if link_id and _ID.match(link_id) else None
+    return LinkRecord.model_validate(value) if value is not None else None
+
+
 async def read_link(client: PrefectClient, link_id: str) -> LinkRecord:
-    value = await _read(client, LINK_PREFIX + link_id) if _ID.match(link_id) else None
-    if value is None:
+    record = await _stored_link(client, link_id)
+    if record is None:
         raise NotFound(f"link {link_id!r} not found")
-    return LinkRecord.model_validate(value)
+    return record
 
 
 async def revoke_link(client: PrefectClient, link_id: str) -> LinkRecord:
@@ -438,8 +444,7 @@ async def _link_record(
     client: PrefectClient, token: str, verified: set[tuple[str, str]] | None
 ) -> LinkRecord:
     match = _LINK.match(link_token(token))
-    value = await _read(client, LINK_PREFIX + match.group(1)) if match else None
-    record = LinkRecord.model_validate(value) if value is not None else None
+    record = await _stored_link(client, match.group(1) if match else None)
     salt, stored = (record.salt, record.hash) if record else (None, None)
     if not _matches(match, salt, stored, verified) or record is None or not record.active:
         raise AccessDenied(INVALID_LINK)
@@ -483,8 +488,7 @@ async def open_guest(client: PrefectClient, token: str) -> LinkGrant:
     """What the guest token ``token`` opens, for which guest; :class:`AccessDenied` (always
     the same) once its link is revoked or expired, or the session is past its retention."""
     match = _GUEST.match(token.strip())
-    value = await _read(client, LINK_PREFIX + match.group(1)) if match else None
-    record = LinkRecord.model_validate(value) if value is not None else None
+    record = await _stored_link(client, match.group(1) if match else None)
     if match is None or record is None:
         raise AccessDenied(GUEST_ENDED)
     guest = match.group(2)

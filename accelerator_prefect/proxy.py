@@ -101,7 +101,6 @@ class RunProxy:
         self._scopes: dict[str, RunScope] = {}
         self._task_owner: dict[str, str] = {}  # task run id -> the run that brought it in
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._http: Any = None
@@ -118,6 +117,17 @@ class RunProxy:
         with self._lock:
             self._scopes[scope.run_id] = scope
         return f"accr_{scope.run_id}_{self._signature(scope.run_id)}"
+
+    def environment_for(self, flow_run: Any, env: dict[str, str]) -> dict[str, str]:
+        """``env`` as ``flow_run``'s process is to have it: this proxy's address, and a
+        token good for that run only as its auth string; every variable holding the
+        worker's own auth string left out."""
+        auth = self._auth
+        scoped = {k: v for k, v in env.items() if not auth or auth not in v}
+        scoped.pop("PREFECT_API_KEY", None)
+        scoped["PREFECT_API_URL"] = self.url
+        scoped["PREFECT_API_AUTH_STRING"] = self.admit(flow_run)
+        return scoped
 
     def release(self, run_id: UUID | str) -> None:
         """The run's process has ended: its token opens nothing any more."""
@@ -170,7 +180,6 @@ class RunProxy:
 
         def serve() -> None:
             loop = asyncio.new_event_loop()
-            self._loop = loop
             asyncio.set_event_loop(loop)
             loop.call_soon(started.set)
             loop.run_until_complete(self._server.serve(sockets=[listening]))
@@ -305,17 +314,12 @@ class RunProxy:
             return _without_template  # its pool, for the same, without the job template
         if parts[0] == "task_runs":
             return self._task_run_rule(scope, method, parts, body)
-        if path == "logs" and method == "POST":
-            for record in _records(body):
+        if path in ("logs", "artifacts") and method == "POST":
+            for record in _records(body):  # each names the run (and maybe a task run of it)
                 if str(record.get("flow_run_id")) != run:
-                    raise Refused("a log record of another run")
-                self._claim_optional_task_run(scope, record)
-            return None
-        if path == "artifacts" and method == "POST":
-            for record in _records(body):
-                if str(record.get("flow_run_id")) != run:
-                    raise Refused("an artifact of another run")
-                self._claim_optional_task_run(scope, record)
+                    raise Refused(f"{path} of another run")
+                if record.get("task_run_id"):
+                    self._claim_task_run(scope, str(record["task_run_id"]))
             return None
         if parts[0] == "block_types" and method == "GET":
             return self._block_rule(scope, parts)
@@ -348,10 +352,6 @@ class RunProxy:
             if len(parts) == 3 and parts[2] == "set_state" and method == "POST":
                 return None
         raise Refused("another run's task run")
-
-    def _claim_optional_task_run(self, scope: RunScope, record: dict[str, Any]) -> None:
-        if record.get("task_run_id"):
-            self._claim_task_run(scope, str(record["task_run_id"]))
 
     def _block_rule(
         self, scope: RunScope, parts: list[str]

@@ -410,19 +410,6 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             await asyncio.to_thread(self._proxy.start)
         await self._ensure_zygote()
 
-    def _scoped_environment(self, flow_run: FlowRun, env: dict[str, str]) -> dict[str, str]:
-        """The child's environment with the run-scoped proxy in place of the API: its
-        address, and a token good for this run only as the auth string. Every variable
-        holding the worker's own auth string is left out."""
-        if self._proxy is None:
-            return env
-        auth = self._proxy._auth
-        env = {k: v for k, v in env.items() if not auth or auth not in v}
-        env.pop("PREFECT_API_KEY", None)
-        env["PREFECT_API_URL"] = self._proxy.url
-        env["PREFECT_API_AUTH_STRING"] = self._proxy.admit(flow_run)
-        return env
-
     async def teardown(self, *exc_info: Any) -> None:
         zygotes, self._zygotes = list(self._zygotes.values()), OrderedDict()
         for zygote in zygotes:
@@ -525,7 +512,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             return WarmWorkerResult(status_code=0, identifier="")
         zygote = await self._ensure_zygote(environment, python)
         env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
-        env = self._scoped_environment(flow_run, env)
+        if self._proxy is not None:  # the run reaches Prefect only through it
+            env = self._proxy.environment_for(flow_run, env)
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
         given: dict[str, Any] = {"env": env, "working_dir": working_dir}
         if deployment is not None:  # the child need not read it again

@@ -8,7 +8,7 @@ catalog is served as an ``st.App`` with two routes of its own (see ``serve.py``)
   :data:`REMEMBER_DAYS` days when the person asked to be remembered on this device;
 - ``POST /_acc/sign-out`` removes it;
 - a guest of a shared link is kept the same way, in a cookie of that link
-  (:data:`GUEST_COOKIE`), so a reload is the same guest, not a new one;
+  (:data:`GUEST_COOKIE_PREFIX` and its id), so a reload is the same guest, not a new one;
 - ``GET /_acc/runs/{run_id}/outputs.zip`` ("Download all") reads it to know for whom to
   open the run.
 
@@ -42,7 +42,7 @@ FRESH_SECONDS = 120  # a ticket is stored as a cookie within this long of its si
 SESSION_HOURS = 12  # a browser session's sign-in lasts at most this long
 REMEMBER_DAYS = 30  # "remember me on this device"
 GUEST_DAYS = 3660  # a guest's ticket: its guest token's own retention decides
-GUEST_COOKIE = "acc_guest_{link_id}"  # which guest of that link this browser is
+GUEST_COOKIE_PREFIX = "acc_guest_"  # then a link's id: which guest of it this browser is
 _SALT = "acc-catalog-session"
 
 
@@ -106,7 +106,7 @@ def guest_cookie(link_token: str) -> str | None:
     parts = link_token.split("_")
     if len(parts) < 3 or parts[0] != "accl" or not parts[1].isalnum():
         return None
-    return GUEST_COOKIE.format(link_id=parts[1])
+    return GUEST_COOKIE_PREFIX + parts[1]
 
 
 def read(value: str, max_age: int | None = None, *, secret: str | None = None) -> Ticket | None:

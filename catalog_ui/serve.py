@@ -101,8 +101,9 @@ async def outputs_zip(request: Request) -> Response:
 
     run_id = request.path_params["run_id"]
     # Whoever this browser signed in as, then the guests it is of shared links.
-    held = [v for k, v in request.cookies.items() if k == cookies.COOKIE]
-    held += [v for k, v in request.cookies.items() if k.startswith(cookies.GUEST_COOKIE[:10])]
+    signed_in = request.cookies.get(cookies.COOKIE)
+    held = [signed_in] if signed_in else []
+    held += [v for k, v in request.cookies.items() if k.startswith(cookies.GUEST_COOKIE_PREFIX)]
     opened: tuple[Any, Any, list[Any]] | int = 401
     for value in held:
         try:

@@ -361,6 +361,23 @@ def hostile(conf: Nothing, inputs: Inputs, output: Output) -> dict:
 """
 
 
+def _publish_jobflow(
+    acc: Accelerator, tmp_path: Path, warm: WarmPool, code: str, entry: str, extra: str
+) -> ModelRepo:
+    """A model in the warm pool whose jobflow is ``entry`` in ``code``, its manifest the
+    nap's with ``extra`` lines, published at 1.0.0 from a new repository."""
+    repo = ModelRepo(tmp_path / entry, f"{entry}-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/nap.py", code)
+    manifest = NAP_MANIFEST.format(name=repo.name, version="1.0.0", pool=warm.name)
+    repo.write(
+        f"deployments/{repo.name}.yaml",
+        manifest.replace("flows/nap.py:nap", f"flows/nap.py:{entry}") + extra,
+    )
+    repo.commit(entry)
+    acc.publish(repo.manifest)
+    return repo
+
+
 def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
     acc: Accelerator, warm: WarmPool, platform: PlatformInfo, tmp_path: Path
 ) -> None:
@@ -375,17 +392,14 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
         pytest.skip(
             "this kernel offers no Landlock (the docs say the platform then trusts its authors)"
         )
-    repo = ModelRepo(tmp_path / "hostile", f"hostile-{uuid.uuid4().hex[:8]}")
-    repo.write("flows/nap.py", HOSTILE_FLOW)
-    repo.write(
-        f"deployments/{repo.name}.yaml",
-        NAP_MANIFEST.format(name=repo.name, version="1.0.0", pool=warm.name).replace(
-            "flows/nap.py:nap", "flows/nap.py:hostile"
-        )
-        + "inputs:\n  max_files: 5\n  accepted_types: ['.csv']\n  sources: [storage]\n",
+    repo = _publish_jobflow(
+        acc,
+        tmp_path,
+        warm,
+        HOSTILE_FLOW,
+        "hostile",
+        "inputs:\n  max_files: 5\n  accepted_types: ['.csv']\n  sources: [storage]\n",
     )
-    repo.commit("hostile")
-    acc.publish(repo.manifest)
     assert (platform.home / "operator.token").exists()
     with acc.storage.open("acc://demo/ledger/books.csv", "wb") as f:
         f.write(b"account,balance\n")
@@ -510,17 +524,14 @@ def test_a_jobflow_reaches_only_its_own_run_through_the_run_scoped_proxy(
         return str(flow_run.deployment_id)
 
     deployment = _prefect(platform.api_url, plant)
-    repo = ModelRepo(tmp_path / "prying", f"prying-{uuid.uuid4().hex[:8]}")
-    repo.write("flows/nap.py", PRYING_FLOW)
-    repo.write(
-        f"deployments/{repo.name}.yaml",
-        NAP_MANIFEST.format(name=repo.name, version="1.0.0", pool=warm.name).replace(
-            "flows/nap.py:nap", "flows/nap.py:prying"
-        )
-        + "secrets:\n  API_KEY:\n    description: its key\n    required: true\n",
+    repo = _publish_jobflow(
+        acc,
+        tmp_path,
+        warm,
+        PRYING_FLOW,
+        "prying",
+        "secrets:\n  API_KEY:\n    description: its key\n    required: true\n",
     )
-    repo.commit("prying")
-    acc.publish(repo.manifest)
     conf = {
         "other_run": str(other.id),
         "other_deployment": deployment,
