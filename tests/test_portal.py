@@ -420,8 +420,10 @@ def test_a_guest_link_opens_one_model_through_the_portal(
     me, them = guest_http.get("/me").json(), other_guest.get("/me").json()
     assert me["guest"] and them["guest"] and me["name"] != them["name"]
     assert me["area"] == one["area"] != them["area"] == two["area"]
-    # A guest token is not a link's: it opens no more guest sessions.
+    # Only a link's own token opens one: not a guest token, a personal one, or nothing.
     assert guest_http.post("/guest-sessions").status_code == 401
+    assert _http(portal, people["member"]).post("/guest-sessions").status_code == 401
+    assert _http(portal, None).post("/guest-sessions").status_code == 401
     # One guest's file is theirs alone.
     mine = f"{one['area']}uploads/mine.txt"
     put = guest_http.put("/storage/file", params={"path": mine}, content=b"guest one")
