@@ -126,12 +126,17 @@ class Provenance(BaseModel):
 
 
 def sha256_of(storage: Storage, uri: str) -> tuple[str, int]:
-    """The sha256 and size of a file in storage, read in 1 MiB blocks."""
-    digest, size = hashlib.sha256(), 0
+    """The sha256 and size of a file in storage."""
     with storage.open(uri, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-            size += len(block)
+        return _sha256(stream)
+
+
+def _sha256(stream: Any) -> tuple[str, int]:
+    """The sha256 and size of what ``stream`` holds, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    while block := stream.read(1 << 20):
+        digest.update(block)
+        size += len(block)
     return digest.hexdigest(), size
 
 
@@ -247,12 +252,13 @@ def _hosting_record(deployment_id: Any) -> dict[str, Any]:
     return dict((deployment.parameter_openapi_schema or {}).get(EXTENSION_KEY) or {})
 
 
-def _input_records(inputs: Inputs | None, storage: Storage) -> list[FileRecord]:
+def _input_records(inputs: Inputs | None) -> list[FileRecord]:
     if inputs is None:
         return []
     records = []
-    for f in inputs.files():
-        digest, size = sha256_of(storage, f.uri)
+    for f in inputs.files():  # acc:// files, or cloud URLs: each opened as the run read it
+        with f.open("rb") as stream:
+            digest, size = _sha256(stream)
         records.append(FileRecord(uri=f.uri, sha256=digest, size=size))
     return records
 
@@ -326,7 +332,7 @@ def _build(
         ),
         data=[DataRecord.model_validate(d) for d in hosting.get("data") or []],
         conf=conf.model_dump(mode="json") if isinstance(conf, Model) else {},
-        inputs=_input_records(inputs if isinstance(inputs, Inputs) else None, storage),
+        inputs=_input_records(inputs if isinstance(inputs, Inputs) else None),
         output=folder,
         outputs=output_records(folder, storage) if folder else [],
         secrets=sorted(secrets.blocks) if isinstance(secrets, Secrets) else [],

@@ -73,8 +73,9 @@ class RunScope:
     block_ids: set[str] = field(default_factory=set)  # ids of its blocks, as read
 
 
-def scope_of(flow_run: Any) -> RunScope:
-    """The scope of ``flow_run`` (a Prefect ``FlowRun``)."""
+def scope_of(flow_run: Any, work_pool_name: str | None = None) -> RunScope:
+    """The scope of ``flow_run`` (a Prefect ``FlowRun``), picked up from the work pool
+    ``work_pool_name`` (which a run read before the server filled it in does not name)."""
     parameters = flow_run.parameters or {}
     blocks = (parameters.get("secrets") or {}).get("blocks") or {}
     return RunScope(
@@ -83,12 +84,16 @@ def scope_of(flow_run: Any) -> RunScope:
         flow_id=str(flow_run.flow_id) if flow_run.flow_id else None,
         secret_blocks=frozenset(str(name) for name in blocks.values()),
         work_queue_id=str(flow_run.work_queue_id) if flow_run.work_queue_id else None,
-        work_pool_name=flow_run.work_pool_name,
+        work_pool_name=flow_run.work_pool_name or work_pool_name,
     )
 
 
 class Refused(Exception):
     """A request or frame outside the run's scope."""
+
+
+class Quiet(Refused):
+    """A frame dropped as a matter of course: not worth a line in the worker's log."""
 
 
 class RunProxy:
@@ -111,22 +116,24 @@ class RunProxy:
     def _signature(self, run_id: str) -> str:
         return hmac.new(self._key, run_id.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def admit(self, flow_run: Any) -> str:
+    def admit(self, flow_run: Any, work_pool_name: str | None = None) -> str:
         """Let ``flow_run``'s process in; the token it is to present (as its auth string)."""
-        scope = scope_of(flow_run)
+        scope = scope_of(flow_run, work_pool_name)
         with self._lock:
             self._scopes[scope.run_id] = scope
         return f"accr_{scope.run_id}_{self._signature(scope.run_id)}"
 
-    def environment_for(self, flow_run: Any, env: dict[str, str]) -> dict[str, str]:
-        """``env`` as ``flow_run``'s process is to have it: this proxy's address, and a
-        token good for that run only as its auth string; every variable holding the
-        worker's own auth string left out."""
+    def environment_for(
+        self, flow_run: Any, env: dict[str, str], work_pool_name: str | None = None
+    ) -> dict[str, str]:
+        """``env`` as ``flow_run``'s process is to have it (picked up from the pool
+        ``work_pool_name``): this proxy's address, and a token good for that run only as its
+        auth string; every variable holding the worker's own auth string left out."""
         auth = self._auth
         scoped = {k: v for k, v in env.items() if not auth or auth not in v}
         scoped.pop("PREFECT_API_KEY", None)
         scoped["PREFECT_API_URL"] = self.url
-        scoped["PREFECT_API_AUTH_STRING"] = self.admit(flow_run)
+        scoped["PREFECT_API_AUTH_STRING"] = self.admit(flow_run, work_pool_name)
         return scoped
 
     def release(self, run_id: UUID | str) -> None:
@@ -238,11 +245,11 @@ class RunProxy:
         method = request.method
         scope = self._scope(_presented(request.headers.get("authorization")))
         if scope is None:
-            if (method, path) in _OPEN:
-                return await self._forward(request, given, await request.body())
+            if (method, path) in _OPEN:  # reads: no body to pass on
+                return await self._forward(request, given, b"")
             return JSONResponse({"detail": "not this run's credential"}, status_code=401)
-        body = await request.body()
-        if len(body) > _BODY_LIMIT:
+        body = await _body_within(request, _BODY_LIMIT)
+        if body is None:
             return JSONResponse({"detail": "request too large"}, status_code=413)
         _log.debug("run %s: %s /%s", scope.run_id, method, path)
         try:
@@ -398,6 +405,9 @@ class RunProxy:
                 frame = await websocket.receive_text()
                 try:
                     self._check_event(scope, json.loads(frame))
+                except Quiet as exc:
+                    _log.debug("run %s: dropped an event: %s", scope.run_id, exc)
+                    continue
                 except (Refused, ValueError, AttributeError, TypeError) as exc:
                     _log.warning("run %s: dropped an event: %s", scope.run_id, exc)
                     continue
@@ -453,6 +463,10 @@ class RunProxy:
         if resource == flow_run:
             return
         if not any(r.get("prefect.resource.id") == flow_run for r in related):
+            if name.startswith("prefect.block.") and resource.startswith("prefect.block-"):
+                # A block loaded before the flow's context is set (the deployment's pull
+                # steps): nothing says whose it is, and nothing in it is worth a warning.
+                raise Quiet(f"a block event outside the run's context: {name[:80]}")
             raise Refused(f"an event about {resource[:80] or 'nothing'}, not this run's")
         if resource.startswith("prefect.task-run."):
             self._claim_task_run(scope, resource.removeprefix("prefect.task-run."))
@@ -460,6 +474,21 @@ class RunProxy:
         if name.startswith(("prefect.block.", "prefect.artifact.")):
             return  # "this run loaded a block", "made an artifact": what it may do
         raise Refused(f"an event about {resource[:80]}")
+
+
+async def _body_within(request: Any, limit: int) -> bytes | None:
+    """The request's body, or ``None`` once it is over ``limit`` bytes: read no further
+    than that, whatever its length header says."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _without_template(scope: RunScope, response: Any) -> None:

@@ -30,6 +30,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -234,9 +235,12 @@ class WarmWorkerResult(BaseWorkerResult):  # type: ignore[misc]  # Prefect is un
 class Zygote:
     """The worker's handle on its zygote process: start it, ask it to fork, learn of exits."""
 
-    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], channel: socket.socket, workdir: Path
+    ) -> None:
         self.process = process
         self.channel = channel
+        self.workdir = workdir  # its own folder, where its runs' scratch folders go
         self.pid = process.pid
         self._forked: dict[str, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
@@ -268,7 +272,7 @@ class Zygote:
         )
         theirs.close()
         ours.setblocking(False)
-        zygote = cls(process, ours)
+        zygote = cls(process, ours, workdir)
         loop = asyncio.get_running_loop()
         ready = await asyncio.wait_for(loop.sock_recv(ours, _MESSAGE_BYTES), deadline)
         if not ready or "ready" not in json.loads(ready):
@@ -346,6 +350,15 @@ class Zygote:
             self.process.wait(timeout=10)
         if self.alive:
             self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def sweep(self, run_id: UUID, working_dir: str | None) -> None:
+        """Remove what is left of ``run_id``'s scratch folder: the child removes it as it
+        ends, but not when it was killed (cancelled, or out of its time)."""
+        for left in Path(working_dir or self.workdir).glob(f"acc-run-{run_id}-*"):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def _distributions(requirements: Sequence[str]) -> list[str]:
@@ -398,7 +411,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     # -- lifecycle -------------------------------------------------------------------
 
     async def setup(self) -> None:
-        await super().setup()
+        # The proxy and the warm parent first, one after the other, and only then Prefect's
+        # set-up, which starts taking runs: a run picked up while they were still starting
+        # would race them for the zygote.
         if self.settings.proxy:
             from prefect.settings import get_current_settings
 
@@ -407,8 +422,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             api = get_current_settings().api
             auth = api.auth_string.get_secret_value() if api.auth_string else None
             self._proxy = RunProxy(str(api.url), auth)
-            await asyncio.to_thread(self._proxy.start)
+            self._proxy.start()  # nothing else runs on this loop yet
         await self._ensure_zygote()
+        await super().setup()
 
     async def teardown(self, *exc_info: Any) -> None:
         zygotes, self._zygotes = list(self._zygotes.values()), OrderedDict()
@@ -513,7 +529,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         zygote = await self._ensure_zygote(environment, python)
         env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
         if self._proxy is not None:  # the run reaches Prefect only through it
-            env = self._proxy.environment_for(flow_run, env)
+            env = self._proxy.environment_for(flow_run, env, self._work_pool_name)
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
         given: dict[str, Any] = {"env": env, "working_dir": working_dir}
         if deployment is not None:  # the child need not read it again
@@ -534,6 +550,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             self._children.pop(flow_run.id, None)
             if self._proxy is not None:
                 self._proxy.release(flow_run.id)
+            zygote.sweep(flow_run.id, working_dir)
         if flow_run.id in self._cancelled:
             self._cancelled.discard(flow_run.id)
             code = 0  # ended on purpose; the run is already Cancelled

@@ -333,14 +333,17 @@ def _run(given: dict[str, Any]) -> int:
     os.environ.clear()
     os.environ.update(env)
     # In the zygote's own folder (which the confinement allows) unless the pool says where.
-    scratch = tempfile.mkdtemp(prefix="acc-run-", dir=given.get("working_dir") or os.getcwd())
+    run_id = env["PREFECT__FLOW_RUN_ID"]  # in its name, so the worker finds what is left
+    scratch = tempfile.mkdtemp(
+        prefix=f"acc-run-{run_id}-", dir=given.get("working_dir") or os.getcwd()
+    )
     os.chdir(scratch)
     # The run's temporary files go to its scratch folder, which stays its own once confined.
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
         _refresh_prefect_settings()
         _preset_result_storage(given.get("result_storage"))
-        return _engine(UUID(env["PREFECT__FLOW_RUN_ID"]), given.get("deployment"))
+        return _engine(UUID(run_id), given.get("deployment"))
     finally:
         _drain_prefect_services()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -5,6 +5,7 @@ rebinding on the HTTP session, and whole launches on the real platform."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import socket
@@ -525,6 +526,10 @@ def test_an_s3_input_is_read_from_an_admitted_endpoint_only(
     run = acc.launch(cloud_model.name, inputs=[url])
     assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
     assert run.result() == {"x.csv": 3}
+    # Its provenance names the object it read, with the hash of what it held.
+    [read] = run.provenance().inputs
+    assert (read.uri, read.size) == (url, 8)
+    assert read.sha256 == hashlib.sha256(b"x\n1\n2\n3\n").hexdigest()
 
 
 def test_the_worker_refuses_what_only_the_launcher_admitted(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,3 +85,36 @@ def test_the_proxys_event_socket_refuses_a_forged_token(
         with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=30)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+def test_the_proxy_refuses_a_body_over_its_limit_without_holding_it(
+    proxied: tuple[RunProxy, list[Any]],
+) -> None:
+    """64 MiB and a byte, said in the length header or sent in chunks with none: a 413
+    either way, and the proxy still answers the run afterwards; a body announced larger is
+    refused before it is sent."""
+    proxy, (mine, _) = proxied
+    token = proxy.admit(mine)
+    block = b"x" * (1 << 20)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):
+            yield block
+        yield b"x"
+
+    with httpx.Client(base_url=proxy.url, timeout=60, headers=_basic(token)) as http:
+        declared = http.post("/logs", content=b"".join(chunks()))
+        assert declared.status_code == 413
+        streamed = http.post("/logs", content=chunks())  # chunked: no length header
+        assert streamed.status_code == 413
+        assert http.get(f"/flow_runs/{mine.id}").json()["id"] == str(mine.id)
+
+    # A gigabyte announced: refused at once, before a byte of it is read.
+    host, port = proxy.url.split("://")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /api/logs HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+            + f"Authorization: {_basic(token)['Authorization']}\r\n".encode()
+            + b"Content-Length: 1073741824\r\n\r\n["
+        )
+        assert raw.recv(64).startswith(b"HTTP/1.1 413 ")
