@@ -180,7 +180,7 @@ def trust_notice() -> str:
 
     proxied = os.environ.get("ACC_WARM_PROXY", "true").strip().lower() not in _OFF
     access = (
-        "only its own run's access to Prefect (a run-scoped proxy) and the worker's to storage"
+        "only its own run's access to Prefect and to storage (a run-scoped proxy)"
         if proxied
         else "the worker's access to the platform (ACC_WARM_PROXY=false)"
     )

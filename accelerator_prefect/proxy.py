@@ -35,10 +35,12 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+from accelerator_prefect.runstore import StorageScope
 
 _log = logging.getLogger("accelerator_prefect.proxy")
 
@@ -47,6 +49,12 @@ _TOKEN = re.compile(rf"^accr_({_UUID})_([0-9a-f]{{32}})$")
 _RUN_PREFIX = "acc-run-"  # the per-run Secret blocks a run deletes once it ends
 _TASK_RUNS_PER_RUN = 100_000  # the task runs one run may bring into being through the proxy
 _BODY_LIMIT = 64 << 20
+# The backend's credentials, which a run reaching storage through the proxy never holds;
+# its settings that are no secret (an endpoint, a region) stay.
+_STORAGE_KEY = re.compile(
+    r"^(AWS_(?!ENDPOINT_URL|REGION$|DEFAULT_REGION$)|GOOGLE_APPLICATION_CREDENTIALS$|"
+    r"GCS_|AZURE_STORAGE_|AZURE_CLIENT_SECRET$)"
+)
 
 # Requests any run may make: they tell nothing about other runs.
 _OPEN = {
@@ -69,6 +77,7 @@ class RunScope:
     secret_blocks: frozenset[str]
     work_queue_id: str | None = None
     work_pool_name: str | None = None
+    storage: StorageScope | None = None
     task_runs: set[str] = field(default_factory=set)
     block_ids: set[str] = field(default_factory=set)  # ids of its blocks, as read
 
@@ -85,6 +94,7 @@ def scope_of(flow_run: Any, work_pool_name: str | None = None) -> RunScope:
         secret_blocks=frozenset(str(name) for name in blocks.values()),
         work_queue_id=str(flow_run.work_queue_id) if flow_run.work_queue_id else None,
         work_pool_name=flow_run.work_pool_name or work_pool_name,
+        storage=StorageScope.of(flow_run),
     )
 
 
@@ -99,9 +109,14 @@ class Quiet(Refused):
 class RunProxy:
     """The proxy, served on a loopback port from a thread of its own (see the module)."""
 
-    def __init__(self, upstream: str, auth_string: str | None) -> None:
+    def __init__(self, upstream: str, auth_string: str | None, storage: Any = None) -> None:
+        """``storage``: the ``acc://`` filesystem (the worker's, with its keys) that runs
+        reach through ``/storage`` instead of holding the keys (:mod:`.runstore`); ``None``
+        where they need none (a local storage, confined around each run)."""
         self.upstream = upstream.rstrip("/")
         self._auth = auth_string
+        self._storage = storage
+        self._uploads: dict[str, tuple[str, Any]] = {}  # upload id -> (run id, writer)
         self._key = secrets.token_bytes(32)
         self._scopes: dict[str, RunScope] = {}
         self._task_owner: dict[str, str] = {}  # task run id -> the run that brought it in
@@ -124,25 +139,46 @@ class RunProxy:
         return f"accr_{scope.run_id}_{self._signature(scope.run_id)}"
 
     def environment_for(
-        self, flow_run: Any, env: dict[str, str], work_pool_name: str | None = None
+        self,
+        flow_run: Any,
+        env: dict[str, str],
+        work_pool_name: str | None = None,
+        keep: Collection[str] = (),
     ) -> dict[str, str]:
         """``env`` as ``flow_run``'s process is to have it (picked up from the pool
         ``work_pool_name``): this proxy's address, and a token good for that run only as its
-        auth string; every variable holding the worker's own auth string left out."""
+        auth string; every variable holding the worker's own auth string left out. When
+        runs reach storage through the proxy, so is every credential of the storage's
+        backend (``AWS_…`` and the like) but those named in ``keep``: the ones the pool's
+        or the deployment's job variables set on purpose."""
         auth = self._auth
         scoped = {k: v for k, v in env.items() if not auth or auth not in v}
         scoped.pop("PREFECT_API_KEY", None)
+        token = self.admit(flow_run, work_pool_name)
         scoped["PREFECT_API_URL"] = self.url
-        scoped["PREFECT_API_AUTH_STRING"] = self.admit(flow_run, work_pool_name)
+        scoped["PREFECT_API_AUTH_STRING"] = token
+        if self._storage is not None:  # storage through /storage, with the same token
+            from accelerator_prefect.storage import RUNSTORE
+
+            for name in [n for n in scoped if _STORAGE_KEY.match(n) and n not in keep]:
+                del scoped[name]
+            scoped["ACC_STORAGE_URL"] = f"{RUNSTORE}://"
+            storage = self.url.removesuffix("/api") + "/storage"
+            scoped["ACC_STORAGE_OPTIONS"] = json.dumps({"url": storage, "token": token})
         return scoped
 
     def release(self, run_id: UUID | str) -> None:
-        """The run's process has ended: its token opens nothing any more."""
+        """The run's process has ended: its token opens nothing any more, and what it was
+        still uploading never appears."""
         with self._lock:
             scope = self._scopes.pop(str(run_id), None)
             if scope is not None:
                 for task_run in scope.task_runs:
                     self._task_owner.pop(task_run, None)
+            left = [k for k, (owner, _) in self._uploads.items() if owner == str(run_id)]
+            writers = [self._uploads.pop(k)[1] for k in left]
+        if writers:  # an object store's abort is a request: not on the caller's loop
+            threading.Thread(target=_abort_all, args=(writers,), daemon=True).start()
 
     def _scope(self, token: str | None) -> RunScope | None:
         match = _TOKEN.match(token or "")
@@ -229,6 +265,7 @@ class RunProxy:
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
         return Starlette(
             routes=[
+                Route("/storage/{op:path}", self._storage_request, methods=methods),
                 WebSocketRoute("/api/events/in", self._events_in),
                 WebSocketRoute("/api/{path:path}", self._socket_refused),
                 Route("/api/{path:path}", self._http_request, methods=methods),
@@ -379,6 +416,99 @@ class RunProxy:
             return remember
         raise Refused("blocks other than the run's own")
 
+    # -- storage -------------------------------------------------------------------------------
+
+    async def _storage_request(self, request: Any) -> Any:
+        """A run's storage call (:mod:`.runstore`): its inputs to read, its output folder
+        to read and write, nothing else."""
+        from starlette.responses import JSONResponse
+
+        from accelerator_prefect.storage import StoragePathError
+
+        scope = self._scope(_presented(request.headers.get("authorization")))
+        if scope is None or self._storage is None:
+            return JSONResponse({"detail": "not this run's credential"}, status_code=401)
+        op, method = request.path_params["op"].strip("/"), request.method
+        try:
+            return await self._storage_call(scope, op, method, request)
+        except PermissionError as exc:
+            _log.warning("run %s: refused storage %s %s: %s", scope.run_id, method, op, exc)
+            return JSONResponse({"detail": str(exc)}, status_code=403)
+        except StoragePathError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        except FileNotFoundError as exc:
+            return JSONResponse({"detail": f"{exc.filename or exc}: not found"}, status_code=404)
+        except FileExistsError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        except OSError as exc:
+            return JSONResponse({"detail": f"storage: {exc}"}, status_code=502)
+
+    async def _storage_call(self, scope: RunScope, op: str, method: str, request: Any) -> Any:
+        from starlette.responses import JSONResponse, Response
+
+        assert scope.storage is not None
+        fs, query, area = self._storage, request.query_params, scope.storage
+        path = str(query.get("path", ""))
+        if (method, op) == ("GET", "info"):
+            found = await asyncio.to_thread(fs.info, area.check(path))
+            return JSONResponse(_storage_entry(found))
+        if (method, op) == ("GET", "ls"):
+            found = await asyncio.to_thread(fs.ls, area.check(path), detail=True)
+            return JSONResponse([_storage_entry(e) for e in found])
+        if (method, op) == ("GET", "read"):
+            start, end = int(query.get("start", 0)), int(query.get("end", 0))
+            if not 0 <= start <= end or end - start > _BODY_LIMIT:
+                return JSONResponse({"detail": "a range of up to 64 MiB"}, status_code=400)
+            data = await asyncio.to_thread(fs.cat_file, area.check(path), start=start, end=end)
+            return Response(data, media_type="application/octet-stream")
+        if (method, op) == ("POST", "uploads"):
+            relative = area.check(path, write=True)
+            with self._lock:
+                if sum(1 for owner, _ in self._uploads.values() if owner == scope.run_id) >= 64:
+                    raise PermissionError("a run may write 64 files at once at most")
+            writer = await asyncio.to_thread(fs.open_atomic, relative)
+            upload = secrets.token_hex(16)
+            with self._lock:
+                self._uploads[upload] = (scope.run_id, writer)
+            return JSONResponse({"id": upload})
+        if op.startswith("uploads/"):
+            return await self._upload_step(scope, op.split("/")[1:], method, request)
+        if (method, op) == ("DELETE", "file"):
+            relative = area.check(path, write=True)
+            if not await asyncio.to_thread(fs.isdir, relative):
+                await asyncio.to_thread(fs.rm_file, relative)
+            return Response(status_code=204)
+        if (method, op) == ("POST", "copy"):
+            source = area.check(str(query.get("source", "")))
+            target = area.check(str(query.get("target", "")), write=True)
+            await asyncio.to_thread(fs.cp_file, source, target)
+            return Response(status_code=204)
+        raise PermissionError(f"{method} {op}: not a storage call a run may make")
+
+    async def _upload_step(
+        self, scope: RunScope, parts: list[str], method: str, request: Any
+    ) -> Any:
+        from starlette.responses import JSONResponse, Response
+
+        with self._lock:
+            held = self._uploads.get(parts[0])
+        if held is None or held[0] != scope.run_id:
+            raise PermissionError("not an upload of this run")
+        writer = held[1]
+        if method == "PUT" and len(parts) == 1:
+            part = await _body_within(request, _BODY_LIMIT)
+            if part is None:
+                return JSONResponse({"detail": "a part of up to 64 MiB"}, status_code=413)
+            await asyncio.to_thread(writer.write, part)
+            return Response(status_code=204)
+        with self._lock:
+            self._uploads.pop(parts[0], None)
+        if method == "POST" and parts[1:] == ["commit"]:
+            await asyncio.to_thread(writer.close)  # the file appears, whole
+            return Response(status_code=204)
+        await asyncio.to_thread(writer.abort)  # DELETE: nothing appears
+        return Response(status_code=204)
+
     # -- events --------------------------------------------------------------------------------
 
     async def _socket_refused(self, websocket: Any) -> None:
@@ -474,6 +604,25 @@ class RunProxy:
         if name.startswith(("prefect.block.", "prefect.artifact.")):
             return  # "this run loaded a block", "made an artifact": what it may do
         raise Refused(f"an event about {resource[:80]}")
+
+
+def _storage_entry(info: dict[str, Any]) -> dict[str, Any]:
+    """A storage entry as a run is told it: its name below the root, size, kind, time."""
+    from accelerator_prefect.storage import _modified
+
+    modified = _modified(info)
+    return {
+        "name": str(info["name"]),
+        "size": int(info.get("size") or 0),
+        "type": "directory" if info.get("type") == "directory" else "file",
+        "mtime": modified.timestamp() if modified is not None else None,
+    }
+
+
+def _abort_all(writers: list[Any]) -> None:
+    for writer in writers:
+        with contextlib.suppress(Exception):
+            writer.abort()
 
 
 async def _body_within(request: Any, limit: int) -> bytes | None:

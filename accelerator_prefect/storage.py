@@ -57,7 +57,8 @@ PARTIAL_MARK = ".acc-partial-"
 CHUNK = 8 * 2**20
 UPLOAD_PART = 16 * 2**20
 UPLOAD_CONCURRENCY = 4
-OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+RUNSTORE = "accrun"  # :mod:`accelerator_prefect.runstore`: an object store, as a run sees it
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", RUNSTORE}
 # Backslashes, percent-encoding, control characters (C0, DEL, C1) and the characters that
 # reorder text on screen (bidirectional marks, embeddings, overrides and isolates), with
 # which a name can show another name than it is ("invoice\u202egpj.exe").
@@ -316,7 +317,12 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
         settings = get_settings()
         self.root_url = root or settings.storage_root
         options = settings.storage_options if storage_options is None else storage_options
-        fs, base = url_to_fs(self.root_url, **options)
+        if self.root_url.startswith(f"{RUNSTORE}://"):  # a warm run's, through its proxy
+            from accelerator_prefect.runstore import RunStoreFileSystem
+
+            fs, base = RunStoreFileSystem(**options), ""
+        else:
+            fs, base = url_to_fs(self.root_url, **options)
         self._local_root: str | None = None
         if isinstance(fs, LocalFileSystem):
             fs.makedirs(base, exist_ok=True)

@@ -418,10 +418,16 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             from prefect.settings import get_current_settings
 
             from accelerator_prefect.proxy import RunProxy
+            from accelerator_prefect.settings import get_settings
+            from accelerator_prefect.storage import AccFileSystem
 
             api = get_current_settings().api
             auth = api.auth_string.get_secret_value() if api.auth_string else None
-            self._proxy = RunProxy(str(api.url), auth)
+            settings = get_settings()
+            # A local storage is confined around each run; an object store's keys stay here.
+            local = settings.storage_root.startswith("file://")
+            storage = None if local else AccFileSystem.from_settings(settings)
+            self._proxy = RunProxy(str(api.url), auth, storage)
             self._proxy.start()  # nothing else runs on this loop yet
         await self._ensure_zygote()
         await super().setup()
@@ -527,9 +533,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 task_status.started(0)
             return WarmWorkerResult(status_code=0, identifier="")
         zygote = await self._ensure_zygote(environment, python)
-        env = {**os.environ, **{k: v for k, v in configuration.env.items() if v is not None}}
-        if self._proxy is not None:  # the run reaches Prefect only through it
-            env = self._proxy.environment_for(flow_run, env, self._work_pool_name)
+        own = {k: v for k, v in configuration.env.items() if v is not None}
+        env = {**os.environ, **own}
+        if self._proxy is not None:  # the run reaches Prefect (and an object store) through it
+            env = self._proxy.environment_for(flow_run, env, self._work_pool_name, keep=own)
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
         given: dict[str, Any] = {"env": env, "working_dir": working_dir}
         if deployment is not None:  # the child need not read it again

@@ -144,6 +144,13 @@ BENCHMARKS = [
         (),
         ("--rounds", "3", "--warmup", "1"),
     ),
+    Benchmark(
+        "B16",
+        "run_storage",
+        "a run's object storage through the run-scoped proxy vs with the keys",
+        (),
+        ("--size-mb", "2", "--rounds", "2", "--warmup", "1", "--info-calls", "3"),
+    ),
 ]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import storage_throughput
+from benchmarks import run_storage, storage_throughput
 from benchmarks.__main__ import summary
 
 
@@ -66,3 +66,20 @@ def test_results_page_summarises_what_ran_and_names_what_did_not(tmp_path: Path)
     assert "create_flow_run_from_deployment | not run |" in page
     data = json.loads((tmp_path / "RESULTS.json").read_text())
     assert set(data["benchmarks"]) == {"B4"}
+
+
+def test_run_storage_compares_a_runs_storage_through_the_proxy_with_the_keys(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results"
+    argv = ["--size-mb", "2", "--rounds", "2", "--warmup", "1", "--info-calls", "3"]
+
+    run_storage.main([*argv, "--out", str(out)])
+
+    report = json.loads((out / "run_storage.json").read_text())
+    results = {r["operation"]: r for r in report["results"]}
+    assert set(results) == {"write", "read", "info"}
+    for result in results.values():
+        assert result["raw_median_ms"] > 0 and result["proxied_median_ms"] > 0
+        assert result["met"] in (True, False)
+    assert (out / "run_storage.md").read_text().startswith("# B16")

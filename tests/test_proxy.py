@@ -7,8 +7,11 @@ import asyncio
 import base64
 import json
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -118,3 +121,73 @@ def test_the_proxy_refuses_a_body_over_its_limit_without_holding_it(
             + b"Content-Length: 1073741824\r\n\r\n["
         )
         assert raw.recv(64).startswith(b"HTTP/1.1 413 ")
+
+
+def test_the_proxys_storage_door_opens_a_runs_own_files_only(
+    platform: PlatformInfo, tmp_path: Path
+) -> None:
+    """Storage through the proxy (as runs reach an object store), over raw HTTP: nothing
+    without a live run's token; one run's token reads its inputs and its output folder,
+    writes only the latter, and never another run's upload or folder."""
+    from prefect.client.schemas.objects import FlowRun
+
+    from accelerator_prefect.storage import AccFileSystem
+
+    storage = AccFileSystem(root=(tmp_path / "store").as_uri())
+    storage.pipe_file("demo/in/a.csv", b"x\n1\n")
+    storage.pipe_file("demo/ledger/books.csv", b"account,balance\n")
+
+    def run(inputs: list[str]) -> Any:
+        parameters = {
+            "inputs": {"selected_files": inputs},
+            "output": {"location": "acc://demo/results/m/1.0.0/{run_id}/"},
+        }
+        return FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), parameters=parameters)
+
+    mine, other = run(["acc://demo/in/a.csv"]), run([])
+    proxy = RunProxy(platform.api_url, ensure_auth_string(platform.home), storage)
+    proxy.start()
+    try:
+        token, theirs = proxy.admit(mine), proxy.admit(other)
+        out = f"demo/results/m/1.0.0/{mine.id}"
+        with httpx.Client(base_url=proxy.url.removesuffix("/api") + "/storage", timeout=30) as http:
+            read = {"path": "demo/in/a.csv", "start": 0, "end": 4}
+            assert http.get("/read", params=read).status_code == 401
+            assert http.get("/read", params=read, headers=_basic(theirs)).status_code == 403
+            assert http.get("/read", params=read, headers=_basic(token)).content == b"x\n1\n"
+
+            def status(method: str, route: str, **params: str) -> int:
+                answer = http.request(method, route, params=params, headers=_basic(token))
+                return answer.status_code
+
+            assert status("GET", "/info", path="demo/ledger/books.csv") == 403
+            assert status("GET", "/ls", path="demo") == 403
+            assert status("GET", "/ls", path="demo/results/m/1.0.0") == 403
+            assert status("GET", "/info", path="demo/in/../ledger/books.csv") == 400
+            assert status("POST", "/uploads", path="demo/in/b.csv") == 403
+            assert status("DELETE", "/file", path="demo/in/a.csv") == 403
+            assert status("POST", "/copy", source="demo/ledger/books.csv", target=f"{out}/b") == 403
+            assert status("POST", "/copy", source="demo/in/a.csv", target="demo/ledger/a") == 403
+            assert status("PUT", "/read") == 403  # not a call a run may make
+
+            # An upload appears whole on commit; another run cannot touch it meanwhile.
+            upload = http.post("/uploads", params={"path": f"{out}/r.csv"}, headers=_basic(token))
+            part = f"/uploads/{upload.json()['id']}"
+            assert http.put(part, content=b"half", headers=_basic(theirs)).status_code == 403
+            assert http.put(part, content=b"half", headers=_basic(token)).status_code == 204
+            assert not storage.exists(f"{out}/r.csv")
+            assert http.post(part + "/commit", headers=_basic(theirs)).status_code == 403
+            assert http.post(part + "/commit", headers=_basic(token)).status_code == 204
+            assert storage.cat_file(f"{out}/r.csv") == b"half"
+
+            # An upload left open when the run ends never appears; its token opens nothing.
+            left = http.post("/uploads", params={"path": f"{out}/s.csv"}, headers=_basic(token))
+            http.put(f"/uploads/{left.json()['id']}", content=b"part", headers=_basic(token))
+            proxy.release(mine.id)
+            assert http.get("/read", params=read, headers=_basic(token)).status_code == 401
+        deadline = time.monotonic() + 10  # dropped by a thread of the proxy's
+        while storage.ls(out, detail=False) != [f"{out}/r.csv"]:
+            assert time.monotonic() < deadline, storage.ls(out, detail=False)
+            time.sleep(0.05)
+    finally:
+        proxy.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -29,7 +30,7 @@ from accelerator_prefect.platform import (
 )
 from accelerator_prefect.transport import prefect_client
 from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, S3Server
 
 NAP_FLOW = """
 import os
@@ -423,6 +424,123 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
     assert not (platform.home / "planted.py").exists()
     assert not acc.storage.exists("acc://demo/PWNED.txt")
     assert [o.path for o in run.outputs()] == ["tried.txt"]
+
+
+OBJECT_STORE_FLOW = """
+import hashlib
+import os
+
+import fsspec
+
+from accelerator_prefect import Conf, Inputs, Output, jobflow
+
+
+class Nothing(Conf):
+    pass
+
+
+def attempt(action) -> str:
+    try:
+        action()
+    except PermissionError:
+        return "refused"
+    except Exception as exc:
+        return f"failed: {exc!r}"
+    return "done"
+
+
+def write(uri: str) -> None:
+    with fsspec.open(uri, "w") as f:
+        f.write("pwned")
+
+
+@jobflow(name="on-the-store")
+def store(conf: Nothing, inputs: Inputs, output: Output) -> dict:
+    acc = fsspec.filesystem("acc")
+    tried = {
+        "its input": attempt(lambda: inputs.files()[0].read_text()),
+        "other storage": attempt(lambda: fsspec.open("acc://demo/s3-ledger/books.csv").open().read()),
+        "list elsewhere": attempt(lambda: acc.ls("acc://demo/")),
+        "write elsewhere": attempt(lambda: write("acc://demo/PWNED.txt")),
+        "write beside its output": attempt(lambda: write(output.uri.rstrip("/") + "-x/f.txt")),
+        "copy out": attempt(lambda: acc.cp_file(inputs.paths[0], "acc://demo/copied.csv")),
+        "copy in": attempt(lambda: acc.cp_file(inputs.paths[0], output.path("copied.csv"))),
+        "remove its input": attempt(lambda: acc.rm_file(inputs.paths[0])),
+    }
+    big = os.urandom(66 << 20)  # over what one request to the proxy may carry
+    with output.open("big.bin", "wb") as f:
+        f.write(big)
+    with fsspec.open(output.path("big.bin"), "rb") as f:
+        tried["big read back"] = "same" if f.read() == big else "different"
+    with output.open("tried.txt", "w") as f:
+        f.write(repr(tried))
+    tried["names"] = sorted(n for n in os.environ if n.startswith("AWS_") or "STORAGE" in n)
+    tried["values"] = sorted(hashlib.sha256(v.encode()).hexdigest() for v in os.environ.values())
+    return tried
+"""
+
+
+def test_a_run_on_an_object_store_holds_no_keys_and_reaches_its_own_files_only(
+    acc: Accelerator, platform: PlatformInfo, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """On S3 the worker keeps the storage's keys: a run gets none, reaches storage through
+    the run-scoped proxy, reads its inputs and writes its output folder, and nothing else.
+    (moto checks no keys, so the test checks the run holds none, not what S3 would refuse.)"""
+    import hashlib
+
+    from accelerator_prefect.client import AsyncAccelerator
+    from accelerator_prefect.platform import _prepare
+    from accelerator_prefect.settings import Settings
+
+    prefix = f"s3://{s3_server.bucket}/warm-{uuid.uuid4().hex[:6]}"
+    settings = Settings(home=platform.home, storage_url=prefix, storage_options=s3_server.options)
+    pool = f"warm-s3-{uuid.uuid4().hex[:6]}"
+    on_s3 = Accelerator(
+        AsyncAccelerator(platform.api_url, settings=settings, trusted_user="operator")
+    )
+    on_s3._call(lambda c: _prepare(c, platform.home, pool, "warm"))
+    env = {"ACC_STORAGE_URL": prefix, "ACC_STORAGE_OPTIONS": json.dumps(s3_server.options)}
+    worker = start_warm_worker(platform.home, platform.api_url, pool, env)
+    try:
+        repo = _publish_jobflow(
+            on_s3,
+            tmp_path,
+            WarmPool(pool, worker, ""),
+            OBJECT_STORE_FLOW,
+            "store",
+            "inputs:\n  max_files: 5\n  accepted_types: ['.csv']\n  sources: [storage]\n",
+        )
+        on_s3.storage.fs.pipe_file("demo/s3-ledger/books.csv", b"account,balance\n")
+        on_s3.storage.fs.pipe_file("demo/s3-in/in.csv", b"x\n1\n")
+        run = on_s3.launch(repo.name, inputs=["acc://demo/s3-in/in.csv"])
+        assert run.wait(timeout=180) == "Completed", "\n".join(run.logs())
+        tried = run.result()
+        names = set(tried.pop("names"))  # an endpoint and a region, no key
+        assert {"AWS_ENDPOINT_URL", "ACC_STORAGE_URL"} <= names, names
+        assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, names
+        secret = hashlib.sha256(os.environ["AWS_SECRET_ACCESS_KEY"].encode()).hexdigest()
+        assert secret not in tried.pop("values")
+        assert tried == {
+            "its input": "done",
+            "other storage": "refused",
+            "list elsewhere": "refused",
+            "write elsewhere": "refused",
+            "write beside its output": "refused",
+            "copy out": "refused",
+            "copy in": "done",
+            "remove its input": "refused",
+            "big read back": "same",
+        }
+        outputs = {o.path: o for o in run.outputs()}
+        assert sorted(outputs) == ["big.bin", "copied.csv", "tried.txt"]
+        assert outputs["big.bin"].size == 66 << 20
+        assert not on_s3.storage.exists("acc://demo/PWNED.txt")
+        assert on_s3.storage.exists("acc://demo/s3-in/in.csv")
+        [read] = run.provenance().inputs  # recorded through the proxy too
+        assert read.uri == "acc://demo/s3-in/in.csv"
+    finally:
+        stop_process(worker)
+        on_s3.close()
 
 
 PRYING_FLOW = """
@@ -883,4 +1001,4 @@ def test_acc_up_says_what_runs_are_kept_from(monkeypatch: pytest.MonkeyPatch) ->
     said = trust_notice()
     expected = "kept out of its home" if confine.abi() >= 1 else "offers no Landlock"
     assert expected in said and "host only code you trust" in said
-    assert "only its own run's access to Prefect (a run-scoped proxy)" in said
+    assert "only its own run's access to Prefect and to storage (a run-scoped proxy)" in said

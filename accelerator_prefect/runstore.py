@@ -1,0 +1,232 @@
+"""``acc://`` storage as a warm run reaches it on an object store: through the worker's
+run-scoped proxy, never with the storage's keys.
+
+The worker keeps the keys. A child on an object store gets ``ACC_STORAGE_URL=accrun://``
+and, as ``ACC_STORAGE_OPTIONS``, the proxy's address and its run's token: this module's
+:class:`RunStoreFileSystem` (fsspec's protocol ``accrun``) turns each storage call into a
+request to the proxy, which reads the run's inputs and its output folder, writes only
+its output folder, and refuses the rest (:meth:`StorageScope.check`).
+
+The requests, under ``/storage`` (each with the run's token, as the API's):
+
+- ``GET info?path=``, ``GET ls?path=``: an entry, a folder's entries (``name``,
+  ``size``, ``type``, ``mtime``);
+- ``GET read?path=&start=&end=``: bytes of a file;
+- ``POST uploads?path=``: a new upload, ``{"id": …}``; ``PUT uploads/<id>``: the next
+  part; ``POST uploads/<id>/commit``: the file appears, whole; ``DELETE uploads/<id>``:
+  nothing appears;
+- ``DELETE file?path=``: remove a file of the output folder;
+- ``POST copy?source=&target=``: copy a readable file into the output folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from accelerator_prefect.storage import RUNSTORE as PROTOCOL
+
+_REQUEST_BYTES = 32 << 20
+"""The most one request carries: the proxy refuses a body or a range over 64 MiB."""
+
+
+@dataclass(frozen=True)
+class StorageScope:
+    """What one run may reach in storage: its ``acc://`` inputs, to read, and its output
+    folder, to read and write (both as paths below the root, without ``acc://``)."""
+
+    readable: tuple[str, ...]
+    output: str | None
+
+    @classmethod
+    def of(cls, flow_run: Any) -> StorageScope:
+        from accelerator_prefect.outputs import run_folder
+        from accelerator_prefect.storage import PREFIX, StoragePathError, check_path
+
+        parameters = flow_run.parameters or {}
+        inputs = parameters.get("inputs") or {}
+        readable = []
+        for key in ("selected_files", "selected_folders"):
+            for uri in inputs.get(key) or [] if isinstance(inputs, dict) else []:
+                if isinstance(uri, str) and uri.startswith(PREFIX):
+                    try:
+                        readable.append(check_path(uri))
+                    except StoragePathError:
+                        continue
+        folder = run_folder(parameters, flow_run.id)
+        output = None
+        if folder is not None and folder.startswith(PREFIX):
+            try:
+                output = check_path(folder) or None
+            except StoragePathError:
+                output = None
+        return cls(tuple(readable), output)
+
+    def check(self, path: str, *, write: bool = False) -> str:
+        """``path`` (checked, below the root) if the run may reach it; else ``PermissionError``."""
+        from accelerator_prefect.storage import check_path
+
+        relative = check_path(path)
+        if self.output is not None and _inside(relative, self.output):
+            return relative
+        if not write and any(_inside(relative, r) for r in self.readable):
+            return relative
+        what = "write to" if write else "read"
+        raise PermissionError(
+            f"acc://{relative}: a run may {what} "
+            + ("its output folder only" if write else "its inputs and its output folder only")
+        )
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + "/")
+
+
+class RunStoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
+    """The client side, in the run's process (see the module)."""
+
+    protocol = PROTOCOL
+    root_marker = ""
+    cachable = False
+
+    def __init__(self, url: str, token: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import httpx
+
+        basic = base64.b64encode(token.encode()).decode()
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Basic {basic}"},
+            timeout=httpx.Timeout(300.0, connect=10.0),
+        )
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        text = "" if path is None else str(path)
+        if text.startswith(f"{PROTOCOL}://"):
+            text = text[len(PROTOCOL) + 3 :]
+        return text.strip("/")
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _call(self, method: str, route: str, **kwargs: Any) -> Any:
+        answer = self._http.request(method, f"/{route}", **kwargs)
+        if answer.status_code < 300:
+            return answer
+        try:
+            detail = str(answer.json().get("detail") or answer.text)
+        except ValueError:
+            detail = answer.text
+        path = (kwargs.get("params") or {}).get("path", "")
+        if answer.status_code == 404:
+            raise FileNotFoundError(2, "No such file or directory", f"acc://{path}")
+        if answer.status_code in (401, 403):
+            raise PermissionError(detail)
+        if answer.status_code == 409:
+            raise FileExistsError(detail)
+        raise OSError(f"storage: {detail}")
+
+    def _entry(self, found: dict[str, Any]) -> dict[str, Any]:
+        return {**found, "name": str(found["name"])}
+
+    # -- fsspec ----------------------------------------------------------------------------
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        path = self._strip_protocol(path)
+        entries = [self._entry(e) for e in self._call("GET", "ls", params={"path": path}).json()]
+        return entries if detail else [e["name"] for e in entries]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        return self._entry(self._call("GET", "info", params={"path": path}).json())
+
+    def modified(self, path: str) -> Any:
+        import datetime
+
+        mtime = self.info(path).get("mtime")
+        return None if mtime is None else datetime.datetime.fromtimestamp(mtime, datetime.UTC)
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """Folders are implied by the files in them, as on any object store."""
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """As :meth:`mkdir`."""
+
+    def rmdir(self, path: str) -> None:
+        """As :meth:`mkdir`."""
+
+    def rm_file(self, path: str) -> None:
+        self._call("DELETE", "file", params={"path": self._strip_protocol(path)})
+
+    def _rm(self, path: str) -> None:
+        self.rm_file(path)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        params = {"source": self._strip_protocol(path1), "target": self._strip_protocol(path2)}
+        self._call("POST", "copy", params=params)
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> RunStoreFile:
+        if mode not in ("rb", "wb"):
+            raise ValueError(f"{path}: a run's storage opens files as 'rb' or 'wb' only")
+        return RunStoreFile(
+            self,
+            self._strip_protocol(path),
+            mode,
+            block_size=block_size or 8 << 20,
+            autocommit=autocommit,
+            cache_options=cache_options,
+            **kwargs,
+        )
+
+
+class RunStoreFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A file read in ranges, or written in parts that appear together on commit."""
+
+    fs: RunStoreFileSystem
+
+    upload: str | None = None
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        pieces = []
+        for at in range(start, end, _REQUEST_BYTES):  # the proxy takes 64 MiB at most
+            until = min(end, at + _REQUEST_BYTES)
+            params = {"path": self.path, "start": at, "end": until}
+            pieces.append(self.fs._call("GET", "read", params=params).content)
+        return b"".join(pieces)
+
+    def _initiate_upload(self) -> None:
+        answer = self.fs._call("POST", "uploads", params={"path": self.path})
+        self.upload = str(answer.json()["id"])
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        assert self.upload is not None
+        part = self.buffer.getbuffer()
+        try:
+            for at in range(0, len(part), _REQUEST_BYTES):  # a large write: several requests
+                piece = bytes(part[at : at + _REQUEST_BYTES])
+                self.fs._call("PUT", f"uploads/{self.upload}", content=piece)
+        finally:
+            part.release()
+        if final:
+            self.fs._call("POST", f"uploads/{self.upload}/commit")
+        return True
+
+    def discard(self) -> None:
+        if self.upload is not None:
+            upload, self.upload = self.upload, None
+            # (If this fails, the proxy drops what the run left open when the run ends.)
+            with contextlib.suppress(OSError):
+                self.fs._call("DELETE", f"uploads/{upload}")
