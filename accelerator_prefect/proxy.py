@@ -49,6 +49,7 @@ _TOKEN = re.compile(rf"^accr_({_UUID})_([0-9a-f]{{32}})$")
 _RUN_PREFIX = "acc-run-"  # the per-run Secret blocks a run deletes once it ends
 _TASK_RUNS_PER_RUN = 100_000  # the task runs one run may bring into being through the proxy
 _BODY_LIMIT = 64 << 20
+_LINK_SECONDS = 3600  # a run's signed URL for reading one of its inputs
 # The backend's credentials, which a run reaching storage through the proxy never holds;
 # its settings that are no secret (an endpoint, a region) stay.
 _STORAGE_KEY = re.compile(
@@ -455,6 +456,13 @@ class RunProxy:
         if (method, op) == ("GET", "ls"):
             found = await asyncio.to_thread(fs.ls, area.check(path), detail=True)
             return JSONResponse([_storage_entry(e) for e in found])
+        if (method, op) == ("GET", "link"):  # a URL good for reading this one object
+            relative = area.check(path)
+            try:
+                url = await asyncio.to_thread(fs.sign, relative, expiration=_LINK_SECONDS)
+            except NotImplementedError:
+                return JSONResponse({"detail": "this store signs no links"}, status_code=404)
+            return JSONResponse({"url": url, "seconds": _LINK_SECONDS})
         if (method, op) == ("GET", "read"):
             start, end = int(query.get("start", 0)), int(query.get("end", 0))
             if not 0 <= start <= end or end - start > _BODY_LIMIT:

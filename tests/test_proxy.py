@@ -161,6 +161,8 @@ def test_the_proxys_storage_door_opens_a_runs_own_files_only(
                 return answer.status_code
 
             assert status("GET", "/info", path="demo/ledger/books.csv") == 403
+            assert status("GET", "/link", path="demo/ledger/books.csv") == 403
+            assert status("GET", "/link", path="demo/in/a.csv") == 404  # a folder signs none
             assert status("GET", "/ls", path="demo") == 403
             assert status("GET", "/ls", path="demo/results/m/1.0.0") == 403
             assert status("GET", "/info", path="demo/in/../ledger/books.csv") == 400
