@@ -591,11 +591,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         configuration's (cached) resolution; the run's pid is recorded after it started."""
         from prefect.exceptions import ObjectNotFound
 
-        deployment, pending, storage, _ = await asyncio.gather(
+        deployment, pending, storage = await asyncio.gather(
             self._read_deployment(flow_run),
             self._propose_pending_state(flow_run),
             self._read_result_storage(),
-            self._label(flow_run),
             return_exceptions=True,
         )
         started: int | Exception | None = None
@@ -666,32 +665,35 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         costs a round trip through the server's orchestration before every fork."""
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
-        """Done already, by :meth:`_label` before the fork."""
-
-    async def _label(self, flow_run: FlowRun) -> None:
         """Prefect's worker labels and this host's name, which let a later worker find the
-        run if this one dies: set beside the Pending proposal, so before the run's own
-        process starts (the server merges labels by reading, then writing them: the
-        engine's own update at its start would race a later one, and one of the two be
-        lost)."""
-        try:
-            await self.client.update_flow_run_labels(
-                flow_run.id,
-                {
-                    "prefect.worker.name": self.name,
-                    "prefect.worker.type": self.type,
-                    "prefect.work-pool.name": self.work_pool.name,
-                    "prefect.work-pool.id": str(self.work_pool.id),
-                    HOST_LABEL: socket.gethostname(),
-                },
-            )
-        except Exception as exc:
-            self._logger.warning(
-                "Could not label run %s with this worker (%s): if the worker dies while it "
-                "runs, the run is not found as an orphan",
-                flow_run.id,
-                exc,
-            )
+        run if this one dies: set in the background (the run need not wait for them, and
+        beside the Pending proposal they would wait on the database's write lock), and
+        tried again while the server is busy."""
+
+        async def label() -> None:
+            labels = {
+                "prefect.worker.name": self.name,
+                "prefect.worker.type": self.type,
+                "prefect.work-pool.name": self.work_pool.name,
+                "prefect.work-pool.id": str(self.work_pool.id),
+                HOST_LABEL: socket.gethostname(),
+            }
+            for wait in (0.5, 1, 2, 4, 8, None):
+                try:
+                    await self.client.update_flow_run_labels(flow_run_id, labels)
+                    return
+                except Exception as exc:
+                    if wait is None:
+                        self._logger.warning(
+                            "Could not label run %s with this worker (%s): if the worker "
+                            "dies while it runs, no later worker finds it",
+                            flow_run_id,
+                            exc,
+                        )
+                        return
+                    await anyio.sleep(wait)
+
+        self._runs_task_group_start(label)
 
     def _runs_task_group_start(self, fn: Callable[[], Awaitable[Any]]) -> None:
         """Start ``fn`` beside the runs. It must never end the worker: an error in it (a
