@@ -165,8 +165,9 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "raw: acc:// on s3:// with the storage's keys, as a run held them before; proxied: "
         "the same paths on accrun://, the run's token, through the proxy, which checks each "
         "path against the run's inputs and output folder and does the call with the keys.",
-        "S3 is moto on loopback: its own time dominates the transfers; the proxy adds one "
-        "loopback hop per request (8 MiB parts for a write, the reader's blocks for a read).",
+        "S3 is moto on loopback. A write goes through the proxy in 8 MiB parts, which it "
+        "writes on to the store; a read goes to the store itself, with a URL the proxy "
+        "signed for that one object (through the proxy, before, a read took 1.78 times raw).",
         f"info: the median of {args.info_calls} calls, per call.",
         "Sides interleaved, the order reversed every round, after untimed warm-up rounds.",
     ]
