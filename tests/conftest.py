@@ -15,6 +15,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,34 @@ inputs:
   max_total_size: "1 KB"
 {extra}
 """
+
+
+@contextmanager
+def pool_on_s3(
+    platform: PlatformInfo, s3_server: S3Server, kind: str
+) -> Iterator[tuple[Accelerator, str, str]]:
+    """A work pool whose worker (``warm`` or ``process``) keeps acc:// in a fresh prefix of
+    the S3 bucket, configured only through its environment (ACC_STORAGE_URL and
+    ACC_STORAGE_OPTIONS, as on another machine); the operator's client on that storage,
+    the pool's name and the prefix. The worker stops on exit."""
+    from accelerator_prefect.client import AsyncAccelerator
+    from accelerator_prefect.platform import _prepare, start_pool_worker, stop_process
+    from accelerator_prefect.settings import Settings
+
+    prefix = f"s3://{s3_server.bucket}/{kind}-{uuid.uuid4().hex[:6]}"
+    settings = Settings(home=platform.home, storage_url=prefix, storage_options=s3_server.options)
+    pool = f"acc-s3-{uuid.uuid4().hex[:6]}"
+    client = Accelerator(
+        AsyncAccelerator(platform.api_url, settings=settings, trusted_user="operator")
+    )
+    client._call(lambda c: _prepare(c, platform.home, pool, kind))
+    env = {"ACC_STORAGE_URL": prefix, "ACC_STORAGE_OPTIONS": json.dumps(s3_server.options)}
+    worker = start_pool_worker(platform.home, platform.api_url, pool, kind, env)
+    try:
+        yield client, pool, prefix
+    finally:
+        stop_process(worker)
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,17 +15,16 @@ import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import PrefectHTTPStatusError
 
-from accelerator_prefect import Accelerator, AsyncAccelerator, InvalidInputs, Run
+from accelerator_prefect import Accelerator, InvalidInputs, Run
 from accelerator_prefect.catalog import read_versions
 from accelerator_prefect.fetching import UNREADABLE
 from accelerator_prefect.manifest import InputMapping
 from accelerator_prefect.mapping import inputs_schema, parse_size
 from accelerator_prefect.outputs import INCOMPLETE
-from accelerator_prefect.platform import PlatformInfo, start_worker, stop_process
-from accelerator_prefect.settings import Settings
+from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.storage import AccFileSystem, Storage
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo, S3Server, User
+from tests.conftest import ModelRepo, S3Server, User, pool_on_s3
 from tests.test_launch import count_runs
 
 
@@ -302,25 +301,7 @@ def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(
     """A worker configured only through its environment (ACC_STORAGE_URL and
     ACC_STORAGE_OPTIONS, as on another machine) serves acc:// from S3. It is Prefect's
     process worker on a process pool, which `ACC_WORKER=process` keeps available."""
-    from accelerator_prefect.platform import _prepare
-
-    prefix = f"s3://{s3_server.bucket}/platform-{uuid.uuid4().hex[:6]}"
-    settings = Settings(home=platform.home, storage_url=prefix, storage_options=s3_server.options)
-    pool = f"acc-s3-{uuid.uuid4().hex[:6]}"
-    acc = Accelerator(
-        AsyncAccelerator(platform.api_url, settings=settings, trusted_user="operator")
-    )
-    acc._call(lambda c: _prepare(c, platform.home, pool, "process"))
-    worker = start_worker(
-        platform.home,
-        platform.api_url,
-        pool,
-        env={
-            "ACC_STORAGE_URL": prefix,
-            "ACC_STORAGE_OPTIONS": json.dumps(s3_server.options),
-        },
-    )
-    try:
+    with pool_on_s3(platform, s3_server, "process") as (acc, pool, prefix):
         repo = ModelRepo(tmp_path / "s3", f"tables-{uuid.uuid4().hex[:8]}")
         repo.tables(extra=f"work_pool: {pool}").commit("tables on s3")
         acc.publish(repo.manifest)
@@ -337,9 +318,6 @@ def test_a_platform_on_s3_reads_and_writes_acc_paths_in_the_bucket(
             InvalidInputs, match=re.escape("acc://demo/in/few/zzz.csv does not exist")
         ):
             acc.launch(repo.name, inputs=["acc://demo/in/few/zzz.csv"])
-    finally:
-        stop_process(worker)
-        acc.close()
 
 
 def test_the_schema_says_what_json_schema_can() -> None:

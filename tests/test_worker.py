@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -30,7 +29,7 @@ from accelerator_prefect.platform import (
 )
 from accelerator_prefect.transport import prefect_client
 from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
-from tests.conftest import ModelRepo, S3Server
+from tests.conftest import ModelRepo, S3Server, pool_on_s3
 
 NAP_FLOW = """
 import os
@@ -312,6 +311,27 @@ def test_the_zygote_holds_no_credentials(warm: WarmPool) -> None:
     assert secret not in _memory(zygote)
 
 
+ATTEMPTS = """
+def attempt(action) -> str:
+    try:
+        action()
+    except FileNotFoundError:
+        return "missing"
+    except PermissionError:
+        return "refused"
+    except Exception as exc:
+        return "refused" if "ermission denied" in str(exc) else f"failed: {exc!r}"
+    return "done"
+
+
+def write(uri: str) -> None:
+    with fsspec.open(uri, "w") as f:
+        f.write("pwned")
+"""
+"""What the hostile jobflows try things with: ``attempt`` says whether a thing was done,
+refused or missing."""
+
+
 HOSTILE_FLOW = """
 import os
 
@@ -325,20 +345,7 @@ class Nothing(Conf):
     pass
 
 
-def attempt(action) -> str:
-    try:
-        action()
-    except FileNotFoundError:
-        return "missing"
-    except Exception as exc:
-        return "refused" if "ermission denied" in str(exc) else f"failed: {exc!r}"
-    return "done"
-
-
-def write(uri: str) -> None:
-    with fsspec.open(uri, "w") as f:
-        f.write("pwned")
-
+{attempts}
 
 @jobflow(name="hostile")
 def hostile(conf: Nothing, inputs: Inputs, output: Output) -> dict:
@@ -359,7 +366,7 @@ def hostile(conf: Nothing, inputs: Inputs, output: Output) -> dict:
     with output.open("tried.txt", "w") as f:  # its own outputs, as ever
         f.write(repr(tried))
     return tried
-"""
+""".replace("{attempts}", ATTEMPTS)
 
 
 def _publish_jobflow(
@@ -439,20 +446,7 @@ class Nothing(Conf):
     pass
 
 
-def attempt(action) -> str:
-    try:
-        action()
-    except PermissionError:
-        return "refused"
-    except Exception as exc:
-        return f"failed: {exc!r}"
-    return "done"
-
-
-def write(uri: str) -> None:
-    with fsspec.open(uri, "w") as f:
-        f.write("pwned")
-
+{attempts}
 
 @jobflow(name="on-the-store")
 def store(conf: Nothing, inputs: Inputs, output: Output) -> dict:
@@ -477,7 +471,7 @@ def store(conf: Nothing, inputs: Inputs, output: Output) -> dict:
     tried["names"] = sorted(n for n in os.environ if n.startswith("AWS_") or "STORAGE" in n)
     tried["values"] = sorted(hashlib.sha256(v.encode()).hexdigest() for v in os.environ.values())
     return tried
-"""
+""".replace("{attempts}", ATTEMPTS)
 
 
 def test_a_run_on_an_object_store_holds_no_keys_and_reaches_its_own_files_only(
@@ -488,24 +482,11 @@ def test_a_run_on_an_object_store_holds_no_keys_and_reaches_its_own_files_only(
     (moto checks no keys, so the test checks the run holds none, not what S3 would refuse.)"""
     import hashlib
 
-    from accelerator_prefect.client import AsyncAccelerator
-    from accelerator_prefect.platform import _prepare
-    from accelerator_prefect.settings import Settings
-
-    prefix = f"s3://{s3_server.bucket}/warm-{uuid.uuid4().hex[:6]}"
-    settings = Settings(home=platform.home, storage_url=prefix, storage_options=s3_server.options)
-    pool = f"warm-s3-{uuid.uuid4().hex[:6]}"
-    on_s3 = Accelerator(
-        AsyncAccelerator(platform.api_url, settings=settings, trusted_user="operator")
-    )
-    on_s3._call(lambda c: _prepare(c, platform.home, pool, "warm"))
-    env = {"ACC_STORAGE_URL": prefix, "ACC_STORAGE_OPTIONS": json.dumps(s3_server.options)}
-    worker = start_warm_worker(platform.home, platform.api_url, pool, env)
-    try:
+    with pool_on_s3(platform, s3_server, "warm") as (on_s3, pool, _):
         repo = _publish_jobflow(
             on_s3,
             tmp_path,
-            WarmPool(pool, worker, ""),
+            WarmPool(pool, 0, ""),
             OBJECT_STORE_FLOW,
             "store",
             "inputs:\n  max_files: 5\n  accepted_types: ['.csv']\n  sources: [storage]\n",
@@ -538,9 +519,6 @@ def test_a_run_on_an_object_store_holds_no_keys_and_reaches_its_own_files_only(
         assert on_s3.storage.exists("acc://demo/s3-in/in.csv")
         [read] = run.provenance().inputs  # recorded through the proxy too
         assert read.uri == "acc://demo/s3-in/in.csv"
-    finally:
-        stop_process(worker)
-        on_s3.close()
 
 
 PRYING_FLOW = """
