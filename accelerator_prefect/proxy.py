@@ -45,16 +45,20 @@ from accelerator_prefect.runstore import StorageScope
 _log = logging.getLogger("accelerator_prefect.proxy")
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_TOKEN = re.compile(rf"^accr_({_UUID})_([0-9a-f]{{32}})$")
+_TOKEN = re.compile(rf"^accr_({_UUID})_([0-9a-f]{{16}})_([0-9a-f]{{32}})$")
 _RUN_PREFIX = "acc-run-"  # the per-run Secret blocks a run deletes once it ends
 _TASK_RUNS_PER_RUN = 100_000  # the task runs one run may bring into being through the proxy
 _BODY_LIMIT = 64 << 20
-_LINK_SECONDS = 3600  # a run's signed URL for reading one of its inputs
+_LINK_SECONDS = 600  # a run's signed URL for reading one of its inputs
+_STORAGE_CALLS = 4  # storage calls of one run under way at once (the rest wait their turn)
+_UPLOADS = 64  # files one run may be writing at once
+_WRITE_PART = 8 << 20  # what the store's writer holds before it sends a part
 # The backend's credentials, which a run reaching storage through the proxy never holds;
 # its settings that are no secret (an endpoint, a region) stay.
 _STORAGE_KEY = re.compile(
     r"^(AWS_(?!ENDPOINT_URL|REGION$|DEFAULT_REGION$)|GOOGLE_APPLICATION_CREDENTIALS$|"
-    r"GCS_|AZURE_STORAGE_|AZURE_CLIENT_SECRET$)"
+    r"GCS_|FSSPEC_|AZURE_STORAGE_|AZURE_CLIENT_SECRET$|AZURE_CLIENT_CERTIFICATE|"
+    r"AZURE_FEDERATED_TOKEN_FILE$)"
 )
 
 # Requests any run may make: they tell nothing about other runs.
@@ -79,6 +83,8 @@ class RunScope:
     work_queue_id: str | None = None
     work_pool_name: str | None = None
     storage: StorageScope | None = None
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))  # this admission's
+    storage_turns: asyncio.Semaphore | None = None  # made on the proxy's loop
     task_runs: set[str] = field(default_factory=set)
     block_ids: set[str] = field(default_factory=set)  # ids of its blocks, as read
 
@@ -118,6 +124,8 @@ class RunProxy:
         self._auth = auth_string
         self._storage = storage
         self._uploads: dict[str, tuple[str, Any]] = {}  # upload id -> (run id, writer)
+        self._storage_pool: Any = None  # threads of their own: a run's storage never waits
+        # on the API's, nor one run's on more than its share
         self._key = secrets.token_bytes(32)
         self._scopes: dict[str, RunScope] = {}
         self._task_owner: dict[str, str] = {}  # task run id -> the run that brought it in
@@ -129,15 +137,19 @@ class RunProxy:
 
     # -- tokens and scopes ---------------------------------------------------------------------
 
-    def _signature(self, run_id: str) -> str:
-        return hmac.new(self._key, run_id.encode(), hashlib.sha256).hexdigest()[:32]
+    def _signature(self, run_id: str, nonce: str) -> str:
+        signed = f"{run_id}:{nonce}".encode()
+        return hmac.new(self._key, signed, hashlib.sha256).hexdigest()[:32]
 
     def admit(self, flow_run: Any, work_pool_name: str | None = None) -> str:
-        """Let ``flow_run``'s process in; the token it is to present (as its auth string)."""
+        """Let ``flow_run``'s process in; the token it is to present (as its auth string).
+        Each admission has its own: a process left over from an earlier attempt of the
+        same run gets nothing back when the run is admitted again."""
         scope = scope_of(flow_run, work_pool_name)
         with self._lock:
             self._scopes[scope.run_id] = scope
-        return f"accr_{scope.run_id}_{self._signature(scope.run_id)}"
+        signature = self._signature(scope.run_id, scope.nonce)
+        return f"accr_{scope.run_id}_{scope.nonce}_{signature}"
 
     def environment_for(
         self,
@@ -177,16 +189,17 @@ class RunProxy:
                 for task_run in scope.task_runs:
                     self._task_owner.pop(task_run, None)
             left = [k for k, (owner, _) in self._uploads.items() if owner == str(run_id)]
-            writers = [self._uploads.pop(k)[1] for k in left]
+            writers = [w for w in (self._uploads.pop(k)[1] for k in left) if w is not None]
         if writers:  # an object store's abort is a request: not on the caller's loop
             threading.Thread(target=_abort_all, args=(writers,), daemon=True).start()
 
     def _scope(self, token: str | None) -> RunScope | None:
         match = _TOKEN.match(token or "")
-        if match is None or not hmac.compare_digest(self._signature(match[1]), match[2]):
+        if match is None or not hmac.compare_digest(self._signature(match[1], match[2]), match[3]):
             return None
         with self._lock:
-            return self._scopes.get(match[1])
+            scope = self._scopes.get(match[1])
+        return scope if scope is not None and scope.nonce == match[2] else None
 
     def _claim_task_run(self, scope: RunScope, task_run: str) -> None:
         """``task_run`` belongs to ``scope``'s run from now on, unless another run's."""
@@ -242,6 +255,8 @@ class RunProxy:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        if self._storage_pool is not None:
+            self._storage_pool.shutdown(wait=False, cancel_futures=True)
 
     def _client(self) -> Any:
         import httpx
@@ -444,6 +459,18 @@ class RunProxy:
         except OSError as exc:
             return JSONResponse({"detail": f"storage: {exc}"}, status_code=502)
 
+    async def _io(self, scope: RunScope, call: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """``call`` on the storage's threads, a few of one run's at a time."""
+        if self._storage_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._storage_pool = ThreadPoolExecutor(16, thread_name_prefix="acc-run-storage")
+        if scope.storage_turns is None:
+            scope.storage_turns = asyncio.Semaphore(_STORAGE_CALLS)
+        async with scope.storage_turns:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._storage_pool, lambda: call(*args, **kw))
+
     async def _storage_call(self, scope: RunScope, op: str, method: str, request: Any) -> Any:
         from starlette.responses import JSONResponse, Response
 
@@ -451,47 +478,67 @@ class RunProxy:
         fs, query, area = self._storage, request.query_params, scope.storage
         path = str(query.get("path", ""))
         if (method, op) == ("GET", "info"):
-            found = await asyncio.to_thread(fs.info, area.check(path))
+            found = await self._io(scope, fs.info, area.check(path))
             return JSONResponse(_storage_entry(found))
         if (method, op) == ("GET", "ls"):
-            found = await asyncio.to_thread(fs.ls, area.check(path), detail=True)
-            return JSONResponse([_storage_entry(e) for e in found])
+            found = await self._io(scope, fs.ls, area.check(path), detail=True)
+            return JSONResponse([_storage_entry(e) for e in found if area.allows(str(e["name"]))])
         if (method, op) == ("GET", "link"):  # a URL good for reading this one object
             relative = area.check(path)
             try:
-                url = await asyncio.to_thread(fs.sign, relative, expiration=_LINK_SECONDS)
+                url = await self._io(scope, fs.sign, relative, expiration=_LINK_SECONDS)
             except NotImplementedError:
                 return JSONResponse({"detail": "this store signs no links"}, status_code=404)
             return JSONResponse({"url": url, "seconds": _LINK_SECONDS})
         if (method, op) == ("GET", "read"):
-            start, end = int(query.get("start", 0)), int(query.get("end", 0))
+            try:
+                start, end = int(query.get("start", 0)), int(query.get("end", 0))
+            except ValueError:
+                start, end = -1, -1
             if not 0 <= start <= end or end - start > _BODY_LIMIT:
                 return JSONResponse({"detail": "a range of up to 64 MiB"}, status_code=400)
-            data = await asyncio.to_thread(fs.cat_file, area.check(path), start=start, end=end)
+            data = await self._io(scope, fs.cat_file, area.check(path), start=start, end=end)
             return Response(data, media_type="application/octet-stream")
         if (method, op) == ("POST", "uploads"):
-            relative = area.check(path, write=True)
-            with self._lock:
-                if sum(1 for owner, _ in self._uploads.values() if owner == scope.run_id) >= 64:
-                    raise PermissionError("a run may write 64 files at once at most")
-            writer = await asyncio.to_thread(fs.open_atomic, relative)
-            upload = secrets.token_hex(16)
-            with self._lock:
-                self._uploads[upload] = (scope.run_id, writer)
-            return JSONResponse({"id": upload})
+            return await self._upload_start(scope, area.check(path, write=True))
         if op.startswith("uploads/"):
             return await self._upload_step(scope, op.split("/")[1:], method, request)
         if (method, op) == ("DELETE", "file"):
             relative = area.check(path, write=True)
-            if not await asyncio.to_thread(fs.isdir, relative):
-                await asyncio.to_thread(fs.rm_file, relative)
+            if not await self._io(scope, fs.isdir, relative):
+                await self._io(scope, fs.rm_file, relative)
             return Response(status_code=204)
         if (method, op) == ("POST", "copy"):
             source = area.check(str(query.get("source", "")))
             target = area.check(str(query.get("target", "")), write=True)
-            await asyncio.to_thread(fs.cp_file, source, target)
+            await self._io(scope, fs.cp_file, source, target)
             return Response(status_code=204)
         raise PermissionError(f"{method} {op}: not a storage call a run may make")
+
+    async def _upload_start(self, scope: RunScope, relative: str) -> Any:
+        from starlette.responses import JSONResponse
+
+        upload = secrets.token_hex(16)
+        with self._lock:  # the slot is taken before the writer is made: no race past it
+            if sum(1 for owner, _ in self._uploads.values() if owner == scope.run_id) >= _UPLOADS:
+                raise PermissionError(f"a run may write {_UPLOADS} files at once at most")
+            self._uploads[upload] = (scope.run_id, None)
+        try:
+            writer = await self._io(
+                scope, self._storage.open_atomic, relative, block_size=_WRITE_PART
+            )
+        except BaseException:
+            with self._lock:
+                self._uploads.pop(upload, None)
+            raise
+        with self._lock:
+            live = self._scopes.get(scope.run_id) is scope and upload in self._uploads
+            if live:
+                self._uploads[upload] = (scope.run_id, writer)
+        if not live:  # the run ended meanwhile: nothing of it appears
+            _abort_all([writer])
+            raise PermissionError("the run has ended")
+        return JSONResponse({"id": upload})
 
     async def _upload_step(
         self, scope: RunScope, parts: list[str], method: str, request: Any
@@ -500,21 +547,21 @@ class RunProxy:
 
         with self._lock:
             held = self._uploads.get(parts[0])
-        if held is None or held[0] != scope.run_id:
+        if held is None or held[0] != scope.run_id or held[1] is None:
             raise PermissionError("not an upload of this run")
         writer = held[1]
         if method == "PUT" and len(parts) == 1:
             part = await _body_within(request, _BODY_LIMIT)
             if part is None:
                 return JSONResponse({"detail": "a part of up to 64 MiB"}, status_code=413)
-            await asyncio.to_thread(writer.write, part)
+            await self._io(scope, writer.write, part)
             return Response(status_code=204)
         with self._lock:
             self._uploads.pop(parts[0], None)
         if method == "POST" and parts[1:] == ["commit"]:
-            await asyncio.to_thread(writer.close)  # the file appears, whole
+            await self._io(scope, writer.close)  # the file appears, whole (or nothing does)
             return Response(status_code=204)
-        await asyncio.to_thread(writer.abort)  # DELETE: nothing appears
+        await self._io(scope, writer.abort)  # DELETE: nothing appears
         return Response(status_code=204)
 
     # -- events --------------------------------------------------------------------------------

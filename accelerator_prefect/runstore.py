@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ _REQUEST_BYTES = 32 << 20
 """The most one upload request carries: the proxy refuses a body over 64 MiB."""
 _READ_BLOCK = 32 << 20  # a read of a signed link: one request to the store per block
 _WRITE_BLOCK = 8 << 20  # a part sent to the proxy, which writes it on while the next comes
-_LINK_KEPT = 1800.0  # seconds a signed link is used (the proxy signs them for an hour)
+_LINK_KEPT = 300.0  # seconds a signed link is used (the proxy signs them for ten minutes)
 
 
 @dataclass(frozen=True)
@@ -71,20 +72,40 @@ class StorageScope:
                 output = None
         return cls(tuple(readable), output)
 
+    def allows(self, path: str) -> bool:
+        """Whether the run may read ``path`` (a listing shows only such entries)."""
+        try:
+            self.check(path)
+        except (PermissionError, ValueError):
+            return False
+        return True
+
     def check(self, path: str, *, write: bool = False) -> str:
-        """``path`` (checked, below the root) if the run may reach it; else ``PermissionError``."""
+        """``path`` (checked, below the root) if the run may reach it; else ``PermissionError``.
+
+        Never another run's folder below a granted one (a folder named by a run id): an
+        input folder or an output folder above other runs' opens none of them."""
         from accelerator_prefect.storage import check_path
 
         relative = check_path(path)
-        if self.output is not None and _inside(relative, self.output):
-            return relative
-        if not write and any(_inside(relative, r) for r in self.readable):
-            return relative
+        granted = [self.output] if self.output is not None else []
+        if not write:
+            granted += self.readable
+        for folder in granted:
+            if relative == folder and write:
+                break  # the output folder itself is no file to write
+            if _inside(relative, folder):
+                below = relative[len(folder) + 1 :].split("/")
+                if not any(_RUN_ID.match(part) for part in below):
+                    return relative
         what = "write to" if write else "read"
         raise PermissionError(
             f"acc://{relative}: a run may {what} "
             + ("its output folder only" if write else "its inputs and its output folder only")
         )
+
+
+_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -208,13 +229,14 @@ class RunStoreFile(AbstractBufferedFile):  # type: ignore[misc]
 
     link: str | None = None
     linked_at = 0.0
+    unsigned = False  # the store signs no links: read through the proxy
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         """Straight from the store with a URL the proxy signed for this one object, where
         the store signs them (S3); else through the proxy, 32 MiB a request at most."""
         if end <= start:
             return b""
-        signed = self._signed_range(start, end)
+        signed = None if self.unsigned else self._signed_range(start, end)
         if signed is not None:
             return signed
         pieces = []
@@ -231,7 +253,8 @@ class RunStoreFile(AbstractBufferedFile):  # type: ignore[misc]
                 try:
                     found = self.fs._call("GET", "link", params={"path": self.path}).json()
                 except FileNotFoundError:
-                    return None  # the store signs no links: read through the proxy
+                    self.unsigned = True
+                    return None
                 self.link, self.linked_at = str(found["url"]), time.monotonic()
             answer = self.fs._store.get(self.link, headers={"Range": f"bytes={start}-{end - 1}"})
             if answer.status_code in (200, 206):
@@ -255,7 +278,16 @@ class RunStoreFile(AbstractBufferedFile):  # type: ignore[misc]
             part.release()
         if final:
             self.fs._call("POST", f"uploads/{self.upload}/commit")
+            self.upload = None
         return True
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        closed: bool = getattr(self, "_closed", True)  # what fsspec's ``closed`` reads
+        if exc_type is not None and self.mode == "wb" and not closed:
+            self.discard()  # an error mid-write publishes nothing
+            self._closed = True
+            return
+        self.close()
 
     def discard(self) -> None:
         if self.upload is not None:

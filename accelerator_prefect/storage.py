@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mimetypes
 import os
@@ -254,8 +255,13 @@ class AtomicWriter(io.RawIOBase):
             return
         try:
             if not self._aborted:
-                self._raw.close()
-                self._commit()
+                try:
+                    self._raw.close()
+                    self._commit()
+                except BaseException:  # nothing half-written stays behind
+                    with contextlib.suppress(Exception):
+                        self._discard()
+                    raise
         finally:
             super().close()
 

@@ -426,7 +426,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             settings = get_settings()
             # A local storage is confined around each run; an object store's keys stay here.
             local = settings.storage_root.startswith("file://")
-            storage = None if local else AccFileSystem.from_settings(settings)
+            # Its own instance, listing nothing from a cache: files appear in the store
+            # from elsewhere (the portal, other workers) while the worker lives on.
+            fresh = {"skip_instance_cache": True, "use_listings_cache": False}
+            options = {**settings.storage_options, **fresh}
+            storage = None if local else AccFileSystem(settings.storage_root, options)
             self._proxy = RunProxy(str(api.url), auth, storage)
             self._proxy.start()  # nothing else runs on this loop yet
         await self._ensure_zygote()
@@ -542,7 +546,12 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if deployment is not None:  # the child need not read it again
             given["deployment"] = deployment.model_dump(mode="json")
         given["result_storage"] = _RESULT_STORAGE.get()
-        pid, exited = await zygote.fork(flow_run.id, given)
+        try:
+            pid, exited = await zygote.fork(flow_run.id, given)
+        except BaseException:
+            if self._proxy is not None:  # no process of it holds the token
+                self._proxy.release(flow_run.id)
+            raise
         self._children[flow_run.id] = pid
         if flow_run.id in self._cancel_on_start:  # cancelled while it was being submitted
             self._cancel_on_start.discard(flow_run.id)
@@ -650,6 +659,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         document = await self.client.read_block_document_by_name(
             name=name, block_type_slug=block_type, include_secrets=True
         )
+        schema = document.block_schema
+        if schema is not None and (schema.fields or {}).get("secret_fields"):
+            return None  # it holds credentials: a run reads it itself, as its scope allows
         return {"slug": slug, "document": document.model_dump(mode="json")}
 
     async def _record_pid(self, flow_run: FlowRun, pid: int) -> None:

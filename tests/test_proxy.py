@@ -137,17 +137,20 @@ def test_the_proxys_storage_door_opens_a_runs_own_files_only(
     storage.pipe_file("demo/in/a.csv", b"x\n1\n")
     storage.pipe_file("demo/ledger/books.csv", b"account,balance\n")
 
-    def run(inputs: list[str]) -> Any:
+    def run(inputs: list[str], folders: tuple[str, ...] = ()) -> Any:
         parameters = {
-            "inputs": {"selected_files": inputs},
+            "inputs": {"selected_files": inputs, "selected_folders": list(folders)},
             "output": {"location": "acc://demo/results/m/1.0.0/{run_id}/"},
         }
         return FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), parameters=parameters)
 
-    mine, other = run(["acc://demo/in/a.csv"]), run([])
+    mine = run(["acc://demo/in/a.csv"], folders=("acc://demo/results/m/",))
+    other = run([])
+    storage.pipe_file(f"demo/results/m/1.0.0/{other.id}/theirs.csv", b"theirs\n")
     proxy = RunProxy(platform.api_url, ensure_auth_string(platform.home), storage)
     proxy.start()
     try:
+        earlier = proxy.admit(mine)  # a process of an earlier attempt of the same run
         token, theirs = proxy.admit(mine), proxy.admit(other)
         out = f"demo/results/m/1.0.0/{mine.id}"
         with httpx.Client(base_url=proxy.url.removesuffix("/api") + "/storage", timeout=30) as http:
@@ -155,6 +158,7 @@ def test_the_proxys_storage_door_opens_a_runs_own_files_only(
             assert http.get("/read", params=read).status_code == 401
             assert http.get("/read", params=read, headers=_basic(theirs)).status_code == 403
             assert http.get("/read", params=read, headers=_basic(token)).content == b"x\n1\n"
+            assert http.get("/read", params=read, headers=_basic(earlier)).status_code == 401
 
             def status(method: str, route: str, **params: str) -> int:
                 answer = http.request(method, route, params=params, headers=_basic(token))
@@ -164,13 +168,21 @@ def test_the_proxys_storage_door_opens_a_runs_own_files_only(
             assert status("GET", "/link", path="demo/ledger/books.csv") == 403
             assert status("GET", "/link", path="demo/in/a.csv") == 404  # a folder signs none
             assert status("GET", "/ls", path="demo") == 403
-            assert status("GET", "/ls", path="demo/results/m/1.0.0") == 403
+            listed = http.get("/ls", params={"path": "demo/results/m/1.0.0"}, headers=_basic(token))
+            assert str(other.id) not in listed.text  # another run's folder is not even named
             assert status("GET", "/info", path="demo/in/../ledger/books.csv") == 400
             assert status("POST", "/uploads", path="demo/in/b.csv") == 403
             assert status("DELETE", "/file", path="demo/in/a.csv") == 403
             assert status("POST", "/copy", source="demo/ledger/books.csv", target=f"{out}/b") == 403
             assert status("POST", "/copy", source="demo/in/a.csv", target="demo/ledger/a") == 403
             assert status("PUT", "/read") == 403  # not a call a run may make
+            assert status("GET", "/read", path="demo/in/a.csv", start="x", end="4") == 400
+            # Its input folder holds another run's folder: that one stays closed.
+            assert status("GET", "/ls", path="demo/results/m") == 200
+            theirs_path = f"demo/results/m/1.0.0/{other.id}/theirs.csv"
+            assert status("GET", "/info", path=theirs_path) == 403
+            assert status("POST", "/uploads", path=f"{out}/{other.id}/x.csv") == 403
+            assert status("POST", "/uploads", path=out) == 403  # the folder itself is no file
 
             # An upload appears whole on commit; another run cannot touch it meanwhile.
             upload = http.post("/uploads", params={"path": f"{out}/r.csv"}, headers=_basic(token))
@@ -181,6 +193,20 @@ def test_the_proxys_storage_door_opens_a_runs_own_files_only(
             assert http.post(part + "/commit", headers=_basic(theirs)).status_code == 403
             assert http.post(part + "/commit", headers=_basic(token)).status_code == 204
             assert storage.cat_file(f"{out}/r.csv") == b"half"
+
+            # Through the run's own filesystem: an error mid-write publishes nothing.
+            from accelerator_prefect.storage import RUNSTORE
+
+            options = {"url": str(http.base_url).rstrip("/"), "token": token}
+            runs_own = AccFileSystem(root=f"{RUNSTORE}://", storage_options=options)
+            with pytest.raises(RuntimeError), runs_own.fs.open(f"{out}/half.csv", "wb") as f:
+                f.write(b"x" * (9 << 20))  # one part sent already
+                raise RuntimeError("the routine failed")
+            assert not storage.exists(f"{out}/half.csv")
+            with runs_own.open(f"{out}/whole.csv", "wb") as f:
+                f.write(b"whole\n")
+            assert storage.cat_file(f"{out}/whole.csv") == b"whole\n"
+            storage.rm_file(f"{out}/whole.csv")
 
             # An upload left open when the run ends never appears; its token opens nothing.
             left = http.post("/uploads", params={"path": f"{out}/s.csv"}, headers=_basic(token))
