@@ -11,7 +11,7 @@ The requests, under ``/storage`` (each with the run's token, as the API's):
 
 - ``GET info?path=``, ``GET ls?path=``: an entry, a folder's entries (``name``,
   ``size``, ``type``, ``mtime``);
-- ``GET link?path=``: a URL the store signed for reading that one object for an hour,
+- ``GET link?path=``: a URL the store signed for reading that one object for ten minutes,
   where it signs them (S3): the run reads from the store itself, at its speed;
 - ``GET read?path=&start=&end=``: bytes of a file, where it does not;
 - ``POST uploads?path=``: a new upload, ``{"id": …}``; ``PUT uploads/<id>``: the next
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
+from accelerator_prefect.storage import RUN_ID
 from accelerator_prefect.storage import RUNSTORE as PROTOCOL
 
 _REQUEST_BYTES = 32 << 20
@@ -96,16 +96,13 @@ class StorageScope:
                 break  # the output folder itself is no file to write
             if _inside(relative, folder):
                 below = relative[len(folder) + 1 :].split("/")
-                if not any(_RUN_ID.match(part) for part in below):
+                if not any(RUN_ID.fullmatch(part) for part in below):
                     return relative
         what = "write to" if write else "read"
         raise PermissionError(
             f"acc://{relative}: a run may {what} "
             + ("its output folder only" if write else "its inputs and its output folder only")
         )
-
-
-_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def _inside(path: str, folder: str) -> bool:
