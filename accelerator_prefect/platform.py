@@ -110,7 +110,29 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port() -> int:
+    """A port nothing listens on, outside the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is also one it hands out as the source port
+    of an outgoing connection: between choosing it and the server binding it, any client on
+    the machine may take it. Ports below (or above) the ephemeral range are never taken so.
+    """
+    import random
+
+    ephemeral = _ephemeral_ports()
+    candidates: list[int] = [*range(10000, ephemeral.start), *range(ephemeral.stop, 65536)]
+    for _ in range(200 if candidates else 0):
+        port = random.choice(candidates)
+        if _port_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
