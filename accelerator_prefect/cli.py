@@ -93,8 +93,11 @@ def _home() -> Path:
 
 
 def _step(status: Status, message: str) -> None:
-    console.print(f"[dim]· {message}[/]", highlight=False)
-    status.update(message + "…")
+    from rich.markup import escape
+
+    style = "yellow" if message.startswith("not ") else "dim"  # what did not happen, and why
+    console.print(f"[{style}]· {escape(message)}[/]", highlight=False)
+    status.update(escape(message) + "…")
 
 
 @app.command()
@@ -107,6 +110,9 @@ def up(
     catalog_port: int = typer.Option(8501, help="Port of the Streamlit catalog (127.0.0.1)."),
     catalog: bool = typer.Option(True, help="Serve the Streamlit catalog."),
     portal_port: int = typer.Option(8600, help="Port of the portal, the users' HTTP API."),
+    factor_port: int = typer.Option(
+        8610, help="Port of the example emission-factor service emissions-impact reads from."
+    ),
 ) -> None:
     """Start the embedded platform: Prefect server (locked with a generated auth string),
     worker, storage, the example models, the portal and the catalog."""
@@ -122,6 +128,7 @@ def up(
                 examples=None if examples else [],
                 catalog_port=catalog_port if catalog else None,
                 portal_port=portal_port,
+                factor_port=factor_port,
                 report=lambda message: _step(status, message),
             )
     except AcceleratorError as exc:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from accelerator_prefect.client import Accelerator
     from accelerator_prefect.publish import PublishResult
-    from accelerator_prefect.storage import Storage
 
 RESULTS_BLOCK = "acc-results"
 Report = Callable[[str], None]
@@ -53,6 +52,13 @@ class PlatformInfo(BaseModel):
     catalog_url: str | None = None
     portal_pid: int | None = None
     portal_url: str | None = None
+    factor_service_pid: int | None = None
+    factor_service_url: str | None = None
+
+
+FACTOR_PORT = 8610
+"""Where ``acc up`` serves the stand-in emission-factor service (the default of
+``emissions-impact``'s ``factor_service`` setting)."""
 
 
 def _alive(pid: int | None) -> bool:
@@ -588,64 +594,6 @@ async def _worker_online(client: PrefectClient, pool: str) -> bool:
     return any(str(w.status).upper().endswith("ONLINE") for w in workers)
 
 
-def bundled_examples() -> list[Path]:
-    """The example manifests shipped next to the package in its repository."""
-    folder = Path(__file__).resolve().parents[1] / "deployments"
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def bundled_data() -> Path:
-    """Sample inputs of the examples: ``examples/data/<project>/…`` in the repository."""
-    return Path(__file__).resolve().parents[1] / "examples" / "data"
-
-
-def seed_example_data(storage: Storage, folder: Path | None = None) -> list[str]:
-    """Copy the examples' sample inputs to ``acc://<project>/examples/…``; return what was new.
-
-    Files already there with the same size are left alone, so users' edits survive.
-    """
-    folder = folder or bundled_data()
-    copied: list[str] = []
-    if not folder.is_dir():
-        return copied
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        project, *rest = path.relative_to(folder).parts
-        uri = f"acc://{project}/examples/{'/'.join(rest)}"
-        if storage.exists(uri) and storage.info(uri).size == path.stat().st_size:
-            continue
-        storage.put(path, uri)
-        copied.append(uri)
-    return copied
-
-
-def seed_reference_data(manifests: list[Path], remote_url: str, report: Report) -> list[str]:
-    """Put the examples' DVC-tracked reference data into the default DVC remote; return
-    the paths pushed.
-
-    A missing data file ``…/<name>.<ext>`` is made by ``examples/make_<name>.py``
-    and must hash to what its ``.dvc`` file records.
-    """
-    from accelerator_prefect import data
-    from accelerator_prefect.manifest import load_manifest
-
-    root = Path(__file__).resolve().parents[1]
-    paths = sorted({p for m in manifests for p in load_manifest(m).data})
-    if not paths:
-        return []
-    remote = data.default_remote(root, remote_url)
-    gaps = data.missing(root, None, remote, paths)
-    for path in gaps:
-        if not (root / path).exists():
-            maker = root / "examples" / f"make_{Path(path).stem}.py"
-            report(f"making the reference data {path} with {maker.relative_to(root)}")
-            subprocess.run([sys.executable, str(maker)], cwd=root, check=True, capture_output=True)
-    if gaps:
-        report(f"pushing {', '.join(gaps)} to the DVC remote {remote.url}")
-        data.commit_workspace(root, gaps)
-        data.push(root, remote, gaps)
-    return gaps
-
-
 @_privately  # what it creates (folders, logs, results) is its user's alone
 def up(
     home: Path,
@@ -654,12 +602,15 @@ def up(
     pool: str | None = None,
     catalog_port: int | None = 8501,
     portal_port: int | None = 8600,
+    factor_port: int | None = FACTOR_PORT,
     examples: list[Path] | None = None,
     report: Report = lambda _: None,
     deadline: float = 120.0,
 ) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
     """Start (or reuse) the embedded platform, publish the examples, serve the portal and
-    the catalog (``portal_port`` / ``catalog_port`` ``None``: not that one).
+    the catalog (``portal_port`` / ``catalog_port`` ``None``: not that one). With the
+    bundled examples, the emission-factor service ``emissions-impact`` reads from is
+    served on ``factor_port`` (``None``: not served).
 
     The worker is the settings' ``worker`` (``ACC_WORKER``: ``warm`` unless told
     otherwise) on ``pool`` (the settings' pool when ``None``)."""
@@ -677,6 +628,7 @@ def up(
         if info is not None:
             stop_process(info.portal_pid)
             stop_process(info.catalog_pid)
+            stop_process(info.factor_service_pid)
             stop_process(info.worker_pid)
             stop_process(info.server_pid)
         report(f"starting the Prefect server on 127.0.0.1:{port} (SQLite under {home})")
@@ -705,16 +657,17 @@ def up(
         _write_platform(info)
     _wait_for_worker(acc, info, pool, deadline)
     report(trust_notice())
+    bundled_examples = examples is None
     if examples is None:
-        from accelerator_prefect.storage import AccFileSystem, Storage
-
-        storage = Storage(AccFileSystem.from_settings(get_settings(home=home)))
-        copied = seed_example_data(storage)
-        report(f"sample inputs: {len(copied)} new file(s) under acc://<project>/examples/")
-        seed_reference_data(bundled_examples(), get_settings(home=home).data_remote, report)
-    published = publish_examples(
-        acc, examples if examples is not None else bundled_examples(), report
-    )
+        examples = _prepare_examples(home, report)
+    published = publish_examples(acc, examples, report)
+    if (
+        bundled_examples
+        and examples
+        and factor_port is not None
+        and not _alive(info.factor_service_pid)
+    ):
+        _serve_factors(info, factor_port, report)
     acc.close()
     if portal_port is not None and not (
         _alive(info.portal_pid) and info.portal_url and portal_healthy(info.portal_url)
@@ -729,6 +682,90 @@ def up(
         info.catalog_pid, info.catalog_url = start_catalog(home, info.api_url, catalog_port)
         _write_platform(info)
     return info, published
+
+
+def _prepare_examples(home: Path, report: Report) -> list[Path]:
+    """The bundled examples' manifests, ready to publish: their repository up to date,
+    their sample inputs in storage and their reference data in the DVC remote. Without the
+    libraries they need, or on any failure to prepare them, none (and the report says why)."""
+    from accelerator_prefect import bundled
+    from accelerator_prefect.storage import AccFileSystem, Storage
+
+    missing = bundled.missing_libraries()
+    if missing:
+        report(
+            f"not publishing the example models: they need {', '.join(missing)}; install "
+            f'them with pip install "{bundled.DISTRIBUTION}[{bundled.EXTRA}]"'
+        )
+        return []
+    try:
+        root = bundled.repository(home)
+        storage = Storage(AccFileSystem.from_settings(get_settings(home=home)))
+        copied = bundled.seed_example_data(storage, bundled.data_folder(root))
+        report(f"sample inputs: {len(copied)} new file(s) under acc://<project>/examples/")
+        manifests = bundled.manifests(root)
+        bundled.seed_reference_data(
+            manifests, get_settings(home=home).data_remote, report, root=root
+        )
+    except AcceleratorError as exc:
+        report(f"not publishing the example models: {exc}")
+        return []
+    return manifests
+
+
+def factor_service_key(home: Path) -> Path:
+    """The file holding the key of the example emission-factor service (made once)."""
+    import secrets
+
+    path = home / "factor-service.key"
+    if not path.exists():
+        with _private():
+            scratch = path.with_name(f".{path.name}.{os.getpid()}.part")
+            scratch.write_text(secrets.token_urlsafe(24) + "\n")
+            scratch.replace(path)
+    return path
+
+
+def _serve_factors(info: PlatformInfo, port: int, report: Report) -> None:
+    """Serve the bundled stand-in emission-factor service on 127.0.0.1:``port``; a failure is
+    reported (``emissions-impact`` then fails with a message saying it cannot reach it)."""
+    from accelerator_prefect import bundled
+
+    root = bundled.source()
+    script = root / "examples" / "factor_service.py" if root else None
+    if script is None or not script.is_file():
+        return
+    if not _port_free(port):
+        report(
+            f"not serving the example emission-factor service: port {port} on 127.0.0.1 is "
+            "taken (choose another with --factor-port)"
+        )
+        return
+    key = factor_service_key(info.home)
+    log = info.home / "logs" / "factor-service.log"
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACC_", "PREFECT_"))}
+    process = _spawn(
+        [sys.executable, str(script), "--port", str(port), "--key-file", str(key)], env, log
+    )
+    try:
+        _wait_until_ready(process, lambda: _answers(f"{url}/health"), "the factor service", log, 30)
+    except PlatformError as exc:
+        report(f"not serving the example emission-factor service: {exc}")
+        return
+    info.factor_service_pid, info.factor_service_url = process.pid, url
+    _write_platform(info)
+    report(
+        f"serving the example emission-factor service on {url}; its key (emissions-impact's "
+        f"FACTOR_API_KEY) is in {key}"
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _wait_for_worker(acc: Accelerator, info: PlatformInfo, pool: str, deadline: float) -> None:
@@ -769,6 +806,7 @@ def down(home: Path) -> bool:
         path.unlink()
         return False
     running = _alive(info.server_pid) or _alive(info.worker_pid)
+    stop_process(info.factor_service_pid)
     stop_process(info.portal_pid)
     stop_process(info.catalog_pid)
     stop_process(info.worker_pid)

@@ -11,13 +11,21 @@ default DVC remote, where hosted runs fetch it.
 
 from __future__ import annotations
 
+import os
+
 from flows.climate_downscaling import TERRAIN_FILE, write_terrain
 
 
 def main() -> None:
     TERRAIN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with TERRAIN_FILE.open("wb") as f:
-        write_terrain(f)
+    # Written aside and renamed into place: a failure leaves no file that looks made.
+    scratch = TERRAIN_FILE.with_name(f".{TERRAIN_FILE.name}.{os.getpid()}.part")
+    try:
+        with scratch.open("wb") as f:
+            write_terrain(f)
+        scratch.replace(TERRAIN_FILE)
+    finally:
+        scratch.unlink(missing_ok=True)
     print(f"wrote {TERRAIN_FILE} ({TERRAIN_FILE.stat().st_size // 1024} KiB)")
 
 

@@ -14,7 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from accelerator_prefect import Accelerator
-from accelerator_prefect.platform import PlatformInfo, seed_example_data
+from accelerator_prefect.bundled import seed_example_data
+from accelerator_prefect.platform import PlatformInfo
 from catalog_ui.session import KEY, LINK_ENDED, Session
 from tests.conftest import ModelRepo
 from tests.test_launch import bundled_example

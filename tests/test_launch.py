@@ -13,13 +13,10 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.exceptions import PrefectHTTPStatusError
 
 from accelerator_prefect import Accelerator, InvalidConf, NotFound, Run, data
+from accelerator_prefect.bundled import data_folder as bundled_data
+from accelerator_prefect.bundled import seed_example_data, seed_reference_data
 from accelerator_prefect.manifest import load_manifest
-from accelerator_prefect.platform import (
-    PlatformInfo,
-    bundled_data,
-    seed_example_data,
-    seed_reference_data,
-)
+from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.settings import get_settings
 from accelerator_prefect.storage import Storage
 from accelerator_prefect.transport import prefect_client

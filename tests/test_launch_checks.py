@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from accelerator_prefect import Accelerator, InvalidConf, ManifestError, NotFound
-from accelerator_prefect.platform import bundled_data
+from accelerator_prefect.bundled import data_folder as bundled_data
 from tests.conftest import ModelRepo, User
 from tests.test_catalog_ui import app
 from tests.test_launch import climate_repo, count_runs

@@ -46,10 +46,11 @@ def home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 
 def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> None:
     port, catalog_port, portal_port = free_port(), free_port(), free_port()
+    factor_port = free_port()
     first = acc(
         home,
         *("up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)),
-        *("--portal-port", str(portal_port)),
+        *("--portal-port", str(portal_port), "--factor-port", str(factor_port)),
     )
     assert first.returncode == 0, first.stdout + first.stderr
     portal = f"http://127.0.0.1:{portal_port}"
@@ -61,7 +62,10 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
     assert httpx.get(f"{catalog}/_stcore/health", timeout=5).text == "ok"
     assert "published climate-downscaling@1.0.0: created" in first.stdout
     assert "published data-harmonization@1.0.0: created" in first.stdout
-    assert "sample inputs: 10 new file(s)" in first.stdout
+    samples = [p for p in (ROOT / "examples" / "data").rglob("*") if p.is_file()]
+    assert f"sample inputs: {len(samples)} new file(s)" in first.stdout
+    for manifest in sorted((ROOT / "deployments").glob("*.yaml")):  # every bundled model
+        assert f"published {manifest.stem}@1.0.0: created" in first.stdout, first.stdout
     # The embedded platform runs models as this user: it says it trusts their authors.
     assert "models' code runs as this user on this machine" in " ".join(first.stdout.split())
     # The terrain grid (DVC-tracked) went into the platform's DVC remote before publishing.

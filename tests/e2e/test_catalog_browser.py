@@ -47,11 +47,11 @@ def acc_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`acc up` on a fresh home, with alice, bob and alice's private model."""
     home = tmp_path_factory.mktemp("catalog-e2e")
-    port, catalog_port = free_port(), free_port()
+    port, catalog_port, factor_port = free_port(), free_port(), free_port()
     started = acc_cli(
         home,
         *("up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)),
-        *("--portal-port", str(free_port())),
+        *("--portal-port", str(free_port()), "--factor-port", str(factor_port)),
     )
     assert started.returncode == 0, started.stdout + started.stderr
     catalog = f"http://127.0.0.1:{catalog_port}"

@@ -32,12 +32,12 @@ import pytest
 from typer.testing import CliRunner
 
 from accelerator_prefect import Accelerator
+from accelerator_prefect.bundled import seed_example_data
 from accelerator_prefect.cli import app as acc_app
 from accelerator_prefect.client import embed_snippet
 from accelerator_prefect.platform import (
     PlatformInfo,
     free_port,
-    seed_example_data,
     start_catalog,
     start_portal,
     stop_process,
