@@ -8,7 +8,10 @@ reads the bytes through the service layer and hands them over.
 
 Heavy packages (numpy, pandas, pyarrow, Pillow, matplotlib, scipy, streamlit)
 are imported inside the functions that need them, because every catalog page
-imports this module.
+imports this module. A Cloud Optimized GeoTIFF's quick look comes from its
+smallest overview where rasterio is installed (the ``geo`` extra, with
+rio-cogeo to validate it); elsewhere Pillow reads the full resolution and the
+preview says which extra would do better.
 
 Example:
     >>> from catalog_ui.previews import kind_of, read_table
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -90,6 +94,8 @@ _KINDS = {
 }
 _TEXT_LANGUAGES = {".json": "json", ".geojson": "json", ".yaml": "yaml", ".yml": "yaml"}
 _DOWNLOAD_HINT = "Download it to open it in another program."
+GEO_EXTRA_HINT = "install accelerator-prefect[geo] to preview Cloud Optimized GeoTIFFs' overviews"
+"""What the catalog's operator can do for COG previews where rasterio is missing."""
 
 
 class PreviewError(AcceleratorError):
@@ -246,14 +252,26 @@ def quicklook(name: str, data: bytes) -> bytes:
         >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"  # doctest: +SKIP
         True
     """
+    return _render(name, _map(name, data).raster)
+
+
+@dataclass(frozen=True)
+class _Map:
+    """A raster to draw and what to tell about it: ``caption`` under the map (which
+    level of a COG it shows), ``notice`` beside it (how to get a better preview)."""
+
+    raster: _Raster
+    caption: str = ""
+    notice: str = ""
+
+
+def _map(name: str, data: bytes) -> _Map:
     kind = kind_of(name)
     if kind == "geotiff":
-        raster = _read_geotiff(name, data)
-    elif kind == "netcdf":
-        raster = _read_netcdf_grid(name, data)
-    else:
-        raise PreviewError(f"{name} is not a GeoTIFF or NetCDF file, so it has no quick-look map.")
-    return _render(name, raster)
+        return _geotiff_map(name, data)
+    if kind == "netcdf":
+        return _Map(_read_netcdf_grid(name, data))
+    raise PreviewError(f"{name} is not a GeoTIFF or NetCDF file, so it has no quick-look map.")
 
 
 def _thin(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -278,6 +296,137 @@ def _read_geotiff(name: str, data: bytes) -> _Raster:
             values = _first_band(image)
             tags: dict[int, Any] = dict(getattr(image, "tag_v2", {}))
         return _geotiff_raster(values, tags)
+
+
+# Cloud Optimized GeoTIFFs: tiled, with reduced-resolution images (overviews) after the
+# full one. GDAL marks the COGs it writes with a "ghost" header near the file's start.
+
+_NEW_SUBFILE_TYPE, _TILE_WIDTH = 254, 322
+_REDUCED, _MASK = 1, 4
+_COG_GHOST_HEADER = b"LAYOUT=IFDS_BEFORE_DATA"
+
+
+@dataclass(frozen=True)
+class _TiffLayout:
+    tiled: bool
+    overviews: int  # reduced-resolution images of the data (masks not counted)
+    ghost_header: bool
+
+    @property
+    def cog_like(self) -> bool:
+        """Tiled with internal overviews, or marked as a COG by GDAL."""
+        return self.tiled and (self.overviews > 0 or self.ghost_header)
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules[module] = None
+        return False
+
+
+def _tiff_layout(image: Image.Image, data: bytes) -> _TiffLayout:
+    """How a TIFF is laid out, from its directories only (no pixel is decoded)."""
+    tiled = _TILE_WIDTH in getattr(image, "tag_v2", {})
+    overviews = 0
+    for frame in range(1, getattr(image, "n_frames", 1)):
+        image.seek(frame)
+        kind = int(getattr(image, "tag_v2", {}).get(_NEW_SUBFILE_TYPE, 0))
+        overviews += bool(kind & _REDUCED and not kind & _MASK)
+    image.seek(0)
+    return _TiffLayout(tiled, overviews, _COG_GHOST_HEADER in data[:1024])
+
+
+def _geotiff_map(name: str, data: bytes) -> _Map:
+    """A GeoTIFF's map: a COG's smallest overview where rasterio can read it, else the
+    full resolution with Pillow (and, for a COG, the extra that would do better)."""
+    with _reading(name, "a GeoTIFF"):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data), formats=["TIFF"]) as image:
+            layout = _tiff_layout(image, data)
+    if layout.cog_like and _installed("rasterio"):
+        with _reading(name, "a Cloud Optimized GeoTIFF"):
+            return _cog_overview_map(name, data)
+    if not layout.cog_like:
+        return _Map(_read_geotiff(name, data))
+    levels = f"{layout.overviews} overview{'s' * (layout.overviews != 1)}"
+    notice = (
+        f"{name} looks like a Cloud Optimized GeoTIFF (tiled, {levels}). The catalog cannot "
+        f"read its overviews here: {GEO_EXTRA_HINT}."
+    )
+    try:
+        raster = _read_geotiff(name, data)
+    except PreviewError as exc:  # e.g. WebP tiles, which Pillow's libtiff may not decode
+        raise PreviewError(f"{exc} The catalog reads it with rasterio: {GEO_EXTRA_HINT}.") from exc
+    return _Map(raster, notice=notice + " The map shows the full resolution instead.")
+
+
+def _cog_overview_map(name: str, data: bytes) -> _Map:
+    """The smallest overview of a COG, read with rasterio, and what it is."""
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    with MemoryFile(data) as memory:
+        with memory.open() as full:
+            factors, width, height = full.overviews(1), full.width, full.height
+        if not factors:
+            return _Map(_read_geotiff(name, data), caption=_cog_caption(name, memory.name, []))
+        with rasterio.open(memory.name, OVERVIEW_LEVEL=len(factors) - 1) as smallest:
+            values = smallest.read(1)
+            raster = _rasterio_raster(smallest, values, bands=smallest.count)
+        caption = _cog_caption(name, memory.name, factors)
+    shown = f"its smallest overview, {values.shape[1]} × {values.shape[0]} of {width} × {height}"
+    note = f"{raster.note} · {shown}" if raster.note else shown
+    return _Map(
+        dataclasses.replace(raster, note=note), caption=f"{caption}; the map shows {shown} cells"
+    )
+
+
+def _cog_caption(name: str, path: str, factors: list[int]) -> str:
+    """ "name is a Cloud Optimized GeoTIFF with N overviews (1/2, 1/4)", as validated."""
+    levels = f"{len(factors)} overview{'s' * (len(factors) != 1)}"
+    if factors:
+        levels += " (" + ", ".join(f"1/{f}" for f in factors) + ")"
+    if not _installed("rio_cogeo"):
+        return f"{name} is a tiled GeoTIFF with {levels}"
+    from rio_cogeo.cogeo import cog_validate
+
+    valid, errors, _ = cog_validate(path, quiet=True)
+    if valid:
+        return f"{name} is a Cloud Optimized GeoTIFF with {levels}"
+    return (
+        f"{name} is a tiled GeoTIFF with {levels}, but not a valid Cloud Optimized GeoTIFF "
+        f"({'; '.join(errors)})"
+    )
+
+
+def _rasterio_raster(dataset: Any, values: np.ndarray[Any, Any], bands: int) -> _Raster:
+    """Band 1 of a rasterio dataset as a raster to draw, placed by its bounds and CRS."""
+    grid = _mask_nodata(_thin(values), None if dataset.nodata is None else str(dataset.nodata))
+    grid = grid * (dataset.scales[0] or 1.0) + (dataset.offsets[0] or 0.0)
+    left, bottom, right, top = dataset.bounds
+    grid, extent = _north_up(grid, (left, right, bottom, top))
+    crs = dataset.crs
+    if crs is not None and crs.is_geographic:
+        x_label, y_label, geographic = "longitude (°E)", "latitude (°N)", True
+    else:
+        epsg = crs.to_epsg() if crs is not None else None
+        suffix = f" (EPSG:{epsg})" if epsg else ""
+        x_label, y_label, geographic = f"x{suffix}", f"y{suffix}", False
+    of_bands = f"band 1 of {bands}" if bands > 1 else "band 1"
+    description = dataset.descriptions[0]
+    return _Raster(
+        values=grid,
+        title=description or of_bands,
+        units=dataset.units[0] or "",
+        note=of_bands if description and bands > 1 else "",
+        extent=extent if crs is not None else None,
+        x_label=x_label if crs is not None else "column",
+        y_label=y_label if crs is not None else "row",
+        geographic=geographic,
+    )
 
 
 def _geotiff_raster(values: np.ndarray[Any, Any], tags: dict[int, Any]) -> _Raster:
@@ -867,9 +1016,11 @@ def _show_image(name: str, data: bytes, ui: Any) -> None:
 def _show_raster(name: str, data: bytes, ui: Any) -> None:
     variables = describe_netcdf(data, name=name) if kind_of(name) == "netcdf" else None
     try:
-        ui.image(
-            quicklook(name, data), caption=f"Quick look at {name}; download it for the full data."
-        )
+        drawn = _map(name, data)
+        if drawn.notice:
+            ui.info(drawn.notice)
+        about = drawn.caption or f"Quick look at {name}"
+        ui.image(_render(name, drawn.raster), caption=f"{about}; download it for the full data.")
     except PreviewError as exc:
         if variables is None:
             raise

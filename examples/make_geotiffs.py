@@ -37,7 +37,8 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float)
     spectrum = np.exp(-((fx**2 + fy**2) * (scale**2)))
     phases = np.fft.fft2(rng.standard_normal(shape))
     field = np.real(np.fft.ifft2(phases * spectrum))
-    return field / np.abs(field).max()
+    normalized: np.ndarray = field / np.abs(field).max()
+    return normalized
 
 
 def dem(size: int = 768) -> np.ndarray:
@@ -51,7 +52,7 @@ def dem(size: int = 768) -> np.ndarray:
     elevation = np.round(valley + peaks + rough).astype(np.float32)
     lake = ((x - 0.46) / 0.05) ** 2 + ((y - 0.55) / 0.09) ** 2 < 1
     elevation[lake] = NODATA
-    return elevation
+    return elevation  # type: ignore[no-any-return]
 
 
 def orthophoto(width: int = 1024, height: int = 768) -> np.ndarray:
@@ -72,7 +73,8 @@ def orthophoto(width: int = 1024, height: int = 768) -> np.ndarray:
     image[river] = [60, 100, 160]
     roads = (np.abs(x - 300) < 2) | (np.abs(y - x * 0.3 - 100) < 2)
     image[roads] = [90, 90, 90]
-    return np.clip(np.round(image), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    bands: np.ndarray = np.clip(np.round(image), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return bands
 
 
 def write(name: str, bands: np.ndarray, **profile: Any) -> None:

@@ -288,7 +288,8 @@ def cog_profile(conf: CogConf, source: Source) -> dict[str, Any]:
     with warnings.catch_warnings():
         # "Non-standard compression schema" for zstd and webp: the description says so.
         warnings.simplefilter("ignore", UserWarning)
-        profile: dict[str, Any] = dict(cog_profiles.get(conf.compression.value))
+        chosen = cog_profiles.get(conf.compression.value)  # type: ignore[no-untyped-call]
+    profile: dict[str, Any] = dict(chosen)
     profile.update(blockxsize=conf.blocksize, blockysize=conf.blocksize)
     kind = source.dtype.rstrip("0123456789")
     if conf.compression != Compression.webp and kind in PREDICTORS:

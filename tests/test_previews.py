@@ -6,8 +6,11 @@ pyarrow, Pillow, scipy), so the tests read real formats rather than fixtures.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -60,6 +63,87 @@ def terrain(dtype: Any = np.float32) -> np.ndarray[Any, Any]:
     values = 1500 + 1000 * np.sin(lon) * np.cos(lat)
     values[-10:, :] = -9999
     return values.astype(dtype)
+
+
+def cog_bytes(values: np.ndarray[Any, Any], *, levels: int = 2, block: int = 16) -> bytes:
+    """A Cloud Optimized GeoTIFF as GDAL lays one out, uncompressed: float32, tiled, the
+    full resolution then ``levels`` overviews (every other cell), every directory before
+    the tiles, the smallest overview's tiles first; placed like :func:`geotiff_bytes`.
+
+    Written byte by byte with ``struct``: Pillow writes no tiles, and rasterio is the
+    optional extra whose absence these tests are about."""
+
+    images = [
+        np.ascontiguousarray(values[:: 2**i, :: 2**i], dtype="<f4") for i in range(levels + 1)
+    ]
+    ghost = b"GDAL_STRUCTURAL_METADATA_SIZE=000040 bytes\nLAYOUT=IFDS_BEFORE_DATA\n"
+    geo: list[tuple[int, int, list[float] | list[int] | bytes]] = [
+        (33550, 12, [0.2, 0.1, 0.0]),
+        (33922, 12, [0.0, 0.0, 0.0, 5.0, 48.0, 0.0]),
+        (34735, 3, [1, 1, 0, 2, 1024, 0, 1, 2, 2048, 0, 1, 4326]),
+        (42113, 2, b"-9999\x00"),
+    ]
+
+    def tiles(image: np.ndarray[Any, Any]) -> list[bytes]:
+        rows, cols = -(-image.shape[0] // block), -(-image.shape[1] // block)
+        padded = np.zeros((rows * block, cols * block), dtype="<f4")
+        padded[: image.shape[0], : image.shape[1]] = image
+        return [
+            padded[r * block : (r + 1) * block, c * block : (c + 1) * block].tobytes()
+            for r in range(rows)
+            for c in range(cols)
+        ]
+
+    def entries(level: int, image: np.ndarray[Any, Any], offsets: list[int]) -> list[Any]:
+        count = len(offsets)
+        found: list[tuple[int, int, list[float] | list[int] | bytes]] = [
+            (254, 4, [1 if level else 0]),
+            (256, 4, [image.shape[1]]),
+            (257, 4, [image.shape[0]]),
+            (258, 3, [32]),
+            (259, 3, [1]),
+            (262, 3, [1]),
+            (277, 3, [1]),
+            (284, 3, [1]),
+            (322, 3, [block]),
+            (323, 3, [block]),
+            (324, 4, offsets),
+            (325, 4, [block * block * 4] * count),
+            (339, 3, [3]),
+        ]
+        return sorted(found + (geo if level == 0 else []))
+
+    formats = {2: "s", 3: "H", 4: "I", 12: "d"}
+
+    def directory(at: int, items: list[Any], following: int) -> bytes:
+        head, extra = struct.pack("<H", len(items)), b""
+        extra_at = at + 2 + 12 * len(items) + 4
+        for tag, kind, value in items:
+            n = len(value)
+            packed = value if kind == 2 else struct.pack(f"<{n}{formats[kind]}", *value)
+            if len(packed) <= 4:
+                head += struct.pack("<HHI", tag, kind, n) + packed.ljust(4, b"\x00")
+            else:
+                head += struct.pack("<HHII", tag, kind, n, extra_at + len(extra))
+                extra += packed + b"\x00" * (len(packed) % 2)
+        return head + struct.pack("<I", following) + extra
+
+    all_tiles = [tiles(image) for image in images]
+    starts, at = [], 8 + len(ghost)
+    for level, image in enumerate(images):  # a directory's size does not depend on offsets
+        starts.append(at)
+        at += len(directory(at, entries(level, image, [0] * len(all_tiles[level])), 0))
+    offsets: list[list[int]] = [[] for _ in images]
+    for level in reversed(range(len(images))):  # the smallest overview's tiles first
+        for tile in all_tiles[level]:
+            offsets[level].append(at)
+            at += len(tile)
+    blobs = [
+        directory(starts[level], entries(level, image, offsets[level]), following)
+        for level, (image, following) in enumerate(zip(images, [*starts[1:], 0], strict=True))
+    ]
+    body = b"".join(b"".join(all_tiles[level]) for level in reversed(range(len(images))))
+    return b"II" + struct.pack("<HI", 42, 8 + len(ghost)) + ghost + b"".join(blobs) + body
 
 
 def geotiff_bytes(
@@ -431,6 +515,41 @@ def test_show_draws_a_geotiff_quicklook() -> None:
     app = run_preview("dem.tif", geotiff_bytes(terrain(), compression="tiff_deflate"))
     assert len(app.image) == 1
     assert not app.warning
+    assert not app.info  # not a COG: nothing to say about overviews
+
+
+HAS_RASTERIO = importlib.util.find_spec("rasterio") is not None
+
+
+def test_without_rasterio_a_cog_shows_its_full_resolution_and_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A catalog installed without the geo extra: rasterio cannot be imported.
+    monkeypatch.setitem(sys.modules, "rasterio", None)
+    app = run_preview("dem.tif", cog_bytes(terrain()))
+    assert len(app.image) == 1 and not app.warning
+    notice = app.info[0].value
+    assert "dem.tif looks like a Cloud Optimized GeoTIFF (tiled, 2 overviews)" in notice
+    assert "install accelerator-prefect[geo] to preview Cloud Optimized GeoTIFFs' overviews" in (
+        notice
+    )
+    assert "full resolution" in notice
+    assert app.image[0].captions == ["Quick look at dem.tif; download it for the full data."]
+
+
+def test_a_cog_quicklook_draws_a_map_with_or_without_rasterio() -> None:
+    pixels = assert_is_a_drawn_map(quicklook("dem.tif", cog_bytes(terrain())))
+    assert grey_cells(pixels) > 0  # the -9999 rows, read from whichever level is drawn
+
+
+@pytest.mark.skipif(not HAS_RASTERIO, reason="needs rasterio (accelerator-prefect[geo])")
+def test_with_rasterio_a_cog_shows_its_smallest_overview_and_says_how_many_it_has() -> None:
+    app = run_preview("dem.tif", cog_bytes(terrain(), levels=2))
+    assert len(app.image) == 1 and not app.warning and not app.info
+    (caption,) = app.image[0].captions
+    what = "Cloud Optimized GeoTIFF" if importlib.util.find_spec("rio_cogeo") else "tiled GeoTIFF"
+    assert caption.startswith(f"dem.tif is a {what} with 2 overviews (1/2, 1/4)")
+    assert "the map shows its smallest overview, 15 × 10 of 60 × 40 cells" in caption
 
 
 def test_show_pretty_prints_json() -> None:
