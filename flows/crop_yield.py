@@ -411,6 +411,13 @@ def potential_lai(progress: np.ndarray, crop: CropParameters) -> np.ndarray:
     return np.asarray(0.05 + (crop.lai_max - 0.05) * f * f * (3 - 2 * f))
 
 
+def irrigation_on(schedule: Irrigation | None, days_after_sowing: int) -> float:
+    """Water given that day (mm): on the sowing day and every interval after."""
+    if schedule is None or days_after_sowing < 0:
+        return 0.0
+    return schedule.amount_mm if days_after_sowing % schedule.interval_days == 0 else 0.0
+
+
 def simulate_field(conf: YieldConf, weather: FieldWeather, draws: Perturbations) -> FieldResult:
     """Run every ensemble member over the field's weather, from its first day."""
     crop = CROPS[conf.crop]
@@ -432,12 +439,7 @@ def simulate_field(conf: YieldConf, weather: FieldWeather, draws: Perturbations)
         tmean = (weather.tmin[day] + weather.tmax[day]) / 2 + draws.temperature_offset_c
         rain = weather.rain[day] * draws.rain_factor
         growing = (day >= sow) & (maturity_day < 0)
-        irrigate = (
-            conf.irrigation is not None
-            and day >= sow
-            and (day - sow) % conf.irrigation.interval_days == 0
-        )
-        irrigation = np.where(growing, conf.irrigation.amount_mm, 0.0) if irrigate else 0.0  # type: ignore[union-attr]
+        irrigation = np.where(growing, irrigation_on(conf.irrigation, day - sow), 0.0)
         infiltration = rain - runoff * np.maximum(rain - RUNOFF_ABOVE_MM, 0.0) + irrigation
         water = np.minimum(water + infiltration, capacity)  # the rest drains below the roots
 

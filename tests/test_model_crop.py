@@ -12,7 +12,7 @@ import pytest
 
 from accelerator_prefect import Accelerator, InvalidConf, Run
 from accelerator_prefect.platform import PlatformInfo
-from tests.conftest import ModelRepo, User
+from tests.conftest import ROOT, ModelRepo, User
 from tests.test_launch import PORTAL_ONLY, bundled_example, count_runs
 
 SAMPLES = "acc://agri/examples/weather/"
@@ -160,4 +160,23 @@ def test_a_bad_crop_yield_conf_is_refused_or_fails_naming_the_field(
     assert failure.message.startswith(
         "conf.sowing_date: 2024-04-25 is outside the weather of field continental_humid "
         "(2023-01-01 to 2023-12-31); choose a sowing date from 2023-01-01 to 2023-12-30"
+    ), failure.message
+
+
+@PORTAL_ONLY
+def test_a_weather_file_without_radiation_fails_naming_the_file_and_column(
+    crop_repo: ModelRepo, user: User, tmp_path: Path
+) -> None:
+    folder = tmp_path / "my-fields"
+    folder.mkdir()
+    sample = (ROOT / "examples/data/agri/weather/oceanic_wet.csv").read_text()
+    (folder / "north_plot.csv").write_text(sample.replace(",srad_mj_m2", ""))
+    user.acc.storage.put(folder, f"acc://users/{user.name}/")
+    run = user.acc.launch("crop-yield", inputs=[f"acc://users/{user.name}/my-fields/"])
+    assert run.wait(timeout=240) == "Failed"
+    failure = run.failure()
+    assert failure is not None
+    assert failure.message.startswith(
+        "inputs: north_plot.csv has no column srad_mj_m2 (found: date, tmin_c, tmax_c, "
+        "precip_mm); the weather needs date, tmin_c, tmax_c, precip_mm, srad_mj_m2"
     ), failure.message
