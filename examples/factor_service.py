@@ -167,6 +167,10 @@ class FactorRequest(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if self.path != "/health":  # a starter polls it: not worth a line each time
+            super().log_request(code, size)
+
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only: headers, and so the key, are never logged.
         sys.stderr.write(f"factor-service: {format % args}\n")

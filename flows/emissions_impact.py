@@ -370,7 +370,9 @@ def parse_activity_csv(name: str, text: str) -> tuple[list[ActivityRow], list[st
     lines = [(n, line) for n, line in lines if not line.lstrip().startswith("#")]
     if not lines:
         return [], [f"{name}: no header row (expected the columns sector, activity, unit)"]
-    rows = list(csv.reader(line for _, line in lines))
+    # Comma-separated, or semicolon or tab as some spreadsheets write it.
+    delimiter = max(",;\t", key=lines[0][1].count)
+    rows = list(csv.reader((line for _, line in lines), delimiter=delimiter))
     header = [cell.strip().lower() for cell in rows[0]]
     missing = [c for c in ("sector", "activity", "unit") if c not in header]
     if missing:
@@ -851,17 +853,13 @@ def concentration_png(conf: EmissionsConf, plume: Plume) -> bytes:
         ax.text(0.5, 0.5, "no emission from the stack sectors", ha="center", transform=ax.transAxes)
     ax.plot([0], [0], marker="^", color="tab:blue", markersize=9, label="stack")
     to = math.radians(conf.wind_from_deg + 180.0)
-    reach = 0.25 * float(km_east[-1])
-    ax.annotate(
-        "wind",
-        xy=(
-            -0.6 * float(km_east[-1]) + reach * math.sin(to),
-            0.8 * float(km_north[-1]) + reach * math.cos(to),
-        ),
-        xytext=(-0.6 * float(km_east[-1]), 0.8 * float(km_north[-1])),
-        arrowprops={"arrowstyle": "->", "color": "tab:blue"},
-        color="tab:blue",
-    )
+    # The wind's arrow, centred in the top left corner whatever its direction.
+    width = float(km_east[-1])
+    centre, half = (-0.75 * width, 0.75 * width), 0.1 * width
+    tail = (centre[0] - half * math.sin(to), centre[1] - half * math.cos(to))
+    head = (centre[0] + half * math.sin(to), centre[1] + half * math.cos(to))
+    ax.annotate("", xy=head, xytext=tail, arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+    ax.text(centre[0], centre[1] - 1.6 * half, "wind", color="tab:blue", ha="center", va="top")
     distance, peak = plume.peaks[conf.stability_class.value]
     if peak > 0 and distance <= km_east[-1] * 1e3:
         ax.plot(
@@ -931,5 +929,6 @@ def emissions_impact(
     table = fetch_factors(conf, secrets)
     emissions = project_emissions(conf, rows, table)
     plume = disperse(conf, emissions)
-    source = f"{len(files)} CSV file(s)" if files else "the conf's table"
+    names = ", ".join(f"`{f.relative}`" for f in sorted(files, key=lambda f: f.relative))
+    source = f"the selected CSV files ({names})" if files else "the conf's table"
     return write_outputs(conf, rows, table, emissions, plume, source, output)  # type: ignore[no-any-return]
