@@ -58,7 +58,7 @@ class PlatformInfo(BaseModel):
 
 FACTOR_PORT = 8610
 """Where ``acc up`` serves the stand-in emission-factor service (the default of
-``emissions-impact``'s ``factor_service`` setting)."""
+``emissions-impact``'s ``service_url`` setting)."""
 
 
 def _alive(pid: int | None) -> bool:

@@ -61,7 +61,20 @@ def _describe(schema: dict[str, Any], error: ValidationError) -> str:
             for name in extra
         )
     if error.validator in {"anyOf", "oneOf"} and error.context:
-        best = min(error.context, key=lambda e: len(list(e.relative_path)))
+        # What is wrong is said by the branches the value's type fits: for an optional group
+        # given as an object, the object's own problem, not "is not of type 'null'".
+        branches: dict[Any, list[ValidationError]] = {}
+        for inner in error.context:
+            branches.setdefault(inner.relative_schema_path[0], []).append(inner)
+        fitting = [
+            inner
+            for errors in branches.values()
+            if not any(e.validator == "type" and not e.relative_path for e in errors)
+            for inner in errors
+        ]
+        best = min(fitting or error.context, key=lambda e: len(list(e.relative_path)))
+        if best.relative_path:
+            return f"{field_path(best.absolute_path)}: {best.message}"
         return f"{where or 'parameters'}: {best.message}"
     return f"{where or 'parameters'}: {error.message}"
 

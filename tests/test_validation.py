@@ -49,3 +49,31 @@ def test_missing_top_level_parameter_is_named() -> None:
     assert parameter_problems(SCHEMA, {"conf": {"name": "x"}}) == [
         "output: required field is missing"
     ]
+
+
+def test_an_optional_group_given_wrongly_is_told_what_is_wrong_inside_it() -> None:
+    """`irrigation: Irrigation | None`: a group with a bad value names that value, not the
+    null the group could also have been."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "conf": {
+                "type": "object",
+                "properties": {
+                    "irrigation": {"anyOf": [{"$ref": "#/$defs/Irrigation"}, {"type": "null"}]}
+                },
+            }
+        },
+        "$defs": {
+            "Irrigation": {
+                "type": "object",
+                "properties": {"amount_mm": {"type": "number", "exclusiveMinimum": 0}},
+            }
+        },
+    }
+    assert parameter_problems(schema, {"conf": {"irrigation": {"amount_mm": -1}}}) == [
+        "conf.irrigation.amount_mm: -1 is less than or equal to the minimum of 0"
+    ]
+    assert parameter_problems(schema, {"conf": {"irrigation": 5}}) == [
+        "conf.irrigation: 5 is not of type 'object'"
+    ]

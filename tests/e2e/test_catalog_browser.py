@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -47,11 +48,13 @@ def acc_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`acc up` on a fresh home, with alice, bob and alice's private model."""
     home = tmp_path_factory.mktemp("catalog-e2e")
-    port, catalog_port, factor_port = free_port(), free_port(), free_port()
+    port, catalog_port = free_port(), free_port()
+    # The example emission-factor service on its default port (8610, below the range
+    # free_port draws from): emissions-impact's default settings reach it.
     started = acc_cli(
         home,
         *("up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)),
-        *("--portal-port", str(free_port()), "--factor-port", str(factor_port)),
+        *("--portal-port", str(free_port())),
     )
     assert started.returncode == 0, started.stdout + started.stderr
     catalog = f"http://127.0.0.1:{catalog_port}"
@@ -478,6 +481,92 @@ def test_a_first_time_member_reaches_a_completed_climate_run_and_downloads_it_al
     run_id = re.search(r"[?&]run=([0-9a-f-]+)", page.url)
     assert run_id, page.url
     downloads_all(served, run_id.group(1), token, wait_for_session_cookie(page), new_page)
+
+
+def run_with_samples(page: Any, model: str, click: Clicks) -> None:
+    """Open ``model`` from the catalog, take its sample inputs and launch it with its
+    default settings; wait for the run page's outputs and its Completed state."""
+    click(page.locator(f".st-key-open-{model} button"))
+    page.get_by_role("heading", name="Your inputs").wait_for()
+    settled(page)
+    click(page.get_by_role("button", name="Use the sample inputs"))
+    page.get_by_text(re.compile(r"^Selected: ")).first.wait_for()
+    settled(page)
+
+
+def opened_preview(page: Any, box: Any) -> None:
+    """Open an output's fold and turn on its preview (made only when asked for)."""
+    box.locator("summary").click()
+    box.get_by_text("Preview", exact=True).click()
+    settled(page)
+
+
+def launched(page: Any, click: Clicks) -> None:
+    click(page.get_by_role("button", name="Launch"))
+    page.get_by_text(re.compile("Queued|Preparing the model|Running")).first.wait_for()
+    page.get_by_role("heading", name="Outputs").wait_for(timeout=RUN)
+    assert page.get_by_text("Completed").first.is_visible()
+
+
+def test_emissions_impact_runs_from_the_catalog_with_its_samples_and_its_key(
+    served: dict[str, Any], new_page: Any
+) -> None:
+    """The example with a secret: the key of the factor service `acc up` serves goes into
+    the password field, and the run uses it (the service answers nobody else) without the
+    key reaching the run's page."""
+    key = (served["home"] / "factor-service.key").read_text().strip()
+    page = new_page()
+    sign_in(page, served["url"], "alice", served["alice"])
+    click = Clicks()
+    run_with_samples(page, "emissions-impact", click)
+    page.get_by_text("Credentials").first.wait_for()
+    page.get_by_label("FACTOR_API_KEY *").fill(key)
+    page.get_by_label("FACTOR_API_KEY *").press("Tab")
+    settled(page)
+    launched(page, click)
+    assert click.count <= 3
+    shot(page, "20-emissions-impact-completed")
+
+    emissions = output_box(page, "emissions.csv")
+    emissions.locator("[data-testid='stDataFrame']").wait_for()
+    output_box(page, "concentration_map.png").locator("img").first.wait_for()
+    report = output_box(page, "report.md")
+    opened_preview(page, report)
+    report.get_by_text(re.compile("CO2|CO₂")).first.wait_for()
+    shot(page, "21-emissions-impact-previews", emissions)
+    assert key not in page.content()
+
+    run_id = re.search(r"[?&]run=([0-9a-f-]+)", page.url)
+    assert run_id, page.url
+    with Accelerator.connect(served["api"], home=served["home"], token=served["alice"]) as alice:
+        run = alice.run(run_id.group(1))
+        assert key not in json.dumps(run.parameters)
+        assert not any(key in line for line in run.logs())
+
+
+def test_geotiff_to_cog_runs_from_the_catalog_and_previews_its_overviews(
+    served: dict[str, Any], new_page: Any
+) -> None:
+    page = new_page()
+    sign_in(page, served["url"], "alice", served["alice"])
+    click = Clicks()
+    run_with_samples(page, "geotiff-to-cog", click)
+    launched(page, click)
+    assert click.count <= 3
+    shot(page, "22-geotiff-to-cog-completed")
+
+    table = output_box(page, "cogs.csv")
+    table.locator("[data-testid='stDataFrame']").wait_for()
+    run_id = re.search(r"[?&]run=([0-9a-f-]+)", page.url)
+    assert run_id, page.url
+    with Accelerator.connect(served["api"], home=served["home"], token=served["alice"]) as alice:
+        cogs = [f.path for f in alice.run(run_id.group(1)).outputs() if f.path.endswith(".tif")]
+    assert cogs
+    cog = output_box(page, cogs[0])
+    opened_preview(page, cog)
+    cog.locator("img").first.wait_for()
+    cog.get_by_text(re.compile("overview", re.IGNORECASE)).first.wait_for()
+    shot(page, "23-geotiff-to-cog-preview", cog)
 
 
 def downloads_all(

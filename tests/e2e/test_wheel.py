@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -106,11 +107,15 @@ def test_the_wheel_with_its_examples_publishes_every_model_and_runs_one(
             assert f"published {name}@" in out, out
 
         # Published from the platform's own repository, at a commit of the examples' content:
-        # the same files as this checkout's, so the same content hash.
+        # the files the wheel carries.
+        shipped = installed["work"] / "shipped"
+        with zipfile.ZipFile(installed["wheel"]) as archive:
+            archive.extractall(shipped)
+        content = bundled.content_hash(bundled._files(shipped / bundled.INSTALLED))
         examples = home / "examples"
         commit = must(run(["git", "-C", str(examples), "rev-parse", "HEAD"], cwd=examples))
         message = must(run(["git", "-C", str(examples), "log", "-1", "--format=%B"], cwd=examples))
-        assert f"content sha256 {bundled.content_hash(bundled._files(ROOT))}" in message
+        assert f"content sha256 {content}" in message
         shown = must(acc(installed, home, "show", "data-harmonization"))
         assert commit.strip()[:12] in shown
 
