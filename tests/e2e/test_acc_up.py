@@ -81,6 +81,8 @@ def test_acc_up_serves_the_platform_and_the_readme_snippet_runs(home: Path) -> N
 
     listed = acc(home, "list")
     assert "climate-downscaling" in listed.stdout and "Climate downscaling" in listed.stdout
+    for manifest in sorted((ROOT / "deployments").glob("*.yaml")):
+        assert manifest.stem in listed.stdout
 
     # A user made by the operator runs the README's launch from another shell, holding only
     # the portal's address and their token: no home, no Prefect address, no auth string.
