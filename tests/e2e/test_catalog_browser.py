@@ -520,8 +520,10 @@ def test_emissions_impact_runs_from_the_catalog_with_its_samples_and_its_key(
     click = Clicks()
     run_with_samples(page, "emissions-impact", click)
     page.get_by_text("Credentials").first.wait_for()
-    page.get_by_role("textbox", name="FACTOR_API_KEY *", exact=True).fill(key)
-    page.get_by_role("textbox", name="FACTOR_API_KEY *", exact=True).press("Tab")
+    box = page.get_by_role("textbox", name="FACTOR_API_KEY *", exact=True)
+    box.fill(key)
+    box.press("Enter")  # Streamlit takes a typed value on Enter
+    page.get_by_text("Press Enter to apply").wait_for(state="detached")
     settled(page)
     launched(page, click)
     assert click.count <= 3
