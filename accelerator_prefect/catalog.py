@@ -64,6 +64,9 @@ class HostingRecord(BaseModel):
     replaced_by: str | None = None  # the version to use instead, once deprecated
     status_changed_at: datetime | None = None
     status_changed_by: str | None = None
+    # Who may see and run it is the model's: set for every version at once (``acc access``).
+    scope_changed_at: datetime | None = None
+    scope_changed_by: str | None = None
     # The routine calls its jobflow declares (a run's page counts "k of n" from the start);
     # None for versions published before it was counted.
     routines: int | None = None

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.audit import AuditEntry
     from accelerator_prefect.catalog import HostedModel, HostedVersion
     from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
-    from accelerator_prefect.manifest import Status
+    from accelerator_prefect.manifest import Scope, Status
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import FileRecord, Provenance, RunDiff
     from accelerator_prefect.publish import PublishResult
@@ -1146,6 +1146,31 @@ class AsyncAccelerator:
         )
         return changed
 
+    async def set_access(self, model: str, scope: Scope | str) -> HostedModel:
+        """Set who may see and run ``model``, every version at once (its owner or an
+        operator): no code changes and nothing is published again. Recorded on each
+        version (who, when) and in the audit log."""
+        from accelerator_prefect.errors import ValidationFailed
+        from accelerator_prefect.manifest import Scope
+        from accelerator_prefect.versions import set_scope
+
+        try:
+            wanted = Scope(scope)
+        except ValueError:
+            choices = ", ".join(s.value for s in Scope)
+            raise ValidationFailed(
+                [f"scope: {scope!r} is not a scope (choose one of: {choices})"],
+                what=f"access change of {model}",
+            ) from None
+        hosted, client = await self._managed(model)
+        before = hosted.latest.record.scope
+        principal = await self.principal()
+        changed = await set_scope(client, hosted, wanted, by=principal.name)
+        await self._audit(
+            "acc.model.access-changed", model=model, scope=wanted.value, before=before.value
+        )
+        return changed
+
     async def share_link(
         self,
         model: str,
@@ -1546,6 +1571,11 @@ class Accelerator:
         from accelerator_prefect.manifest import Status
 
         return self._run(self._core.set_status(model, version, Status.active))
+
+    def set_access(self, model: str, scope: Scope | str) -> HostedModel:
+        """Set who may see and run ``model`` (``private``, ``project``, ``link`` or
+        ``public``), every version at once, without publishing again. Owner or operator."""
+        return self._run(self._core.set_access(model, scope))
 
     def rerun(
         self, run_id: str, *, secrets: Mapping[str, Any] | None = None, via: str = "python"

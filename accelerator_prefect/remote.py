@@ -245,6 +245,12 @@ class PortalService:
         updated = await self.get(model)
         return next(v for v in updated.versions if v.version == version)
 
+    async def set_access(self, model: str, scope: Any) -> HostedModel:
+        from accelerator_prefect.catalog import HostedModel
+
+        found = await self._call("PUT", f"/models/{model}/access", json={"scope": str(scope)})
+        return HostedModel.model_validate(found)
+
     async def usage(
         self, model: str, since: datetime, until: datetime | None = None
     ) -> list[UsageRow]:

@@ -22,7 +22,7 @@ from accelerator_prefect.errors import (
     RuntimeMismatch,
     VersionArchived,
 )
-from accelerator_prefect.manifest import Status
+from accelerator_prefect.manifest import Scope, Status
 from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
@@ -163,6 +163,36 @@ async def set_status(
     )
     await mark_heads(client, model.name)
     return hosted.model_copy(update={"record": record})
+
+
+async def set_scope(
+    client: PrefectClient, model: HostedModel, scope: Scope, *, by: str
+) -> HostedModel:
+    """Give every version of ``model`` the scope ``scope`` (who may see and run it), with
+    who changed it and when; no code changes and nothing is published again. The scope
+    stays a tag of each version's deployment, where listing filters on it."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    now = datetime.now(UTC)
+
+    async def one(hosted: HostedVersion) -> HostedVersion:
+        record = hosted.record.model_copy(
+            update={"scope": scope, "scope_changed_at": now, "scope_changed_by": by}
+        )
+        await client.update_deployment(
+            hosted.deployment_id,
+            DeploymentUpdate(
+                tags=hosting_tags(hosted.name, hosted.version, record, head=hosted.head),
+                parameter_openapi_schema={
+                    **hosted.parameter_schema,
+                    EXTENSION_KEY: record.model_dump(mode="json"),
+                },
+            ),
+        )
+        return hosted.model_copy(update={"record": record})
+
+    versions = await asyncio.gather(*(one(v) for v in model.versions))
+    return model.model_copy(update={"versions": list(versions)})
 
 
 async def version_infos(client: PrefectClient, model: HostedModel) -> list[VersionInfo]:

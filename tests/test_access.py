@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -857,3 +858,59 @@ def test_a_colleague_cannot_read_a_runs_folder_list_it_or_feed_it_to_a_run(
         assert b"hers" not in read.content
     with acc.storage.open(folder + "note.txt") as f:  # operators read every run's
         assert f.read() == b"hers"
+
+
+def test_an_owner_opens_every_version_of_a_model_at_once_and_nobody_else_may(
+    platform: PlatformInfo, team: dict[str, str], tmp_path: Path, via: str | None
+) -> None:
+    """`acc access MODEL --scope project`: every version's scope changes, with who and when,
+    nothing published again; a colleague and an outsider cannot change it (and the outsider
+    cannot tell the model exists)."""
+    alice_name = team["alice-name"]
+    with _client(platform, team, "operator") as operator:
+        name = _note_model(operator, tmp_path / "a", "private", alice_name)
+    repo = ModelRepo(tmp_path / "a", name)
+    repo.write(
+        f"deployments/{name}.yaml",
+        NOTE_MANIFEST.format(name=name, scope="private", owner=alice_name, version="1.1.0"),
+    )
+    repo.commit("1.1.0")
+    with _client(platform, team, "operator") as operator:
+        operator.publish(repo.manifest)
+        commits = {v.version: v.record.commit for v in operator.get(name).versions}
+
+    where: dict[str, Any] = {"url": via} if via else {"api_url": platform.api_url}
+    with Accelerator.connect(**where, token=team["bob"]) as bob:
+        with pytest.raises(NotFound):
+            bob.get(name)
+        with pytest.raises(NotFound):  # as for a model that does not exist
+            bob.set_access(name, "public")
+    with Accelerator.connect(**where, token=team["alice"]) as alice:
+        with pytest.raises(Exception, match="scope: 'everyone' is not a scope"):
+            alice.set_access(name, "everyone")
+        opened = alice.set_access(name, "project")
+        assert {v.version: v.record.scope.value for v in opened.versions} == {
+            "1.0.0": "project",
+            "1.1.0": "project",
+        }
+        assert {v.record.scope_changed_by for v in opened.versions} == {alice_name}
+        deadline = time.monotonic() + 30  # the audit log is Prefect's event stream
+        while not (changed := [e for e in alice.audit(name) if e.action == "access-changed"]):
+            assert time.monotonic() < deadline, "the access change is not in the audit log"
+            time.sleep(0.2)
+        assert changed[0].actor == alice_name
+        assert changed[0].details["scope"] == "project"
+
+    with Accelerator.connect(**where, token=team["bob"]) as bob:
+        seen = bob.get(name)
+        # Same code: the versions were not published again.
+        assert {v.version: v.record.commit for v in seen.versions} == commits
+        run = bob.launch(name, version="1.0.0", conf={"text": "open"})
+        assert run.wait(timeout=120) == "Completed"
+        with pytest.raises(AccessDenied, match="only its owner or an operator"):
+            bob.set_access(name, "public")
+    with Accelerator.connect(**where, token=team["carol"]) as carol:
+        with pytest.raises(NotFound):
+            carol.get(name)
+        with pytest.raises(NotFound):
+            carol.set_access(name, "public")

@@ -14,6 +14,7 @@ from accelerator_prefect.portal.deps import Acc
 from accelerator_prefect.portal.problems import responses
 from accelerator_prefect.portal.runs import run_as_out, run_out, wait_seconds
 from accelerator_prefect.portal.schemas import (
+    AccessRequest,
     Caller,
     Forgotten,
     LaunchRequest,
@@ -115,6 +116,16 @@ async def set_status(
     replaced_by = body.replaced_by if body else None
     await acc.set_status(model, version, status[action], replaced_by)
     return _public(await acc.get(model))
+
+
+@router.put(
+    "/models/{model}/access",
+    response_model=HostedModel,
+    summary="Set who may see and run a model, every version at once (owners, operators)",
+    responses=responses(400, 401, 403, 404, 413, 422, 429, 503),
+)
+async def set_access(model: str, body: AccessRequest, acc: Acc) -> HostedModel:
+    return _public(await acc.set_access(model, body.scope))
 
 
 @router.delete(

@@ -148,6 +148,14 @@ class StatusRequest(BaseModel):
     replaced_by: str | None = None
 
 
+class AccessRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str = Field(
+        description="Who may see and run the model: private, project, link or public."
+    )
+
+
 class OutputsOut(BaseModel):
     """What a run wrote, and whether it finished writing it all."""
 

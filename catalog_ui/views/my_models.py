@@ -103,11 +103,37 @@ with versions_tab:
         else:
             changed(f"{name} {version} is now {status}")
             st.rerun()
-    st.caption(
-        f"Scope: **{latest.record.scope.value}**. Who may see and run a model is part of its "
-        "manifest (`access.scope`: private, project, link or public): change it there and "
-        "publish a new version."
+    st.markdown("**Who may see and run it**")
+    scopes = {
+        "private": "private: you (and operators)",
+        "project": f"project: the members of {latest.record.project}",
+        "link": "link: whoever holds a link you share",
+        "public": "public: everyone signed in",
+    }
+    current = latest.record.scope.value
+    who, apply_col = st.columns([4, 1], vertical_alignment="bottom")
+    scope = who.selectbox(
+        "Access",
+        list(scopes),
+        index=list(scopes).index(current),
+        format_func=scopes.__getitem__,
+        key="mm-scope",
+        help="Every version at once, from now on; nothing is published again.",
     )
+    if latest.record.scope_changed_by and latest.record.scope_changed_at:
+        st.caption(
+            f"Set to {current} by {latest.record.scope_changed_by} "
+            f"{ago(latest.record.scope_changed_at)}."
+        )
+    if apply_col.button("Apply", key="mm-scope-apply", disabled=scope == current):
+        try:
+            with st.spinner("Saving…"):
+                acc.set_access(name, scope)
+        except Exception as exc:
+            st.error(f"Not changed: {plain_error(exc)}")
+        else:
+            changed(f"{name} is now {scope}: every version")
+            st.rerun()
 
 with links_tab:
     st.caption(
