@@ -1254,10 +1254,10 @@ class AsyncAccelerator:
         self, model: str, since: datetime, until: datetime | None = None
     ) -> list[UsageRow]:
         """Per version and day: runs, users, success rate, durations (owner or operator)."""
-        from accelerator_prefect.usage import read_finished_runs, summarise
+        from accelerator_prefect.usage import read_usage
 
         _, client = await self._managed(model)
-        return summarise(await read_finished_runs(client, model, since, until))
+        return await read_usage(client, model, since, until)
 
     async def projects(self) -> list[ProjectRecord]:
         from accelerator_prefect.access import require_operator
@@ -1657,6 +1657,7 @@ class Accelerator:
         since: datetime | timedelta | None = None,
         until: datetime | None = None,
         limit: int = 200,
+        phases: bool = False,
     ) -> list[RunSummary]:
         """The runs you may read, newest first: yours, every run of the models you own,
         and (operators) all; a guest sees the runs launched through their link.
@@ -1664,6 +1665,8 @@ class Accelerator:
         Narrow them by ``model``, ``version``, launching ``user``, ``state`` (a state
         name or several, e.g. ``"Failed"``) and a time window: ``since`` (a moment,
         or how long ago, e.g. ``timedelta(days=7)``) and ``until``. The server filters.
+        ``phases``: also how long each waited for a worker (``queued``) and was being
+        started (``starting``) before it computed (``duration``); one more read per run.
         """
         from accelerator_prefect.runs import RunQuery
 
@@ -1674,6 +1677,7 @@ class Accelerator:
             states=(state,) if isinstance(state, str) else tuple(state or ()),
             since=_moment(since),
             until=until,
+            phases=phases,
         )
         return self._run(self._core.runs(query, limit))
 

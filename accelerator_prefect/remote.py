@@ -326,6 +326,8 @@ class PortalService:
             params["since"] = query.since.isoformat()
         if query.until:
             params["until"] = query.until.isoformat()
+        if query.phases:
+            params["phases"] = "true"
         found = await self._call("GET", "/runs", params=params)
         return list(_adapter(list[RunSummary]).validate_python(found))
 

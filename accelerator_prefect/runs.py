@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -50,11 +50,61 @@ class RunSummary:
     created: datetime | None
     started: datetime | None
     ended: datetime | None
-    duration: float | None  # seconds, once ended
+    duration: float | None  # seconds computing, once ended
+    # Asked for with ``phases`` (they cost a read of each run's states): seconds waiting
+    # for a worker, and from its taking the run to the run's start.
+    queued: float | None = None
+    starting: float | None = None
 
     @classmethod
     def of(cls, flow_run: FlowRun) -> RunSummary:
         return RunInfo.of(flow_run, "").summary()
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Where a run's time went, in seconds: waiting for a worker (``queued``, from its
+    launch or its scheduled start if later), being started by it (``starting``: the
+    model's code and environment readied) and running (``computing``)."""
+
+    queued: float | None
+    starting: float | None
+    computing: float | None
+
+    @classmethod
+    def of(cls, flow_run: FlowRun, states: list[Any]) -> Phases:
+        def first(kind: str) -> datetime | None:
+            moments = [s.timestamp for s in states if s.type.value == kind and s.timestamp]
+            return min(moments) if moments else None
+
+        pending, running = first("PENDING"), first("RUNNING") or flow_run.start_time
+        since = max(
+            (m for m in (flow_run.created, flow_run.expected_start_time) if m is not None),
+            default=None,
+        )
+        queued = (pending - since).total_seconds() if pending and since else None
+        starting = (running - pending).total_seconds() if running and pending else None
+        computing = flow_run.total_run_time.total_seconds() if flow_run.end_time else None
+        return cls(
+            queued=max(0.0, queued) if queued is not None else None,
+            starting=max(0.0, starting) if starting is not None else None,
+            computing=computing,
+        )
+
+
+PHASE_READS = 16  # state reads at once
+
+
+async def read_phases(client: PrefectClient, flow_runs: list[FlowRun]) -> list[Phases]:
+    """The phases of each of ``flow_runs`` (one read of its states each, a few at once)."""
+    gate = asyncio.Semaphore(PHASE_READS)
+
+    async def one(flow_run: FlowRun) -> Phases:
+        async with gate:
+            states = await client.read_flow_run_states(flow_run.id)
+        return Phases.of(flow_run, list(states))
+
+    return list(await asyncio.gather(*(one(r) for r in flow_runs)))
 
 
 @dataclass(frozen=True)
@@ -138,6 +188,7 @@ class RunQuery:
     states: tuple[str, ...] = ()  # state names, e.g. ("Completed", "Failed")
     since: datetime | None = None  # expected to start at or after
     until: datetime | None = None  # expected to start before
+    phases: bool = False  # also read how long each waited, started and computed
 
     def flow_run_filter(self, any_tags: list[str] | None) -> Any:
         from prefect.client.schemas.filters import (
@@ -194,8 +245,8 @@ async def read_runs(
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit,
     )
-    return [
-        RunSummary.of(r)
+    readable = [
+        r
         for r in flow_runs
         if may_read_run(
             principal,
@@ -203,6 +254,13 @@ async def read_runs(
             model_owner=run_tags(r).get("owner"),  # of the version it ran
             link_id=run_tags(r).get("link"),
         )
+    ]
+    if not query.phases:
+        return [RunSummary.of(r) for r in readable]
+    phases = await read_phases(client, readable)
+    return [
+        replace(RunSummary.of(r), queued=p.queued, starting=p.starting)
+        for r, p in zip(readable, phases, strict=True)
     ]
 
 

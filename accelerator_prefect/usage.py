@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
+    from accelerator_prefect.runs import Phases
+
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 USUAL_RUNS = 20  # the recent completed runs a usual duration is taken from
 USUAL_MIN_RUNS = 3  # fewer say too little to tell anyone how long to wait
@@ -35,8 +37,13 @@ class UsageRow:
     users: int  # distinct users who launched them
     completed: int
     success_rate: float  # completed / runs
-    median_seconds: float | None  # of completed runs
+    median_seconds: float | None  # computing, of completed runs
     p95_seconds: float | None
+    # Of the same runs (the newest PHASED_RUNS of the query): waiting for a worker, being
+    # started by it, and from launch to end, all told (what the launcher waited).
+    median_queued_seconds: float | None = None
+    median_starting_seconds: float | None = None
+    median_total_seconds: float | None = None
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -47,9 +54,21 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def summarise(flow_runs: list[FlowRun]) -> list[UsageRow]:
-    """Rows per (version, day), newest version and day first."""
+PHASED_RUNS = 500
+"""How many of a usage query's newest completed runs have their phases read (one read of
+each run's states)."""
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def summarise(flow_runs: list[FlowRun], phases: dict[Any, Phases] | None = None) -> list[UsageRow]:
+    """Rows per (version, day), newest version and day first; ``phases`` by run id."""
     from accelerator_prefect.runs import run_tags
+
+    phases = phases or {}
 
     groups: dict[tuple[str, date], list[FlowRun]] = {}
     for flow_run in flow_runs:
@@ -72,6 +91,19 @@ def summarise(flow_runs: list[FlowRun]) -> list[UsageRow]:
                 success_rate=len(completed) / len(runs),
                 median_seconds=statistics.median(durations) if durations else None,
                 p95_seconds=percentile(durations, 0.95),
+                median_queued_seconds=_median(
+                    [phases[r.id].queued for r in completed if r.id in phases]
+                ),
+                median_starting_seconds=_median(
+                    [phases[r.id].starting for r in completed if r.id in phases]
+                ),
+                median_total_seconds=_median(
+                    [
+                        (r.end_time - (r.created or r.end_time)).total_seconds()
+                        for r in completed
+                        if r.end_time is not None
+                    ]
+                ),
             )
         )
     return sorted(rows, key=lambda r: (_version_key(r.version), r.day), reverse=True)
@@ -84,6 +116,20 @@ def _version_key(version: str) -> Any:
         return semver.Version.parse(version)
     except ValueError:
         return semver.Version(0)
+
+
+async def read_usage(
+    client: PrefectClient, model: str, since: datetime, until: datetime | None
+) -> list[UsageRow]:
+    """``model``'s usage rows, with the phases of its newest completed runs."""
+    from accelerator_prefect.runs import read_phases
+
+    flow_runs = await read_finished_runs(client, model, since, until)
+    completed = [r for r in flow_runs if r.state is not None and r.state.is_completed()]
+    completed.sort(key=lambda r: r.end_time or r.created or since, reverse=True)
+    phased = completed[:PHASED_RUNS]
+    phases = dict(zip([r.id for r in phased], await read_phases(client, phased), strict=True))
+    return summarise(flow_runs, phases)
 
 
 async def read_finished_runs(

@@ -114,6 +114,29 @@ def test_usage_per_version_and_day(
     assert re.search(rf"1\.0\.0\s+│\s+{today:%Y-%m-%d}\s+│\s+2\s+│\s+1\s+│\s+100%", out)
 
 
+def test_runs_and_usage_tell_waiting_starting_and_computing_apart(
+    acc: Accelerator, history: dict[str, object], alice: Accelerator
+) -> None:
+    """What a launcher waits for is all counted: queued for a worker, being started, then
+    computing; together they make the time from launch to end."""
+    model = str(history["model"])
+    for reader in (acc, alice):
+        plain = reader.runs(model, state="Completed")
+        assert plain and all(r.queued is None and r.starting is None for r in plain)
+        for run in reader.runs(model, state="Completed", phases=True):
+            assert run.queued is not None and run.starting is not None
+            assert run.duration is not None and run.created and run.ended
+            told = run.queued + run.starting + run.duration
+            waited = (run.ended - run.created).total_seconds()
+            assert run.queued >= 0 and run.starting >= 0 and told <= waited + 0.5
+            assert told >= 0.5 * waited  # the phases are most of the wait, not a part of it
+        for row in reader.usage(model):
+            assert row.median_queued_seconds is not None
+            assert row.median_starting_seconds is not None
+            assert row.median_total_seconds is not None and row.median_seconds is not None
+            assert row.median_total_seconds >= row.median_seconds
+
+
 def test_usage_is_for_the_owner_and_operators(
     acc: Accelerator, history: dict[str, object], alice: Accelerator, user: User
 ) -> None:

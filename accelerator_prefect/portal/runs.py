@@ -130,9 +130,18 @@ async def list_runs(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 200,
+    phases: Annotated[
+        bool, Query(description="Also how long each run was queued and starting.")
+    ] = False,
 ) -> list[RunSummary]:
     query = RunQuery(
-        model=model, version=version, user=user, states=tuple(state or ()), since=since, until=until
+        model=model,
+        version=version,
+        user=user,
+        states=tuple(state or ()),
+        since=since,
+        until=until,
+        phases=phases,
     )
     return await acc.runs(query, limit)
 
