@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,8 +36,26 @@ SEMVER = re.compile(
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 SETTING = re.compile(r"^conf(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-Slug = Annotated[str, Field(pattern=SLUG)]
 SCHEMA_FILE = "manifest.schema.json"
+# What a pattern means, in words: a message names the value and then says this (the
+# ajv-errors `errorMessage` convention, which editors show too), never the regex itself.
+MESSAGE_KEY = "errorMessage"
+
+
+def _says(message: str) -> dict[str, Any]:
+    return {MESSAGE_KEY: message}
+
+
+Slug = Annotated[
+    str,
+    Field(
+        pattern=SLUG,
+        json_schema_extra=_says(
+            "is not a name of lowercase letters, digits and dashes (starting with a letter "
+            "or digit, at most 63 characters), e.g. flood-frequency"
+        ),
+    ),
+]
 
 
 class Scope(StrEnum):
@@ -66,6 +86,61 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Rules across fields and rules on paths are written once, as functions of plain values:
+# the models' validators use them, and so does :func:`parse_manifest` on the raw data when
+# other fields fail (pydantic then skips a model's own validators), so that every problem
+# of a manifest is reported at once.
+
+
+def _count_problem(min_files: Any, max_files: Any) -> str | None:
+    if not (_is_int(min_files) and _is_int(max_files)) or max_files >= min_files:
+        return None
+    return f"max_files ({max_files}) is less than min_files ({min_files})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _inside_repository(path: str) -> bool:
+    return (
+        bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\\" not in path
+    )
+
+
+def _data_path_problem(path: str) -> str | None:
+    if _inside_repository(path):
+        return None
+    return (
+        f"data path {path!r}: expected a path inside the repository, relative to its root, "
+        "e.g. data/terrain.nc"
+    )
+
+
+def _data_path(path: str) -> str:
+    problem = _data_path_problem(path)
+    if problem:
+        raise ValueError(problem)
+    return path.strip("/")
+
+
+DataPath = Annotated[str, AfterValidator(_data_path)]
+
+
+def _sample_problem(project: str, sample: str) -> str | None:
+    # Samples become readable by everyone who may run the model: they must be the
+    # project's own files, never a door into another area.
+    area = f"acc://{project}/"
+    rest = sample[len(area) :] if sample.startswith(area) else None
+    parts = (rest or "").rstrip("/").split("/")
+    if rest and not any(p in ("", ".", "..") for p in parts) and "\\" not in sample:
+        return None
+    return (
+        f"inputs.samples: {sample!r} is not a file or folder in the model's own "
+        f"project area: expected {area}<path>, e.g. {area}examples/"
+    )
+
+
 class AccessPolicy(_Strict):
     """Who may see and run the model."""
 
@@ -86,6 +161,10 @@ class InputMapping(_Strict):
         default=None,
         pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="Largest total size of the selection, e.g. '500 MB'.",
+        json_schema_extra=_says(
+            "is not a size: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB or TiB), "
+            "e.g. '500 MB'"
+        ),
     )
     samples: list[str] = Field(
         default_factory=list,
@@ -96,10 +175,9 @@ class InputMapping(_Strict):
 
     @model_validator(mode="after")
     def _counts(self) -> InputMapping:
-        if self.max_files is not None and self.max_files < self.min_files:
-            raise ValueError(
-                f"max_files ({self.max_files}) is less than min_files ({self.min_files})"
-            )
+        problem = _count_problem(self.min_files, self.max_files)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @field_validator("accepted_types")
@@ -199,6 +277,9 @@ class LaunchCheck(_Strict):
     field: str = Field(
         pattern=r"^(conf(\.[A-Za-z_][A-Za-z0-9_]*)+|inputs)$",
         description="Where the problem is shown: conf.<setting> (under that setting) or inputs.",
+        json_schema_extra=_says(
+            "is not where a problem can be shown: conf.<setting> (e.g. conf.scenario) or inputs"
+        ),
     )
     inputs_include: str = Field(
         min_length=1,
@@ -247,6 +328,10 @@ class Manifest(_Strict):
     jobflow: str = Field(
         pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
         description="The jobflow, as path/to/file.py:function relative to the repository root.",
+        json_schema_extra=_says(
+            "is not path/to/file.py:function (relative to the repository root), "
+            "e.g. flows/flood.py:flood_frequency"
+        ),
     )
     owner: Slug = Field(description="The user who owns the model.")
     project: Slug = Field(description="The project (team) the model belongs to.")
@@ -254,7 +339,7 @@ class Manifest(_Strict):
     inputs: InputMapping = Field(default_factory=InputMapping)
     output: OutputMapping = Field(default_factory=OutputMapping)
     secrets: dict[str, SecretSpec] = Field(default_factory=dict)
-    data: list[str] = Field(
+    data: list[DataPath] = Field(
         default_factory=list,
         description="DVC-tracked files or folders the jobflow reads, relative to the "
         "repository root; each version pins their content.",
@@ -273,9 +358,18 @@ class Manifest(_Strict):
     )
     status: Status = Status.active
     work_pool: str | None = Field(default=None, description="Defaults to the platform's pool.")
-    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
-        default_factory=list
-    )
+    tags: list[
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                json_schema_extra=_says(
+                    "is not a tag: letters, digits, '_', '.' and '-', starting with a letter "
+                    "or digit, e.g. hydrology"
+                ),
+            ),
+        ]
+    ] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod
@@ -306,39 +400,19 @@ class Manifest(_Strict):
     @field_validator("environment")
     @classmethod
     def _environment_path(cls, value: str | None) -> str | None:
-        if value is not None and (
-            not value or value.startswith("/") or ".." in value.split("/") or "\\" in value
-        ):
+        if value is not None and not _inside_repository(value):
             raise ValueError(
                 f"environment {value!r}: expected a path inside the repository, relative to its "
                 "root, e.g. requirements.txt or model/pyproject.toml"
             )
         return value
 
-    @field_validator("data")
-    @classmethod
-    def _data_paths(cls, value: list[str]) -> list[str]:
-        for path in value:
-            if not path or path.startswith("/") or ".." in path.split("/") or "\\" in path:
-                raise ValueError(
-                    f"data path {path!r}: expected a path inside the repository, relative to "
-                    "its root, e.g. data/terrain.nc"
-                )
-        return [path.strip("/") for path in value]
-
     @model_validator(mode="after")
     def _samples_in_own_area(self) -> Manifest:
-        # Samples become readable by everyone who may run the model: they must be the
-        # project's own files, never a door into another area.
-        area = f"acc://{self.project}/"
         for sample in self.inputs.samples:
-            rest = sample[len(area) :] if sample.startswith(area) else None
-            parts = (rest or "").rstrip("/").split("/")
-            if not rest or any(p in ("", ".", "..") for p in parts) or "\\" in sample:
-                raise ValueError(
-                    f"inputs.samples: {sample!r} is not a file or folder in the model's own "
-                    f"project area: expected {area}<path>, e.g. {area}examples/"
-                )
+            problem = _sample_problem(self.project, sample)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
@@ -350,16 +424,83 @@ class Manifest(_Strict):
         return self.jobflow.rsplit(":", 1)[1]
 
 
+def _schema_node(schema: dict[str, Any], node: Any) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {}
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return {**schema["$defs"][ref.removeprefix("#/$defs/")], **node}
+    return node
+
+
+def _said_of(loc: tuple[int | str, ...]) -> str | None:
+    """The field's own words for what its pattern means (its ``errorMessage``)."""
+    schema = Manifest.model_json_schema()
+    node = _schema_node(schema, schema)
+    for part in loc:
+        if isinstance(part, int):
+            node = _schema_node(schema, node.get("items"))
+        else:
+            inside = node.get("properties", {}).get(part, node.get("additionalProperties"))
+            node = _schema_node(schema, inside)
+    return node.get(MESSAGE_KEY)
+
+
+def _version_hint(value: Any) -> str:
+    text = str(value)
+    wanted = text + ".0" * max(0, 2 - text.count("."))
+    return (
+        f"version: {value!r} is a number in YAML, not a version; write it as a string: "
+        f'version: "{wanted}" (a semantic version MAJOR.MINOR.PATCH)'
+    )
+
+
 def _describe(error: Any) -> str:
-    path = field_path(error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
+    loc, value, kind = tuple(error["loc"]), error["input"], error["type"]
+    path = field_path(loc) or "(top level)"
+    if kind == "extra_forbidden":
         return f"{path}: unknown field (check the spelling; see {SCHEMA_FILE})"
-    if error["type"] == "missing":
+    if kind == "missing":
         return f"{path}: required field is missing"
+    if kind == "string_type" and loc == ("version",) and isinstance(value, int | float):
+        return _version_hint(value)
+    if kind == "string_type" and isinstance(value, int | float):
+        return f'{path}: expected text, got the number {value!r}; write it in quotes: "{value}"'
+    if kind == "list_type" and isinstance(value, str):
+        return f"{path}: expected a list, got the text {value!r}; write one entry as [{value}]"
+    if kind == "string_pattern_mismatch":
+        said = _said_of(loc)
+        if said:
+            return f"{path}: {value!r} {said}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if not error["loc"]:  # a rule across fields names its own field, and the input is all
+    if not loc:  # a rule across fields names its own field, and the input is all
         return message
-    return f"{path}: {message} (got {error['input']!r})"
+    if isinstance(value, dict) or repr(value) in message:
+        return f"{path}: {message}"
+    return f"{path}: {message} (got {value!r})"
+
+
+def _rules_on_raw(data: dict[str, Any]) -> Iterator[str]:
+    """Path rules and rules across fields, read off the raw data whatever else is wrong:
+    pydantic skips a model's own validators when one of its fields fails, and checks a
+    path's type before its rules."""
+    inputs = data.get("inputs")
+    if isinstance(inputs, dict):
+        problem = _count_problem(inputs.get("min_files", 0), inputs.get("max_files"))
+        if problem:
+            yield f"inputs: {problem}"
+        project = data.get("project")
+        if isinstance(project, str):
+            yield from _each(inputs.get("samples"), lambda s: _sample_problem(project, s))
+    if isinstance(data.get("data"), str):  # one path, not in a list: its rule too
+        yield from (f"data: {p}" for p in _each(data["data"], _data_path_problem))
+
+
+def _each(values: Any, rule: Callable[[str], str | None]) -> Iterator[str]:
+    for value in [values] if isinstance(values, str) else values or []:
+        problem = rule(value) if isinstance(value, str) else None
+        if problem:
+            yield problem
 
 
 def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
@@ -369,7 +510,9 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
+        problems = [_describe(e) for e in exc.errors()]
+        problems += [p for p in _rules_on_raw(data) if p not in problems]
+        lines = "\n".join(f"  - {p}" for p in dict.fromkeys(problems))
         raise ManifestError(f"{source}: invalid manifest:\n{lines}") from None
 
 
