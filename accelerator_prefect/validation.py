@@ -20,11 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
+from referencing import Registry
+from referencing.exceptions import PointerToNowhere, Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from accelerator_prefect.errors import field_path
 from accelerator_prefect.manifest import PLACEHOLDER
 
 if TYPE_CHECKING:
+    from referencing._core import Resolver
+
     from accelerator_prefect.manifest import LaunchCheck
 
 EXTENSION_KEY = "x-accelerator"
@@ -32,22 +37,119 @@ EXTENSION_KEY = "x-accelerator"
 MESSAGE_KEY = "errorMessage"
 
 
-def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref", "")
-    if ref.startswith("#/"):
-        target: Any = schema
-        for key in ref[2:].split("/"):
-            target = target[key]
-        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
+_MOST_SHOWN = 80  # characters of a value quoted in a message
+
+
+def _root_resolver(schema: dict[str, Any]) -> Resolver[Any]:
+    """References resolve as the validator resolves them (nearest ``$id``, ``$defs``,
+    ``definitions``, JSON pointers); nothing is fetched from elsewhere."""
+    return Registry().resolver_with_root(DRAFT202012.create_resource(schema))
+
+
+def _entered(node: Any, resolver: Resolver[Any]) -> Resolver[Any]:
+    """`resolver` inside `node`: a node with an ``$id`` of its own is a new base for its refs."""
+    if not isinstance(node, dict) or not isinstance(node.get("$id"), str):
+        return resolver
+    return resolver.in_subresource(DRAFT202012.create_resource(node))
+
+
+def _followed(node: Any, resolver: Resolver[Any]) -> tuple[dict[str, Any], Resolver[Any]]:
+    """`node` with its ``$ref``s followed (keys beside a ``$ref`` win over its target's), and
+    the resolver its own references resolve with. A reference that leads nowhere is dropped:
+    :func:`parameter_problems` reports it."""
+    if not isinstance(node, dict):
+        return {}, resolver
+    resolver = _entered(node, resolver)
+    seen: set[int] = set()
+    while isinstance(node.get("$ref"), str):
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        try:
+            target = resolver.lookup(node["$ref"])
+        except Unresolvable:
+            return rest, resolver
+        if not isinstance(target.contents, dict) or id(target.contents) in seen:
+            return rest, resolver
+        seen.add(id(target.contents))
+        node, resolver = {**target.contents, **rest}, target.resolver
+    return node, resolver
+
+
+def _child(
+    node: Any, resolver: Resolver[Any], name: str, depth: int = 0
+) -> tuple[dict[str, Any], Resolver[Any]] | None:
+    """The schema of property `name` of `node`, its own or one of its ``allOf`` parts'
+    (nf-core groups its parameters so; pydantic wraps a described ``$ref`` in one)."""
+    node, resolver = _followed(node, resolver)
+    child = (
+        node.get("properties", {}).get(name) if isinstance(node.get("properties"), dict) else None
+    )
+    if isinstance(child, dict):
+        return _followed(child, resolver)
+    parts = node.get("allOf")
+    if depth > 32 or not isinstance(parts, list):  # an allOf that refers back to itself
+        return None
+    for part in parts:
+        found = _child(part, resolver, name, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _property_names(node: Any, resolver: Resolver[Any], depth: int = 0) -> list[str]:
+    """The names of `node`'s properties, its own and its ``allOf`` parts', in order."""
+    node, resolver = _followed(node, resolver)
+    properties = node.get("properties")
+    names = list(properties) if isinstance(properties, dict) else []
+    parts = node.get("allOf")
+    if depth <= 32 and isinstance(parts, list):
+        for part in parts:
+            names += _property_names(part, resolver, depth + 1)
+    return list(dict.fromkeys(names))
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: text as it is (quoted when empty or padded), anything
+    else as JSON, cut short."""
+    if isinstance(value, str) and value and value == value.strip():
+        text = value
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= _MOST_SHOWN else text[: _MOST_SHOWN - 1] + "…"
+
+
+def _said(error: ValidationError) -> str | None:
+    """What the schema says in words about this failure, in ajv-errors' ``errorMessage``:
+    one text for any failure of the node's value, or one per keyword
+    (``{"pattern": "…", "minimum": "…", "_": "any other"}``; ``required`` may name a text
+    per field)."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    said = schema.get(MESSAGE_KEY)
+    about_children = error.validator in ("required", "additionalProperties", "dependentRequired")
+    if isinstance(said, dict):
+        said = said.get(str(error.validator), None if about_children else said.get("_"))
+        if isinstance(said, dict) and error.validator == "required":
+            said = said.get(error.message.split("'")[1])
+    elif about_children:
+        return None  # a text for the node's value, not for its fields
+    return said.strip() if isinstance(said, str) and said.strip() else None
+
+
+def _in_words(where: str, said: str, value: Any) -> str:
+    """``conf.input: samples.txt is not a CSV file`` for a text that goes on from the value;
+    ``conf.input: The sample sheet must end in .csv (given: samples.txt)`` for a sentence."""
+    if said[:1].islower():
+        return f"{where}: {_shown(value)} {said}"
+    return f"{where}: {said.rstrip('.')} (given: {_shown(value)})"
 
 
 def _describe(schema: dict[str, Any], error: ValidationError) -> str:
     where = field_path(error.absolute_path)
-    said = error.schema.get(MESSAGE_KEY) if isinstance(error.schema, dict) else None
+    said = _said(error)
+    if said and error.validator == "required":
+        missing = error.message.split("'")[1]
+        return f"{field_path([*error.absolute_path, missing])}: {said}"
     if said:
-        shown = error.instance if isinstance(error.instance, str) else repr(error.instance)
-        return f"{where or 'parameters'}: {shown} {said}"
+        return _in_words(where or "parameters", said, error.instance)
     if error.validator == "required":
         missing = error.message.split("'")[1]
         return f"{field_path([*error.absolute_path, missing])}: required field is missing"
@@ -80,7 +182,12 @@ def _describe(schema: dict[str, Any], error: ValidationError) -> str:
 
 
 def parameter_problems(schema: dict[str, Any], parameters: dict[str, Any]) -> list[str]:
-    """Every way ``parameters`` fails ``schema``, one readable line each (empty if valid)."""
+    """Every way ``parameters`` fails ``schema``, one readable line each (empty if valid).
+
+    References resolve within the schema only (nothing is fetched from elsewhere); one
+    that leads nowhere is reported as the schema's own fault, after the problems found
+    before it.
+    """
     clean = {k: v for k, v in schema.items() if k != EXTENSION_KEY}
     known = sorted(clean.get("properties", {}))
     problems = [
@@ -88,41 +195,52 @@ def parameter_problems(schema: dict[str, Any], parameters: dict[str, Any]) -> li
         for name in parameters
         if name not in known
     ]
-    validator = Draft202012Validator(clean, format_checker=FormatChecker())
-    errors = sorted(validator.iter_errors(parameters), key=lambda e: list(map(str, e.path)))
+    validator = Draft202012Validator(clean, format_checker=FormatChecker(), registry=Registry())
+    errors: list[ValidationError] = []
+    broken: str | None = None
+    try:
+        errors.extend(validator.iter_errors(parameters))
+    except Unresolvable as error:
+        cause = getattr(error, "_wrapped", error)  # jsonschema wraps referencing's error
+        ref = getattr(cause, "ref", "")
+        if isinstance(cause, PointerToNowhere):
+            ref = f"#{ref}"  # the pointer, written as the $ref writes it
+        broken = (
+            f"parameters: the model's schema refers to {ref!r}, which is not in it, so the "
+            "rest cannot be checked; its author must fix the schema"
+        )
+    errors.sort(key=lambda e: list(map(str, e.path)))
     problems += [_describe(clean, e) for e in errors]
-    return problems
+    return problems + ([broken] if broken else [])
 
 
 def property_schema(schema: dict[str, Any], name: str) -> dict[str, Any]:
     """The schema of top-level parameter ``name`` with its ``$ref`` resolved."""
     node = schema.get("properties", {}).get(name, {})
-    return _resolve(schema, node)
+    return _followed(node, _root_resolver(schema))[0]
 
 
 def field_schema(schema: dict[str, Any], parameter: str, field: str) -> dict[str, Any]:
-    """The schema of ``parameter.field`` with references resolved (``{}`` if unknown)."""
-    node = property_schema(schema, parameter).get("properties", {}).get(field, {})
-    return _resolve(schema, node)
+    """The schema of ``parameter.field`` with references resolved (``{}`` if unknown); a
+    field of an ``allOf`` group counts as its parameter's own."""
+    return _setting_schema(schema, f"{parameter}.{field}") or {}
 
 
 def _setting_schema(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
     """The schema of setting ``conf.a.b`` (references followed), or None if there is none."""
-    node: dict[str, Any] = schema
+    node: Any = schema
+    resolver = _root_resolver(schema)
     for name in dotted.split("."):
-        node = _resolve(schema, node)
-        for part in node.get("allOf", []):  # pydantic wraps a described $ref in one
-            if isinstance(part, dict):
-                node = {**_resolve(schema, part), **node}
-        child = node.get("properties", {}).get(name)
-        if not isinstance(child, dict):
+        found = _child(node, resolver, name)
+        if found is None:
             return None
-        node = child
-    return _resolve(schema, node)
+        node, resolver = found
+    return dict(node)
 
 
 def _known_settings(schema: dict[str, Any]) -> str:
-    names = sorted(property_schema(schema, "conf").get("properties", {}))
+    found = _child(schema, _root_resolver(schema), "conf")
+    names = sorted(_property_names(*found)) if found else []
     return ", ".join(f"conf.{n}" for n in names) or "none"
 
 

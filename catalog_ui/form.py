@@ -46,7 +46,13 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver
 
 __all__ = ["NO_DEFAULT", "ChoiceRule", "Field", "Kind", "errors_by_field", "form_fields", "render"]
 
@@ -127,8 +133,9 @@ class Field:
     name: str | None = None  # the property name, for fields of an object
     help: str | None = None
     unit: str | None = None  # from the schema's "x-unit" (or "unit"), shown in the label
-    section: str | None = None  # from "x-section": the heading it stands under
-    advanced: bool = False  # from "x-advanced": folded away under "Advanced settings"
+    section: str | None = None  # from "x-section", or its allOf group's title: its heading
+    section_help: str | None = None  # the group's description, shown under its heading
+    advanced: bool = False  # "x-advanced" or "hidden": folded away under "Advanced settings"
     required: bool = False
     nullable: bool = False
     default: Any = NO_DEFAULT
@@ -163,30 +170,61 @@ class _Unusable(Exception):
     """A ``$ref`` that cannot be followed: unknown, external or recursive."""
 
 
-def form_fields(node: dict[str, Any], root: dict[str, Any]) -> Field:
-    """The form for schema `node`.
+class _Placed(NamedTuple):
+    """A property brought in by an ``allOf`` part: where its ``$ref``s resolve, and the
+    group (the part's title and description) it stands under."""
 
-    `$ref`s ("#/definitions/X" and "#/$defs/X") resolve against `root`.
+    node: Any
+    resolver: Resolver[Any]
+    section: str | None
+    section_help: str | None
+
+
+def form_fields(node: dict[str, Any], root: dict[str, Any]) -> Field:
+    """The form for schema `node`, a part of `root`.
+
+    `$ref`s resolve as the validator resolves them: against the nearest ``$id``
+    above them (``root``'s own, or one inside it), into ``$defs``,
+    ``definitions`` or any JSON pointer, and to any resource ``root`` holds
+    under an ``$id``. Nothing is fetched from elsewhere.
     """
-    return _build(node, root, path="", name=None, required=True, seen=frozenset())
+    from referencing.jsonschema import DRAFT202012
+
+    resolver = Registry().resolver_with_root(DRAFT202012.create_resource(root))
+    return _build(node, resolver, path="", name=None, required=True, seen=frozenset())
+
+
+def _entered(node: Any, resolver: Resolver[Any]) -> Resolver[Any]:
+    """`resolver` inside `node`: a node with an ``$id`` of its own is a new base for its refs."""
+    if not isinstance(node, dict) or not isinstance(node.get("$id"), str):
+        return resolver
+    from referencing.jsonschema import DRAFT202012
+
+    try:
+        return resolver.in_subresource(DRAFT202012.create_resource(node))
+    except (TypeError, ValueError):
+        return resolver  # an $id no URI reading makes sense of: the validator's to report
 
 
 def _build(
     node: Any,
-    root: dict[str, Any],
+    resolver: Resolver[Any],
     *,
     path: str,
     name: str | None,
     required: bool,
-    seen: frozenset[str],
+    seen: frozenset[int],
     fallback: str | None = None,
 ) -> Field:
+    group: _Placed | None = None
+    if isinstance(node, _Placed):
+        group, node, resolver = node, node.node, node.resolver
     own = node if isinstance(node, dict) else {}
     try:
-        schema, nullable, seen = _normalised(own, root, seen)
+        schema, nullable, resolver, seen = _normalised(own, _entered(own, resolver), seen)
     except _Unusable:
         schema, nullable = {}, False
-    field = _build_kind(schema, root, path, seen)
+    field = _build_kind(schema, resolver, path, seen)
     default = schema.get("default", NO_DEFAULT)
     title = _title(own, schema, name)
     if title is None:
@@ -194,14 +232,21 @@ def _build(
     if field.item is not None and not field.item.title:
         # Rows of an untitled item are named after the list: "Missing values 1".
         field = dataclasses.replace(field, item=dataclasses.replace(field.item, title=title))
+    section = _text(own.get("x-section")) or _text(schema.get("x-section"))
+    if section is None and group is not None:
+        section = group.section
     return dataclasses.replace(
         field,
         name=name,
         title=title,
-        help=_help(_text(own.get("description")) or _text(schema.get("description"))),
+        help=_help(
+            _text(own.get("description")) or _text(schema.get("description")),
+            _text(own.get("help_text")) or _text(schema.get("help_text")),
+        ),
         unit=_unit(own) or _unit(schema),
-        section=_text(own.get("x-section")) or _text(schema.get("x-section")),
-        advanced=own.get("x-advanced") is True or schema.get("x-advanced") is True,
+        section=section,
+        section_help=group.section_help if group is not None and section == group.section else None,
+        advanced=any(s.get(k) is True for s in (own, schema) for k in ("x-advanced", "hidden")),
         required=required,
         nullable=nullable,
         default=NO_DEFAULT if default is None else default,
@@ -209,7 +254,7 @@ def _build(
 
 
 def _build_kind(
-    schema: dict[str, Any], root: dict[str, Any], path: str, seen: frozenset[str]
+    schema: dict[str, Any], resolver: Resolver[Any], path: str, seen: frozenset[int]
 ) -> Field:
     if "const" in schema:
         return Field(path, "const", "", const=schema["const"])
@@ -218,11 +263,11 @@ def _build_kind(
         return Field(path, "choice", "", options=choices[0], option_titles=choices[1])
     for word in ("oneOf", "anyOf"):
         if isinstance(schema.get(word), list) and schema[word]:
-            return _variants_field(schema[word], root, path, seen)
+            return _variants_field(schema[word], resolver, path, seen)
     kind = _type_of(schema)
     if isinstance(kind, list):
         bare = {k: v for k, v in schema.items() if k not in ("type", "title", "default")}
-        return _variants_field([{**bare, "type": t} for t in kind], root, path, seen)
+        return _variants_field([{**bare, "type": t} for t in kind], resolver, path, seen)
     if kind == "string":
         return _string_field(schema, path)
     if kind in ("integer", "number"):
@@ -230,76 +275,99 @@ def _build_kind(
     if kind == "boolean":
         return Field(path, "boolean", "")
     if kind == "array":
-        return _array_field(schema, root, path, seen)
+        return _array_field(schema, resolver, path, seen)
     if kind == "object":
-        return _object_field(schema, root, path, seen)
+        return _object_field(schema, resolver, path, seen)
     return Field(path, "json", "")
 
 
 def _normalised(
-    node: dict[str, Any], root: dict[str, Any], seen: frozenset[str]
-) -> tuple[dict[str, Any], bool, frozenset[str]]:
-    """`node` with references followed, ``allOf`` parts merged and null split off."""
-    schema, seen = _resolved(node, root, seen)
+    node: dict[str, Any], resolver: Resolver[Any], seen: frozenset[int]
+) -> tuple[dict[str, Any], bool, Resolver[Any], frozenset[int]]:
+    """`node` with references followed, ``allOf`` parts merged and null split off, and the
+    resolver its own references resolve with."""
+    schema, resolver, seen = _resolved(node, resolver, seen)
     schema, nullable = _without_null(schema)
     if "$ref" in schema or "allOf" in schema:
-        schema, seen = _resolved(schema, root, seen)
-    return schema, nullable, seen
+        schema, resolver, seen = _resolved(schema, resolver, seen)
+    return schema, nullable, resolver, seen
 
 
 def _resolved(
-    node: dict[str, Any], root: dict[str, Any], seen: frozenset[str]
-) -> tuple[dict[str, Any], frozenset[str]]:
+    node: dict[str, Any], resolver: Resolver[Any], seen: frozenset[int]
+) -> tuple[dict[str, Any], Resolver[Any], frozenset[int]]:
     while "$ref" in node:
         ref = node["$ref"]
-        if not isinstance(ref, str) or not ref.startswith("#") or ref in seen:
+        if not isinstance(ref, str):
             raise _Unusable(ref)
-        seen = seen | {ref}
+        try:
+            target = resolver.lookup(ref)
+        except (Unresolvable, TypeError, ValueError) as error:
+            raise _Unusable(ref) from error
+        # The same part of the schema met again on the way down is a recursion.
+        if not isinstance(target.contents, dict) or id(target.contents) in seen:
+            raise _Unusable(ref)
+        seen = seen | {id(target.contents)}
+        resolver = target.resolver
         # Keys beside a $ref (title, description, default) describe this use of
         # the target, so they win over the target's own.
-        node = {**_pointer(root, ref), **{k: v for k, v in node.items() if k != "$ref"}}
+        node = {**target.contents, **{k: v for k, v in node.items() if k != "$ref"}}
     if isinstance(node.get("allOf"), list):
-        node, seen = _merged_all_of(node, root, seen)
-    return node, seen
-
-
-def _pointer(root: dict[str, Any], ref: str) -> dict[str, Any]:
-    target: Any = root
-    for part in ref.lstrip("#").split("/")[1:]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(target, dict) or part not in target:
-            raise _Unusable(ref)
-        target = target[part]
-    if not isinstance(target, dict):
-        raise _Unusable(ref)
-    return target
+        node, seen = _merged_all_of(node, resolver, seen)
+    return node, resolver, seen
 
 
 def _merged_all_of(
-    node: dict[str, Any], root: dict[str, Any], seen: frozenset[str]
-) -> tuple[dict[str, Any], frozenset[str]]:
-    """Merge the plain parts of ``allOf`` (pydantic wraps a ``$ref`` in one); keep the ``if``s."""
-    merged = {k: v for k, v in node.items() if k != "allOf"}
+    node: dict[str, Any], resolver: Resolver[Any], seen: frozenset[int]
+) -> tuple[dict[str, Any], frozenset[int]]:
+    """Merge the plain parts of ``allOf`` (pydantic wraps a ``$ref`` in one); keep the ``if``s.
+
+    Two or more parts holding properties are groups (nf-core's parameter schemas): their
+    fields come in the parts' order, each titled part a section under its title and
+    description. The node's own keys win over its parts', an earlier part's over a later's.
+    """
+    own = {k: v for k, v in node.items() if k != "allOf"}
+    parts: list[tuple[dict[str, Any], Resolver[Any]]] = []
     conditions = []
     for part in node["allOf"]:
         if not isinstance(part, dict) or "if" in part:
             conditions.append(part)
             continue
-        part, seen = _resolved(part, root, seen)
-        merged = _merged(part, merged)
+        part, part_resolver, seen = _resolved(part, _entered(part, resolver), seen)
+        parts.append((part, part_resolver))
+    grouped = sum(1 for part, _ in parts if _properties(part)) > 1
+    merged: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for part, part_resolver in parts:
+        heading = _section_of(part) if grouped else None
+        words = _text(part.get("description")) if heading else None
+        for name, sub in _properties(part).items():
+            placed = sub if isinstance(sub, _Placed) else _Placed(sub, part_resolver, None, None)
+            if heading and placed.section is None:
+                placed = placed._replace(section=heading, section_help=_help(words))
+            properties.setdefault(name, placed)
+        required += _names(part.get("required"))
+        if grouped:  # a group's title and description are its section's, not the object's
+            part = {k: v for k, v in part.items() if k not in ("title", "description")}
+        merged = {**part, **merged}
+    merged.update(own)
+    properties.update(_properties(own))
+    if properties:
+        merged["properties"] = properties
+    required += _names(own.get("required"))
+    if required:
+        merged["required"] = list(dict.fromkeys(required))
     if conditions:
         merged["allOf"] = conditions
     return merged, seen
 
 
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = {**base, **over}
-    if "properties" in base or "properties" in over:
-        merged["properties"] = {**_properties(base), **_properties(over)}
-    if "required" in base or "required" in over:
-        names = [*_names(base.get("required")), *_names(over.get("required"))]
-        merged["required"] = list(dict.fromkeys(names))
-    return merged
+def _section_of(group: dict[str, Any]) -> str | None:
+    title = _text(group.get("title"))
+    if title is None:
+        return None
+    return _readable(title) if _is_identifier(title) else title
 
 
 def _without_null(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -417,10 +485,12 @@ def _title(own: dict[str, Any], schema: dict[str, Any], name: str | None) -> str
     return None
 
 
-def _help(text: str | None) -> str | None:
-    """A field's description as its help text (Markdown, shown without images)."""
+def _help(*texts: str | None) -> str | None:
+    """A field's description and longer help (nf-core's ``help_text``), one paragraph
+    each, as its help (Markdown, shown without images)."""
     from catalog_ui.markdown import safe_markdown
 
+    text = "\n\n".join(t.strip() for t in texts if t)
     return safe_markdown(text) if text else None
 
 
@@ -549,12 +619,14 @@ def _first_whole(bound: float, is_open: bool, *, up: bool) -> int:
 
 
 def _array_field(
-    schema: dict[str, Any], root: dict[str, Any], path: str, seen: frozenset[str]
+    schema: dict[str, Any], resolver: Resolver[Any], path: str, seen: frozenset[int]
 ) -> Field:
     items = schema.get("items")
     if not isinstance(items, dict):
         return Field(path, "json", "")  # tuples (prefixItems) and untyped lists
-    item = _build(items, root, path=f"{path}[]", name=None, required=True, seen=seen, fallback="")
+    item = _build(
+        items, resolver, path=f"{path}[]", name=None, required=True, seen=seen, fallback=""
+    )
     field = Field(
         path,
         "list",
@@ -572,7 +644,7 @@ def _array_field(
 
 
 def _object_field(
-    schema: dict[str, Any], root: dict[str, Any], path: str, seen: frozenset[str]
+    schema: dict[str, Any], resolver: Resolver[Any], path: str, seen: frozenset[int]
 ) -> Field:
     properties = schema.get("properties")
     if not isinstance(properties, dict) or not properties:
@@ -581,7 +653,7 @@ def _object_field(
     children = [
         _build(
             sub,
-            root,
+            resolver,
             path=f"{path}.{name}" if path else name,
             name=name,
             required=name in required,
@@ -640,10 +712,10 @@ def _allowed_values(
 
 
 def _variants_field(
-    options: list[Any], root: dict[str, Any], path: str, seen: frozenset[str]
+    options: list[Any], resolver: Resolver[Any], path: str, seen: frozenset[int]
 ) -> Field:
     variants = [
-        _variant_titled(_build(option, root, path=path, name=None, required=True, seen=seen))
+        _variant_titled(_build(option, resolver, path=path, name=None, required=True, seen=seen))
         for option in options
     ]
     return Field(path, "variants", "", variants=variants)
@@ -905,19 +977,26 @@ def _draw_number(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: 
         **options,
     )
     canvas.show_errors(spot.at)
-    return _EMPTY if chosen is None else _as_typed(chosen, field)
+    if chosen is None:
+        return _EMPTY
+    if _number(start) is not None and chosen == start:
+        return start  # as given: a default of 5 stays 5, one of 5.0 stays 5.0
+    return _as_typed(chosen, field)
 
 
 def _as_typed(value: float, field: Field) -> float:
-    """A typed number as the field's type, never moved: only a float's rounding error off a
-    multiple is taken back (0.1 * 3 is 0.30000000000000004, the user typed 0.3)."""
+    """A typed number as JSON reads it, never moved: 5 is a whole number, in a field of any
+    number too. Only a float's rounding error off a multiple is taken back (0.1 * 3 is
+    0.30000000000000004, the user typed 0.3)."""
     if field.kind == "integer":
         return int(value)
     value = float(value)
     if field.multiple_of is not None and math.isfinite(value):
         on = _on_multiple(value, dataclasses.replace(field, minimum=None, maximum=None))
         if abs(on - value) <= 1e-9 * max(1.0, abs(value)):
-            return on
+            value = on
+    if value.is_integer() and abs(value) <= _SAFE_INTEGER:
+        return int(value)
     return value
 
 
@@ -1229,6 +1308,9 @@ def _draw_properties(
         folded = [c for c in children if c.advanced and not canvas.folded]
         if section is not None and not canvas.compact:
             canvas.ui.markdown(f"#### {_escaped(section)}")
+            words = next((c.section_help for c in children if c.section_help), None)
+            if words:
+                canvas.ui.caption(words)
         draw([c for c in children if not (c.advanced and not canvas.folded)])
         if section is None:
             unplaced += folded

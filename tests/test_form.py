@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import date, time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -448,6 +449,25 @@ HARMONIZATION = conf_root(
     },
 )
 
+
+def pipeline_root(file: str, *, draft: str = "07") -> dict[str, Any]:
+    """An nf-core-style pipeline schema of tests/schemas/ as the ``conf`` of a parameter
+    schema, as a draft-07 schema (``definitions``) or rewritten as a 2020-12 one (``$defs``)."""
+    text = (Path(__file__).parent / "schemas" / file).read_text()
+    if draft == "2020-12":
+        text = text.replace('"definitions"', '"$defs"').replace("#/definitions/", "#/$defs/")
+        text = text.replace("http://json-schema.org/draft-07/schema", DRAFT_2020_12)
+    pipeline = json.loads(text)
+    return {"title": "Parameters", "type": "object", "properties": {"conf": pipeline}}
+
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+# Flood frequency estimation, written as nf-core writes a pipeline's parameters: 12 groups
+# (allOf over definitions, one of them a resource of its own with an $id and $defs), 104
+# fields, hidden ones, help_text, patterns with errorMessage, file-path formats.
+PIPELINE = pipeline_root("nf_floodfreq.json")
+PIPELINE_2020 = pipeline_root("nf_floodfreq.json", draft="2020-12")
+
 CORPUS: dict[str, dict[str, Any]] = {
     "text": TEXT,
     "dates": DATES,
@@ -462,6 +482,8 @@ CORPUS: dict[str, dict[str, Any]] = {
     "fallback": FALLBACK,
     "climate downscaling": CLIMATE,
     "data harmonization": HARMONIZATION,
+    "nf-core pipeline (draft-07)": PIPELINE,
+    "nf-core pipeline (2020-12)": PIPELINE_2020,
 }
 
 
@@ -1014,6 +1036,130 @@ def test_the_climate_examples_settings_come_in_sections_with_the_resolution_fold
         "form.resolution_km",
     ]
     assert [w.key for w in app.expander[0].number_input] == ["form.resolution_km"]
+
+
+# ---------------------------------------------------------------- an nf-core-style pipeline
+
+
+def pipeline_groups(root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pipeline's groups, in its allOf's order (a group with an $id referred to by it)."""
+    pipeline = root["properties"]["conf"]
+    groups = pipeline.get("definitions") or pipeline["$defs"]
+    by_ref = {g.get("$id"): g for g in groups.values()} | {
+        f"#/{'definitions' if 'definitions' in pipeline else '$defs'}/{name}": g
+        for name, g in groups.items()
+    }
+    return [by_ref[part["$ref"]] for part in pipeline["allOf"]]
+
+
+def pipeline_fields(root: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: sub for g in pipeline_groups(root) for n, sub in g["properties"].items()}
+
+
+def test_the_pipeline_schema_has_the_shape_of_a_real_one() -> None:
+    groups = pipeline_groups(PIPELINE)
+    fields = pipeline_fields(PIPELINE)
+    assert len(groups) == 12 and len(fields) > 100
+    formats = {sub.get("format") for sub in fields.values()}
+    assert {"file-path", "directory-path"} <= formats
+    assert any("mimetype" in sub and "exists" in sub for sub in fields.values())
+    assert sum(bool(sub.get("hidden")) for sub in fields.values()) >= 20
+    kinds = {sub.get("type") for sub in fields.values()} | {
+        "$ref" in sub for sub in fields.values()
+    }
+    assert {"string", "integer", "number", "boolean", True} <= kinds
+
+
+@pytest.mark.parametrize("root", [PIPELINE, PIPELINE_2020], ids=["draft-07", "2020-12"])
+def test_a_pipelines_groups_come_in_order_with_titles_and_descriptions_and_hidden_fields_folded(
+    root: dict[str, Any],
+) -> None:
+    app = open_form(root)
+    expected: list[str] = []
+    for group in pipeline_groups(root):
+        expected.append(f"#### {group['title']}")
+        names = list(group["properties"])
+        shown_first = [n for n in names if not group["properties"][n].get("hidden")]
+        expected += [f"form.{n}" for n in shown_first]
+        expected += [f"form.{n}" for n in names if n not in shown_first]  # in its fold
+    assert headings_and_keys(app) == expected
+    assert expected[:3] == ["#### Input/output options", "form.input", "form.outdir"]
+
+    elements = shown(app)
+    for group in pipeline_groups(root):
+        heading = elements.index(("Markdown", f"#### {group['title']}"))
+        assert elements[heading + 1] == ("Caption", group["description"])
+
+    hidden_by_group = [
+        {f"form.{n}" for n, sub in g["properties"].items() if sub.get("hidden")}
+        for g in pipeline_groups(root)
+    ]
+    folds = list(app.expander)
+    assert [f.label for f in folds] == ["Advanced settings"] * sum(map(bool, hidden_by_group))
+    assert [{w.key for w in fold} - {None} for fold in folds] == [h for h in hidden_by_group if h]
+    assert not any(f.proto.expanded for f in folds)
+
+
+def test_a_pipelines_help_text_follows_its_description_in_the_fields_help() -> None:
+    app = open_form(PIPELINE)
+    sheet = pipeline_fields(PIPELINE)["input"]
+    assert app.text_input(key="form.input").help == (
+        f"{sheet['description']}\n\n{sheet['help_text']}"
+    )
+    assert app.text_input(key="form.outdir").help == "Folder the results are written to."
+
+
+def test_a_pipelines_defaults_come_back_with_their_json_types() -> None:
+    app = open_form(PIPELINE)
+    conf = value(app)
+    defaults = {
+        n: sub["default"] for n, sub in pipeline_fields(PIPELINE).items() if "default" in sub
+    }
+    assert defaults["pot_events_per_year"] == 5 and defaults["max_missing_fraction"] == 0.1
+    for name, default in defaults.items():
+        assert (name, type(conf[name]), conf[name]) == (name, type(default), default)
+    # JSON as the run receives it: a whole-number default of a number field stays "5".
+    assert '"pot_events_per_year": 5,' in json.dumps(conf)
+    assert '"flag_threshold": 30,' in json.dumps(conf)  # beside a $ref under a nested $id
+
+    app.number_input(key="form.pot_events_per_year").set_value(7.0)
+    app.number_input(key="form.climate_uplift").set_value(12.5)
+    conf = value(rerun(app))
+    assert (conf["pot_events_per_year"], conf["climate_uplift"]) == (7, 12.5)
+    assert type(conf["pot_events_per_year"]) is int
+
+
+def test_a_ref_under_a_nested_id_is_drawn_and_checked_as_the_validator_reads_it() -> None:
+    """The quality group is a resource of its own: its "#/$defs/quality_score" is its own
+    $defs, not the pipeline's."""
+    threshold = fields_of(conf_form(PIPELINE))["phred_like_threshold"]
+    assert (threshold.kind, threshold.minimum, threshold.maximum, threshold.default) == (
+        "integer",
+        0,
+        60,
+        20,
+    )
+    conf = {"input": "gauges.csv", "outdir": "results", "phred_like_threshold": 61}
+    assert problems(PIPELINE, conf) == [
+        "conf.phred_like_threshold: 61 is greater than the maximum of 60"
+    ]
+
+
+def test_a_pipelines_error_message_is_shown_under_its_field_with_the_value_given() -> None:
+    conf = {"input": "my gauges.csv", "outdir": "results", "email": "", "max_memory": "lots"}
+    lines = problems(PIPELINE, conf)
+    assert lines == [
+        'conf.email: "" is not an e-mail address',
+        "conf.input: The sample sheet must be a .csv file path without spaces "
+        "(given: my gauges.csv)",
+        "conf.max_memory: lots is not an amount of memory, e.g. '8.GB'",
+    ]
+    by_field, _ = errors_by_field(lines)
+    app = open_form(PIPELINE, initial=conf, errors=by_field)
+    assert element_after(app, "form.input") == ("Error", by_field["input"][0])
+    assert element_after(app, "form.email") == ("Error", '"" is not an e-mail address')
+    (fold,) = [f for f in app.expander if f.label == "Advanced settings · 1 to fix"]
+    assert fold.proto.expanded and "form.max_memory" in {w.key for w in fold}
 
 
 # ---------------------------------------------------------------- the real conf schemas
