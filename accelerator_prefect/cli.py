@@ -221,7 +221,9 @@ def publish(
             errors.print(f"[bold red]error:[/] {exc}", highlight=False)
             failed = True
             continue
-        console.print(f"[green]published[/] {result}")
+        console.print(f"[green]published[/] {result}", highlight=False)
+        for warning in result.warnings:
+            errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -317,37 +319,131 @@ def _status(hosted: HostedVersion) -> str:
     return "[dim]archived[/]" if hosted.status == Status.archived else "[green]active[/]"
 
 
-def _type_of(schema: dict[str, Any]) -> str:
-    if "enum" in schema:
-        return " | ".join(map(str, schema["enum"]))
-    return str(schema.get("type", "any"))
+def _node(root: dict[str, Any], node: Any) -> dict[str, Any]:
+    """``node`` with its ``$ref`` (and a lone ``allOf`` wrapping one) resolved."""
+    if not isinstance(node, dict):
+        return {}
+    wrapped = node.get("allOf")
+    if isinstance(wrapped, list) and len(wrapped) == 1:
+        node = {**_node(root, wrapped[0]), **{k: v for k, v in node.items() if k != "allOf"}}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for key in ref[2:].split("/"):
+            target = target.get(key, {}) if isinstance(target, dict) else {}
+        node = {**_node(root, target), **{k: v for k, v in node.items() if k != "$ref"}}
+    resolved: dict[str, Any] = node
+    return resolved
+
+
+def _optional(root: dict[str, Any], node: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The inner schema of ``X | None`` and whether ``None`` is allowed."""
+    for key in ("anyOf", "oneOf"):
+        branches = [_node(root, b) for b in node.get(key) or []]
+        kept = [b for b in branches if b.get("type") != "null"]
+        if branches and len(kept) < len(branches) and len(kept) == 1:
+            outer = {k: v for k, v in node.items() if k != key}
+            return {**kept[0], **outer}, True
+    return node, node.get("type") == "null"
+
+
+def _kind(root: dict[str, Any], node: dict[str, Any]) -> str:
+    """A field's type in words: ``integer``, ``string (date)``, ``list of Gauge``…"""
+    if "enum" in node:
+        return "one of " + ", ".join(json.dumps(e) for e in node["enum"])
+    if "const" in node:
+        return f"always {json.dumps(node['const'])}"
+    for key in ("anyOf", "oneOf"):
+        if node.get(key):
+            return " or ".join(_kind(root, _node(root, b)) for b in node[key])
+    kind = node.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(map(str, kind))
+    if kind == "array":
+        items = _node(root, node.get("items"))
+        return f"list of {_kind(root, items)}" if items else "list"
+    if kind == "object" and node.get("properties"):
+        return str(node.get("title") or "group")
+    if kind == "object":
+        return "mapping"
+    return f"{kind} ({node['format']})" if "format" in node else str(kind)
+
+
+_LIMITS = (
+    ("minimum", "≥ {}"),
+    ("exclusiveMinimum", "> {}"),
+    ("maximum", "≤ {}"),
+    ("exclusiveMaximum", "< {}"),
+    ("minLength", "at least {} characters"),
+    ("maxLength", "at most {} characters"),
+    ("minItems", "at least {} items"),
+    ("maxItems", "at most {} items"),
+)
 
 
 def _bounds(schema: dict[str, Any]) -> str:
-    parts = []
-    if "minimum" in schema:
-        parts.append(f"≥ {schema['minimum']}")
-    if "maximum" in schema:
-        parts.append(f"≤ {schema['maximum']}")
+    parts = [text.format(schema[key]) for key, text in _LIMITS if key in schema]
+    if "pattern" in schema:  # said in words where the author did, never as a regex
+        from accelerator_prefect.validation import MESSAGE_KEY
+
+        example = (schema.get("examples") or [None])[0]
+        said = str(schema.get(MESSAGE_KEY) or "")
+        if example is not None:
+            parts.append(f"like {json.dumps(example)}")
+        elif said.startswith(("is not", "does not")):
+            parts.append(f"refused when it {said}")
+        else:
+            parts.append(said or "in a set form")
     return ", ".join(parts)
 
 
-def _conf_table(hosted: HostedVersion) -> Table:
-    from accelerator_prefect.validation import field_schema, property_schema
+def _field_label(
+    root: dict[str, Any], name: str, raw: Any, required: bool
+) -> tuple[str, dict[str, Any] | None, bool]:
+    """One line of the conf tree, the schema whose fields go under it (if any), and
+    whether those are the fields of each item of a list."""
+    from rich.markup import escape
 
-    conf = property_schema(hosted.parameter_schema, "conf")
-    required = set(conf.get("required", []))
-    table = Table("field", "type", "default", "bounds", "description", title="conf")
-    for name in conf.get("properties", {}):
-        field = field_schema(hosted.parameter_schema, "conf", name)
-        table.add_row(
-            name + (" *" if name in required else ""),
-            _type_of(field),
-            json.dumps(field["default"]) if "default" in field else "",
-            _bounds(field),
-            str(field.get("description", "")),
-        )
-    return table
+    node, optional = _optional(root, _node(root, raw))
+    kind = _kind(root, node)
+    notes = [_bounds(node)] if _bounds(node) else []
+    if "default" in node:
+        notes.append(f"default {json.dumps(node['default'])}")
+    label = f"[bold]{escape(name)}[/]: [cyan]{escape(kind)}[/]"
+    label += " [red]required[/]" if required else " [dim]optional[/]" if optional else ""
+    if notes:
+        label += f" [dim]({escape('; '.join(notes))})[/]"
+    if node.get("description"):
+        label += f" — {escape(str(node['description']))}"
+    listed = node.get("type") == "array"
+    inner = _optional(root, _node(root, node.get("items")))[0] if listed else node
+    return label, inner if inner.get("properties") else None, listed
+
+
+def _add_fields(tree: Any, root: dict[str, Any], schema: dict[str, Any], depth: int = 0) -> None:
+    required = set(schema.get("required", []))
+    for name, raw in schema.get("properties", {}).items():
+        label, inner, listed = _field_label(root, name, raw, name in required)
+        branch = tree.add(label)
+        if inner is not None and depth < 8:  # a schema may refer to itself
+            under = branch.add("[dim]each item:[/]") if listed else branch
+            _add_fields(under, root, inner, depth + 1)
+
+
+def _conf_tree(hosted: HostedVersion) -> Any:
+    """The conf as a tree: groups and the items of lists with their own fields, each with
+    its type, format, choices, bounds, default and whether it is required or optional."""
+    from rich.tree import Tree
+
+    from accelerator_prefect.validation import property_schema
+
+    root = hosted.parameter_schema
+    tree = Tree("[bold]conf[/] [dim](set with --conf FIELD=VALUE or --conf-file FILE)[/]")
+    conf = property_schema(root, "conf")
+    if not conf.get("properties"):
+        tree.add("[dim]no settings[/]")
+    _add_fields(tree, root, _node(root, conf))
+    return tree
 
 
 @app.command()
@@ -401,7 +497,7 @@ def show(
     for pinned in hosted.record.data:
         console.print(f"reference data: {pinned.path} (DVC md5 {pinned.md5})", highlight=False)
     _print_environment(hosted.record)
-    console.print(_conf_table(hosted))
+    console.print(_conf_tree(hosted))
     if hosted.secrets:
         needed = Table("secret", "required", "description", title="secrets (give with --secret)")
         for name, spec in hosted.secrets.items():
@@ -530,16 +626,40 @@ def parse_conf(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
     return conf
 
 
+def _as_json(value: Any) -> Any:
+    """YAML's own values as JSON has them: dates and times become ISO 8601 text (what a
+    `date`/`datetime` field's schema wants), numbers, lists and mappings stay as they are."""
+    from datetime import date, time
+
+    if isinstance(value, dict):
+        return {str(k): _as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    if isinstance(value, date | time):  # datetime is a date
+        return value.isoformat()
+    return value
+
+
 def _read_conf_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"--conf-file {path}: cannot read it as YAML or JSON ({exc})")
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except OSError as exc:
+        fail(f"--conf-file {path}: cannot read it ({exc.strerror})")
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        fail(f"--conf-file {path}: not valid JSON at {where}: {exc.msg}")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        fail(f"--conf-file {path}: not valid YAML{where}: {problem}")
     if not isinstance(data, dict):
-        fail(f"--conf-file {path}: expected a mapping of conf fields")
-    return data
+        fail(f"--conf-file {path}: expected a mapping of conf fields, e.g. start: 1990-01-01")
+    converted: dict[str, Any] = _as_json(data)
+    return converted
 
 
 @app.command()
@@ -724,16 +844,59 @@ def _follow(acc: Accelerator, run_id: str, timeout: float) -> str:
 
 @app.command()
 def whoami() -> None:
-    """Who you act as: your name, projects and roles, and where you are connected."""
+    """Who you act as, and how: your name, projects and roles, the credential used, and
+    how to act as yourself."""
     acc = connect()
     try:
         principal = acc.principal
     except AcceleratorError as exc:
         fail(str(exc))
-    roles = ", ".join(f"{p} ({r})" for p, r in sorted(principal.projects.items())) or "none"
     kind = "operator" if principal.operator else "guest" if principal.guest else "user"
-    console.print(f"{principal.name} — {kind}; projects: {roles}", highlight=False)
-    console.print(f"[dim]connected to {acc.api_url}[/]", highlight=False)
+    console.print(f"[bold]{principal.name}[/] — {kind}", highlight=False)
+    console.print(f"acting {_credential()}", highlight=False, soft_wrap=True)
+    if principal.projects:
+        table = Table("project", "role", "may")
+        for project, role in sorted(principal.projects.items()):
+            may = "see, run and publish as owner " + principal.name
+            table.add_row(project, role.value, may if role.value == "author" else "see and run")
+        console.print(table)
+    elif not principal.guest:
+        console.print("projects: none", highlight=False)
+    console.print(_how_to_act_as_yourself(principal.name, kind), highlight=False, soft_wrap=True)
+
+
+def _credential() -> str:
+    """How this CLI authenticates, in the order :func:`connect` uses."""
+    settings = get_settings(home=options.home)
+    token = settings.token is not None
+    portal = options.url or (None if options.api_url else settings.url)
+    if portal:
+        held = "your personal token from ACC_TOKEN" if token else "no token"
+        link = " and a shared link (--link / ACC_LINK)" if options.link else ""
+        return f"through the portal at {portal} (ACC_URL), with {held}{link}"
+    where = options.api_url or "the local platform"
+    if token:
+        return f"with your personal token from ACC_TOKEN, straight to the Prefect API of {where}"
+    if options.link:
+        return f"as a guest of a shared link (--link / ACC_LINK), on {where}"
+    return (
+        f"as the local platform's operator, with the operator token `acc up` keeps in "
+        f"{settings.operator_token_file} (no ACC_TOKEN is set), on {where}"
+    )
+
+
+def _how_to_act_as_yourself(name: str, kind: str) -> str:
+    if kind == "user":
+        return (
+            f"You publish as yourself: write owner: {name} and a project where you are an "
+            "author in your manifests."
+        )
+    return (
+        "To act as yourself: an operator runs `acc users add YOUR-NAME --project "
+        "PROJECT:author` (it prints your token once); then set ACC_TOKEN to that token (and "
+        "ACC_URL to the portal's address, if you are not on the platform's machine) and "
+        "write owner: YOUR-NAME in your manifests. `acc whoami` then shows your name."
+    )
 
 
 @app.command()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from accelerator_prefect.access import Principal, may_publish
+from accelerator_prefect.access import Principal, may_publish, may_see
 from accelerator_prefect.catalog import (
     HostedVersion,
     HostingRecord,
@@ -81,6 +81,9 @@ class PublishResult:
     deployment_id: str
     commit: str | None
     dirty: bool
+    warnings: tuple[str, ...] = ()
+    """What the author should fix though it did not stop the publication (see
+    :func:`conf_warnings`)."""
 
     def __str__(self) -> str:
         pin = "working tree (dirty)" if self.dirty else f"commit {(self.commit or '')[:12]}"
@@ -206,6 +209,41 @@ def _check_mappings(manifest: Manifest, schema: dict[str, Any], path: str) -> No
     unknown = check_declaration_problems(manifest.checks, schema)
     if unknown:
         raise ManifestError(f"{path}: {'; '.join(unknown)}")
+
+
+def conf_warnings(schema: dict[str, Any]) -> list[str]:
+    """What to fix in a jobflow's conf though it publishes: every model in it (the conf,
+    its groups, the items of its lists) that accepts unknown fields, so that a misspelt
+    setting is dropped without a word and the run uses the default."""
+    definitions = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    loose: dict[str, str] = {}
+
+    def visit(node: Any, path: str, seen: frozenset[str]) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item, path, seen)
+            return
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                visit(definitions.get(name), path, seen | {name})
+        if node.get("properties") and node.get("additionalProperties") is not False:
+            loose.setdefault(str(node.get("title") or path), path)
+        for key, inner in (node.get("properties") or {}).items():
+            visit(inner, f"{path}.{key}", seen)
+        for key in ("items", "anyOf", "oneOf", "allOf"):
+            visit(node.get(key), f"{path}[*]" if key == "items" else path, seen)
+
+    visit(schema.get("properties", {}).get("conf"), "conf", frozenset())
+    return [
+        f"{where}: {title} accepts unknown fields, so a misspelt setting is ignored and the "
+        "run uses its default; derive it from accelerator_prefect.Conf or set "
+        "model_config = ConfigDict(extra='forbid')"
+        for title, where in loose.items()
+    ]
 
 
 def _default_parameters(manifest: Manifest, schema: dict[str, Any]) -> dict[str, Any]:
@@ -345,6 +383,7 @@ async def _deploy(
     ``environment``: the locked environment the repository declares.
     """
     _check_mappings(manifest, schema, label)
+    warnings = tuple(conf_warnings(schema))
     schema = constrain_schema(schema, manifest)
     work_pool = manifest.work_pool or default_work_pool
     pool = await _check_work_pool(client, work_pool, label)
@@ -385,7 +424,8 @@ async def _deploy(
         if status == "unchanged":
             if existing.work_pool == work_pool:
                 await mark_heads(client, manifest.name)  # heads of an earlier release's making
-                return _result(manifest, status, str(existing.deployment_id), existing.record)
+                deployment = str(existing.deployment_id)
+                return _result(manifest, status, deployment, existing.record, warnings)
             status = "updated"
 
     if keep_code is not None and status in ("created", "replaced"):
@@ -408,7 +448,7 @@ async def _deploy(
         paused=record.status == Status.archived,
     )
     await mark_heads(client, manifest.name)
-    return _result(manifest, status, str(deployment_id), record)
+    return _result(manifest, status, str(deployment_id), record, warnings)
 
 
 async def _environment(
@@ -488,22 +528,59 @@ def _check_ownership(
     manifest: Manifest, published: list[HostedVersion], principal: Principal | None, path: str
 ) -> None:
     """A model name belongs to its owner and project: nobody else adds versions to it,
-    and no version changes hands (operators may move a model deliberately)."""
+    and no version changes hands (operators may move a model deliberately).
+
+    Whoever may see the model holding the name is told who holds it. Anyone else is told
+    only that the name cannot be used, in words that say nothing of a model: a private
+    model stays invisible, even to someone guessing its name.
+    """
     if principal is not None and principal.operator:
         return
-    for version in published:
-        if (version.record.owner, version.record.project) != (manifest.owner, manifest.project):
-            raise AccessDenied(
-                f"{path}: the model name {manifest.name!r} is already taken by another owner "
-                "or project; choose another name (an operator can move a model)"
-            )
+    held = [
+        v
+        for v in published
+        if (v.record.owner, v.record.project) != (manifest.owner, manifest.project)
+    ]
+    if not held:
+        return
+    seen = [v for v in held if principal is None or _may_see(principal, v)]
+    if not seen:
+        raise AccessDenied(f"{path}: the name {manifest.name!r} cannot be used: choose another")
+    holder = seen[0].record
+    raise AccessDenied(
+        f"{path}: the model name {manifest.name!r} is already taken by another owner or "
+        f"project ({holder.owner}, in project {holder.project}); choose another name (an "
+        "operator can move a model)"
+    )
+
+
+def _may_see(principal: Principal, version: HostedVersion) -> bool:
+    record = version.record
+    return may_see(
+        principal,
+        model=version.name,
+        version=version.version,
+        owner=record.owner,
+        project=record.project,
+        scope=record.scope,
+    )
 
 
 def _result(
-    manifest: Manifest, status: PublishStatus, deployment_id: str, record: HostingRecord
+    manifest: Manifest,
+    status: PublishStatus,
+    deployment_id: str,
+    record: HostingRecord,
+    warnings: tuple[str, ...] = (),
 ) -> PublishResult:
     return PublishResult(
-        manifest.name, manifest.version, status, deployment_id, record.commit, record.dirty
+        manifest.name,
+        manifest.version,
+        status,
+        deployment_id,
+        record.commit,
+        record.dirty,
+        warnings,
     )
 
 
@@ -991,4 +1068,5 @@ async def publish_over_http(
         deployment_id="",  # the portal does not tell where versions live on its back end
         commit=body.get("commit"),
         dirty=False,
+        warnings=tuple(body.get("warnings") or ()),
     )

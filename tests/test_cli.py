@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from accelerator_prefect import Accelerator
@@ -31,7 +34,7 @@ def test_publish_list_and_show(platform: PlatformInfo, echo_repo: ModelRepo) -> 
     code, out = acc_cli(platform, "show", echo_repo.name)
     assert code == 0
     assert "Says what you ask, louder." in out
-    assert re.search(r"repeat\s+│\s+integer\s+│\s+1\s+│\s+≥ 1, ≤ 10", out)
+    assert "repeat: integer (≥ 1, ≤ 10; default 1) — How many times." in out
     assert echo_repo.repo.head.commit.hexsha[:12] in out
 
 
@@ -169,3 +172,167 @@ def test_share_embed_of_an_unknown_model_makes_no_link(platform: PlatformInfo) -
     code, out = acc_cli(platform, "share", "nope", "--embed")
     assert code == 1
     assert "model 'nope' not found" in out and "shown once" not in out
+
+
+FLOOD_FLOW = """
+from datetime import date
+
+from pydantic import BaseModel, Field
+
+from accelerator_prefect import Conf, jobflow
+
+
+class Gauge(BaseModel):  # not a Conf: a misspelt field of a gauge would pass unnoticed
+    id: str = Field(examples=["DE-0042"], pattern=r"^[A-Z]{2}-[0-9]{4}$", description="Station.")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class FloodConf(Conf):
+    return_period: int = Field(default=100, ge=2, le=1000, description="Years.")
+    gauges: list[Gauge] = Field(default_factory=list)
+    period_start: date = date(1990, 1, 1)
+    threshold: float | None = Field(default=None, ge=0)
+    method: str = Field(default="gev", json_schema_extra={"enum": ["gev", "gumbel"]})
+
+
+@jobflow(name="flood")
+def flood(conf: FloodConf) -> dict:
+    return {
+        "start": conf.period_start.isoformat(),
+        "gauges": [g.id for g in conf.gauges],
+        "return_period": conf.return_period,
+    }
+"""
+
+FLOOD_MANIFEST = """
+name: {name}
+title: Flood frequency
+version: 1.0.0
+jobflow: flows/flood.py:flood
+owner: alice
+project: demo
+"""
+
+
+@pytest.fixture
+def flood_repo(tmp_path: Path) -> ModelRepo:
+    """A model whose conf has a list of groups, a date, an optional number and choices;
+    its gauges are a plain pydantic model that accepts unknown fields."""
+    repo = ModelRepo(tmp_path / "flood", f"flood-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/flood.py", FLOOD_FLOW)
+    repo.write(f"deployments/{repo.name}.yaml", FLOOD_MANIFEST.format(name=repo.name))
+    repo.commit("flood 1.0.0")
+    return repo
+
+
+def test_publish_warns_about_a_conf_model_that_accepts_unknown_fields(
+    platform: PlatformInfo, flood_repo: ModelRepo
+) -> None:
+    code, out = acc_cli(platform, "publish", str(flood_repo.manifest))
+    assert code == 0, out
+    assert f"published {flood_repo.name}@1.0.0: created" in out
+    warning = " ".join(out[out.index("warning:") :].split())  # as one line, however wrapped
+    assert warning.startswith(
+        "warning: conf.gauges[*]: Gauge accepts unknown fields, so a misspelt setting is "
+        "ignored and the run uses its default; derive it from accelerator_prefect.Conf or "
+        "set model_config = ConfigDict(extra='forbid')"
+    )
+    assert "FloodConf" not in out  # a Conf forbids unknown fields
+
+
+def test_show_draws_the_conf_as_a_tree(
+    platform: PlatformInfo, acc: Accelerator, flood_repo: ModelRepo
+) -> None:
+    acc.publish(flood_repo.manifest)
+    code, out = acc_cli(platform, "show", flood_repo.name)
+    assert code == 0, out
+    lines = [line.strip(" │├└─") for line in out.splitlines()]
+    assert "return_period: integer (≥ 2, ≤ 1000; default 100) — Years." in lines
+    assert "gauges: list of Gauge" in lines
+    assert "each item:" in lines
+    assert 'id: string required (like "DE-0042") — Station.' in lines
+    assert "weight: number (> 0; default 1.0)" in lines
+    assert 'period_start: string (date) (default "1990-01-01")' in lines
+    assert "threshold: number optional (≥ 0; default null)" in lines
+    assert 'method: one of "gev", "gumbel" (default "gev")' in lines
+    assert "pattern" not in out and "[A-Z]" not in out
+    # The items' fields are drawn under the list, deeper than the conf's own fields.
+    depth = {
+        line.strip(" │├└─").split(":")[0]: len(line) - len(line.lstrip(" │├└─"))
+        for line in out.splitlines()
+        if ":" in line
+    }
+    assert depth["id"] > depth["gauges"] == depth["return_period"]
+
+
+def test_a_yaml_conf_file_with_dates_and_groups_is_taken_as_written(
+    platform: PlatformInfo, acc: Accelerator, flood_repo: ModelRepo, tmp_path: Path
+) -> None:
+    acc.publish(flood_repo.manifest)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "period_start: 1990-01-01\n"
+        "return_period: 50\n"
+        "threshold: 2.5\n"
+        "gauges:\n"
+        "  - id: DE-0042\n"
+        "    weight: 0.5\n"
+        "  - id: FR-0007\n"
+    )
+    code, out = acc_cli(platform, "run", flood_repo.name, "--conf-file", str(conf), "--wait")
+    assert code == 0, out
+    assert "Completed" in out
+    run_id = re.search(r"run ([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
+    assert acc.run(run_id).result() == {
+        "start": "1990-01-01",
+        "gauges": ["DE-0042", "FR-0007"],
+        "return_period": 50,
+    }
+
+
+def test_a_json_conf_file_is_read_as_json_and_a_wrong_date_is_named(
+    platform: PlatformInfo, acc: Accelerator, flood_repo: ModelRepo, tmp_path: Path
+) -> None:
+    acc.publish(flood_repo.manifest)
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"period_start": "1990-13-01", "gauges": [{"id": "x"}]}))
+    code, out = acc_cli(platform, "run", flood_repo.name, "--conf-file", str(conf))
+    assert code == 2, out
+    assert "conf.period_start: '1990-13-01' is not a 'date'" in out
+    assert "conf.gauges[0].id" in out
+    assert count_runs(platform.api_url, f"{flood_repo.name}@1.0.0") == 0
+
+    conf.write_text('{"period_start": "1990-01-01",}')
+    code, out = acc_cli(platform, "run", flood_repo.name, "--conf-file", str(conf))
+    assert code == 1 and f"--conf-file {conf}: not valid JSON at line 1" in " ".join(out.split())
+
+
+def test_whoami_as_the_local_operator_says_how_to_act_as_oneself(platform: PlatformInfo) -> None:
+    code, out = acc_cli(platform, "whoami")
+    assert code == 0, out
+    text = " ".join(out.split())
+    assert "— operator" in text
+    assert "as the local platform's operator, with the operator token `acc up` keeps" in text
+    assert "To act as yourself: an operator runs `acc users add YOUR-NAME --project " in text
+    assert "PROJECT:author`" in text and "set ACC_TOKEN to that token" in text
+
+
+def test_whoami_with_a_personal_token_names_the_user_projects_and_roles(
+    platform: PlatformInfo, acc: Accelerator
+) -> None:
+    name = f"dana-{uuid.uuid4().hex[:6]}"
+    _, token = acc.add_user(name, {"demo": "author", "hydro": "member"})
+    result = runner.invoke(
+        app,
+        ["--api-url", platform.api_url, "whoami"],
+        env={"COLUMNS": "200", "ACC_TOKEN": token},
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"{name} — user" in text
+    assert "with your personal token from ACC_TOKEN" in text
+    author = rf"demo\s+│\s+author\s+│\s+see, run and publish as owner {name}"
+    assert re.search(author, result.output)
+    assert re.search(r"hydro\s+│\s+member\s+│\s+see and run", result.output)
+    assert f"You publish as yourself: write owner: {name}" in text
+    assert token not in result.output
