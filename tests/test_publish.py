@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
 
-from accelerator_prefect import Accelerator, ManifestError, PublishError
+from accelerator_prefect import Accelerator, AccessDenied, ManifestError, PublishError
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo
+from tests.conftest import ECHO_FLOW, ModelRepo
 
 
 def read_deployment(api_url: str, name: str) -> object:
@@ -135,3 +136,73 @@ def test_publishing_outside_git_is_refused(
     manifest.write_text(echo_repo.manifest.read_text())
     with pytest.raises(PublishError, match="not inside a git repository"):
         acc.publish(manifest)
+
+
+def test_a_conf_of_conf_publishes_without_warnings(acc: Accelerator, echo_repo: ModelRepo) -> None:
+    assert acc.publish(echo_repo.manifest).warnings == ()
+
+
+def test_a_conf_accepting_unknown_fields_is_published_with_a_warning_saying_what_to_do(
+    acc: Accelerator, echo_repo: ModelRepo
+) -> None:
+    loose = ECHO_FLOW.format(code_version="v1").replace(
+        "from accelerator_prefect import Conf,",
+        "from pydantic import BaseModel as Conf\nfrom accelerator_prefect import",
+    )
+    echo_repo.write("flows/echo.py", loose)
+    echo_repo.commit("a conf of plain pydantic")
+    result = acc.publish(echo_repo.manifest)
+    assert result.status == "created"
+    assert result.warnings == (
+        "conf: EchoConf accepts unknown fields, so a misspelt setting is ignored and the run "
+        "uses its default; derive it from accelerator_prefect.Conf or set "
+        "model_config = ConfigDict(extra='forbid')",
+    )
+    assert acc.publish(echo_repo.manifest).warnings == result.warnings  # said every time
+
+
+def _hold_name(acc: Accelerator, tmp_path: Path, name: str, scope: str) -> None:
+    """alice's model ``name`` in project demo, published by an operator."""
+    held = ModelRepo(tmp_path / f"held-{scope}", name).echo()
+    held.manifest.write_text(held.manifest.read_text().replace("scope: project", f"scope: {scope}"))
+    held.commit("held")
+    acc.publish(held.manifest)
+
+
+def _claim(platform: PlatformInfo, tmp_path: Path, name: str, token: str, who: str) -> str:
+    """What ``who`` (an author in project elsewhere) is told publishing ``name``."""
+    claim = ModelRepo(tmp_path / f"claim-{who}", name).echo(version="2.0.0")
+    text = claim.manifest.read_text().replace("owner: alice", f"owner: {who}")
+    claim.manifest.write_text(text.replace("project: demo", "project: elsewhere"))
+    claim.commit("claim")
+    with (
+        Accelerator.connect(platform.api_url, token=token) as author,
+        pytest.raises(AccessDenied) as refused,
+    ):
+        author.publish(claim.manifest)
+    return str(refused.value)
+
+
+def test_a_name_held_by_a_model_one_may_not_see_is_refused_without_a_word_about_it(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    name = f"held-{uuid.uuid4().hex[:8]}"
+    _hold_name(acc, tmp_path, name, "private")
+    who = f"erin-{uuid.uuid4().hex[:6]}"
+    _, token = acc.add_user(who, {"elsewhere": "author"})
+    message = _claim(platform, tmp_path, name, token, who)
+    assert message.endswith(f"the name {name!r} cannot be used: choose another")
+    assert "alice" not in message and "demo" not in message and "taken" not in message
+    assert [v.version for v in acc.get(name).versions] == ["1.0.0"]
+
+
+def test_a_name_held_by_a_model_one_may_see_names_its_holder(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    name = f"held-{uuid.uuid4().hex[:8]}"
+    _hold_name(acc, tmp_path, name, "public")
+    who = f"fred-{uuid.uuid4().hex[:6]}"
+    _, token = acc.add_user(who, {"elsewhere": "author"})
+    message = _claim(platform, tmp_path, name, token, who)
+    assert f"the model name {name!r} is already taken by another owner or project " in message
+    assert "(alice, in project demo); choose another name" in message
