@@ -45,6 +45,7 @@ from fsspec.callbacks import Callback
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from fsspec.utils import isfilelike
 
 from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
 
@@ -87,6 +88,10 @@ SAMPLES_TTL = 10.0
 
 class StoragePathError(AcceleratorError, ValueError):
     """An ``acc://`` path is malformed or would leave the storage root."""
+
+
+class UnsupportedMode(AcceleratorError, ValueError):
+    """An ``acc://`` file was opened in a mode storage does not offer (updates in place)."""
 
 
 def check_path(path: str) -> str:
@@ -433,9 +438,30 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
         with self._hiding_root():
             return super().cat_file(path, *args, **kwargs)
 
-    def get_file(self, rpath: str, lpath: str, **kwargs: Any) -> Any:
+    def get_file(self, rpath: str, lpath: Any, callback: Any = None, **kwargs: Any) -> None:
+        """Copy one file out of storage: the local file appears under its name only once
+        complete, in a local folder made if need be (a folder met by a recursive get is
+        made itself)."""
         with self._hiding_root():
-            return super().get_file(rpath, lpath, **kwargs)
+            if isfilelike(lpath):
+                with self.open(rpath, "rb") as source:
+                    _copy(source, lpath, _progress_of(callback))
+                return
+            local = os.fspath(lpath)
+            if self.isdir(rpath):
+                os.makedirs(local, exist_ok=True)
+                return
+            folder, name = os.path.split(os.path.abspath(local))
+            os.makedirs(folder, exist_ok=True)
+            temp = os.path.join(folder, f".{name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}")
+            try:
+                if callback is not None:
+                    kwargs["callback"] = callback
+                self.fs.get_file(self._join(rpath), temp, **kwargs)
+                os.replace(temp, local)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(temp)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         with self._hiding_root():
@@ -458,24 +484,67 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
         return AbstractFileSystem.cat(self, path, recursive, on_error, **kwargs)
 
     def copy(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> Any:
-        if self._local_root is None:
-            return super().copy(path1, path2, recursive=recursive, **kwargs)
-        return AbstractFileSystem.copy(self, path1, path2, recursive=recursive, **kwargs)
+        with self._hiding_root():
+            if self._local_root is None:
+                source, target = self._join_bulk(path1), self._join_bulk(path2)
+                return self.fs.copy(source, target, recursive=recursive, **kwargs)
+            return AbstractFileSystem.copy(self, path1, path2, recursive=recursive, **kwargs)
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> Any:
-        if self._local_root is None:
-            return super().mv(path1, path2, recursive=recursive, **kwargs)
-        return AbstractFileSystem.mv(self, path1, path2, recursive=recursive, **kwargs)
+        with self._hiding_root():
+            if self._local_root is None:
+                source, target = self._join_bulk(path1), self._join_bulk(path2)
+                return self.fs.mv(source, target, recursive=recursive, **kwargs)
+            return AbstractFileSystem.mv(self, path1, path2, recursive=recursive, **kwargs)
 
     def get(self, rpath: Any, lpath: Any, recursive: bool = False, **kwargs: Any) -> Any:
-        if self._local_root is None:
-            return super().get(rpath, lpath, recursive=recursive, **kwargs)
-        return AbstractFileSystem.get(self, rpath, lpath, recursive=recursive, **kwargs)
+        # fsspec's generic road on every backend: each file comes through get_file,
+        # which makes the local folders it needs and writes each file aside first.
+        with self._hiding_root():
+            return AbstractFileSystem.get(self, rpath, lpath, recursive=recursive, **kwargs)
 
     def put(self, lpath: Any, rpath: Any, recursive: bool = False, **kwargs: Any) -> Any:
-        if self._local_root is None:
-            return super().put(lpath, rpath, recursive=recursive, **kwargs)
-        return AbstractFileSystem.put(self, lpath, rpath, recursive=recursive, **kwargs)
+        with self._hiding_root():
+            if self._local_root is None:
+                return self.fs.put(lpath, self._join_bulk(rpath), recursive=recursive, **kwargs)
+            return AbstractFileSystem.put(self, lpath, rpath, recursive=recursive, **kwargs)
+
+    def _join_bulk(self, path: Any) -> Any:
+        """:meth:`_join`, keeping a trailing ``/``: in a bulk call it means "into this
+        folder" (a target) or "the contents of" (a source)."""
+        if isinstance(path, str):
+            full = self._join(path)
+            return full + "/" if path.endswith("/") and check_path(path) else full
+        return [self._join_bulk(p) for p in path]
+
+    # -- writes: every one atomic, in folders made as needed, errors about acc:// paths ----
+    #
+    # DirFileSystem hands these to the backend, where they write in place and, on the
+    # local disk, into an existing folder only; here they go through open_atomic.
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        if not truncate and self.exists(path):
+            with self._hiding_root():  # only its time changes, where the backend can
+                self.fs.touch(self._join(path), truncate=False, **kwargs)
+            return
+        with self._hiding_root(), self.open_atomic(path, **kwargs):
+            pass
+
+    def pipe(self, path: Any, value: Any = None, **kwargs: Any) -> None:
+        AbstractFileSystem.pipe(self, path, value, **kwargs)
+
+    def write_text(
+        self,
+        path: str,
+        value: str,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+        **kwargs: Any,
+    ) -> int:
+        options = {"encoding": encoding, "errors": errors, "newline": newline}
+        with self._hiding_root(), self.open(path, "w", **options) as f:
+            return int(f.write(value))
 
     def walk(self, path: str, *args: Any, **kwargs: Any) -> Any:
         if self._local_root is None:
@@ -503,8 +572,15 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
         return bool(OBJECT_STORES.intersection(protocols))
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        """Open a file; writing (``w``, ``wb``, ``x``) is atomic per file."""
-        if "r" in mode or "a" in mode or "+" in mode:
+        """Open a file; writing (``w``, ``x``, ``a``, text or binary) is atomic per file:
+        what was written (or appended) appears only when the file is closed cleanly."""
+        if "+" in mode:
+            raise UnsupportedMode(
+                f"{to_uri(path)}: mode {mode!r} is not supported: acc:// files are read "
+                "('r'), or written whole ('w', 'x') or appended to ('a'), never updated "
+                "in place"
+            )
+        if "r" in mode:
             with self._hiding_root():
                 return super().open(path, mode, **kwargs)
         text = "b" not in mode
@@ -513,30 +589,44 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
         newline = kwargs.pop("newline", None)
         kwargs.pop("compression", None)
         with self._hiding_root():
-            writer = self.open_atomic(path, exclusive="x" in mode, **kwargs)
+            writer = self.open_atomic(path, exclusive="x" in mode, append="a" in mode, **kwargs)
         if not text:
             return writer
         return _AtomicText(
             io.BufferedWriter(writer), encoding=encoding, errors=errors, newline=newline
         )
 
-    def open_atomic(self, path: str, *, exclusive: bool = False, **kwargs: Any) -> AtomicWriter:
-        """A binary writer that publishes ``path`` only when closed cleanly."""
+    def open_atomic(
+        self, path: str, *, exclusive: bool = False, append: bool = False, **kwargs: Any
+    ) -> AtomicWriter:
+        """A binary writer that publishes ``path`` only when closed cleanly (``append``:
+        the file as it was, followed by what is written)."""
         target = self._join(path)
         if exclusive and self.fs.exists(target):
             raise FileExistsError(f"{to_uri(path)} already exists")
         parent, name = target.rsplit(self.fs.sep, 1)
         if self.is_object_store:
-            raw = self.fs.open(target, "wb", **kwargs)
+            raw = self.fs.open(target, "ab" if append else "wb", **kwargs)
             if isinstance(raw, AbstractBufferedFile):
                 # An object appears only when its upload completes: already atomic.
-                return AtomicWriter(
+                writer = AtomicWriter(
                     raw, commit=lambda: None, discard=lambda: _discard(raw), name=to_uri(path)
                 )
+                writer._position = raw.tell()  # appending: after what is there
+                return writer
             raw.close()
         self.fs.makedirs(parent, exist_ok=True)
         temp = f"{parent}{self.fs.sep}.{name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
         raw = self.fs.open(temp, "wb", **kwargs)
+        kept = 0
+        if append and self.fs.isfile(target):
+            try:
+                with self.fs.open(target, "rb") as old:
+                    kept = _copy(old, raw, None)
+            except BaseException:
+                raw.close()
+                self.fs.rm_file(temp)
+                raise
 
         def commit() -> None:
             if isinstance(self.fs, LocalFileSystem):
@@ -548,10 +638,12 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
             raw.close()
             self.fs.rm_file(temp)
 
-        return AtomicWriter(raw, commit=commit, discard=discard, name=to_uri(path))
+        writer = AtomicWriter(raw, commit=commit, discard=discard, name=to_uri(path))
+        writer._position = kept
+        return writer
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
-        with self.open_atomic(path, exclusive=mode == "create") as f:
+        with self._hiding_root(), self.open_atomic(path, exclusive=mode == "create") as f:
             f.write(value)
 
     def put_file(self, lpath: str, rpath: str, callback: Any = None, **kwargs: Any) -> None:
@@ -567,20 +659,22 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
                 # Bounded: 4 parts of 16 MiB in flight, not s3fs's 10 of 50 MiB.
                 kwargs.setdefault("chunksize", UPLOAD_PART)
                 kwargs.setdefault("max_concurrency", UPLOAD_CONCURRENCY)
-            super().put_file(lpath, rpath, **kwargs)
+            with self._hiding_root():
+                super().put_file(lpath, rpath, **kwargs)
             return
-        with open(lpath, "rb") as source, self.open_atomic(rpath) as target:
+        with open(lpath, "rb") as source, self._hiding_root(), self.open_atomic(rpath) as target:
             _copy(source, target, _progress_of(callback))
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         if self.is_object_store:
-            super().cp_file(path1, path2, **kwargs)
+            with self._hiding_root():
+                super().cp_file(path1, path2, **kwargs)
             return
         if self.isdir(path1):  # a folder met by a recursive copy
             self.makedirs(path2, exist_ok=True)
             return
-        with self.open(path1, "rb") as source, self.open_atomic(path2) as target:
-            _copy(source, target, None)
+        with self.open(path1, "rb") as source, self._hiding_root(), self.open_atomic(path2) as out:
+            _copy(source, out, None)
 
 
 class _Progress(Callback):  # type: ignore[misc]

@@ -19,6 +19,7 @@ from accelerator_prefect.storage import (
     AccFileSystem,
     Storage,
     StoragePathError,
+    UnsupportedMode,
     accepts,
     check_path,
 )
@@ -45,8 +46,12 @@ def test_paths_that_could_escape_the_root_are_refused(uri: str) -> None:
 
 
 @pytest.mark.parametrize("uri", ESCAPES)
-def test_no_operation_reaches_outside_the_root(acc_fs: AccFileSystem, uri: str) -> None:
+def test_no_operation_reaches_outside_the_root(
+    acc_fs: AccFileSystem, uri: str, tmp_path: Path
+) -> None:
     acc_fs.pipe_file("acc://climate/ok.txt", b"fine")
+    local = tmp_path / "local.txt"
+    local.write_text("x")
     for operation in (
         lambda: acc_fs.open(uri, "rb"),
         lambda: acc_fs.open(uri, "wb"),
@@ -55,6 +60,16 @@ def test_no_operation_reaches_outside_the_root(acc_fs: AccFileSystem, uri: str) 
         lambda: acc_fs.pipe_file(uri, b"x"),
         lambda: acc_fs.rm(uri),
         lambda: acc_fs.cp_file("acc://climate/ok.txt", uri),
+        # The bulk calls keep a trailing "/" ("into this folder"): checked all the same.
+        lambda: acc_fs.copy("acc://climate/ok.txt", uri + "/"),
+        lambda: acc_fs.copy(uri + "/", "acc://climate/loot/", recursive=True),
+        lambda: acc_fs.mv("acc://climate/ok.txt", uri + "/"),
+        lambda: acc_fs.put(str(local), uri + "/"),
+        lambda: acc_fs.get(uri + "/", str(tmp_path / "dl") + "/", recursive=True),
+        lambda: acc_fs.get_file(uri, str(tmp_path / "dl.txt")),
+        lambda: acc_fs.touch(uri),
+        lambda: acc_fs.pipe(uri, b"x"),
+        lambda: acc_fs.write_text(uri, "x"),
     ):
         with pytest.raises(StoragePathError):
             operation()
@@ -223,6 +238,105 @@ def test_a_write_that_fails_leaves_nothing_and_keeps_the_old_file(acc_fs: AccFil
             raise RuntimeError("the routine failed mid-write")
     assert acc_fs.cat_file("acc://climate/results/summary.csv") == b"old,complete\n"
     assert acc_fs.find("acc://climate/results") == ["climate/results/summary.csv"]
+
+
+def test_touch_pipe_and_write_text_make_their_folders_and_write_whole_files(
+    acc_fs: AccFileSystem,
+) -> None:
+    acc_fs.touch("acc://climate/new/deep/empty.txt")
+    acc_fs.pipe("acc://climate/a/b/c.bin", b"\x00\x01")
+    acc_fs.pipe({"acc://climate/many/1.txt": b"1", "acc://climate/many/sub/2.txt": b"2"})
+    assert acc_fs.write_text("acc://climate/notes/today.md", "# été\n") == 6
+    assert {name: acc_fs.cat_file(name) for name in acc_fs.find("acc://climate")} == {
+        "climate/a/b/c.bin": b"\x00\x01",
+        "climate/many/1.txt": b"1",
+        "climate/many/sub/2.txt": b"2",
+        "climate/new/deep/empty.txt": b"",
+        "climate/notes/today.md": "# été\n".encode(),
+    }
+    # A text that cannot be written leaves the old file as it was, and nothing aside.
+    with pytest.raises(UnicodeEncodeError):
+        acc_fs.write_text("acc://climate/notes/today.md", "half\udcff", encoding="ascii")
+    assert acc_fs.cat_file("acc://climate/notes/today.md") == "# été\n".encode()
+    assert acc_fs.find("acc://climate/notes") == ["climate/notes/today.md"]
+
+
+def test_appending_is_atomic_and_updates_in_place_are_refused(acc_fs: AccFileSystem) -> None:
+    acc_fs.pipe_file("acc://climate/log.txt", b"first\n")
+    with acc_fs.open("acc://climate/log.txt", "a") as f:
+        f.write("second\n")
+    with acc_fs.open("acc://climate/log.txt", "ab") as f:
+        assert f.tell() == 13
+        f.write(b"third\n")
+    with pytest.raises(RuntimeError), acc_fs.open("acc://climate/log.txt", "ab") as f:
+        f.write(b"half")
+        raise RuntimeError("the routine failed mid-write")
+    assert acc_fs.cat_file("acc://climate/log.txt") == b"first\nsecond\nthird\n"
+    assert acc_fs.find("acc://climate") == ["climate/log.txt"]
+    for mode in ("r+b", "w+", "a+"):
+        with pytest.raises(UnsupportedMode, match=r"acc://climate/log.txt: mode .* in place"):
+            acc_fs.open("acc://climate/log.txt", mode)
+
+
+def test_errors_of_writes_name_the_acc_path_never_the_root(tmp_path: Path) -> None:
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    fs.pipe_file("acc://climate/ok.txt", b"a file, not a folder")
+    messages = []
+    for attempt in (
+        lambda: fs.touch("acc://climate/ok.txt/inside.txt"),
+        lambda: fs.pipe("acc://climate/ok.txt/inside.txt", b"x"),
+        lambda: fs.write_text("acc://climate/ok.txt/inside.txt", "x"),
+        lambda: fs.put_file(str(tmp_path / "missing.txt"), "acc://climate/in.txt"),
+        lambda: fs.cp_file("acc://climate/nope.txt", "acc://climate/copy.txt"),
+        lambda: fs.get_file("acc://climate/nope.txt", str(tmp_path / "nope.txt")),
+    ):
+        with pytest.raises(OSError) as raised:
+            attempt()
+        messages.append(str(raised.value))
+    assert all(str(tmp_path / "storage") not in m for m in messages), messages
+    assert all("acc://climate/" in m for m in messages[:3] + messages[4:]), messages
+    assert fs.find("acc://climate") == ["climate/ok.txt"]
+
+
+def test_get_makes_the_local_folders_it_needs(acc_fs: AccFileSystem, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "local"
+    acc_fs.pipe({"acc://climate/obs/t2m.csv": b"t\n1\n", "acc://climate/obs/n/pr.csv": b"p\n"})
+    acc_fs.get_file("acc://climate/obs/t2m.csv", str(tmp_path / "one" / "two" / "t2m.csv"))
+    acc_fs.get("acc://climate/obs/t2m.csv", str(tmp_path / "into" / "new") + "/")
+    acc_fs.get("acc://climate/obs", str(tmp_path / "tree"), recursive=True)
+    acc_fs.get("acc://climate/obs/", str(tmp_path / "contents"), recursive=True)
+    found = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv"))
+    assert found == [
+        "contents/n/pr.csv",
+        "contents/t2m.csv",
+        "into/new/t2m.csv",
+        "one/two/t2m.csv",
+        "tree/n/pr.csv",
+        "tree/t2m.csv",
+    ]
+    assert (tmp_path / "one" / "two" / "t2m.csv").read_bytes() == b"t\n1\n"
+    assert not [p for p in tmp_path.rglob("*") if PARTIAL_MARK in p.name]
+
+
+def test_a_trailing_slash_means_into_this_folder_or_its_contents(
+    acc_fs: AccFileSystem, tmp_path: Path
+) -> None:
+    acc_fs.pipe({"acc://climate/src/a.csv": b"a", "acc://climate/src/sub/b.csv": b"b"})
+    local = tmp_path / "c.csv"
+    local.write_bytes(b"c")
+    acc_fs.cp("acc://climate/src/a.csv", "acc://climate/t/newdir/")
+    acc_fs.put(str(local), "acc://climate/t/putdir/")
+    acc_fs.cp("acc://climate/src/", "acc://climate/t/contents", recursive=True)
+    acc_fs.cp("acc://climate/src", "acc://climate/t/contents", recursive=True)
+    acc_fs.mv("acc://climate/t/putdir/c.csv", "acc://climate/t/moved/")
+    assert acc_fs.find("acc://climate/t") == [
+        "climate/t/contents/a.csv",
+        "climate/t/contents/src/a.csv",
+        "climate/t/contents/src/sub/b.csv",
+        "climate/t/contents/sub/b.csv",
+        "climate/t/moved/c.csv",
+        "climate/t/newdir/a.csv",
+    ]
 
 
 def test_a_crashed_writer_leaves_no_complete_looking_file(tmp_path: Path) -> None:
