@@ -50,7 +50,10 @@ def _entered(node: Any, resolver: Resolver[Any]) -> Resolver[Any]:
     """`resolver` inside `node`: a node with an ``$id`` of its own is a new base for its refs."""
     if not isinstance(node, dict) or not isinstance(node.get("$id"), str):
         return resolver
-    return resolver.in_subresource(DRAFT202012.create_resource(node))
+    try:
+        return resolver.in_subresource(DRAFT202012.create_resource(node))
+    except ValueError:  # an $id no URI reading makes sense of: the validator reports it
+        return resolver
 
 
 def _followed(node: Any, resolver: Resolver[Any]) -> tuple[dict[str, Any], Resolver[Any]]:

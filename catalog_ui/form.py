@@ -11,7 +11,14 @@ A model arranges its form with two keys beside a field's schema: ``x-section``
 (fields with the same section stand together under its heading, sections in
 the order they first appear) and ``x-advanced: true`` (the field goes into a
 collapsed "Advanced settings" fold at the end of its section, or of the form
-for fields in no section; a fold holding a problem opens and says so). A
+for fields in no section; a fold holding a problem opens and says so).
+Parameter schemas written as nf-core writes them arrange themselves the same
+way: each titled ``allOf`` group (two or more of them) is a section, in the
+groups' order, with its description under its heading; ``hidden: true`` folds
+a field like ``x-advanced``; ``help_text`` follows the description in the
+field's help. Numbers keep their JSON type: a default of 5 comes back as 5, a
+default of 5.0 as 5.0, and a whole number typed into a field of any number is
+sent as JSON reads it (5, not 5.0). A
 compact form (``render(..., compact=True)``, for the catalog embedded in another
 site) puts short fields side by side in twos, in their sections' order but without
 the sections' headings.
