@@ -179,9 +179,24 @@ def _describe(schema: dict[str, Any], error: ValidationError) -> str:
         ]
         best = min(fitting or error.context, key=lambda e: len(list(e.relative_path)))
         if best.relative_path:
-            return f"{field_path(best.absolute_path)}: {best.message}"
-        return f"{where or 'parameters'}: {best.message}"
-    return f"{where or 'parameters'}: {error.message}"
+            return _describe(schema, best)
+        return f"{where or 'parameters'}: {_message(best)}"
+    return f"{where or 'parameters'}: {_message(error)}"
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, but a pattern in words: the field's example or description
+    (a regular expression, with its backslashes doubled, tells people nothing)."""
+    if error.validator != "pattern":
+        return str(error.message)
+    field = error.schema if isinstance(error.schema, dict) else {}
+    examples = field.get("examples") or ([field["example"]] if "example" in field else [])
+    shown = json.dumps(error.instance, ensure_ascii=False)
+    if examples:
+        return f"{shown} is not in the expected form, e.g. {json.dumps(examples[0])}"
+    if field.get("description"):
+        return f"{shown} is not in the expected form ({field['description'].rstrip('.')})"
+    return f"{shown} is not in the expected form (the pattern {error.validator_value})"
 
 
 def parameter_problems(schema: dict[str, Any], parameters: dict[str, Any]) -> list[str]:

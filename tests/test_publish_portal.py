@@ -301,7 +301,10 @@ def test_a_model_name_taken_by_another_project_is_refused_before_any_code_runs(
         portal, people.other_token, squatter.manifest, bundle=bundle_of(squatter, tmp_path)
     )
     assert answer.status_code == 403, answer.text
-    assert "already taken" in answer.json()["detail"]
+    # Someone who may not see the holder learns nothing of it: not its owner, not its project.
+    detail = answer.json()["detail"]
+    assert detail.endswith(f"the name {taken.name!r} cannot be used: choose another"), detail
+    assert "alice" not in detail and "demo" not in detail
     assert not seen.exists()  # its code was never imported
     assert [v.version for v in acc.get(taken.name).versions] == ["1.0.0"]
 

@@ -209,3 +209,27 @@ def test_a_field_of_a_group_is_found_as_its_parameters_own() -> None:
     assert field_schema(root, "conf", "phred_like_threshold")["maximum"] == 60
     assert field_schema(root, "conf", "input")["format"] == "file-path"
     assert field_schema(root, "conf", "nothing") == {}
+
+
+def test_a_pattern_is_told_in_words_never_as_a_regular_expression() -> None:
+    digits = "^\\d+$"
+    schema = {
+        "type": "object",
+        "properties": {
+            "conf": {
+                "type": "object",
+                "properties": {
+                    "gauge": {
+                        "type": "string",
+                        "pattern": "^[A-Z]{2}-\\d{4}$",
+                        "examples": ["DE-0042"],
+                    },
+                    "code": {"type": "string", "pattern": digits, "description": "Digits only."},
+                },
+            }
+        },
+    }
+    assert parameter_problems(schema, {"conf": {"gauge": "x1", "code": "a"}}) == [
+        'conf.code: "a" is not in the expected form (Digits only)',
+        'conf.gauge: "x1" is not in the expected form, e.g. "DE-0042"',
+    ]

@@ -47,6 +47,11 @@ class PublishOut(BaseModel):
         description="created, updated (metadata only), unchanged, or replaced (forced)."
     )
     commit: str | None = Field(description="The commit the version runs.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the author should fix, though it did not stop publishing (a conf "
+        "that accepts unknown fields).",
+    )
 
 
 _FORM: dict[str, Any] = {
@@ -203,7 +208,11 @@ async def publish(request: Request, acc: Acc, response: Response) -> PublishOut 
     if result.status not in ("created", "replaced"):
         response.status_code = 200
     return PublishOut(
-        model=result.model, version=result.version, status=result.status, commit=result.commit
+        model=result.model,
+        version=result.version,
+        status=result.status,
+        commit=result.commit,
+        warnings=list(result.warnings),
     )
 
 
