@@ -1335,8 +1335,12 @@ def runs(
     since: str | None = typer.Option(None, help="Since: how long ago (7d, 12h) or a date."),
     until: str | None = typer.Option(None, help="Until: a date or date-time."),
     limit: int = typer.Option(50, help="At most this many, newest first."),
+    phases: bool = typer.Option(
+        True, help="Show how long each run was queued and starting (one more read per run)."
+    ),
 ) -> None:
-    """List the runs you may read: yours, and every run of the models you own."""
+    """List the runs you may read: yours, and every run of the models you own, with where
+    their time went: queued for a worker, starting, computing."""
     acc = connect()
     try:
         found = acc.runs(
@@ -1347,10 +1351,12 @@ def runs(
             since=_when("--since", since),
             until=_when("--until", until),
             limit=limit,
+            phases=phases,
         )
     except AcceleratorError as exc:
         fail(str(exc))
-    table = Table("run", "model", "version", "user", "via", "state", "started", "duration")
+    columns = ["run", "model", "version", "user", "via", "state", "started"]
+    table = Table(*columns, *(["queued", "starting"] if phases else []), "computing")
     for r in found:
         table.add_row(
             r.id,
@@ -1360,13 +1366,37 @@ def runs(
             r.via,
             r.state,
             f"{r.started:%Y-%m-%d %H:%M:%S}" if r.started else "",
-            f"{r.duration:.1f} s" if r.duration is not None else "",
+            *([_seconds(r.queued), _seconds(r.starting)] if phases else []),
+            _seconds(r.duration),
         )
     console.print(table)
 
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f} s"
+
+
+@app.command()
+def access(
+    model: str,
+    scope: str | None = typer.Option(
+        None, "--scope", help="Set it: private, project, link or public (every version)."
+    ),
+) -> None:
+    """Who may see and run a model; with --scope, set it for every version at once (its
+    owner or an operator), without publishing again."""
+    acc = connect()
+    try:
+        hosted = acc.set_access(model, scope) if scope else acc.get(model)
+    except AcceleratorError as exc:
+        fail(str(exc))
+    record = hosted.latest.record
+    said = f"{model} is {record.scope.value}"
+    if record.scope_changed_by and record.scope_changed_at:
+        said += f" (set by {record.scope_changed_by}, {record.scope_changed_at:%Y-%m-%d %H:%M})"
+    if scope:
+        said += f": every version ({', '.join(v.version for v in hosted.versions)})"
+    console.print(said, highlight=False)
 
 
 @app.command()
@@ -1409,9 +1439,12 @@ def usage(
         "runs",
         "users",
         "success",
-        "median",
-        "p95",
-        title=f"{model} since {since}",
+        "queued",
+        "starting",
+        "computing",
+        "computing p95",
+        "launch to end",
+        title=f"{model} since {since} (medians of completed runs)",
     )
     for row in rows:
         table.add_row(
@@ -1420,8 +1453,11 @@ def usage(
             str(row.runs),
             str(row.users),
             f"{row.success_rate:.0%}",
+            _seconds(row.median_queued_seconds),
+            _seconds(row.median_starting_seconds),
             _seconds(row.median_seconds),
             _seconds(row.p95_seconds),
+            _seconds(row.median_total_seconds),
         )
     console.print(table if rows else f"No finished runs of {model} since {since}.")
 

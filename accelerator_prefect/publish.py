@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from accelerator_prefect.access import Principal, may_publish, may_see
 from accelerator_prefect.catalog import (
+    HostedModel,
     HostedVersion,
     HostingRecord,
     hosting_tags,
@@ -48,6 +49,7 @@ from accelerator_prefect.errors import AccessDenied, ManifestError, PublishError
 from accelerator_prefect.manifest import (
     InputMapping,
     Manifest,
+    Scope,
     Status,
     load_manifest,
     parse_manifest,
@@ -398,11 +400,12 @@ async def _deploy(
     published = await read_versions(client, model=manifest.name)
     _check_ownership(manifest, [*published, *(elsewhere or [])], principal, label)
     existing = next((v for v in published if v.version == manifest.version), None)
+    scope, every_version = _model_scope(manifest, published)
     record = HostingRecord(
         title=manifest.title,
         owner=manifest.owner,
         project=manifest.project,
-        scope=manifest.access.scope,
+        scope=scope,
         status=manifest.status,
         tags=manifest.tags,
         manifest=manifest.model_dump(mode="json"),
@@ -447,8 +450,35 @@ async def _deploy(
         pull_steps=_pull_steps(record, source.root),
         paused=record.status == Status.archived,
     )
+    others = [v for v in published if v.version != manifest.version and v.record.scope != scope]
+    if every_version and others:  # the scope is the model's: its other versions follow
+        from accelerator_prefect.versions import set_scope
+
+        await set_scope(
+            client, HostedModel(name=manifest.name, versions=others), scope, by=published_by
+        )
     await mark_heads(client, manifest.name)
     return _result(manifest, status, str(deployment_id), record, warnings)
+
+
+def _model_scope(manifest: Manifest, published: list[HostedVersion]) -> tuple[Scope, bool]:
+    """The scope a version is published with, and whether the model's other versions take
+    it too. Who may see and run a model is the model's: a manifest whose `access.scope` says
+    something else than the one published last (the same version's, else the newest's)
+    sets it for every version; one that says the same keeps what the model has now, which
+    its owner may have changed since with `acc access`."""
+    if not published:
+        return manifest.access.scope, False
+    newest = max(published, key=lambda v: v.record.published_at)
+    before = next((v for v in published if v.version == manifest.version), newest)
+    declared = (before.record.manifest.get("access") or {}).get("scope")
+    if declared != manifest.access.scope.value:
+        return manifest.access.scope, True
+    changed = [v for v in published if v.record.scope_changed_at is not None]
+    if not changed:
+        return newest.record.scope, False
+    latest = max(changed, key=lambda v: v.record.scope_changed_at or v.record.published_at)
+    return latest.record.scope, False
 
 
 async def _environment(
@@ -621,6 +651,8 @@ def _compare(
             "replaced_by": old.replaced_by,
             "status_changed_at": old.status_changed_at,
             "status_changed_by": old.status_changed_by,
+            "scope_changed_at": old.scope_changed_at if new.scope == old.scope else None,
+            "scope_changed_by": old.scope_changed_by if new.scope == old.scope else None,
         }
     )
     unchanged = (

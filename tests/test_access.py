@@ -19,6 +19,7 @@ from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.settings import get_settings
 from accelerator_prefect.transport import prefect_client
 from tests.conftest import ModelRepo
+from tests.test_cli import acc_cli
 from tests.test_launch import count_runs
 
 SCOPES = ["private", "project", "public", "link"]
@@ -914,3 +915,40 @@ def test_an_owner_opens_every_version_of_a_model_at_once_and_nobody_else_may(
             carol.get(name)
         with pytest.raises(NotFound):
             carol.set_access(name, "public")
+
+    if via is None:  # the CLI, as the local operator
+        code, out = acc_cli(platform, "access", name, "--scope", "private")
+        assert code == 0 and f"{name} is private (set by operator" in out, out
+        with (
+            Accelerator.connect(platform.api_url, token=team["bob"]) as bob,
+            pytest.raises(NotFound),
+        ):
+            bob.get(name)
+
+
+def test_a_new_release_keeps_the_models_access_unless_its_manifest_changes_it(
+    platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    alice_name = team["alice-name"]
+
+    def release(version: str, scope: str) -> None:
+        repo.write(
+            f"deployments/{name}.yaml",
+            NOTE_MANIFEST.format(name=name, scope=scope, owner=alice_name, version=version),
+        )
+        repo.commit(version)
+        operator.publish(repo.manifest)
+
+    def scopes() -> dict[str, str]:
+        return {v.version: v.record.scope.value for v in operator.get(name).versions}
+
+    with _client(platform, team, "operator") as operator:
+        name = _note_model(operator, tmp_path / "m", "private", alice_name)
+        repo = ModelRepo(tmp_path / "m", name)
+        operator.set_access(name, "project")
+        # The manifest still says private, as it did: the model stays as its owner set it.
+        release("1.1.0", "private")
+        assert scopes() == {"1.0.0": "project", "1.1.0": "project"}
+        # A manifest that says something new sets it for every version.
+        release("1.2.0", "public")
+        assert scopes() == {"1.0.0": "public", "1.1.0": "public", "1.2.0": "public"}

@@ -115,7 +115,7 @@ def test_usage_per_version_and_day(
 
 
 def test_runs_and_usage_tell_waiting_starting_and_computing_apart(
-    acc: Accelerator, history: dict[str, object], alice: Accelerator
+    acc: Accelerator, platform: PlatformInfo, history: dict[str, object], alice: Accelerator
 ) -> None:
     """What a launcher waits for is all counted: queued for a worker, being started, then
     computing; together they make the time from launch to end."""
@@ -135,6 +135,12 @@ def test_runs_and_usage_tell_waiting_starting_and_computing_apart(
             assert row.median_starting_seconds is not None
             assert row.median_total_seconds is not None and row.median_seconds is not None
             assert row.median_total_seconds >= row.median_seconds
+
+    code, out = acc_cli(platform, "runs", model, "--state", "completed")
+    assert code == 0, out
+    assert "queued" in out and "starting" in out and "computing" in out
+    code, out = acc_cli(platform, "usage", model)
+    assert code == 0 and "launch to end" in out, out
 
 
 def test_usage_is_for_the_owner_and_operators(
