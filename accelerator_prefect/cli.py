@@ -435,14 +435,14 @@ def _conf_tree(hosted: HostedVersion) -> Any:
     its type, format, choices, bounds, default and whether it is required or optional."""
     from rich.tree import Tree
 
-    from accelerator_prefect.validation import property_schema
+    from accelerator_prefect.validation import grouped_fields
 
     root = hosted.parameter_schema
     tree = Tree("[bold]conf[/] [dim](set with --conf FIELD=VALUE or --conf-file FILE)[/]")
-    conf = property_schema(root, "conf")
+    conf = grouped_fields(root, "conf")  # allOf groups (nf-core style) read as one
     if not conf.get("properties"):
         tree.add("[dim]no settings[/]")
-    _add_fields(tree, root, _node(root, conf))
+    _add_fields(tree, root, conf)
     return tree
 
 

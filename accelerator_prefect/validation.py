@@ -238,6 +238,30 @@ def property_schema(schema: dict[str, Any], name: str) -> dict[str, Any]:
     return _followed(node, _root_resolver(schema))[0]
 
 
+def grouped_fields(schema: dict[str, Any], parameter: str) -> dict[str, Any]:
+    """``parameter``'s schema as one group: its fields and those of its ``allOf`` groups,
+    in order, references resolved, and every group's required ones (for the conf of
+    nf-core-style schemas, whose fields live in ``allOf`` groups)."""
+    found = _child(schema, _root_resolver(schema), parameter)
+    if found is None:
+        return {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+
+    def gather(node: Any, resolver: Resolver[Any], depth: int) -> None:
+        node, resolver = _followed(node, resolver)
+        for name in node.get("properties") or {}:
+            child = _child(node, resolver, name)
+            if child is not None and name not in properties:
+                properties[name] = dict(child[0])
+        required.extend(n for n in node.get("required") or [] if isinstance(n, str))
+        for part in node.get("allOf") or [] if depth <= 32 else []:
+            gather(part, resolver, depth + 1)
+
+    gather(*found, 0)
+    return {"type": "object", "properties": properties, "required": list(dict.fromkeys(required))}
+
+
 def field_schema(schema: dict[str, Any], parameter: str, field: str) -> dict[str, Any]:
     """The schema of ``parameter.field`` with references resolved (``{}`` if unknown); a
     field of an ``allOf`` group counts as its parameter's own."""
