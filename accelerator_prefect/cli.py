@@ -235,7 +235,9 @@ def init(
         None, "--dir", help="Where to write it (default: a new folder named like the model)."
     ),
     owner: str | None = typer.Option(
-        None, help="Who owns it (default: your user name, as `acc whoami` would say)."
+        None,
+        help="Who owns it: your user name on the platform (default: the one `acc whoami` "
+        "says, when ACC_TOKEN is set; else your login name).",
     ),
     project: str = typer.Option(..., prompt=True, help="The project it belongs to."),
     title: str | None = typer.Option(None, help="Its title in the catalog."),
@@ -246,9 +248,24 @@ def init(
     from accelerator_prefect.scaffold import Model, ScaffoldError, write
 
     target = folder or Path(name)
+    if owner is None and get_settings(home=options.home).token is not None:
+        from accelerator_prefect.client import Accelerator
+
+        try:  # who ACC_TOKEN says you are
+            with Accelerator.connect(options.api_url, home=options.home, url=options.url) as acc:
+                owner = acc.principal.name
+        except AcceleratorError:
+            owner = None
+    if owner is None:
+        owner = getpass.getuser().lower()
+        errors.print(
+            f"owner: {owner} (your login name); publishing needs your user name on the "
+            "platform: pass --owner NAME, or set ACC_TOKEN first",
+            highlight=False,
+        )
     model = Model(
         name=name,
-        owner=owner or getpass.getuser().lower(),
+        owner=owner,
         project=project,
         title=title or name.replace("-", " ").capitalize(),
     )
@@ -283,7 +300,10 @@ def list_models() -> None:
     except AcceleratorError as exc:
         fail(str(exc))
     if not models:
-        console.print("No hosted models yet. Publish one with `acc publish deployments/x.yaml`.")
+        console.print(
+            "No models you may see (others' private models are not shown). Publish one with "
+            "`acc publish deployments/x.yaml`."
+        )
         return
     table = Table(
         "model",
@@ -862,7 +882,10 @@ def whoami() -> None:
         console.print(table)
     elif not principal.guest:
         console.print("projects: none", highlight=False)
-    console.print(_how_to_act_as_yourself(principal.name, kind), highlight=False, soft_wrap=True)
+    authoring = any(role.value == "author" for role in principal.projects.values())
+    console.print(
+        _how_to_act_as_yourself(principal.name, kind, authoring), highlight=False, soft_wrap=True
+    )
 
 
 def _credential() -> str:
@@ -885,7 +908,12 @@ def _credential() -> str:
     )
 
 
-def _how_to_act_as_yourself(name: str, kind: str) -> str:
+def _how_to_act_as_yourself(name: str, kind: str, authoring: bool = True) -> str:
+    if kind == "user" and not authoring:
+        return (
+            f"You may run models but publish none: an operator makes you an author with "
+            f"`acc users add {name} --project PROJECT:author`."
+        )
     if kind == "user":
         return (
             f"You publish as yourself: write owner: {name} and a project where you are an "

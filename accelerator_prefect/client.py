@@ -155,10 +155,15 @@ def resolve_api_url(settings: Settings, api_url: str | None = None) -> str:
     from accelerator_prefect.platform import read_platform
 
     platform = read_platform(settings.home)
+    if platform is None and settings.token is not None:
+        raise PlatformError(
+            "ACC_TOKEN is set but ACC_URL is not: set ACC_URL to the portal's address (the "
+            "Portal line `acc up` prints, or what your operator gave you)"
+        )
     if platform is None:
         raise PlatformError(
             f"no platform is running under {settings.home}; start one with `acc up`, "
-            "or set ACC_API_URL to a Prefect API"
+            "or set ACC_URL to a portal's address"
         )
     return platform.api_url
 
@@ -1107,7 +1112,9 @@ class AsyncAccelerator:
 
         return await asyncio.to_thread(sweep, await list_links(await self.client()))
 
-    async def _managed(self, model: str) -> tuple[HostedModel, PrefectClient]:
+    async def _managed(
+        self, model: str, what: str = "manage it"
+    ) -> tuple[HostedModel, PrefectClient]:
         """``model`` and its workspace's client if this principal may manage it; else
         not found or refused."""
         from accelerator_prefect.access import may_manage
@@ -1116,7 +1123,7 @@ class AsyncAccelerator:
         principal = await self.principal()
         hosted, client = await self.locate(model)
         if not may_manage(principal, hosted.latest.record.owner):
-            raise AccessDenied(f"{model}: only its owner or an operator may manage it")
+            raise AccessDenied(f"{model}: only its owner or an operator may {what}")
         return hosted, client
 
     async def versions(self, model: str) -> list[VersionInfo]:
@@ -1164,6 +1171,8 @@ class AsyncAccelerator:
             ) from None
         hosted, client = await self._managed(model)
         before = hosted.latest.record.scope
+        if all(v.record.scope == wanted for v in hosted.versions):
+            return hosted  # already so: nothing changes, nothing is recorded
         principal = await self.principal()
         changed = await set_scope(client, hosted, wanted, by=principal.name)
         await self._audit(
@@ -1256,7 +1265,7 @@ class AsyncAccelerator:
         """Per version and day: runs, users, success rate, durations (owner or operator)."""
         from accelerator_prefect.usage import read_usage
 
-        _, client = await self._managed(model)
+        _, client = await self._managed(model, "read its usage")
         return await read_usage(client, model, since, until)
 
     async def projects(self) -> list[ProjectRecord]:

@@ -191,6 +191,9 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
             "ACC_HOME": str(home),
         }
     )
+    # SQLite answers a write it could not lock in time with a 500: Prefect's clients (the
+    # worker's, the portal's, and every run's) try again, as they do after a 503.
+    env.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500")
     return env
 
 

@@ -274,8 +274,10 @@ tables and settings, on the platform's workers.
 
 ## Try it here
 
-    pip install pytest      # accelerator-prefect is installed already
-    pytest
+With the Python that has accelerator-prefect (the one `acc` runs with):
+
+    python -m pip install pytest
+    python -m pytest        # about half a minute: it starts a temporary Prefect server
 
 ## Publish it
 
@@ -289,6 +291,7 @@ are. Then:
     acc put samples/observations.csv acc://$project/examples/$name/
     acc run $name --version 0.1.0 --input acc://$project/examples/$name/observations.csv
 
-The model is `private` until you change `access.scope` in the manifest. Each change of
+The model is `private` (you and operators only, not even your project's members) until
+you open it: `acc access $name --scope project`, for every version at once. Each change of
 code or form needs a new `version`; `docs/authors.md` of accelerator-prefect says more.
 """

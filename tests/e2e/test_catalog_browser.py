@@ -495,9 +495,22 @@ def run_with_samples(page: Any, model: str, click: Clicks) -> None:
 
 
 def opened_preview(page: Any, box: Any) -> None:
-    """Open an output's fold and turn on its preview (made only when asked for)."""
+    """Open an output's fold and turn on its preview (made only when asked for). A click
+    that lands while the page redraws (the run page's last refresh) is lost: click again
+    until the switch is on."""
+    import time
+
+    from playwright.sync_api import expect
+
     box.locator("summary").click()
-    box.get_by_text("Preview", exact=True).click()
+    switch = box.locator("input[type='checkbox']")
+    deadline = time.monotonic() + 60
+    while not switch.is_checked():
+        assert time.monotonic() < deadline, "the Preview switch does not turn on"
+        settled(page)
+        box.get_by_text("Preview", exact=True).click()
+        with contextlib.suppress(AssertionError):
+            expect(switch).to_be_checked(timeout=5000)
     settled(page)
 
 
@@ -534,7 +547,7 @@ def test_emissions_impact_runs_from_the_catalog_with_its_samples_and_its_key(
     output_box(page, "concentration_map.png").locator("img").first.wait_for()
     report = output_box(page, "report.md")
     opened_preview(page, report)
-    report.get_by_text(re.compile("CO2|CO₂")).first.wait_for()
+    report.get_by_text(re.compile("CO2|CO₂")).first.wait_for(timeout=90_000)
     shot(page, "21-emissions-impact-previews", emissions)
     assert key not in page.content()
 
@@ -566,7 +579,7 @@ def test_geotiff_to_cog_runs_from_the_catalog_and_previews_its_overviews(
     assert cogs
     cog = output_box(page, cogs[0])
     opened_preview(page, cog)
-    cog.locator("img").first.wait_for()
+    cog.locator("img").first.wait_for(timeout=90_000)
     cog.get_by_text(re.compile("overview", re.IGNORECASE)).first.wait_for()
     shot(page, "23-geotiff-to-cog-preview", cog)
 

@@ -121,7 +121,7 @@ def test_an_author_publishes_privately_and_opens_the_model_to_a_colleague(
     assert "hydrology │ member │ see and run" in whoami.stdout
 
     # acc init writes a repository whose own test passes, with the Python acc runs with.
-    init = dana.acc("init", "flood-frequency", "--project", "hydrology", "--owner", "dana")
+    init = dana.acc("init", "flood-frequency", "--project", "hydrology")  # owner: ACC_TOKEN's
     assert init.returncode == 0, said(init)
     repo = dana.folder / "flood-frequency"
     manifest = (repo / "deployments" / "flood-frequency.yaml").read_text()
