@@ -523,8 +523,17 @@ def show(
         for name, spec in hosted.secrets.items():
             needed.add_row(name, "yes" if spec.required else "no", spec.description)
         console.print(needed)
-    ui = (hosted.workspace or acc.api_url).removesuffix("/api")
-    console.print(f"Prefect UI: {ui}/deployments/deployment/{hosted.deployment_id}")
+    if _sees_prefect_ui(acc):
+        ui = (hosted.workspace or acc.api_url).removesuffix("/api")
+        console.print(f"Prefect UI: {ui}/deployments/deployment/{hosted.deployment_id}")
+
+
+def _sees_prefect_ui(acc: Accelerator) -> bool:
+    """Whether to point at the Prefect UI: for operators reaching Prefect itself, not
+    through the portal (users never sign in there)."""
+    from accelerator_prefect.client import AsyncAccelerator
+
+    return type(acc._core) is AsyncAccelerator and acc.principal.operator
 
 
 def _print_environment(record: HostingRecord) -> None:
@@ -746,7 +755,8 @@ def _launched(
         if issubclass(warning.category, DeprecationWarning):
             errors.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False)
     console.print(f"[green]launched[/] {what} run [bold]{handle.id}[/]")
-    console.print(f"Prefect UI: {handle.url}")
+    if _sees_prefect_ui(acc):
+        console.print(f"Prefect UI: {handle.url}")
     if not wait:
         console.print(f"Follow it with: acc logs --follow {handle.id}")
         return
@@ -989,8 +999,9 @@ def _print_outputs(acc: Accelerator, run_id: str) -> None:
     if not files:
         return
     complete = handle.outputs_complete
-    title = f"outputs in {handle.output_location}" + ("" if complete else " (INCOMPLETE)")
-    table = Table("file", "size", "type", title=title)
+    said = f"outputs in {handle.output_location}" + ("" if complete else " (INCOMPLETE)")
+    console.print(said, highlight=False, soft_wrap=True)  # whole, to copy
+    table = Table("file", "size", "type")
     for f in files:
         altered = " [red](altered: not what the run wrote)[/]" if f.altered else ""
         table.add_row(f.path + altered, human_size(f.size), f.media_type)

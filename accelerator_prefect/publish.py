@@ -352,10 +352,15 @@ async def publish(
 
 def _check_publisher(principal: Principal | None, manifest: Manifest, label: str) -> None:
     if principal is not None and not may_publish(principal, manifest.owner, manifest.project):
+        fix = (
+            f"write owner: {principal.name} in it"
+            if principal.author_in(manifest.project)
+            else f"{principal.name} is not an author of {manifest.project} (see acc whoami)"
+        )
         raise AccessDenied(
             f"{label}: {principal.name} may not publish {manifest.name} as owner "
             f"{manifest.owner!r} in project {manifest.project!r}; authors of a project publish "
-            "their own models into it, operators any model"
+            f"their own models into it, operators any model: {fix}"
         )
 
 
@@ -385,7 +390,7 @@ async def _deploy(
     ``environment``: the locked environment the repository declares.
     """
     _check_mappings(manifest, schema, label)
-    warnings = tuple(conf_warnings(schema))
+    warnings = (*conf_warnings(schema), *await asyncio.to_thread(_sample_warnings, manifest))
     schema = constrain_schema(schema, manifest)
     work_pool = manifest.work_pool or default_work_pool
     pool = await _check_work_pool(client, work_pool, label)
@@ -459,6 +464,26 @@ async def _deploy(
         )
     await mark_heads(client, manifest.name)
     return _result(manifest, status, str(deployment_id), record, warnings)
+
+
+def _sample_warnings(manifest: Manifest) -> list[str]:
+    """The samples the manifest names that are not in storage yet: "Use the sample inputs"
+    would find nothing."""
+    if not manifest.inputs.samples:
+        return []
+    from accelerator_prefect.settings import get_settings
+    from accelerator_prefect.storage import AccFileSystem
+
+    try:
+        fs = AccFileSystem.from_settings(get_settings())
+        missing = [(i, s) for i, s in enumerate(manifest.inputs.samples) if not fs.exists(s)]
+    except Exception:  # storage this process cannot reach: nothing to say about it
+        return []
+    return [
+        f"inputs.samples[{i}]: {uri} is not in storage yet, so the form's sample inputs find "
+        f"nothing; put them there (acc put FILE {uri})"
+        for i, uri in missing
+    ]
 
 
 def _model_scope(manifest: Manifest, published: list[HostedVersion]) -> tuple[Scope, bool]:

@@ -239,7 +239,7 @@ def test_the_jobflow_summarises_the_sample(storage: Path) -> None:
     from accelerator_prefect import Inputs, Output
     from flows.$module import SummaryConf, $module
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a busy machine starts it slowly
         result = $module(
             conf=SummaryConf(scale=2.0, threshold=25),
             inputs=Inputs(selected_files=["acc://$project/examples/observations.csv"]),

@@ -138,6 +138,10 @@ def test_an_author_publishes_privately_and_opens_the_model_to_a_colleague(
     published = dana.run([ACC, "publish", "deployments/flood-frequency.yaml"], repo)
     assert published.returncode == 0, said(published)
     assert "published flood-frequency@0.1.0: created (commit" in published.stdout
+    # The sample is not there yet: publishing says so, and how to put it there.
+    assert "inputs.samples[0]: acc://hydrology/examples/flood-frequency/ is not in storage" in (
+        said(published)
+    )
     put = dana.run(
         [ACC, "put", "samples/observations.csv", "acc://hydrology/examples/flood-frequency/"],
         repo,
