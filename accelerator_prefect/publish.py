@@ -37,7 +37,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from accelerator_prefect.access import Principal, may_publish, may_see
 from accelerator_prefect.catalog import (
-    HostedModel,
     HostedVersion,
     HostingRecord,
     hosting_tags,
@@ -405,7 +404,7 @@ async def _deploy(
     published = await read_versions(client, model=manifest.name)
     _check_ownership(manifest, [*published, *(elsewhere or [])], principal, label)
     existing = next((v for v in published if v.version == manifest.version), None)
-    scope, every_version = _model_scope(manifest, published)
+    scope = _model_scope(manifest, published)
     record = HostingRecord(
         title=manifest.title,
         owner=manifest.owner,
@@ -455,13 +454,6 @@ async def _deploy(
         pull_steps=_pull_steps(record, source.root),
         paused=record.status == Status.archived,
     )
-    others = [v for v in published if v.version != manifest.version and v.record.scope != scope]
-    if every_version and others:  # the scope is the model's: its other versions follow
-        from accelerator_prefect.versions import set_scope
-
-        await set_scope(
-            client, HostedModel(name=manifest.name, versions=others), scope, by=published_by
-        )
     await mark_heads(client, manifest.name)
     return _result(manifest, status, str(deployment_id), record, warnings)
 
@@ -486,24 +478,25 @@ def _sample_warnings(manifest: Manifest) -> list[str]:
     ]
 
 
-def _model_scope(manifest: Manifest, published: list[HostedVersion]) -> tuple[Scope, bool]:
-    """The scope a version is published with, and whether the model's other versions take
-    it too. Who may see and run a model is the model's: a manifest whose `access.scope` says
-    something else than the one published last (the same version's, else the newest's)
-    sets it for every version; one that says the same keeps what the model has now, which
-    its owner may have changed since with `acc access`."""
+def _model_scope(manifest: Manifest, published: list[HostedVersion]) -> Scope:
+    """The scope a version is published with. Who may see and run a model is set for every
+    version at once with `acc access`; a manifest whose `access.scope` repeats what the last
+    publication declared (the same version's, else the newest's) keeps what the model has
+    now, so a release never undoes `acc access`. One that says something new applies to the
+    version it publishes: a new version may be staged privately (its owner tries it while
+    everyone else keeps the released one), then opened with `acc access`."""
     if not published:
-        return manifest.access.scope, False
+        return manifest.access.scope
     newest = max(published, key=lambda v: v.record.published_at)
     before = next((v for v in published if v.version == manifest.version), newest)
     declared = (before.record.manifest.get("access") or {}).get("scope")
     if declared != manifest.access.scope.value:
-        return manifest.access.scope, True
+        return manifest.access.scope
     changed = [v for v in published if v.record.scope_changed_at is not None]
     if not changed:
-        return newest.record.scope, False
+        return before.record.scope
     latest = max(changed, key=lambda v: v.record.scope_changed_at or v.record.published_at)
-    return latest.record.scope, False
+    return latest.record.scope
 
 
 async def _environment(

@@ -949,6 +949,9 @@ def test_a_new_release_keeps_the_models_access_unless_its_manifest_changes_it(
         # The manifest still says private, as it did: the model stays as its owner set it.
         release("1.1.0", "private")
         assert scopes() == {"1.0.0": "project", "1.1.0": "project"}
-        # A manifest that says something new sets it for every version.
+        # A manifest that says something new applies to its own version (a release staged
+        # privately, or opened wider, leaves the others as they are).
         release("1.2.0", "public")
-        assert scopes() == {"1.0.0": "public", "1.1.0": "public", "1.2.0": "public"}
+        assert scopes() == {"1.0.0": "project", "1.1.0": "project", "1.2.0": "public"}
+        operator.set_access(name, "private")  # and the model's access covers them all again
+        assert set(scopes().values()) == {"private"}

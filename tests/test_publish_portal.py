@@ -239,6 +239,7 @@ def test_an_author_publishes_from_a_repository_url_the_operator_admits(
         "version": "1.0.0",
         "status": "created",
         "commit": commit,
+        "warnings": [],
     }
     record = acc.get(repo.name).versions[0].record
     assert (record.repository, record.commit) == (bare.resolve().as_uri(), commit)

@@ -28,7 +28,7 @@ from accelerator_prefect.platform import (
     worker_log,
 )
 from accelerator_prefect.transport import prefect_client
-from accelerator_prefect.worker import WORKER_TYPE, WarmWorker
+from accelerator_prefect.worker import HOST_LABEL, WORKER_TYPE, WarmWorker
 from tests.conftest import ModelRepo, S3Server, pool_on_s3
 
 NAP_FLOW = """
@@ -244,6 +244,11 @@ def _running_pid(api_url: str, run_id: object) -> int | None:
     state = flow_run.state  # type: ignore[attr-defined]
     pid = flow_run.infrastructure_pid  # type: ignore[attr-defined]
     return int(pid) if pid and state is not None and state.is_running() else None
+
+
+def _labels(api_url: str, run_id: object) -> dict[str, object]:
+    flow_run = _prefect(api_url, lambda c: c.read_flow_run(run_id))
+    return dict(flow_run.labels or {})  # type: ignore[attr-defined]
 
 
 def wait_running_pid(api_url: str, run_id: object, deadline: float = 60) -> int:
@@ -749,6 +754,10 @@ def test_runs_of_a_killed_worker_die_with_it_and_the_next_worker_marks_them_cras
         run = acc.launch(repo.name, conf={"seconds": 120})
         child = wait_running_pid(platform.api_url, run.id)
         zygote = zygote_of(worker)
+        # The worker says it holds the run with labels it sets beside the run's start (in
+        # the background): what a successor looks for. A worker killed before would leave
+        # nothing to find (see docs/operations.md).
+        _until(lambda: HOST_LABEL in _labels(platform.api_url, run.id), 60, "the run was labelled")
 
         os.kill(worker, signal.SIGKILL)  # no clean-up of its own: the kernel's signal only
 
