@@ -752,7 +752,7 @@ def _serve_factors(info: PlatformInfo, port: int, report: Report) -> None:
         [sys.executable, str(script), "--port", str(port), "--key-file", str(key)], env, log
     )
     try:
-        _wait_until_ready(process, lambda: _answers(f"{url}/health"), "the factor service", log, 30)
+        _wait_until_ready(process, lambda: healthy(url, 1.0), "the factor service", log, 30)
     except PlatformError as exc:
         report(f"not serving the example emission-factor service: {exc}")
         return
@@ -762,13 +762,6 @@ def _serve_factors(info: PlatformInfo, port: int, report: Report) -> None:
         f"serving the example emission-factor service on {url}; its key (emissions-impact's "
         f"FACTOR_API_KEY) is in {key}"
     )
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _wait_for_worker(acc: Accelerator, info: PlatformInfo, pool: str, deadline: float) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accelerator_prefect.catalog import HostedModel, HostedVersion, hosting_tags, mark_heads
 from accelerator_prefect.errors import (
@@ -27,6 +27,8 @@ from accelerator_prefect.validation import EXTENSION_KEY
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
+
+    from accelerator_prefect.catalog import HostingRecord
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,6 @@ async def set_status(
     Deprecating names the replacement (``replaced_by``, else the closest newer
     active version); archiving pauses the deployment; restoring makes it active.
     """
-    from prefect.client.schemas.actions import DeploymentUpdate
-
     hosted = next((v for v in model.versions if v.version == version), None)
     if hosted is None:
         known = ", ".join(v.version for v in model.versions)
@@ -150,6 +150,18 @@ async def set_status(
             "status_changed_by": by,
         }
     )
+    changed = await _save(client, hosted, record, paused=status == Status.archived)
+    await mark_heads(client, model.name)
+    return changed
+
+
+async def _save(
+    client: PrefectClient, hosted: HostedVersion, record: HostingRecord, **update: Any
+) -> HostedVersion:
+    """Write ``record`` to ``hosted``'s deployment: its tags (what the server filters on)
+    and the copy in its parameter schema, with any other deployment ``update``."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
     await client.update_deployment(
         hosted.deployment_id,
         DeploymentUpdate(
@@ -158,10 +170,9 @@ async def set_status(
                 **hosted.parameter_schema,
                 EXTENSION_KEY: record.model_dump(mode="json"),
             },
-            paused=status == Status.archived,
+            **update,
         ),
     )
-    await mark_heads(client, model.name)
     return hosted.model_copy(update={"record": record})
 
 
@@ -171,27 +182,11 @@ async def set_scope(
     """Give every version of ``model`` the scope ``scope`` (who may see and run it), with
     who changed it and when; no code changes and nothing is published again. The scope
     stays a tag of each version's deployment, where listing filters on it."""
-    from prefect.client.schemas.actions import DeploymentUpdate
-
     now = datetime.now(UTC)
-
-    async def one(hosted: HostedVersion) -> HostedVersion:
-        record = hosted.record.model_copy(
-            update={"scope": scope, "scope_changed_at": now, "scope_changed_by": by}
-        )
-        await client.update_deployment(
-            hosted.deployment_id,
-            DeploymentUpdate(
-                tags=hosting_tags(hosted.name, hosted.version, record, head=hosted.head),
-                parameter_openapi_schema={
-                    **hosted.parameter_schema,
-                    EXTENSION_KEY: record.model_dump(mode="json"),
-                },
-            ),
-        )
-        return hosted.model_copy(update={"record": record})
-
-    versions = await asyncio.gather(*(one(v) for v in model.versions))
+    changed = {"scope": scope, "scope_changed_at": now, "scope_changed_by": by}
+    versions = await asyncio.gather(
+        *(_save(client, v, v.record.model_copy(update=changed)) for v in model.versions)
+    )
     return model.model_copy(update={"versions": list(versions)})
 
 
