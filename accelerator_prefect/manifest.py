@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -318,6 +318,76 @@ class LaunchCheck(_Strict):
         return list(dict.fromkeys(named))
 
 
+SIZE_PATTERN = r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+SIZE_MESSAGE = (
+    "is not a size: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB or TiB), e.g. '500 MB'"
+)
+DURATION_PATTERN = r"^\d+(\.\d+)?\s*(s|min|h|d)$"
+DURATION_MESSAGE = "is not a duration: a number and a unit (s, min, h or d), e.g. '30 min'"
+DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``'30 min'`` (units s, min, h, d).
+
+    Example:
+        >>> parse_duration("1.5 h")
+        5400.0
+    """
+    match = re.match(DURATION_PATTERN, text.strip())
+    if not match:
+        raise ValueError(f"{text!r} {DURATION_MESSAGE}")
+    return float(text.strip()[: match.start(2)]) * DURATION_UNITS[match.group(2)]
+
+
+def _size_field(description: str) -> Any:
+    return Field(
+        default=None,
+        pattern=SIZE_PATTERN,
+        description=description,
+        json_schema_extra=_says(SIZE_MESSAGE),
+    )
+
+
+def _duration_field(description: str) -> Any:
+    return Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description=description,
+        json_schema_extra=_says(DURATION_MESSAGE),
+    )
+
+
+class RunLimits(_Strict):
+    """What one run may use; unset, the platform's defaults (``ACC_RUN_*``) apply."""
+
+    timeout: str | None = _duration_field(
+        "Longest a run may last from its start, e.g. '2 h'; a run still going then ends Failed."
+    )
+    memory: str | None = _size_field("Most memory a run's process may hold, e.g. '4 GB'.")
+    cpu_time: str | None = _duration_field(
+        "Most processor time a run may use, all its cores together, e.g. '1 h'."
+    )
+    output_size: str | None = _size_field(
+        "Largest file a run may write, e.g. '10 GB' (its output files, and its scratch files)."
+    )
+
+
+class TaskRunner(_Strict):
+    """How a jobflow's routines run side by side."""
+
+    kind: Literal["threads", "dask"] = Field(
+        default="threads",
+        description="threads (Prefect's default) or dask (a local Dask cluster per run, through "
+        "prefect-dask's DaskTaskRunner).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="For dask: the local cluster's options, e.g. {n_workers: 2, "
+        "threads_per_worker: 1} (cluster_kwargs of DaskTaskRunner).",
+    )
+
+
 class Manifest(_Strict):
     """One hosted model version, as its author describes it."""
 
@@ -355,6 +425,12 @@ class Manifest(_Strict):
         "repository root: a requirements.txt, or a pyproject.toml (with its uv.lock beside it, "
         "if any). When unset, a pyproject.toml with dependencies or a requirements.txt at the "
         "root; with neither, the version runs with the platform's own libraries.",
+    )
+    limits: RunLimits = Field(default_factory=RunLimits)
+    task_runner: TaskRunner = Field(
+        default_factory=TaskRunner,
+        description="How the jobflow's routines run side by side: {kind: dask, options: "
+        "{...}} with the local Dask cluster's options; 'task_runner: dask' for short.",
     )
     status: Status = Status.active
     work_pool: str | None = Field(default=None, description="Defaults to the platform's pool.")
@@ -396,6 +472,11 @@ class Manifest(_Strict):
             if not re.match(r"^[A-Z][A-Z0-9_]*$", name):
                 raise ValueError(f"secret name {name!r}: expected UPPER_SNAKE_CASE")
         return value
+
+    @field_validator("task_runner", mode="before")
+    @classmethod
+    def _runner_for_short(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
 
     @field_validator("environment")
     @classmethod

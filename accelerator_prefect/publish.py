@@ -449,7 +449,7 @@ async def _deploy(
         parameters=_default_parameters(manifest, schema),
         enforce_parameter_schema=True,
         work_pool_name=work_pool,
-        job_variables=_image_of(environment, pool),
+        job_variables={**_image_of(environment, pool), **_run_variables(manifest)},
         entrypoint=manifest.jobflow,
         pull_steps=_pull_steps(record, source.root),
         paused=record.status == Status.archived,
@@ -703,6 +703,24 @@ def _image_of(environment: EnvironmentRecord | None, pool: WorkPool) -> dict[str
     if environment is None or not template or "image" not in variables:
         return {}
     return {"image": template.replace("{hash}", environment.hash[:24])}
+
+
+RUN_LIMITS_VARIABLE = "ACC_RUN_LIMITS"
+"""The run's limits (the manifest's ``limits``, JSON): the worker applies them to its process."""
+TASK_RUNNER_VARIABLE = "ACC_TASK_RUNNER"
+"""The jobflow's task runner (the manifest's ``task_runner``, JSON), when not Prefect's own."""
+
+
+def _run_variables(manifest: Manifest) -> dict[str, Any]:
+    """The job variables that carry the manifest's run limits and task runner into the run's
+    environment, on every kind of pool (none when the manifest sets neither)."""
+    env: dict[str, str] = {}
+    limits = manifest.limits.model_dump(exclude_none=True)
+    if limits:
+        env[RUN_LIMITS_VARIABLE] = json.dumps(limits, sort_keys=True)
+    if manifest.task_runner.kind != "threads":
+        env[TASK_RUNNER_VARIABLE] = json.dumps(manifest.task_runner.model_dump(), sort_keys=True)
+    return {"env": env} if env else {}
 
 
 # -- code the platform fetches: publishing through the portal ------------------------------------

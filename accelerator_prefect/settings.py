@@ -173,6 +173,36 @@ class Settings(BaseSettings):
         "variable of versions that declare an environment, on pools that have one.",
     )
 
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="The Prefect server's database for `acc up`, e.g. "
+        "postgresql+asyncpg://prefect:…@db.example.org:5432/prefect; SQLite under `home` "
+        "when unset. Only the server receives it.",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=32, description="Warm (or process) workers `acc up` runs on its pool."
+    )
+    run_timeout: str | None = Field(
+        default=None,
+        description="Longest a run may last when its manifest sets no limits.timeout, e.g. "
+        "'6 h' (units s, min, h, d); unset: no limit.",
+    )
+    run_memory: str | None = Field(
+        default=None,
+        description="Most memory a run's process may hold when its manifest sets no "
+        "limits.memory, e.g. '8 GB'; unset: no limit.",
+    )
+    run_cpu_time: str | None = Field(
+        default=None,
+        description="Most processor time a run may use when its manifest sets no "
+        "limits.cpu_time, e.g. '12 h'; unset: no limit.",
+    )
+    run_output_size: str | None = Field(
+        default=None,
+        description="Largest file a run may write when its manifest sets no "
+        "limits.output_size, e.g. '50 GB'; unset: no limit.",
+    )
+
     dvc_remote: str | None = Field(
         default=None,
         description="DVC remote for models' reference data whose repository names none; "
