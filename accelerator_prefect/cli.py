@@ -113,9 +113,24 @@ def up(
     factor_port: int = typer.Option(
         8610, help="Port of the example emission-factor service emissions-impact reads from."
     ),
+    database: str | None = typer.Option(
+        None,
+        help="The Prefect server's database, postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB "
+        "(default: ACC_DATABASE_URL, else SQLite in the home). Prefer ACC_DATABASE_URL: a "
+        "command line is visible to the machine's other users.",
+        show_default=False,
+    ),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        max=32,
+        help="Workers on the pool (default: ACC_WORKERS, else 1).",
+        show_default=False,
+    ),
 ) -> None:
     """Start the embedded platform: Prefect server (locked with a generated auth string),
-    worker, storage, the example models, the portal and the catalog."""
+    workers, storage, the example models, the portal and the catalog. While it runs, a
+    worker that dies is started again."""
     from accelerator_prefect import platform
 
     home = _home()
@@ -130,6 +145,8 @@ def up(
                 portal_port=portal_port,
                 factor_port=factor_port,
                 report=lambda message: _step(status, message),
+                database=database,
+                workers=workers,
             )
     except AcceleratorError as exc:
         fail(str(exc))
@@ -146,6 +163,8 @@ def up(
         table.add_row("Portal", f"{info.portal_url}/api/v1 (docs: {info.portal_url}/api/v1/docs)")
     table.add_row("Prefect UI", f"{info.ui_url} (operators: sign in with the auth string)")
     table.add_row("Prefect API", info.api_url)
+    table.add_row("database", info.database)
+    table.add_row("workers", f"{len(info.workers())} on the pool {info.work_pool}")
     table.add_row("auth string", str(get_settings(home=info.home).auth_string_file))
     table.add_row("home", str(info.home))
     table.add_row("logs", str(info.home / "logs"))
@@ -157,6 +176,7 @@ def up(
     try:
         swept = 0.0
         while platform.read_platform(home) is not None:
+            platform.supervise(home, report=lambda message: console.print(message))
             if time.monotonic() - swept > SWEEP_EVERY:
                 swept = time.monotonic()
                 _sweep_quietly(info.api_url)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from accelerator_prefect.errors import AcceleratorError, PlatformError
 from accelerator_prefect.settings import get_settings
@@ -47,13 +47,23 @@ class PlatformInfo(BaseModel):
     port: int
     server_pid: int
     worker_pid: int | None = None
+    """The first worker (``worker_pids[0]``; the only one a platform of earlier releases
+    records)."""
+    worker_pids: list[int | None] = Field(default_factory=list)
+    """Every worker ``acc up`` runs on the pool, in the order of their names (``#1``, ``#2``…)."""
     work_pool: str
+    database: str = "SQLite"
+    """What the Prefect server stores its data in, for people (no password)."""
     catalog_pid: int | None = None
     catalog_url: str | None = None
     portal_pid: int | None = None
     portal_url: str | None = None
     factor_service_pid: int | None = None
     factor_service_url: str | None = None
+
+    def workers(self) -> list[int | None]:
+        """The pids of the workers (``None`` where one is not started yet)."""
+        return self.worker_pids or [self.worker_pid]
 
 
 FACTOR_PORT = 8610
@@ -296,8 +306,53 @@ def _wait_until_ready(
     )
 
 
-def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
-    """Start the Prefect server and wait until it answers; return its pid."""
+def database_label(url: str | None, home: Path | None = None) -> str:
+    """What a database URL names, for people: ``PostgreSQL at db.example.org:5432/prefect``,
+    never its user or password; ``SQLite`` (under ``home``) when ``url`` is ``None``.
+
+    Example:
+        >>> database_label("postgresql+asyncpg://prefect:pw@db.example.org:5432/prefect")
+        'PostgreSQL at db.example.org:5432/prefect'
+    """
+    if url is None:
+        return f"SQLite under {home}" if home else "SQLite"
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # a URL SQLAlchemy cannot read: say only its kind
+        return "a database of its own"
+    kind = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(
+        parsed.get_backend_name(), parsed.get_backend_name()
+    )
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+    return f"{kind} at {where}" if kind != "SQLite" else f"SQLite at {parsed.database}"
+
+
+def _database_problem(url: str) -> str | None:
+    """Why the Prefect server cannot use ``url``, or ``None``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # its message may carry the password: never passed on
+        return (
+            "the database URL cannot be read: expected "
+            "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE"
+        )
+    if parsed.drivername not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        return (
+            f"the database URL's driver is {parsed.drivername!r}: the Prefect server needs "
+            "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE (or sqlite+aiosqlite:///FILE)"
+        )
+    return None
+
+
+def start_server(
+    home: Path, port: int, deadline: float = 120.0, database: str | None = None
+) -> int:
+    """Start the Prefect server on ``database`` (a SQLAlchemy URL; SQLite under ``home``
+    when ``None``) and wait until it answers; return its pid."""
     if not _port_free(port):
         raise PlatformError(
             f"port {port} on 127.0.0.1 is taken by another program; choose another with --port"
@@ -305,8 +360,12 @@ def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
     api_url = f"http://127.0.0.1:{port}/api"
     log = home / "logs" / "server.log"
     env = _base_env(home, api_url)
+    if database is not None:
+        problem = _database_problem(database)
+        if problem:
+            raise PlatformError(problem)
     env["PREFECT_API_DATABASE_CONNECTION_URL"] = (
-        f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"
+        database or f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"
     )
     env["PREFECT_UI_API_URL"] = api_url
     env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
@@ -319,10 +378,26 @@ def start_server(home: Path, port: int, deadline: float = 120.0) -> int:
     return process.pid
 
 
-def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None = None) -> int:
+def worker_name(home: Path, pool: str, kind: str, number: int = 1) -> str:
+    """The name of the platform's ``number``-th worker of ``kind`` on ``pool``: the same at
+    every start, so that a worker started again in place of a killed one knows the runs it
+    held were its own (docs/operations.md, "Orphans")."""
+    host = socket.gethostname()
+    base = (
+        f"acc-warm-{host}-{home.name}-{pool}"
+        if kind == "warm"
+        else f"acc-worker-{host}-{home.name}"
+    )
+    return base if number == 1 else f"{base}-{number}"
+
+
+def start_worker(
+    home: Path, api_url: str, pool: str, env: dict[str, str] | None = None, number: int = 1
+) -> int:
     """Start a process worker polling ``pool`` every second; return its pid.
 
-    ``env`` adds settings its runs inherit, e.g. ``ACC_STORAGE_URL``.
+    ``env`` adds settings its runs inherit, e.g. ``ACC_STORAGE_URL``; ``number`` tells the
+    platform's workers on one pool apart (their names and logs).
     """
     extra, env = env or {}, _base_env(home, api_url)
     env.update(extra)
@@ -344,16 +419,16 @@ def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None
             "--type",
             "process",
             "--name",
-            f"acc-worker-{socket.gethostname()}-{home.name}",
+            worker_name(home, pool, "process", number),
         ],
         env,
-        worker_log(home, pool),
+        worker_log(home, pool, number),
     )
     return process.pid
 
 
 def start_warm_worker(
-    home: Path, api_url: str, pool: str, env: dict[str, str] | None = None
+    home: Path, api_url: str, pool: str, env: dict[str, str] | None = None, number: int = 1
 ) -> int:
     """Start a warm worker (type ``acc-warm``, :mod:`accelerator_prefect.worker`) on
     ``pool``; return its pid. It picks runs up from Prefect's event stream and polls every
@@ -380,25 +455,30 @@ def start_warm_worker(
             "--type",
             "acc-warm",
             "--name",
-            f"acc-warm-{socket.gethostname()}-{home.name}-{pool}",
+            worker_name(home, pool, "warm", number),
         ],
         env,
-        worker_log(home, pool),
+        worker_log(home, pool, number),
     )
     return process.pid
 
 
-def worker_log(home: Path, pool: str) -> Path:
-    """Where the worker of ``pool`` started by the platform writes its log."""
-    return home / "logs" / f"worker-{pool}.log"
+def worker_log(home: Path, pool: str, number: int = 1) -> Path:
+    """Where the ``number``-th worker of ``pool`` started by the platform writes its log."""
+    return home / "logs" / (f"worker-{pool}.log" if number == 1 else f"worker-{pool}-{number}.log")
 
 
 def start_pool_worker(
-    home: Path, api_url: str, pool: str, kind: str, env: dict[str, str] | None = None
+    home: Path,
+    api_url: str,
+    pool: str,
+    kind: str,
+    env: dict[str, str] | None = None,
+    number: int = 1,
 ) -> int:
-    """Start the worker of kind ``kind`` (``warm`` or ``process``) on ``pool``."""
+    """Start the ``number``-th worker of kind ``kind`` (``warm`` or ``process``) on ``pool``."""
     start = start_warm_worker if kind == "warm" else start_worker
-    return start(home, api_url, pool, env)
+    return start(home, api_url, pool, env, number)
 
 
 def catalog_app() -> Path:
@@ -592,9 +672,10 @@ async def _ensure_operator(client: PrefectClient, token_file: Path) -> str | Non
     return token
 
 
-async def _worker_online(client: PrefectClient, pool: str) -> bool:
+async def _workers_online(client: PrefectClient, pool: str) -> set[str]:
+    """The names of the workers online on ``pool``."""
     workers = await client.read_workers_for_work_pool(pool)
-    return any(str(w.status).upper().endswith("ONLINE") for w in workers)
+    return {w.name for w in workers if str(w.status).upper().endswith("ONLINE")}
 
 
 @_privately  # what it creates (folders, logs, results) is its user's alone
@@ -609,6 +690,8 @@ def up(
     examples: list[Path] | None = None,
     report: Report = lambda _: None,
     deadline: float = 120.0,
+    database: str | None = None,
+    workers: int | None = None,
 ) -> tuple[PlatformInfo, list[PublishResult | AcceleratorError]]:
     """Start (or reuse) the embedded platform, publish the examples, serve the portal and
     the catalog (``portal_port`` / ``catalog_port`` ``None``: not that one). With the
@@ -616,12 +699,18 @@ def up(
     served on ``factor_port`` (``None``: not served).
 
     The worker is the settings' ``worker`` (``ACC_WORKER``: ``warm`` unless told
-    otherwise) on ``pool`` (the settings' pool when ``None``)."""
+    otherwise) on ``pool`` (the settings' pool when ``None``); ``workers`` of them
+    (``ACC_WORKERS``, 1 when ``None``). The Prefect server keeps its data in ``database``
+    (a ``postgresql+asyncpg://`` URL; ``ACC_DATABASE_URL``, else SQLite under ``home``)."""
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()
-    kind = get_settings(home=home).worker
-    pool = pool or get_settings(home=home).pool
+    settings = get_settings(home=home)
+    kind = settings.worker
+    pool = pool or settings.pool
+    workers = workers or settings.workers
+    if database is None and settings.database_url is not None:
+        database = settings.database_url.get_secret_value()
     (home / "storage").mkdir(parents=True, exist_ok=True)
     home.chmod(0o700)  # its operator token, auth string, database and storage: the user's
     info = read_platform(home)
@@ -632,10 +721,12 @@ def up(
             stop_process(info.portal_pid)
             stop_process(info.catalog_pid)
             stop_process(info.factor_service_pid)
-            stop_process(info.worker_pid)
+            for pid in info.workers():
+                stop_process(pid)
             stop_process(info.server_pid)
-        report(f"starting the Prefect server on 127.0.0.1:{port} (SQLite under {home})")
-        server_pid = start_server(home, port, deadline)
+        label = database_label(database, home)
+        report(f"starting the Prefect server on 127.0.0.1:{port} ({label})")
+        server_pid = start_server(home, port, deadline, database)
         api_url = f"http://127.0.0.1:{port}/api"
         info = PlatformInfo(
             home=home,
@@ -644,9 +735,9 @@ def up(
             port=port,
             server_pid=server_pid,
             work_pool=pool,
+            database=label,
         )
         _write_platform(info)
-    settings = get_settings(home=home)
     # The platform's own setup acts as its operator, vouched for by holding the auth string.
     acc = Accelerator(AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
@@ -654,11 +745,18 @@ def up(
     token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))
     if token is not None:
         report(f"created the operator; its token (kept for the local CLI) is {token}")
-    if not _alive(info.worker_pid):
-        report(f"starting a {kind} worker on the pool {pool!r}")
-        info.worker_pid = start_pool_worker(home, info.api_url, pool, kind)
-        _write_platform(info)
-    _wait_for_worker(acc, info, pool, deadline)
+    pids = info.workers()
+    pids = [*pids, *[None] * (workers - len(pids))]
+    for number, pid in enumerate(pids, start=1):
+        if number > workers:  # fewer asked for than running: the others stop
+            stop_process(pid)
+        elif not _alive(pid):
+            report(f"starting {kind} worker #{number} on the pool {pool!r}")
+            pids[number - 1] = start_pool_worker(home, info.api_url, pool, kind, number=number)
+    info.worker_pids = pids[:workers]
+    info.worker_pid = info.worker_pids[0]
+    _write_platform(info)
+    _wait_for_workers(acc, info, pool, deadline)
     report(trust_notice())
     bundled_examples = examples is None
     if examples is None:
@@ -764,16 +862,49 @@ def _serve_factors(info: PlatformInfo, port: int, report: Report) -> None:
     )
 
 
-def _wait_for_worker(acc: Accelerator, info: PlatformInfo, pool: str, deadline: float) -> None:
+def _wait_for_workers(acc: Accelerator, info: PlatformInfo, pool: str, deadline: float) -> None:
+    """Wait until every worker of the platform's is online on ``pool``."""
     end = time.monotonic() + deadline
-    log = worker_log(info.home, pool)
+    kind = get_settings(home=info.home).worker
+    names = {worker_name(info.home, pool, kind, n) for n in range(1, len(info.workers()) + 1)}
     while time.monotonic() < end:
-        if not _alive(info.worker_pid):
-            raise PlatformError(f"the worker exited; the last lines of {log}:\n{_tail(log)}")
-        if acc._call(lambda c: _worker_online(c, pool)):
+        for number, pid in enumerate(info.workers(), start=1):
+            if not _alive(pid):
+                log = worker_log(info.home, pool, number)
+                raise PlatformError(
+                    f"worker #{number} exited; the last lines of {log}:\n{_tail(log)}"
+                )
+        if names <= acc._call(lambda c: _workers_online(c, pool)):
             return
         time.sleep(0.25)
-    raise PlatformError(f"the worker did not come online within {deadline:g} s; see {log}")
+    log = worker_log(info.home, pool)
+    raise PlatformError(f"the workers did not come online within {deadline:g} s; see {log}")
+
+
+def supervise(home: Path, report: Report = lambda _: None) -> list[int]:
+    """Start again, under its own name, each worker of the platform under ``home`` that
+    died (killed, out of memory); the numbers of those started. A worker started in place
+    of a dead one marks Crashed the runs the dead one held (docs/operations.md, "Orphans").
+    ``acc up`` calls it every second while it runs."""
+    info = read_platform(home)
+    if info is None:
+        return []
+    kind = get_settings(home=info.home).worker
+    pids = info.workers()
+    restarted = []
+    for number, pid in enumerate(pids, start=1):
+        if pid is not None and not _alive(pid):
+            report(f"worker #{number} on the pool {info.work_pool!r} died; starting it again")
+            with _private():
+                pids[number - 1] = start_pool_worker(
+                    info.home, info.api_url, info.work_pool, kind, number=number
+                )
+            restarted.append(number)
+    if restarted:
+        info.worker_pids = pids
+        info.worker_pid = pids[0]
+        _write_platform(info)
+    return restarted
 
 
 def publish_examples(
@@ -801,11 +932,12 @@ def down(home: Path) -> bool:
     except ValueError:
         path.unlink()
         return False
-    running = _alive(info.server_pid) or _alive(info.worker_pid)
+    running = _alive(info.server_pid) or any(_alive(pid) for pid in info.workers())
     stop_process(info.factor_service_pid)
     stop_process(info.portal_pid)
     stop_process(info.catalog_pid)
-    stop_process(info.worker_pid)
+    for pid in info.workers():
+        stop_process(pid)
     stop_process(info.server_pid)
     path.unlink(missing_ok=True)
     return running

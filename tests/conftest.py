@@ -1,8 +1,10 @@
-"""One real Prefect server and one real process worker for the whole test session.
+"""One real Prefect server and one real worker for the whole test session.
 
 The server runs on a free loopback port with its own home (PREFECT_HOME, SQLite,
 acc:// storage) under a temporary folder, started and stopped the way `acc up`
-and `acc down` do it.
+and `acc down` do it. With ``ACC_TEST_DATABASE=postgresql`` (`make test-postgres`) it
+keeps its data in a PostgreSQL server of the session's own instead, and so does every
+platform a test starts through the ``databases`` fixture.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,14 +235,49 @@ def pool_on_s3(
         client.close()
 
 
+ON_POSTGRES = os.environ.get("ACC_TEST_DATABASE", "sqlite").strip().lower() == "postgresql"
+"""Whether the session's platforms keep their data in PostgreSQL (else SQLite)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "scale: the platform's scale-relevant paths (launch, access, bursts, faults, the "
+        "portal); `make test-postgres` runs them on PostgreSQL too",
+    )
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str | None]]:
+    """``databases(name)``: the database URL for a new platform, a fresh database of its
+    own on the session's PostgreSQL server; ``None`` (SQLite in the platform's home)
+    unless the session runs on PostgreSQL."""
+    if not ON_POSTGRES:
+        yield lambda _name: None
+        return
+    from tests.postgres import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
+        yield lambda name: server.fresh_database(f"{name}_{uuid.uuid4().hex[:6]}")
+
+
 @pytest.fixture(scope="session")
 def platform(
-    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+    tmp_path_factory: pytest.TempPathFactory,
+    s3_server: S3Server,
+    databases: Callable[[str], str | None],
 ) -> Iterator[PlatformInfo]:
     home = tmp_path_factory.mktemp("acc-home")
     previous = os.environ.get("ACC_HOME")
     os.environ["ACC_HOME"] = str(home)  # this process reads acc:// outputs like the worker
-    info, _ = up(home, port=free_port(), examples=[], catalog_port=None, portal_port=None)
+    info, _ = up(
+        home,
+        port=free_port(),
+        examples=[],
+        catalog_port=None,
+        portal_port=None,
+        database=databases("platform"),
+    )
     yield info
     down(home)
     if previous is None:
