@@ -53,6 +53,14 @@ _LINK_SECONDS = 600  # a run's signed URL for reading one of its inputs
 _STORAGE_CALLS = 4  # storage calls of one run under way at once (the rest wait their turn)
 _UPLOADS = 64  # files one run may be writing at once
 _WRITE_PART = 8 << 20  # what the store's writer holds before it sends a part
+# A server being restarted: a run's request waits for it this long (within the run's own
+# client's 60 s timeout), asked again after 0.25 s, 0.5 s, … up to 5 s apart; then a 503
+# sends the run's client into its own back-off (2, 4, … 32 s), so a run bears some two
+# minutes without its server.
+_UPSTREAM_PATIENCE = 40.0
+_UPSTREAM_FIRST_PAUSE = 0.25
+_UPSTREAM_MAX_PAUSE = 5.0
+_EVENTS_PATIENCE = 300.0  # how long a run's events wait for the server before they are lost
 # The backend's credentials, which a run reaching storage through the proxy never holds;
 # its settings that are no secret (an endpoint, a region) stay.
 _STORAGE_KEY = re.compile(
@@ -111,6 +119,10 @@ class Refused(Exception):
 
 class Quiet(Refused):
     """A frame dropped as a matter of course: not worth a line in the worker's log."""
+
+
+class Unavailable(Exception):
+    """The Prefect server cannot be reached (stopped, being restarted)."""
 
 
 class RunProxy:
@@ -320,7 +332,7 @@ class RunProxy:
         return response
 
     async def _forward(self, request: Any, path: str, body: bytes) -> Any:
-        from starlette.responses import Response
+        from starlette.responses import JSONResponse, Response
 
         headers = {
             k: v
@@ -328,18 +340,49 @@ class RunProxy:
             if k.lower() in {"content-type", "accept", "x-prefect-api-version", "user-agent"}
         }
         query = request.url.query
-        upstream = await self._client().request(
-            request.method,
-            f"/{path}" + (f"?{query}" if query else ""),
-            content=body or None,
-            headers=headers,
-        )
+        try:
+            upstream = await self._upstream(
+                request.method,
+                f"/{path}" + (f"?{query}" if query else ""),
+                content=body or None,
+                headers=headers,
+            )
+        except Unavailable as exc:
+            # A 503: the run's Prefect client backs off and sends it again, as it does
+            # when the server itself says it is busy.
+            return JSONResponse({"detail": str(exc)}, status_code=503)
         kept = {
             k: v
             for k, v in upstream.headers.items()
             if k.lower() in {"content-type", "x-prefect-api-version", "retry-after"}
         }
         return Response(upstream.content, status_code=upstream.status_code, headers=kept)
+
+    async def _upstream(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The Prefect server's answer to one request; while it cannot be reached (being
+        restarted), asked again with back-off for up to :data:`_UPSTREAM_PATIENCE` s.
+
+        Only a refused connection is retried here: the request never left, so sending it
+        again cannot do it twice. A connection lost mid-request is :class:`Unavailable` at
+        once (the run's client decides, as it does after the server's own 503)."""
+        import httpx
+
+        waited, pause = 0.0, _UPSTREAM_FIRST_PAUSE
+        while True:
+            try:
+                return await self._client().request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if waited >= _UPSTREAM_PATIENCE:
+                    raise Unavailable(
+                        f"the Prefect server did not answer for {waited:.0f} s"
+                    ) from exc
+            except httpx.TransportError as exc:
+                raise Unavailable(
+                    f"the Prefect server went away mid-request ({type(exc).__name__})"
+                ) from exc
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, _UPSTREAM_MAX_PAUSE)
 
     def _rule(
         self, scope: RunScope, method: str, path: str, body: bytes
@@ -615,19 +658,36 @@ class RunProxy:
             if not frames:
                 continue
             body = ("[" + ",".join(frames) + "]").encode()
+            await self._post_events(scope, body, len(frames))
+
+    async def _post_events(self, scope: RunScope, body: bytes, count: int) -> None:
+        """Post one batch of a run's events; while the server is away (or busy), again
+        with back-off for up to :data:`_EVENTS_PATIENCE` s. Task runs' states travel as
+        events: a batch dropped during a server restart would leave them unfinished."""
+        waited, pause = 0.0, _UPSTREAM_FIRST_PAUSE
+        while True:
+            problem: object
             try:
-                answer = await self._client().post(
-                    "/events", content=body, headers={"content-type": "application/json"}
+                answer = await self._upstream(
+                    "POST", "/events", content=body, headers={"content-type": "application/json"}
                 )
-                if answer.status_code >= 300:
+            except Exception as exc:  # Unavailable, or anything else: said, and tried again
+                problem = exc
+            else:
+                if answer.status_code < 300:
+                    return
+                problem = answer.status_code
+                if answer.status_code < 500 and answer.status_code != 429:
                     _log.warning(
-                        "run %s: the server refused %d event(s): %s",
-                        scope.run_id,
-                        len(frames),
-                        answer.status_code,
+                        "run %s: the server refused %d event(s): %s", scope.run_id, count, problem
                     )
-            except Exception as exc:
-                _log.warning("run %s: %d event(s) not sent: %s", scope.run_id, len(frames), exc)
+                    return
+            if waited >= _EVENTS_PATIENCE:
+                _log.warning("run %s: %d event(s) not sent: %s", scope.run_id, count, problem)
+                return
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, _UPSTREAM_MAX_PAUSE)
 
     def _check_event(self, scope: RunScope, event: dict[str, Any]) -> None:
         """Pass an event about the run itself, or one of its task runs, that names no other

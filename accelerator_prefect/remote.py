@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -122,6 +124,8 @@ class PortalService:
         self._link = credential if token is None and credential.startswith("accl_") else None
         self._exchanging = asyncio.Lock()
         self.guest_session: GuestSession | None = None
+        self.followed_state: str | None = None  # how the run :meth:`follow_logs` read ended
+        self._answered = False  # whether the portal ever answered this client
 
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -155,21 +159,83 @@ class PortalService:
     async def _call(self, method: str, path: str, exchanged: bool = False, **kwargs: Any) -> Any:
         if not exchanged:
             await self._as_guest()
-        for attempt in range(RATE_RETRIES + 1):
+        streamed = hasattr(kwargs.get("content"), "__aiter__")  # cannot be sent twice
+        headers = kwargs.get("headers") or {}
+        # Sending it again does nothing twice: a read, or a launch with its Idempotency-Key.
+        repeatable = method in ("GET", "HEAD") or "Idempotency-Key" in headers
+        away = _Reconnecting(self.url)
+        limited_times = 0
+        while True:
             try:
                 response = await self.http().request(method, path, **kwargs)
             except httpx.HTTPError as exc:
-                raise errors.PlatformError(
-                    f"the portal at {self.url} did not answer ({type(exc).__name__}); check ACC_URL"
-                ) from None
+                # Refused: the request never left, so it may go again whatever it was.
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                # A portal never reached is a wrong ACC_URL, said at once (as Prefect's
+                # client does): waiting is for a portal that answered and went away.
+                again = self._answered and not streamed and (repeatable or not sent)
+                if not again or not await away.wait(exc):
+                    raise away.error(exc) from None
+                continue
+            self._answered = True
+            # The portal, or the platform behind it, is being restarted.
+            restarting = response.status_code in _AWAY and repeatable and not streamed
+            if restarting and await away.wait(
+                response.status_code, response.headers.get("Retry-After")
+            ):
+                continue
             limited = response.status_code == 429 and "rate-limited" in response.text
-            streamed = hasattr(kwargs.get("content"), "__aiter__")  # cannot be sent twice
-            if not limited or attempt == RATE_RETRIES or streamed:
+            if not limited or limited_times == RATE_RETRIES or streamed:
                 break
             # Over the rate limit: wait as long as the portal asks, a few times.
+            limited_times += 1
             await asyncio.sleep(min(float(response.headers.get("Retry-After") or 1), 30.0))
         _raise_for(response)
         return response.json() if response.content else None
+
+    async def follow_logs(self, run_id: str) -> AsyncIterator[str]:
+        """The run's log lines as they come, from the first, until the run ends (the
+        portal's server-sent events). A stream that breaks (the portal restarted, a proxy's
+        timeout) is opened again with ``Last-Event-ID``: no line is missed, none repeated.
+        The run's final state is :attr:`followed_state` afterwards."""
+        await self._as_guest()
+        last: str | None = None
+        away = _Reconnecting(self.url)
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = last
+            try:
+                async with self.http().stream(
+                    "GET",
+                    f"/runs/{run_id}/logs/stream",
+                    headers=headers,
+                    timeout=httpx.Timeout(60.0, connect=10.0, read=None),
+                ) as response:
+                    self._answered = True
+                    if response.status_code in _AWAY and await away.wait(
+                        response.status_code, response.headers.get("Retry-After")
+                    ):
+                        continue
+                    if not response.is_success:
+                        await response.aread()
+                        _raise_for(response)
+                    async for event in _events(response):
+                        away = _Reconnecting(self.url)  # it answers: patience anew
+                        if event.id is not None:
+                            last = event.id
+                        if event.name == "log":
+                            yield str(json.loads(event.data))
+                        elif event.name == "end":
+                            self.followed_state = str(json.loads(event.data)["state"])
+                            return
+            except httpx.HTTPError as exc:
+                if not self._answered or not await away.wait(exc):
+                    raise away.error(exc) from None
+                continue
+            # The stream ended without its end event: the portal went away mid-stream.
+            if not await away.wait("the stream ended early"):
+                raise away.error("the stream ended early")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -494,6 +560,70 @@ class PortalService:
 
     async def download(self, uri: str) -> io.BufferedReader:
         return await self._download("/storage/file", {"path": uri})
+
+
+_AWAY = {502, 503, 504}  # a gateway's or the portal's "not now": the platform restarting
+RECONNECT_PATIENCE = 120.0  # seconds a client waits for a portal that went away
+RECONNECT_FIRST_PAUSE = 0.25
+RECONNECT_MAX_PAUSE = 5.0
+
+
+class _Reconnecting:
+    """How long a client has waited for the portal to come back, and how long to wait next:
+    0.25 s, then twice as long each time up to 5 s (or the portal's ``Retry-After``), for
+    :data:`RECONNECT_PATIENCE` s in all."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.waited = 0.0
+        self.pause = RECONNECT_FIRST_PAUSE
+
+    async def wait(self, why: object, retry_after: str | None = None) -> bool:
+        """Pause before trying again; ``False`` once patience is spent."""
+        if self.waited >= RECONNECT_PATIENCE:
+            return False
+        pause = self.pause
+        if retry_after and retry_after.strip().isdigit():
+            pause = max(pause, min(float(retry_after), RECONNECT_MAX_PAUSE))
+        await asyncio.sleep(pause)
+        self.waited += pause
+        self.pause = min(self.pause * 2, RECONNECT_MAX_PAUSE)
+        return True
+
+    def error(self, why: object) -> errors.PlatformError:
+        cause = type(why).__name__ if isinstance(why, Exception) else str(why)
+        waited = f" for {self.waited:.0f} s" if self.waited else ""
+        return errors.PlatformError(
+            f"the portal at {self.url} did not answer{waited} ({cause}); check ACC_URL, or "
+            "try again later"
+        )
+
+
+@dataclass
+class _Event:
+    name: str = "message"
+    data: str = ""
+    id: str | None = None
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[_Event]:
+    """The server-sent events of ``response`` (the fields this portal sends)."""
+    event, data = _Event(), list[str]()
+    async for line in response.aiter_lines():
+        if not line:
+            if data or event.id is not None:
+                event.data = "\n".join(data)
+                yield event
+            event, data = _Event(), list[str]()
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            event.name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event.id = value
 
 
 def _moment(value: str | None) -> datetime | None:

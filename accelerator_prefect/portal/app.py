@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
         await platform.client()
         platform.storage_fs()
         app.state.platform = platform
+        app.state.stopping = asyncio.Event()
+        restore = _on_stop(app.state.stopping.set)
         # A portal that may send no webhook (no allowed hosts) dispatches none: the
         # deliveries other portals took stay theirs.
         webhooks = (
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
         try:
             yield
         finally:
+            restore()
             if webhooks is not None:
                 webhooks.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -115,6 +119,39 @@ def create_app(settings: Settings | None = None, api_url: str | None = None) -> 
         return {"status": "ok"}
 
     return app
+
+
+def _on_stop(stop: Callable[[], None]) -> Callable[[], None]:
+    """Call ``stop`` on this loop when the server is told to stop (SIGTERM, SIGINT), before
+    the server's own handler; what puts the handlers back.
+
+    Log streams end then (their clients reconnect with ``Last-Event-ID``, to this portal's
+    successor): a stream left open would hold the server's graceful shutdown until its run
+    ended."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(sig: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(stop)
+        before = previous.get(sig)
+        if callable(before):
+            before(sig, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (an app served in a test's thread)
+            return lambda: None
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, before)
+
+    return restore
 
 
 def _version(package: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from accelerator_prefect import errors
 
 PROBLEM = "application/problem+json"
+RETRY_AFTER_UNAVAILABLE = 2  # seconds a client is asked to wait while the platform is away
 
 
 class FieldProblem(BaseModel):
@@ -173,6 +175,19 @@ def install(app: FastAPI) -> None:
         kind = {401: "unauthenticated", 404: "not-found", 405: "method-not-allowed"}
         title = str(exc.detail) if isinstance(exc.detail, str) else "Refused"
         return problem(exc.status_code, title, title, kind.get(exc.status_code, "refused"))
+
+    @app.exception_handler(httpx.TransportError)
+    async def _platform_away(_: Request, exc: httpx.TransportError) -> JSONResponse:
+        # Prefect's client has already tried again with back-off: the server is being
+        # restarted, or down. Users' clients wait and ask again (Retry-After).
+        return problem(
+            503,
+            "Platform unavailable",
+            "the platform behind the portal is not answering (restarting?); try again in a "
+            "few seconds",
+            "platform-unavailable",
+            retry_after=RETRY_AFTER_UNAVAILABLE,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ stream), why it failed, progress, result, provenance, outputs (downloads with HT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -26,6 +27,7 @@ from accelerator_prefect.runs import RoutineProgress, RunFailure, RunInfo, RunQu
 router = APIRouter(tags=["runs"])
 
 MAX_WAIT_S = 300.0  # the longest a `Prefer: wait=N` request is held
+RECONNECT_MS = 1000  # the `retry:` a log stream asks of a client that loses it
 CHUNK = 1 << 20
 
 READ = responses(401, 404, 422, 429, 503)
@@ -235,8 +237,10 @@ async def logs(run_id: str, acc: Acc) -> list[str]:
 @router.get(
     "/runs/{run_id}/logs/stream",
     summary="The log lines as server-sent events, ending when the run does",
-    description="`event: log` carries one log line (a JSON string); `event: end` closes the "
-    'stream with the run\'s final state (`{"state": "Completed"}`).',
+    description="`event: log` carries one log line (a JSON string) and, as its `id`, the "
+    "line's number; `event: end` closes the stream with the run's final state "
+    '(`{"state": "Completed"}`). A client that loses the stream reconnects with '
+    "`Last-Event-ID: <the last id it received>` and gets the lines after it, none twice.",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -246,29 +250,59 @@ async def logs(run_id: str, acc: Acc) -> list[str]:
         **READ,
     },
 )
-async def stream_logs(run_id: str, acc: Acc, request: Request) -> StreamingResponse:
+async def stream_logs(
+    run_id: str,
+    acc: Acc,
+    request: Request,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            description="The `id` of the last event received: the stream goes on after it "
+            "(as a browser's EventSource sends it when it reconnects)."
+        ),
+    ] = None,
+) -> StreamingResponse:
     await acc.run_info(run_id)  # not readable: 404 before the stream begins
     return StreamingResponse(
-        _log_events(acc, run_id, request),
+        _log_events(acc, run_id, request, _resumed_from(last_event_id)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _log_events(acc: AsyncAccelerator, run_id: str, request: Request) -> AsyncIterator[str]:
-    sent, poll, deadline = 0, 0.5, time.monotonic() + 24 * 3600
+def _resumed_from(last_event_id: str | None) -> int:
+    """How many lines a reconnecting client has had: a log event's ``id`` is its line's
+    number (1 for the first); anything else starts from the beginning."""
+    value = (last_event_id or "").strip()
+    return int(value) if value.isdigit() and len(value) < 10 else 0
+
+
+async def _log_events(
+    acc: AsyncAccelerator, run_id: str, request: Request, sent: int = 0
+) -> AsyncIterator[str]:
+    """The run's log lines from line ``sent + 1`` on, each with its number as ``id``, so a
+    client that loses the stream (the portal restarted, a proxy timed out) reconnects with
+    ``Last-Event-ID`` and misses no line and sees none twice."""
+    poll, deadline = 0.5, time.monotonic() + 24 * 3600
+    stopping: asyncio.Event = getattr(request.app.state, "stopping", None) or asyncio.Event()
+    yield f"retry: {RECONNECT_MS}\n\n"  # how soon an EventSource is to reconnect
     while time.monotonic() < deadline and not await request.is_disconnected():
         info = await acc.run_info(run_id)  # asked again: a revoked credential ends the stream
         if info.final:
             info = await acc.wait_run(run_id, 0)  # its closing lines in
         lines = await acc.run_logs(run_id)
-        for line in lines[sent:]:
-            yield f"event: log\ndata: {json.dumps(line)}\n\n"
+        for number, line in enumerate(lines[sent:], sent + 1):
+            yield f"id: {number}\nevent: log\ndata: {json.dumps(line)}\n\n"
         sent = max(sent, len(lines))
         if info.final:
             yield f"event: end\ndata: {json.dumps({'state': info.state})}\n\n"
             return
-        await asyncio.sleep(poll)
+        # The portal stopping ends the stream (without an end event): the client resumes
+        # from its last id with the portal that comes next.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), poll)
+        if stopping.is_set():
+            return
 
 
 @router.get(
