@@ -151,6 +151,18 @@ BENCHMARKS = [
         (),
         ("--size-mb", "2", "--rounds", "2", "--warmup", "1", "--info-calls", "3"),
     ),
+    Benchmark(
+        "B17",
+        "load",
+        "1,000 launches over 10 min through the portal, 20 clients, SQLite and PostgreSQL; "
+        "runs/min by workers; launch write concurrency",
+        (),  # the defaults are the size
+        (
+            *("--launches", "6", "--minutes", "0.1", "--clients", "3"),
+            *("--scaling-workers", "1,2", "--scaling-launches", "4"),
+            *("--burst", "4", "--burst-rounds", "2", "--settle", "0"),
+        ),
+    ),
 ]
 
 

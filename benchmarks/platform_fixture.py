@@ -10,6 +10,11 @@ never-started runs Late (see ``SERVER_ENVIRONMENT``). Its API is locked with the
 string ``acc up`` keeps in the home (:attr:`BenchPlatform.auth_string`), which a user of
 raw Prefect passes to ``PrefectClient(…, auth_string=…)``.
 
+With ``keep_worker`` the workers stay (``workers`` of them, warm, on one pool) and run
+what is launched; ``database`` puts the server's data in PostgreSQL (a
+``postgresql+asyncpg://`` URL) instead of SQLite; ``environment`` adds settings for what
+is started (e.g. ``ACC_WORK_POOL_CONCURRENCY``, which ``up`` reads for the pool).
+
 Example:
     >>> with bench_platform() as bench:  # doctest: +SKIP
     ...     run = bench.acc.launch(bench.model, conf={"message": "hi"})
@@ -136,22 +141,41 @@ def make_model_repo(path: Path, name: str, version: str = "1.0.0", project: str 
 
 
 @contextmanager
-def bench_platform(*, keep_worker: bool = False) -> Iterator[BenchPlatform]:
+def bench_platform(
+    *,
+    keep_worker: bool = False,
+    database: str | None = None,
+    workers: int = 1,
+    environment: dict[str, str] | None = None,
+) -> Iterator[BenchPlatform]:
     """Start a platform in a temporary home, publish the echo model; stop it all on exit.
 
-    Without ``keep_worker`` the worker is stopped once the platform is up, so no
-    run executes (and no run execution competes with the launches for the CPU).
+    Without ``keep_worker`` the workers are stopped once the platform is up, so no
+    run executes (and no run execution competes with the launches for the CPU). With it,
+    ``workers`` warm workers run the runs, and the server marks runs Late as ``acc up``'s
+    does. ``database``: a PostgreSQL URL for the server's data (``None``: SQLite in the
+    home). ``environment``: settings added to this process's while the platform starts.
     """
+    server = dict(SERVER_ENVIRONMENT)
+    if keep_worker:  # runs are started: the Late-runs service does what it does in use
+        server.pop("PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED")
     with tempfile.TemporaryDirectory(prefix="acc-bench-") as folder:
         workdir = Path(folder)
         home = workdir / "home"
         try:
-            with _environment(**SERVER_ENVIRONMENT):
+            with _environment(**server, **(environment or {})):
                 info, _ = up(
-                    home, port=free_port(), examples=[], catalog_port=None, portal_port=None
+                    home,
+                    port=free_port(),
+                    examples=[],
+                    catalog_port=None,
+                    portal_port=None,
+                    database=database,
+                    workers=workers,
                 )
             if not keep_worker:
-                stop_process(info.worker_pid)
+                for pid in info.workers():
+                    stop_process(pid)
             token = get_settings(home=home).operator_token_file.read_text().strip()
             acc = Accelerator.connect(info.api_url, home=home, token=token)
             try:

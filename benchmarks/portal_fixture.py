@@ -81,14 +81,29 @@ class PortalBench:
 
 
 @contextmanager
-def portal_platform() -> Iterator[PortalBench]:
-    """Start the platform (its worker stopped), add a member of project ``bench``, serve the
-    portal with its limits lifted; stop it all on exit."""
-    with _environment(**LIMITS_LIFTED), bench_platform() as bench:
+def portal_platform(
+    *,
+    keep_worker: bool = False,
+    database: str | None = None,
+    workers: int = 1,
+    environment: dict[str, str] | None = None,
+    portal_environment: dict[str, str] | None = None,
+) -> Iterator[PortalBench]:
+    """Start the platform (its worker stopped unless ``keep_worker``; ``database``,
+    ``workers`` and ``environment`` as :func:`bench_platform` takes them), add a member of
+    project ``bench``, serve the portal with its limits lifted (and ``portal_environment``,
+    e.g. ``ACC_LAUNCH_CONCURRENCY``); stop it all on exit."""
+    platform = bench_platform(
+        keep_worker=keep_worker, database=database, workers=workers, environment=environment
+    )
+    with _environment(**LIMITS_LIFTED), platform as bench:
         user = f"bench-user-{uuid.uuid4().hex[:6]}"
         _, token = bench.acc.add_user(user, {PROJECT: "member"})
         pid, url = start_portal(
-            bench.home, bench.info.api_url, free_port(), env=dict(LIMITS_LIFTED)
+            bench.home,
+            bench.info.api_url,
+            free_port(),
+            env={**LIMITS_LIFTED, **(portal_environment or {})},
         )
         try:
             yield PortalBench(bench=bench, url=url, pid=pid, user=user, token=token)
