@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: setup up down test quick lint bench
+.PHONY: setup up down test test-postgres quick test-quick lint bench
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
@@ -22,19 +22,23 @@ lint: setup
 
 # A temporary folder of its own (outside the checkout, so "outside git" is outside): other
 # test sessions on the machine clear only pytest's shared default folders, never this one.
-# Two groups side by side (pytest-xdist), each with a platform of its own; a test module
-# stays in one group, so its module fixtures are made once.
+# Two groups side by side (pytest-xdist), each with a platform of its own on SQLite; a test
+# module stays in one group, so its module fixtures are made once. Beside them, the scale
+# set (`-m scale`: launch, access, bursts, faults, the portal, several workers) runs again
+# with the Prefect server on PostgreSQL (a server the session starts); its output follows.
 test: lint
-	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d)/pytest"
+	@base="$$(mktemp -d)"; \
+	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -m scale -p no:cacheprovider \
+		--basetemp="$$base/postgres" > "$$base/postgres.txt" 2>&1 & postgres=$$!; \
+	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$base/sqlite"; sqlite=$$?; \
+	wait $$postgres; on_postgres=$$?; \
+	echo "== the scale set on PostgreSQL"; cat "$$base/postgres.txt"; \
+	test $$sqlite -eq 0 -a $$on_postgres -eq 0
 
-# The inner loop, in a few minutes: the walk from manifest to provenance, storage, the CLI,
-# the portal and secrets; no browser, no benchmark, no fault injection.
-QUICK ?= tests/test_manifest.py tests/test_jobflow.py tests/test_validation.py \
-	tests/test_storage.py tests/test_publish.py tests/test_cli.py tests/test_usage.py \
-	tests/test_launch.py tests/test_launch_checks.py tests/test_form.py \
-	tests/test_provenance.py tests/test_portal.py tests/test_secrets.py tests/test_platform.py
-quick: setup
-	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d)/pytest" $(QUICK)
+# The scale set alone, on PostgreSQL (Debian's postgresql installed; .ci/run does it).
+test-postgres: setup
+	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -n 2 --dist loadfile -m scale \
+		--basetemp="$$(mktemp -d)/pytest"
 
 # Not part of `make test` (which runs each at tiny sizes): tens of minutes, a 1 GB file,
 # 10,000 deployments. Writes benchmarks/RESULTS.md and RESULTS.json.
