@@ -18,6 +18,11 @@ named by its hash: shared by every version with the same lock, built once per ma
 (a worker that lacks one builds it before the run starts), and complete only once its
 ``ready.json`` is written, so that a build that failed or was cut short is never used.
 Versions that declare nothing run with the platform's own interpreter, as before.
+
+A manifest's ``task_runner: dask`` needs prefect-dask where the run imports its jobflow:
+publishing locks the runtime with its ``dask`` extra then (:func:`runtime_extras`), so
+the author need not declare it; :func:`task_runner_problem` says what is missing
+otherwise (a version on the platform's own interpreter, which lacks it).
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ UV_TIMEOUT = 600.0
 RUNTIMES = "acc://.platform/runtimes/"
 """Where the platform keeps every runtime wheel it locked, for workers elsewhere."""
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+EXTRAS_OF_TASK_RUNNERS = {"dask": "dask"}
+"""A manifest's ``task_runner.kind`` → the runtime's extra its runs need."""
 
 
 class EnvironmentFailed(AcceleratorError):
@@ -270,6 +277,51 @@ def _runtime_requirements() -> list[str]:
     return [r for r in wanted if requirement_name(r) not in NOT_IN_RUNTIME]
 
 
+def _runtime_extras() -> list[str]:
+    """The runtime's extras (``dask``, ``geo`` …), which its wheel provides too."""
+    return sorted(set(metadata.metadata(RUNTIME).get_all("Provides-Extra") or []))
+
+
+def runtime_extras(task_runner: str) -> tuple[str, ...]:
+    """The runtime's extras a version's environment is locked with, for the manifest's
+    ``task_runner.kind``: ``("dask",)`` for ``dask`` (prefect-dask and Dask's
+    distributed, at the versions the platform runs), none for ``threads``.
+
+    Example:
+        >>> runtime_extras("dask"), runtime_extras("threads")
+        (('dask',), ())
+    """
+    extra = EXTRAS_OF_TASK_RUNNERS.get(task_runner)
+    return (extra,) if extra else ()
+
+
+def task_runner_problem(record: EnvironmentRecord | None, task_runner: str) -> str | None:
+    """What a version choosing ``task_runner`` lacks to run, for publishing to warn
+    about: prefect-dask, missing from its environment's lock (``record``) or, for a
+    version on the platform's own interpreter (no ``record``), from this one. ``None``
+    when nothing is missing."""
+    if task_runner != "dask":
+        return None
+    if record is not None:
+        if "prefect-dask" in record.packages:
+            return None
+        return (
+            f"task_runner: dask needs prefect-dask in the model's environment, and "
+            f"{record.source} does not bring it: add prefect-dask to its requirements; "
+            "its runs fail until then"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("prefect_dask") is not None:
+        return None
+    return (
+        "task_runner: dask needs prefect-dask, and the platform's own Python, which this "
+        "version runs with, lacks it: declare an environment with prefect-dask in its "
+        "requirements, or ask the operator to install accelerator-prefect[dask]; its runs "
+        "fail until then"
+    )
+
+
 def runtime_version() -> str:
     """This process's runtime as a version: the package's own version with a digest of its
     code and requirements as the local label, so that any change to either is a new one."""
@@ -296,6 +348,7 @@ def runtime_wheel(wheelhouse: Path) -> tuple[str, Path]:
     requires_python = metadata.metadata(RUNTIME)["Requires-Python"]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
+    lines += [f"Provides-Extra: {extra}" for extra in _runtime_extras()]
     lines += [f"Requires-Dist: {r}" for r in _runtime_requirements()]
     files[f"{dist_info}/METADATA"] = ("\n".join(lines) + "\n").encode()
     files[f"{dist_info}/WHEEL"] = (
@@ -328,10 +381,10 @@ def python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def lock(root: Path, source: Path, home: Path) -> EnvironmentRecord:
+def lock(root: Path, source: Path, home: Path, extras: Sequence[str] = ()) -> EnvironmentRecord:
     """Lock what ``source`` (a file in the repository ``root``) declares, with this
-    process's runtime; raise :class:`EnvironmentFailed` with uv's message if it does not
-    resolve."""
+    process's runtime and its ``extras`` (:func:`runtime_extras`); raise
+    :class:`EnvironmentFailed` with uv's message if it does not resolve."""
     shown = source.relative_to(root).as_posix()
     direct = _direct_requirements(source, shown)
     version, wheel = runtime_wheel(wheelhouse(home))
@@ -343,7 +396,8 @@ def lock(root: Path, source: Path, home: Path) -> EnvironmentRecord:
         wanted = [scratch / "requirements.in"]
         wanted[0].write_text("\n".join(model) + "\n")
         runtime = scratch / "runtime.in"
-        runtime.write_text(f"{RUNTIME}=={version}\n")
+        wanted_extras = f"[{','.join(sorted(extras))}]" if extras else ""
+        runtime.write_text(f"{RUNTIME}{wanted_extras}=={version}\n")
         out = scratch / LOCK_FILE
         # uv prefers the versions already in the output file: the platform's own, where the
         # model allows them (already in uv's cache, and what the platform is tested with).

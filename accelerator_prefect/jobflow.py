@@ -6,6 +6,11 @@ each is optional. Prefect derives the deployment's parameter schema from this
 signature, so the run form, the server and the launcher all agree.
 :func:`declared_routines` counts the routine calls a jobflow's source declares, read
 without running it, so a run's page knows from the start how many routines it has.
+
+A manifest's ``task_runner: dask`` reaches the run as ``ACC_TASK_RUNNER`` in its
+environment (put there by publishing); a jobflow imported in such a run fans its routines
+out on a local Dask cluster of its own (:func:`chosen_task_runner`). Dask is imported only
+then.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import json
+import os
 import typing
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar, overload
@@ -26,6 +33,14 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 RESERVED = ("conf", "inputs", "output", "secrets")
+
+TASK_RUNNER_VARIABLE = "ACC_TASK_RUNNER"
+"""The run's task runner, the manifest's ``task_runner`` as JSON ``{kind, options}``: in
+the run's environment when the manifest chooses one (publishing's job variables)."""
+DASK_MISSING = (
+    "task_runner: dask needs prefect-dask in the model's environment: add prefect-dask to "
+    "its requirements (or install accelerator-prefect[dask])"
+)
 
 
 class Conf(BaseModel):
@@ -130,6 +145,50 @@ class Secrets(BaseModel):
         """Read every value once, so each is redacted before any routine runs."""
         for name in self.blocks:
             self.get(name)
+        _SECRETS_KNOWN.add(_this_run())
+
+
+_SECRETS_KNOWN: set[str | None] = set()
+"""The runs whose secret values this process knows (and so redacts)."""
+
+
+def _this_run() -> str | None:
+    """The id of the flow run this process works for (in a Dask worker too: Prefect gives
+    each routine its run's context), ``None`` outside one."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else None
+
+
+def _know_run_secrets() -> None:
+    """In a process of the run's other than the jobflow's (a Dask worker running a
+    routine), read the run's secret values once, so that they are redacted from this
+    process's logs and exceptions too: a routine may be handed a value the jobflow read."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run = str(context.flow_run.id)
+    if run in _SECRETS_KNOWN:
+        return
+    given = (context.flow_run.parameters or {}).get("secrets")
+    if isinstance(given, Secrets):
+        given = given.model_dump()
+    if isinstance(given, dict) and given.get("blocks"):
+        Secrets.model_validate(given).load_all()
+    _SECRETS_KNOWN.add(run)
+
+
+async def _know_run_secrets_async() -> None:
+    """:func:`_know_run_secrets` from a coroutine (Prefect's block reads are synchronous
+    only outside an event loop)."""
+    if _this_run() in _SECRETS_KNOWN:
+        return
+    import asyncio
+
+    await asyncio.to_thread(_know_run_secrets)
 
 
 @overload
@@ -187,6 +246,7 @@ def _scrubbing(fn: F) -> F:
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             with _Scrubbed():
+                await _know_run_secrets_async()
                 return await fn(*args, **kwargs)
 
         return _with_signature(run_async, fn)  # type: ignore[no-any-return]
@@ -196,6 +256,7 @@ def _scrubbing(fn: F) -> F:
         @functools.wraps(fn)
         async def run_async_gen(*args: Any, **kwargs: Any) -> Any:
             with _Scrubbed():
+                await _know_run_secrets_async()
                 async for item in fn(*args, **kwargs):
                     yield item
 
@@ -206,6 +267,7 @@ def _scrubbing(fn: F) -> F:
         @functools.wraps(fn)
         def run_gen(*args: Any, **kwargs: Any) -> Any:
             with _Scrubbed():
+                _know_run_secrets()
                 return (yield from fn(*args, **kwargs))
 
         return _with_signature(run_gen, fn)  # type: ignore[no-any-return]
@@ -213,6 +275,7 @@ def _scrubbing(fn: F) -> F:
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         with _Scrubbed():
+            _know_run_secrets()
             return fn(*args, **kwargs)
 
     return _with_signature(run, fn)  # type: ignore[no-any-return]
@@ -241,10 +304,11 @@ def _check_signature(fn: Callable[..., Any]) -> None:
             )
 
 
-def _reporting_outputs(fn: F) -> F:
+def _reporting_outputs(fn: F, refused: AcceleratorError | None = None) -> F:
     """``fn``, reporting what it wrote: a table artifact and the run's provenance when
     it succeeds; a ``_INCOMPLETE.json`` marker beside the partial outputs, and the
-    provenance, when it fails."""
+    provenance, when it fails. With ``refused``, the run fails at its start with it (what
+    the run needs is missing)."""
     from accelerator_prefect import outputs, provenance
     from accelerator_prefect.results import to_json_data
     from accelerator_prefect.secrets import scrub
@@ -279,6 +343,8 @@ def _reporting_outputs(fn: F) -> F:
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             arguments, output = prepare(args, kwargs)
             try:
+                if refused is not None:
+                    raise refused
                 result = await fn(*args, **kwargs)
                 to_json_data(result)  # refused here, the run fails (Prefect would only warn)
                 _no_secret_in(result)
@@ -292,6 +358,8 @@ def _reporting_outputs(fn: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         arguments, output = prepare(args, kwargs)
         try:
+            if refused is not None:
+                raise refused
             result = fn(*args, **kwargs)
             to_json_data(result)  # refused here, the run fails (Prefect would only warn)
             _no_secret_in(result)
@@ -378,9 +446,99 @@ def jobflow(fn: F | None = None, /, **options: Any) -> Any:
             # The run's own Secret blocks go once it ends, however it ends.
             for kind in ("on_completion", "on_failure", "on_cancellation", "on_crashed"):
                 hooks[kind] = [*(hooks.get(kind) or []), delete_run_secrets]
-        return flow(_reporting_outputs(f), **hooks)
+        refused = None
+        try:
+            runner = chosen_task_runner()
+        except AcceleratorError as exc:
+            runner, refused = None, exc  # the run fails saying so, rather than not loading
+        if runner is not None:
+            hooks["task_runner"] = runner  # the manifest's choice, over the code's
+        return flow(_reporting_outputs(f, refused), **hooks)
 
     return decorate if fn is None else decorate(fn)
+
+
+def chosen_task_runner(environment: typing.Mapping[str, str] | None = None) -> Any:
+    """The task runner the run's manifest chose (``ACC_TASK_RUNNER`` in ``environment``,
+    the process's own by default): ``None`` for Prefect's own (threads), else a
+    ``DaskTaskRunner`` starting a local cluster for the run (:func:`dask_cluster_options`).
+
+    Read when the jobflow is decorated, which in a run is when its module is imported:
+    after the worker gave the process the run's environment (the warm worker's child, a
+    process worker's fresh Python, or a model environment's interpreter alike).
+
+    Raises :class:`AcceleratorError` when the choice cannot be read or prefect-dask is
+    not installed.
+
+    Example:
+        >>> chosen_task_runner({}) is None
+        True
+    """
+    given = (os.environ if environment is None else environment).get(TASK_RUNNER_VARIABLE)
+    if not given:
+        return None
+    try:
+        chosen = json.loads(given)
+        kind, options = chosen.get("kind", "threads"), dict(chosen.get("options") or {})
+    except (ValueError, AttributeError, TypeError):
+        raise AcceleratorError(
+            f"task_runner: {TASK_RUNNER_VARIABLE} is not the JSON publishing writes "
+            '(e.g. {"kind": "dask", "options": {}}); publish the version again'
+        ) from None
+    if kind == "threads":
+        return None
+    if kind != "dask":
+        raise AcceleratorError(f"task_runner.kind: {kind!r} is not one of threads, dask")
+    try:
+        from prefect_dask.task_runners import DaskTaskRunner
+    except ImportError:
+        raise AcceleratorError(DASK_MISSING) from None
+    _serializer_by_reference()
+    return DaskTaskRunner(cluster_kwargs=dask_cluster_options(options))
+
+
+def _serializer_by_reference() -> None:
+    """Send the jobflow's JSON result serializer to Dask's processes as a call to
+    :func:`~accelerator_prefect.results.json_serializer`, not as its class: the class is
+    made in a function, so cloudpickle would rebuild it field by field, and Prefect's
+    registry of serializer types refuses a class without its type yet. (Each routine
+    runs in a Dask worker with the jobflow in its context.)"""
+    import copyreg
+
+    from accelerator_prefect.results import _serializer_class, json_serializer
+
+    copyreg.pickle(_serializer_class(), lambda _: (json_serializer, ()))
+
+
+def dask_cluster_options(options: typing.Mapping[str, Any]) -> dict[str, Any]:
+    """The local Dask cluster's options for a run: the manifest's ``options`` over these
+    defaults, made for routines that compute in Python (and hold the GIL while they do):
+
+    - ``processes: true``, ``threads_per_worker: 1``: a worker process per routine at a
+      time, each with its own interpreter;
+    - ``n_workers``: as many as the CPUs this process may use;
+    - ``dashboard_address: null``: no dashboard served (nobody could reach it safely);
+    - ``local_directory``: the run's temporary folder (its scratch, which the warm
+      worker's confinement allows and removes when the run ends);
+    - ``security: true``: the scheduler and workers speak TLS with credentials made for
+      this cluster, so that another process on the machine cannot submit work to the
+      run's workers (which act with the run's token).
+
+    Example:
+        >>> dask_cluster_options({"n_workers": 2})["threads_per_worker"]
+        1
+    """
+    import tempfile
+
+    defaults: dict[str, Any] = {
+        "processes": True,
+        "n_workers": len(os.sched_getaffinity(0)),
+        "threads_per_worker": 1,
+        "dashboard_address": None,
+        "local_directory": tempfile.gettempdir(),
+        "security": True,
+    }
+    return {**defaults, **options}
 
 
 ROUTINE_DECORATORS = {"routine", "task"}  # ours, and Prefect's own

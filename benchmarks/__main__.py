@@ -163,6 +163,13 @@ BENCHMARKS = [
             *("--burst", "4", "--burst-rounds", "2", "--settle", "0"),
         ),
     ),
+    Benchmark(
+        "B18",
+        "dask_fanout",
+        "a CPU-bound routine mapped over 8 items: thread runner vs task_runner: dask (2 workers)",
+        (),  # the defaults: 8 items of 15 million pure-Python loop steps each, 3 runs a side
+        ("--items", "2", "--work", "1000", "--runs", "1", "--warmup", "0"),
+    ),
 ]
 
 

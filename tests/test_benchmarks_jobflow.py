@@ -1,11 +1,11 @@
-"""B5 and B7 run end to end on tiny sizes and write their results (no timings asserted)."""
+"""B5, B7 and B18 run end to end on tiny sizes and write their results (no timings asserted)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks import import_time, routine_overhead
+from benchmarks import dask_fanout, import_time, routine_overhead
 
 
 def test_import_time_reports_both_sides_and_a_jobflow_process_loads_no_heavy_package(
@@ -73,4 +73,31 @@ def test_routine_overhead_reports_routines_and_bare_tasks_run_on_a_real_server(
     assert "Machine:" in markdown
     assert "| @routine in @jobflow | bare @task in bare @flow |" in markdown
     for column in ("Baseline median ms/routine", "Median ms/routine", "Ratio", "Target", "Met?"):
+        assert column in markdown
+
+
+def test_dask_fanout_runs_the_same_jobflow_on_threads_and_on_a_dask_cluster(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results"
+
+    dask_fanout.main(
+        ["--items", "2", "--work", "1000", "--runs", "1", "--warmup", "0", "--out", str(out)]
+    )
+
+    report = json.loads((out / "dask_fanout.json").read_text())
+    sides = {r["side"]: r for r in report["results"]}
+    assert set(sides) == {"threads", "dask"}
+    for side in sides.values():
+        assert side["runs"] == 1 and side["median_s"] > side["fanout_median_s"] > 0
+        assert side["cores_used"] > 0 and len(side["routine_cpu_s"]) == 1
+    # The thread runner's routines run in the run's own process; Dask's in its workers.
+    assert sides["threads"]["processes"] == 1
+    assert 1 <= sides["dask"]["processes"] <= 2
+    assert report["speedup"]["fanout"] > 0 and report["speedup"]["launch_to_completed"] > 0
+    assert report["config"] == {"items": 2, "work": 1000, "runs": 1, "warmup": 0}
+
+    markdown = (out / "dask_fanout.md").read_text()
+    assert markdown.startswith("# B18")
+    for column in ("Fan-out median s", "Launch → Completed median s", "Speed-up (fan-out)"):
         assert column in markdown

@@ -1,0 +1,274 @@
+"""``task_runner: dask``: a jobflow's routines fanned out on a local Dask cluster of the
+run's own, on the session's platform (the warm worker: its confinement and its
+run-scoped proxy), published from a real git repository as authors publish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accelerator_prefect import Accelerator, AcceleratorError, environments
+from accelerator_prefect.jobflow import DASK_MISSING, chosen_task_runner
+from accelerator_prefect.platform import PlatformInfo
+from accelerator_prefect.transport import prefect_client
+from tests.conftest import ModelRepo
+
+FANOUT_FLOW = """
+import hashlib
+import os
+
+from prefect import unmapped
+
+from accelerator_prefect import Conf, Inputs, Output, Secrets, jobflow, routine
+
+
+class Nothing(Conf):
+    pass
+
+
+@routine
+def count(file, output: Output, secrets: Secrets) -> dict:
+    key = secrets.get("API_KEY")
+    print(f"counting {file.name} with key {key}")
+    with file.open("r") as stream:
+        rows = sum(1 for _ in stream) - 1
+    with output.open(file.name + ".rows.txt", "w") as f:
+        f.write(str(rows))
+    return {
+        "name": file.name,
+        "rows": rows,
+        "pid": os.getpid(),
+        "key": hashlib.sha256(key.encode()).hexdigest(),
+    }
+
+
+@routine
+def leak(key: str) -> None:
+    raise RuntimeError(f"the service refused {key}")
+
+
+@jobflow(name="fanout")
+def fanout(conf: Nothing, inputs: Inputs, output: Output, secrets: Secrets) -> dict:
+    # First, in a worker that has read no secret yet: a value the jobflow read is masked.
+    refused = leak.submit(secrets.get("API_KEY"))
+    refused.wait()
+    futures = count.map(inputs.files(), output=unmapped(output), secrets=unmapped(secrets))
+    results = sorted((f.result() for f in futures), key=lambda r: r["name"])
+    return {"flow_pid": os.getpid(), "results": results, "leak": refused.state.message}
+"""
+
+FANOUT_MANIFEST = """
+name: {name}
+title: Fan-out
+version: 1.0.0
+jobflow: flows/fanout.py:fanout
+owner: alice
+project: demo
+access:
+  scope: project
+inputs:
+  max_files: 10
+  accepted_types: [".csv"]
+  sources: [storage]
+secrets:
+  API_KEY:
+    description: the key of the service it calls
+    required: true
+task_runner:
+  kind: dask
+  options: {{n_workers: 2}}
+"""
+
+
+def _task_runs(api_url: str, run_id: Any) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list[Any]:
+        async with prefect_client(api_url) as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+
+    return asyncio.run(read())
+
+
+@pytest.mark.scale
+def test_a_jobflow_maps_a_routine_over_its_inputs_on_a_dask_cluster(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    """Each input file is counted by a routine in a Dask worker process (not the run's
+    own), two of them; each writes its result into the run's output folder, reads the
+    run's secret, and shows up as one of the run's task runs, Completed. A secret value
+    stays out of the logs and errors of the worker processes too."""
+    import hashlib
+
+    repo = ModelRepo(tmp_path / "models", f"fanout-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/fanout.py", FANOUT_FLOW)
+    repo.write(f"deployments/{repo.name}.yaml", FANOUT_MANIFEST.format(name=repo.name))
+    repo.commit("fan-out 1.0.0")
+    acc.publish(repo.manifest)
+    folder = f"acc://demo/fanout-{uuid.uuid4().hex[:6]}"
+    files = {f"part-{n}.csv": n + 1 for n in range(4)}  # name -> rows
+    for name, rows in files.items():
+        with acc.storage.open(f"{folder}/{name}", "wb") as f:
+            f.write(b"x\n" + b"1\n" * rows)
+    key = "sk-" + uuid.uuid4().hex
+
+    run = acc.launch(repo.name, inputs=[f"{folder}/"], secrets={"API_KEY": key})
+    assert run.wait(timeout=240) == "Completed", "\n".join(run.logs())
+
+    result = run.result()
+    counted = result["results"]
+    assert [(r["name"], r["rows"]) for r in counted] == sorted(files.items())
+    assert {r["key"] for r in counted} == {hashlib.sha256(key.encode()).hexdigest()}
+    worker_pids = {r["pid"] for r in counted}
+    assert result["flow_pid"] not in worker_pids
+    assert 1 <= len(worker_pids) <= 2  # the cluster's two workers, nothing else
+    assert sorted(o.path for o in run.outputs()) == sorted(f"{n}.rows.txt" for n in files)
+    for name, rows in files.items():
+        with run.open_output(f"{name}.rows.txt") as f:
+            assert f.read() == str(rows).encode()
+
+    task_runs = _task_runs(platform.api_url, run.id)
+    counts = [t for t in task_runs if t.task_key.startswith("count")]
+    assert len(counts) == len(files)
+    assert {t.state_name for t in counts} == {"Completed"}
+    assert [t.state_name for t in task_runs if t.task_key.startswith("leak")] == ["Failed"]
+
+    logs = "\n".join(run.logs())
+    assert logs.count("counting part-") == len(files)
+    assert "with key ***" in logs and key not in logs
+    assert "the service refused ***" in result["leak"] and key not in result["leak"]
+
+
+WITHOUT_PREFECT_DASK = """
+import sys
+
+sys.modules["prefect_dask"] = None  # as in an environment without it: importing it fails
+
+from accelerator_prefect import AcceleratorError, Conf, jobflow
+
+
+class Nothing(Conf):
+    pass
+
+
+@jobflow
+def fanout(conf: Nothing) -> int:
+    return 1
+
+
+try:
+    fanout.fn(Nothing())
+except AcceleratorError as exc:
+    print(type(fanout.task_runner).__name__)
+    print(exc)
+"""
+
+
+def test_a_dask_run_without_prefect_dask_fails_saying_what_to_add() -> None:
+    """The jobflow still loads (so the run can fail with a message rather than crash),
+    runs nothing of the author's, and says what its environment needs."""
+    env = {**os.environ, "ACC_TASK_RUNNER": json.dumps({"kind": "dask", "options": {}})}
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PREFECT_DASK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["ThreadPoolTaskRunner", DASK_MISSING]
+
+
+NO_RUNNER_CHOSEN = """
+import sys
+
+from accelerator_prefect import Conf, jobflow, routine
+
+
+class Nothing(Conf):
+    pass
+
+
+@routine
+def one() -> int:
+    return 1
+
+
+@jobflow
+def plain(conf: Nothing) -> int:
+    return one()
+
+
+print(type(plain.task_runner).__name__)
+print(sorted({m.split(".")[0] for m in sys.modules} & {"dask", "distributed", "prefect_dask"}))
+"""
+
+
+def test_a_jobflow_that_chose_no_task_runner_imports_no_dask() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ACC_TASK_RUNNER"}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_RUNNER_CHOSEN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["ThreadPoolTaskRunner", "[]"]
+
+
+def test_the_manifests_options_go_over_the_clusters_defaults() -> None:
+    chosen = {"kind": "dask", "options": {"n_workers": 3, "memory_limit": "1GB"}}
+    runner = chosen_task_runner({"ACC_TASK_RUNNER": json.dumps(chosen)})
+    assert runner.cluster_kwargs == {
+        "processes": True,
+        "n_workers": 3,
+        "threads_per_worker": 1,
+        "dashboard_address": None,
+        "local_directory": runner.cluster_kwargs["local_directory"],
+        "security": True,
+        "memory_limit": "1GB",
+    }
+    assert chosen_task_runner({}) is None
+    assert chosen_task_runner({"ACC_TASK_RUNNER": '{"kind": "threads"}'}) is None
+    with pytest.raises(
+        AcceleratorError, match=r"task_runner\.kind: 'ray' is not one of threads, dask"
+    ):
+        chosen_task_runner({"ACC_TASK_RUNNER": '{"kind": "ray"}'})
+
+
+def test_a_dask_models_environment_is_locked_with_prefect_dask(tmp_path: Path) -> None:
+    """Publishing a dask model locks the runtime's dask extra: the author declares only
+    their own libraries. A lock without prefect-dask is said at publishing."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "requirements.txt").write_text("\n")
+    locked = environments.lock(
+        repo,
+        repo / "requirements.txt",
+        tmp_path / "home",
+        extras=environments.runtime_extras("dask"),
+    )
+    assert {"prefect-dask", "distributed"} <= set(locked.packages)
+    assert environments.task_runner_problem(locked, "dask") is None
+
+    without = locked.model_copy(
+        update={
+            "lock": "".join(
+                f"{n}=={v}\n" for n, v in locked.packages.items() if n != "prefect-dask"
+            )
+        }
+    )
+    problem = environments.task_runner_problem(without, "dask")
+    assert problem is not None and "add prefect-dask to its requirements" in problem
+    assert environments.task_runner_problem(without, "threads") is None
