@@ -15,6 +15,12 @@ instead of a fresh Python, and picks runs up from Prefect's event stream.
 - **Supervision.** A child that dies is marked Crashed as soon as the zygote reaps it;
   children die with the zygote, which dies with the worker (``PR_SET_PDEATHSIG``); a
   Cancelling run's process group is killed and the run marked Cancelled.
+- **Limits.** Each run gets its manifest's ``limits`` (``ACC_RUN_LIMITS`` in its
+  environment), else the platform's defaults (``ACC_RUN_TIMEOUT``, ``ACC_RUN_MEMORY``,
+  ``ACC_RUN_CPU_TIME``, ``ACC_RUN_OUTPUT_SIZE`` in the worker's). The child applies memory,
+  CPU time and output size to itself (:mod:`accelerator_prefect.zygote`); the worker keeps
+  the time: at the deadline the run is told to end, then its process group is stopped.
+  A run over a limit ends Failed, its message naming the limit.
 
 Start one with ``prefect worker start --type acc-warm --pool <pool>``; create its pool
 with ``prefect work-pool create --type acc-warm <pool>``.
@@ -55,7 +61,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from accelerator_prefect.environments import EnvironmentRecord, of_deployment
 from accelerator_prefect.errors import AcceleratorError
-from accelerator_prefect.zygote import CANCEL_SIGNAL, credential_free
+from accelerator_prefect.zygote import (
+    CANCEL_SIGNAL,
+    CPU_GRACE,
+    TIMEOUT_SIGNAL,
+    credential_free,
+    over_limit,
+    run_limits,
+)
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -244,6 +257,7 @@ class Zygote:
         self.pid = process.pid
         self._forked: dict[str, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
+        self.cpu: dict[int, float] = {}  # processor seconds of each child that ended
 
     @classmethod
     async def start(
@@ -317,6 +331,7 @@ class Zygote:
             if forked is not None and not forked.done():
                 forked.set_result(pid)
         elif "exited" in message:
+            self.cpu[int(message["exited"])] = float(message.get("cpu") or 0.0)
             exited = self._exits.pop(int(message["exited"]), None)
             if exited is not None and not exited.done():
                 exited.set_result(int(message["code"]))
@@ -542,7 +557,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if self._proxy is not None:  # the run reaches Prefect (and an object store) through it
             env = self._proxy.environment_for(flow_run, env, self._work_pool_name, keep=own)
         working_dir = str(configuration.working_dir) if configuration.working_dir else None
-        given: dict[str, Any] = {"env": env, "working_dir": working_dir}
+        limits = run_limits(own, self.get_flow_run_logger(flow_run).warning)
+        given: dict[str, Any] = {"env": env, "working_dir": working_dir, "limits": limits}
         if deployment is not None:  # the child need not read it again
             given["deployment"] = deployment.model_dump(mode="json")
         given["result_storage"] = _RESULT_STORAGE.get()
@@ -558,8 +574,15 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             self._runs_task_group_start(lambda: self._cancel_run(flow_run.id))
         if task_status is not None:
             task_status.started(pid)
+        timed_out = False
         try:
-            code = await exited
+            if "timeout" in limits and not await self._ends_in_time(
+                flow_run.id, exited, limits["timeout"][1]
+            ):
+                timed_out = True
+                code = await self._stop_over_time(flow_run, pid, exited, limits["timeout"][0])
+            else:
+                code = await exited
         except RuntimeError:
             code = -int(signal.SIGKILL)
         finally:
@@ -567,13 +590,92 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             if self._proxy is not None:
                 self._proxy.release(flow_run.id)
             zygote.sweep(flow_run.id, working_dir)
+        over = _over_which(code, zygote.cpu.pop(pid, 0.0), limits, timed_out)
         if flow_run.id in self._cancelled:
             self._cancelled.discard(flow_run.id)
             code = 0  # ended on purpose; the run is already Cancelled
+        elif over is not None:
+            await self._fail_over_limit(flow_run, over)
+            code = 0  # ended by its limit; the run is Failed, not Crashed
         elif code != 0:  # Prefect marks it Crashed once this returns
             await self._clean_up_after(flow_run, "Crashed")
         self._runs_task_group_start(self._poll_now)
         return WarmWorkerResult(status_code=code, identifier=str(pid))
+
+    async def _ends_in_time(
+        self, flow_run_id: UUID, exited: asyncio.Future[int], timeout: float
+    ) -> bool:
+        """Wait for the run's process to end within ``timeout`` seconds of the run's start
+        (its Running state: its code checked out and imported, however long the machine
+        took to get there); ``False`` once that deadline passed. A run not Running
+        ``START_ALLOWANCE`` seconds after its process began has its time counted anyway."""
+        loop = asyncio.get_running_loop()
+        forked = loop.time()
+        deadline = forked + timeout
+        while True:
+            await asyncio.wait({exited}, timeout=max(0.0, deadline - loop.time()))
+            if exited.done():
+                return True
+            running = await self._running_for(flow_run_id)
+            if running is None and loop.time() < forked + START_ALLOWANCE:
+                deadline = loop.time() + 0.5  # not Running yet: look again shortly
+                continue
+            if running is None:
+                running = loop.time() - forked
+            if running >= timeout:
+                return False
+            deadline = loop.time() + timeout - running
+
+    async def _running_for(self, flow_run_id: UUID) -> float | None:
+        """Seconds since the run entered Running (``None``: not yet, or unknown now)."""
+        try:
+            flow_run = await self.client.read_flow_run(flow_run_id)
+        except Exception:
+            return None
+        if flow_run.start_time is None:
+            return None
+        now = datetime.datetime.now(datetime.UTC)
+        return max(0.0, float((now - flow_run.start_time).total_seconds()))
+
+    async def _stop_over_time(
+        self, flow_run: FlowRun, pid: int, exited: asyncio.Future[int], limit: str
+    ) -> int:
+        """The run went over its time limit (``limit``, as written): tell its process, whose
+        engine ends the run Failed (its outputs marked incomplete, its secrets deleted); if
+        it has not ended after the grace period (stuck in native code, or deaf to the
+        signal), end the run Failed here and stop its process group as a cancellation does
+        (SIGTERM, SIGKILL after the grace period). Whatever the run started goes with it.
+        Its exit code."""
+        grace = self.settings.cancel_grace
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, TIMEOUT_SIGNAL)
+        await asyncio.wait({exited}, timeout=max(grace, 1.0))
+        if not exited.done():
+            # Failed first: the engine's Crashed on SIGTERM is then refused by the server.
+            with contextlib.suppress(Exception):
+                await self._fail_over_limit(flow_run, over_limit("timeout", limit))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            await asyncio.wait({exited}, timeout=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # the run's own processes, left behind or not
+        return await exited
+
+    async def _fail_over_limit(self, flow_run: FlowRun, message: str) -> None:
+        """End a run that went over a limit Failed with ``message``, unless its own engine
+        already ended it (Failed, saying why; or Completed just in time); and clean up
+        after it as after a crash: its secret blocks, its partial outputs."""
+        from prefect.states import Failed
+
+        current = await self.client.read_flow_run(flow_run.id)
+        state = current.state
+        if state is not None and state.is_completed():
+            return
+        await self._clean_up_after(current, message)  # its engine may not have got so far
+        if state is not None and state.is_failed():
+            return
+        await self.client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
+        self.get_flow_run_logger(flow_run).error("Flow run %s: %s", flow_run.id, message)
 
     async def _prepare_environment(
         self, flow_run: FlowRun, environment: EnvironmentRecord | None
@@ -1000,6 +1102,29 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             ),
             "work_pool_filter": WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool.name])),
         }
+
+
+START_ALLOWANCE = 120.0
+"""Seconds a run's process may take to reach Running before its time limit counts anyway."""
+
+
+def _over_which(
+    code: int, cpu: float, limits: dict[str, tuple[str, float]], timed_out: bool
+) -> str | None:
+    """What a run whose process ended with ``code`` after ``cpu`` processor seconds is
+    told, if it ended by one of its ``limits``: its time (the worker stopped it), or its
+    CPU time (SIGXCPU, or the kernel's SIGKILL at the hard limit, past the grace after
+    the limit); ``None`` otherwise."""
+    if timed_out and "timeout" in limits:
+        return over_limit("timeout", limits["timeout"][0])
+    if "cpu_time" in limits and (
+        code == -int(signal.SIGXCPU)
+        or (code == -int(signal.SIGKILL) and cpu >= limits["cpu_time"][1] + CPU_GRACE)
+    ):
+        return over_limit("cpu_time", limits["cpu_time"][0])
+    if "output_size" in limits and code == -int(signal.SIGXFSZ):
+        return over_limit("output_size", limits["output_size"][0])
+    return None
 
 
 def _process_alive(pid: int) -> bool:

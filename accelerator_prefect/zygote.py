@@ -12,8 +12,16 @@ The protocol, over a ``SOCK_SEQPACKET`` UNIX socket (one JSON message per packet
 
 - zygote → worker ``{"ready": pid}`` once its imports are done;
 - worker → zygote ``{"fork": run_id}`` with the pipe's read end attached (``SCM_RIGHTS``);
-- zygote → worker ``{"forked": run_id, "pid": pid}``, then ``{"exited": pid, "code": n}``
-  when that child ends (``n`` as ``subprocess`` reports it: negative for a signal).
+- zygote → worker ``{"forked": run_id, "pid": pid}``, then ``{"exited": pid, "code": n,
+  "cpu": seconds}`` when that child ends (``n`` as ``subprocess`` reports it: negative for
+  a signal; ``cpu``: the processor time it used).
+
+A run's limits (its manifest's ``limits``, else the platform's ``ACC_RUN_*``) come with
+its environment. The child applies them to itself before the author's code is imported,
+as rlimits the code cannot raise again: memory as ``RLIMIT_DATA`` (on top of what the
+child holds from the warm parent), CPU time as ``RLIMIT_CPU``, output size as
+``RLIMIT_FSIZE``; the worker keeps the time limit. A run over one ends Failed, its state
+message naming the limit (:func:`over_limit`).
 
 Run it as ``python -m accelerator_prefect.zygote <socket fd> <worker pid>``.
 """
@@ -22,16 +30,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import gc
 import json
+import math
 import os
 import re
 import selectors
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from accelerator_prefect.errors import AcceleratorError
 
 PRELOAD = (
     "prefect",
@@ -78,6 +90,80 @@ _MESSAGE_BYTES = 65536
 PR_SET_PDEATHSIG = 1
 CANCEL_SIGNAL = signal.SIGUSR1
 """Sent by the worker to a child just before the SIGTERM that cancels its run."""
+TIMEOUT_SIGNAL = signal.SIGUSR2
+"""Sent by the worker to a child whose run went over its time limit: the run ends Failed."""
+
+LIMITS = ("timeout", "memory", "cpu_time", "output_size")
+"""The manifest's ``limits`` fields, in the order messages list them."""
+_LIMIT_WORDS = {
+    "timeout": "time",
+    "memory": "memory",
+    "cpu_time": "CPU-time",
+    "output_size": "output-size",
+}
+CPU_GRACE = 5
+"""Seconds of processor time a run over its CPU time gets to end Failed (its engine
+reports the state) before the kernel kills it."""
+
+
+RUN_LIMITS_VARIABLE = "ACC_RUN_LIMITS"
+"""The run's own limits, in its environment: publishing puts its manifest's there."""
+_SIZES = ("memory", "output_size")
+
+
+def run_limits(
+    env: Mapping[str, str], warn: Callable[[str], object] | None = None
+) -> dict[str, tuple[str, float]]:
+    """A run's limits: name → (the value as written, in seconds or bytes). Its manifest's
+    (``ACC_RUN_LIMITS`` in the run's environment ``env``), else the platform's defaults
+    (``ACC_RUN_TIMEOUT``, ``ACC_RUN_MEMORY``, ``ACC_RUN_CPU_TIME``, ``ACC_RUN_OUTPUT_SIZE``
+    where this process runs). A value that does not read is left out, and ``warn`` told."""
+    from accelerator_prefect.manifest import parse_duration
+    from accelerator_prefect.mapping import parse_size
+    from accelerator_prefect.settings import get_settings
+
+    settings = get_settings()
+    defaults = {
+        "timeout": settings.run_timeout,
+        "memory": settings.run_memory,
+        "cpu_time": settings.run_cpu_time,
+        "output_size": settings.run_output_size,
+    }
+    try:
+        declared = json.loads(env.get(RUN_LIMITS_VARIABLE) or "{}")
+    except ValueError:
+        declared = {}
+    if not isinstance(declared, dict):
+        declared = {}
+    limits: dict[str, tuple[str, float]] = {}
+    for name in LIMITS:
+        value = declared.get(name) or defaults[name]
+        if not value:
+            continue
+        text = str(value).strip()
+        try:
+            amount = parse_size(text) if name in _SIZES else parse_duration(text)
+        except ValueError:
+            if warn is not None:
+                kind = "size such as '512 MB'" if name in _SIZES else "duration such as '30 min'"
+                warn(f"limits.{name}: {text!r} is not a {kind}; the run has no such limit")
+            continue
+        if amount > 0:
+            limits[name] = (text, float(amount))
+    return limits
+
+
+class RunLimitExceeded(AcceleratorError):
+    """A run went over one of its limits (its manifest's ``limits``, or the platform's)."""
+
+
+def over_limit(name: str, value: str) -> str:
+    """What a run over its limit ``name`` (of ``value``, as written) is told, e.g. ``the run
+    went over its memory limit of 256 MB (limits.memory)``."""
+    said = f"the run went over its {_LIMIT_WORDS.get(name, name)} limit of {value} (limits.{name})"
+    if name == "output_size":
+        said += ": a file it wrote would have been larger; nothing of that file was kept"
+    return said
 
 
 def credential_free(env: Mapping[str, str]) -> dict[str, str]:
@@ -273,13 +359,15 @@ class Zygote:
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self.children.discard(pid)
-            _send(self.channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+            code = os.waitstatus_to_exitcode(status)
+            cpu = round(usage.ru_utime + usage.ru_stime, 3)  # the worker tells a CPU-limit kill
+            _send(self.channel, {"exited": pid, "code": code, "cpu": cpu})
 
     def _stop(self) -> None:
         """Children end with their zygote: each run's whole process group is killed."""
@@ -298,6 +386,7 @@ def run_child(secrets_fd: int, zygote: int) -> None:
         os.setpgid(0, 0)
         die_with_parent(zygote)
         signal.signal(CANCEL_SIGNAL, _cancel_intent)
+        signal.signal(TIMEOUT_SIGNAL, _over_time)
         with os.fdopen(secrets_fd, "rb") as pipe:
             given = json.loads(pipe.read())
         code = _run(given)
@@ -323,12 +412,14 @@ def _cancel_intent(*_: Any) -> None:
 
 def _run(given: dict[str, Any]) -> int:
     """Run the flow run with what the worker gave: its environment (``env``), the folder
-    its working folder goes in (``working_dir``), and what the worker already read for
-    it (``deployment``, ``result_storage``)."""
+    its working folder goes in (``working_dir``), its limits (``limits``: name → [value
+    as written, seconds or bytes]), and what the worker already read for it
+    (``deployment``, ``result_storage``)."""
     import shutil
     import tempfile
     from uuid import UUID
 
+    _LIMITS.update({k: (str(v[0]), float(v[1])) for k, v in (given.get("limits") or {}).items()})
     env: dict[str, str] = given["env"]
     os.environ.clear()
     os.environ.update(env)
@@ -342,12 +433,144 @@ def _run(given: dict[str, Any]) -> int:
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
         _refresh_prefect_settings()
+        _limit_messages()
         _preset_result_storage(given.get("result_storage"))
         return _engine(UUID(run_id), given.get("deployment"))
     finally:
         _drain_prefect_services()
         shutil.rmtree(scratch, ignore_errors=True)
 
+
+# -- the run's limits ------------------------------------------------------------------
+
+_LIMITS: dict[str, tuple[str, float]] = {}
+"""This child's limits: name → (the value as written, in seconds or bytes)."""
+_OVER: list[str] = []
+"""What this child was told when it went over a limit (once: the kernel repeats SIGXCPU)."""
+
+
+def _over_time(*_: Any) -> None:
+    """The worker's deadline passed: end the run Failed, from wherever its code is."""
+    _raise_over("timeout")
+
+
+def _over_cpu(*_: Any) -> None:
+    _raise_over("cpu_time")
+
+
+def _raise_over(name: str) -> None:
+    if _OVER:
+        return  # already on its way out
+    said = over_limit(name, _LIMITS.get(name, ("its limit", 0.0))[0])
+    _OVER.append(said)
+    raise RunLimitExceeded(said)
+
+
+def _limit() -> None:
+    """Apply the run's memory, CPU-time and output-size limits to this child, before the
+    author's code is imported: rlimits it cannot raise again (the CPU one leaves the
+    grace in which the run ends Failed, then the kernel kills it)."""
+    import resource
+
+    if "memory" in _LIMITS:
+        # On top of what the child holds from the warm parent (Prefect, numpy…: some
+        # 150 MB of data), so that the limit is what the run's own code may allocate.
+        # RLIMIT_DATA, not RLIMIT_AS: it counts the writable memory a process made, not
+        # the address space threads and malloc's arenas reserve without using.
+        data = _held("VmData") + int(_LIMITS["memory"][1])
+        _set_limit(resource.RLIMIT_DATA, data, data)
+    if "cpu_time" in _LIMITS:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + _LIMITS["cpu_time"][1])
+        signal.signal(signal.SIGXCPU, _over_cpu)
+        _set_limit(resource.RLIMIT_CPU, soft, soft + CPU_GRACE)
+    if "output_size" in _LIMITS:
+        # Python ignores SIGXFSZ: a write past it fails with EFBIG, which the run reports.
+        size = int(_LIMITS["output_size"][1])
+        _set_limit(resource.RLIMIT_FSIZE, size, size)
+
+
+def _held(field: str) -> int:
+    """A size (bytes) from this process's ``/proc/self/status``, e.g. ``VmData``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _set_limit(which: int, soft: int, hard: int) -> None:
+    """Lower a resource's limits to ``soft`` and ``hard``, never above the host's own."""
+    import resource
+
+    _, host = resource.getrlimit(which)
+    if host != resource.RLIM_INFINITY:
+        soft, hard = min(soft, host), min(hard, host)
+    resource.setrlimit(which, (soft, hard))
+
+
+def limit_said(exc: BaseException | None) -> str | None:
+    """What a run whose code raised ``exc`` is told if a limit of its caused it: a memory
+    error under a memory limit, a file too large under an output-size limit (or what the
+    child's own signal raised); ``None`` otherwise. Looks through the causes too."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if isinstance(exc, RunLimitExceeded):
+            return str(exc)
+        if _out_of_memory(exc) and "memory" in _LIMITS:
+            return over_limit("memory", _LIMITS["memory"][0])
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG and "output_size" in _LIMITS:
+            return over_limit("output_size", _LIMITS["output_size"][0])
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: a ``MemoryError``, or a thread that could not
+    start (its stack is memory too)."""
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+
+
+def _limit_messages() -> None:
+    """Make the Failed state of a run (and of its routine) over a limit say so in plain
+    words, instead of Prefect's ``MemoryError: Unable to allocate…`` or ``OSError: [Errno
+    27] File too large``: users read the state message. The exception itself is kept as
+    the state's data, for operators."""
+    if not _LIMITS:
+        return
+    import prefect.flow_engine
+    import prefect.task_engine
+
+    original = prefect.flow_engine.exception_to_failed_state
+    original_sync = prefect.task_engine.exception_to_failed_state_sync
+
+    async def exception_to_failed_state(
+        exc: BaseException | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        state = await original(exc, *args, **kwargs)
+        said = limit_said(exc or sys.exc_info()[1])
+        if said is not None:
+            state.message = said
+        return state
+
+    def exception_to_failed_state_sync(
+        exc: BaseException | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        state = original_sync(exc, *args, **kwargs)
+        said = limit_said(exc or sys.exc_info()[1])
+        if said is not None:
+            state.message = said
+        return state
+
+    prefect.flow_engine.exception_to_failed_state = exception_to_failed_state  # type: ignore[assignment]
+    prefect.task_engine.exception_to_failed_state = exception_to_failed_state  # type: ignore[assignment]
+    prefect.task_engine.exception_to_failed_state_sync = exception_to_failed_state_sync  # type: ignore[assignment]
+
+
+# -- confinement -----------------------------------------------------------------------
 
 _RULESET: int | str | None = None
 """The confinement every child takes (a Landlock ruleset's descriptor), made once by the
@@ -583,6 +806,7 @@ def _engine(flow_run_id: Any, deployment: Any = None) -> int:
                 flow = _load_flow(flow_run, deployment)
             else:
                 _confine(flow_run)
+                _limit()
                 flow = load_flow(flow_run)
         except Exception:
             run_logger.error(
@@ -611,6 +835,7 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
     remember_deployment(deployment)  # the run's provenance record need not read it again
     entrypoint = deployment.entrypoint or ""
     if not deployment.pull_steps or ":" not in entrypoint:
+        _limit()  # before Prefect's own loader: its pull steps, then the code
         return load_flow(flow_run)
     run_logger = flow_run_logger(flow_run)
     run_logger.info("Running %d deployment pull step(s)", len(deployment.pull_steps))
@@ -632,6 +857,7 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
     # The pull steps (the platform's: the code's checkout) are done; the author's code,
     # from its import on, runs confined.
     _confine(flow_run)
+    _limit()
     return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
 
 
@@ -644,8 +870,75 @@ def _drain_prefect_services() -> None:
         QueueService.drain_all(timeout=5)
 
 
+def run_engine() -> None:
+    """``python -m accelerator_prefect.zygote --engine``: what ``python -m prefect.engine``
+    does, with the run's limits applied to this process first. The command of a run on a
+    pool of Prefect's own workers (process, Docker, Kubernetes: the pool's ``command``),
+    which know nothing of limits. The time limit is kept by a thread of its own."""
+    import importlib
+    import runpy
+    import threading
+    import warnings
+
+    # What a warm run finds imported counts as the run's start, not as its memory, here as
+    # there: the limit is what the author's code allocates either way.
+    for name in PRELOAD:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    from prefect.plugins import load_prefect_collections
+
+    load_prefect_collections()
+    _LIMITS.update(run_limits(os.environ, lambda text: print(f"acc: {text}", file=sys.stderr)))
+    signal.signal(TIMEOUT_SIGNAL, _over_time)
+    _limit_messages()
+    _limit()
+    if "timeout" in _LIMITS:
+        threading.Thread(target=_keep_time, args=(_LIMITS["timeout"],), daemon=True).start()
+    sys.argv = ["prefect.engine"]
+    # Imported already (by the engines): run again as the main module, as `-m` would.
+    warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning)
+    runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+
+
+def _keep_time(limit: tuple[str, float], grace: float = 5.0, allowance: float = 120.0) -> None:
+    """The time limit of a run on Prefect's own workers, from its start (Running), as the
+    warm worker counts it: at the deadline, tell the run (its engine ends it Failed); if
+    it is still going ``grace`` seconds later (in native code), end it Failed from here
+    and kill this process."""
+    import datetime
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    run_id = UUID(os.environ["PREFECT__FLOW_RUN_ID"])
+    began = time.monotonic()
+    with get_client(sync_client=True) as client:
+        running = 0.0
+        while time.monotonic() < began + allowance:
+            with contextlib.suppress(Exception):
+                start = client.read_flow_run(run_id).start_time
+                if start is not None:
+                    now = datetime.datetime.now(datetime.UTC)
+                    running = max(0.0, (now - start).total_seconds())
+                    break
+            time.sleep(0.5)
+        time.sleep(max(0.0, limit[1] - running))
+        os.kill(os.getpid(), TIMEOUT_SIGNAL)
+        time.sleep(grace)
+        with contextlib.suppress(Exception):
+            client.set_flow_run_state(
+                run_id, Failed(message=over_limit("timeout", limit[0])), force=True
+            )
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--engine"]:
+        run_engine()
+        return
     fd, worker = int(args[0]), int(args[1])
     die_with_parent(worker)
     channel = socket.socket(fileno=fd)
