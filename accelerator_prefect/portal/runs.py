@@ -52,9 +52,20 @@ def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _numbered(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with an ``id``: its line's number, which a client sends back as
+    ``Last-Event-ID`` to go on after it."""
+    number = {"type": "string", "pattern": "^[0-9]+$", "description": "The line's number."}
+    return {
+        **event,
+        "required": [*event["required"], "id"],
+        "properties": {**event["properties"], "id": number},
+    }
+
+
 LOG_EVENT = {
     "oneOf": [
-        _event("log", {"type": "string", "description": "One log line."}),
+        _numbered(_event("log", {"type": "string", "description": "One log line."})),
         _event(
             "end",
             {
