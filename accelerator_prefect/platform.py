@@ -626,9 +626,14 @@ async def _prepare(
         pool_type, template = WORKER_TYPE, WarmWorker.get_default_base_job_template()
         description = "Runs hosted models in processes forked from a warm parent (acc up)."
     else:
+        from prefect.utilities.processutils import command_to_string, get_sys_executable
         from prefect.workers.process import ProcessWorker
 
         pool_type, template = "process", ProcessWorker.get_default_base_job_template()
+        # Prefect's engine, with the run's limits (the manifest's `limits`) applied first.
+        template["variables"]["properties"]["command"]["default"] = command_to_string(
+            [get_sys_executable(), "-m", "accelerator_prefect.zygote", "--engine"]
+        )
         description = "Runs hosted models as local processes (acc up)."
     try:
         existing = await client.read_work_pool(pool)
