@@ -231,7 +231,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_s": round(median(seconds), 3),
         "fanout_median_s": round(median(fanout), 4),
         "routine_cpu_s": [round(r["cpu_s"], 3) for r in runs],
-        "cores_used": round(median(cores), 2),
+        "cores_used": float(f"{median(cores):.3g}"),
         "processes": max(r["processes"] for r in runs),
     }
 
