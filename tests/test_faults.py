@@ -434,14 +434,17 @@ def test_a_launch_killed_mid_way_and_retried_with_its_key_makes_exactly_one_run(
             text=True,
         )
         assert launcher.stdout is not None
-        launching = None
+        launching, began, took = None, 0.0, []
         for line in launcher.stdout:
+            if line.startswith("launched"):
+                took.append(time.monotonic() - began)  # how long this client's launches take
             if line.startswith("launching"):
-                launching = line.split()[1]
+                launching, began = line.split()[1], time.monotonic()
                 if launching == batch[-1]:
                     break
-        # Within the last launch: at a moment of its own, somewhere in its ~0.1–1 s.
-        deadline = time.monotonic() + rng.uniform(0.0, 0.6)
+        # Within the last launch, at a moment of its own: from its start (validating) to
+        # its end (the flow run created, the answer not yet printed).
+        deadline = began + rng.uniform(0.05, 0.7) * (sorted(took)[len(took) // 2] if took else 0.5)
         while time.monotonic() < deadline and launcher.poll() is None:
             time.sleep(0.005)
         launcher.send_signal(signal.SIGKILL)
