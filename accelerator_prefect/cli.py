@@ -991,6 +991,7 @@ def portal(
         workers=workers,
         server_header=False,
         proxy_headers=True,
+        timeout_graceful_shutdown=10,
     )
 
 

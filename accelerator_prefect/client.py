@@ -1526,6 +1526,7 @@ class Accelerator:
         secrets: Mapping[str, Any] | None = None,
         remember: bool = False,
         via: str = "python",
+        idempotency_key: str | None = None,
     ) -> Run:
         """Launch a run of ``model`` (its newest active version unless ``version``).
 
@@ -1539,6 +1540,10 @@ class Accelerator:
         A refused launch raises :class:`~accelerator_prefect.InvalidConf`,
         :class:`~accelerator_prefect.InvalidInputs` or
         :class:`~accelerator_prefect.InvalidSecrets` and creates no run.
+
+        ``idempotency_key``: the same key from the same user makes at most one run; send
+        a launch again with it after a lost answer (a dropped connection, a killed
+        process) and get the run the first one made, if it made one.
         """
         from accelerator_prefect.runs import Run
 
@@ -1552,6 +1557,7 @@ class Accelerator:
                 secrets=secrets,
                 remember=remember,
                 via=via,
+                idempotency_key=idempotency_key,
             )
         )
         if notice:

@@ -584,6 +584,10 @@ def start_portal(
             "--no-server-header",
             "--log-level",
             "warning",
+            # Requests held open (log streams, Prefer: wait) do not hold a stop: users'
+            # clients ask again (log streams resume from Last-Event-ID).
+            "--timeout-graceful-shutdown",
+            "10",
         ],
         env,
         log,

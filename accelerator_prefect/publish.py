@@ -389,7 +389,14 @@ async def _deploy(
     ``environment``: the locked environment the repository declares.
     """
     _check_mappings(manifest, schema, label)
-    warnings = (*conf_warnings(schema), *await asyncio.to_thread(_sample_warnings, manifest))
+    from accelerator_prefect.environments import task_runner_problem
+
+    runner = task_runner_problem(environment, manifest.task_runner.kind)
+    warnings = (
+        *conf_warnings(schema),
+        *await asyncio.to_thread(_sample_warnings, manifest),
+        *([runner] if runner else []),
+    )
     schema = constrain_schema(schema, manifest)
     work_pool = manifest.work_pool or default_work_pool
     pool = await _check_work_pool(client, work_pool, label)
@@ -520,6 +527,7 @@ async def _environment(
         if declared is None:
             return None, None
         published = await read_versions(client, model=manifest.name)
+        runner = manifest.task_runner.kind
         kept = next(
             (
                 v.record.environment
@@ -527,12 +535,17 @@ async def _environment(
                 if v.version == manifest.version
                 and v.record.code_fingerprint == source.fingerprint
                 and v.record.environment is not None
+                and environments.task_runner_problem(v.record.environment, runner) is None
             ),
             None,
         )
         if kept is not None:
             return kept, await asyncio.to_thread(environments.ensure, home, kept)
-        record = await asyncio.to_thread(environments.lock, source.root, declared, home)
+        # A dask model's lock gets the runtime's `dask` extra: its authors need not declare
+        # prefect-dask, and get the versions the platform runs.
+        record = await asyncio.to_thread(
+            environments.lock, source.root, declared, home, environments.runtime_extras(runner)
+        )
         return record, await asyncio.to_thread(environments.ensure, home, record)
     except environments.EnvironmentFailed as exc:
         raise PublishError(f"{label}: {manifest.name}@{manifest.version}: {exc}") from exc
