@@ -635,8 +635,10 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
                 self.fs.mv(temp, target)
 
         def discard() -> None:
-            raw.close()
-            self.fs.rm_file(temp)
+            try:
+                raw.close()  # may fail as the write did (a full disk flushing its buffer)
+            finally:
+                self.fs.rm_file(temp)
 
         writer = AtomicWriter(raw, commit=commit, discard=discard, name=to_uri(path))
         writer._position = kept

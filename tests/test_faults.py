@@ -119,6 +119,7 @@ class Faulty:
     token: str
     model: str
     repo: ModelRepo
+    database: str | None  # None: SQLite in the platform's home
 
 
 def publish_ticker(acc: Accelerator, root: Path, pool: str) -> ModelRepo:
@@ -131,11 +132,13 @@ def publish_ticker(acc: Accelerator, root: Path, pool: str) -> ModelRepo:
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
+def faulty(
+    tmp_path_factory: pytest.TempPathFactory, databases: Callable[[str], str | None]
+) -> Iterator[Faulty]:
     home = tmp_path_factory.mktemp("faults-home")
     previous = os.environ.get("ACC_HOME")
     os.environ["ACC_HOME"] = str(home)  # this process reads acc:// outputs like the worker
-    database = os.environ.get("ACC_TEST_DATABASE_URL")
+    database = databases("faults")  # PostgreSQL when the session runs on it
     info, _ = up(
         home,
         port=free_port(),
@@ -151,7 +154,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
         name = f"alice-{uuid.uuid4().hex[:6]}"
         _, token = acc.add_user(name, {"demo": "author"})
         repo = publish_ticker(acc, tmp_path_factory.mktemp("faults-models"), info.work_pool)
-        yield Faulty(info, acc, name, token, repo.name, repo)
+        yield Faulty(info, acc, name, token, repo.name, repo, database)
     finally:
         acc.close()
         down(home)
@@ -168,9 +171,7 @@ def restart_server(faulty: Faulty, while_down: Callable[[], None]) -> float:
     stop_process(info.server_pid)
     gone = time.monotonic()
     while_down()
-    info.server_pid = start_server(
-        info.home, info.port, deadline=300, database=os.environ.get("ACC_TEST_DATABASE_URL")
-    )
+    info.server_pid = start_server(info.home, info.port, deadline=300, database=faulty.database)
     _write_platform(info)
     return time.monotonic() - gone
 
