@@ -22,6 +22,8 @@ from tests.conftest import ModelRepo
 from tests.test_cli import acc_cli
 from tests.test_launch import count_runs
 
+pytestmark = pytest.mark.scale  # run on PostgreSQL too (make test-postgres)
+
 SCOPES = ["private", "project", "public", "link"]
 
 

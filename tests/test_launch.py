@@ -22,6 +22,8 @@ from accelerator_prefect.storage import Storage
 from accelerator_prefect.transport import prefect_client
 from tests.conftest import ROOT, ModelRepo, User
 
+pytestmark = pytest.mark.scale  # run on PostgreSQL too (make test-postgres)
+
 PORTAL_ONLY = pytest.mark.parametrize("user", ["portal"], indirect=True)
 """For a test running a heavy model: its user only through the portal, so it runs once."""
 

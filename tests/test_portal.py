@@ -16,6 +16,8 @@ from accelerator_prefect import Accelerator, AccessDenied, InvalidConf, NotFound
 from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import ModelRepo
 
+pytestmark = pytest.mark.scale  # run on PostgreSQL too (make test-postgres)
+
 SLOW_FLOW = """
 import time
 
