@@ -51,7 +51,7 @@ from benchmarks.common import parser as common_parser
 NAME = "import_time"
 TARGET_RATIO = 1.10
 # Packages only the platform side (catalog, data versioning, cloud storage) needs.
-HEAVY = ("streamlit", "dvc", "s3fs", "pandas", "git")
+HEAVY = ("streamlit", "dvc", "s3fs", "pandas", "git", "dask", "distributed", "prefect_dask")
 
 JOBFLOW_MODULE = """
 from accelerator_prefect import Conf, Inputs, Output, jobflow, routine

@@ -29,7 +29,10 @@ def test_import_time_reports_both_sides_and_a_jobflow_process_loads_no_heavy_pac
     assert report["machine"]["cpus"]
 
     loaded = report["heavy_packages"]["loaded"]
-    assert report["heavy_packages"]["checked"] == ["streamlit", "dvc", "s3fs", "pandas", "git"]
+    assert report["heavy_packages"]["checked"] == [
+        *["streamlit", "dvc", "s3fs", "pandas", "git"],
+        *["dask", "distributed", "prefect_dask"],
+    ]
     assert loaded["accelerator_prefect"] == []
     assert loaded["jobflow_module"] == []
     # The check looked at a process that really imported the jobflow machinery.
