@@ -894,6 +894,22 @@ def run(args: argparse.Namespace, console: Console) -> LoadReport:
                 workers += by_workers(running, args, console)
             if "concurrency" in parts:
                 concurrency += write_concurrency(running, args, console)
+        fill(report, args, loads, workers, concurrency, skipped)
+        report.write(args.out)  # what is measured so far stays if a later database fails
+    fill(report, args, loads, workers, concurrency, skipped)
+    return report
+
+
+def fill(
+    report: LoadReport,
+    args: argparse.Namespace,
+    loads: list[dict[str, Any]],
+    workers: list[dict[str, Any]],
+    concurrency: list[dict[str, Any]],
+    skipped: list[str],
+) -> None:
+    """The report's tables, data and verdict from what was measured."""
+    reduced = args.launches < 1000 or args.minutes < 10
     report.rows = [load_row(r) for r in loads]
     chosen = better_concurrency(concurrency)
     report.sections = [
@@ -957,12 +973,12 @@ def run(args: argparse.Namespace, console: Console) -> LoadReport:
         "concurrency": concurrency,
         "concurrency_choice": chosen,
     }
+    report.notes = load_notes(args, reduced)
     if skipped:
         report.notes.append("Not measured: " + "; ".join(skipped) + ".")
     report.met = all(r["none_lost"] for r in loads + workers) and all(
         r["exactly_once"] for r in concurrency
     )
-    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
