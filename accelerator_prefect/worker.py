@@ -651,9 +651,12 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             os.kill(pid, TIMEOUT_SIGNAL)
         await asyncio.wait({exited}, timeout=max(grace, 1.0))
         if not exited.done():
-            # Failed first: the engine's Crashed on SIGTERM is then refused by the server.
+            # Failed first, and the run's token at the proxy opens nothing any more: the
+            # engine's Crashed on SIGTERM never reaches the server (it would take it).
             with contextlib.suppress(Exception):
                 await self._fail_over_limit(flow_run, over_limit("timeout", limit))
+            if self._proxy is not None:
+                self._proxy.release(flow_run.id)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             await asyncio.wait({exited}, timeout=grace)
