@@ -268,22 +268,26 @@ def platform(
     databases: Callable[[str], str | None],
 ) -> Iterator[PlatformInfo]:
     home = tmp_path_factory.mktemp("acc-home")
-    previous = os.environ.get("ACC_HOME")
-    os.environ["ACC_HOME"] = str(home)  # this process reads acc:// outputs like the worker
-    info, _ = up(
-        home,
-        port=free_port(),
-        examples=[],
-        catalog_port=None,
-        portal_port=None,
-        database=databases("platform"),
-    )
-    yield info
-    down(home)
-    if previous is None:
-        os.environ.pop("ACC_HOME", None)
-    else:
-        os.environ["ACC_HOME"] = previous
+    with acc_home(home):
+        info, _ = up(
+            home,
+            port=free_port(),
+            examples=[],
+            catalog_port=None,
+            portal_port=None,
+            database=databases("platform"),
+        )
+        yield info
+        down(home)
+
+
+@contextmanager
+def acc_home(home: Path) -> Iterator[None]:
+    """``ACC_HOME`` is ``home`` in this process while in the block (it reads acc:// outputs
+    like the platform's worker), and what it was before afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACC_HOME", str(home))
+        yield
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -38,7 +38,7 @@ from accelerator_prefect.platform import (
 )
 from accelerator_prefect.remote import PortalService
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo, S3Server, pool_on_s3
+from tests.conftest import ModelRepo, S3Server, acc_home, pool_on_s3
 
 pytestmark = pytest.mark.scale
 
@@ -136,32 +136,27 @@ def faulty(
     tmp_path_factory: pytest.TempPathFactory, databases: Callable[[str], str | None]
 ) -> Iterator[Faulty]:
     home = tmp_path_factory.mktemp("faults-home")
-    previous = os.environ.get("ACC_HOME")
-    os.environ["ACC_HOME"] = str(home)  # this process reads acc:// outputs like the worker
     database = databases("faults")  # PostgreSQL when the session runs on it
-    info, _ = up(
-        home,
-        port=free_port(),
-        examples=[],
-        catalog_port=None,
-        portal_port=free_port(),
-        factor_port=None,
-        database=database,
-        deadline=300,  # a machine busy with other suites starts a server slowly
-    )
-    acc = Accelerator.connect(info.api_url, home=home)
-    try:
-        name = f"alice-{uuid.uuid4().hex[:6]}"
-        _, token = acc.add_user(name, {"demo": "author"})
-        repo = publish_ticker(acc, tmp_path_factory.mktemp("faults-models"), info.work_pool)
-        yield Faulty(info, acc, name, token, repo.name, repo, database)
-    finally:
-        acc.close()
-        down(home)
-        if previous is None:
-            os.environ.pop("ACC_HOME", None)
-        else:
-            os.environ["ACC_HOME"] = previous
+    with acc_home(home):
+        info, _ = up(
+            home,
+            port=free_port(),
+            examples=[],
+            catalog_port=None,
+            portal_port=free_port(),
+            factor_port=None,
+            database=database,
+            deadline=300,  # a machine busy with other suites starts a server slowly
+        )
+        acc = Accelerator.connect(info.api_url, home=home)
+        try:
+            name = f"alice-{uuid.uuid4().hex[:6]}"
+            _, token = acc.add_user(name, {"demo": "author"})
+            repo = publish_ticker(acc, tmp_path_factory.mktemp("faults-models"), info.work_pool)
+            yield Faulty(info, acc, name, token, repo.name, repo, database)
+        finally:
+            acc.close()
+            down(home)
 
 
 def restart_server(faulty: Faulty, while_down: Callable[[], None]) -> float:

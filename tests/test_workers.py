@@ -25,7 +25,7 @@ from accelerator_prefect.platform import (
     worker_name,
 )
 from accelerator_prefect.worker import HOST_LABEL
-from tests.conftest import ModelRepo
+from tests.conftest import ModelRepo, acc_home
 from tests.test_worker import _alive, _labels, _prefect, _until, publish_nap, wait_running_pid
 
 pytestmark = pytest.mark.scale
@@ -40,26 +40,21 @@ def two(
     """A platform of its own, started as `acc up --workers 2` starts one (no portal, no
     catalog): its workers are killed here."""
     home = tmp_path_factory.mktemp("two-workers")
-    previous = os.environ.get("ACC_HOME")
-    os.environ["ACC_HOME"] = str(home)
-    try:
-        info, _ = up(
-            home,
-            port=free_port(),
-            examples=[],
-            catalog_port=None,
-            portal_port=None,
-            database=databases("workers"),
-            workers=WORKERS,
-            deadline=300,  # a busy machine starts Prefect's server slowly
-        )
-        yield info
-    finally:
-        down(home)
-        if previous is None:
-            os.environ.pop("ACC_HOME", None)
-        else:
-            os.environ["ACC_HOME"] = previous
+    with acc_home(home):
+        try:
+            info, _ = up(
+                home,
+                port=free_port(),
+                examples=[],
+                catalog_port=None,
+                portal_port=None,
+                database=databases("workers"),
+                workers=WORKERS,
+                deadline=300,  # a busy machine starts Prefect's server slowly
+            )
+            yield info
+        finally:
+            down(home)
 
 
 @pytest.fixture(scope="module")
