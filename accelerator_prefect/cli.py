@@ -69,6 +69,18 @@ def _global(
     options.home, options.api_url, options.url, options.link = home, api_url, url, link
 
 
+def _plain(exc: Exception) -> str:
+    """An error in words: a refused field named with what was expected, no pydantic dump."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    return str(exc)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -174,12 +186,15 @@ def up(
         return
     console.print("Press Ctrl-C to stop.")
     try:
-        swept = 0.0
+        swept = retained = float("-inf")  # both at once at start
+        every = get_settings(home=home).sweep_every
         while platform.read_platform(home) is not None:
             platform.supervise(home, report=lambda message: console.print(message))
-            if time.monotonic() - swept > SWEEP_EVERY:
+            if time.monotonic() - swept > min(SWEEP_EVERY, every):
                 swept = time.monotonic()
-                _sweep_quietly(info.api_url)
+                due = swept - retained > every
+                retained = swept if due else retained
+                _sweep_quietly(info.api_url, retention=due)
             time.sleep(1.0)
         fail("the Prefect server stopped; see its log in " + str(info.home / "logs"))
     except KeyboardInterrupt:
@@ -191,15 +206,26 @@ def up(
 SWEEP_EVERY = 60.0  # seconds between sweeps of secrets left by crashed runs (and guest areas)
 
 
-def _sweep_quietly(api_url: str) -> None:
-    """Sweep leftover per-run secrets, and guest areas past their retention, as the local
-    operator; say so only when it fails."""
+def _sweep_quietly(api_url: str, retention: bool = False) -> None:
+    """Sweep leftover per-run secrets and guest areas past their retention, and with
+    ``retention`` run outputs and uploads past theirs, as the local operator; say what
+    was deleted, and say so when it fails."""
     from accelerator_prefect.client import Accelerator
+    from accelerator_prefect.mapping import human_size
 
     try:
         with Accelerator.connect(api_url, home=_home()) as acc:
             acc.sweep_secrets()
-            acc.sweep_guest_areas()
+            if not retention:
+                acc.sweep_guest_areas()
+                return
+            deleted = acc.sweep()
+            if deleted:
+                size = human_size(sum(d.bytes for d in deleted))
+                console.print(
+                    f"[dim]retention: deleted {len(deleted)} item(s), {size} "
+                    "(acc audit MODEL, or acc://.platform/retention/, says what)[/]"
+                )
     except Exception as exc:  # the platform keeps running; the next sweep retries
         errors.print(f"[yellow]sweep failed:[/] {type(exc).__name__}: {exc}")
 
@@ -1018,6 +1044,9 @@ def _print_outputs(acc: Accelerator, run_id: str) -> None:
     handle = acc.run(run_id)
     files = handle.outputs()
     if not files:
+        expired = handle.outputs_expired
+        if expired:
+            console.print(expired, highlight=False)
         return
     complete = handle.outputs_complete
     said = f"outputs in {handle.output_location}" + ("" if complete else " (INCOMPLETE)")
@@ -1107,6 +1136,57 @@ def ls(uri: str = typer.Argument("acc://", help="An acc:// folder.")) -> None:
             e.media_type or "folder",
         )
     console.print(table)
+
+
+@app.command()
+def quota() -> None:
+    """What each storage area you may use holds, against its quota."""
+    from accelerator_prefect.mapping import human_size
+
+    try:
+        areas = connect().storage_usage()
+    except AcceleratorError as exc:
+        fail(str(exc))
+    table = Table("area", "stored", "quota", "used")
+    for area in areas:
+        share = f"{area.used / area.quota:.0%}" if area.quota else ""
+        style = "[red]" if area.full else ""
+        table.add_row(
+            area.area,
+            human_size(area.used),
+            area.quota_text or "none",
+            f"{style}{share}{' (full)' if area.full else ''}",
+        )
+    console.print(table)
+
+
+@app.command()
+def sweep(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
+) -> None:
+    """Delete run outputs, uploads and guest areas past their retention, and record what
+    was deleted (operators; `acc up` does it every ACC_SWEEP_EVERY seconds)."""
+    from accelerator_prefect.mapping import human_size
+
+    acc = connect()
+    try:
+        with console.status("sweeping…"):
+            deleted = acc.sweep(dry_run=dry_run)
+    except (AcceleratorError, ValueError) as exc:
+        fail(str(exc))
+    if not deleted:
+        console.print("nothing is past its retention.")
+        return
+    verb = "would delete" if dry_run else "deleted"
+    table = Table("what", "where", "files", "size", "why", title=f"{verb}:", title_justify="left")
+    for d in deleted:
+        table.add_row(d.kind, d.uri, str(d.files), human_size(d.bytes), d.reason)
+    console.print(table)
+    if not dry_run:
+        console.print(
+            "[dim]Recorded in acc://.platform/retention/ and in each model's audit log; "
+            "provenance and run history are kept.[/]"
+        )
 
 
 @app.command()
@@ -1206,6 +1286,22 @@ def users_list() -> None:
     console.print(table)
 
 
+@users_app.command("quota")
+def users_quota(
+    name: str,
+    quota: str | None = typer.Argument(
+        None, help="Most their own area may hold, e.g. '5 GB'; none: the platform's default."
+    ),
+) -> None:
+    """Set the most a user's own area (acc://users/NAME/) may hold."""
+    acc = connect()
+    try:
+        record = acc.set_user_quota(name, quota)
+    except (AcceleratorError, ValueError) as exc:
+        fail(_plain(exc))
+    console.print(f"{record.name}: quota {record.quota or 'the platform default'}")
+
+
 def _lifetime(expires: str | None) -> timedelta | None:
 
     if not expires:
@@ -1266,6 +1362,46 @@ def projects_bind(
     except (AcceleratorError, ValueError) as exc:
         fail(str(exc))
     console.print(f"project {project} now lives on {api_url}")
+
+
+@projects_app.command("policy")
+def projects_policy(
+    project: str | None = typer.Argument(None, help="The project (none: list every policy)."),
+    keep_outputs: str | None = typer.Option(
+        None, help="How long its runs' output files are kept after they end, e.g. '90 d'."
+    ),
+    keep_uploads: str | None = typer.Option(
+        None, help="How long files in its uploads/ folder are kept, e.g. '30 d'."
+    ),
+    quota: str | None = typer.Option(None, help="Most its folder may hold, e.g. '100 GB'."),
+) -> None:
+    """Set (or list) a project's retention and storage quota; what is not set follows
+    the platform's defaults (ACC_KEEP_OUTPUTS, ACC_KEEP_UPLOADS, ACC_PROJECT_QUOTA)."""
+    acc = connect()
+    try:
+        if project is not None:
+            acc.set_policy(
+                project, keep_outputs=keep_outputs, keep_uploads=keep_uploads, quota=quota
+            )
+        policies = acc.policies()
+    except (AcceleratorError, ValueError) as exc:
+        fail(_plain(exc))
+    settings = get_settings(home=options.home)
+    table = Table("project", "keeps outputs", "keeps uploads", "quota")
+    table.add_row(
+        "[dim](default)[/]",
+        settings.keep_outputs or "always",
+        settings.keep_uploads or "always",
+        settings.project_quota or "none",
+    )
+    for p in policies:
+        table.add_row(
+            p.name,
+            p.keep_outputs or "(default)",
+            p.keep_uploads or "(default)",
+            p.quota or "(default)",
+        )
+    console.print(table)
 
 
 @projects_app.command("list")

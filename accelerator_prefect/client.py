@@ -28,11 +28,17 @@ if TYPE_CHECKING:
     from accelerator_prefect.access import Principal
     from accelerator_prefect.audit import AuditEntry
     from accelerator_prefect.catalog import HostedModel, HostedVersion
-    from accelerator_prefect.directory import LinkRecord, ProjectRecord, UserRecord
+    from accelerator_prefect.directory import (
+        LinkRecord,
+        PolicyRecord,
+        ProjectRecord,
+        UserRecord,
+    )
     from accelerator_prefect.manifest import Scope, Status
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import FileRecord, Provenance, RunDiff
     from accelerator_prefect.publish import PublishResult
+    from accelerator_prefect.retention import AreaUsage, Deleted, Rules
     from accelerator_prefect.runs import (
         RoutineProgress,
         Run,
@@ -62,6 +68,9 @@ LAUNCH_CONCURRENCY = max(1, int(os.environ.get("ACC_LAUNCH_CONCURRENCY", "1") or
 # the principal and each version's record, read on every call), and they change when an
 # operator binds a project. A model not found is looked for again with the list read anew.
 BINDINGS_TTL = 10.0
+# How long a client keeps the retention periods and quotas it read (a changed policy or
+# quota counts after this, or at once on the client that changed it).
+RULES_TTL = 10.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,7 @@ class AsyncAccelerator:
         self._visible_hint: tuple[tuple[str, ...] | None] | None = None
         self._client: PrefectClient | None = None
         self._storage_fs: AccFileSystem | None = None
+        self._rules: tuple[float, Rules] | None = None  # [when read, retention and quotas]
         self._launch_writes = asyncio.Semaphore(LAUNCH_CONCURRENCY)
         self._shared = _SharedReads()
         # [when read, the bound projects], or [] before the first read: one list, so the
@@ -1043,6 +1053,7 @@ class AsyncAccelerator:
             rerun_of=rerun_of,
             idempotency_key=idempotency_key,
             max_active_runs=self.settings.max_active_runs_per_user,
+            over_quota=self.quota_problem,
         )
         from accelerator_prefect.runs import RunInfo
         from accelerator_prefect.versions import deprecation_notice
@@ -1088,31 +1099,130 @@ class AsyncAccelerator:
         require_operator(await self.principal(), "sweep secrets")
         return sum([await sweep(client) for client in (await self.workspaces()).values()])
 
+    async def retention_rules(self, *, fresh: bool = False) -> Rules:
+        """The retention periods and quotas in force: the settings' defaults, each
+        project's policy and users' own quotas (read again after :data:`RULES_TTL`)."""
+        from accelerator_prefect.directory import list_policies, list_users
+        from accelerator_prefect.retention import Rules
+
+        held = self._rules
+        if held is not None and not fresh and time.monotonic() - held[0] < RULES_TTL:
+            return held[1]
+        client = await self.client()
+        policies, users = await asyncio.gather(list_policies(client), list_users(client))
+        rules = Rules.read(self.settings, policies, users)
+        self._rules = (time.monotonic(), rules)
+        return rules
+
+    async def quota_problem(self, uri: str, incoming: int = 0) -> str | None:
+        """Why writing ``incoming`` bytes (0: not known) at ``uri`` would go over its
+        area's quota, if it would (operators are not held by quotas)."""
+        from accelerator_prefect.retention import quota_problem
+        from accelerator_prefect.storage import check_path
+
+        if (await self.principal()).operator:
+            return None
+        rules = await self.retention_rules()
+        relative = check_path(uri)
+        return await asyncio.to_thread(quota_problem, self.storage_fs(), rules, relative, incoming)
+
+    async def storage_usage(self) -> list[AreaUsage]:
+        """What each storage area this principal may use holds, against its quota
+        (operators: every area that holds files)."""
+        from accelerator_prefect.retention import area_usage
+
+        return await area_usage(self)
+
+    async def set_policy(
+        self,
+        project: str,
+        *,
+        keep_outputs: str | None = None,
+        keep_uploads: str | None = None,
+        quota: str | None = None,
+    ) -> PolicyRecord:
+        """Set ``project``'s own retention and quota (operators); ``None`` follows the
+        platform's default, e.g. ``set_policy("climate", keep_outputs="90 d")``."""
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import PolicyRecord, save_policy
+
+        require_operator(await self.principal(), f"set the policy of project {project}")
+        record = PolicyRecord(
+            name=project, keep_outputs=keep_outputs, keep_uploads=keep_uploads, quota=quota
+        )
+        await save_policy(await self.client(), record)
+        self._rules = None
+        from accelerator_prefect import audit
+
+        await audit.record(
+            await self.client(),
+            "acc.project.policy-changed",
+            {"prefect.resource.id": f"acc.project.{project}", "prefect.resource.name": project},
+            actor=(await self.principal()).name,
+            payload=record.model_dump(exclude={"name"}),
+        )
+        return record
+
+    async def policies(self) -> list[PolicyRecord]:
+        """Every project's own retention and quota (operators)."""
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import list_policies
+
+        require_operator(await self.principal(), "list project policies")
+        return await list_policies(await self.client())
+
+    async def set_user_quota(self, user: str, quota: str | None) -> UserRecord:
+        """Set the most ``user``'s own area may hold, e.g. ``"5 GB"`` (``None``: the
+        platform's default; operators)."""
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.directory import UserRecord, read_user, save_user
+
+        require_operator(await self.principal(), f"set the quota of {user}")
+        client = await self.client()
+        record = await read_user(client, user)
+        changed = UserRecord.model_validate({**record.model_dump(), "quota": quota})
+        if quota is not None:
+            from accelerator_prefect.mapping import parse_size
+
+            try:
+                parse_size(quota)
+            except ValueError as exc:
+                raise ValueError(f"quota: {exc}") from None
+        await save_user(client, changed)
+        self._rules = None
+        await self._audit("acc.user.quota-changed", user=user, quota=quota)
+        return changed
+
+    async def sweep(self, now: datetime | None = None, dry_run: bool = False) -> list[Deleted]:
+        """Delete run outputs, uploads and guest areas past their retention, and record
+        what was deleted (operators; ``acc up`` does it every ``sweep_every`` seconds).
+        ``dry_run``: say what would go, and delete nothing."""
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.retention import sweep
+
+        require_operator(await self.principal(), "sweep storage")
+        return await sweep(self, now or datetime.now(UTC), dry_run)
+
+    async def run_outputs_expired(self, run_id: str, workspace: str | None = None) -> str | None:
+        """If retention deleted run ``run_id``'s outputs: when and why, in words."""
+        from accelerator_prefect.outputs import run_folder
+        from accelerator_prefect.retention import read_expiry
+
+        info = await self.run_info(run_id, workspace)  # only a run this principal may read
+        folder = run_folder(info.parameters, run_id)
+        if folder is None or not info.final:
+            return None
+        return await asyncio.to_thread(read_expiry, self.storage_fs(), folder)
+
     async def sweep_guest_areas(self, now: datetime | None = None) -> list[str]:
         """Remove the areas (``acc://links/<link>/<guest>/``) of guest sessions past their
         link's retention, with their files and runs' outputs (operators; ``acc up`` does it
         every minute). Returns the ``acc://`` folders removed."""
-        from accelerator_prefect.access import LINKS_AREA, require_operator
-        from accelerator_prefect.directory import GUEST_ID, list_links
+        from accelerator_prefect.access import require_operator
+        from accelerator_prefect.retention import expire_guest_areas
 
         require_operator(await self.principal(), "sweep guest areas")
-        now = now or datetime.now(UTC)
-        fs = self.storage_fs()
-
-        def sweep(records: list[LinkRecord]) -> list[str]:
-            removed = []
-            for record in records:
-                area = f"{LINKS_AREA}/{record.id}"
-                if not fs.isdir(area):
-                    continue
-                for entry in fs.ls(area, detail=False):
-                    guest = str(entry).rstrip("/").rsplit("/", 1)[-1]
-                    if GUEST_ID.match(guest) and record.guest_expires(guest) <= now:
-                        fs.rm(f"{area}/{guest}", recursive=True)
-                        removed.append(f"acc://{area}/{guest}/")
-            return removed
-
-        return await asyncio.to_thread(sweep, await list_links(await self.client()))
+        return [d.uri for d in await expire_guest_areas(self, now or datetime.now(UTC))]
 
     async def _managed(
         self, model: str, what: str = "manage it"
@@ -1431,6 +1541,7 @@ class Accelerator:
                 self._core.storage_fs(),
                 principal=lambda: self.principal,
                 runs=lambda ids: self._run(self._core.hidden_runs(ids)),
+                quotas=lambda path, size: self._run(self._core.quota_problem(path, size)),
             )
         return self._storage
 
@@ -1728,6 +1839,44 @@ class Accelerator:
 
         workspace = self._run(self._core.visible_run(run_id))
         return Run(self, run_id, workspace)
+
+    def storage_usage(self) -> list[AreaUsage]:
+        """What each storage area you may use holds, against its quota (operators: every
+        area that holds files)."""
+        return self._run(self._core.storage_usage())
+
+    def set_policy(
+        self,
+        project: str,
+        *,
+        keep_outputs: str | None = None,
+        keep_uploads: str | None = None,
+        quota: str | None = None,
+    ) -> PolicyRecord:
+        """Set how long ``project`` keeps run outputs and uploads, and how much it may
+        store (operators); ``None`` follows the platform's default.
+
+        Example:
+            >>> acc.set_policy("climate", keep_outputs="90 d", quota="500 GB")  # doctest: +SKIP
+        """
+        return self._run(
+            self._core.set_policy(
+                project, keep_outputs=keep_outputs, keep_uploads=keep_uploads, quota=quota
+            )
+        )
+
+    def policies(self) -> list[PolicyRecord]:
+        """Every project's own retention and quota (operators)."""
+        return self._run(self._core.policies())
+
+    def set_user_quota(self, user: str, quota: str | None) -> UserRecord:
+        """Set the most ``user``'s own area may hold, e.g. ``"5 GB"`` (operators)."""
+        return self._run(self._core.set_user_quota(user, quota))
+
+    def sweep(self, dry_run: bool = False) -> list[Deleted]:
+        """Delete run outputs, uploads and guest areas past their retention, and record
+        what was deleted (operators). ``dry_run``: only say what would go."""
+        return self._run(self._core.sweep(dry_run=dry_run))
 
     def projects(self) -> list[ProjectRecord]:
         """The projects bound to a Prefect API of their own (operators only)."""

@@ -9,7 +9,9 @@ installation sees the same directory:
   exchange it for guest tokens (``accg_<link id>_<guest id>_<signature>``), one per
   guest session: nothing is stored for a guest, whose token is signed with a key only
   the link's record holds;
-- ``acc-project-<name>``: a project bound to its own Prefect API (a workspace).
+- ``acc-project-<name>``: a project bound to its own Prefect API (a workspace);
+- ``acc-policy-<name>``: how long a project keeps run outputs and uploads, and how much
+  it may store (see :mod:`accelerator_prefect.retention`).
 
 Tokens and links keep only a salted scrypt hash of their secret, so a copy of
 the database reveals none; each is shown once, when created. Every way a token
@@ -38,6 +40,7 @@ USER_PREFIX = "acc-user-"
 TOKEN_PREFIX = "acc-token-"
 LINK_PREFIX = "acc-link-"
 PROJECT_PREFIX = "acc-project-"
+POLICY_PREFIX = "acc-policy-"
 _TOKEN = re.compile(r"^acc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _LINK = re.compile(r"^accl_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _GUEST = re.compile(r"^accg_([0-9a-f]{12})_([0-9a-f]{16})_([0-9a-f]{32})$")
@@ -70,6 +73,9 @@ class UserRecord(BaseModel):
     signed_out_at: datetime | None = None
     # The identity provider's stable subject (its `sub` claim) single sign-on maps here.
     oidc_subject: str | None = None
+    # Most their own area (acc://users/<name>/) may hold, e.g. "5 GB"; None: the
+    # platform's default (the setting `user_quota`).
+    quota: str | None = None
 
     @field_validator("projects")
     @classmethod
@@ -521,3 +527,47 @@ async def list_projects(client: PrefectClient) -> list[ProjectRecord]:
     """Every project bound to a workspace of its own (the others live on this server)."""
     projects = [ProjectRecord.model_validate(v) for v in await _values(client, PROJECT_PREFIX)]
     return sorted(projects, key=lambda p: p.name)
+
+
+class PolicyRecord(BaseModel):
+    """A project's own retention and quota, where they differ from the platform's
+    defaults (the settings ``keep_outputs``, ``keep_uploads``, ``project_quota``).
+
+    Durations such as ``"90 d"``, sizes such as ``"10 GB"``; ``None`` follows the default.
+    """
+
+    name: str
+    keep_outputs: str | None = None
+    keep_uploads: str | None = None
+    quota: str | None = None
+
+    @field_validator("keep_outputs", "keep_uploads")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        from accelerator_prefect.manifest import parse_duration
+
+        if value is not None:
+            parse_duration(value)  # a ValueError names what is expected
+        return value
+
+    @field_validator("quota")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        from accelerator_prefect.mapping import parse_size
+
+        if value is not None:
+            parse_size(value)
+        return value
+
+
+async def save_policy(client: PrefectClient, policy: PolicyRecord) -> PolicyRecord:
+    if policy.name in RESERVED_AREAS or not _USER.match(policy.name):
+        raise ValueError(f"project {policy.name!r}: expected lowercase letters, digits and dashes")
+    await _write(client, POLICY_PREFIX + policy.name, policy.model_dump(mode="json"), "acc:policy")
+    return policy
+
+
+async def list_policies(client: PrefectClient) -> list[PolicyRecord]:
+    """Every project's own retention and quota (projects without one follow the defaults)."""
+    policies = [PolicyRecord.model_validate(v) for v in await _values(client, POLICY_PREFIX)]
+    return sorted(policies, key=lambda p: p.name)

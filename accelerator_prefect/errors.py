@@ -76,6 +76,11 @@ class QuotaExceeded(AcceleratorError):
     """The caller already has as many runs waiting or running as they may."""
 
 
+class StorageQuotaExceeded(AcceleratorError):
+    """The storage area a write, an upload or a launch's outputs would go to holds its
+    quota already (or could not hold the bytes announced)."""
+
+
 class IdempotencyConflict(AcceleratorError):
     """An idempotency key was used again for a different request."""
 

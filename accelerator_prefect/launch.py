@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -349,6 +349,7 @@ async def launch(
     writes: asyncio.Semaphore | None = None,
     idempotency_key: str | None = None,
     max_active_runs: int = 0,
+    over_quota: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> tuple[HostedVersion, FlowRun]:
     """Validate and create exactly one flow run of ``model`` (or raise, creating none).
 
@@ -358,6 +359,7 @@ async def launch(
     ``found``: the model as ``principal`` sees it on ``client``, when the caller has
     just read it (else it is read here). ``writes``: held while the launch writes
     (its secrets, its flow run), to bound how many launches write at once.
+    ``over_quota``: why the storage area of an output folder is full, if it is.
     """
     if via not in VIA:
         raise ValueError(f"via: expected one of {', '.join(VIA)}, got {via!r}")
@@ -405,6 +407,16 @@ async def launch(
             problems += await asyncio.to_thread(_check_problems, hosted, parameters, storage, wrong)
         if output is not None and not any(p.startswith("output") for p in problems):
             problems += await _other_runs_folder(client, parameters["output"]["location"])
+        location = (parameters.get("output") or {}).get("location")
+        if (
+            over_quota is not None
+            and location
+            and not any(p.startswith("output") for p in problems)
+        ):
+            # The run's output size is not known: the quota counts what the area holds.
+            full = await over_quota(str(location).split("{", 1)[0])
+            if full is not None:
+                problems.append(f"output.location: {full}")
     problems += secret_problems
     if problems:
         raise _refusal(problems, f"launch of {hosted.name}@{hosted.version}")

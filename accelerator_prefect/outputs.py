@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 INCOMPLETE = "_INCOMPLETE.json"
 PROVENANCE = "provenance.json"  # written beside the outputs; read with Run.provenance()
+EXPIRED = "_EXPIRED.json"  # takes the outputs' place once retention deleted them
+RECORDS = frozenset({INCOMPLETE, PROVENANCE, EXPIRED})  # about the outputs, never outputs
 _log = logging.getLogger(__name__)
 
 
@@ -101,7 +103,7 @@ def checked(
 
 def list_outputs(folder: str, storage: Storage | None = None) -> list[OutputFile]:
     """The files the run wrote under the output ``folder`` (empty if none), without the
-    records kept beside them (``_INCOMPLETE.json``, ``provenance.json``)."""
+    records kept beside them (``_INCOMPLETE.json``, ``provenance.json``, ``_EXPIRED.json``)."""
     from accelerator_prefect.errors import NotFound
     from accelerator_prefect.storage import Storage
 
@@ -113,7 +115,7 @@ def list_outputs(folder: str, storage: Storage | None = None) -> list[OutputFile
     return [
         OutputFile(e.uri, e.uri[len(base) :], e.size, e.media_type or "application/octet-stream")
         for e in entries
-        if e.uri[len(base) :] not in {INCOMPLETE, PROVENANCE}
+        if e.uri[len(base) :] not in RECORDS
     ]
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from accelerator_prefect.outputs import OutputFile
     from accelerator_prefect.provenance import Provenance
     from accelerator_prefect.publish import PublishResult
+    from accelerator_prefect.retention import AreaUsage
     from accelerator_prefect.runs import (
         RoutineProgress,
         RunFailure,
@@ -57,6 +58,7 @@ _ERRORS: dict[str, type[errors.AcceleratorError]] = {
     "run-timeout": errors.RunTimeout,
     "idempotency-key-reused": errors.IdempotencyConflict,
     "quota-exceeded": errors.QuotaExceeded,
+    "storage-quota": errors.StorageQuotaExceeded,
     "too-large": errors.PublishError,
     "platform-unavailable": errors.PlatformError,
 }
@@ -482,6 +484,16 @@ class PortalService:
         files = _adapter(list[OutputFile]).validate_python(body["files"])
         return list(files), bool(body["complete"])
 
+    async def run_outputs_expired(self, run_id: str, workspace: str | None = None) -> str | None:
+        body = await self._call("GET", f"/runs/{run_id}/outputs")
+        expired = body.get("expired")
+        return str(expired) if expired else None
+
+    async def storage_usage(self) -> list[AreaUsage]:
+        from accelerator_prefect.retention import AreaUsage
+
+        return [AreaUsage(**u) for u in await self._call("GET", "/storage/usage")]
+
     async def open_output(self, run_id: str, path: str, workspace: str | None = None) -> Any:
         return await self._download(f"/runs/{run_id}/outputs/{path}", {})
 
@@ -555,7 +567,11 @@ class PortalService:
                 while chunk := await asyncio.to_thread(f.read, 1 << 20):
                     yield chunk
 
-        found = await self._call("PUT", "/storage/file", params={"path": uri}, content=chunks())
+        # Announced, so the portal can refuse at once what the area's quota cannot hold.
+        size = {"Content-Length": str(local.stat().st_size)}
+        found = await self._call(
+            "PUT", "/storage/file", params={"path": uri}, content=chunks(), headers=size
+        )
         return _adapter(Entry).validate_python(found)  # type: ignore[no-any-return]
 
     async def download(self, uri: str) -> io.BufferedReader:

@@ -763,6 +763,13 @@ class Run:
         _, complete = self._ask("run_outputs")
         return bool(complete)
 
+    @property
+    def outputs_expired(self) -> str | None:
+        """When and why retention deleted the run's output files, if it did (its
+        provenance is kept; a rerun makes them anew)."""
+        expired: str | None = self._ask("run_outputs_expired")
+        return expired
+
     def progress(self) -> RoutineProgress:
         """How many of the run's routines are done, of how many (see :class:`RoutineProgress`)."""
         progress: RoutineProgress = self._ask("run_progress")

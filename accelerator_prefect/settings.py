@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -203,11 +203,58 @@ class Settings(BaseSettings):
         "limits.output_size, e.g. '50 GB'; unset: no limit.",
     )
 
+    keep_outputs: str | None = Field(
+        default=None,
+        description="How long a run's output files are kept after it ends, unless its "
+        "project says otherwise (`acc projects policy`), e.g. '90 d'; unset: kept. Their "
+        "provenance and the run's history stay.",
+    )
+    keep_uploads: str | None = Field(
+        default=None,
+        description="How long files in an `uploads/` folder (of a user or a project) are "
+        "kept after they were written, unless the project says otherwise, e.g. '30 d'; "
+        "unset: kept.",
+    )
+    project_quota: str | None = Field(
+        default=None,
+        description="Most a project's folder may hold, unless the project says otherwise, "
+        "e.g. '100 GB'; checked at upload and at launch. Unset: no quota.",
+    )
+    user_quota: str | None = Field(
+        default=None,
+        description="Most a user's own area (and a guest's) may hold, unless the user's "
+        "record says otherwise, e.g. '5 GB'. Unset: no quota.",
+    )
+    sweep_every: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds between the sweeps `acc up` makes of outputs and uploads past "
+        "their retention (secrets of ended runs and expired guest areas: every minute).",
+    )
+
     dvc_remote: str | None = Field(
         default=None,
         description="DVC remote for models' reference data whose repository names none; "
         "a folder under `home` when unset.",
     )
+
+    @field_validator("keep_outputs", "keep_uploads")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        from accelerator_prefect.manifest import parse_duration
+
+        if value:
+            parse_duration(value)  # its error names what is expected
+        return value or None
+
+    @field_validator("project_quota", "user_quota")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        from accelerator_prefect.mapping import parse_size
+
+        if value:
+            parse_size(value)
+        return value or None
 
     @property
     def pool(self) -> str:

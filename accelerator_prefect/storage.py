@@ -47,7 +47,12 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import isfilelike
 
-from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
+from accelerator_prefect.errors import (
+    AcceleratorError,
+    AccessDenied,
+    NotFound,
+    StorageQuotaExceeded,
+)
 
 if TYPE_CHECKING:
     from accelerator_prefect.access import Principal, SampleSource
@@ -80,6 +85,9 @@ VersionReader = Callable[[str], Iterable["SampleSource"]]
 # Run ids found in paths → those of them the principal may not read (runs they did not
 # launch, of models they do not own): the folders named after those runs are theirs.
 RunGate = Callable[[list[str]], set[str]]
+# (path relative to acc://, bytes about to be written or 0) → why its area's quota cannot
+# hold them, or None.
+QuotaGate = Callable[[str, int], "str | None"]
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # How long a Storage keeps which samples a principal may read in a project: the list
 # grants reading only, and changes when a model is published or its scope changes.
@@ -185,7 +193,7 @@ def folder_files(
     run's records (``provenance.json``, ``_INCOMPLETE.json``) is a run's output folder,
     used as inputs only when it is selected itself, and the records are never inputs.
     """
-    from accelerator_prefect.outputs import INCOMPLETE, PROVENANCE
+    from accelerator_prefect.outputs import RECORDS
 
     accepted = list(accepted)
     base = fs._strip_protocol(folder).rstrip("/")
@@ -193,7 +201,7 @@ def folder_files(
     for name, info in sorted(fs.find(folder, detail=True).items()):
         if info.get("type") == "file":
             found.append((name[len(base) + 1 :] if name.startswith(base + "/") else name, info))
-    records = (PROVENANCE, INCOMPLETE)
+    records = RECORDS
     runs = tuple(
         relative.rsplit("/", 1)[0] + "/"
         for relative, _ in found
@@ -771,16 +779,20 @@ class Storage:
         principal: Principal | Callable[[], Principal] | None = None,
         versions: VersionReader | None = None,
         runs: RunGate | None = None,
+        quotas: QuotaGate | None = None,
     ) -> None:
         """Storage for ``principal`` (``None``: no rules, as inside a run). ``versions``
         reads the hosted versions of a project as the principal's own client sees them:
         the samples of those the principal may run are readable here too. ``runs`` says
         which runs named in paths the principal may not read: a folder named after such
-        a run (a run's output folder) is not theirs, even inside their areas."""
+        a run (a run's output folder) is not theirs, even inside their areas. ``quotas``
+        says why a write of some bytes (0: not known) at a path would go over its area's
+        quota, if it would (see :mod:`accelerator_prefect.retention`)."""
         self.fs = fs or AccFileSystem()
         self._principal = principal
         self._versions = versions
         self._runs = runs
+        self._quotas = quotas
         self._samples: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
         self._run_gate: dict[tuple[str, str], tuple[float, bool]] = {}
 
@@ -792,7 +804,7 @@ class Storage:
     def reading_samples(self, versions: VersionReader) -> Storage:
         """This storage, for the same principal, reading also the sample inputs of the
         versions ``versions`` reads that the principal may run."""
-        return Storage(self.fs, self._principal, versions, self._runs)
+        return Storage(self.fs, self._principal, versions, self._runs, self._quotas)
 
     def _hidden_runs(self, paths: Iterable[str]) -> set[str]:
         """The run ids named in ``paths`` whose runs the principal may not read (asked
@@ -980,10 +992,21 @@ class Storage:
             )
         return relative
 
-    def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
-        """Open a file; writes appear only once the file is closed cleanly."""
+    def _within_quota(self, relative: str, incoming: int = 0) -> None:
+        """Refuse a write of ``incoming`` bytes (0: not known) at ``relative`` that its
+        area's quota cannot hold (operators are not held by quotas)."""
+        principal = self.principal
+        if self._quotas is None or principal is None or principal.operator:
+            return
+        problem = self._quotas(relative, incoming)
+        if problem is not None:
+            raise StorageQuotaExceeded(problem)
+
+    def open(self, uri: str, mode: str = "rb", *, expected_size: int = 0, **kwargs: Any) -> Any:
+        """Open a file; writes appear only once the file is closed cleanly.
+        ``expected_size``: the bytes about to be written, if known (for the quota)."""
         if any(c in mode for c in "wax+"):
-            self._writable(uri)
+            self._within_quota(self._writable(uri), expected_size)
         else:
             self._allowed(uri, reading=True)
         try:
@@ -1013,14 +1036,16 @@ class Storage:
         target = self._into(uri, source.name)
         self._writable(target)
         if source.is_file():
-            return [(source, target)]
-        pairs = [
-            (path, target + "/" + path.relative_to(source).as_posix())
-            for path in sorted(source.rglob("*"))
-            if path.is_file()
-        ]
-        for folder in sorted({t.rsplit("/", 1)[0] for _, t in pairs}):
-            self._writable(folder)  # once a folder, not once a file
+            pairs = [(source, target)]
+        else:
+            pairs = [
+                (path, target + "/" + path.relative_to(source).as_posix())
+                for path in sorted(source.rglob("*"))
+                if path.is_file()
+            ]
+            for folder in sorted({t.rsplit("/", 1)[0] for _, t in pairs}):
+                self._writable(folder)  # once a folder, not once a file
+        self._within_quota(check_path(target), sum(path.stat().st_size for path, _ in pairs))
         return pairs
 
     def put(self, local: str | Path, uri: str, progress: Progress | None = None) -> list[Entry]:

@@ -286,8 +286,9 @@ class Explorer:
                         name = unicodedata.normalize("NFC", file.name)
                         try:
                             uri = area + name
-                            with self.storage.open(uri, "wb") as out:
-                                out.write(file.getvalue())
+                            data = file.getvalue()
+                            with self.storage.open(uri, "wb", expected_size=len(data)) as out:
+                                out.write(data)
                             done.append(self.storage.info(uri))
                         except (AcceleratorError, OSError) as exc:
                             refused.append(f"{printable(name)} was not uploaded: {_reason(exc)}")

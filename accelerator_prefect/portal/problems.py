@@ -60,6 +60,7 @@ _MEANING = {
     "refused: every problem is listed with its field path",
     429: "Too many requests, or too many runs at once: wait `Retry-After` seconds",
     503: "The platform behind the portal is unavailable; try again later",
+    507: "The storage area written to holds its quota: delete files, or ask an operator",
 }
 
 
@@ -99,6 +100,7 @@ _STATUS: list[tuple[type[errors.AcceleratorError], int, str]] = [
     (errors.IdempotencyConflict, 422, "idempotency-key-reused"),
     (errors.RunTimeout, 408, "run-timeout"),
     (errors.PlatformError, 503, "platform-unavailable"),
+    (errors.StorageQuotaExceeded, 507, "storage-quota"),
 ]
 
 

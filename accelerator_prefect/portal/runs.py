@@ -323,8 +323,10 @@ async def _log_events(
     responses=READ,
 )
 async def outputs(run_id: str, acc: Acc) -> OutputsOut:
-    files, complete = await acc.run_outputs(run_id)
-    return OutputsOut(complete=complete, files=files)
+    (files, complete), expired = await asyncio.gather(
+        acc.run_outputs(run_id), acc.run_outputs_expired(run_id)
+    )
+    return OutputsOut(complete=complete, files=files, expired=expired)
 
 
 @router.get(

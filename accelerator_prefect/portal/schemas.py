@@ -161,3 +161,17 @@ class OutputsOut(BaseModel):
 
     complete: bool
     files: list[OutputFile]
+    expired: str | None = Field(
+        default=None,
+        description="When and why retention deleted the run's output files, if it did "
+        "(its provenance is kept)",
+    )
+
+
+class AreaUsageOut(BaseModel):
+    """What one storage area holds, against its quota."""
+
+    area: str = Field(description="The area, e.g. acc://climate/ or acc://users/alice/")
+    used: int = Field(description="Bytes it holds")
+    quota: int | None = Field(default=None, description="Bytes it may hold (none: no quota)")
+    quota_text: str | None = Field(default=None, description="The quota as set, e.g. 10 GB")

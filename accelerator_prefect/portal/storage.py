@@ -5,6 +5,7 @@ in memory)."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -14,6 +15,7 @@ from accelerator_prefect.errors import AcceleratorError, NotFound
 from accelerator_prefect.portal.deps import Acc
 from accelerator_prefect.portal.problems import problem, responses
 from accelerator_prefect.portal.runs import file_responses, ranged
+from accelerator_prefect.portal.schemas import AreaUsageOut
 from accelerator_prefect.storage import Entry, Storage
 
 if TYPE_CHECKING:
@@ -34,11 +36,16 @@ async def _storage(acc: Acc, reading: str | None = None) -> Storage:
     def hidden_runs(ids: list[str]) -> set[str]:  # asked from the thread the storage works in
         return asyncio.run_coroutine_threadsafe(acc.hidden_runs(ids), loop).result(timeout=60)
 
+    def over_quota(path: str, size: int) -> str | None:
+        future = asyncio.run_coroutine_threadsafe(acc.quota_problem(path, size), loop)
+        return future.result(timeout=60)
+
     return Storage(
         acc.storage_fs(),
         principal=principal,
         versions=lambda _project: versions,
         runs=hidden_runs,
+        quotas=over_quota,
     )
 
 
@@ -76,6 +83,16 @@ async def list_folder(acc: Acc, path: Path = "acc://") -> list[Entry]:
 
 
 @router.get(
+    "/storage/usage",
+    response_model=list[AreaUsageOut],
+    summary="What each storage area you may use holds, against its quota",
+    responses=responses(401, 429, 503),
+)
+async def usage(acc: Acc) -> list[AreaUsageOut]:
+    return [AreaUsageOut.model_validate(u, from_attributes=True) for u in await acc.storage_usage()]
+
+
+@router.get(
     "/storage/file",
     summary="Download a file (HTTP Range supported)",
     response_class=StreamingResponse,
@@ -97,7 +114,7 @@ async def download(acc: Acc, path: Path, range: Annotated[str | None, Header()] 
     response_model=Entry,
     status_code=201,
     summary="Upload a file (the request body), written atomically",
-    responses=responses(400, 401, 403, 404, 413, 422, 429, 503),
+    responses=responses(400, 401, 403, 404, 413, 422, 429, 503, 507),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -115,7 +132,8 @@ async def upload(request: Request, acc: Acc, path: Path) -> Response | Entry:
     storage = await _storage(acc)
     if path.endswith("/"):
         raise AcceleratorError(f"{path}: name a file, not a folder")
-    handle = await asyncio.to_thread(storage.open, path, "wb")
+    size = int(declared) if declared and declared.isdigit() else 0
+    handle = await asyncio.to_thread(partial(storage.open, path, "wb", expected_size=size))
     written = 0
     try:
         async for chunk in request.stream():

@@ -230,9 +230,12 @@ st.subheader(":material/inventory: Outputs")
 with reported("list the outputs"):
     files = run.outputs()
     complete = run.outputs_complete
+    expired = None if files else run.outputs_expired
 if files:
     download_all_button(str(run.id))
-if not files:
+if expired:
+    st.info(expired, icon=":material/auto_delete:")
+elif not files:
     st.caption("This run wrote no files.")
 elif not complete:
     st.warning(
