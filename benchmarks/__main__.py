@@ -51,7 +51,7 @@ BENCHMARKS = [
         "run_latency",
         "launch → Completed vs a plain Prefect deployment",
         (),
-        ("--runs", "1", "--polling", "1s"),
+        ("--runs", "1", "--warmup", "0", "--polling", "1s"),
     ),
     Benchmark(
         "B3",
@@ -114,7 +114,7 @@ BENCHMARKS = [
         "warm_worker",
         "launch → Completed on the warm worker vs the process worker polling every second",
         (),
-        ("--runs", "2", "--warmup", "1", "--climate-runs", "1"),
+        ("--runs", "2", "--warmup", "0", "--climate-runs", "1", "--climate-warmup", "0"),
     ),
     Benchmark(
         "B12",

@@ -11,7 +11,7 @@ each pool:
 - ``raw``: ``create_flow_run_from_deployment`` of a plain ``@flow`` with the same
   body, deployed with a ``set_working_directory`` pull step onto the same code.
 
-Runs alternate acc/raw (AB BA …) after one untimed run of each. Target: acc's
+Runs alternate acc/raw (AB BA …) after one untimed run of each (``--warmup``). Target: acc's
 median at most 1.05 x raw's; the absolute seconds are reported too.
 
 Run it:
@@ -185,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = common_parser("run_latency", __doc__)
     parser.add_argument("--runs", type=int, default=10, help="Timed runs per side and pool.")
     parser.add_argument(
+        "--warmup", type=int, default=1, help="Untimed runs per side and pool first."
+    )
+    parser.add_argument(
         "--polling", default="default,1s", help="Which workers: default, 1s or both."
     )
     args = parser.parse_args(argv)
@@ -231,9 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers.append(_start_worker(home, info.api_url, pool, POLLING[polling]))
         for polling, pool in pools.items():
             version = next(v for v, p in versions.items() if p == pool)
-            with console.status(f"{polling} polling: one untimed run of each…"):
-                _acc_run(operator, info.api_url, auth_string, version)
-                _raw_run(info.api_url, auth_string, raw[pool])
+            with console.status(f"{polling} polling: {args.warmup} untimed run(s) of each…"):
+                for _ in range(args.warmup):
+                    _acc_run(operator, info.api_url, auth_string, version)
+                    _raw_run(info.api_url, auth_string, raw[pool])
             sides: dict[str, list[float]] = {"acc": [], "raw": []}
             for round_ in range(args.runs):
                 order = ("acc", "raw") if round_ % 2 == 0 else ("raw", "acc")

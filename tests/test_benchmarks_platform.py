@@ -30,7 +30,7 @@ def test_catalog_listing_reports_acc_and_raw_at_each_size(tmp_path: Path) -> Non
 def test_run_latency_reports_acc_and_raw_runs_to_completion(tmp_path: Path) -> None:
     out = tmp_path / "results"
 
-    run_latency.main(["--runs", "1", "--polling", "1s", "--out", str(out)])
+    run_latency.main(["--runs", "1", "--warmup", "0", "--polling", "1s", "--out", str(out)])
 
     report = json.loads((out / "run_latency.json").read_text())
     (result,) = report["results"]

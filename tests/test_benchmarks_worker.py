@@ -16,7 +16,8 @@ def test_warm_worker_benchmark_times_both_workers_and_reports_their_ratio(
 ) -> None:
     out = tmp_path / "results"
 
-    warm_worker.main(["--runs", "2", "--warmup", "1", "--climate-runs", "1", "--out", str(out)])
+    argv = ["--runs", "2", "--warmup", "0", "--climate-runs", "1", "--climate-warmup", "0"]
+    warm_worker.main([*argv, "--out", str(out)])
 
     report = json.loads((out / "warm_worker.json").read_text())
     results = {r["side"]: r for r in report["results"]}
