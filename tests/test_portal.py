@@ -322,6 +322,37 @@ def test_logs_stream_as_server_sent_events_until_the_run_ends(
     assert SECRET not in json.dumps(events)
 
 
+def test_a_resumed_log_stream_asks_for_a_credential_and_the_right_to_read_the_run(
+    portal: str, people: dict[str, str], slow_model: str, acc: Accelerator
+) -> None:
+    """Resuming with ``Last-Event-ID`` is a new request, decided like the first: no token,
+    another user's token, another link's guest get no line of the run."""
+    member = _http(portal, people["member"])
+    body = {"conf": {"size": 3}, "secrets": {"API_KEY": SECRET}}
+    run = member.post(f"/models/{slow_model}/launch", json=body).json()
+    path = f"/runs/{run['id']}/logs/stream"
+    assert acc.run(run["id"]).wait(timeout=120) == "Completed"
+    with member.stream("GET", path, headers={"Last-Event-ID": "0"}) as own:
+        assert own.status_code == 200
+        assert any(line.startswith("data: ") for line in own.iter_lines())
+    # A guest of the model's link: their own runs only, not a member's.
+    link = acc.share_link(slow_model).token
+    guest = httpx.post(
+        f"{portal}/api/v1/guest-sessions", headers={"Authorization": f"Bearer {link}"}
+    ).json()["token"]
+    for token, status in (
+        (None, 401),
+        ("acc_000000000000_" + "x" * 43, 401),
+        (people["outsider"], 404),
+        (guest, 404),
+    ):
+        with _http(portal, token).stream("GET", path, headers={"Last-Event-ID": "1"}) as knock:
+            body = knock.read().decode()
+            assert knock.status_code == status, (token, knock.status_code, body)
+            assert knock.headers["content-type"].startswith("application/problem+json")
+            assert "event:" not in body and "wrote" not in body
+
+
 def test_an_output_downloads_whole_and_by_range(
     portal: str, people: dict[str, str], slow_model: str
 ) -> None:
