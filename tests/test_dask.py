@@ -247,6 +247,62 @@ def test_the_manifests_options_go_over_the_clusters_defaults() -> None:
         chosen_task_runner({"ACC_TASK_RUNNER": '{"kind": "ray"}'})
 
 
+KNOCK = """
+import json, socket, ssl, sys
+from distributed import Client
+from distributed.security import Security
+
+address = sys.argv[1]
+answers = {}
+# TLS with no client certificate, as a raw socket speaks it (Dask's client will not try).
+host, port = address.removeprefix("tls://").rsplit(":", 1)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+try:
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            tls.sendall(b"\\x00" * 16)
+            answers["no certificate"] = "open" if tls.recv(1) else "closed"
+except (ssl.SSLError, OSError) as exc:
+    answers["no certificate"] = type(exc).__name__
+attempts = {
+    "plain tcp": dict(address=address.replace("tls://", "tcp://")),
+    "a certificate of its own": dict(address=address, security=Security.temporary()),
+}
+for what, kwargs in attempts.items():
+    try:
+        with Client(timeout=5, **kwargs) as client:
+            answers[what] = "open: " + str(client.submit(sum, [1, 2]).result(timeout=5))
+    except Exception as exc:
+        answers[what] = type(exc).__name__
+print(json.dumps(answers))
+"""
+
+
+def test_a_runs_dask_scheduler_admits_no_process_without_the_clusters_certificate(
+    tmp_path: Path,
+) -> None:
+    """The cluster a run starts (with the platform's defaults) is knocked on from another
+    process of the machine: without its TLS credentials, nobody submits work to it."""
+    from distributed import Client, LocalCluster
+
+    from accelerator_prefect.jobflow import dask_cluster_options
+
+    options = dask_cluster_options({"n_workers": 1, "local_directory": str(tmp_path)})
+    with LocalCluster(**options) as cluster, Client(cluster) as own:
+        assert cluster.scheduler_address.startswith("tls://")
+        assert own.submit(sum, [1, 2]).result(timeout=30) == 3  # its own credentials work
+        knock = subprocess.run(
+            [sys.executable, "-c", KNOCK, cluster.scheduler_address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    answers = json.loads(knock.stdout.strip().splitlines()[-1])
+    assert set(answers) == {"no certificate", "plain tcp", "a certificate of its own"}
+    assert not any(str(a).startswith("open") for a in answers.values()), answers
+
+
 def test_a_dask_models_environment_is_locked_with_prefect_dask(tmp_path: Path) -> None:
     """Publishing a dask model locks the runtime's dask extra: the author declares only
     their own libraries. A lock without prefect-dask is said at publishing."""
