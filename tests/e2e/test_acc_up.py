@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -138,3 +142,68 @@ def test_acc_down_stops_every_process(home: Path) -> None:
             os.kill(pid, 0)
     assert not (home / "platform.json").exists()
     assert acc(home, "down").stdout.strip() == "nothing was running."
+
+
+def test_acc_up_in_the_foreground_sweeps_what_is_past_its_retention(tmp_path: Path) -> None:
+    """While `acc up` runs, it sweeps every ACC_SWEEP_EVERY seconds: an upload older than
+    ACC_KEEP_UPLOADS goes, and `acc up` says so; Ctrl-C stops everything."""
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "ACC_HOME": str(home),
+        "COLUMNS": "200",
+        "ACC_SWEEP_EVERY": "1",
+        "ACC_KEEP_UPLOADS": "1 d",
+    }
+    ports = ("--port", str(free_port()), "--portal-port", str(free_port()))
+    process = subprocess.Popen(
+        [ACC, "up", "--no-examples", "--no-catalog", *ports, "--factor-port", str(free_port())],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:  # what acc up prints, line by line, read aside so waits can end
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    said: list[str] = []
+
+    def read_until(text: str, deadline: float) -> None:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                if process.poll() is not None and not reader.is_alive():
+                    break  # it stopped, and said all it had to say
+                continue
+            said.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"acc up never said {text!r}:\n{''.join(said)}")
+
+    try:
+        read_until("Press Ctrl-C to stop.", 300)
+        storage = home / "storage"
+        old, new = storage / "lab" / "uploads" / "old.csv", storage / "lab" / "uploads" / "new.csv"
+        old.parent.mkdir(parents=True)
+        for path in (old, new):
+            path.write_text("a,b\n1,2\n")
+        two_days_ago = time.time() - 2 * 86400
+        os.utime(old, (two_days_ago, two_days_ago))
+        read_until("retention: deleted 1 item(s)", 60)
+        assert not old.exists() and new.exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        reader.join(timeout=10)
+    rest = "".join(said) + "".join(lines.get() for _ in range(lines.qsize()))
+    assert "stopped." in rest, rest
+    assert not (home / "platform.json").exists()
