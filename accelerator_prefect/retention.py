@@ -158,6 +158,33 @@ def used_bytes(fs: AbstractFileSystem, area: str) -> int:
         return 0
 
 
+# What each area held when last measured for a quota check, and when: a listing of a large
+# area (on an object store, one request per 1,000 objects) is not repeated on every write.
+USAGE_TTL = 10.0
+_usage: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _held(fs: AbstractFileSystem, area: str, fresh: bool = False) -> int:
+    import time
+
+    key = (str(getattr(fs, "root_url", id(fs))), area)
+    now = time.monotonic()
+    known = _usage.get(key)
+    if known is None or fresh or now - known[0] > USAGE_TTL:
+        known = _usage[key] = (now, used_bytes(fs, area))
+        if len(_usage) > 4096:
+            _usage.pop(next(iter(_usage)))
+    return known[1]
+
+
+def _count(fs: AbstractFileSystem, area: str, written: int) -> None:
+    """Count ``written`` bytes about to go into ``area`` until it is measured again."""
+    key = (str(getattr(fs, "root_url", id(fs))), area)
+    known = _usage.get(key)
+    if known is not None:
+        _usage[key] = (known[0], known[1] + written)
+
+
 def quota_problem(
     fs: AbstractFileSystem, rules: Rules, relative: str, incoming: int = 0
 ) -> str | None:
@@ -167,8 +194,17 @@ def quota_problem(
     rule = rules.quota(area) if area else None
     if area is None or rule is None:
         return None
-    used = used_bytes(fs, area)
-    if used + incoming <= rule.value and (incoming or used < rule.value):
+
+    def fits(used: int) -> bool:
+        return used + incoming <= rule.value and (incoming > 0 or used < rule.value)
+
+    # A write of known size counts on what was measured lately (and adds itself to it);
+    # one of unknown size, and any refusal, look at what is stored now.
+    used = _held(fs, area, fresh=incoming == 0)
+    if not fits(used):  # measured a while ago, maybe before a deletion: look again
+        used = _held(fs, area, fresh=True)
+    if fits(used):
+        _count(fs, area, incoming)
         return None
     stored = f"{human_size(used)} stored"
     if incoming:
