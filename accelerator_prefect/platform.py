@@ -664,6 +664,46 @@ async def _prepare(
     await LocalFileSystem(basepath=str(results)).asave(RESULTS_BLOCK, overwrite=True, client=client)
 
 
+async def _adopt_versions(
+    client: PrefectClient, home: Path, pool: str, kind: str, named: str | None
+) -> tuple[str, list[str]]:
+    """Move onto ``pool`` the hosted versions published to the platform's pool of the other
+    kind of worker, which no worker serves once the platform runs this kind; the other
+    pool's name and the versions moved (``model@version``).
+
+    Until the warm worker became the default, ``acc up`` ran Prefect's process worker on
+    ``acc-process``: a home made then keeps its versions there, and after an upgrade their
+    runs would wait for a worker forever. Left where they are: versions whose manifest names
+    its pool, every version when the settings name the pool (``ACC_WORK_POOL``), and those
+    on a pool that a worker other than the platform's own is serving."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from accelerator_prefect.catalog import read_versions
+
+    other_kind = "process" if kind == "warm" else "warm"
+    other = f"acc-{other_kind}"
+    if named is not None or pool == other:
+        return other, []
+    try:
+        await client.read_work_pool(other)
+    except ObjectNotFound:  # (its workers' listing answers a bare 404)
+        return other, []
+    workers = await client.read_workers_for_work_pool(other)
+    # The platform's own workers of the other kind (stopped, though the server may still
+    # count them online for a while) are told apart by their names.
+    ours = {worker_name(home, other, other_kind, n) for n in range(1, 33)}
+    if any(w.name not in ours and str(w.status).upper().endswith("ONLINE") for w in workers):
+        return other, []
+    moved = []
+    for version in await read_versions(client):
+        if version.work_pool != other or version.record.manifest.get("work_pool"):
+            continue
+        await client.update_deployment(version.deployment_id, DeploymentUpdate(work_pool_name=pool))
+        moved.append(f"{version.name}@{version.version}")
+    return other, moved
+
+
 async def _ensure_operator(client: PrefectClient, token_file: Path) -> str | None:
     """Make sure the operator exists and has a token on this machine; a new token or None."""
     from accelerator_prefect.directory import UserRecord, create_token, read_user, save_user
@@ -751,6 +791,12 @@ def up(
     acc = Accelerator(AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator"))
     report(f"preparing the work pool {pool!r} and result storage")
     acc._call(lambda c: _prepare(c, home, pool, kind, settings.work_pool_concurrency))
+    other, moved = acc._call(lambda c: _adopt_versions(c, home, pool, kind, settings.work_pool))
+    if moved:
+        report(
+            f"moved {len(moved)} version(s) from the pool {other!r}, which no worker serves "
+            f"now, to {pool!r}: {', '.join(moved)}"
+        )
     token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))
     if token is not None:
         report(f"created the operator; its token (kept for the local CLI) is {token}")
