@@ -465,13 +465,20 @@ async def _remove_guest_area(acc: AsyncAccelerator, gone: Deleted) -> None:
     from accelerator_prefect.storage import check_path
 
     await asyncio.to_thread(acc.storage_fs().rm, check_path(gone.uri), recursive=True)
+    await _audit_deleted(acc, "acc.model.guest-area-deleted", gone)
+
+
+async def _audit_deleted(acc: AsyncAccelerator, event: str, gone: Deleted) -> None:
+    """Record a deletion in its model's audit log."""
+    details = {"run": gone.run} if gone.run else {}
     await acc._audit(
-        "acc.model.guest-area-deleted",
+        event,
         model=gone.model,
         folder=gone.uri,
         files=gone.files,
         bytes=gone.bytes,
         reason=gone.reason,
+        **details,
     )
 
 
@@ -556,15 +563,7 @@ async def _expire_project_outputs(
                 if gone is not None:
                     deleted.append(gone)
                     if not dry_run:
-                        await acc._audit(
-                            "acc.model.outputs-deleted",
-                            model=gone.model,
-                            run=gone.run,
-                            folder=gone.uri,
-                            files=gone.files,
-                            bytes=gone.bytes,
-                            reason=gone.reason,
-                        )
+                        await _audit_deleted(acc, "acc.model.outputs-deleted", gone)
             if len(runs) < page:
                 break
             offset += page

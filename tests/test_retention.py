@@ -7,9 +7,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +17,7 @@ from accelerator_prefect.errors import StorageQuotaExceeded, ValidationFailed
 from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import ModelRepo
 from tests.test_cli import acc_cli
+from tests.test_faults import until
 from tests.test_launch import count_runs
 
 pytestmark = pytest.mark.scale
@@ -50,17 +49,6 @@ project: {project}
 access:
   scope: project
 """
-
-
-def until(condition: Callable[[], Any], deadline: float, what: str) -> Any:
-    """``condition()``'s first true value, asked until ``deadline`` s pass."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not {what} within {deadline:g} s")
 
 
 def writer_model(acc: Accelerator, folder: Path, project: str) -> str:
