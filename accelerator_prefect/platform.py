@@ -659,9 +659,38 @@ async def _prepare(
             )
         if existing.concurrency_limit != concurrency:
             await client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=concurrency))
+        kept = existing.base_job_template or {}
+        brought = _brought_up_to_date(kept, template, kind)
+        if brought != kept:
+            await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=brought))
     results = home / "results"
     results.mkdir(parents=True, exist_ok=True)
     await LocalFileSystem(basepath=str(results)).asave(RESULTS_BLOCK, overwrite=True, client=client)
+
+
+def _brought_up_to_date(
+    existing: dict[str, Any], default: dict[str, Any], kind: str
+) -> dict[str, Any]:
+    """A pool's job template made by an earlier release, with what this release's
+    ``default`` adds: the variables and job configuration it lacks (what an operator
+    changed is kept), and on a process pool the command that applies the runs' limits in
+    place of Prefect's own (a pool made before it kept Prefect's, and its runs' limits
+    would silently not hold)."""
+    import copy
+
+    brought = copy.deepcopy(existing)
+    variables = brought.setdefault("variables", {})
+    properties = variables.setdefault("properties", {})
+    for name, spec in default.get("variables", {}).get("properties", {}).items():
+        properties.setdefault(name, spec)
+    configuration = brought.setdefault("job_configuration", {})
+    for key, value in default.get("job_configuration", {}).items():
+        configuration.setdefault(key, value)
+    if kind != "warm":
+        command = properties.get("command", {})
+        if "accelerator_prefect.zygote" not in str(command.get("default") or ""):
+            properties["command"] = default["variables"]["properties"]["command"]
+    return brought
 
 
 async def _adopt_versions(

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
-from accelerator_prefect import PlatformError
-from accelerator_prefect.platform import free_port, start_server
+from accelerator_prefect import Accelerator, PlatformError
+from accelerator_prefect.platform import PlatformInfo, free_port, start_server
 
 
 def test_a_server_that_cannot_start_is_explained_with_its_log(tmp_path: Path) -> None:
@@ -40,3 +41,31 @@ def test_the_platforms_home_and_what_its_processes_create_are_private(
     assert len(created) >= 3
     for path in created:
         assert path.stat().st_mode & 0o077 == 0, f"{path.name}: {oct(path.stat().st_mode)}"
+
+
+def test_acc_up_brings_a_pool_made_by_an_earlier_release_up_to_date(
+    platform: PlatformInfo, acc: Accelerator
+) -> None:
+    """A process pool made before its command applied the runs' limits, and before a
+    variable this release uses, gets both from `acc up`; what its operator changed stays."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    from accelerator_prefect.platform import _prepare
+
+    pool = f"acc-old-{uuid.uuid4().hex[:6]}"
+    old = ProcessWorker.get_default_base_job_template()  # Prefect's own command
+    del old["variables"]["properties"]["env"]  # a variable an earlier release lacked
+    del old["job_configuration"]["env"]
+    old["variables"]["properties"]["stream_output"]["default"] = False  # the operator's
+    made = WorkPoolCreate(name=pool, type="process", base_job_template=old)
+    acc._call(lambda c: c.create_work_pool(made))
+
+    acc._call(lambda c: _prepare(c, platform.home, pool, "process"))
+    template = acc._call(lambda c: c.read_work_pool(pool)).base_job_template
+    properties = template["variables"]["properties"]
+    assert "accelerator_prefect.zygote --engine" in properties["command"]["default"]
+    assert "env" in properties and template["job_configuration"]["env"] == "{{ env }}"
+    assert properties["stream_output"]["default"] is False
+    acc._call(lambda c: _prepare(c, platform.home, pool, "process"))  # once up to date: kept
+    assert acc._call(lambda c: c.read_work_pool(pool)).base_job_template == template
