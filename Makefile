@@ -23,22 +23,40 @@ lint: setup
 # A temporary folder of its own (outside the checkout, so "outside git" is outside): other
 # test sessions on the machine clear only pytest's shared default folders, never this one.
 # Two groups side by side (pytest-xdist), each with a platform of its own on SQLite; a test
-# module stays in one group, so its module fixtures are made once. Beside them, the scale
-# set (`-m scale`: launch, access, bursts, faults, the portal, several workers) runs again
-# with the Prefect server on PostgreSQL (a server the session starts); its output follows.
+# module stays in one group, so its module fixtures are made once. The longest modules go
+# first (tests/conftest.py, LONGEST_FIRST; `--no-loadscope-reorder` keeps that order), so
+# that neither group waits long for the other's last module. Beside them, the scale set
+# (`-m scale`: launch, access, bursts, faults, the portal, several workers) runs again with
+# the Prefect server on PostgreSQL (a server the session starts); its output follows.
+# `make test TEST_GROUPS=3` tries three SQLite groups (two unless told, for a 2-core machine).
+TEST_GROUPS ?= 2
 test: lint
 	@base="$$(mktemp -d)"; \
 	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -m scale -p no:cacheprovider \
 		--basetemp="$$base/postgres" > "$$base/postgres.txt" 2>&1 & postgres=$$!; \
-	$(UV) run --frozen pytest -n 2 --dist loadfile --basetemp="$$base/sqlite"; sqlite=$$?; \
+	$(UV) run --frozen pytest -n $(TEST_GROUPS) --dist loadfile --no-loadscope-reorder \
+		--basetemp="$$base/sqlite"; sqlite=$$?; \
 	wait $$postgres; on_postgres=$$?; \
 	echo "== the scale set on PostgreSQL"; cat "$$base/postgres.txt"; \
 	test $$sqlite -eq 0 -a $$on_postgres -eq 0
 
 # The scale set alone, on PostgreSQL (Debian's postgresql installed; .ci/run does it).
 test-postgres: setup
-	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -n 2 --dist loadfile -m scale \
-		--basetemp="$$(mktemp -d)/pytest"
+	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -n 2 --dist loadfile \
+		--no-loadscope-reorder -m scale --basetemp="$$(mktemp -d)/pytest"
+
+# The inner loop, in a few minutes: the walk from manifest to provenance, storage, the CLI,
+# the portal and secrets, on SQLite; no browser, no benchmark, no fault injection.
+# `make quick` is the same.
+QUICK ?= tests/test_manifest.py tests/test_jobflow.py tests/test_validation.py \
+	tests/test_storage.py tests/test_publish.py tests/test_cli.py tests/test_usage.py \
+	tests/test_launch.py tests/test_launch_checks.py tests/test_form.py \
+	tests/test_provenance.py tests/test_portal.py tests/test_secrets.py tests/test_platform.py
+test-quick: setup
+	$(UV) run --frozen pytest -n 2 --dist loadfile --no-loadscope-reorder \
+		--basetemp="$$(mktemp -d)/pytest" $(QUICK)
+
+quick: test-quick
 
 # Not part of `make test` (which runs each at tiny sizes): tens of minutes, a 1 GB file,
 # 10,000 deployments. Writes benchmarks/RESULTS.md and RESULTS.json.

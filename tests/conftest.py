@@ -247,6 +247,63 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# The longest modules, longest first (their seconds in a fresh clone's `make test` on 2
+# cores, from its --durations and its groups' temporary folders; tests/test_worker.py and
+# tests/test_benchmarks_worker.py after they were shortened). In `make test`'s groups
+# (`--dist loadfile --no-loadscope-reorder`) a group takes the next module whenever it is
+# free: these go first, and the last modules either group takes are short, so neither
+# waits long for the other at the end. pytest-xdist's own order (most tests first) put
+# one-test modules of three or four minutes last. The other modules keep that order.
+LONGEST_FIRST = (
+    "tests/test_worker.py",  # ~390 s
+    "tests/e2e/test_wheel.py",  # ~370 s
+    "tests/test_environments.py",  # ~300 s
+    "tests/e2e/test_catalog_browser.py",  # ~290 s
+    "tests/test_access.py",  # ~200 s
+    "tests/e2e/test_acc_up.py",  # ~200 s
+    "tests/test_faults.py",  # ~200 s
+    "tests/test_benchmarks_platform.py",  # ~185 s
+    "tests/test_limits.py",  # ~180 s
+    "tests/e2e/test_first_hour.py",  # ~175 s (on the session platform)
+    "tests/test_benchmarks_jobflow.py",  # ~170 s
+    "tests/e2e/test_catalog_errors.py",  # ~170 s
+    "tests/test_benchmarks_launch.py",  # ~150 s
+    "tests/test_benchmarks_portal.py",  # ~150 s
+    "tests/test_benchmarks_worker.py",  # ~130 s
+    "tests/e2e/test_embedding.py",  # ~120 s
+    "tests/e2e/test_upgrade.py",  # ~120 s (its author's estimate)
+    "tests/test_workers.py",  # ~120 s
+    "tests/test_benchmarks_environments.py",  # ~115 s
+    "tests/test_benchmarks_catalog.py",  # ~110 s
+    "tests/test_transfer.py",  # ~110 s
+    "tests/test_benchmarks_load.py",  # ~100 s
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist group, the modules of ``LONGEST_FIRST`` first, in its order; the
+    others after, most tests first (pytest-xdist's own order). A module's tests keep their
+    order. Elsewhere (one process) nothing changes."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    rank = {module: index for index, module in enumerate(LONGEST_FIRST)}
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for index, item in enumerate(items):
+        module = item.nodeid.split("::")[0]
+        first.setdefault(module, index)
+        count[module] = count.get(module, 0) + 1
+
+    def order(item: pytest.Item) -> tuple[int, int, int]:
+        module = item.nodeid.split("::")[0]
+        if module in rank:
+            return (0, rank[module], 0)
+        return (1, -count[module], first[module])
+
+    items.sort(key=order)  # stable: within a module, the order pytest gave
+
+
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str | None]]:
     """``databases(name)``: the database URL for a new platform, a fresh database of its
