@@ -1,8 +1,9 @@
 """An author's first hour, as docs/authors.md tells it, with the real `acc` CLI.
 
-An operator starts the platform and adds an author and a colleague. The author, in a folder
-of their own outside this checkout and holding only the portal's address and a token,
-starts a repository with `acc init`, runs its own test, commits, publishes it private,
+An operator, at the platform's machine (the session's platform and portal, started as `acc
+up` starts them; `acc up` itself is tests/e2e/test_acc_up.py's), adds an author and a
+colleague with `acc users add`. The author, in a folder of their own outside this checkout
+and holding only the portal's address and a token, starts a repository with `acc init`, runs its own test, commits, publishes it private,
 and opens it to the project with `acc access`; the colleague, who could not see it until
 then, runs it and downloads what it wrote.
 """
@@ -13,13 +14,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from accelerator_prefect.platform import free_port
+from accelerator_prefect.platform import PlatformInfo
 from tests.conftest import ROOT
 
 ACC = str(Path(sys.executable).parent / "acc")
@@ -65,24 +65,15 @@ def said(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Person]:
-    """The platform's machine: `acc up` without the catalog or the bundled models."""
+def operator(
+    platform: PlatformInfo, portal: str, tmp_path_factory: pytest.TempPathFactory
+) -> Person:
+    """The operator's shell on the platform's machine: the `acc` CLI on the platform's home,
+    and the portal's address users are given."""
     folder = tmp_path_factory.mktemp("first-hour")
-    home = folder / "platform-home"
-    portal_port = free_port()
-    person = Person(folder, {**BARE, "ACC_HOME": str(home), "COLUMNS": "200"})
-    try:
-        up = person.acc(
-            *("up", "--detach", "--port", str(free_port()), "--no-catalog", "--no-examples"),
-            *("--portal-port", str(portal_port), "--factor-port", str(free_port())),
-            timeout=300,
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
-        person.portal = f"http://127.0.0.1:{portal_port}/api/v1"
-        assert f"Portal       {person.portal}" in up.stdout, up.stdout
-        yield person
-    finally:
-        person.acc("down")
+    person = Person(folder, {**BARE, "ACC_HOME": str(platform.home), "COLUMNS": "200"})
+    person.portal = f"{portal}/api/v1"
+    return person
 
 
 def user(operator: Person, name: str, project: str) -> Person:
