@@ -63,6 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         with Accelerator.connect(f"http://127.0.0.1:{port}/api", home=home) as operator:
             _, alice = operator.add_user("alice", {"climate": "member", "demo": "author"})
             _, bob = operator.add_user("bob", {})
+            operator.set_user_quota("bob", "600 KB")  # two of the sample files, not three
             private = ModelRepo(tmp_path_factory.mktemp("private"), "secret-echo").echo()
             private.write(
                 "deployments/secret-echo.yaml",
@@ -301,6 +302,18 @@ def test_bob_does_not_see_alices_private_model(served: dict[str, Any], new_page:
     page.get_by_text(re.compile(r"^Selected: 2 file\(s\)")).wait_for()
     page.get_by_text("acc://users/bob/uploads/observations.nc").first.wait_for()
     shot(page, "10-bob-uploaded", page.get_by_text(re.compile("^Selected:")))
+
+    # His own area holds 600 KB at most: a third file is refused, saying why and what to do.
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        [str(sample / "model_ssp585.nc")]
+    )
+    page.get_by_role("button", name="Upload and select").click()
+    refusal = page.get_by_text(re.compile(r"^model_ssp585\.nc was not uploaded: "))
+    refusal.wait_for()
+    said = refusal.inner_text()
+    assert "bob's own area" in said and "quota of 600 KB" in said and "515.1 KB stored" in said
+    assert "ask an operator" in said
+    shot(page, "10b-bob-over-his-quota", refusal)
 
 
 def test_a_guest_with_a_link_sees_only_that_model(served: dict[str, Any], new_page: Any) -> None:
