@@ -18,7 +18,7 @@ from accelerator_prefect.directory import GUEST_ENDED, INVALID_LINK, INVALID_TOK
 from accelerator_prefect.platform import PlatformInfo
 from accelerator_prefect.settings import get_settings
 from accelerator_prefect.transport import prefect_client
-from tests.conftest import ModelRepo
+from tests.conftest import VIAS, ModelRepo
 from tests.test_cli import acc_cli
 from tests.test_launch import count_runs
 
@@ -129,7 +129,7 @@ def links(
     return tokens
 
 
-@pytest.fixture(scope="module", params=["python", "portal"])
+@pytest.fixture(scope="module", params=VIAS)
 def via(request: pytest.FixtureRequest) -> str | None:
     """How principals reach the platform: in-process (``None``), or through a real portal
     (its URL), with the same rules."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from benchmarks import load
 from benchmarks.__main__ import BENCHMARKS
 from tests.conftest import ON_POSTGRES
@@ -26,7 +24,6 @@ def test_the_load_benchmark_is_registered_with_the_issues_size_and_a_smoke_size(
     assert args.scaling_workers == [1, 2, 4] and args.concurrency == [1, 4]
 
 
-@pytest.mark.scale
 def test_the_load_loses_and_duplicates_no_launch_and_reports_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "results"
     argv = ["--launches", "4", "--minutes", "0.05", "--clients", "2", "--workers", "2"]

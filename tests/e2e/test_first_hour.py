@@ -3,9 +3,10 @@
 An operator, at the platform's machine (the session's platform and portal, started as `acc
 up` starts them; `acc up` itself is tests/e2e/test_acc_up.py's), adds an author and a
 colleague with `acc users add`. The author, in a folder of their own outside this checkout
-and holding only the portal's address and a token, starts a repository with `acc init`, runs its own test, commits, publishes it private,
-and opens it to the project with `acc access`; the colleague, who could not see it until
-then, runs it and downloads what it wrote.
+and holding only the portal's address and a token, starts a repository with `acc init`,
+runs its own test, commits, publishes it private, and opens it to the project with
+`acc access`; the colleague, who could not see it until then, runs it and downloads what
+it wrote.
 """
 
 from __future__ import annotations
