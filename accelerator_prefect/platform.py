@@ -792,6 +792,7 @@ def up(
     (home / "storage").mkdir(parents=True, exist_ok=True)
     home.chmod(0o700)  # its operator token, auth string, database and storage: the user's
     info = read_platform(home)
+    started = False
     if info is not None and healthy(info.api_url):
         report(f"reusing the Prefect server at {info.api_url}")
     else:
@@ -805,6 +806,7 @@ def up(
         label = database_label(database, home)
         report(f"starting the Prefect server on 127.0.0.1:{port} ({label})")
         server_pid = start_server(home, port, deadline, database)
+        started = True
         api_url = f"http://127.0.0.1:{port}/api"
         info = PlatformInfo(
             home=home,
@@ -816,56 +818,63 @@ def up(
             database=label,
         )
         _write_platform(info)
-    # The platform's own setup acts as its operator, vouched for by holding the auth string.
-    acc = Accelerator(AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator"))
-    report(f"preparing the work pool {pool!r} and result storage")
-    acc._call(lambda c: _prepare(c, home, pool, kind, settings.work_pool_concurrency))
-    other, moved = acc._call(lambda c: _adopt_versions(c, home, pool, kind, settings.work_pool))
-    if moved:
-        report(
-            f"moved {len(moved)} version(s) from the pool {other!r}, which no worker serves "
-            f"now, to {pool!r}: {', '.join(moved)}"
-        )
-    token = acc._call(lambda c: _ensure_operator(c, get_settings(home=home).operator_token_file))
-    if token is not None:
-        report(f"created the operator; its token (kept for the local CLI) is {token}")
-    pids = info.workers()
-    pids = [*pids, *[None] * (workers - len(pids))]
-    for number, pid in enumerate(pids, start=1):
-        if number > workers:  # fewer asked for than running: the others stop
-            stop_process(pid)
-        elif not _alive(pid):
-            report(f"starting {kind} worker #{number} on the pool {pool!r}")
-            pids[number - 1] = start_pool_worker(home, info.api_url, pool, kind, number=number)
-    info.worker_pids = pids[:workers]
-    info.worker_pid = info.worker_pids[0]
-    _write_platform(info)
-    _wait_for_workers(acc, info, pool, deadline)
-    report(trust_notice())
-    bundled_examples = examples is None
-    if examples is None:
-        examples = _prepare_examples(home, report)
-    published = publish_examples(acc, examples, report)
-    if (
-        bundled_examples
-        and examples
-        and factor_port is not None
-        and not _alive(info.factor_service_pid)
-    ):
-        _serve_factors(info, factor_port, report)
-    acc.close()
-    if portal_port is not None and not (
-        _alive(info.portal_pid) and info.portal_url and portal_healthy(info.portal_url)
-    ):
-        report(f"serving the portal on 127.0.0.1:{portal_port}")
-        info.portal_pid, info.portal_url = start_portal(home, info.api_url, portal_port)
+    try:
+        # The platform's own setup acts as its operator, vouched for by holding the auth string.
+        service = AsyncAccelerator(info.api_url, settings=settings, trusted_user="operator")
+        acc = Accelerator(service)
+        report(f"preparing the work pool {pool!r} and result storage")
+        acc._call(lambda c: _prepare(c, home, pool, kind, settings.work_pool_concurrency))
+        other, moved = acc._call(lambda c: _adopt_versions(c, home, pool, kind, settings.work_pool))
+        if moved:
+            report(
+                f"moved {len(moved)} version(s) from the pool {other!r}, which no worker serves "
+                f"now, to {pool!r}: {', '.join(moved)}"
+            )
+        token_file = get_settings(home=home).operator_token_file
+        token = acc._call(lambda c: _ensure_operator(c, token_file))
+        if token is not None:
+            report(f"created the operator; its token (kept for the local CLI) is {token}")
+        pids = info.workers()
+        pids = [*pids, *[None] * (workers - len(pids))]
+        for number, pid in enumerate(pids, start=1):
+            if number > workers:  # fewer asked for than running: the others stop
+                stop_process(pid)
+            elif not _alive(pid):
+                report(f"starting {kind} worker #{number} on the pool {pool!r}")
+                pids[number - 1] = start_pool_worker(home, info.api_url, pool, kind, number=number)
+        info.worker_pids = pids[:workers]
+        info.worker_pid = info.worker_pids[0]
         _write_platform(info)
-    if catalog_port is not None and not (
-        _alive(info.catalog_pid) and info.catalog_url and catalog_healthy(info.catalog_url)
-    ):
-        report(f"serving the catalog on 127.0.0.1:{catalog_port}")
-        info.catalog_pid, info.catalog_url = start_catalog(home, info.api_url, catalog_port)
-        _write_platform(info)
+        _wait_for_workers(acc, info, pool, deadline)
+        report(trust_notice())
+        bundled_examples = examples is None
+        if examples is None:
+            examples = _prepare_examples(home, report)
+        published = publish_examples(acc, examples, report)
+        if (
+            bundled_examples
+            and examples
+            and factor_port is not None
+            and not _alive(info.factor_service_pid)
+        ):
+            _serve_factors(info, factor_port, report)
+        acc.close()
+        if portal_port is not None and not (
+            _alive(info.portal_pid) and info.portal_url and portal_healthy(info.portal_url)
+        ):
+            report(f"serving the portal on 127.0.0.1:{portal_port}")
+            info.portal_pid, info.portal_url = start_portal(home, info.api_url, portal_port)
+            _write_platform(info)
+        if catalog_port is not None and not (
+            _alive(info.catalog_pid) and info.catalog_url and catalog_healthy(info.catalog_url)
+        ):
+            report(f"serving the catalog on 127.0.0.1:{catalog_port}")
+            info.catalog_pid, info.catalog_url = start_catalog(home, info.api_url, catalog_port)
+            _write_platform(info)
+    except BaseException:
+        if started:  # what this call started does not outlive its failure
+            down(home)
+        raise
     return info, published
 
 

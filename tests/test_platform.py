@@ -69,3 +69,32 @@ def test_acc_up_brings_a_pool_made_by_an_earlier_release_up_to_date(
     assert properties["stream_output"]["default"] is False
     acc._call(lambda c: _prepare(c, platform.home, pool, "process"))  # once up to date: kept
     assert acc._call(lambda c: c.read_work_pool(pool)).base_job_template == template
+
+
+def test_a_start_that_fails_half_way_leaves_nothing_running(tmp_path: Path) -> None:
+    """`acc up` whose portal cannot be served (its port taken) says so, and stops the
+    server and the worker it had started: no process outlives the failure."""
+    import socket
+
+    from accelerator_prefect.platform import down, read_platform, up
+
+    home, port = tmp_path / "home", free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        portal_port = taken.getsockname()[1]
+        with pytest.raises(PlatformError, match=f"port {portal_port} .* --portal-port"):
+            up(home, port=port, examples=[], catalog_port=None, portal_port=portal_port)
+    assert read_platform(home) is None
+    left = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _mentions(p, str(home))]
+    assert left == [], "processes of the failed start are still running"
+    assert not down(home)
+
+
+def _mentions(process: Path, text: str) -> bool:
+    """Whether the process's command line or environment names ``text``."""
+    try:
+        seen = [(process / part).read_bytes() for part in ("cmdline", "environ")]
+    except OSError:
+        return False
+    return any(text.encode() in found for found in seen)
