@@ -1145,7 +1145,7 @@ def quota() -> None:
 
     try:
         areas = connect().storage_usage()
-    except AcceleratorError as exc:
+    except (AcceleratorError, OSError) as exc:
         fail(str(exc))
     table = Table("area", "stored", "quota", "used")
     for area in areas:
@@ -1172,7 +1172,7 @@ def sweep(
     try:
         with console.status("sweeping…"):
             deleted = acc.sweep(dry_run=dry_run)
-    except (AcceleratorError, ValueError) as exc:
+    except (AcceleratorError, ValueError, OSError) as exc:
         fail(str(exc))
     if not deleted:
         console.print("nothing is past its retention.")
@@ -1375,8 +1375,9 @@ def projects_policy(
     ),
     quota: str | None = typer.Option(None, help="Most its folder may hold, e.g. '100 GB'."),
 ) -> None:
-    """Set (or list) a project's retention and storage quota; what is not set follows
-    the platform's defaults (ACC_KEEP_OUTPUTS, ACC_KEEP_UPLOADS, ACC_PROJECT_QUOTA)."""
+    """Set (or list) a project's retention and storage quota. Only what is given changes;
+    'default' hands a value back to the platform's (ACC_KEEP_OUTPUTS, ACC_KEEP_UPLOADS,
+    ACC_PROJECT_QUOTA)."""
     acc = connect()
     try:
         if project is not None:

@@ -1126,6 +1126,17 @@ class AsyncAccelerator:
         relative = check_path(uri)
         return await asyncio.to_thread(quota_problem, self.storage_fs(), rules, relative, incoming)
 
+    async def quota_room(self, uri: str) -> int | None:
+        """How many more bytes the area of ``uri`` may take now (``None``: no quota, or
+        an operator, whom quotas do not hold)."""
+        from accelerator_prefect.retention import quota_room
+        from accelerator_prefect.storage import check_path
+
+        if (await self.principal()).operator:
+            return None
+        rules = await self.retention_rules()
+        return await asyncio.to_thread(quota_room, self.storage_fs(), rules, check_path(uri))
+
     async def storage_usage(self) -> list[AreaUsage]:
         """What each storage area this principal may use holds, against its quota
         (operators: every area that holds files)."""
@@ -1141,15 +1152,24 @@ class AsyncAccelerator:
         keep_uploads: str | None = None,
         quota: str | None = None,
     ) -> PolicyRecord:
-        """Set ``project``'s own retention and quota (operators); ``None`` follows the
-        platform's default, e.g. ``set_policy("climate", keep_outputs="90 d")``."""
+        """Set ``project``'s own retention and quota (operators), e.g.
+        ``set_policy("climate", keep_outputs="90 d")``: what is not given stays as it was,
+        and ``"default"`` hands a value back to the platform's default."""
         from accelerator_prefect.access import require_operator
-        from accelerator_prefect.directory import PolicyRecord, save_policy
+        from accelerator_prefect.directory import PolicyRecord, list_policies, save_policy
 
         require_operator(await self.principal(), f"set the policy of project {project}")
-        record = PolicyRecord(
-            name=project, keep_outputs=keep_outputs, keep_uploads=keep_uploads, quota=quota
-        )
+        known = {p.name: p for p in await list_policies(await self.client())}.get(project)
+        fields: dict[str, Any] = known.model_dump() if known else {"name": project}
+        # What is not given stays as it was; "default" hands it back to the platform's.
+        for name, value in (
+            ("keep_outputs", keep_outputs),
+            ("keep_uploads", keep_uploads),
+            ("quota", quota),
+        ):
+            if value is not None:
+                fields[name] = None if value.strip().lower() == "default" else value
+        record = PolicyRecord.model_validate(fields)
         await save_policy(await self.client(), record)
         self._rules = None
         from accelerator_prefect import audit
@@ -1210,9 +1230,11 @@ class AsyncAccelerator:
 
         info = await self.run_info(run_id, workspace)  # only a run this principal may read
         folder = run_folder(info.parameters, run_id)
-        if folder is None or not info.final:
+        if folder is None or not info.final or info.ended is None:
             return None
-        return await asyncio.to_thread(read_expiry, self.storage_fs(), folder)
+        return await asyncio.to_thread(
+            read_expiry, self.storage_fs(), folder, str(run_id), info.ended
+        )
 
     async def sweep_guest_areas(self, now: datetime | None = None) -> list[str]:
         """Remove the areas (``acc://links/<link>/<guest>/``) of guest sessions past their
@@ -1854,7 +1876,8 @@ class Accelerator:
         quota: str | None = None,
     ) -> PolicyRecord:
         """Set how long ``project`` keeps run outputs and uploads, and how much it may
-        store (operators); ``None`` follows the platform's default.
+        store (operators). Only what is given changes; ``"default"`` hands a value back to
+        the platform's default.
 
         Example:
             >>> acc.set_policy("climate", keep_outputs="90 d", quota="500 GB")  # doctest: +SKIP

@@ -546,8 +546,8 @@ class PolicyRecord(BaseModel):
     def _duration(cls, value: str | None) -> str | None:
         from accelerator_prefect.manifest import parse_duration
 
-        if value is not None:
-            parse_duration(value)  # a ValueError names what is expected
+        if value is not None and parse_duration(value) <= 0:  # its ValueError says what
+            raise ValueError(f"{value!r}: expected a duration above 0, e.g. '90 d'")
         return value
 
     @field_validator("quota")

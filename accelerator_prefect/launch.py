@@ -250,6 +250,26 @@ async def _other_runs_folder(client: PrefectClient, location: str) -> list[str]:
     ]
 
 
+def _folder_in_use(location: str, storage: AccFileSystem | None) -> list[str]:
+    """A chosen output folder must be new or empty: what a run leaves there is its own
+    (its provenance lists it, and retention deletes it), so nobody else's files may be."""
+    from accelerator_prefect.storage import AccFileSystem
+
+    if "{" in location or not location.startswith(PREFIX):
+        return []  # a folder of each run's own, or not acc:// storage
+    fs = storage or AccFileSystem()
+    try:
+        held = fs.find(location, maxdepth=None, withdirs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if not held:
+        return []
+    return [
+        f"output.location: {location} already holds files; a run writes into a new or "
+        "empty folder of its own"
+    ]
+
+
 def _input_names(inputs: dict[str, Any], storage: AccFileSystem | None) -> list[str]:
     """The names of the files a run would get: folders expanded as the run expands them
     (accepted types only, no earlier runs' outputs)."""
@@ -407,6 +427,9 @@ async def launch(
             problems += await asyncio.to_thread(_check_problems, hosted, parameters, storage, wrong)
         if output is not None and not any(p.startswith("output") for p in problems):
             problems += await _other_runs_folder(client, parameters["output"]["location"])
+            if not any(p.startswith("output") for p in problems):
+                chosen = str(parameters["output"]["location"])
+                problems += await asyncio.to_thread(_folder_in_use, chosen, storage)
         location = (parameters.get("output") or {}).get("location")
         if (
             over_quota is not None

@@ -25,6 +25,8 @@ or user's own quota (``acc users quota``).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -206,13 +208,20 @@ def quota_problem(
     if fits(used):
         _count(fs, area, incoming)
         return None
-    stored = f"{human_size(used)} stored"
-    if incoming:
-        stored += f", {human_size(incoming)} more asked for"
+    state = "is full" if used >= rule.value else f"has no room for {human_size(incoming)} more"
     return (
-        f"{describe_area(area)} is over {rule.whose} storage quota of {rule.text} ({stored}); "
-        "delete files no longer needed, or ask an operator for more"
+        f"{describe_area(area)} {state}: {human_size(used)} stored, of {rule.whose} storage "
+        f"quota of {rule.text}; delete files no longer needed, or ask an operator for more"
     )
+
+
+def quota_room(fs: AbstractFileSystem, rules: Rules, relative: str) -> int | None:
+    """How many more bytes the area of ``relative`` may take now (``None``: no quota)."""
+    area = charged_area(relative)
+    rule = rules.quota(area) if area else None
+    if area is None or rule is None:
+        return None
+    return max(int(rule.value) - _held(fs, area, fresh=True), 0)
 
 
 # -- the sweep ---------------------------------------------------------------------------------
@@ -246,26 +255,39 @@ def expire_outputs(
     model: str | None,
     rule: Rule,
     ended: datetime,
+    listed: Iterable[str],
     dry_run: bool = False,
 ) -> Deleted | None:
-    """Delete the output files in run ``run``'s ``folder`` (``acc://…/``) and leave
-    ``_EXPIRED.json`` in their place; its provenance stays. ``None`` if nothing was
-    there to delete, or the folder is not the run's own."""
-    from accelerator_prefect.outputs import INCOMPLETE, PROVENANCE
-    from accelerator_prefect.storage import check_path
+    """Delete the output files run ``run`` wrote in its ``folder`` (``acc://…/``), those
+    ``listed`` (paths in it, as its provenance, or its ``_INCOMPLETE.json``, names them),
+    and leave ``_EXPIRED.json`` beside its records. ``None`` if nothing of it was left to
+    delete, or the folder is not the run's own.
+
+    Nothing else goes: not a file others put beside them (a run may have been told to
+    write into a folder others use too), not another run's folder inside it, not a path
+    a record names outside the folder."""
+    from accelerator_prefect.outputs import RECORDS
+    from accelerator_prefect.storage import StoragePathError, check_path, run_folder_of
 
     relative = check_path(folder).rstrip("/")
     area = charged_area(relative)
     # Only a folder below an area's root, holding a run's records, is a run's own folder.
-    if area is None or relative == area:
+    if area is None or relative == area or run_folder_of(fs, relative) != relative:
         return None
-    if not any(fs.isfile(f"{relative}/{r}") for r in (PROVENANCE, INCOMPLETE)):
-        return None
-    files = [
-        (name, int(info.get("size") or 0))
-        for name, info in fs.find(relative, detail=True).items()
-        if name.rsplit("/", 1)[-1] not in (PROVENANCE, EXPIRED)
-    ]
+    files = []
+    for path in dict.fromkeys(listed):
+        try:
+            name = check_path(f"{relative}/{path}")
+        except StoragePathError:
+            continue
+        if (
+            not name.startswith(relative + "/")
+            or name.rsplit("/", 1)[-1] in RECORDS
+            or run_folder_of(fs, name) != relative  # in another run's folder
+            or not fs.isfile(name)
+        ):
+            continue
+        files.append((name, int(fs.info(name).get("size") or 0)))
     if not files:
         return None
     deleted = Deleted(
@@ -284,6 +306,7 @@ def expire_outputs(
         if name != relative and not fs.find(name):  # folders the run made, now empty
             fs.rm(name, recursive=True)
     record = {
+        "run": run,
         "deleted": datetime.now(UTC).isoformat(),
         "files": deleted.files,
         "bytes": deleted.bytes,
@@ -294,21 +317,39 @@ def expire_outputs(
     return deleted
 
 
-def read_expiry(fs: AbstractFileSystem, folder: str) -> str | None:
-    """If retention deleted the outputs in ``folder``: when and why, in words."""
+def incomplete_files(fs: AbstractFileSystem, folder: str) -> list[str]:
+    """The files a run that did not finish listed in its ``_INCOMPLETE.json``."""
+    from accelerator_prefect.outputs import INCOMPLETE
+    from accelerator_prefect.storage import check_path
+
+    try:
+        with fs.open(f"{check_path(folder).rstrip('/')}/{INCOMPLETE}", "r") as f:
+            files = json.loads(f.read()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(p) for p in files] if isinstance(files, list) else []
+
+
+def read_expiry(fs: AbstractFileSystem, folder: str, run: str, ended: datetime) -> str | None:
+    """If retention deleted the outputs of run ``run`` (which ended at ``ended``) in
+    ``folder``: when and why, in words. Only a record the sweep wrote counts: one naming
+    this run, written after it ended (a run cannot write its folder once it has ended)."""
     from accelerator_prefect.storage import check_path
 
     path = f"{check_path(folder).rstrip('/')}/{EXPIRED}"
     try:
+        written = _modified(fs, path, fs.info(path))
         with fs.open(path, "r") as f:
             record = json.loads(f.read())
-    except (FileNotFoundError, ValueError):
+        when = datetime.fromisoformat(str(record["deleted"]))
+        files, size, reason = int(record["files"]), int(record["bytes"]), str(record["reason"])
+        if record.get("run") != run or written is None or written <= ended:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    when = datetime.fromisoformat(record["deleted"])
     return (
-        f"The {record['files']} output file(s) of this run ({human_size(record['bytes'])}) "
-        f"were deleted on {when:%Y-%m-%d}: {record['reason']}. Its provenance is kept; "
-        "run it again to make them anew."
+        f"The {files} output file(s) of this run ({human_size(size)}) were deleted on "
+        f"{when:%Y-%m-%d}: {reason}. Its provenance is kept; run it again to make them anew."
     )
 
 
@@ -378,6 +419,7 @@ def write_record(fs: AbstractFileSystem, deleted: list[Deleted], actor: str) -> 
 # -- the sweep, against the platform ---------------------------------------------------------
 
 SWEPT_PREFIX = "acc-swept-"  # acc-swept-<project>: runs ended before this were judged
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # as the directory names projects
 
 
 async def sweep(acc: AsyncAccelerator, now: datetime, dry_run: bool = False) -> list[Deleted]:
@@ -386,25 +428,40 @@ async def sweep(acc: AsyncAccelerator, now: datetime, dry_run: bool = False) -> 
     import asyncio
 
     rules, guests = await asyncio.gather(acc.retention_rules(fresh=True), _guest_areas(acc, now))
-    deleted = list(guests)
+    deleted, failed = list(guests), []
     if rules.any_retention:
         for project in sorted(await _projects(acc)):
             rule = rules.outputs_kept(project)
-            if rule is not None:
+            if rule is None:
+                continue
+            try:  # one project that cannot be swept stops no other
                 deleted += await _expire_project_outputs(acc, project, rule, now, dry_run)
+            except Exception as exc:
+                failed.append(f"the outputs of project {project}: {exc}")
         fs = acc.storage_fs()
         for folder in await asyncio.to_thread(upload_areas, fs):
             area = charged_area(folder)
             rule = rules.uploads_kept(area or "")
-            if area is not None and rule is not None:
+            if area is None or rule is None:
+                continue
+            try:
                 found = await asyncio.to_thread(expire_uploads, fs, folder, rule, now, dry_run)
-                deleted += found
-                if found and not dry_run:
-                    await _record_uploads(acc, area, found)
+            except Exception as exc:
+                failed.append(f"the uploads in acc://{folder}/: {exc}")
+                continue
+            deleted += found
+            if found and not dry_run:
+                await _record_uploads(acc, area, found)
     if not dry_run:
         for gone in guests:
             await _remove_guest_area(acc, gone)
         await _keep_record(acc, deleted)
+    if failed:  # what was deleted is recorded; what could not be swept is said
+        from accelerator_prefect.errors import AcceleratorError
+
+        raise AcceleratorError(
+            f"swept {len(deleted)} item(s), but could not sweep " + "; ".join(failed)
+        )
     return deleted
 
 
@@ -469,7 +526,9 @@ async def _remove_guest_area(acc: AsyncAccelerator, gone: Deleted) -> None:
 
 
 async def _audit_deleted(acc: AsyncAccelerator, event: str, gone: Deleted) -> None:
-    """Record a deletion in its model's audit log."""
+    """Record a deletion in its model's audit log (the sweep's record file has it anyway)."""
+    if not gone.model:
+        return
     details = {"run": gone.run} if gone.run else {}
     await acc._audit(
         event,
@@ -498,7 +557,7 @@ async def _projects(acc: AsyncAccelerator) -> set[str]:
     found = {p.name for p in policies} | {p for u in users for p in u.projects}
     found |= {t for t in tops if t and not t.startswith(".") and t not in RESERVED_AREAS}
     found |= {m.latest.record.project for m in models}
-    return found
+    return {p for p in found if PROJECT_NAME.match(p)}
 
 
 async def _expire_project_outputs(
@@ -506,7 +565,8 @@ async def _expire_project_outputs(
 ) -> list[Deleted]:
     """The outputs of ``project``'s runs that ended before ``now`` minus ``rule``, and
     after the last sweep's cutoff (kept in ``acc-swept-<project>``): each run is judged
-    once, however many runs the project keeps."""
+    once, however many runs the project keeps. Its runs are read where the project lives
+    (its own Prefect API, if bound to one)."""
     import asyncio
 
     from prefect.client.schemas.filters import (
@@ -521,54 +581,61 @@ async def _expire_project_outputs(
 
     from accelerator_prefect.catalog import tag
     from accelerator_prefect.directory import _read, _write
+    from accelerator_prefect.errors import NotFound
     from accelerator_prefect.outputs import run_folder
-    from accelerator_prefect.runs import FINAL_TYPES, run_tags
+    from accelerator_prefect.runs import FINAL_TYPES, read_provenance, run_tags
 
     home = await acc.client()
-    swept = await _read(home, SWEPT_PREFIX + project) or {}
+    marker = SWEPT_PREFIX + project
+    swept = await _read(home, marker) or {}
     after = datetime.fromisoformat(swept["outputs"]) if swept.get("outputs") else None
     cutoff = now - timedelta(seconds=rule.value)
     if after is not None and after >= cutoff:
         return []
-    fs, deleted = acc.storage_fs(), []
-    for client in (await acc.workspaces()).values():
-        offset, page = 0, 200
-        while True:
-            runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[tag("project", project)]),
-                    end_time=FlowRunFilterEndTime(before_=cutoff, after_=after),
-                    state=FlowRunFilterState(
-                        type=FlowRunFilterStateType(any_=[StateType(t) for t in FINAL_TYPES])
-                    ),
+    bound = {p.name: p.api_url.rstrip("/") for p in await acc._project_bindings(fresh=True)}
+    client = (await acc.workspaces())[bound.get(project, acc.api_url)]
+    fs, deleted, offset, page = acc.storage_fs(), [], 0, 200
+    while True:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[tag("project", project)]),
+                end_time=FlowRunFilterEndTime(before_=cutoff, after_=after),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType(t) for t in FINAL_TYPES])
                 ),
-                sort=FlowRunSort.END_TIME_DESC,
-                offset=offset,
-                limit=page,
+            ),
+            sort=FlowRunSort.END_TIME_DESC,
+            offset=offset,
+            limit=page,
+        )
+        for run in runs:
+            folder = run_folder(run.parameters, run.id)
+            if folder is None or run.end_time is None:
+                continue
+            try:  # the files the run recorded (its artifact, which no user can change)
+                listed = [f.uri for f in (await read_provenance(client, run.id)).outputs]
+            except NotFound:  # it ended before recording any: what its marker lists
+                listed = await asyncio.to_thread(incomplete_files, fs, folder)
+            gone = await asyncio.to_thread(
+                expire_outputs,
+                fs,
+                folder,
+                run=str(run.id),
+                model=run_tags(run).get("model"),
+                rule=rule,
+                ended=run.end_time,
+                listed=listed,
+                dry_run=dry_run,
             )
-            for run in runs:
-                folder = run_folder(run.parameters, run.id)
-                if folder is None or run.end_time is None:
-                    continue
-                gone = await asyncio.to_thread(
-                    expire_outputs,
-                    fs,
-                    folder,
-                    run=str(run.id),
-                    model=run_tags(run).get("model"),
-                    rule=rule,
-                    ended=run.end_time,
-                    dry_run=dry_run,
-                )
-                if gone is not None:
-                    deleted.append(gone)
-                    if not dry_run:
-                        await _audit_deleted(acc, "acc.model.outputs-deleted", gone)
-            if len(runs) < page:
-                break
-            offset += page
+            if gone is not None:
+                deleted.append(gone)
+                if not dry_run:
+                    await _audit_deleted(acc, "acc.model.outputs-deleted", gone)
+        if len(runs) < page:
+            break
+        offset += page
     if not dry_run:
-        await _write(home, SWEPT_PREFIX + project, {"outputs": cutoff.isoformat()}, "acc:swept")
+        await _write(home, marker, {"outputs": cutoff.isoformat()}, "acc:swept")
     return deleted
 
 
@@ -635,7 +702,7 @@ async def area_usage(acc: AsyncAccelerator) -> list[AreaUsage]:
             found.append(
                 AreaUsage(
                     f"acc://{area}/",
-                    used_bytes(fs, area),
+                    _held(fs, area),
                     int(rule.value) if rule else None,
                     rule.text if rule else None,
                 )

@@ -7,7 +7,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +25,14 @@ from tests.test_launch import count_runs
 pytestmark = pytest.mark.scale
 
 WRITER_FLOW = """
+import json
+
 from accelerator_prefect import Conf, Output, jobflow
 
 
 class WriterConf(Conf):
     label: str = "x"
+    spoof: bool = False
 
 
 @jobflow(name="writer")
@@ -36,6 +41,13 @@ def writer(conf: WriterConf, output: Output) -> dict:
         f.write("label,value\\n" + conf.label + ",1\\n")
     with output.open("parts/detail.txt", "w") as f:
         f.write("detail of " + conf.label)
+    if conf.spoof:  # an author pretending retention deleted what the run wrote
+        from prefect.runtime import flow_run
+
+        fake = {"run": str(flow_run.id), "deleted": "2020-01-01T00:00:00+00:00",
+                "files": 9, "bytes": 9, "reason": "a message of the author's"}
+        with output.open("_EXPIRED.json", "w") as f:
+            f.write(json.dumps(fake))
     return {"label": conf.label}
 """
 
@@ -81,19 +93,31 @@ def test_outputs_past_their_projects_retention_go_with_a_record_and_provenance_s
     _, token = acc.add_user(name, {brief: "member", long: "member"})
     short_model = writer_model(acc, tmp_path, brief)
     kept_model = writer_model(acc, tmp_path, long)
+    shared, used = (f"acc://{brief}/{what}-{uuid.uuid4().hex[:6]}/" for what in ("s", "u"))
+    with acc.storage.open(used + "notes.txt", "wb") as f:
+        f.write(b"a colleague's notes")
     with Accelerator.connect(platform.api_url, token=token) as user:
+        # A folder holding others' files is no run's to write (nor its retention's to empty).
+        with pytest.raises(ValidationFailed, match="already holds files"):
+            user.launch(short_model, conf={"label": "used"}, output=used)
         gone = user.launch(short_model, conf={"label": "gone"})
-        kept = user.launch(kept_model, conf={"label": "kept"})
+        kept = user.launch(kept_model, conf={"label": "kept", "spoof": True})
+        beside = user.launch(short_model, conf={"label": "beside"}, output=shared)
         assert gone.wait(timeout=120) == "Completed"
         assert kept.wait(timeout=120) == "Completed"
+        assert beside.wait(timeout=120) == "Completed"
+        with acc.storage.open(shared + "notes.txt", "wb") as f:
+            f.write(b"an operator's note, put there after the run")
         written = {f.path for f in gone.outputs()}
         assert written == {"table.csv", "parts/detail.txt"}
         hashes = {f.uri: f.sha256 for f in gone.provenance().outputs}
 
         # The sweep deletes the brief project's outputs once its run ended over 1 s ago.
+        deleted: set[str | None] = set()
+
         def swept() -> bool:
-            deleted = acc.sweep()
-            return any(d.run == str(gone.id) for d in deleted)
+            deleted.update(d.run for d in acc.sweep())
+            return {str(gone.id), str(beside.id)} <= deleted
 
         until(swept, 60, "the outputs of the run past its retention deleted")
         assert gone.outputs() == []
@@ -105,7 +129,13 @@ def test_outputs_past_their_projects_retention_go_with_a_record_and_provenance_s
         assert {f.uri: f.sha256 for f in gone.provenance().outputs} == hashes
         folder = local_path(acc, str(gone.output_location))
         assert sorted(p.name for p in folder.iterdir()) == ["_EXPIRED.json", "provenance.json"]
-        # The other project keeps its outputs for 30 days: nothing of them went.
+        # Only what the run wrote went: not a file put beside it afterwards.
+        left = beside.outputs()  # what is left is not the run's: shown altered
+        assert [(f.path, f.altered) for f in left] == [("notes.txt", True)]
+        assert beside.outputs_expired is not None
+        assert acc.storage.exists(shared + "notes.txt")
+        # The other project keeps its outputs for 30 days: nothing of them went, and what
+        # its author wrote as _EXPIRED.json is not taken for the platform's word.
         assert {f.path for f in kept.outputs()} == {"table.csv", "parts/detail.txt"}
         assert kept.outputs_expired is None
         with kept.open_output("table.csv") as f:
@@ -122,13 +152,13 @@ def test_outputs_past_their_projects_retention_go_with_a_record_and_provenance_s
         assert {f.path for f in again.outputs()} == written
 
     # Recorded: in the model's audit log and in the operators' record of sweeps.
-    entries = until(
-        lambda: [e for e in acc.audit(short_model) if e.action == "outputs-deleted"],
-        30,
-        "the deletion in the model's audit log",
-    )
-    assert [e.details["run"] for e in entries] == [str(gone.id)]
-    assert entries[0].details["files"] == 2
+    def audited() -> dict[str, Any]:
+        entries = [e for e in acc.audit(short_model) if e.action == "outputs-deleted"]
+        return {e.details["run"]: e.details for e in entries} if len(entries) >= 2 else {}
+
+    logged = until(audited, 30, "the deletions in the model's audit log")
+    assert set(logged) == {str(gone.id), str(beside.id)}  # once each
+    assert logged[str(gone.id)]["files"] == 2
     records = [
         json.loads(p.read_text())
         for p in local_path(acc, "acc://.platform/retention").glob("*.json")
@@ -136,7 +166,7 @@ def test_outputs_past_their_projects_retention_go_with_a_record_and_provenance_s
     listed = [d for r in records for d in r["deleted"] if d.get("run") == str(gone.id)]
     assert len(listed) == 1 and listed[0]["kind"] == "outputs" and listed[0]["files"] == 2
     # The next sweep does not judge the same run again.
-    assert not any(d.run == str(gone.id) for d in acc.sweep())
+    assert not {str(gone.id), str(beside.id)} & {d.run for d in acc.sweep()}
 
 
 def test_uploads_older_than_their_retention_go_and_newer_ones_stay(
@@ -199,6 +229,20 @@ def test_a_full_area_refuses_uploads_and_launches_and_says_whose_quota(
         assert f"the project {project}" in response.json()["detail"]
         assert not acc.storage.exists(f"acc://{project}/more/600.csv")
 
+        # Sent without its size, it is cut off where the quota would be passed.
+        def body() -> Iterator[bytes]:
+            yield b"z" * 300
+            yield b"z" * 300
+
+        chunked = httpx.put(
+            f"{portal}/api/v1/storage/file",
+            params={"path": f"acc://{project}/more/chunked.csv"},
+            content=body(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert chunked.status_code == 507, chunked.text
+        assert not acc.storage.exists(f"acc://{project}/more/chunked.csv")
+
         # Operators are not held: they fill the area; then even a small write is refused.
         acc.storage.put(local, f"acc://{project}/operator/")
         with (
@@ -231,6 +275,15 @@ def test_retention_and_quotas_refuse_what_is_not_a_duration_or_a_size(
 ) -> None:
     with pytest.raises(ValueError, match="keep_outputs"):
         acc.set_policy("somewhere", keep_outputs="3 weeks")
+    with pytest.raises(ValueError, match="above 0"):
+        acc.set_policy("somewhere", keep_outputs="0 s")
+    # Only what is given changes; "default" hands one value back to the platform.
+    project = project_name("merge")
+    acc.set_policy(project, keep_outputs="90 d", quota="2 GB")
+    acc.set_policy(project, keep_uploads="7 d")
+    acc.set_policy(project, quota="default")
+    (policy,) = [p for p in acc.policies() if p.name == project]
+    assert (policy.keep_outputs, policy.keep_uploads, policy.quota) == ("90 d", "7 d", None)
     with pytest.raises((ValueError, AcceleratorError), match="quota"):
         acc.set_user_quota("operator", "lots")
     code, out = acc_cli(platform, "projects", "policy", "somewhere", "--quota", "big")

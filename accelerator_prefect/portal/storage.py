@@ -134,6 +134,8 @@ async def upload(request: Request, acc: Acc, path: Path) -> Response | Entry:
         raise AcceleratorError(f"{path}: name a file, not a folder")
     size = int(declared) if declared and declared.isdigit() else 0
     handle = await asyncio.to_thread(partial(storage.open, path, "wb", expected_size=size))
+    # A body of unannounced size stops where the area's quota would be passed.
+    room = None if size else await acc.quota_room(path)
     written = 0
     try:
         async for chunk in request.stream():
@@ -141,6 +143,10 @@ async def upload(request: Request, acc: Acc, path: Path) -> Response | Entry:
             if written > limit:
                 await asyncio.to_thread(handle.abort)
                 return _too_large(limit)
+            if room is not None and written > room:
+                await asyncio.to_thread(handle.abort)
+                said = await acc.quota_problem(path, written)
+                return problem(507, "Storage quota reached", said or "", "storage-quota")
             await asyncio.to_thread(handle.write, chunk)
     except BaseException:
         await asyncio.to_thread(handle.abort)  # a broken upload leaves no file behind
