@@ -163,6 +163,9 @@ def test_acc_up_in_the_foreground_sweeps_what_is_past_its_retention(tmp_path: Pa
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        # As from a terminal: Ctrl-C interrupts it (a pytest-xdist worker ignores SIGINT,
+        # and its children would inherit that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
 
