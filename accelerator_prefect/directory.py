@@ -543,21 +543,17 @@ class PolicyRecord(BaseModel):
 
     @field_validator("keep_outputs", "keep_uploads")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        from accelerator_prefect.manifest import parse_duration
+    def _period(cls, value: str | None) -> str | None:
+        from accelerator_prefect.retention import check_period
 
-        if value is not None and parse_duration(value) <= 0:  # its ValueError says what
-            raise ValueError(f"{value!r}: expected a duration above 0, e.g. '90 d'")
-        return value
+        return check_period(value) if value is not None else None
 
     @field_validator("quota")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
-        from accelerator_prefect.mapping import parse_size
+        from accelerator_prefect.retention import check_size
 
-        if value is not None:
-            parse_size(value)
-        return value
+        return check_size(value) if value is not None else None
 
 
 async def save_policy(client: PrefectClient, policy: PolicyRecord) -> PolicyRecord:

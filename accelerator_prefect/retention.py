@@ -118,6 +118,25 @@ class Rules:
         )
 
 
+def check_period(value: str | None) -> str | None:
+    """``value`` if it is a retention period (a duration above 0, e.g. ``"90 d"``), else a
+    ValueError saying what is expected; settings and projects' policies both check here."""
+    from accelerator_prefect.manifest import parse_duration
+
+    if value and parse_duration(value) <= 0:  # parse_duration's own error names the form
+        raise ValueError(f"{value!r}: expected a duration above 0, e.g. '90 d'")
+    return value or None
+
+
+def check_size(value: str | None) -> str | None:
+    """``value`` if it is a size such as ``"10 GB"``, else a ValueError saying so."""
+    from accelerator_prefect.mapping import parse_size
+
+    if value:
+        parse_size(value)
+    return value or None
+
+
 def _duration(text: str | None, whose: str) -> Rule | None:
     from accelerator_prefect.manifest import parse_duration
 

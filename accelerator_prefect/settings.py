@@ -240,21 +240,17 @@ class Settings(BaseSettings):
 
     @field_validator("keep_outputs", "keep_uploads")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        from accelerator_prefect.manifest import parse_duration
+    def _period(cls, value: str | None) -> str | None:
+        from accelerator_prefect.retention import check_period
 
-        if value:
-            parse_duration(value)  # its error names what is expected
-        return value or None
+        return check_period(value)
 
     @field_validator("project_quota", "user_quota")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
-        from accelerator_prefect.mapping import parse_size
+        from accelerator_prefect.retention import check_size
 
-        if value:
-            parse_size(value)
-        return value or None
+        return check_size(value)
 
     @property
     def pool(self) -> str:
