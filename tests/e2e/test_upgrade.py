@@ -2,7 +2,8 @@
 new release starts on its home.
 
 The previous release is the newest tag reachable from this checkout's HEAD that is not
-HEAD itself (``ACC_UPGRADE_FROM`` names another tag or commit). Its code, checked out in
+HEAD itself, else (a checkout without tags) the newest release ``releases.txt`` records
+before HEAD; ``ACC_UPGRADE_FROM`` names another tag or commit. Its code, checked out in
 a folder of its own and run with this checkout's environment (the same locked libraries,
 its package first on ``PYTHONPATH``), starts a platform with `acc up` on a fresh home and
 fills it as people would: two users of a project, each with a token, a model published
@@ -146,7 +147,8 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
 
 def previous_release() -> str:
     """The tag or commit to upgrade from: ``ACC_UPGRADE_FROM``, else the newest tag reachable
-    from HEAD on another commit than HEAD's; skips when there is none to find."""
+    from HEAD on another commit than HEAD's, else the newest recorded release before HEAD;
+    skips when there is none to find."""
     if not (ROOT / ".git").exists():
         pytest.skip("upgrades are tested in a git checkout of the repository")
     if _git("rev-parse", "--is-shallow-repository") == "true":
@@ -162,7 +164,28 @@ def previous_release() -> str:
             break  # no tag reachable (or HEAD has no parent)
         if _git("rev-parse", f"{tag}^{{commit}}") != head:
             return tag
-    pytest.skip("no release tag before HEAD in this checkout (set ACC_UPGRADE_FROM)")
+    for _tag, commit in recorded_releases():  # a checkout without tags
+        if commit != head and _is_ancestor(commit, head):
+            return commit
+    pytest.skip("no release before HEAD in this checkout (set ACC_UPGRADE_FROM)")
+
+
+def recorded_releases() -> list[tuple[str, str]]:
+    """The releases listed in ``releases.txt`` beside this test, newest first: (tag,
+    commit)."""
+    lines = (Path(__file__).with_name("releases.txt")).read_text().splitlines()
+    return [
+        (parts[0], parts[1])
+        for parts in (line.split() for line in lines if line.strip() and not line.startswith("#"))
+    ]
+
+
+def _is_ancestor(commit: str, head: str) -> bool:
+    try:
+        _git("merge-base", "--is-ancestor", commit, head)
+    except RuntimeError:
+        return False  # not an ancestor, or not in this history
+    return True
 
 
 @pytest.fixture(scope="module")
