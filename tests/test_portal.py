@@ -154,6 +154,52 @@ def test_no_token_or_a_bad_one_is_401_problem_json(portal: str) -> None:
         assert problem["status"] == 401 and problem["title"] and problem["detail"]
 
 
+# What the portal answers without a credential, besides its own description (the OpenAPI
+# document and its docs page, which are not among its routes).
+PUBLIC_ROUTES = {("GET", "/api/v1/health")}
+
+
+def test_every_route_but_the_public_ones_refuses_a_caller_without_a_valid_token(
+    portal: str,
+) -> None:
+    """Every route of the portal's own OpenAPI document, with each of its methods, knocked
+    on with no token and with a forged one: each answers 401 before reading anything (or
+    429 once refused credentials come too often from one caller)."""
+    document = httpx.get(f"{portal}/api/v1/openapi.json", timeout=10).json()
+    routes = [
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method in {"get", "post", "put", "patch", "delete"}
+    ]
+    assert len(routes) > 25 and ("GET", "/api/v1/storage/usage") in routes
+    assert set(routes) >= PUBLIC_ROUTES  # the allowance names real routes
+    answered: list[str] = []
+    for token in (None, "acc_000000000000_" + "x" * 43):
+        with httpx.Client(base_url=portal, timeout=30) as http:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            for method, path in routes:
+                if (method, path) in PUBLIC_ROUTES:
+                    continue
+                # Path parameters get plausible values, so only the credential is wrong.
+                url = path.format_map(_Anything())
+                response = http.request(method, url, headers=headers, json={})
+                if response.status_code == 429:  # refused credentials came too often
+                    assert response.json()["type"].endswith("rate-limited"), response.text
+                elif response.status_code != 401:
+                    answered.append(
+                        f"{method} {url} ({token and 'forged'}): {response.status_code}"
+                    )
+    assert not answered, answered
+
+
+class _Anything(dict[str, str]):
+    """Any path parameter: a run id-shaped value for ``run_id``, else a plain name."""
+
+    def __missing__(self, key: str) -> str:
+        return str(uuid.uuid4()) if key.endswith("_id") else "climate-downscaling"
+
+
 def test_what_a_caller_may_not_see_is_404_like_what_does_not_exist(
     portal: str, people: dict[str, str], slow_model: str
 ) -> None:
