@@ -187,8 +187,22 @@ def ensure_auth_string(home: Path) -> str:
     return value
 
 
+SERVICE_UNNEEDED = (
+    "ACC_TOKEN",  # the CLI's own credential, and where it sends it
+    "ACC_URL",
+    "ACC_DATABASE_URL",  # the database's password: the Prefect server is given its own
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_PASSWORD",
+    "PREFECT_SERVER_DATABASE_PASSWORD",
+)
+"""Credentials in ``acc up``'s own environment that no service it starts is given: a
+worker passes its environment on to the runs it starts, so whatever a service holds
+without needing it, authors' code may read."""
+
+
 def _base_env(home: Path, api_url: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_UNNEEDED}
     # The platform's services reach Prefect with its auth string; nothing else does.
     env.pop("PREFECT_SERVER_API_AUTH_STRING", None)
     env["PREFECT_API_AUTH_STRING"] = ensure_auth_string(home)
@@ -215,10 +229,17 @@ TRUST_NOTICE = (
 of its own, so it trusts its authors."""
 
 
-def trust_notice() -> str:
-    """:data:`TRUST_NOTICE`, saying what runs reach of Prefect and of the platform's home."""
+def trust_notice(kind: str = "warm") -> str:
+    """:data:`TRUST_NOTICE`, saying what runs reach of Prefect and of the platform's home
+    on a worker of ``kind`` (``warm``, else Prefect's process worker, which keeps its runs
+    from nothing)."""
     from accelerator_prefect import confine
 
+    if kind != "warm":
+        return TRUST_NOTICE.format(
+            access=f"the worker's access to Prefect and to storage (the {kind} worker)",
+            home="and its home within reach (only the warm worker keeps runs out of them)",
+        )
     proxied = os.environ.get("ACC_WARM_PROXY", "true").strip().lower() not in _OFF
     access = (
         "only its own run's access to Prefect and to storage (a run-scoped proxy)"
@@ -509,11 +530,8 @@ def start_catalog(home: Path, api_url: str, port: int, deadline: float = 60.0) -
             "--catalog-port"
         )
     url = f"http://127.0.0.1:{port}"
-    env = _base_env(home, api_url)
+    env = _base_env(home, api_url)  # it acts for whoever signs in, never for a token of its own
     env.update({"ACC_API_URL": api_url, "ACC_CATALOG_URL": url})
-    # The catalog acts for whoever signs in to it, never for a token of its own.
-    for name in ("ACC_TOKEN", "ACC_URL"):
-        env.pop(name, None)
     log = home / "logs" / "catalog.log"
     process = _spawn(
         [
@@ -565,9 +583,7 @@ def start_portal(
         )
     url = f"http://127.0.0.1:{port}"
     extra, env = env or {}, _base_env(home, api_url)
-    env["ACC_API_URL"] = api_url
-    for name in ("ACC_TOKEN", "ACC_URL"):  # the portal acts for each request's caller only
-        env.pop(name, None)
+    env["ACC_API_URL"] = api_url  # it acts for each request's caller, with no token of its own
     env.update(extra)
     log = home / "logs" / "portal.log"
     process = _spawn(
@@ -846,7 +862,7 @@ def up(
         info.worker_pid = info.worker_pids[0]
         _write_platform(info)
         _wait_for_workers(acc, info, pool, deadline)
-        report(trust_notice())
+        report(trust_notice(kind))
         bundled_examples = examples is None
         if examples is None:
             examples = _prepare_examples(home, report)

@@ -68,6 +68,14 @@ _STORAGE_KEY = re.compile(
     r"GCS_|FSSPEC_|AZURE_STORAGE_|AZURE_CLIENT_SECRET$|AZURE_CLIENT_CERTIFICATE|"
     r"AZURE_FEDERATED_TOKEN_FILE$)"
 )
+# Where TLS finds the certificates it trusts: named like credentials, holding none.
+TRUST_STORES = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "PREFECT_API_SSL_CERT_FILE",
+)
 
 # Requests any run may make: they tell nothing about other runs.
 _OPEN = {
@@ -172,12 +180,22 @@ class RunProxy:
     ) -> dict[str, str]:
         """``env`` as ``flow_run``'s process is to have it (picked up from the pool
         ``work_pool_name``): this proxy's address, and a token good for that run only as its
-        auth string; every variable holding the worker's own auth string left out. When
-        runs reach storage through the proxy, so is every credential of the storage's
-        backend (``AWS_…`` and the like) but those named in ``keep``: the ones the pool's
-        or the deployment's job variables set on purpose."""
+        auth string; every variable holding the worker's own auth string left out, and
+        every other credential it inherits (:func:`~accelerator_prefect.zygote.credential_free`:
+        tokens, keys, passwords, URLs with a password) but those named in ``keep`` (the
+        ones the pool's or the deployment's job variables set on purpose) and the storage
+        backend's. Those (``AWS_…`` and the like) are left out too, but those in ``keep``,
+        when runs reach storage through the proxy."""
+        from accelerator_prefect.zygote import credential_free
+
         auth = self._auth
-        scoped = {k: v for k, v in env.items() if not auth or auth not in v}
+        # Of what the run inherits from the worker, no credential but the storage backend's
+        # (its own rule, below: a run's pull steps may fetch DVC data with them); what the
+        # pool's or the deployment's job variables set, as set; where TLS finds certificates.
+        inherited = credential_free({k: v for k, v in env.items() if k not in keep})
+        backend = [k for k in env if _STORAGE_KEY.match(k)]
+        trusted = {k: env[k] for k in (*TRUST_STORES, *backend, *keep) if k in env}
+        scoped = {k: v for k, v in {**inherited, **trusted}.items() if not auth or auth not in v}
         scoped.pop("PREFECT_API_KEY", None)
         token = self.admit(flow_run, work_pool_name)
         scoped["PREFECT_API_URL"] = self.url

@@ -98,3 +98,15 @@ def _mentions(process: Path, text: str) -> bool:
     except OSError:
         return False
     return any(text.encode() in found for found in seen)
+
+
+def test_acc_up_says_that_prefects_process_worker_keeps_runs_from_nothing() -> None:
+    """With ``ACC_WORKER=process`` runs hold the worker's access and reach its home: the
+    notice at every start says so, not what only the warm worker does."""
+    from accelerator_prefect.platform import trust_notice
+
+    said = trust_notice("process")
+    assert "the worker's access to Prefect and to storage (the process worker)" in said
+    assert "its home within reach" in said and "host only code you trust" in said
+    assert "run-scoped proxy" not in said and "Landlock" not in said
+    assert "run-scoped proxy" in trust_notice("warm")

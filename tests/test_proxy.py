@@ -219,3 +219,43 @@ def test_the_proxys_storage_door_opens_a_runs_own_files_only(
             time.sleep(0.05)
     finally:
         proxy.stop()
+
+
+def test_a_run_inherits_no_credential_of_the_worker_or_of_acc_up(
+    proxied: tuple[RunProxy, list[Any]], platform: PlatformInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``acc up``'s shell holds (the database's password, the CLI's token) reaches no
+    service it starts; what a worker holds besides reaches no run, but what the pool's job
+    variables set on purpose and where TLS finds its certificates."""
+    from accelerator_prefect.platform import _base_env
+
+    password = "pw-" + uuid.uuid4().hex
+    shell = {
+        "ACC_DATABASE_URL": f"postgresql+asyncpg://acc:{password}@127.0.0.1:5432/prefect",
+        "PREFECT_API_DATABASE_PASSWORD": password,
+        "ACC_TOKEN": "acc_123456789abc_" + password,
+        "ACC_URL": "http://127.0.0.1:9",
+    }
+    for name, value in shell.items():
+        monkeypatch.setenv(name, value)
+    service = _base_env(platform.home, platform.api_url)
+    assert not set(shell) & set(service)
+    assert password not in json.dumps(service)
+
+    proxy, (mine, _) = proxied
+    worker = {
+        **service,
+        "ACC_WEBHOOK_KEY": password,
+        "GITHUB_TOKEN": password,
+        "HTTPS_PROXY": f"http://someone:{password}@127.0.0.1:3128",
+        "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+        "LANG": "C.UTF-8",
+        "MODEL_SERVICE_TOKEN": "set-by-the-pool",
+    }
+    run = proxy.environment_for(mine, worker, keep={"MODEL_SERVICE_TOKEN"})
+    assert password not in json.dumps(run)
+    assert ensure_auth_string(platform.home) not in json.dumps(run)
+    assert run["PREFECT_API_AUTH_STRING"].startswith("accr_")  # its own run's token
+    assert run["MODEL_SERVICE_TOKEN"] == "set-by-the-pool"
+    assert run["SSL_CERT_FILE"] == worker["SSL_CERT_FILE"] and run["LANG"] == "C.UTF-8"
+    proxy.release(mine.id)
