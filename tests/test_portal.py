@@ -510,6 +510,24 @@ def test_a_guest_link_opens_one_model_through_the_portal(
     assert guest_http.get("/storage/file", params={"path": mine}).content == b"guest one"
     assert other_guest.get("/storage/file", params={"path": mine}).status_code in (403, 404)
     assert other_guest.get("/storage", params={"path": one["area"]}).status_code in (403, 404)
+    # One guest's run too: another guest of the same link finds nothing by its id; the
+    # link's owner sees it.
+    launched = guest_http.post(
+        f"/models/{slow_model}/launch", json={"secrets": {"API_KEY": SECRET}}
+    )
+    assert launched.status_code == 201, launched.text
+    run_id = launched.json()["id"]
+    assert guest_http.get(f"/runs/{run_id}").status_code == 200
+    for method, path in (
+        ("GET", f"/runs/{run_id}"),
+        ("GET", f"/runs/{run_id}/logs"),
+        ("GET", f"/runs/{run_id}/outputs"),
+        ("POST", f"/runs/{run_id}/cancel"),
+        ("POST", f"/runs/{run_id}/rerun"),
+    ):
+        assert other_guest.request(method, path).status_code == 404, (method, path)
+    assert run_id not in {r["id"] for r in other_guest.get("/runs").json()}
+    assert _http(portal, people["author"]).get(f"/runs/{run_id}").status_code == 200
     assert [m["name"] for m in guest_http.get("/models").json()] == [slow_model]
     if other:
         assert guest_http.get(f"/models/{other}").status_code == 404
