@@ -61,7 +61,9 @@ def use_key(conf: KeyConf, secrets: Secrets, output: Output) -> str:
     print(f"using the key {{key}}")
     logging.getLogger("prefect.task_runs").warning("key=%s", key)
     # Careless ways past logging: an artifact, raw writes, a warning.
-    create_markdown_artifact(f"the key is {{key}}", description=f"made with {{key}}")
+    create_markdown_artifact(
+        f"the key is {{key}}", key=f"made-with-{{key}}", description=f"made with {{key}}"
+    )
     sys.stdout.write(f"raw {{key}}\\n")
     sys.stderr.write(f"raw error {{key}}\\n")
     warnings.warn(f"deprecated key {{key}}", stacklevel=1)
@@ -226,6 +228,7 @@ def test_a_secret_appears_nowhere_prefect_shows_even_when_the_routine_leaks_it(
     assert key not in everything
     assert key[3:20] not in everything  # not even in part
     assert "the key is ***" in everything and "made with ***" in everything  # the artifact
+    assert "made-with-redacted" in everything  # its key too, which allows no '*'
     # What was printed and raised is there, with the value masked.
     logs = "\n".join(run.logs())
     assert "using the key ***" in logs
