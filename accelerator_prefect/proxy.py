@@ -68,6 +68,8 @@ _STORAGE_KEY = re.compile(
     r"GCS_|FSSPEC_|AZURE_STORAGE_|AZURE_CLIENT_SECRET$|AZURE_CLIENT_CERTIFICATE|"
     r"AZURE_FEDERATED_TOKEN_FILE$)"
 )
+# The flow-run events a run's own engine sends (the others are the server's to make).
+_RUN_SENDS = frozenset({"prefect.flow-run.heartbeat"})
 # Where TLS finds the certificates it trusts: named like credentials, holding none.
 TRUST_STORES = (
     "SSL_CERT_FILE",
@@ -717,6 +719,10 @@ class RunProxy:
         related = [r for r in event.get("related") or [] if isinstance(r, dict)]
         if not name.startswith("prefect."):
             raise Refused(f"an event of the platform's or another kind: {name[:80]}")
+        if name.startswith("prefect.flow-run.") and name not in _RUN_SENDS:
+            # The server makes a flow run's state events itself; the audit log reads who
+            # launched and cancelled a run from them.
+            raise Refused(f"an event the server makes itself: {name[:80]}")
         for other in related:
             named = str(other.get("prefect.resource.id", ""))
             if named.startswith("prefect.flow-run.") and named != flow_run:

@@ -259,3 +259,58 @@ def test_a_run_inherits_no_credential_of_the_worker_or_of_acc_up(
     assert run["MODEL_SERVICE_TOKEN"] == "set-by-the-pool"
     assert run["SSL_CERT_FILE"] == worker["SSL_CERT_FILE"] and run["LANG"] == "C.UTF-8"
     proxy.release(mine.id)
+
+
+def test_a_run_cannot_send_the_flow_run_events_the_audit_log_is_read_from(
+    proxied: tuple[RunProxy, list[Any]], platform: PlatformInfo
+) -> None:
+    """A run that sends "its own run was cancelled by alice" (or "launched by") as an event
+    about itself, relating a model's tag, writes nothing into that model's audit log: the
+    server makes flow runs' state events; the run's heartbeat still passes."""
+    from websockets.sync.client import connect
+
+    proxy, (mine, _) = proxied
+    token = proxy.admit(mine)
+    model = f"victim-{uuid.uuid4().hex[:6]}"
+    me = {"prefect.resource.id": f"prefect.flow-run.{mine.id}", "prefect.resource.name": "x"}
+    tag = {"prefect.resource.id": f"prefect.tag.acc:model:{model}", "prefect.resource.role": "tag"}
+
+    def event(name: str, message: str = "") -> str:
+        return json.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "occurred": datetime.now(UTC).isoformat(),
+                "event": name,
+                "resource": me,
+                "related": [tag],
+                "payload": {"validated_state": {"type": "CANCELLING", "message": message}},
+            }
+        )
+
+    url = proxy.url.replace("http", "ws", 1) + "/events/in"
+    with connect(url, subprotocols=["prefect"]) as socket:  # type: ignore[list-item]
+        socket.send(json.dumps({"type": "auth", "token": token}))
+        assert json.loads(socket.recv(timeout=30))["type"] == "auth_success"
+        socket.send(event("prefect.flow-run.Cancelling", "cancelled by alice"))
+        socket.send(event("prefect.flow-run.Scheduled"))
+        socket.send(event("prefect.flow-run.heartbeat"))
+
+    async def names() -> list[str]:
+        async with prefect_client(platform.api_url) as client:
+            wanted = {"filter": {"any_resource": {"id": [f"prefect.tag.acc:model:{model}"]}}}
+            response = await client.request("POST", "/events/filter", json=wanted)  # type: ignore[arg-type]
+            return [e["event"] for e in response.json()["events"]]
+
+    deadline = time.monotonic() + 60
+    while "prefect.flow-run.heartbeat" not in (seen := asyncio.run(names())):
+        assert time.monotonic() < deadline, "the run's heartbeat never reached the server"
+        time.sleep(0.5)
+    assert seen == ["prefect.flow-run.heartbeat"], seen
+
+    from accelerator_prefect import audit
+
+    async def entries() -> list[Any]:
+        async with prefect_client(platform.api_url) as client:
+            return await audit.read(client, model)
+
+    assert asyncio.run(entries()) == []
