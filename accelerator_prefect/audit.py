@@ -5,11 +5,17 @@ Each action is a Prefect event, so operators see them all in the Prefect UI's ev
 feed, beside Prefect's own:
 
 - ``acc.model.published`` (and with it any change of scope), ``acc.model.status-changed``,
-  ``acc.model.link-created``, ``acc.model.link-revoked``: resource ``acc.model.<name>``;
+  ``acc.model.link-created``, ``acc.model.link-revoked``, ``acc.model.run-cancelled``:
+  resource ``acc.model.<name>``;
 - ``acc.user.added``, ``acc.user.token-created``, ``acc.user.token-revoked``: resource
   ``acc.user.<name>``;
-- launches and cancels are Prefect's own run events (``prefect.flow-run.Scheduled``,
-  ``…Cancelling``, ``…Cancelled``), which name the model through the run's tags.
+- launches are Prefect's own run event (``prefect.flow-run.Scheduled``, made by the
+  server when the platform creates the run), which names the model and who launched
+  through the run's tags.
+
+A run's own code reaches Prefect through its run-scoped proxy, which passes neither
+``acc.*`` events nor flow-run events (but its heartbeat), and a run may set its own state:
+so who cancelled a run is the platform's event, never read from a state's message.
 
 Every ``acc.*`` event names who acted (a related resource of role ``actor``). Recording
 is best effort: the action has happened when it is recorded, and a failure to record is
@@ -29,7 +35,7 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
 _log = logging.getLogger(__name__)
-RUN_EVENTS = ("prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling")
+RUN_EVENTS = ("prefect.flow-run.Scheduled",)
 
 
 def model_resource(model: str) -> dict[str, str]:
@@ -86,10 +92,11 @@ def _entry(event: dict[str, Any]) -> AuditEntry | None:
             ),
             None,
         )
+        action = name.removeprefix("acc.model.").removeprefix("acc.")
         return AuditEntry(
             occurred=event["occurred"],
             actor=actor,
-            action=name.removeprefix("acc.model.").removeprefix("acc."),
+            action="cancelled" if action == "run-cancelled" else action,
             details=payload,
         )
     tags = {
@@ -113,14 +120,6 @@ def _entry(event: dict[str, Any]) -> AuditEntry | None:
             action="launched",
             details={"run": run, "version": values.get("version"), "via": values.get("via")},
         )
-    message = str((payload.get("validated_state") or {}).get("message") or "")
-    if name.startswith("prefect.flow-run.Cancel") and message.startswith("cancelled by "):
-        return AuditEntry(
-            occurred=event["occurred"],
-            actor=message.removeprefix("cancelled by ").split(" ", 1)[0] or None,
-            action="cancelled",
-            details={"run": run, "version": values.get("version")},
-        )
     return None
 
 
@@ -130,7 +129,7 @@ async def read(client: PrefectClient, model: str, limit: int = 500) -> list[Audi
     wanted = {
         "filter": {
             "any_resource": {"id": [f"acc.model.{model}", f"prefect.tag.acc:model:{model}"]},
-            "event": {"prefix": ["acc.model.", *RUN_EVENTS, "prefect.flow-run.Cancelled"]},
+            "event": {"prefix": ["acc.model.", *RUN_EVENTS]},
             "order": "DESC",
         },
         "limit": 50,
@@ -144,11 +143,5 @@ async def read(client: PrefectClient, model: str, limit: int = 500) -> list[Audi
         response.raise_for_status()
         page = response.json()
         events += page.get("events", [])
-    entries, cancelled = [], set()
-    for entry in filter(None, map(_entry, events[:limit])):
-        if entry.action == "cancelled":  # a run set Cancelling, then Cancelled: once
-            if entry.details["run"] in cancelled:
-                continue
-            cancelled.add(entry.details["run"])
-        entries.append(entry)
+    entries = list(filter(None, map(_entry, events[:limit])))
     return sorted(entries, key=lambda e: e.occurred, reverse=True)

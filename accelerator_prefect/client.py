@@ -965,6 +965,13 @@ class AsyncAccelerator:
             else Cancelled(message=f"cancelled by {principal.name} before it started")
         )
         await client.set_flow_run_state(flow_run.id, state, force=True)
+        if tags.get("model"):
+            await self._audit(
+                "acc.model.run-cancelled",
+                model=tags.get("model"),
+                run=str(info.id),
+                version=tags.get("version"),
+            )
         await self._after_cancel(client, info)
         return RunInfo.of(await read_run(client, run_id), url)
 

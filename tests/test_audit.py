@@ -128,3 +128,35 @@ def test_the_portals_audit_door_opens_for_the_owner_only(
         lambda found: "published" in {e.action for e in found},
     )
     assert [e.actor for e in owner if e.action == "published"] == ["operator"]
+
+
+def test_who_cancelled_a_run_is_the_platforms_record(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], tmp_path: Path
+) -> None:
+    """alice cancels her run of a model that sleeps: its audit log says she did, once; the
+    run itself cannot say otherwise (tests/test_proxy.py knocks on that door)."""
+    import uuid
+
+    from tests.conftest import ModelRepo
+    from tests.test_catalog_ui import SLEEPY_FLOW, SLEEPY_MANIFEST
+
+    model = f"sleepy-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path / "m", model)
+    repo.write("flows/sleepy.py", SLEEPY_FLOW)
+    manifest = SLEEPY_MANIFEST.format(name=model)
+    manifest = manifest.replace("owner: alice", f"owner: {team['alice-name']}")
+    repo.write(f"deployments/{model}.yaml", manifest.replace("project: climate", "project: demo"))
+    repo.commit("sleepy 1.0.0")
+    acc.publish(repo.manifest)
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        run = alice.launch(model, {"seconds": 300})
+        run.cancel()
+        assert run.wait(timeout=120) == "Cancelled"
+        entries = _until(
+            lambda: alice.audit(model), lambda found: "cancelled" in {e.action for e in found}
+        )
+    cancelled = [e for e in entries if e.action == "cancelled"]
+    assert len(cancelled) == 1, entries
+    assert cancelled[0].actor == team["alice-name"]
+    assert cancelled[0].details["run"] == str(run.id)
+    assert cancelled[0].details["version"] == "1.0.0"
