@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 PROTOCOL = "acc"
 PREFIX = "acc://"
 PARTIAL_MARK = ".acc-partial-"
+# How much of a file's name its partial file keeps (UTF-8 bytes): enough to tell whose it
+# is, short enough that any name storage takes leaves room for the mark and a random tail.
+PARTIAL_HEAD = 64
 CHUNK = 8 * 2**20
 UPLOAD_PART = 16 * 2**20
 UPLOAD_CONCURRENCY = 4
@@ -175,6 +178,19 @@ def accepts(name: str, accepted: Iterable[str]) -> bool:
         elif kind == entry:
             return True
     return False
+
+
+def partial_name(name: str) -> str:
+    """The name of the file a write of ``name`` goes to until it completes, in the same
+    folder: a dot-name (hidden from listings), the start of ``name`` and
+    :data:`PARTIAL_MARK`, at most 90 bytes whatever the length of ``name``.
+
+    Example:
+        >>> partial_name("t2m.csv").startswith(".t2m.csv" + PARTIAL_MARK)
+        True
+    """
+    head = name.encode()[:PARTIAL_HEAD].decode(errors="ignore")  # never half a character
+    return f".{head}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
 
 
 def is_hidden(path: str) -> bool:
@@ -300,12 +316,18 @@ class _AtomicText(io.TextIOWrapper):
 
 def area_of(relative: str) -> str:
     """The storage area a path (relative to the root) lies in: its project
-    (``climate``), or its user's or link's own (``users/alice``, ``links/<id>``)."""
+    (``climate``), its user's (``users/alice``), or its guest's under their link
+    (``links/<id>/<guest>``: each guest of a link has an area of their own)."""
     from accelerator_prefect.access import LINKS_AREA, USERS_AREA
 
     parts = relative.strip("/").split("/")
-    depth = 2 if parts[0] in (USERS_AREA, LINKS_AREA) else 1
+    depth = {USERS_AREA: 2, LINKS_AREA: 3}.get(parts[0], 1)
     return "/".join(parts[:depth])
+
+
+def run_ids(path: str) -> set[str]:
+    """The run ids a path names (the folders of those runs' outputs are named after them)."""
+    return set(RUN_ID.findall(path.lower()))
 
 
 class AccFileSystem(DirFileSystem):  # type: ignore[misc]
@@ -372,23 +394,40 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
             return {self._join(p): value for p, value in path.items()}
         return [self._join(p) for p in path]
 
-    def _check_inside(self, full: str, relative: str) -> None:
-        """Refuse a path that a symbolic link leads out of the storage root, or out of the
-        area it names (``acc://lab/mirror`` → ``meteo``): access is decided on areas, so a
-        link planted in one must never open another."""
-        assert self._local_root is not None
+    def real_relative(self, relative: str) -> str:
+        """Where ``acc://relative`` really lies, relative to the root, once symbolic links
+        are followed (what does not exist yet: where it would be made). Object stores have
+        no links: there, the path itself."""
+        if self._local_root is None:
+            return relative
+        full = f"{self.path}{self.fs.sep}{relative}" if relative else self.path
         real = os.path.realpath(full)
-        if real != self._local_root and not real.startswith(self._local_root + os.sep):
+        if real == self._local_root:
+            return ""
+        if not real.startswith(self._local_root + os.sep):
             raise StoragePathError(
                 f"{PREFIX}{relative}: leads outside the storage root through a symbolic link"
             )
-        if real == os.path.normpath(full):
+        return real[len(self._local_root) + 1 :].replace(os.sep, "/")
+
+    def _check_inside(self, full: str, relative: str) -> None:
+        """Refuse a path that a symbolic link leads out of the storage root, out of the
+        area it names (``acc://lab/mirror`` → ``meteo``), or into the output folder of a
+        run it does not name (``acc://lab/runs/<mine>/peek`` → ``lab/runs/<theirs>``):
+        access is decided on areas and on the run ids paths name, so a link planted in
+        storage must never open what its own path would not."""
+        target = self.real_relative(relative)
+        if target == relative:
             return  # no link on the way
-        target = os.path.relpath(real, self._local_root).replace(os.sep, "/")
         area = area_of(relative)
-        if area_of("" if target == "." else target) != area:
+        if area_of(target) != area:
             raise StoragePathError(
                 f"{PREFIX}{relative}: leads out of {PREFIX}{area}/ through a symbolic link"
+            )
+        if run_ids(target) - run_ids(relative):
+            raise StoragePathError(
+                f"{PREFIX}{relative}: leads into the output folder of another run through a "
+                "symbolic link"
             )
 
     # -- what the local backend would otherwise get wrong -------------------------------------
@@ -461,7 +500,7 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
                 return
             folder, name = os.path.split(os.path.abspath(local))
             os.makedirs(folder, exist_ok=True)
-            temp = os.path.join(folder, f".{name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}")
+            temp = os.path.join(folder, partial_name(name))
             try:
                 if callback is not None:
                     kwargs["callback"] = callback
@@ -476,10 +515,19 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
             if self._local_root is None:
                 super().rm(path, recursive=recursive, maxdepth=maxdepth)
                 return
-            # Exactly what the (checked) expansion found, deepest first.
-            for found in sorted(self.expand_path(path, recursive, maxdepth), reverse=True):
-                full = self._join(found)
+            # Exactly what the (checked) expansion found, deepest first; a symbolic link
+            # is removed itself, never what lies beyond it (the expansion followed it).
+            found = sorted(self.expand_path(path, recursive, maxdepth), reverse=True)
+            links = [f for f in found if os.path.islink(self._join(f))]
+            for name in found:
+                if any(name.startswith(link + "/") for link in links):
+                    continue
+                full = self._join(name)
                 if os.path.isdir(full) and not os.path.islink(full):
+                    if recursive:  # links the listing does not show (refused ones) too
+                        for entry in os.scandir(full):
+                            if entry.is_symlink():
+                                os.remove(entry.path)
                     os.rmdir(full)
                 else:
                     os.remove(full)
@@ -624,7 +672,7 @@ class AccFileSystem(DirFileSystem):  # type: ignore[misc]
                 return writer
             raw.close()
         self.fs.makedirs(parent, exist_ok=True)
-        temp = f"{parent}{self.fs.sep}.{name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
+        temp = f"{parent}{self.fs.sep}{partial_name(name)}"
         raw = self.fs.open(temp, "wb", **kwargs)
         kept = 0
         if append and self.fs.isfile(target):
@@ -829,8 +877,10 @@ class Storage:
                 self._run_gate.clear()
         return {i for i, hidden in known.items() if hidden}
 
-    def _refuse_hidden_run(self, relative: str) -> None:
-        hidden = self._hidden_runs([relative])
+    def _refuse_hidden_run(self, relative: str, real: str) -> None:
+        """Refuse ``relative`` if it, or where it really lies (``real``), is in the folder
+        of a run the principal may not read."""
+        hidden = self._hidden_runs({relative, real})
         if hidden:
             raise AccessDenied(
                 f"{to_uri(relative)}: in the output folder of a run you may not read "
@@ -847,9 +897,11 @@ class Storage:
         """``uri`` relative to the root, if the principal (when there is one) may use it,
         or, when ``reading``, read it as (inside) a sample of a model they may run.
 
-        Decided on the path (and the models' samples) alone, so a refusal says nothing
-        about what is there. Only a listing may name the root itself (and shows only
-        what may be used).
+        Decided on the path (and the models' samples), and, in the principal's own areas,
+        on where it really lies once symbolic links are followed: a link planted in their
+        area opens nothing its target would not. So a refusal says nothing about what is
+        there but for links in their own areas. Only a listing may name the root itself
+        (and shows only what may be used).
         """
         relative = check_path(uri)
         principal = self.principal
@@ -858,7 +910,13 @@ class Storage:
         from accelerator_prefect.access import may_use_path, usable_areas
 
         if relative and may_use_path(principal, relative):
-            self._refuse_hidden_run(relative)
+            real = self.fs.real_relative(relative)
+            if real != relative and not (real and may_use_path(principal, real)):
+                raise AccessDenied(
+                    f"{to_uri(relative)}: leads through a symbolic link outside the storage "
+                    f"you may use ({', '.join(usable_areas(principal))})"
+                )
+            self._refuse_hidden_run(relative, real)
             return relative
         if relative and reading and self._sample_of(principal, relative) is not None:
             return relative
@@ -970,12 +1028,16 @@ class Storage:
     def _writable(self, uri: str, *, recursive: bool = False) -> str:
         """``uri`` relative to the root, if the principal may write or remove it: inside
         their areas, and not in the output folder of a run that has ended (its outputs are
-        kept as it wrote them; operators excepted). ``recursive``: nor holding one."""
+        kept as it wrote them; operators excepted), nor leading into one through a symbolic
+        link. ``recursive``: nor holding one."""
         relative = self._allowed(uri)
         principal = self.principal
         if principal is None or principal.operator or not relative:
             return relative
+        real = self.fs.real_relative(relative)
         ended = run_folder_of(self.fs, relative)
+        if ended is None and real != relative:
+            ended = run_folder_of(self.fs, real)
         if ended is None and recursive and self.fs.isdir(uri):
             from accelerator_prefect.outputs import INCOMPLETE, PROVENANCE
 
@@ -992,6 +1054,19 @@ class Storage:
             )
         return relative
 
+    def _refuse_dot_name(self, relative: str) -> None:
+        """Refuse a user's write of a dot-name (``.env``, ``.cache/x``): listings hide
+        them, as they hide partial files and the platform's own folders, so the file would
+        be kept but never shown. (Runs and the platform itself write with no principal.)"""
+        if self.principal is None:
+            return
+        dotted = next((part for part in relative.split("/") if part.startswith(".")), None)
+        if dotted is not None:
+            raise StoragePathError(
+                f"{to_uri(relative)}: the name {printable(dotted)!r} starts with a dot; names "
+                "may not start with a dot (storage never lists such files), so rename it"
+            )
+
     def _within_quota(self, relative: str, incoming: int = 0) -> None:
         """Refuse a write of ``incoming`` bytes (0: not known) at ``relative`` that its
         area's quota cannot hold (operators are not held by quotas)."""
@@ -1006,7 +1081,9 @@ class Storage:
         """Open a file; writes appear only once the file is closed cleanly.
         ``expected_size``: the bytes about to be written, if known (for the quota)."""
         if any(c in mode for c in "wax+"):
-            self._within_quota(self._writable(uri), expected_size)
+            relative = self._writable(uri)
+            self._refuse_dot_name(relative)
+            self._within_quota(relative, expected_size)
         else:
             self._allowed(uri, reading=True)
         try:
@@ -1045,6 +1122,8 @@ class Storage:
             ]
             for folder in sorted({t.rsplit("/", 1)[0] for _, t in pairs}):
                 self._writable(folder)  # once a folder, not once a file
+        for _, each in pairs:  # before anything is copied
+            self._refuse_dot_name(check_path(each))
         self._within_quota(check_path(target), sum(path.stat().st_size for path, _ in pairs))
         return pairs
 
@@ -1075,7 +1154,7 @@ class Storage:
         done = []
         for entry, target in self.plan_get(uri, local):
             target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{target.name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}")
+            temp = target.with_name(partial_name(target.name))
             try:
                 # Streamed, not the backend's get_file: s3fs's buffers the whole object.
                 with self.fs.open(entry.uri, "rb") as f, temp.open("wb") as out:

@@ -957,3 +957,52 @@ def test_a_new_release_keeps_the_models_access_unless_its_manifest_changes_it(
         assert scopes() == {"1.0.0": "project", "1.1.0": "project", "1.2.0": "public"}
         operator.set_access(name, "private")  # and the model's access covers them all again
         assert set(scopes().values()) == {"private"}
+
+
+def test_a_link_in_ones_own_run_folder_opens_no_colleagues_run(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], portal: str, tmp_path: Path
+) -> None:
+    """bob's run plants a symbolic link in its own output folder (a warm run may make links
+    there), pointing at alice's run folder in their shared project: through it, bob reads,
+    lists and launches with nothing of hers, in-process and over the portal, and his
+    folder's listing does not show it."""
+    import os
+
+    import httpx
+
+    model = _note_model(acc, tmp_path / "m", "project", team["alice-name"])
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        hers = alice.launch(model, {"text": "hers"})
+        assert hers.wait(timeout=120) == "Completed"
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        his = bob.launch(model, {"text": "his"})
+        assert his.wait(timeout=120) == "Completed"
+    theirs, own = str(hers.output_location), str(his.output_location)
+    root = acc._core.storage_fs()._local_root
+    assert root is not None, "the session's storage is a local folder"
+    planted = Path(root) / own.removeprefix("acc://") / "peek"
+    os.symlink(Path(root) / theirs.removeprefix("acc://"), planted, target_is_directory=True)
+
+    with Accelerator.connect(platform.api_url, token=team["bob"]) as bob:
+        for name in ("provenance.json", "note.txt"):
+            with pytest.raises(AccessDenied, match="output folder of a run you may not read"):
+                bob.storage.open(f"{own}peek/{name}").read()
+        with pytest.raises(AccessDenied, match="output folder of a run you may not read"):
+            bob.storage.ls(f"{own}peek/")
+        assert "peek" not in [e.name for e in bob.storage.ls(own)]
+        assert "note.txt" in [e.name for e in bob.storage.ls(own)]
+        assert [e.uri for e in bob.storage.files(own)] == [f"{own}note.txt"]
+        for inputs in ([f"{own}peek/note.txt"], [f"{own}peek/"]):
+            with pytest.raises(InvalidInputs, match="into the output folder of another run"):
+                bob.launch(model, {"text": "his"}, inputs=inputs)
+    headers = {"Authorization": f"Bearer {team['bob']}"}
+    with httpx.Client(base_url=f"{portal}/api/v1", headers=headers, timeout=60) as http:
+        listed = http.get("/storage", params={"path": own})
+        assert listed.status_code == 200
+        assert f"{own}note.txt" in [e["uri"] for e in listed.json()]
+        assert not any(e["uri"].startswith(f"{own}peek") for e in listed.json())
+        read = http.get("/storage/file", params={"path": f"{own}peek/provenance.json"})
+        assert read.status_code == 403
+        assert b"hers" not in read.content
+    with acc.storage.open(f"{theirs}note.txt") as f:  # her folder itself is as it was
+        assert f.read() == b"hers"

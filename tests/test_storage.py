@@ -13,7 +13,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from accelerator_prefect.errors import AcceleratorError, NotFound
+from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
 from accelerator_prefect.storage import (
     PARTIAL_MARK,
     AccFileSystem,
@@ -516,3 +516,146 @@ def test_a_name_has_one_spelling_whatever_its_unicode_form(tmp_path: Path) -> No
     fs.pipe_file(decomposed, b"t\n1\n")
     assert fs.cat_file("acc://lab/Zürich.csv") == b"t\n1\n"  # the composed spelling
     assert fs.ls("acc://lab/", detail=False) == ["lab/Zürich.csv"]
+
+
+def _plant(root: Path, link: str, target: str) -> None:
+    """A symbolic link planted in storage, as code writing straight to the disk could (a
+    warm run may make links in its output folder)."""
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(root / target, target_is_directory=(root / target).is_dir())
+
+
+def test_a_link_in_ones_own_run_folder_opens_no_other_runs(tmp_path: Path) -> None:
+    """bob's run plants ``peek`` in its output folder, pointing at alice's run folder in
+    the same project, and ``ended`` at a folder of hers that holds a run's records: through
+    them nothing is read, listed, found or written, and removing his folder removes the
+    links, never what they point at."""
+    from accelerator_prefect.access import Principal, Role
+
+    root = tmp_path / "storage"
+    fs = AccFileSystem(root=root.as_uri(), storage_options={})
+    hers, his = str(uuid.uuid4()), str(uuid.uuid4())
+    fs.pipe_file(f"acc://demo/results/{hers}/provenance.json", b'{"conf": "hers"}')
+    fs.pipe_file(f"acc://demo/results/{hers}/note.txt", b"hers")
+    fs.pipe_file("acc://demo/kept/provenance.json", b"{}")  # an ended run's chosen folder
+    fs.pipe_file("acc://demo/kept/summary.csv", b"n\n1\n")
+    fs.pipe_file(f"acc://demo/results/{his}/note.txt", b"his")
+    _plant(root, f"demo/results/{his}/peek", f"demo/results/{hers}")
+    _plant(root, f"demo/results/{his}/peek.json", f"demo/results/{hers}/provenance.json")
+    _plant(root, f"demo/results/{his}/ended", "demo/kept")
+    bob = Storage(fs, Principal("bob", {"demo": Role.member}))
+
+    own = f"acc://demo/results/{his}/"
+    assert [e.name for e in bob.ls(own)] == ["ended", "note.txt"]  # no peek, no peek.json
+    assert [e.uri for e in bob.files(own)] == [own + "note.txt"]
+    for through in ("peek/provenance.json", "peek.json", "peek/note.txt"):
+        with pytest.raises(StoragePathError, match="into the output folder of another run"):
+            bob.open(own + through).read()
+    with pytest.raises(StoragePathError, match="into the output folder of another run"):
+        bob.ls(own + "peek/")
+    with pytest.raises(StoragePathError, match="into the output folder of another run"):
+        fs.info(own + "peek")  # as a launch checks its inputs: the same answer
+    with pytest.raises(StoragePathError, match="into the output folder of another run"):
+        bob.open(own + "peek/note.txt", "wb")
+    # A folder holding a run's records, through a link to one without an id in its path.
+    with pytest.raises(AccessDenied, match="in the output folder of an ended run"):
+        bob.open(own + "ended/summary.csv", "wb")
+    with pytest.raises(AccessDenied, match="in the output folder of an ended run"):
+        bob.rm(own + "ended/summary.csv")
+    assert fs.cat_file("acc://demo/kept/summary.csv") == b"n\n1\n"
+
+    fs.rm(own, recursive=True)  # as retention sweeps his run: the links go, not hers
+    assert not (root / "demo" / "results" / his).exists()
+    assert fs.cat_file(f"acc://demo/results/{hers}/note.txt") == b"hers"
+    assert fs.cat_file("acc://demo/kept/summary.csv") == b"n\n1\n"
+
+
+def test_a_guests_link_opens_no_other_guests_area(tmp_path: Path) -> None:
+    """Each guest of a link has an area of their own under it: a link planted in one
+    guest's folder toward another's opens nothing, for reading, listing or writing."""
+    from accelerator_prefect.access import LinkGrant, guest
+
+    root = tmp_path / "storage"
+    fs = AccFileSystem(root=root.as_uri(), storage_options={})
+    fs.pipe_file("acc://links/abc/g2/upload.csv", b"second guest's")
+    fs.pipe_file("acc://links/abc/g1/own.csv", b"first guest's")
+    _plant(root, "links/abc/g1/peek", "links/abc/g2")
+    _plant(root, "links/abc/g1/peek.csv", "links/abc/g2/upload.csv")
+    first = Storage(fs, guest(LinkGrant("abc", "model", guest="g1")))
+    second = Storage(fs, guest(LinkGrant("abc", "model", guest="g2")))
+
+    assert [e.name for e in first.ls("acc://links/abc/g1/")] == ["own.csv"]
+    for through in ("peek/upload.csv", "peek.csv"):
+        with pytest.raises((StoragePathError, AccessDenied), match="symbolic link"):
+            first.open(f"acc://links/abc/g1/{through}").read()
+    with pytest.raises((StoragePathError, AccessDenied), match="symbolic link"):
+        first.open("acc://links/abc/g1/peek/planted.csv", "wb")
+    with pytest.raises(StoragePathError, match="leads out of acc://links/abc/g1/"):
+        fs.cat_file("acc://links/abc/g1/peek.csv")
+    assert not (root / "links" / "abc" / "g2" / "planted.csv").exists()
+    with second.open("acc://links/abc/g2/upload.csv") as f:  # the second guest's own
+        assert f.read() == b"second guest's"
+
+
+@pytest.mark.parametrize("name", ["x" * 251 + ".csv", "é" * 125 + "x.csv"])
+def test_a_name_of_255_bytes_is_written_and_read_back(tmp_path: Path, name: str) -> None:
+    """The limit users are told of holds: the file a write goes to until it completes has
+    a short name of its own, whatever the length of the name written."""
+    from accelerator_prefect.access import Principal
+
+    assert len(name.encode()) == 255
+    fs = AccFileSystem(root=(tmp_path / "storage").as_uri(), storage_options={})
+    alice = Storage(fs, Principal("alice"))
+    with alice.open(f"acc://users/alice/{name}", "wb") as f:
+        f.write(b"t\n1\n")
+    with alice.open(f"acc://users/alice/{name}") as f:
+        assert f.read() == b"t\n1\n"
+    assert [e.name for e in alice.ls("acc://users/alice/")] == [name]
+    fs.pipe_file(f"acc://lab/{name}", b"again")
+    assert fs.cat_file(f"acc://lab/{name}") == b"again"
+    out = tmp_path / "out"
+    out.mkdir()
+    assert alice.get(f"acc://users/alice/{name}", out) == [out / name]
+    assert (out / name).read_bytes() == b"t\n1\n"
+
+    longer = "x" * 252 + ".csv"
+    with pytest.raises(StoragePathError, match="256 bytes long; names may be at most 255 bytes"):
+        alice.open(f"acc://users/alice/{longer}", "wb")
+    assert [p.name for p in (tmp_path / "storage" / "users" / "alice").iterdir()] == [name]
+    assert not [p for p in (tmp_path / "storage").rglob("*") if PARTIAL_MARK in p.name]
+
+
+def test_a_user_cannot_write_a_dot_file_that_listings_would_hide(tmp_path: Path) -> None:
+    """Listings hide dot-names (partial files, the platform's own folders), so a user's
+    ``.env`` would be kept and never shown: it is refused, naming it, and nothing stays.
+    Runs and the platform write theirs as before."""
+    from accelerator_prefect.access import Principal
+
+    root = tmp_path / "storage"
+    fs = AccFileSystem(root=root.as_uri(), storage_options={})
+    alice = Storage(fs, Principal("alice"))
+    for uri, name in [
+        ("acc://users/alice/.env", ".env"),
+        ("acc://users/alice/.cache/index.json", ".cache"),
+    ]:
+        with pytest.raises(StoragePathError) as refused:
+            alice.open(uri, "wb")
+        said = str(refused.value)
+        assert said.startswith(uri + ": ") and f"'{name}'" in said
+        assert "may not start with a dot" in said
+    local = tmp_path / "stations"
+    local.mkdir()
+    (local / "a.csv").write_text("a\n1\n")
+    (local / ".DS_Store").write_text("x")
+    with pytest.raises(StoragePathError, match=r"stations/\.DS_Store: the name '\.DS_Store'"):
+        alice.put(local, "acc://users/alice/")
+    assert not list(root.rglob("*.*"))  # nothing written, not even a.csv
+
+    (local / ".DS_Store").unlink()
+    assert [e.name for e in alice.put(local, "acc://users/alice/")] == ["a.csv"]
+    fs.pipe_file("acc://.platform/retention/sweep.json", b"{}")  # the platform's own
+    assert fs.cat_file("acc://.platform/retention/sweep.json") == b"{}"
+    with Storage(fs).open("acc://lab/run/.state", "wb") as f:  # a run's (no principal)
+        f.write(b"x")
+    assert (root / "lab" / "run" / ".state").read_bytes() == b"x"
+    assert not [p for p in root.rglob("*") if PARTIAL_MARK in p.name]
