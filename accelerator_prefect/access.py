@@ -252,6 +252,6 @@ def visible_tags(principal: Principal) -> list[str] | None:
     return [
         "acc:scope:public",
         f"acc:owner:{principal.name}",
-        *(f"acc:project:{project}" for project in sorted(principal.projects)),
+        *(f"acc:members:{project}" for project in sorted(principal.projects)),
         *linked,
     ]

@@ -88,9 +88,46 @@ def hosting_tags(
         tag("status", record.status.value),
         *record.tags,
     ]
+    if record.scope == Scope.project:  # whom the scope opens it to: the server filters on it
+        tags.append(members_tag(record.project))
     if record.dirty:
         tags.append("acc:dirty")
     return [*tags, HEAD_TAG] if head else tags
+
+
+def members_tag(project: str) -> str:
+    """The tag of the versions ``project``'s members may see for being members (those of
+    scope ``project``): a member's lookup of a private model of their project reads no
+    version of it, as for a model that does not exist."""
+    return tag("members", project)
+
+
+async def tag_members(client: PrefectClient) -> int:
+    """Give :func:`members_tag` to the versions of scope ``project`` published before it
+    was made (``acc up`` does at start); how many were changed."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    changed, offset, page = 0, 0, 200
+    wanted = [HOSTED_TAG, tag("scope", Scope.project.value)]
+    while True:
+        batch = await client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=wanted)),
+            limit=page,
+            offset=offset,
+        )
+        for deployment in batch:
+            version = hosted_version(deployment, "")
+            if version is None or version.record.scope != Scope.project:
+                continue
+            members = members_tag(version.record.project)
+            if members not in deployment.tags:
+                tags = [*deployment.tags, members]
+                await client.update_deployment(deployment.id, DeploymentUpdate(tags=tags))
+                changed += 1
+        if len(batch) < page:
+            return changed
+        offset += page
 
 
 class HostedVersion(BaseModel):

@@ -796,6 +796,7 @@ def up(
     otherwise) on ``pool`` (the settings' pool when ``None``); ``workers`` of them
     (``ACC_WORKERS``, 1 when ``None``). The Prefect server keeps its data in ``database``
     (a ``postgresql+asyncpg://`` URL; ``ACC_DATABASE_URL``, else SQLite under ``home``)."""
+    from accelerator_prefect.catalog import tag_members
     from accelerator_prefect.client import Accelerator, AsyncAccelerator
 
     home = home.expanduser().resolve()
@@ -846,6 +847,7 @@ def up(
                 f"moved {len(moved)} version(s) from the pool {other!r}, which no worker serves "
                 f"now, to {pool!r}: {', '.join(moved)}"
             )
+        acc._call(tag_members)  # versions of an earlier release get this one's tags
         token_file = get_settings(home=home).operator_token_file
         token = acc._call(lambda c: _ensure_operator(c, token_file))
         if token is not None:
