@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from accelerator_prefect.errors import AcceleratorError
 from accelerator_prefect.manifest import InputMapping, Source
 from accelerator_prefect.storage import PREFIX, Entry, accepts, printable
+from catalog_ui.markdown import code, plain, safe_markdown
 from catalog_ui.parts import ago, human_size
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class Explorer:
         columns = st.columns(len(crumbs) + 1, gap="small", wrap=False)
         for column, (label, uri) in zip(columns, crumbs, strict=False):
             column.button(
-                label,
+                plain(label),  # a folder's name is its maker's words: shown as written
                 key=f"{self.key}:crumb:{uri}",
                 on_click=self.open,
                 args=(uri,),
@@ -173,7 +174,7 @@ class Explorer:
         except Exception as exc:
             from catalog_ui.session import plain_error
 
-            st.warning(f"Cannot open {self.folder}: {plain_error(exc)}")
+            st.warning(f"Cannot open {plain(self.folder)}: {plain_error(exc)}")
             if self.folder != PREFIX:
                 st.button(
                     "Back to the top", key=f"{self.key}:top", on_click=self.open, args=(PREFIX,)
@@ -216,7 +217,7 @@ class Explorer:
         )
         if entry.is_folder:
             name.button(
-                entry.name + "/",
+                plain(entry.name) + "/",
                 key=f"{self.key}:name:{entry.uri}",
                 icon=":material/folder:",
                 help="Open this folder",
@@ -226,7 +227,7 @@ class Explorer:
             )
         else:
             name.button(
-                entry.name,
+                plain(entry.name),
                 key=f"{self.key}:name:{entry.uri}",
                 icon=":material/draft:",
                 help=f"{'Unselect' if ticked else 'Select'} this file",
@@ -248,7 +249,7 @@ class Explorer:
             key=f"{self.key}:samples",
             icon=":material/science:",
             help="Select the inputs the model's author provides: "
-            + ", ".join(self.mapping.samples),
+            + ", ".join(plain(sample) for sample in self.mapping.samples),
             on_click=self.use_samples,
         )
         problem = self.state.get(f"{self.key}:samples-problem")
@@ -321,7 +322,7 @@ class Explorer:
         for uri in sorted(self.selected):
             name, remove = st.columns([10, 1], vertical_alignment="center", wrap=False)
             if compact:
-                name.markdown(("**Selected:** " if alone else "") + f"`{uri}`")
+                name.markdown(("**Selected:** " if alone else "") + code(uri))
             else:
                 name.code(uri, language=None)
             if self.selected[uri].is_folder:
@@ -349,7 +350,7 @@ class Explorer:
             return f"Cannot look inside: {plain_error(exc)}"
         if not found:
             return "No file in it that this model takes."
-        names = [e.uri.removeprefix(folder) for e in found]
+        names = [plain(e.uri.removeprefix(folder)) for e in found]
         shown = ", ".join(names[:SHOWN_NAMES]) + (", …" if len(names) > SHOWN_NAMES else "")
         return f"{len(found)} file(s), {human_size(sum(e.size for e in found))}: {shown}"
 
@@ -408,8 +409,8 @@ class Explorer:
         else:
             st.caption(rule(self.mapping))
         cloud = self.cloud_paths() if Source.cloud in self.mapping.sources else []
-        for message in errors or []:
-            st.error(message, icon=":material/error:")
+        for message in errors or []:  # a model's own checks say these in its author's words
+            st.error(safe_markdown(message), icon=":material/error:")
         chosen = [*self.selected, *cloud]
         return {
             "selected_files": [u for u in chosen if not u.endswith("/")],

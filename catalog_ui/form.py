@@ -58,6 +58,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from catalog_ui.markdown import plain, safe_markdown
+
 if TYPE_CHECKING:
     from referencing._core import Resolver
 
@@ -494,9 +496,7 @@ def _title(own: dict[str, Any], schema: dict[str, Any], name: str | None) -> str
 
 def _help(*texts: str | None) -> str | None:
     """A field's description and longer help (nf-core's ``help_text``), one paragraph
-    each, as its help (Markdown, shown without images)."""
-    from catalog_ui.markdown import safe_markdown
-
+    each, as its help (Markdown, shown without images or HTML)."""
     text = "\n\n".join(t.strip() for t in texts if t)
     return safe_markdown(text) if text else None
 
@@ -763,15 +763,16 @@ class _Canvas:
     folded: bool = False  # drawing inside an "Advanced settings" fold (folds do not nest)
     compact: bool = False  # short fields side by side in twos, no section headings
 
+    # A problem may quote the model's own words (its ``errorMessage``, a check's message).
     def show_errors(self, at: str) -> None:
         for message in self.errors.pop(at, []):
-            self.ui.error(message)
+            self.ui.error(safe_markdown(message))
 
     def show_rest(self) -> None:
         """Messages about fields the form no longer shows (a removed row, an unknown field)."""
         for at, messages in sorted(self.errors.items()):
             for message in messages:
-                self.ui.error(f"{at}: {message}" if at else message)
+                self.ui.error(safe_markdown(f"{at}: {message}" if at else message))
         self.errors.clear()
 
 
@@ -841,8 +842,9 @@ def _draw(
 
 def _label(field: Field) -> str:
     """ "Base year * · 1950–2100", "Resolution (km) · 1–50": the title, whether it is
-    required, its unit and the range a number may take."""
-    label = field.title + (f" ({field.unit})" if field.unit else "")
+    required, its unit and the range a number may take. Streamlit reads a label as
+    Markdown (images too): the model's words in it are shown as written."""
+    label = plain(field.title) + (f" ({plain(field.unit)})" if field.unit else "")
     if field.required and field.name is not None:
         label += " *"
     span = _span(field)
@@ -1201,9 +1203,10 @@ def _draw_variants(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label
     inner = _Spot(spot.at, f"{spot.key}@{chosen}")
     given = start if chosen == fitting else NO_DEFAULT
     if variant.kind not in _GROUPS:
-        return _draw(variant, canvas, inner, given, label=f"{field.title}: {variant.title}")
+        label = f"{plain(field.title)}: {plain(variant.title)}"
+        return _draw(variant, canvas, inner, given, label=label)
     with canvas.ui.container(border=True):
-        return _draw(variant, canvas, inner, given, label=variant.title, framed=False)
+        return _draw(variant, canvas, inner, given, label=plain(variant.title), framed=False)
 
 
 def _fitting_variant(variants: Sequence[Field], value: Any) -> int | None:
@@ -1314,7 +1317,7 @@ def _draw_properties(
     for section, children in _sections(field.children):
         folded = [c for c in children if c.advanced and not canvas.folded]
         if section is not None and not canvas.compact:
-            canvas.ui.markdown(f"#### {_escaped(section)}")
+            canvas.ui.markdown(f"#### {plain(section)}")
             words = next((c.section_help for c in children if c.section_help), None)
             if words:
                 canvas.ui.caption(words)
@@ -1425,13 +1428,9 @@ def _holds(rule: ChoiceRule, values: Mapping[str, Any]) -> bool:
 
 
 def _heading(label: str) -> str:
+    """A group's label (its title already shown as written) in bold, its mark apart."""
     title, marked = (label[:-2], True) if label.endswith(" *") else (label, False)
-    return f"**{_escaped(title)}**" + (" \\*" if marked else "")
-
-
-def _escaped(text: str) -> str:
-    """`text` shown as written in Markdown."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$])", r"\\\1", text)
+    return f"**{title}**" + (" \\*" if marked else "")
 
 
 def _draw_rows(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: str) -> Any:
@@ -1455,7 +1454,7 @@ def _draw_rows(field: Field, canvas: _Canvas, spot: _Spot, start: Any, label: st
         ui.warning("Each entry must be different from the others.")
     full = field.max_items is not None and len(ids) >= field.max_items
     ui.button(
-        f"Add {_lowered(item.title)}" if item.kind in _GROUPS else "Add",
+        f"Add {plain(_lowered(item.title))}" if item.kind in _GROUPS else "Add",
         key=f"{spot.key}#add",
         on_click=_add_row,
         args=(state, spot.key, field.max_items),
@@ -1475,7 +1474,7 @@ def _draw_row(
     removal: tuple[Any, ...],  # the arguments of `_remove_row` for this row
 ) -> Any:
     ui = canvas.ui
-    label = f"{item.title} {index + 1}"
+    label = f"{plain(item.title)} {index + 1}"
     remove = {
         "key": f"{row.key}#remove",
         "on_click": _remove_row,

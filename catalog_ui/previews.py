@@ -39,6 +39,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from accelerator_prefect.errors import AcceleratorError
+from catalog_ui.markdown import plain, safe_markdown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -968,11 +969,11 @@ def show(name: str, data: bytes, ui: Any = None, columns: Mapping[str, Any] | No
     kind = kind_of(name)
     if kind is None:
         files = f"{_suffix(name)} files" if _suffix(name) else name
-        ui.info(f"There is no preview for {files}. {_DOWNLOAD_HINT}")
+        ui.info(f"There is no preview for {plain(files)}. {_DOWNLOAD_HINT}")
         return
     if len(data) > PREVIEW_LIMIT:
         ui.info(
-            f"{name} is {_size(len(data))}, too large to preview here "
+            f"{plain(name)} is {_size(len(data))}, too large to preview here "
             f"(the limit is {_size(PREVIEW_LIMIT)}). {_DOWNLOAD_HINT}"
         )
         return
@@ -984,13 +985,13 @@ def show(name: str, data: bytes, ui: Any = None, columns: Mapping[str, Any] | No
     draw = draws.get(kind, _show_raster)
     try:
         draw(name, data, ui)
-    except PreviewError as exc:
-        ui.warning(str(exc))
+    except PreviewError as exc:  # it may quote the file: its name, its own labels
+        ui.warning(safe_markdown(str(exc)))
     except Exception:
         # A bug here must not cost the user the run page: log it with its
         # traceback for us, and give them the way around it.
         log.exception("previewing %s failed", name)
-        ui.warning(f"The preview of {name} failed. {_DOWNLOAD_HINT}")
+        ui.warning(f"The preview of {plain(name)} failed. {_DOWNLOAD_HINT}")
 
 
 def _show_table(name: str, data: bytes, ui: Any, columns: Mapping[str, Any]) -> None:
@@ -1001,7 +1002,7 @@ def _show_table(name: str, data: bytes, ui: Any, columns: Mapping[str, Any]) -> 
     ui.caption(summary)
     config = importlib.import_module("streamlit").column_config
     described = {
-        title: config.Column(help=spec.description)
+        title: config.Column(help=safe_markdown(spec.description))
         for column, title in zip(frame.columns, headed(frame, columns).columns, strict=True)
         if (spec := columns.get(str(column))) is not None and spec.description
     }
@@ -1010,7 +1011,7 @@ def _show_table(name: str, data: bytes, ui: Any, columns: Mapping[str, Any]) -> 
 
 def _show_image(name: str, data: bytes, ui: Any) -> None:
     image, output_format = _displayable_image(name, data)
-    ui.image(image, caption=name, output_format=output_format)
+    ui.image(image, caption=plain(name), output_format=output_format)
 
 
 def _show_raster(name: str, data: bytes, ui: Any) -> None:
@@ -1018,13 +1019,14 @@ def _show_raster(name: str, data: bytes, ui: Any) -> None:
     try:
         drawn = _map(name, data)
         if drawn.notice:
-            ui.info(drawn.notice)
+            ui.info(safe_markdown(drawn.notice))
         about = drawn.caption or f"Quick look at {name}"
-        ui.image(_render(name, drawn.raster), caption=f"{about}; download it for the full data.")
+        caption = safe_markdown(f"{about}; download it for the full data.")
+        ui.image(_render(name, drawn.raster), caption=caption)
     except PreviewError as exc:
         if variables is None:
             raise
-        ui.info(str(exc))
+        ui.info(safe_markdown(str(exc)))
     if variables is not None:
         ui.caption("Variables")
         ui.dataframe(variables, hide_index=True)
@@ -1033,10 +1035,8 @@ def _show_raster(name: str, data: bytes, ui: Any) -> None:
 def _show_text(name: str, data: bytes, ui: Any) -> None:
     text = _text_preview(name, data)
     if text.note:
-        ui.caption(text.note)
+        ui.caption(safe_markdown(text.note))
     if _suffix(name) == ".md":
-        from catalog_ui.markdown import safe_markdown
-
         ui.markdown(safe_markdown(text.body))
         return
     ui.code(text.body, language=_TEXT_LANGUAGES.get(_suffix(name)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from accelerator_prefect.errors import AcceleratorError, AccessDenied, NotFound
+from catalog_ui.markdown import safe_markdown
 
 if TYPE_CHECKING:
     from accelerator_prefect import Accelerator, Principal
@@ -275,8 +276,9 @@ def plain_error(exc: BaseException) -> str:
     if _unreachable(exc):
         return PLATFORM_DOWN
     if isinstance(exc, AcceleratorError):
-        # The service layer's messages point CLI users to commands; here, to pages.
-        said = str(exc).replace(
+        # The service layer's messages point CLI users to commands; here, to pages. They
+        # may quote a model's words (a check's message, a file's name): shown unloaded.
+        said = safe_markdown(str(exc)).replace(
             " (see `acc list` for the hosted models)",
             ". The catalog lists the models open to you.",
         )

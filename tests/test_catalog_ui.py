@@ -633,3 +633,123 @@ def test_a_ticked_folder_says_what_it_gives_the_run_without_earlier_results(
     assert said[0].startswith(f"{len(expected)} file(s)"), said
     assert "examples/coarse-cmip6/observations.nc" in said[0], said
     assert "results/" not in said[0], said
+
+
+# -- a hostile author's words ---------------------------------------------------------------
+
+TRACKED_FLOW = """
+from pydantic import Field
+
+from accelerator_prefect import Conf, Output, Secrets, jobflow, routine
+
+SAYS = HOSTILE_WORDS
+
+
+class TrackedConf(Conf):
+    station: str = Field(default="alps", title="Station " + SAYS, description="Where " + SAYS)
+
+
+@routine(name="measure " + SAYS)
+def measure(conf: TrackedConf, output: Output) -> None:
+    # A file the catalog names in a label: "http:/host/…" is a remote address to a browser.
+    with output.open("![x](http:/127.0.0.1:9/pixel.png) <img src=x>.txt", "w") as f:
+        f.write("measured")
+    raise ValueError("the station refused " + SAYS)
+
+
+@jobflow(name="tracked")
+def tracked(conf: TrackedConf, secrets: Secrets, output: Output) -> None:
+    measure(conf, output)
+"""
+
+TRACKED_MANIFEST = """
+name: {name}
+title: {title}
+description: {description}
+version: 1.0.0
+jobflow: flows/tracked.py:tracked
+owner: alice
+project: climate
+access:
+  scope: project
+secrets:
+  TRACKER_KEY:
+    description: {secret}
+    required: false
+"""
+
+
+@pytest.fixture(scope="module")
+def tracked(
+    acc: Accelerator, tmp_path_factory: pytest.TempPathFactory, people: dict[str, str]
+) -> str:
+    """A model of alice's whose every word would load a tracking pixel, were it rendered as
+    the author wrote it: its title, description, a setting's title and description, its
+    secret's description, its routine's name and error, and the name of the file it writes."""
+    import json
+
+    from tests.test_form import HOSTILE
+
+    name = f"tracked-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path_factory.mktemp("tracked"), name)
+    repo.write("flows/tracked.py", TRACKED_FLOW.replace("HOSTILE_WORDS", repr(HOSTILE)))
+    manifest = TRACKED_MANIFEST.format(
+        name=name,
+        title=json.dumps(f"Tracked {HOSTILE}"),  # JSON strings are YAML strings
+        description=json.dumps(f"Counts visitors {HOSTILE}\n\nReally {HOSTILE}"),
+        secret=json.dumps(f"Key of the tracker {HOSTILE}"),
+    )
+    repo.write(f"deployments/{name}.yaml", manifest)
+    repo.commit("tracked 1.0.0")
+    acc.publish(repo.manifest)
+    return name
+
+
+def test_an_authors_words_load_nothing_from_elsewhere_on_any_page(
+    people: dict[str, str], tracked: str
+) -> None:
+    """The catalog, the model's page (full and as a widget in another site) and its run's
+    page show the author's title and words, and nothing in them (Markdown, titles, labels,
+    tooltips, captions) holds an image or an HTML tag a browser would fetch."""
+    from tests.test_form import PIXEL, loads_nothing, markdown_shown
+
+    def seen(at: AppTest) -> list[str]:
+        assert not at.exception, at.exception
+        shown = markdown_shown(at)
+        loads_nothing(shown)
+        return shown
+
+    # The catalog's card: the title and the description's first line, shown as text.
+    shown = seen(on_page(people["alice"], "catalog"))
+    assert any(s.startswith("#### Tracked ") and PIXEL in s for s in shown), shown
+    # (A card's line is plain text: links and images give their words only.)
+    assert any(s.startswith("Counts visitors !x &lt;img") for s in shown), shown
+
+    # The model's page: its title, description, the setting and the secret.
+    at = on_page(people["alice"], "model", model=tracked)
+    shown = seen(at)
+    assert at.title[0].value.startswith("Tracked ") and PIXEL in at.title[0].value
+    assert any(f"Really [image: x]({PIXEL})" in s for s in shown), shown  # About
+    station = at.text_input(key=f"conf:{tracked}:1.0.0:.station")
+    assert station.label.startswith("Station ") and PIXEL in station.label
+    assert f"Where [image: x]({PIXEL})" in (station.help or "")
+    secret = at.text_input(key=f"secret:{tracked}:1.0.0::TRACKER_KEY")
+    assert (secret.help or "").startswith(f"Key of the tracker [image: x]({PIXEL}) &lt;img")
+
+    # The same page as a widget in another site: one line of title, "About" behind it.
+    widget = app(people["alice"], model=tracked)
+    widget.context["is_embedded"] = True
+    shown = seen(widget.run().switch_page("views/model.py").run())
+    assert any(s.startswith("#### Tracked ") and PIXEL in s for s in shown), shown
+
+    # Its run: the title, the model's error and routine, and the file it wrote.
+    with Accelerator.connect(token=people["alice"]) as alice:
+        run = alice.launch(tracked, conf={"station": "alps"})
+        assert run.wait(timeout=180) == "Failed"
+    at = on_page(people["alice"], "run", run=str(run.id))
+    shown = seen(at)
+    assert at.title[0].value.startswith("Tracked ") and PIXEL in at.title[0].value
+    failed = next(e.value for e in at.error if e.value.startswith("The run failed: "))
+    assert failed.startswith("The run failed: the station refused [image: x]"), failed
+    assert any(s.startswith("Said by the model's routine **measure ") for s in shown), shown
+    assert any("127.0.0.1:9/pixel.png" in e.label and ".txt" in e.label for e in at.expander)

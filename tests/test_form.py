@@ -1915,19 +1915,137 @@ def test_any_schema_at_all_draws_a_form_and_returns_json_without_crashing(
     json.dumps(value, allow_nan=False)
 
 
+PIXEL = "http://127.0.0.1:9/pixel.png"
+HOSTILE = f'![x]({PIXEL}) <img src="{PIXEL}">'
+"""A model's words that would make a viewer's browser fetch a tracking pixel, in Markdown
+and in HTML."""
+MARKDOWN_KEYS = {"body", "label", "help", "caption"}
+
+
+def markdown_shown(app: AppTest) -> list[str]:
+    """Every text a page hands Streamlit to read as Markdown: the bodies of Markdown, titles,
+    captions and alerts, every label (widgets, expanders, tabs, popovers, buttons), every
+    help (tooltip) and image caption. Code, JSON and tables, and a widget's options and
+    values, which Streamlit shows as plain text, are left out."""
+    from google.protobuf.json_format import MessageToDict
+
+    found: list[str] = []
+
+    def strings(data: Any, key: str | None = None) -> None:
+        if isinstance(data, dict):
+            for inner, value in data.items():
+                strings(value, inner)
+        elif isinstance(data, list):
+            for value in data:
+                strings(value, key)
+        elif isinstance(data, str) and key in MARKDOWN_KEYS:
+            found.append(data)
+
+    def walk(node: Any) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None and getattr(node, "type", None) != "json":
+            strings(MessageToDict(proto))
+        children = getattr(node, "children", None)
+        if isinstance(children, dict):
+            for child in children.values():
+                walk(child)
+
+    walk(app.main)
+    walk(app.sidebar)
+    return found
+
+
+def loads_nothing(shown: list[str]) -> None:
+    """No text a page renders as Markdown holds an image or an HTML tag: nothing in it can
+    make the browser fetch anything from elsewhere."""
+    loading = [text for text in shown if "![" in text or "<img" in text.lower()]
+    assert not loading, loading
+
+
 def test_author_markdown_loads_nothing_from_elsewhere() -> None:
     """A description, a field's help or a Markdown output with an image must not make the
-    viewer's browser fetch it (a tracking pixel): each image is shown as a link."""
-    from catalog_ui.markdown import safe_markdown
+    viewer's browser fetch it (a tracking pixel): each image is shown as a link, and HTML as
+    text; titles and names are shown as written."""
+    from catalog_ui.markdown import code, plain, safe_markdown
 
     pixel = "https://tracker.example/p.gif?who=me"
     text = f"Downscaling ![logo]({pixel}) and ![ref][p]\n\n[p]: {pixel}"
     shown = safe_markdown(text)
     assert "![" not in shown
     assert f"[image: logo]({pixel})" in shown and "[image: ref][p]" in shown
+    assert safe_markdown(HOSTILE) == f'[image: x]({PIXEL}) &lt;img src="{PIXEL}">'
+    said = safe_markdown("Set `<year>` in **bold**; see <https://example.org> <!-- x --></div>")
+    assert said == "Set `<year>` in **bold**; see <https://example.org> &lt;!-- x -->&lt;/div>"
+    assert plain(f"Rain *now* {HOSTILE}") == (
+        f'Rain \\*now\\* !\\[x\\]({PIXEL}) &lt;img src="{PIXEL}"\\>'
+    )
+    assert plain("Base year (UTC) · 1950–2100") == "Base year (UTC) · 1950–2100"
+    assert code("a`b") == "``a`b``" and code("![x](u)") == "`![x](u)`"
     schema = {
         "type": "object",
         "properties": {"x": {"type": "integer", "description": f"Step ![s]({pixel})"}},
     }
     (x,) = form_fields(schema, schema).children
     assert x.help == f"Step [image: s]({pixel})"
+
+
+HOSTILE_FORM = simple_root(
+    {
+        "station": {
+            "type": "string",
+            "title": f"Station {HOSTILE}",
+            "description": f"Where {HOSTILE}",
+            "help_text": HOSTILE,
+            "x-section": f"Place {HOSTILE}",
+        },
+        "depth": {"type": "number", "x-unit": HOSTILE, "minimum": 0},
+        "site": {
+            "type": "object",
+            "title": f"Site {HOSTILE}",
+            "description": HOSTILE,
+            "properties": {"lat": {"type": "number", "title": f"Lat {HOSTILE}"}},
+            "required": ["lat"],
+        },
+        "layers": {
+            "type": "array",
+            "title": f"Layers {HOSTILE}",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "title": f"Layer {HOSTILE}",
+                "properties": {"cm": {"type": "integer"}},
+            },
+        },
+        "levels": {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+        "shape": {
+            "title": f"Shape {HOSTILE}",
+            "oneOf": [
+                {"type": "integer", "title": f"Side {HOSTILE}"},
+                {"type": "string", "title": f"Name {HOSTILE}"},
+            ],
+            "default": 3,
+        },
+    },
+    ["station", "site"],
+)
+
+
+def test_a_models_words_in_its_form_are_shown_as_written_and_load_nothing() -> None:
+    """Titles, units, sections, descriptions and a model's own messages reach labels,
+    headings, tooltips and errors, which Streamlit reads as Markdown, images included."""
+    app = open_form(HOSTILE_FORM, errors={"station": [f"not a station: {HOSTILE}"]})
+    loads_nothing(markdown_shown(app))
+    station = app.text_input(key="form.station")
+    # Still the author's words, each character shown as written once rendered.
+    assert station.label.startswith("Station ") and PIXEL in station.label
+    assert station.label.endswith(" *")
+    assert f"[image: x]({PIXEL})" in (station.help or "")
+    assert PIXEL in app.number_input(key="form.depth").label
+    said = [m.value for m in app.markdown]
+    assert any(m.startswith("#### Place ") and PIXEL in m for m in said), said
+    assert any(m.startswith("**Site ") and m.endswith("** \\*") for m in said), said
+    assert any(m.startswith("**Layer ") for m in said), said  # the heading of a row
+    assert any(e.value.startswith("not a station: [image: x]") for e in app.error)
+    assert app.button(key="form.layers#add").label.startswith("Add layer ")
+    assert app.number_input(key="form.levels[0]").label.startswith("Levels 1")
+    assert app.number_input(key="form.shape@0").label.startswith("Shape ")

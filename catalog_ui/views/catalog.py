@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from accelerator_prefect.catalog import HostedModel
+from catalog_ui.markdown import plain, safe_markdown
 from catalog_ui.parts import first_line, go, require_session, version_badges
 from catalog_ui.session import reported
 
@@ -72,9 +73,9 @@ def space(model: HostedModel) -> str:
 def card(model: HostedModel) -> None:
     v = model.latest
     with st.container(border=True, height="stretch"):
-        st.markdown(f"#### {v.title}")
+        st.markdown(f"#### {plain(v.title)}")
         st.markdown(version_badges(v))
-        st.write(first_line(v.description) or "No description yet.")
+        st.markdown(safe_markdown(first_line(v.description)) or "No description yet.")
         st.caption(f":material/person: {v.record.owner} · :material/folder: {v.record.project}")
         if v.record.tags:
             st.markdown(" ".join(f":gray-badge[{t}]" for t in v.record.tags))

@@ -17,7 +17,7 @@ from accelerator_prefect.launch import default_output
 from accelerator_prefect.validation import parameter_problems, property_schema
 from catalog_ui import form
 from catalog_ui.explorer import Explorer
-from catalog_ui.markdown import safe_markdown
+from catalog_ui.markdown import code, plain, safe_markdown
 from catalog_ui.parts import (
     embedded,
     first_line,
@@ -81,7 +81,7 @@ def about(version: HostedVersion) -> None:
     if version.record.data:
         st.caption(
             "Reference data pinned by this version: "
-            + ", ".join(f"`{d.path}`" for d in version.record.data)
+            + ", ".join(code(d.path) for d in version.record.data)
         )
 
 
@@ -89,7 +89,7 @@ def compact_header() -> HostedVersion:
     """One line for a widget in another site: the title, and "About" for the rest. A
     guest runs the version the link names (or asked for), else the newest: no picker."""
     title, more = st.columns([4, 1], vertical_alignment="center", wrap=False)
-    title.markdown(f"#### {newest.title}")
+    title.markdown(f"#### {plain(newest.title)}")
     chosen = choices[index]
     if not principal.guest:
         chosen = title.selectbox(
@@ -99,7 +99,7 @@ def compact_header() -> HostedVersion:
         about(chosen)
     short = first_line(newest.description, limit=300)
     if short and len(short) <= SHORT_LINE:
-        st.caption(short)
+        st.caption(safe_markdown(short))
     return chosen
 
 
@@ -108,8 +108,8 @@ def full_header() -> HostedVersion:
     holds the link) and who published it."""
     if not principal.guest:
         st.page_link("views/catalog.py", label="All models", icon=":material/arrow_back:")
-    st.title(newest.title)
-    st.markdown(first_line(newest.description, limit=300))
+    st.title(plain(newest.title))
+    st.markdown(safe_markdown(first_line(newest.description, limit=300)))
     top_left, top_right = st.columns([3, 1], vertical_alignment="bottom")
     chosen = choices[index]
     if not principal.guest:
@@ -174,7 +174,7 @@ def waiting_words() -> str | None:
         return None
     titles = {c.name: c.title for c in fields.children} if fields is not None else {}
     named = [
-        titles.get(path, path)
+        plain(titles.get(path, path))
         for path in (p.removesuffix(MISSING).removeprefix("conf.") for p in unchosen)
     ]
     rest = len(live) - len(unchosen)
@@ -248,7 +248,7 @@ with run_tab:
             "run, for you to download or use as inputs elsewhere.",
         )
         for problem in (p for p in problems if p.startswith("output")):
-            st.error(problem, icon=":material/error:")
+            st.error(safe_markdown(problem), icon=":material/error:")
 
     secrets: dict[str, str] = {}
     remember = False
@@ -263,7 +263,7 @@ with run_tab:
                 secret + (" *" if spec.required else ""),
                 type="password",
                 key=f"secret:{form_key}:{secret}",
-                help=spec.description or None,
+                help=safe_markdown(spec.description) or None,
                 placeholder="leave empty to use the one you asked us to remember",
             )
             if value:
@@ -276,11 +276,11 @@ with run_tab:
                 "forget them with `acc secrets forget`.",
             )
         for problem in (p for p in problems if p.startswith("secrets")):
-            st.error(problem, icon=":material/error:")
+            st.error(safe_markdown(problem), icon=":material/error:")
 
     others = [p for p in problems if not p.startswith(("conf", "inputs", "output", "secrets"))]
-    for problem in others:
-        st.error(problem)
+    for problem in others:  # a model's own checks say these in its author's words
+        st.error(safe_markdown(problem))
     refused = [p for p in problems if p not in live]
     if refused:
         st.error(

@@ -16,6 +16,7 @@ import streamlit as st
 from accelerator_prefect.catalog import HostedModel
 from accelerator_prefect.runs import RunFailure
 from catalog_ui import previews
+from catalog_ui.markdown import plain, safe_markdown
 from catalog_ui.parts import (
     ENVIRONMENT_LOG,
     download_all_button,
@@ -66,27 +67,29 @@ try:
     hosted = session.cached(f"model:{first.model}", lambda: acc.get(first.model))
 except Exception:  # the model went out of sight (archived, unshared): its run still reads
     hosted = None
-title = hosted.latest.title if hosted is not None else first.model
+title = plain(hosted.latest.title) if hosted is not None else first.model
 its_version = next(
     (v for v in (hosted.versions if hosted is not None else []) if v.version == first.version),
     None,
 )
+short_name = plain(first.name.rsplit(" · ", 1)[-1])
 if embedded():  # a widget in another site: one line
-    st.markdown(f"#### {title} · {first.version} · run {first.name.rsplit(' · ', 1)[-1]}")
+    st.markdown(f"#### {title} · {first.version} · run {short_name}")
 else:
     st.title(f"{title} · {first.version}")
     st.caption(
-        f"Run **{first.name.rsplit(' · ', 1)[-1]}** · launched by {first.user} via {first.via}"
+        f"Run **{short_name}** · launched by {first.user} via {first.via}"
         + (f" · {first.created:%Y-%m-%d %H:%M} UTC" if first.created else "")
     )
 
 
 def failure_box(failure: RunFailure) -> None:
     """The model's own words first; its traceback behind "Details" when the service gave
-    it (to the model's owner and operators only)."""
-    st.error(f"The run failed: {failure.message}", icon=":material/error:")
+    it (to the model's owner and operators only). Both are the model's: its Markdown is
+    shown without images or HTML, its routine's name as written."""
+    st.error(f"The run failed: {safe_markdown(failure.message)}", icon=":material/error:")
     if failure.routine:
-        st.caption(f"Said by the model's routine **{failure.routine}**.")
+        st.caption(f"Said by the model's routine **{plain(failure.routine)}**.")
     if failure.details:
         with st.expander("Details"):
             st.code(failure.details, language=None)
@@ -256,7 +259,9 @@ files.sort(key=lambda f: (FIRST.get(previews.kind_of(f.path) or "", 2), f.path))
 for file in files:
     kind = previews.kind_of(file.path)
     eager = kind in FIRST
-    title = f"{file.path} · {human_size(file.size)}" + (" · altered" if file.altered else "")
+    # The model's code names its files: shown as written, never read as Markdown.
+    title = f"{plain(file.path)} · {human_size(file.size)}"
+    title += " · altered" if file.altered else ""
     with st.expander(title, expanded=eager or file.altered):
         if file.altered:
             st.warning(
@@ -291,11 +296,12 @@ with st.expander(":material/fingerprint: Provenance: what this run ran on"):
     except Exception as exc:
         st.caption(plain_error(exc))
     else:
+        # The record quotes the model's repository, data and environment paths.
         if principal.operator:
-            st.markdown(record.markdown())
+            st.markdown(safe_markdown(record.markdown()))
         else:  # the record as its people read it: no paths or hosts of the platform's own
             table = "\n".join(f"| {k} | {v} |" for k, v in record.rows(operator=False))
-            st.markdown(f"| | |\n|---|---|\n{table}")
+            st.markdown(safe_markdown(f"| | |\n|---|---|\n{table}"))
             st.caption("Settings")
             st.json(record.conf, expanded=False)
             if record.inputs:
