@@ -17,6 +17,13 @@ Two figures per run:
 - launch → Completed: what the user waits, from ``Accelerator.launch`` to the run's
   Completed state.
 
+And where the fan-out's time went, from each routine's own wall-clock start and end, its
+process and its thread CPU time (:func:`timeline`): the cluster's start (fan-out's start
+to the first routine's start), the compute span (first routine's start to the last one's
+end), the most routines running at once, how many each process ran, and the cores used
+during the compute span. A routine's wall time over its CPU time tells whether routines
+that ran at once really had a core each (about 1) or took turns on one (about 2 for two).
+
 The speed-up is the thread side's median over the Dask side's. Run it:
 
     python -m benchmarks.dask_fanout --items 8 --work 15000000 --runs 3
@@ -29,6 +36,7 @@ import shutil
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,16 +72,22 @@ class FanOut(Conf):
 
 @routine
 def crunch(seed: int, work: int) -> dict:
-    cpu = time.thread_time()
+    start, cpu = time.time(), time.thread_time()
     total = 0
     for i in range(work):  # pure Python: holds the GIL throughout
         total = (total * 31 + i + seed) % 1000003
-    return {"total": total, "pid": os.getpid(), "cpu_s": time.thread_time() - cpu}
+    return {
+        "total": total,
+        "pid": os.getpid(),
+        "cpu_s": time.thread_time() - cpu,
+        "start": start,
+        "end": time.time(),
+    }
 
 
 @jobflow(name="bench-fanout")
 def fanout(conf: FanOut) -> dict:
-    start = time.perf_counter()
+    began, start = time.time(), time.perf_counter()
     futures = crunch.map(list(range(conf.items)), work=conf.work)
     results = [f.result() for f in futures]
     return {
@@ -82,6 +96,8 @@ def fanout(conf: FanOut) -> dict:
         "totals": [r["total"] for r in results],
         "processes": len({r["pid"] for r in results}),
         "flow_pid": os.getpid(),
+        "began": began,
+        "routines": [[r["start"], r["end"], r["pid"], r["cpu_s"]] for r in results],
     }
 """
 
@@ -101,9 +117,15 @@ COLUMNS = [
     "Runs",
     "Items x work",
     "Fan-out median s",
+    "Cluster start median s",
+    "Compute span median s",
+    "Peak routines at once",
+    "Routines per process",
     "Launch → Completed median s",
     "Processes",
     "Cores used (median)",
+    "Cores used in compute span (median)",
+    "Routine wall / CPU (median)",
     "Speed-up (fan-out)",
     "Speed-up (launch → Completed)",
 ]
@@ -144,6 +166,61 @@ def _timed_run(acc: Any, side: str, conf: dict[str, int]) -> dict[str, Any]:
         "cpu_s": result["cpu_s"],
         "processes": result["processes"],
         "totals": result["totals"],
+        "load_average": load_average(),
+        **timeline(result["began"], result["routines"]),
+    }
+
+
+def timeline(began: float, routines: list[list[float]]) -> dict[str, Any]:
+    """Where a fan-out's time went, from when it began and each routine's ``[start, end,
+    pid, cpu_s]`` (wall-clock seconds, its process, its thread CPU time):
+
+    - ``cluster_start_s``: from the fan-out's start to the first routine's start (for
+      Dask, starting the cluster and sending the first task; for threads, Prefect's
+      own start of a routine);
+    - ``compute_span_s``: from the first routine's start to the last one's end;
+    - ``peak_overlap``: the most routines running at the same moment;
+    - ``compute_cores``: the routines' CPU time over the compute span;
+    - ``wall_over_cpu``: the routines' wall time over their CPU time (about 1 when each
+      had a core of its own while it ran);
+    - ``per_process``: how many routines each process ran, most first;
+    - ``intervals``: each routine as ``[start, end]`` from the fan-out's start, the
+      process it ran in (0, 1 … in order of first start) and its CPU time.
+
+    Example:
+        >>> t = timeline(100.0, [[101.0, 103.0, 7, 2.0], [101.5, 104.0, 9, 2.5]])
+        >>> t["cluster_start_s"], t["compute_span_s"], t["peak_overlap"], t["per_process"]
+        (1.0, 3.0, 2, [1, 1])
+        >>> t["compute_cores"], t["wall_over_cpu"]
+        (1.5, 1.0)
+    """
+    ordered = sorted(routines, key=lambda r: r[0])
+    first, last = ordered[0][0], max(r[1] for r in ordered)
+    span, cpu = last - first, sum(r[3] for r in ordered)
+    wall = sum(r[1] - r[0] for r in ordered)
+    # At equal times an end counts before a start: touching routines did not overlap.
+    events = sorted([(r[0], 1) for r in ordered] + [(r[1], -1) for r in ordered])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    processes = list(dict.fromkeys(int(r[2]) for r in ordered))
+    return {
+        "cluster_start_s": first - began,
+        "compute_span_s": span,
+        "peak_overlap": peak,
+        "compute_cores": cpu / span if span > 0 else None,
+        "wall_over_cpu": wall / cpu if cpu > 0 else None,
+        "per_process": sorted(Counter(int(r[2]) for r in ordered).values(), reverse=True),
+        "intervals": [
+            [
+                round(r[0] - began, 3),
+                round(r[1] - began, 3),
+                processes.index(int(r[2])),
+                round(r[3], 3),
+            ]
+            for r in ordered
+        ],
     }
 
 
@@ -205,6 +282,12 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "waits. Speed-up = the thread runner's median over Dask's. Cores used = the "
         "routines' CPU time (each one's thread time, summed) over the fan-out's wall time: "
         "at most 1 for threads (the GIL), up to the workers' count for Dask.",
+        "From each routine's own start and end: cluster start = fan-out's start to the "
+        "first routine's start; compute span = first routine's start to the last one's "
+        "end; peak = the most routines running at once; routines per process, run by run; "
+        "cores used in compute span = the routines' CPU time over the compute span; "
+        "routine wall / CPU = their wall time over their CPU time (about 1 when each "
+        "routine running had a core of its own, about 2 when two took turns on one).",
         "On a host busy with other work, Linux shares the CPU between sessions "
         "(autogroups): the warm worker's runs and their Dask workers share one session's "
         "part, so the speed-up needs cores that are free; see cores used.",
@@ -224,6 +307,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     seconds = [r["seconds"] for r in runs]
     fanout = [r["fanout_s"] for r in runs]
     cores = [r["cpu_s"] / r["fanout_s"] for r in runs]
+    starts = [r["cluster_start_s"] for r in runs]
+    spans = [r["compute_span_s"] for r in runs]
     return {
         "runs": len(runs),
         "seconds": [round(s, 3) for s in seconds],
@@ -233,7 +318,24 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "routine_cpu_s": [round(r["cpu_s"], 3) for r in runs],
         "cores_used": float(f"{median(cores):.3g}"),
         "processes": max(r["processes"] for r in runs),
+        "cluster_start_s": [round(s, 3) for s in starts],
+        "cluster_start_median_s": round(median(starts), 4),
+        "compute_span_s": [round(s, 3) for s in spans],
+        "compute_span_median_s": round(median(spans), 4),
+        "peak_overlap": [r["peak_overlap"] for r in runs],
+        "compute_cores": _median_of("compute_cores", runs),
+        "wall_over_cpu": _median_of("wall_over_cpu", runs),
+        "per_process": [r["per_process"] for r in runs],
+        "load_average": [r["load_average"] for r in runs],
+        "timelines": [r["intervals"] for r in runs],
     }
+
+
+def _median_of(key: str, runs: list[dict[str, Any]]) -> float | None:
+    """The runs' median of a ratio, three significant digits; ``None`` if no run had it
+    (a compute span or CPU time too short to measure)."""
+    values = [r[key] for r in runs if r[key] is not None]
+    return float(f"{median(values):.3g}") if values else None
 
 
 def _row(
@@ -244,12 +346,22 @@ def _row(
         str(r["runs"]),
         f"{args.items} x {args.work:,}",
         f"{r['fanout_median_s']:.2f}",
+        f"{r['cluster_start_median_s']:.2f}",
+        f"{r['compute_span_median_s']:.2f}",
+        str(max(r["peak_overlap"])),
+        " / ".join("+".join(str(n) for n in counts) for counts in r["per_process"]),
         f"{r['median_s']:.2f}",
         str(r["processes"]),
         f"{r['cores_used']:.2f}",
+        _ratio(r["compute_cores"]),
+        _ratio(r["wall_over_cpu"]),
         f"{speedup['fanout']:.2f}" if speedup else "1.00 (baseline)",
         f"{speedup['launch_to_completed']:.2f}" if speedup else "1.00 (baseline)",
     ]
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

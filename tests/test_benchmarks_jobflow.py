@@ -97,10 +97,27 @@ def test_dask_fanout_runs_the_same_jobflow_on_threads_and_on_a_dask_cluster(
     # The thread runner's routines run in the run's own process; Dask's in its workers.
     assert sides["threads"]["processes"] == 1
     assert 1 <= sides["dask"]["processes"] <= 2
+    # Each side's timeline: both routines, in the processes counted above.
+    for side in sides.values():
+        (timeline,) = side["timelines"]
+        assert len(timeline) == 2 and sum(side["per_process"][0]) == 2
+        assert len(side["per_process"][0]) == side["processes"]
+        assert 1 <= side["peak_overlap"][0] <= 2
+        assert 0 < side["cluster_start_s"][0] < side["fanout_s"][0]
+        within = side["cluster_start_s"][0] + side["compute_span_s"][0]
+        assert within <= side["fanout_s"][0] + 0.01  # each rounded to the millisecond
     assert report["speedup"]["fanout"] > 0 and report["speedup"]["launch_to_completed"] > 0
     assert report["config"] == {"items": 2, "work": 1000, "runs": 1, "warmup": 0}
 
     markdown = (out / "dask_fanout.md").read_text()
     assert markdown.startswith("# B18")
-    for column in ("Fan-out median s", "Launch → Completed median s", "Speed-up (fan-out)"):
+    for column in (
+        "Fan-out median s",
+        "Launch → Completed median s",
+        "Speed-up (fan-out)",
+        "Cluster start median s",
+        "Compute span median s",
+        "Peak routines at once",
+        "Cores used in compute span (median)",
+    ):
         assert column in markdown
