@@ -14,7 +14,6 @@ import asyncio
 import io
 import json
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -783,18 +782,25 @@ class PortalStorage:
 
     def plan_put(self, local: str | Path, uri: str) -> list[tuple[Path, str]]:
         """The (local file, acc:// URI) pairs ``put`` would copy."""
+        from accelerator_prefect.storage import check_path, refuse_dot_name
+
         source = Path(local)
         if not source.exists():
             raise errors.NotFound(f"{source}: no such local file or folder")
         folder = uri.endswith("/") or uri.rstrip("/").count("/") <= 2
         target = uri.rstrip("/") + "/" + source.name if folder else uri
-        if source.is_file():
-            return [(source, target)]
-        return [
-            (path, target + "/" + path.relative_to(source).as_posix())
-            for path in sorted(source.rglob("*"))
-            if path.is_file()
-        ]
+        pairs = (
+            [(source, target)]
+            if source.is_file()
+            else [
+                (path, target + "/" + path.relative_to(source).as_posix())
+                for path in sorted(source.rglob("*"))
+                if path.is_file()
+            ]
+        )
+        for _, each in pairs:  # every name, before anything is sent (the portal refuses each)
+            refuse_dot_name(check_path(each))
+        return pairs
 
     def put(
         self, local: str | Path, uri: str, progress: Callable[[int], None] | None = None
@@ -822,10 +828,12 @@ class PortalStorage:
         self, uri: str, local: str | Path, progress: Callable[[int], None] | None = None
     ) -> list[Path]:
         """Download a file or folder; a local file appears only once complete."""
+        from accelerator_prefect.storage import partial_name
+
         done = []
         for entry, target in self.plan_get(uri, local):
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:12]}")
+            partial = target.with_name(partial_name(target.name))  # as long as any name
             try:
                 with self.open(entry.uri) as source, partial.open("wb") as out:
                     while chunk := source.read(1 << 20):

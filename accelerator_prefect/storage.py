@@ -193,6 +193,18 @@ def partial_name(name: str) -> str:
     return f".{head}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
 
 
+def refuse_dot_name(relative: str) -> None:
+    """Refuse a write of a dot-name (``.env``, ``.cache/x``) by a user: listings hide them,
+    as they hide partial files and the platform's own folders, so the file would be kept
+    but never shown."""
+    dotted = next((part for part in relative.split("/") if part.startswith(".")), None)
+    if dotted is not None:
+        raise StoragePathError(
+            f"{to_uri(relative)}: the name {printable(dotted)!r} starts with a dot; names "
+            "may not start with a dot (storage never lists such files), so rename it"
+        )
+
+
 def is_hidden(path: str) -> bool:
     """Whether any segment of ``path`` is a dot-name: partial files of unfinished
     writes, and what lies in dot-folders."""
@@ -1055,17 +1067,10 @@ class Storage:
         return relative
 
     def _refuse_dot_name(self, relative: str) -> None:
-        """Refuse a user's write of a dot-name (``.env``, ``.cache/x``): listings hide
-        them, as they hide partial files and the platform's own folders, so the file would
-        be kept but never shown. (Runs and the platform itself write with no principal.)"""
-        if self.principal is None:
-            return
-        dotted = next((part for part in relative.split("/") if part.startswith(".")), None)
-        if dotted is not None:
-            raise StoragePathError(
-                f"{to_uri(relative)}: the name {printable(dotted)!r} starts with a dot; names "
-                "may not start with a dot (storage never lists such files), so rename it"
-            )
+        """:func:`refuse_dot_name` for a user's write. (Runs and the platform itself write
+        with no principal.)"""
+        if self.principal is not None:
+            refuse_dot_name(relative)
 
     def _within_quota(self, relative: str, incoming: int = 0) -> None:
         """Refuse a write of ``incoming`` bytes (0: not known) at ``relative`` that its

@@ -580,3 +580,29 @@ def test_the_cli_works_through_the_portal_with_only_its_address_and_a_token(
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Completed" in run.stdout and "data.bin" in run.stdout
     assert SECRET not in run.stdout + run.stderr
+
+
+def test_a_folder_sent_through_the_portal_is_refused_whole_for_a_dot_name_and_long_names_travel(
+    portal: str, people: dict[str, str], tmp_path: Path
+) -> None:
+    """A folder holding a dot-file deep down is refused before any of its files is sent;
+    a name of 250 bytes goes up and comes back down whole."""
+    from accelerator_prefect.storage import StoragePathError
+
+    member = Accelerator.connect(url=portal, token=people["member"])
+    area = f"acc://{people['project']}/dots-{uuid.uuid4().hex[:6]}/"
+    folder = tmp_path / "batch"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "a.csv").write_text("x\n1\n")
+    (folder / "deep" / ".env").write_text("SECRET=1\n")
+    with pytest.raises(StoragePathError, match=r"'\.env' starts with a dot"):
+        member.storage.put(folder, area)
+    assert not member.storage.exists(area + "batch/a.csv")  # nothing was sent
+
+    long = tmp_path / ("n" * 246 + ".csv")
+    long.write_text("x\n2\n")
+    (uploaded,) = member.storage.put(long, area)
+    (tmp_path / "down").mkdir()
+    (down,) = member.storage.get(uploaded.uri, tmp_path / "down")
+    assert down.name == long.name and down.read_text() == "x\n2\n"
+    assert [p.name for p in down.parent.iterdir()] == [long.name]  # no partial file left
