@@ -758,12 +758,13 @@ class AsyncAccelerator:
         _, url = await self._readable_run(run_id, workspace)
         return url
 
-    async def hidden_runs(self, run_ids: list[str]) -> set[str]:
-        """Of ``run_ids``, those of runs on this server the principal may not read: the
-        storage keeps their output folders from them."""
-        from accelerator_prefect.runs import hidden_runs
+    async def named_runs(self, run_ids: list[str]) -> dict[str, bool]:
+        """Of ``run_ids``, those of runs on this server, each with whether the principal
+        may not read it: the storage keeps a hidden run's output folder from them, and
+        any run's folder from their writes."""
+        from accelerator_prefect.runs import named_runs
 
-        return await hidden_runs(await self.client(), await self.principal(), run_ids)
+        return await named_runs(await self.client(), await self.principal(), run_ids)
 
     async def _readable_run(self, run_id: str, workspace: str | None = None) -> tuple[Any, str]:
         """The flow run ``run_id`` and its workspace, if this principal may read it (one
@@ -1569,7 +1570,7 @@ class Accelerator:
             self._storage = Storage(
                 self._core.storage_fs(),
                 principal=lambda: self.principal,
-                runs=lambda ids: self._run(self._core.hidden_runs(ids)),
+                runs=lambda ids: self._run(self._core.named_runs(ids)),
                 quotas=lambda path, size: self._run(self._core.quota_problem(path, size)),
             )
         return self._storage

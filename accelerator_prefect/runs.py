@@ -821,10 +821,17 @@ async def runs_by_id(client: PrefectClient, run_ids: Iterable[str]) -> list[Flow
 async def hidden_runs(client: PrefectClient, principal: Principal, run_ids: list[str]) -> set[str]:
     """Of ``run_ids``, those of runs on ``client``'s server that ``principal`` may not read
     (see :func:`~accelerator_prefect.access.may_read_run`)."""
-    if principal.operator:
-        return set()
+    found = await named_runs(client, principal, run_ids)
+    return {run_id for run_id, hidden in found.items() if hidden}
+
+
+async def named_runs(
+    client: PrefectClient, principal: Principal, run_ids: list[str]
+) -> dict[str, bool]:
+    """Of ``run_ids``, those of runs on ``client``'s server, each with whether
+    ``principal`` may not read it (ids of no run are left out)."""
     runs = await runs_by_id(client, run_ids)
-    return {str(r.id) for r in runs if not may_read_flow_run(principal, r)}
+    return {str(r.id): not (principal.operator or may_read_flow_run(principal, r)) for r in runs}
 
 
 def may_read_flow_run(principal: Principal, flow_run: FlowRun) -> bool:

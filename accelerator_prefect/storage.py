@@ -85,9 +85,10 @@ mimetypes.add_type("image/tiff", ".tif")
 Progress = Callable[[int], None]
 # Reads the hosted versions of one project as the principal's own client sees them.
 VersionReader = Callable[[str], Iterable["SampleSource"]]
-# Run ids found in paths → those of them the principal may not read (runs they did not
-# launch, of models they do not own): the folders named after those runs are theirs.
-RunGate = Callable[[list[str]], set[str]]
+# Run ids found in paths → those of them that are runs, each with whether the principal
+# may not read it (a run they did not launch, of a model they do not own): the folder
+# named after a hidden run is not theirs, and nobody but the run writes in a run's folder.
+RunGate = Callable[[list[str]], dict[str, bool]]
 # (path relative to acc://, bytes about to be written or 0) → why its area's quota cannot
 # hold them, or None.
 QuotaGate = Callable[[str, int], "str | None"]
@@ -854,7 +855,7 @@ class Storage:
         self._runs = runs
         self._quotas = quotas
         self._samples: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
-        self._run_gate: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._run_gate: dict[tuple[str, str], tuple[float, bool | None]] = {}
 
     @property
     def principal(self) -> Principal | None:
@@ -866,28 +867,33 @@ class Storage:
         versions ``versions`` reads that the principal may run."""
         return Storage(self.fs, self._principal, versions, self._runs, self._quotas)
 
-    def _hidden_runs(self, paths: Iterable[str]) -> set[str]:
-        """The run ids named in ``paths`` whose runs the principal may not read (asked
-        again after a few seconds, so a change of rights counts soon)."""
+    def _named_runs(self, paths: Iterable[str]) -> dict[str, bool]:
+        """The run ids named in ``paths`` that are runs, each with whether the principal
+        may not read it (asked again after a few seconds, so a change of rights counts
+        soon); none for operators."""
         principal = self.principal
         if self._runs is None or principal is None or principal.operator:
-            return set()
+            return {}
         ids = {found for path in paths for found in RUN_ID.findall(path.lower())}
         now = time.monotonic()
-        known: dict[str, bool] = {}
+        known: dict[str, bool | None] = {}
         for run_id in ids:
             held = self._run_gate.get((principal.name, run_id))
             if held is not None and now - held[0] <= SAMPLES_TTL:
                 known[run_id] = held[1]
         unknown = sorted(ids - set(known))
         if unknown:
-            hidden_now = self._runs(unknown)
+            found = self._runs(unknown)
             for i in unknown:
-                known[i] = i in hidden_now
-                self._run_gate[(principal.name, i)] = (now, i in hidden_now)
+                known[i] = found.get(i)  # None: no such run
+                self._run_gate[(principal.name, i)] = (now, known[i])
             if len(self._run_gate) > 4096:
                 self._run_gate.clear()
-        return {i for i, hidden in known.items() if hidden}
+        return {i: hidden for i, hidden in known.items() if hidden is not None}
+
+    def _hidden_runs(self, paths: Iterable[str]) -> set[str]:
+        """The run ids named in ``paths`` whose runs the principal may not read."""
+        return {i for i, hidden in self._named_runs(paths).items() if hidden}
 
     def _refuse_hidden_run(self, relative: str, real: str) -> None:
         """Refuse ``relative`` if it, or where it really lies (``real``), is in the folder
@@ -1039,9 +1045,10 @@ class Storage:
 
     def _writable(self, uri: str, *, recursive: bool = False) -> str:
         """``uri`` relative to the root, if the principal may write or remove it: inside
-        their areas, and not in the output folder of a run that has ended (its outputs are
-        kept as it wrote them; operators excepted), nor leading into one through a symbolic
-        link. ``recursive``: nor holding one."""
+        their areas, and not in the output folder of a run: one that has ended (its
+        outputs are kept as it wrote them), nor one named after a run, which only the run
+        writes (operators excepted), nor leading into one through a symbolic link.
+        ``recursive``: nor holding one that has ended."""
         relative = self._allowed(uri)
         principal = self.principal
         if principal is None or principal.operator or not relative:
@@ -1063,6 +1070,12 @@ class Storage:
             raise AccessDenied(
                 f"{to_uri(relative)}: in the output folder of an ended run ({to_uri(ended)}/), "
                 "which stays as the run wrote it; copy its files elsewhere to change them"
+            )
+        running = sorted(self._named_runs({relative, real}))
+        if running:
+            raise AccessDenied(
+                f"{to_uri(relative)}: in the output folder of run {running[0]}, which only the "
+                "run writes; copy its files elsewhere to change them once it has ended"
             )
         return relative
 

@@ -1009,3 +1009,45 @@ def test_a_link_in_ones_own_run_folder_opens_no_colleagues_run(
         assert b"hers" not in read.content
     with acc.storage.open(f"{theirs}note.txt") as f:  # her folder itself is as it was
         assert f.read() == b"hers"
+
+
+def test_only_the_run_writes_in_its_folder_while_it_runs(
+    acc: Accelerator, platform: PlatformInfo, team: dict[str, str], portal: str, tmp_path: Path
+) -> None:
+    """alice's run of her own model sleeps: neither she (its launcher and its model's
+    owner) nor anyone else but an operator writes in its output folder meanwhile,
+    in-process or over the portal."""
+    import httpx
+
+    model = f"slow-note-{uuid.uuid4().hex[:6]}"
+    repo = ModelRepo(tmp_path / "m", model)
+    slow = NOTE_FLOW.replace("from pydantic", "import time\n\nfrom pydantic").replace(
+        "    write(conf, output)", "    write(conf, output)\n    time.sleep(300)"
+    )
+    repo.write("flows/note.py", slow)
+    owner = team["alice-name"]
+    manifest = NOTE_MANIFEST.format(name=model, scope="project", owner=owner, version="1.0.0")
+    repo.write(f"deployments/{model}.yaml", manifest)
+    repo.commit("slow note 1.0.0")
+    acc.publish(repo.manifest)
+    with Accelerator.connect(platform.api_url, token=team["alice"]) as alice:
+        run = alice.launch(model, {"text": "slow"})
+        try:
+            folder = str(run.output_location)
+            with (
+                pytest.raises(AccessDenied, match="which only the run writes"),
+                alice.storage.open(f"{folder}planted.csv", "wb") as f,
+            ):
+                f.write(b"x\n")
+            headers = {"Authorization": f"Bearer {team['alice']}"}
+            with httpx.Client(base_url=f"{portal}/api/v1", headers=headers, timeout=60) as http:
+                put = http.put(
+                    "/storage/file", params={"path": f"{folder}planted.csv"}, content=b"x\n"
+                )
+                assert put.status_code == 403, put.text
+            with acc.storage.open(f"{folder}operator.txt", "wb") as f:  # operators may
+                f.write(b"by the operator\n")
+            acc.storage.rm(f"{folder}operator.txt")
+            assert not acc.storage.exists(f"{folder}planted.csv")
+        finally:
+            run.cancel()

@@ -33,8 +33,8 @@ async def _storage(acc: Acc, reading: str | None = None) -> Storage:
     versions = await _versions_around(acc, reading) if reading else []
     loop = asyncio.get_running_loop()
 
-    def hidden_runs(ids: list[str]) -> set[str]:  # asked from the thread the storage works in
-        return asyncio.run_coroutine_threadsafe(acc.hidden_runs(ids), loop).result(timeout=60)
+    def named_runs(ids: list[str]) -> dict[str, bool]:  # asked from the storage's thread
+        return asyncio.run_coroutine_threadsafe(acc.named_runs(ids), loop).result(timeout=60)
 
     def over_quota(path: str, size: int) -> str | None:
         future = asyncio.run_coroutine_threadsafe(acc.quota_problem(path, size), loop)
@@ -44,7 +44,7 @@ async def _storage(acc: Acc, reading: str | None = None) -> Storage:
         acc.storage_fs(),
         principal=principal,
         versions=lambda _project: versions,
-        runs=hidden_runs,
+        runs=named_runs,
         quotas=over_quota,
     )
 
