@@ -3,9 +3,11 @@
 A warm worker's child runs an author's code as the worker's own user. Before the run
 starts, the child restricts itself (irrevocably, it and anything it starts) so that,
 inside the platform's home, it reaches only what a run needs: the code cache, the
-environments, the local storage and result folders, the DVC remote. The operator's
-token, the Prefect API's auth string, the Prefect server's database and the logs are
-out of its reach; everything outside the home is as before.
+environments and the DVC remote to read (what a run wrote there would run in other
+runs: each version's checkout, each lock's libraries), the local storage and result
+folders to write (the warm worker's child narrows both to the run's own in further
+layers). The operator's token, the Prefect API's auth string, the Prefect server's
+database and the logs are out of its reach; everything outside the home is as before.
 
 Landlock (Linux 5.13 and later, when the kernel enables it) needs no privilege. Where it
 is missing, :class:`Unavailable` says why and the run goes on unconfined: the platform
@@ -36,6 +38,12 @@ _ALL_RIGHTS = (1 << 15) - 1
 RUN_NEEDS = ("code", "environments", "storage", "results", "dvc-remote")
 """The folders of the platform's home a run reaches (the others, and every file directly
 in the home, are out of its reach)."""
+RUN_READS = ("code", "environments", "dvc-remote")
+"""Of :data:`RUN_NEEDS`, the folders a run reads and never writes: the code cache (the
+checkout is made before the run confines itself), the environments (the worker builds
+them) and the DVC remote (the checkout reads it)."""
+
+READ_ONLY = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read a file, read a folder
 
 
 def asked() -> bool:
@@ -89,10 +97,11 @@ def new_ruleset() -> int:
     return fd
 
 
-def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS) -> int:
+def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS, reads: Iterable[str] = RUN_READS) -> int:
     """A Landlock ruleset (its file descriptor) allowing everything but ``home``, and in
-    ``home`` the folders ``needs`` names. Made once, in the warm parent: each child
-    restricts itself with it (:func:`restrict`), for nothing more than two system calls.
+    ``home`` the folders ``needs`` names (those ``reads`` names to read only). Made once,
+    in the warm parent: each child restricts itself with it (:func:`restrict`), for
+    nothing more than two system calls.
 
     Raises :class:`Unavailable` where Landlock is not."""
     home = home.resolve()
@@ -101,13 +110,11 @@ def ruleset(home: Path, needs: Iterable[str] = RUN_NEEDS) -> int:
     fd = new_ruleset()
     for path in _around(home):
         allow(fd, path, follow=False)
+    read_only = set(reads)
     for name in needs:
         if (home / name).is_dir():
-            allow(fd, (home / name).resolve())
+            allow(fd, (home / name).resolve(), rights=READ_ONLY if name in read_only else None)
     return fd
-
-
-READ_ONLY = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read a file, read a folder
 
 
 def open_around(folder: Path) -> list[int]:

@@ -305,6 +305,7 @@ class Zygote:
     def __init__(self, channel: socket.socket) -> None:
         self.channel = channel
         self.children: set[int] = set()
+        self.runs: dict[int, str] = {}  # child → its run's id
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         self.selector = selectors.DefaultSelector()
@@ -344,6 +345,7 @@ class Zygote:
             run_child(secrets_fd, parent)
         os.close(secrets_fd)
         self.children.add(pid)
+        self.runs[pid] = run_id
         _send(self.channel, {"forked": run_id, "pid": pid})
 
     def _become_child(self) -> None:
@@ -365,6 +367,7 @@ class Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            _drop_empty_result_folder(self.runs.pop(pid, ""))
             code = os.waitstatus_to_exitcode(status)
             cpu = round(usage.ru_utime + usage.ru_stime, 3)  # the worker tells a CPU-limit kill
             _send(self.channel, {"exited": pid, "code": code, "cpu": cpu})
@@ -433,6 +436,7 @@ def _run(given: dict[str, Any]) -> int:
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
         _refresh_prefect_settings()
+        _results_in_run_folder(run_id)
         _limit_messages()
         _preset_result_storage(given.get("result_storage"))
         return _engine(UUID(run_id), given.get("deployment"))
@@ -583,6 +587,13 @@ _ALLOWED: dict[str, tuple[int, int]] = {}
 """Folders the ruleset allows whole, where runs work (the zygote's own, the code cache),
 with the (device, inode) allowed: a rule holds the folder it was made for, so one
 removed and made again (the code cache, cleared by an operator) is allowed anew."""
+_READ_ONLY: set[str] = set()
+"""Of :data:`_ALLOWED`, the folders runs only read: the code cache, the environments,
+the DVC remote (what a run wrote there would run in other runs)."""
+_OWN: dict[str, tuple[str, list[int]]] = {}
+"""Folders of which a run reaches only its own part, each with handles on everything
+beside the way to it: ``results`` (the run's result folder, written) and ``code`` (its
+own checkout, read)."""
 
 
 def _prepare_confinement() -> None:
@@ -615,11 +626,16 @@ def _prepare_confinement() -> None:
         local = Path(unquote(urlparse(root).path)).resolve()
         local.mkdir(parents=True, exist_ok=True)
         _STORAGE = (str(local), confine.open_around(local))
-    made = {Path.cwd(), _cache_root(), home / "results"}  # runs write there: made if gone
+    made = {Path.cwd(), _cache_root(), home / "results"}  # runs work there: made if gone
     for folder in [*made, *(home / n for n in confine.RUN_NEEDS)]:
         if folder in made or folder.is_dir():
             _ALLOWED[str(folder.resolve())] = (0, 0)
+    _READ_ONLY.update(
+        str(f.resolve()) for f in [_cache_root(), *(home / n for n in confine.RUN_READS)]
+    )
     _keep_allowed()
+    for name, folder in (("results", home / "results"), ("code", _cache_root())):
+        _OWN[name] = (str(folder.resolve()), confine.open_around(folder))
 
 
 def _keep_allowed() -> None:
@@ -639,15 +655,17 @@ def _keep_allowed() -> None:
         except OSError:
             continue
         if (found.st_dev, found.st_ino) != held:
-            confine.allow(_RULESET, Path(folder))
+            rights = confine.READ_ONLY if folder in _READ_ONLY else None
+            confine.allow(_RULESET, Path(folder), rights=rights)
             _ALLOWED[folder] = (found.st_dev, found.st_ino)
 
 
 def _confine(flow_run: Any) -> None:
     """Confine this child with the zygote's ruleset, and its working folder: its scratch
-    folder, or the code it runs (a checkout in the platform's code cache, or an
-    author's working tree for a version published with uncommitted code); then, in a
-    local storage, to the run's inputs (to read) and its output folder."""
+    folder, or the code it runs (a checkout in the platform's code cache, to read, or an
+    author's working tree for a version published with uncommitted code); then to its
+    own result folder and its own checkout (:func:`_confine_own`); then, in a local
+    storage, to the run's inputs (to read) and its output folder."""
     if not isinstance(_RULESET, int):
         return
     import tempfile
@@ -660,6 +678,7 @@ def _confine(flow_run: Any) -> None:
             if not any(folder == a or folder.startswith(a + os.sep) for a in _ALLOWED):
                 confine.allow(_RULESET, Path(folder))  # rare: a pool's or a dirty version's
         confine.restrict(_RULESET)
+        _confine_own(flow_run)
         _confine_storage(flow_run)
     except confine.Unavailable as exc:
         print(f"zygote: the run is not confined to what it needs: {exc}", file=sys.stderr)
@@ -667,9 +686,52 @@ def _confine(flow_run: Any) -> None:
         os.close(_RULESET)
 
 
+def _confine_own(flow_run: Any) -> None:
+    """Further layers, one per folder of :data:`_OWN`: of the result folder only the
+    run's own (``results/<run id>/``, made now; its Prefect result goes there,
+    :func:`_results_in_run_folder`), of the code cache only the run's own checkout (to
+    read); the others' results and code are out of its reach, everything else as the
+    first layer left it."""
+    import tempfile
+    from pathlib import Path
+
+    from accelerator_prefect import confine
+
+    cwd = Path.cwd().resolve()
+    for name, (folder, around) in _OWN.items():
+        own: Path | None
+        if name == "results":
+            own = Path(folder, str(flow_run.id))
+            own.mkdir(parents=True, exist_ok=True)
+        else:
+            own = cwd if cwd.is_relative_to(folder) else None
+        fd = confine.new_ruleset()
+        try:
+            for opened in around:
+                confine.allow_opened(fd, opened)
+            # What the first layer allows anew (the other of the two made again), by path.
+            for other in {*_ALLOWED, str(cwd), tempfile.gettempdir()}:
+                inside = other == folder or other.startswith(folder + os.sep)
+                if not (inside or folder.startswith(other + os.sep)):
+                    confine.allow(fd, Path(other))
+            if own is not None:
+                confine.allow(fd, own, rights=None if name == "results" else confine.READ_ONLY)
+            confine.restrict(fd)
+        finally:
+            os.close(fd)
+
+
+def _drop_empty_result_folder(run_id: str) -> None:
+    """Once a run's process ended, remove its result folder if it stored nothing there
+    (the run itself may not: it reaches nothing beside its folder)."""
+    if "results" in _OWN and run_id:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(_OWN["results"][0], run_id))
+
+
 def _confine_storage(flow_run: Any) -> None:
-    """A second layer: in the local storage, only the run's ``acc://`` inputs (to read)
-    and its output folder (made now); everything else as the first layer left it."""
+    """A last layer: in the local storage, only the run's ``acc://`` inputs (to read)
+    and its output folder (made now); everything else as the layers before left it."""
     if _STORAGE is None:
         return
     import tempfile
@@ -718,6 +780,48 @@ def _refresh_prefect_settings() -> None:
     prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.flows.heartbeat_frequency = None
     _no_suspension_observer()
     _queued_pull_step_events()
+
+
+def run_result_key(run_id: str, key: str) -> str:
+    """Where a warm run keeps the result Prefect would keep at ``key`` (its jobflow's, a
+    persisted or cached routine's): ``<run id>/<key>``, in the run's own folder of the
+    result storage.
+
+    Example:
+        >>> run_result_key("5c0f", "9e41ab")
+        '5c0f/9e41ab'
+    """
+    if key.startswith(f"{run_id}/") or os.path.isabs(key):
+        return key
+    return f"{run_id}/{key}"
+
+
+def _results_in_run_folder(run_id: str) -> None:
+    """Keep every result this process stores or looks up in a folder of the run's own in
+    the result storage (:func:`run_result_key`): the only part of a local one the run
+    may write (:func:`_confine_own`). A result is read by the key its run's state names,
+    so the results of runs from before (flat keys) read as ever. A routine cached by its
+    cache policy is cached within its run (across runs, one run's cache would be another
+    run's to read and change). A routine run in another process (a Dask worker) caches
+    nothing outside its run's folder: Prefect logs why, and its value is used as ever."""
+    from prefect.results import ResultStore
+
+    create = ResultStore.create_result_record
+
+    def create_result_record(
+        self: ResultStore, obj: Any, key: str | None = None, expiration: Any = None
+    ) -> Any:
+        return create(self, obj, run_result_key(run_id, key or self.storage_key_fn()), expiration)
+
+    def by_run_key(method: Callable[..., Any]) -> Callable[..., Any]:
+        def keyed(self: ResultStore, key: str, *args: Any, **kwargs: Any) -> Any:
+            return method(self, run_result_key(run_id, key), *args, **kwargs)
+
+        return keyed
+
+    ResultStore.create_result_record = create_result_record  # type: ignore[method-assign]
+    for name in ("_exists", "_aexists", "_read", "_aread"):
+        setattr(ResultStore, name, by_run_key(getattr(ResultStore, name)))
 
 
 def _preset_result_storage(given: dict[str, Any] | None) -> None:
@@ -802,6 +906,8 @@ def _engine(flow_run_id: Any, deployment: Any = None) -> int:
         flow_run = load_flow_run(flow_run_id=flow_run_id)
         run_logger = flow_run_logger(flow_run=flow_run)
         try:
+            if not deployment and flow_run.deployment_id is not None:
+                deployment = _read_deployment(flow_run.deployment_id)
             if deployment:
                 flow = _load_flow(flow_run, deployment)
             else:
@@ -816,6 +922,17 @@ def _engine(flow_run_id: Any, deployment: Any = None) -> int:
         result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
         _drive_run_flow_result(flow, result)
     return 0
+
+
+def _read_deployment(deployment_id: Any) -> dict[str, Any]:
+    """The run's deployment, where the worker could not read it: its pull steps (the
+    checkout) must run before the run confines itself, which keeps it from writing
+    the code cache."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment: dict[str, Any] = client.read_deployment(deployment_id).model_dump(mode="json")
+    return deployment
 
 
 def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,6 +139,10 @@ def warm(platform: PlatformInfo) -> Iterator[WarmPool]:
     """A work pool of type acc-warm and one warm worker process serving it."""
     name = f"warm-{uuid.uuid4().hex[:6]}"
     create_warm_pool(platform.api_url, name)
+    # As in a home that built an environment and holds DVC data: the runs' confinement,
+    # made when the worker starts, finds the folders (runs read them, never write them).
+    for folder in ("environments", "dvc-remote"):
+        (platform.home / folder).mkdir(exist_ok=True)
     pid = start_warm_worker(platform.home, platform.api_url, name, {"ACC_WARM_LIMIT": "10"})
     _until(lambda: _worker_online(platform.api_url, name), 120, "the warm worker came online")
     _until(lambda: _has_zygote(pid), 120, "the zygote started")
@@ -339,6 +344,7 @@ refused or missing."""
 
 HOSTILE_FLOW = """
 import os
+from pathlib import Path
 
 import fsspec
 
@@ -346,15 +352,24 @@ from accelerator_prefect import Conf, Inputs, Output, jobflow
 from accelerator_prefect.settings import get_settings
 
 
-class Nothing(Conf):
-    pass
+class Victims(Conf):
+    checkout: str
+    site_packages: str
+    result: str
+    old_result: str
 
 
 {attempts}
 
+def overwrite(path: str) -> None:
+    with open(path, "w") as f:
+        f.write("pwned")
+
+
 @jobflow(name="hostile")
-def hostile(conf: Nothing, inputs: Inputs, output: Output) -> dict:
+def hostile(conf: Victims, inputs: Inputs, output: Output) -> dict:
     home = get_settings().home
+    checkout, site_packages = Path(conf.checkout), Path(conf.site_packages)
     tried = {
         "operator token": attempt(lambda: (home / "operator.token").read_bytes()),
         "auth string": attempt(lambda: (home / "api-auth-string").read_bytes()),
@@ -363,6 +378,19 @@ def hostile(conf: Nothing, inputs: Inputs, output: Output) -> dict:
         "home": attempt(lambda: os.listdir(home)),
         "planted": attempt(lambda: (home / "planted.py").write_text("import os")),
         "code cache": attempt(lambda: os.listdir(home / "code")),
+        "other checkout": attempt(lambda: overwrite(checkout / "flows" / "nap.py")),
+        "plant in other checkout": attempt(lambda: overwrite(checkout / "flows" / "evil.py")),
+        "read other checkout": attempt(lambda: (checkout / "flows" / "nap.py").read_text()),
+        "own checkout": attempt(lambda: overwrite("evil.py")),
+        "read own checkout": attempt(lambda: open("flows/nap.py").read()),
+        "environment": attempt(lambda: overwrite(site_packages / "victim_lib.py")),
+        "plant in environment": attempt(lambda: overwrite(site_packages / "evil.py")),
+        "read environment": attempt(lambda: (site_packages / "victim_lib.py").read_text()),
+        "other result": attempt(lambda: overwrite(conf.result)),
+        "read other result": attempt(lambda: open(conf.result).read()),
+        "older result": attempt(lambda: overwrite(conf.old_result)),
+        "results": attempt(lambda: os.listdir(home / "results")),
+        "dvc remote": attempt(lambda: overwrite(home / "dvc-remote" / "evil")),
         "its input": attempt(lambda: inputs.files()[0].read_text()),
         "other storage": attempt(lambda: fsspec.open("acc://demo/ledger/books.csv").open().read()),
         "write elsewhere": attempt(lambda: write("acc://demo/PWNED.txt")),
@@ -391,20 +419,61 @@ def _publish_jobflow(
     return repo
 
 
+def _result_file(api_url: str, run_id: object) -> Path:
+    """The file holding a run's result (its state names the key, its block the folder)."""
+
+    async def read(client: Any) -> Path:
+        state = (await client.read_flow_run(run_id)).state
+        block = await client.read_block_document(state.data.storage_block_id)
+        return (Path(block.data["basepath"]) / str(state.data.storage_key)).resolve()
+
+    found = _prefect(api_url, read)
+    assert isinstance(found, Path)
+    return found
+
+
 def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
-    acc: Accelerator, warm: WarmPool, platform: PlatformInfo, tmp_path: Path
+    acc: Accelerator, warm: WarmPool, platform: PlatformInfo, nap: ModelRepo, tmp_path: Path
 ) -> None:
     """An author's code runs as the worker's user, yet the operator's token, the API's
     auth string, the server's database and the logs in the platform's home are out of
     its reach (Landlock, set by each child before the author's code is imported): only
     the folders a run needs are, and in the local storage only its inputs (to read) and
-    its output folder."""
+    its output folder. It cannot change what other runs execute or report either: other
+    models' checkouts, environments and the DVC remote are read-only, of the code cache
+    it reads only its own checkout, and of the results only its own result folder."""
     from accelerator_prefect import confine
 
     if confine.abi() < 1:
         pytest.skip(
             "this kernel offers no Landlock (the docs say the platform then trusts its authors)"
         )
+    # What a colleague's next run would execute or read back: the nap's cached checkout
+    # and its result; an environment's libraries; a result stored before results went
+    # into a folder per run; the DVC remote.
+    victim = acc.launch(nap.name, version="1.0.0")
+    assert victim.wait(timeout=120) == "Completed", victim.logs()
+    victims_result = victim.result()
+    checkout = Path(victims_result["cwd"])
+    victim_result = _result_file(platform.api_url, victim.id)
+    results = (platform.home / "results").resolve()
+    assert victim_result.parent == results / str(victim.id)  # a folder per run
+    site_packages = (
+        platform.home / "environments" / f"hostile-{uuid.uuid4().hex[:8]}" / "lib" / "site-packages"
+    )
+    site_packages.mkdir(parents=True)
+    (site_packages / "victim_lib.py").write_text("VALUE = 1\n")
+    old_result = platform.home / "results" / uuid.uuid4().hex
+    old_result.write_text('{"answer": 42}')
+    kept = {
+        path: path.read_bytes()
+        for path in (
+            checkout / "flows" / "nap.py",
+            site_packages / "victim_lib.py",
+            victim_result,
+            old_result,
+        )
+    }
     repo = _publish_jobflow(
         acc,
         tmp_path,
@@ -418,7 +487,13 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
         f.write(b"account,balance\n")
     with acc.storage.open("acc://demo/hostile-in/in.csv", "wb") as f:
         f.write(b"x\n1\n")
-    run = acc.launch(repo.name, inputs=["acc://demo/hostile-in/in.csv"])
+    victims = {
+        "checkout": str(checkout),
+        "site_packages": str(site_packages),
+        "result": str(victim_result),
+        "old_result": str(old_result),
+    }
+    run = acc.launch(repo.name, inputs=["acc://demo/hostile-in/in.csv"], conf=victims)
     assert run.wait(timeout=120) == "Completed", run.logs()
     assert run.result() == {
         "operator token": "refused",
@@ -427,7 +502,20 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
         "logs": "refused",
         "home": "refused",
         "planted": "refused",
-        "code cache": "done",
+        "code cache": "refused",
+        "other checkout": "refused",
+        "plant in other checkout": "refused",
+        "read other checkout": "refused",
+        "own checkout": "refused",
+        "read own checkout": "done",
+        "environment": "refused",
+        "plant in environment": "refused",
+        "read environment": "done",
+        "other result": "refused",
+        "read other result": "refused",
+        "older result": "refused",
+        "results": "refused",
+        "dvc remote": "refused",
         "its input": "done",
         "other storage": "refused",
         "write elsewhere": "refused",
@@ -436,6 +524,18 @@ def test_a_hostile_jobflow_cannot_reach_the_platforms_home(
     assert not (platform.home / "planted.py").exists()
     assert not acc.storage.exists("acc://demo/PWNED.txt")
     assert [o.path for o in run.outputs()] == ["tried.txt"]
+    # Nothing another run executes or reads back was changed or added to.
+    assert {path: path.read_bytes() for path in kept} == kept
+    for planted in (
+        checkout / "flows" / "evil.py",
+        site_packages / "evil.py",
+        platform.home / "dvc-remote" / "evil",
+    ):
+        assert not planted.exists(), planted
+    assert victim.result() == victims_result
+    # Its own result went into a folder of its own, and reads back (above) as ever.
+    assert _result_file(platform.api_url, run.id).parent == results / str(run.id)
+    shutil.rmtree(site_packages.parent.parent)
 
 
 OBJECT_STORE_FLOW = """
@@ -579,9 +679,9 @@ async def pry(conf: Targets, own: UUID) -> dict:
     )
     refused = answer.status_code in (401, 403)
     tried["server directly"] = f"refused {answer.status_code}" if refused else "done"
-    for name, about in (("Pried", other), ("Probed", own)):
+    for about in (other, own):  # the one flow-run event a run sends itself
         resource = {"prefect.resource.id": f"prefect.flow-run.{about}"}
-        emit_event(f"prefect.flow-run.{name}", resource=resource)
+        emit_event("prefect.flow-run.heartbeat", resource=resource)
     values = os.environ.values()
     tried["environment"] = sorted(hashlib.sha256(v.encode()).hexdigest() for v in values)
     return tried
@@ -604,7 +704,7 @@ def test_a_jobflow_reaches_only_its_own_run_through_the_run_scoped_proxy(
     import hashlib
 
     from prefect.client.schemas.actions import BlockDocumentCreate
-    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     other = acc.launch(nap.name, version="2.0.0", conf={"seconds": 0.1})
     assert other.wait(timeout=120) == "Completed"
@@ -660,24 +760,23 @@ def test_a_jobflow_reaches_only_its_own_run_through_the_run_scoped_proxy(
     assert other.state == "Completed" and len(acc.runs(model=nap.name)) == runs_before
     assert "acc:user:alice" not in run.info().tags.values()
 
-    def events(name: str) -> Any:
+    def heartbeats(run_id: object) -> Any:
+        wanted = EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+        )
+
         async def read(client: Any) -> Any:
             found = await client.request(
-                "POST",
-                "/events/filter",
-                json={
-                    "filter": EventFilter(event=EventNameFilter(name=[name])).model_dump(
-                        mode="json"
-                    )
-                },
+                "POST", "/events/filter", json={"filter": wanted.model_dump(mode="json")}
             )
             return found.json()["events"]
 
         return _prefect(platform.api_url, read)
 
     # Its event about itself arrives; the one about another run never does.
-    _until(lambda: events("prefect.flow-run.Probed"), 30, "the run's own event arrived")
-    assert events("prefect.flow-run.Pried") == []
+    _until(lambda: heartbeats(run.id), 30, "the run's own event arrived")
+    assert heartbeats(other.id) == []
 
 
 def _memory(pid: int) -> bytes:
