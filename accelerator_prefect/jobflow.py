@@ -494,32 +494,7 @@ def chosen_task_runner(environment: typing.Mapping[str, str] | None = None) -> A
     except ImportError:
         raise AcceleratorError(DASK_MISSING) from None
     _serializer_by_reference()
-    if environment is None:  # this process's own run (not a question about another's)
-        _workers_forked()
     return DaskTaskRunner(cluster_kwargs=dask_cluster_options(options))
-
-
-START_METHOD_VARIABLE = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
-
-
-def _workers_forked() -> None:
-    """Start the run's Dask workers by forking the run's process, not as fresh Pythons
-    (Dask's default, ``spawn``), unless the environment chose (``START_METHOD_VARIABLE``:
-    ``spawn``, ``forkserver``) or cannot fork.
-
-    A spawned worker imports Prefect and Dask before its first routine: about 4.5 s of
-    CPU each (B18), which took the gain of two cores from routines of seconds. The run's
-    process has them imported (a warm worker's child from its zygote), so a forked
-    worker runs its first routine at once. It also starts with a copy of what the run
-    held when its first routine was submitted, and its threads are not copied: Prefect
-    and Dask start their own again in it."""
-    import multiprocessing
-
-    if START_METHOD_VARIABLE in os.environ or "fork" not in multiprocessing.get_all_start_methods():
-        return
-    import dask
-
-    dask.config.set({"distributed.worker.multiprocessing-method": "fork"})
 
 
 def _serializer_by_reference() -> None:
