@@ -68,8 +68,14 @@ _STORAGE_KEY = re.compile(
     r"GCS_|FSSPEC_|AZURE_STORAGE_|AZURE_CLIENT_SECRET$|AZURE_CLIENT_CERTIFICATE|"
     r"AZURE_FEDERATED_TOKEN_FILE$)"
 )
-# The flow-run events a run's own engine sends (the others are the server's to make).
-_RUN_SENDS = frozenset({"prefect.flow-run.heartbeat"})
+# The flow-run events a run's own process sends (the others are the server's to make).
+_RUN_SENDS = frozenset(
+    {
+        "prefect.flow-run.heartbeat",
+        "prefect.flow-run.pull-step.executed",
+        "prefect.flow-run.pull-step.failed",
+    }
+)
 # Where TLS finds the certificates it trusts: named like credentials, holding none.
 TRUST_STORES = (
     "SSL_CERT_FILE",
