@@ -70,8 +70,17 @@ class FanOut(Conf):
     work: int = Field(default=1000, ge=1, description="Loop steps per item.")
 
 
+def queued() -> float | None:  # seconds this thread waited for a CPU, able to run
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @routine
 def crunch(seed: int, work: int) -> dict:
+    waited = queued()
     start, cpu = time.time(), time.thread_time()
     total = 0
     for i in range(work):  # pure Python: holds the GIL throughout
@@ -82,6 +91,7 @@ def crunch(seed: int, work: int) -> dict:
         "cpu_s": time.thread_time() - cpu,
         "start": start,
         "end": time.time(),
+        "queued_s": None if waited is None else (queued() or 0.0) - waited,
     }
 
 
@@ -98,6 +108,7 @@ def fanout(conf: FanOut) -> dict:
         "flow_pid": os.getpid(),
         "began": began,
         "routines": [[r["start"], r["end"], r["pid"], r["cpu_s"]] for r in results],
+        "queued": [r["queued_s"] for r in results],
     }
 """
 
@@ -126,6 +137,7 @@ COLUMNS = [
     "Cores used (median)",
     "Cores used in compute span (median)",
     "Routine wall / CPU (median)",
+    "Run-queue wait per routine (median s)",
     "Speed-up (fan-out)",
     "Speed-up (launch → Completed)",
 ]
@@ -167,8 +179,14 @@ def _timed_run(acc: Any, side: str, conf: dict[str, int]) -> dict[str, Any]:
         "processes": result["processes"],
         "totals": result["totals"],
         "load_average": load_average(),
+        "queued_s": _median_or_none(result["queued"]),
         **timeline(result["began"], result["routines"]),
     }
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return median(known) if known else None
 
 
 def timeline(began: float, routines: list[list[float]]) -> dict[str, Any]:
@@ -287,7 +305,10 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "end; peak = the most routines running at once; routines per process, run by run; "
         "cores used in compute span = the routines' CPU time over the compute span; "
         "routine wall / CPU = their wall time over their CPU time (about 1 when each "
-        "routine running had a core of its own, about 2 when two took turns on one).",
+        "routine running had a core of its own, about 2 when two took turns on one); "
+        "run-queue wait = how long a routine's thread could run but waited for a CPU "
+        "(Linux's schedstat; a thread waiting for the GIL is not counted): time the "
+        "machine's other work took from it.",
         "On a host busy with other work, Linux shares the CPU between sessions "
         "(autogroups): the warm worker's runs and their Dask workers share one session's "
         "part, so the speed-up needs cores that are free; see cores used.",
@@ -325,6 +346,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_overlap": [r["peak_overlap"] for r in runs],
         "compute_cores": _median_of("compute_cores", runs),
         "wall_over_cpu": _median_of("wall_over_cpu", runs),
+        "runqueue_wait_s": _median_of("queued_s", runs),
         "per_process": [r["per_process"] for r in runs],
         "load_average": [r["load_average"] for r in runs],
         "timelines": [r["intervals"] for r in runs],
@@ -355,6 +377,7 @@ def _row(
         f"{r['cores_used']:.2f}",
         _ratio(r["compute_cores"]),
         _ratio(r["wall_over_cpu"]),
+        _ratio(r["runqueue_wait_s"]),
         f"{speedup['fanout']:.2f}" if speedup else "1.00 (baseline)",
         f"{speedup['launch_to_completed']:.2f}" if speedup else "1.00 (baseline)",
     ]

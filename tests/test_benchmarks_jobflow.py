@@ -106,6 +106,7 @@ def test_dask_fanout_runs_the_same_jobflow_on_threads_and_on_a_dask_cluster(
         assert 0 < side["cluster_start_s"][0] < side["fanout_s"][0]
         within = side["cluster_start_s"][0] + side["compute_span_s"][0]
         assert within <= side["fanout_s"][0] + 0.01  # each rounded to the millisecond
+        assert side["runqueue_wait_s"] is None or side["runqueue_wait_s"] >= 0
     assert report["speedup"]["fanout"] > 0 and report["speedup"]["launch_to_completed"] > 0
     assert report["config"] == {"items": 2, "work": 1000, "runs": 1, "warmup": 0}
 
