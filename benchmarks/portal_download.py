@@ -197,7 +197,8 @@ def _worker(bench: PortalBench) -> Iterator[None]:
 def write_output(bench: PortalBench, size: int, timeout: float, writer: str) -> Output:
     """Publish the writer and launch it once to write ``size`` bytes into its output folder:
     run on a worker of its own (``writer="worker"``), or, faster (``"here"``), the run is
-    created and never started, and this process writes the file where the run writes it."""
+    created and never started, and this process writes the file where the run writes it,
+    as the operator (users may not write in a run's folder)."""
     acc = bench.bench.acc
     acc._call(_ensure_pool)
     name = f"writer-{uuid.uuid4().hex[:8]}"
@@ -216,8 +217,8 @@ def write_output(bench: PortalBench, size: int, timeout: float, writer: str) -> 
             state = run.wait(timeout=timeout)
             if state != "Completed":
                 raise RuntimeError(f"the writer run {run.id} ended {state}: {run.logs()[-20:]}")
-        else:
-            with user.storage.open(f"{run.output_location}data.bin", "wb") as f:
+        else:  # as the run would: only a run (or an operator) writes in a run's folder
+            with acc.storage.open(f"{run.output_location}data.bin", "wb") as f:
                 _write_pattern(f, size)
         elapsed = time.perf_counter() - start
         (output,) = run.outputs()
@@ -660,8 +661,7 @@ def run(args: argparse.Namespace, console: Console, given: PortalBench | None = 
         rss_start = rss_bytes(bench.pid)
         samples = measure(calls, size, args.repeat, args.warmup, progress)
         rss_end = rss_bytes(bench.pid)
-        in_process = clients.enter_context(bench.in_process())
-        in_process.storage.rm(output.uri)
+        bench.bench.acc.storage.rm(output.uri)  # the operator: the run never ended
     results = [result(side, samples) for side in SIDES]
     report.rows = [table_row(r) for r in results]
     report.notes = notes(output)
