@@ -33,7 +33,7 @@ from accelerator_prefect.errors import (
 )
 from accelerator_prefect.manifest import LaunchCheck, Status
 from accelerator_prefect.mapping import input_problems, output_problems
-from accelerator_prefect.storage import PREFIX, RUN_ID, StoragePathError, check_path
+from accelerator_prefect.storage import PREFIX, StoragePathError, check_path, run_ids
 from accelerator_prefect.validation import failed_checks, parameter_problems
 from accelerator_prefect.versions import refuse_archived, refuse_mismatched_runtime
 
@@ -223,7 +223,7 @@ async def _inputs_of_hidden_runs(
     if not isinstance(inputs, dict):
         return []
     named = [
-        (f"inputs.{key}[{index}]", uri, RUN_ID.findall(uri.lower()))
+        (f"inputs.{key}[{index}]", uri, run_ids(uri))
         for key in ("selected_files", "selected_folders")
         for index, uri in enumerate(inputs.get(key) or [])
         if isinstance(uri, str)
@@ -233,7 +233,7 @@ async def _inputs_of_hidden_runs(
     return [
         f"{where}: {uri} is in the output folder of a run you may not read"
         for where, uri, found in named
-        if set(found) & hidden
+        if found & hidden
     ]
 
 
@@ -243,7 +243,7 @@ async def _other_runs_folder(client: PrefectClient, location: str) -> list[str]:
     its records only once it has ended)."""
     from accelerator_prefect.runs import runs_by_id
 
-    if not await runs_by_id(client, RUN_ID.findall(location.lower())):
+    if not await runs_by_id(client, run_ids(location)):
         return []
     return [
         f"output.location: {location} is in the output folder of another run; choose a new folder"

@@ -782,22 +782,14 @@ class PortalStorage:
 
     def plan_put(self, local: str | Path, uri: str) -> list[tuple[Path, str]]:
         """The (local file, acc:// URI) pairs ``put`` would copy."""
-        from accelerator_prefect.storage import check_path, refuse_dot_name
+        from accelerator_prefect.storage import check_path, put_pairs, refuse_dot_name
 
         source = Path(local)
         if not source.exists():
             raise errors.NotFound(f"{source}: no such local file or folder")
         folder = uri.endswith("/") or uri.rstrip("/").count("/") <= 2
         target = uri.rstrip("/") + "/" + source.name if folder else uri
-        pairs = (
-            [(source, target)]
-            if source.is_file()
-            else [
-                (path, target + "/" + path.relative_to(source).as_posix())
-                for path in sorted(source.rglob("*"))
-                if path.is_file()
-            ]
-        )
+        pairs = put_pairs(source, target)
         for _, each in pairs:  # every name, before anything is sent (the portal refuses each)
             refuse_dot_name(check_path(each))
         return pairs

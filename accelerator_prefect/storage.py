@@ -194,6 +194,18 @@ def partial_name(name: str) -> str:
     return f".{head}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
 
 
+def put_pairs(source: Path, target: str) -> list[tuple[Path, str]]:
+    """What a ``put`` of the local file or folder ``source`` to ``target`` (an ``acc://``
+    path) copies: (local file, its ``acc://`` path) pairs, a folder's files in order."""
+    if source.is_file():
+        return [(source, target)]
+    return [
+        (path, target + "/" + path.relative_to(source).as_posix())
+        for path in sorted(source.rglob("*"))
+        if path.is_file()
+    ]
+
+
 def refuse_dot_name(relative: str) -> None:
     """Refuse a write of a dot-name (``.env``, ``.cache/x``) by a user: listings hide them,
     as they hide partial files and the platform's own folders, so the file would be kept
@@ -874,7 +886,7 @@ class Storage:
         principal = self.principal
         if self._runs is None or principal is None or principal.operator:
             return {}
-        ids = {found for path in paths for found in RUN_ID.findall(path.lower())}
+        ids = set().union(*map(run_ids, paths))
         now = time.monotonic()
         known: dict[str, bool | None] = {}
         for run_id in ids:
@@ -1130,14 +1142,8 @@ class Storage:
             raise NotFound(f"{source}: no such local file or folder")
         target = self._into(uri, source.name)
         self._writable(target)
-        if source.is_file():
-            pairs = [(source, target)]
-        else:
-            pairs = [
-                (path, target + "/" + path.relative_to(source).as_posix())
-                for path in sorted(source.rglob("*"))
-                if path.is_file()
-            ]
+        pairs = put_pairs(source, target)
+        if source.is_dir():
             for folder in sorted({t.rsplit("/", 1)[0] for _, t in pairs}):
                 self._writable(folder)  # once a folder, not once a file
         for _, each in pairs:  # before anything is copied
