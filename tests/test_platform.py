@@ -20,6 +20,41 @@ def test_a_server_that_cannot_start_is_explained_with_its_log(tmp_path: Path) ->
     assert len(message.splitlines()) > 2  # the last lines of the log follow
 
 
+def test_a_new_homes_database_is_a_private_copy_at_prefects_newest_migration(
+    tmp_path: Path,
+) -> None:
+    """A new home starts from an empty database Prefect's migrations already made (its
+    server would otherwise migrate one at every first start); a home's own database is
+    never replaced."""
+    import re
+    import sqlite3
+
+    import prefect
+
+    from accelerator_prefect.platform import _seed_sqlite
+
+    db = tmp_path / "prefect" / "prefect.db"
+    _seed_sqlite(db)
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in db.parent.iterdir()] == ["prefect.db"]  # no partial file left
+    versions = Path(prefect.__file__).parent / "server/database/_migrations/versions/sqlite"
+    revisions, downs = set(), set()
+    for migration in versions.glob("*.py"):
+        text = migration.read_text()
+        revisions |= set(re.findall(r'^revision = "(\w+)"', text, re.M))
+        downs |= set(re.findall(r'^down_revision = "(\w+)"', text, re.M))
+    (newest,) = revisions - downs
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (newest,)
+        ]
+        assert connection.execute("SELECT count(*) FROM flow_run").fetchone() == (0,)
+        connection.execute("CREATE TABLE mine (x)")
+    _seed_sqlite(db)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT name FROM sqlite_master WHERE name = 'mine'").fetchone()
+
+
 def test_the_platforms_home_and_what_its_processes_create_are_private(
     platform: object, acc: object
 ) -> None:
