@@ -52,7 +52,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     must(run([PYTHON, "-m", "uv", *export, "--no-hashes", "-o", str(constraints)], cwd=ROOT))
     venv = work / "venv"
     must(run([PYTHON, "-m", "venv", str(venv)], cwd=work))
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-c", str(constraints)]
+    # No byte-compiling of every installed file (minutes of CPU): what runs compiles as
+    # it is first imported, as it would for a user who installed the same way.
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
+    pip += ["-c", str(constraints)]
     must(run([*pip, str(wheel)], cwd=work))
     return {"work": work, "venv": venv, "wheel": wheel}
 
@@ -97,7 +100,12 @@ def test_the_wheel_with_its_examples_publishes_every_model_and_runs_one(
 ) -> None:
     venv_python = str(installed["venv"] / "bin" / "python")
     wheel = f"{installed['wheel']}[examples]"
-    must(run([venv_python, "-m", "pip", "install", "--quiet", wheel], cwd=installed["work"]))
+    must(
+        run(
+            [venv_python, "-m", "pip", "install", "--quiet", "--no-compile", wheel],
+            cwd=installed["work"],
+        )
+    )
     home = installed["work"] / "home"
     try:
         out = must(acc(installed, home, *up_args()))
