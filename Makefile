@@ -26,13 +26,14 @@ lint: setup
 # module stays in one group, so its module fixtures are made once. The longest modules go
 # first (tests/conftest.py, LONGEST_FIRST; `--no-loadscope-reorder` keeps that order), so
 # that neither group waits long for the other's last module. Beside them, the scale set
-# (`-m scale`: launch, access, bursts, faults, the portal, several workers) runs again with
-# the Prefect server on PostgreSQL (a server the session starts); its output follows.
+# (`-m "scale and not computes"`: launch, access, bursts, faults, the portal, several
+# workers; not the tests whose time is a model's own computing) runs again with the
+# Prefect server on PostgreSQL (a server the session starts); its output follows.
 # `make test TEST_GROUPS=3` tries three SQLite groups (two unless told, for a 2-core machine).
 TEST_GROUPS ?= 2
 test: lint
 	@base="$$(mktemp -d)"; \
-	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -m scale -p no:cacheprovider \
+	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -m "scale and not computes" -p no:cacheprovider \
 		--basetemp="$$base/postgres" > "$$base/postgres.txt" 2>&1 & postgres=$$!; \
 	$(UV) run --frozen pytest -n $(TEST_GROUPS) --dist loadfile --no-loadscope-reorder \
 		--basetemp="$$base/sqlite"; sqlite=$$?; \
@@ -43,7 +44,7 @@ test: lint
 # The scale set alone, on PostgreSQL (Debian's postgresql installed; .ci/run does it).
 test-postgres: setup
 	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -n 2 --dist loadfile \
-		--no-loadscope-reorder -m scale --basetemp="$$(mktemp -d)/pytest"
+		--no-loadscope-reorder -m "scale and not computes" --basetemp="$$(mktemp -d)/pytest"
 
 # The inner loop, in a few minutes: the walk from manifest to provenance, storage, the CLI,
 # the portal and secrets, on SQLite; no browser, no benchmark, no fault injection.

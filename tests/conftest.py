@@ -245,6 +245,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "scale: the platform's scale-relevant paths (launch, access, bursts, faults, the "
         "portal); `make test-postgres` runs them on PostgreSQL too",
     )
+    config.addinivalue_line(
+        "markers",
+        "computes: a scale test whose time goes into a real model's own computing; the scale "
+        "set on PostgreSQL leaves it out (the lighter launch tests do the same database work)",
+    )
 
 
 # The longest modules, longest first (their seconds in a fresh clone's `make test` on 2

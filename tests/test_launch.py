@@ -93,6 +93,7 @@ def climate_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
 
 
 @PORTAL_ONLY
+@pytest.mark.computes
 def test_climate_downscaling_runs_to_completion_and_writes_its_outputs(
     acc: Accelerator, platform: PlatformInfo, climate_repo: ModelRepo, user: User
 ) -> None:
@@ -268,6 +269,7 @@ def test_a_failing_run_reports_failure(
 
 
 @PORTAL_ONLY
+@pytest.mark.computes
 def test_data_harmonization_turns_station_tables_into_one_dataset(
     acc: Accelerator, tmp_path: Path, user: User
 ) -> None:

@@ -202,7 +202,6 @@ def test_a_run_deaf_to_its_time_limit_is_stopped_with_what_it_started(
     _until(lambda: not Path(f"/proc/{helper}").exists(), 15, "the run's helper process ended")
 
 
-@pytest.mark.scale
 def test_a_run_over_its_memory_limit_ends_failed_naming_it(
     acc: Accelerator, hungry: ModelRepo
 ) -> None:
@@ -211,7 +210,6 @@ def test_a_run_over_its_memory_limit_ends_failed_naming_it(
     _partial_only(run)
 
 
-@pytest.mark.scale
 def test_a_run_over_its_cpu_time_limit_ends_failed_naming_it(
     acc: Accelerator, hungry: ModelRepo
 ) -> None:
@@ -220,7 +218,6 @@ def test_a_run_over_its_cpu_time_limit_ends_failed_naming_it(
     _partial_only(run)
 
 
-@pytest.mark.scale
 def test_a_write_over_the_output_size_leaves_no_file_that_looks_complete(
     acc: Accelerator, hungry: ModelRepo
 ) -> None:
@@ -243,7 +240,6 @@ def test_a_write_over_the_output_size_leaves_no_file_that_looks_complete(
     assert on_disk == ["_INCOMPLETE.json", "partial.txt", "provenance.json"]
 
 
-@pytest.mark.scale
 def test_a_run_within_generous_limits_completes(acc: Accelerator, hungry: ModelRepo) -> None:
     """Its own output size (100 MB) overrides the platform's default (1 MB)."""
     run = _launch(acc, hungry, "3.0.0", "write")
@@ -296,7 +292,6 @@ def on_process_pool(
         stop_process(worker)
 
 
-@pytest.mark.scale
 def test_a_process_worker_run_started_by_the_limited_engine_keeps_its_limits(
     acc: Accelerator, on_process_pool: ModelRepo
 ) -> None:
