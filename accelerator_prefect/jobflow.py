@@ -461,7 +461,9 @@ def jobflow(fn: F | None = None, /, **options: Any) -> Any:
 def chosen_task_runner(environment: typing.Mapping[str, str] | None = None) -> Any:
     """The task runner the run's manifest chose (``ACC_TASK_RUNNER`` in ``environment``,
     the process's own by default): ``None`` for Prefect's own (threads), else a
-    ``DaskTaskRunner`` starting a local cluster for the run (:func:`dask_cluster_options`).
+    ``DaskTaskRunner`` starting a local cluster for the run (:func:`dask_cluster_options`):
+    in a warm run, its workers forked from the run's forker
+    (:class:`~accelerator_prefect.daskfork.ForkedCluster`), else spawned (``LocalCluster``).
 
     Read when the jobflow is decorated, which in a run is when its module is imported:
     after the worker gave the process the run's environment (the warm worker's child, a
@@ -494,7 +496,26 @@ def chosen_task_runner(environment: typing.Mapping[str, str] | None = None) -> A
     except ImportError:
         raise AcceleratorError(DASK_MISSING) from None
     _serializer_by_reference()
-    return DaskTaskRunner(cluster_kwargs=dask_cluster_options(options))
+    cluster = dask_cluster_options(options)
+    if environment is None and _forks_dask_workers(cluster):
+        from accelerator_prefect.daskfork import ForkedCluster
+
+        return DaskTaskRunner(cluster_class=ForkedCluster, cluster_kwargs=cluster)
+    return DaskTaskRunner(cluster_kwargs=cluster)
+
+
+def _forks_dask_workers(cluster: typing.Mapping[str, Any]) -> bool:
+    """Whether this process's run starts its Dask workers by forking them from its forker
+    (:mod:`accelerator_prefect.daskfork`: a warm run that chose Dask has one), rather than
+    spawning fresh Pythons (``LocalCluster``): where it has one and ``cluster`` asks for
+    nothing a forked worker cannot honour."""
+    from accelerator_prefect.zygote import dask_forker
+
+    if dask_forker() is None:
+        return False
+    from accelerator_prefect.daskfork import forkable
+
+    return forkable(cluster)
 
 
 def _serializer_by_reference() -> None:

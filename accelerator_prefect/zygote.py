@@ -40,7 +40,7 @@ import selectors
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from accelerator_prefect.errors import AcceleratorError
@@ -434,6 +434,8 @@ def _run(given: dict[str, Any]) -> int:
     os.chdir(scratch)
     # The run's temporary files go to its scratch folder, which stays its own once confined.
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
+    if dask_chosen(env):
+        _start_forker()  # now, while this process runs no thread of its own
     try:
         _refresh_prefect_settings()
         _results_in_run_folder(run_id)
@@ -913,6 +915,7 @@ def _engine(flow_run_id: Any, deployment: Any = None) -> int:
             else:
                 _confine(flow_run)
                 _limit()
+                _release_forker(flow_run, confined=True)
                 flow = load_flow(flow_run)
         except Exception:
             run_logger.error(
@@ -953,6 +956,7 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
     entrypoint = deployment.entrypoint or ""
     if not deployment.pull_steps or ":" not in entrypoint:
         _limit()  # before Prefect's own loader: its pull steps, then the code
+        _release_forker(flow_run, confined=False)
         return load_flow(flow_run)
     run_logger = flow_run_logger(flow_run)
     run_logger.info("Running %d deployment pull step(s)", len(deployment.pull_steps))
@@ -975,7 +979,147 @@ def _load_flow(flow_run: Any, data: dict[str, Any]) -> Any:
     # from its import on, runs confined.
     _confine(flow_run)
     _limit()
+    _release_forker(flow_run, confined=True)
     return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+
+
+# -- the Dask forker ---------------------------------------------------------------------
+
+_FORKER: socket.socket | None = None
+"""In a run whose manifest chose ``task_runner: dask``: its channel to its Dask forker
+(:func:`_start_forker`); ``None`` in every other process."""
+
+
+def dask_forker() -> socket.socket | None:
+    """This run's channel to its Dask forker, if it has one (a warm run that chose Dask):
+    :mod:`accelerator_prefect.daskfork` starts the run's Dask workers through it."""
+    return _FORKER
+
+
+def dask_chosen(env: Mapping[str, str]) -> bool:
+    """Whether the run's environment ``env`` chooses ``task_runner: dask`` (what
+    :func:`~accelerator_prefect.jobflow.chosen_task_runner` reads, without importing it)."""
+    from accelerator_prefect.jobflow import TASK_RUNNER_VARIABLE
+
+    try:
+        chosen = json.loads(env.get(TASK_RUNNER_VARIABLE) or "{}")
+    except ValueError:
+        return False
+    return isinstance(chosen, dict) and chosen.get("kind") == "dask"
+
+
+def send_frame(channel: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    """Send ``message`` as JSON in one length-prefixed frame over the stream ``channel``,
+    with ``fds`` attached to its first byte."""
+    data = json.dumps(message).encode()
+    frame = len(data).to_bytes(4, "big") + data
+    sent = socket.send_fds(channel, [frame], list(fds)) if fds else channel.send(frame)
+    channel.sendall(frame[sent:])
+
+
+def receive_frame(channel: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """The next frame :func:`send_frame` sent over ``channel`` and the descriptors that
+    came with it; ``(None, [])`` once the other end closed it."""
+    header, fds, _, _ = socket.recv_fds(channel, 4, 4)
+    while header and len(header) < 4:
+        more = channel.recv(4 - len(header))
+        if not more:
+            break
+        header += more
+    if len(header) < 4:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    size, data = int.from_bytes(header, "big"), b""
+    while len(data) < size:
+        chunk = channel.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            return None, fds
+        data += chunk
+    return json.loads(data), fds
+
+
+def _start_forker() -> None:
+    """Fork the run's Dask forker, at the run's very start: this process has Prefect, the
+    product and numpy imported and runs no thread of its own yet, so the forker may fork
+    again safely (a process that runs threads may not: a lock another thread holds stays
+    held for good in the fork). The forker waits until this run confined itself
+    (:func:`_release_forker`), confines itself the same way, and only then forks the
+    run's Dask workers (:mod:`accelerator_prefect.daskfork`). It dies with this process,
+    and its workers with it."""
+    global _FORKER
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            code = _forker(theirs, parent)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    theirs.close()
+    _FORKER = ours
+    if __name__ == "__main__":  # the zygote runs as ``-m``: others import another copy
+        from accelerator_prefect import zygote
+
+        zygote._FORKER = ours
+
+
+def _release_forker(flow_run: Any, *, confined: bool) -> None:
+    """Tell the forker this run confined itself (``confined``: with :func:`_confine`, else
+    only :func:`_limit`), in which working folder and for which run: the forker does the
+    same before it forks any worker. Before the author's code is imported, as JSON: the
+    forker reads it unconfined."""
+    if _FORKER is None:
+        return
+    said = {
+        "id": str(flow_run.id),
+        "parameters": json.loads(json.dumps(flow_run.parameters or {}, default=str)),
+        "cwd": os.getcwd(),
+        "confined": confined,
+    }
+    with contextlib.suppress(OSError):  # a forker gone: the run's cluster will say so
+        send_frame(_FORKER, said)
+
+
+def _forker(channel: socket.socket, run: int) -> int:
+    """The forker's life: wait for the run to be confined, confine itself alike, then
+    serve the run's requests for Dask workers until the run's end of ``channel`` closes."""
+    import types
+    from uuid import UUID
+
+    die_with_parent(run)
+    # The run's cancel and time limit are the run's to handle; SIGTERM (the run's process
+    # group's) ends the forker and its workers at once.
+    for sig in (CANCEL_SIGNAL, TIMEOUT_SIGNAL):
+        signal.signal(sig, signal.SIG_IGN)
+    released, fds = receive_frame(channel)
+    for fd in fds:
+        os.close(fd)
+    if released is None:
+        return 0
+    os.chdir(released["cwd"])
+    flow_run = types.SimpleNamespace(id=UUID(released["id"]), parameters=released["parameters"])
+    if released["confined"]:
+        _confine(flow_run)
+    # Dask and prefect-dask, imported once here, confined: each worker finds them imported
+    # and, as a warm run does, counts them as its start rather than its memory.
+    from accelerator_prefect import daskfork
+
+    _limit()
+    # A worker's routines run with the run's settings and keep their results in the run's
+    # own folder, as the run's do.
+    _refresh_prefect_settings()
+    _results_in_run_folder(str(flow_run.id))
+    _limit_messages()
+    return daskfork.serve(channel)
 
 
 def _drain_prefect_services() -> None:

@@ -13,7 +13,9 @@ Two figures per run:
 
 - fan-out: the jobflow's own time from mapping the routine to holding every result,
   measured inside the run. For Dask this includes starting the run's cluster (two
-  worker processes, each importing Prefect), which happens at the first submit;
+  worker processes), which happens at the first submit. On the warm worker they are
+  forked from the run's forker, with Prefect and Dask imported
+  (:mod:`accelerator_prefect.daskfork`); elsewhere each is a fresh Python importing them;
 - launch → Completed: what the user waits, from ``Accelerator.launch`` to the run's
   Completed state.
 
@@ -88,6 +90,7 @@ def crunch(seed: int, work: int) -> dict:
     return {
         "total": total,
         "pid": os.getpid(),
+        "ppid": os.getppid(),
         "cpu_s": time.thread_time() - cpu,
         "start": start,
         "end": time.time(),
@@ -100,11 +103,18 @@ def fanout(conf: FanOut) -> dict:
     began, start = time.time(), time.perf_counter()
     futures = crunch.map(list(range(conf.items)), work=conf.work)
     results = [f.result() for f in futures]
+    if all(r["pid"] == os.getpid() for r in results):
+        workers = "threads of the run"
+    elif all(r["ppid"] == os.getpid() for r in results):
+        workers = "spawned by the run"
+    else:
+        workers = "forked by its forker"
     return {
         "fanout_s": time.perf_counter() - start,
         "cpu_s": sum(r["cpu_s"] for r in results),
         "totals": [r["total"] for r in results],
         "processes": len({r["pid"] for r in results}),
+        "workers": workers,
         "flow_pid": os.getpid(),
         "began": began,
         "routines": [[r["start"], r["end"], r["pid"], r["cpu_s"]] for r in results],
@@ -134,6 +144,7 @@ COLUMNS = [
     "Routines per process",
     "Launch → Completed median s",
     "Processes",
+    "Routines ran in",
     "Cores used (median)",
     "Cores used in compute span (median)",
     "Routine wall / CPU (median)",
@@ -177,6 +188,7 @@ def _timed_run(acc: Any, side: str, conf: dict[str, int]) -> dict[str, Any]:
         "fanout_s": result["fanout_s"],
         "cpu_s": result["cpu_s"],
         "processes": result["processes"],
+        "workers": result["workers"],
         "totals": result["totals"],
         "load_average": load_average(),
         "queued_s": _median_or_none(result["queued"]),
@@ -339,6 +351,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "routine_cpu_s": [round(r["cpu_s"], 3) for r in runs],
         "cores_used": float(f"{median(cores):.3g}"),
         "processes": max(r["processes"] for r in runs),
+        "workers": sorted({r["workers"] for r in runs}),
         "cluster_start_s": [round(s, 3) for s in starts],
         "cluster_start_median_s": round(median(starts), 4),
         "compute_span_s": [round(s, 3) for s in spans],
@@ -374,6 +387,7 @@ def _row(
         " / ".join("+".join(str(n) for n in counts) for counts in r["per_process"]),
         f"{r['median_s']:.2f}",
         str(r["processes"]),
+        " / ".join(r["workers"]),
         f"{r['cores_used']:.2f}",
         _ratio(r["compute_cores"]),
         _ratio(r["wall_over_cpu"]),

@@ -97,6 +97,9 @@ def test_dask_fanout_runs_the_same_jobflow_on_threads_and_on_a_dask_cluster(
     # The thread runner's routines run in the run's own process; Dask's in its workers.
     assert sides["threads"]["processes"] == 1
     assert 1 <= sides["dask"]["processes"] <= 2
+    # On acc up's warm worker, Dask's workers are forked from the run's forker.
+    assert sides["threads"]["workers"] == ["threads of the run"]
+    assert sides["dask"]["workers"] == ["forked by its forker"]
     # Each side's timeline: both routines, in the processes counted above.
     for side in sides.values():
         (timeline,) = side["timelines"]
@@ -119,6 +122,7 @@ def test_dask_fanout_runs_the_same_jobflow_on_threads_and_on_a_dask_cluster(
         "Cluster start median s",
         "Compute span median s",
         "Peak routines at once",
+        "Routines ran in",
         "Cores used in compute span (median)",
     ):
         assert column in markdown

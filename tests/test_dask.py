@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -328,3 +330,187 @@ def test_a_dask_models_environment_is_locked_with_prefect_dask(tmp_path: Path) -
     problem = environments.task_runner_problem(without, "dask")
     assert problem is not None and "add prefect-dask to its requirements" in problem
     assert environments.task_runner_problem(without, "threads") is None
+
+
+FORKED_FLOW = """
+import os
+import time
+from pathlib import Path
+
+from prefect import unmapped
+
+from accelerator_prefect import Conf, Output, jobflow, routine
+from accelerator_prefect.settings import get_settings
+
+
+class Where(Conf):
+    other_results: str
+    seconds: float = 0
+
+
+def attempt(action) -> str:
+    try:
+        action()
+    except OSError:
+        return "refused"
+    return "done"
+
+
+def write(path: Path) -> None:
+    path.write_text("pwned")
+
+
+@routine
+def where(n: int, conf: Where, output: Output) -> dict:
+    time.sleep(conf.seconds)
+    home = get_settings().home
+    forker = os.getppid()
+    with open(f"/proc/{forker}/stat") as stat:
+        run = int(stat.read().rsplit(")", 1)[1].split()[1])
+    with output.open(f"{n}.txt", "w") as f:  # its own outputs, as ever
+        f.write(str(n))
+    return {
+        "pid": os.getpid(),
+        "forker": forker,
+        "run": run,
+        "operator token": attempt(lambda: (home / "operator.token").read_bytes()),
+        "other run's results": attempt(lambda: write(Path(conf.other_results, "planted.json"))),
+    }
+
+
+@jobflow(name="forked")
+def forked(conf: Where, output: Output) -> dict:
+    futures = where.map(range(4), conf=unmapped(conf), output=unmapped(output))
+    return {"flow_pid": os.getpid(), "routines": [f.result() for f in futures]}
+"""
+
+FORKED_MANIFEST = """
+name: {name}
+title: Forked
+version: 1.0.0
+jobflow: flows/forked.py:forked
+owner: alice
+project: demo
+access:
+  scope: project
+task_runner:
+  kind: dask
+  options: {{n_workers: 2}}
+"""
+
+
+def _forked_model(acc: Accelerator, tmp_path: Path) -> ModelRepo:
+    repo = ModelRepo(tmp_path / "models", f"forked-{uuid.uuid4().hex[:8]}")
+    repo.write("flows/forked.py", FORKED_FLOW)
+    repo.write(f"deployments/{repo.name}.yaml", FORKED_MANIFEST.format(name=repo.name))
+    repo.commit("forked 1.0.0")
+    acc.publish(repo.manifest)
+    return repo
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes below ``pid`` (its children, theirs…), read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    below: set[int] = set()
+    added = {pid}
+    while added:
+        added = {child for child, parent in parents.items() if parent in added} - below
+        below |= added
+    return {p for p in below if _alive(p)}
+
+
+def _until(condition: Any, deadline: float, what: str) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within {deadline:g} s")
+
+
+def _other_results(platform: PlatformInfo) -> Path:
+    """Another run's result folder, as a victim."""
+    folder = platform.home / "results" / str(uuid.uuid4())
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_a_warm_runs_dask_workers_are_forked_confined_and_gone_after_the_run(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    """On the warm worker, a run's Dask workers are processes of their own, forked from
+    one forker that the run's process made (not spawned by the run, not the run itself).
+    They are confined as the run is: the operator's token and another run's result
+    folder are out of their reach, their own output folder is not. Once the run ended,
+    none of them is left."""
+    repo = _forked_model(acc, tmp_path)
+    other = _other_results(platform)
+
+    run = acc.launch(repo.name, conf={"other_results": str(other)})
+    assert run.wait(timeout=240) == "Completed", "\n".join(run.logs())
+
+    result = run.result()
+    routines = result["routines"]
+    assert len(routines) == 4
+    workers = {r["pid"] for r in routines}
+    forkers = {r["forker"] for r in routines}
+    assert result["flow_pid"] not in workers | forkers
+    assert 1 <= len(workers) <= 2 and len(forkers) == 1
+    assert {r["run"] for r in routines} == {result["flow_pid"]}  # the forker: the run's child
+    assert {r["operator token"] for r in routines} == {"refused"}
+    assert {r["other run's results"] for r in routines} == {"refused"}
+    assert not any(other.iterdir())
+    assert sorted(o.path for o in run.outputs()) == [f"{n}.txt" for n in range(4)]
+    for pid in (*workers, *forkers, result["flow_pid"]):
+        _until(lambda pid=pid: not _alive(pid), 10, f"process {pid} of the run ended")
+
+
+def _running_pid(api_url: str, run_id: Any) -> int | None:
+    async def read() -> Any:
+        async with prefect_client(api_url) as client:
+            return await client.read_flow_run(run_id)
+
+    flow_run = asyncio.run(read())
+    state, pid = flow_run.state, flow_run.infrastructure_pid
+    return int(pid) if pid and state is not None and state.is_running() else None
+
+
+def test_a_killed_dask_runs_forker_and_workers_die_with_it(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+) -> None:
+    """The run's process killed alone (SIGKILL, no clean-up of its own): its forker and
+    its Dask workers, busy with routines, end with it, and the run ends Crashed."""
+    repo = _forked_model(acc, tmp_path)
+    run = acc.launch(repo.name, conf={"other_results": str(tmp_path), "seconds": 300})
+    found: dict[str, Any] = {}
+
+    def running() -> bool:
+        found["pid"] = _running_pid(platform.api_url, run.id)
+        return found["pid"] is not None
+
+    _until(running, 120, "the run was running")
+    pid = int(found["pid"])
+    # Its forker and two workers (and nothing the test would not know of).
+    _until(lambda: len(_descendants(pid)) >= 3, 120, "the run's Dask workers started")
+    below = _descendants(pid)
+
+    os.kill(pid, signal.SIGKILL)
+
+    for process in (pid, *below):
+        _until(lambda p=process: not _alive(p), 10, f"process {process} ended with the run")
+    assert run.wait(timeout=60) == "Crashed"
