@@ -490,11 +490,13 @@ def _running_pid(api_url: str, run_id: Any) -> int | None:
     return int(pid) if pid and state is not None and state.is_running() else None
 
 
-def test_a_killed_dask_runs_forker_and_workers_die_with_it(
-    acc: Accelerator, platform: PlatformInfo, tmp_path: Path
+@pytest.mark.parametrize("end", ["killed", "cancelled"])
+def test_a_dask_runs_forker_and_workers_end_with_it_when_it_is_killed_or_cancelled(
+    acc: Accelerator, platform: PlatformInfo, tmp_path: Path, end: str
 ) -> None:
-    """The run's process killed alone (SIGKILL, no clean-up of its own): its forker and
-    its Dask workers, busy with routines, end with it, and the run ends Crashed."""
+    """The run's process killed alone (SIGKILL, no clean-up of its own), or the run
+    cancelled: its forker and its Dask workers, busy with routines, end with it, and the
+    run ends Crashed or Cancelled."""
     repo = _forked_model(acc, tmp_path)
     run = acc.launch(repo.name, conf={"other_results": str(tmp_path), "seconds": 300})
     found: dict[str, Any] = {}
@@ -509,8 +511,11 @@ def test_a_killed_dask_runs_forker_and_workers_die_with_it(
     _until(lambda: len(_descendants(pid)) >= 3, 120, "the run's Dask workers started")
     below = _descendants(pid)
 
-    os.kill(pid, signal.SIGKILL)
+    if end == "killed":
+        os.kill(pid, signal.SIGKILL)
+    else:
+        run.cancel()
 
     for process in (pid, *below):
-        _until(lambda p=process: not _alive(p), 10, f"process {process} ended with the run")
-    assert run.wait(timeout=60) == "Crashed"
+        _until(lambda p=process: not _alive(p), 30, f"process {process} ended with the run")
+    assert run.wait(timeout=60) == ("Crashed" if end == "killed" else "Cancelled")
