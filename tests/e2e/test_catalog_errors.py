@@ -46,14 +46,15 @@ RAW = re.compile(r"Traceback|site-packages|Ask Google|Ask ChatGPT|File \"/|\.py\
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`acc up` on a fresh home, with alice (author in demo), bob (in no project), an echo
-    model of demo, and a run of it by alice."""
+    """`acc up` on a fresh home (without the example models, which no test here opens),
+    with alice (author in demo), bob (in no project), an echo model of demo, and a run of
+    it by alice."""
     home = tmp_path_factory.mktemp("catalog-errors")
-    port, catalog_port, factor_port = free_port(), free_port(), free_port()
+    port, catalog_port = free_port(), free_port()
     started = acc_cli(
         home,
-        *("up", "--detach", "--port", str(port), "--catalog-port", str(catalog_port)),
-        *("--portal-port", str(free_port()), "--factor-port", str(factor_port)),
+        *("up", "--detach", "--no-examples", "--port", str(port)),
+        *("--catalog-port", str(catalog_port), "--portal-port", str(free_port())),
     )
     assert started.returncode == 0, started.stdout + started.stderr
     api = f"http://127.0.0.1:{port}/api"
