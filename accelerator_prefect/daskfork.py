@@ -49,6 +49,7 @@ from accelerator_prefect.zygote import (
     _drain_prefect_services,
     dask_forker,
     die_with_parent,
+    fork_into,
     receive_frame,
     send_frame,
 )
@@ -246,20 +247,12 @@ def serve(channel: socket.socket) -> int:
             for fd in fds:
                 os.close(fd)
             continue
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                channel.close()
-                code = _work(request, fds[0], forker)
-            except BaseException:
-                import traceback
 
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        def worker(request: dict[str, Any] = request, fd: int = fds[0]) -> int:
+            channel.close()
+            return _work(request, fd, forker)
+
+        fork_into(worker)
         os.close(fds[0])
 
 

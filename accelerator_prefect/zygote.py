@@ -1039,6 +1039,26 @@ def receive_frame(channel: socket.socket) -> tuple[dict[str, Any] | None, list[i
     return json.loads(data), fds
 
 
+def fork_into(body: Callable[[], int]) -> int:
+    """Fork; return the child's pid here, and in the child run ``body`` and exit with the
+    code it returns (1 if it raised, its traceback on stderr): a forked child never falls
+    back into its parent's code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = body()
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
 def _start_forker() -> None:
     """Fork the run's Dask forker, at the run's very start: this process has Prefect, the
     product and numpy imported and runs no thread of its own yet, so the forker may fork
@@ -1050,20 +1070,12 @@ def _start_forker() -> None:
     global _FORKER
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            ours.close()
-            code = _forker(theirs, parent)
-        except BaseException:
-            import traceback
 
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    def forker() -> int:
+        ours.close()
+        return _forker(theirs, parent)
+
+    fork_into(forker)
     theirs.close()
     _FORKER = ours
     if __name__ == "__main__":  # the zygote runs as ``-m``: others import another copy
