@@ -60,7 +60,8 @@ T = TypeVar("T")
 # one async client, busy writes retried within ms by transport.BusyRetry): 4 at a time,
 # 3.8 s and ~45 refusals; one at a time, 2.9 s and ~7 (raw creations one after another:
 # 2.5-2.7 s with no refusal met, 12-14 s when a few meet Prefect's 2 s back-off).
-# ACC_LAUNCH_CONCURRENCY sets it (a server on PostgreSQL takes writes side by side).
+# ACC_LAUNCH_CONCURRENCY sets it (a server on PostgreSQL takes writes side by side: acc up
+# gives its services 4 there, platform.database_tuning).
 LAUNCH_CONCURRENCY = max(1, int(os.environ.get("ACC_LAUNCH_CONCURRENCY", "1") or 1))
 
 # How long a client keeps the list of projects bound to workspaces of their own before

@@ -228,10 +228,30 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
             "ACC_HOME": str(home),
         }
     )
-    # SQLite answers a write it could not lock in time with a 500: Prefect's clients (the
-    # worker's, the portal's, and every run's) try again, as they do after a 503.
-    env.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500")
+    recorded = read_platform(home)
+    for name, value in database_tuning(recorded.database if recorded else "SQLite").items():
+        env.setdefault(name, value)  # an operator's own setting wins
     return env
+
+
+def database_tuning(label: str) -> dict[str, str]:
+    """The settings of the platform's services that follow the Prefect server's database
+    (``label``, as :func:`database_label` wrote it in ``platform.json``):
+
+    - SQLite takes one writer at a time: a client's launches write one at a time
+      (``ACC_LAUNCH_CONCURRENCY=1``; four at once drew 13-27 times the refusals, B17),
+      and a write SQLite could not lock in time (a 500) is tried again, as after a 503, by
+      Prefect's clients (the worker's, the portal's, the catalog's and every run's);
+    - PostgreSQL takes writes side by side: four launches of a client write at once, and a
+      500 is an error like any other.
+
+    Example:
+        >>> database_tuning("PostgreSQL at db.example.org:5432/prefect")
+        {'ACC_LAUNCH_CONCURRENCY': '4'}
+    """
+    if label.startswith("SQLite"):
+        return {"ACC_LAUNCH_CONCURRENCY": "1", "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500"}
+    return {"ACC_LAUNCH_CONCURRENCY": "4"}
 
 
 TRUST_NOTICE = (

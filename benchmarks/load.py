@@ -804,7 +804,7 @@ def load_notes(args: argparse.Namespace, reduced: bool) -> list[str]:
         "(ACC_WORK_POOL_CONCURRENCY; shipped default 4) so it does not hide the workers' "
         "capacity; each warm worker runs at most 8 runs at once (ACC_WARM_LIMIT).",
         "ACC_LAUNCH_CONCURRENCY in the portal: "
-        + os.environ.get("ACC_LAUNCH_CONCURRENCY", "as shipped (1)")
+        + os.environ.get("ACC_LAUNCH_CONCURRENCY", "as shipped (1 on SQLite, 4 on PostgreSQL)")
         + ". The portal's limits were lifted ("
         + ", ".join(f"{k}={v}" for k, v in LIMITS_LIFTED.items())
         + "). PostgreSQL: durable (fsync on), on the same machine.",

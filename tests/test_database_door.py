@@ -70,3 +70,19 @@ def test_the_database_password_reaches_the_prefect_server_alone(platform: Platfo
             assert password not in path.read_bytes(), path
     for log in (platform.home / "logs").glob("*.log"):
         assert password not in log.read_bytes(), log
+
+
+def test_the_services_tuning_follows_the_servers_database(platform: PlatformInfo) -> None:
+    """SQLite takes one writer at a time, PostgreSQL many: the platform's services launch
+    one write at a time and retry a write SQLite could not lock only on SQLite."""
+    expected = (
+        {"ACC_LAUNCH_CONCURRENCY": "4", "PREFECT_CLIENT_RETRY_EXTRA_CODES": None}
+        if ON_POSTGRES
+        else {"ACC_LAUNCH_CONCURRENCY": "1", "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500"}
+    )
+    services = [platform.portal_pid, platform.catalog_pid, *platform.workers()]
+    assert any(services)
+    for pid in filter(None, services):
+        pairs = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+        environ = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        assert {name: environ.get(name) for name in expected} == expected, pid
