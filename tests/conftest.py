@@ -309,6 +309,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=order)  # stable: within a module, the order pytest gave
 
 
+@pytest.fixture(autouse=True)
+def _main_module_kept() -> Iterator[None]:
+    """Each test ends with the process's ``__main__`` it began with: Streamlit's AppTest runs
+    a page as ``__main__`` and leaves it there, and a later test in the same process that
+    spawns Python processes (Dask's nanny) would have each child run that page again."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str | None]]:
     """``databases(name)``: the database URL for a new platform, a fresh database of its
