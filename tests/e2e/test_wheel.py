@@ -52,9 +52,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     must(run([PYTHON, "-m", "uv", *export, "--no-hashes", "-o", str(constraints)], cwd=ROOT))
     venv = work / "venv"
     must(run([PYTHON, "-m", "venv", str(venv)], cwd=work))
-    # No byte-compiling of every installed file (minutes of CPU): what runs compiles as
-    # it is first imported, as it would for a user who installed the same way.
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
+    # pip byte-compiles what it installs, as for a user: every process started from the
+    # environment (the server, the worker, each CLI call) then reads compiled modules.
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     pip += ["-c", str(constraints)]
     must(run([*pip, str(wheel)], cwd=work))
     return {"work": work, "venv": venv, "wheel": wheel}
@@ -102,7 +102,7 @@ def test_the_wheel_with_its_examples_publishes_every_model_and_runs_one(
     wheel = f"{installed['wheel']}[examples]"
     must(
         run(
-            [venv_python, "-m", "pip", "install", "--quiet", "--no-compile", wheel],
+            [venv_python, "-m", "pip", "install", "--quiet", wheel],
             cwd=installed["work"],
         )
     )
