@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -714,19 +714,25 @@ def start_portal(
 
 def stop_process(pid: int | None, deadline: float = 15.0) -> None:
     """Stop a child and its process group: SIGTERM, then SIGKILL after ``deadline`` s."""
-    if not _alive(pid):
-        return
-    assert pid is not None
+    stop_processes([pid], deadline)
+
+
+def stop_processes(pids: Iterable[int | None], deadline: float = 15.0) -> None:
+    """Stop children and their process groups all at once: SIGTERM to each, then SIGKILL to
+    those still running after ``deadline`` s. Each takes the time its own shutdown takes,
+    not the sum of all of theirs."""
+    running = [pid for pid in pids if pid is not None and _alive(pid)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
         end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
+        while running and time.monotonic() < end:
+            running = [pid for pid in running if _alive(pid)]
+            if running:
+                time.sleep(0.05)
+        if not running:
+            return
 
 
 async def _prepare(
@@ -914,11 +920,8 @@ def up(
         report(f"reusing the Prefect server at {info.api_url}")
     else:
         if info is not None:
-            stop_process(info.portal_pid)
-            stop_process(info.catalog_pid)
-            stop_process(info.factor_service_pid)
-            for pid in info.workers():
-                stop_process(pid)
+            services = [info.portal_pid, info.catalog_pid, info.factor_service_pid]
+            stop_processes([*services, *info.workers()])
             stop_process(info.server_pid)
         label = database_label(database, home)
         report(f"starting the Prefect server on 127.0.0.1:{port} ({label})")
@@ -1144,11 +1147,9 @@ def down(home: Path) -> bool:
         path.unlink()
         return False
     running = _alive(info.server_pid) or any(_alive(pid) for pid in info.workers())
-    stop_process(info.factor_service_pid)
-    stop_process(info.portal_pid)
-    stop_process(info.catalog_pid)
-    for pid in info.workers():
-        stop_process(pid)
+    # The services and the workers together, the server they talk to last.
+    services = [info.factor_service_pid, info.portal_pid, info.catalog_pid]
+    stop_processes([*services, *info.workers()])
     stop_process(info.server_pid)
     path.unlink(missing_ok=True)
     return running

@@ -1010,7 +1010,9 @@ def dask_chosen(env: Mapping[str, str]) -> bool:
 
 def send_frame(channel: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
     """Send ``message`` as JSON in one length-prefixed frame over the stream ``channel``,
-    with ``fds`` attached to its first byte."""
+    with ``fds`` attached to its first byte. A stream, not the zygote's packets: the run's
+    parameters and import path, which the forker is sent, have no size bound that one
+    packet is sure to hold (a packet is at most the socket's buffer, 208 KiB by default)."""
     data = json.dumps(message).encode()
     frame = len(data).to_bytes(4, "big") + data
     sent = socket.send_fds(channel, [frame], list(fds)) if fds else channel.send(frame)

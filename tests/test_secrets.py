@@ -319,7 +319,9 @@ def test_missing_unknown_and_malformed_secrets_are_refused_before_anything_runs(
         user.acc.launch(keyed, {"fail": "sometimes"}, secrets={"API_KEY": key})
     assert key not in str(bad_conf.value)
     assert count_runs(platform.api_url, f"{keyed}@1.0.0") == before
-    assert asyncio.run(_run_blocks(platform.api_url)) == blocks
+    # No secret block was made for a refused launch. Another test's run may still be ending
+    # in the same session: its block, present before, may be swept by now.
+    assert set(asyncio.run(_run_blocks(platform.api_url))) <= set(blocks)
 
 
 def test_a_remembered_secret_serves_the_next_runs_until_forgotten(
