@@ -29,21 +29,27 @@ lint: setup
 # Two groups side by side (pytest-xdist), each with a platform of its own on SQLite; a test
 # module stays in one group, so its module fixtures are made once. The longest modules go
 # first (tests/conftest.py, LONGEST_FIRST; `--no-loadscope-reorder` keeps that order), so
-# that neither group waits long for the other's last module. Beside them, the scale set
-# (`-m "scale and not computes"`: launch, access, bursts, faults, the portal, several
-# workers; not the tests whose time is a model's own computing) runs again with the
-# Prefect server on PostgreSQL (a server the session starts); its output follows.
-# `make test TEST_GROUPS=3` tries three SQLite groups (two unless told, for a 2-core machine).
+# that neither group waits long for the other's last module. Beside them, one after the
+# other: the scale set (`-m "scale and not computes"`: launch, access, bursts, faults, the
+# portal, several workers; not the tests whose time is a model's own computing) again
+# with the Prefect server on PostgreSQL (a server the session starts), then the
+# benchmarks' smoke tests (`-m benchmark`, on SQLite, each with platforms of its own);
+# their output follows. `make test TEST_GROUPS=3` tries three SQLite groups.
 TEST_GROUPS ?= 2
 test: lint
 	@base="$$(mktemp -d)"; \
-	ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -m "scale and not computes" -p no:cacheprovider \
-		--basetemp="$$base/postgres" > "$$base/postgres.txt" 2>&1 & postgres=$$!; \
+	( ACC_TEST_DATABASE=postgresql $(UV) run --frozen pytest -m "scale and not computes" \
+		-p no:cacheprovider --basetemp="$$base/postgres" > "$$base/postgres.txt" 2>&1; \
+	  on_postgres=$$?; \
+	  $(UV) run --frozen pytest -m benchmark -p no:cacheprovider \
+		--basetemp="$$base/benchmarks" > "$$base/benchmarks.txt" 2>&1; \
+	  test $$on_postgres -eq 0 -a $$? -eq 0 ) & beside=$$!; \
 	$(UV) run --frozen pytest -n $(TEST_GROUPS) --dist loadfile --no-loadscope-reorder \
-		--basetemp="$$base/sqlite"; sqlite=$$?; \
-	wait $$postgres; on_postgres=$$?; \
+		-m "not benchmark" --basetemp="$$base/sqlite"; sqlite=$$?; \
+	wait $$beside; on_beside=$$?; \
 	echo "== the scale set on PostgreSQL"; cat "$$base/postgres.txt"; \
-	test $$sqlite -eq 0 -a $$on_postgres -eq 0
+	echo "== the benchmarks' smoke tests"; cat "$$base/benchmarks.txt"; \
+	test $$sqlite -eq 0 -a $$on_beside -eq 0
 
 # The scale set alone, on PostgreSQL (Debian's postgresql installed; .ci/run does it).
 test-postgres: setup

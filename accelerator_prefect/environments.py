@@ -597,7 +597,6 @@ def _build(home: Path, record: EnvironmentRecord, path: Path) -> None:
             "pip",
             "sync",
             "--quiet",
-            "--compile-bytecode",  # each process of the environment starts from compiled code
             "--python",
             str(interpreter(path)),
             "--find-links",

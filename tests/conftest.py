@@ -247,41 +247,51 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "benchmark: the benchmarks' smoke tests (every test of tests/test_benchmarks*.py: each "
+        "benchmark end to end at a tiny size); `make test` runs them beside the groups",
+    )
+    config.addinivalue_line(
+        "markers",
         "computes: a scale test whose time goes into a real model's own computing; the scale "
         "set on PostgreSQL leaves it out (the lighter launch tests do the same database work)",
     )
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The tests of ``tests/test_benchmarks*.py`` are marked ``benchmark``."""
+    if item.path.name.startswith("test_benchmarks"):
+        item.add_marker(pytest.mark.benchmark)
+
+
 # The longest modules, longest first (their seconds in a fresh clone's `make test` on 2
-# cores, from its --durations and its groups' temporary folders; tests/test_worker.py and
-# tests/test_benchmarks_worker.py after they were shortened). In `make test`'s groups
-# (`--dist loadfile --no-loadscope-reorder`) a group takes the next module whenever it is
-# free: these go first, and the last modules either group takes are short, so neither
-# waits long for the other at the end. pytest-xdist's own order (most tests first) put
-# one-test modules of three or four minutes last. The other modules keep that order.
+# cores, from its --durations=0; the benchmarks' smoke tests run beside the groups). In
+# `make test`'s groups (`--dist loadfile --no-loadscope-reorder`) a group takes the next
+# module whenever it is free: these go first, and the last modules either group takes are
+# short, so neither waits long for the other at the end. pytest-xdist's own order (most
+# tests first) put one-test modules of three or four minutes last. The modules that run
+# `acc up` with the example models go first of all: they are done before the benchmarks'
+# smoke tests start beside the groups. The other modules keep pytest-xdist's order.
 LONGEST_FIRST = (
-    "tests/test_worker.py",  # ~390 s
-    "tests/e2e/test_wheel.py",  # ~370 s
+    "tests/e2e/test_wheel.py",  # ~450 s
+    "tests/e2e/test_catalog_browser.py",  # ~420 s
+    "tests/e2e/test_acc_up.py",  # ~220 s
     "tests/test_environments.py",  # ~300 s
-    "tests/e2e/test_catalog_browser.py",  # ~290 s
-    "tests/test_access.py",  # ~200 s
-    "tests/e2e/test_acc_up.py",  # ~200 s
-    "tests/test_faults.py",  # ~200 s
-    "tests/test_benchmarks_platform.py",  # ~185 s
-    "tests/test_limits.py",  # ~180 s
-    "tests/e2e/test_first_hour.py",  # ~175 s (on the session platform)
-    "tests/test_benchmarks_jobflow.py",  # ~170 s
-    "tests/e2e/test_catalog_errors.py",  # ~170 s
-    "tests/test_benchmarks_launch.py",  # ~150 s
-    "tests/test_benchmarks_portal.py",  # ~150 s
-    "tests/test_benchmarks_worker.py",  # ~130 s
-    "tests/e2e/test_embedding.py",  # ~120 s
-    "tests/e2e/test_upgrade.py",  # ~120 s (its author's estimate)
-    "tests/test_workers.py",  # ~120 s
-    "tests/test_benchmarks_environments.py",  # ~115 s
-    "tests/test_benchmarks_catalog.py",  # ~110 s
-    "tests/test_transfer.py",  # ~110 s
-    "tests/test_benchmarks_load.py",  # ~100 s
+    "tests/test_worker.py",  # ~300 s
+    "tests/test_faults.py",  # ~130 s
+    "tests/test_workers.py",  # ~115 s
+    "tests/test_access.py",  # ~115 s
+    "tests/test_launch.py",  # ~110 s
+    "tests/e2e/test_catalog_errors.py",  # ~105 s (without the example models)
+    "tests/e2e/test_embedding.py",  # ~100 s
+    "tests/e2e/test_upgrade.py",  # ~100 s
+    "tests/test_limits.py",  # ~95 s
+    "tests/test_mapping.py",  # ~75 s
+    "tests/test_catalog_ui.py",  # ~75 s
+    "tests/e2e/test_first_hour.py",  # ~75 s (on the session platform)
+    "tests/test_transfer.py",  # ~70 s
+    "tests/test_publish_portal.py",  # ~70 s
+    "tests/test_portal_schema.py",  # ~70 s
+    "tests/test_fsspec_conformance.py",  # ~65 s
 )
 
 

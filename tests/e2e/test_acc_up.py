@@ -34,7 +34,7 @@ README_SNIPPET = textwrap.dedent("""
 """)
 
 
-def acc(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def acc(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ACC_HOME": str(home), "COLUMNS": "200"}
     return subprocess.run(
         [ACC, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(
 def acc_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ACC_HOME": str(home), "COLUMNS": "200"}
     return subprocess.run(
-        [ACC, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+        [ACC, *args], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT
     )
 
 
