@@ -307,7 +307,16 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # stopped by us, in order, not by the terminal's Ctrl-C
             umask=PRIVATE_UMASK,
+            # Interruptible whatever started `acc up`: a shell's background job ignores SIGINT,
+            # and a Prefect worker stops on SIGTERM by interrupting itself, so one that
+            # inherited the ignore ran on until it was killed.
+            preexec_fn=_interruptible,
         )
+
+
+def _interruptible() -> None:
+    """In a child about to run a service: SIGINT does what it does by default again."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 P = ParamSpec("P")

@@ -20,6 +20,7 @@ from accelerator_prefect import Accelerator
 from accelerator_prefect.platform import free_port
 from tests.conftest import ROOT
 from tests.test_launch import count_runs
+from tests.test_worker import zygote_of
 
 ACC = str(Path(sys.executable).parent / "acc")
 
@@ -142,6 +143,46 @@ def test_acc_down_stops_every_process(home: Path) -> None:
             os.kill(pid, 0)
     assert not (home / "platform.json").exists()
     assert acc(home, "down").stdout.strip() == "nothing was running."
+
+
+def test_acc_down_stops_the_worker_cleanly_when_acc_up_ran_as_a_background_job(
+    tmp_path: Path,
+) -> None:
+    """A shell script's background job (`acc up --detach &`) ignores Ctrl-C's SIGINT, and
+    what it starts inherits that; Prefect's worker stops on SIGTERM by interrupting itself.
+    Started so, the worker still stops by itself at `acc down`, and removes its warm
+    parent's folder, which a worker killed at the deadline leaves behind."""
+    home = tmp_path / "home"
+    env = {**os.environ, "ACC_HOME": str(home), "COLUMNS": "200"}
+    ports = ("--port", str(free_port()), "--portal-port", str(free_port()))
+    started = subprocess.run(
+        [ACC, "up", "--detach", "--no-examples", "--no-catalog", *ports],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `&` does
+    )
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        worker = json.loads((home / "platform.json").read_text())["worker_pid"]
+        end = time.monotonic() + 120
+        while True:
+            try:
+                zygote = zygote_of(worker)
+                break
+            except AssertionError:
+                assert time.monotonic() < end, "the worker started no warm parent"
+                time.sleep(0.2)
+        folder = Path(os.readlink(f"/proc/{zygote}/cwd"))
+        assert folder.is_dir()
+    finally:
+        stopped = acc(home, "down")
+    assert stopped.returncode == 0 and "stopped." in stopped.stdout
+    assert not folder.exists(), "the worker was killed instead of stopping"
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
 
 
 def test_acc_up_in_the_foreground_sweeps_what_is_past_its_retention(tmp_path: Path) -> None:
