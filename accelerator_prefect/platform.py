@@ -744,6 +744,14 @@ def stop_processes(pids: Iterable[int | None], deadline: float = 15.0) -> None:
             return
 
 
+def _stop_all(info: PlatformInfo) -> None:
+    """Stop every process of the platform ``info`` describes: the services and the workers
+    together, the server they talk to last."""
+    services = [info.factor_service_pid, info.portal_pid, info.catalog_pid]
+    stop_processes([*services, *info.workers()])
+    stop_process(info.server_pid)
+
+
 async def _prepare(
     client: PrefectClient, home: Path, pool: str, kind: str, concurrency: int | None = None
 ) -> None:
@@ -929,9 +937,7 @@ def up(
         report(f"reusing the Prefect server at {info.api_url}")
     else:
         if info is not None:
-            services = [info.portal_pid, info.catalog_pid, info.factor_service_pid]
-            stop_processes([*services, *info.workers()])
-            stop_process(info.server_pid)
+            _stop_all(info)
         label = database_label(database, home)
         report(f"starting the Prefect server on 127.0.0.1:{port} ({label})")
         server_pid = start_server(home, port, deadline, database)
@@ -1156,10 +1162,7 @@ def down(home: Path) -> bool:
         path.unlink()
         return False
     running = _alive(info.server_pid) or any(_alive(pid) for pid in info.workers())
-    # The services and the workers together, the server they talk to last.
-    services = [info.factor_service_pid, info.portal_pid, info.catalog_pid]
-    stop_processes([*services, *info.workers()])
-    stop_process(info.server_pid)
+    _stop_all(info)
     path.unlink(missing_ok=True)
     return running
 

@@ -20,7 +20,7 @@ from accelerator_prefect import Accelerator
 from accelerator_prefect.platform import free_port
 from tests.conftest import ROOT
 from tests.test_launch import count_runs
-from tests.test_worker import zygote_of
+from tests.test_worker import _has_zygote, _until, zygote_of
 
 ACC = str(Path(sys.executable).parent / "acc")
 
@@ -167,15 +167,8 @@ def test_acc_down_stops_the_worker_cleanly_when_acc_up_ran_as_a_background_job(
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         worker = json.loads((home / "platform.json").read_text())["worker_pid"]
-        end = time.monotonic() + 120
-        while True:
-            try:
-                zygote = zygote_of(worker)
-                break
-            except AssertionError:
-                assert time.monotonic() < end, "the worker started no warm parent"
-                time.sleep(0.2)
-        folder = Path(os.readlink(f"/proc/{zygote}/cwd"))
+        _until(lambda: _has_zygote(worker), 120, "the worker started its warm parent")
+        folder = Path(os.readlink(f"/proc/{zygote_of(worker)}/cwd"))
         assert folder.is_dir()
     finally:
         stopped = acc(home, "down")
